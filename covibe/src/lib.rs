@@ -1,0 +1,1 @@
+//! The covibe command: standalone mode and every service as a subcommand

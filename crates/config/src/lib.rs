@@ -1,0 +1,312 @@
+//! CoVibe's configuration, one struct for every component, layered as
+//! defaults < TOML file < `COVIBE_*` environment < command-line flags, validated at load and
+//! printable with `--print-config`. Unknown keys are errors, wherever they come from.
+//!
+//! Nested keys use a double underscore in the environment: `COVIBE_ENDPOINTS__AUTH`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The command a vm-agent runs by default; `{task}` becomes the task, as one argument.
+pub const DEFAULT_AGENT_COMMAND: &str = "claude -p {task} --output-format stream-json --verbose";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration: {0}")]
+    Load(Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the gateway listens for REST and Socket.io (`127.0.0.1:0` picks a free port).
+    pub http_addr: SocketAddr,
+    /// Where a single service listens for gRPC in multi-process mode.
+    pub grpc_addr: SocketAddr,
+    /// Holds the SQLite database, signing keys and vm-agent spools in standalone mode.
+    pub data_dir: PathBuf,
+    /// `postgres://...` or `sqlite://...`; unset means SQLite under `data_dir`.
+    pub database_url: Option<String>,
+    /// `redis://...`; unset means the in-process hot store (one process only).
+    pub redis_url: Option<String>,
+    /// The agent command run by vm-agent; `{task}` is replaced by the task as one argument.
+    pub agent_command: String,
+    /// Where the local strategy's vm-agent runs agents.
+    pub project_dir: Option<PathBuf>,
+    /// Path of the `vm-agent` binary for the local strategy; unset means next to this binary.
+    pub vm_agent_bin: Option<PathBuf>,
+    /// How the orchestrator is reached by vm-agents; unset means its bound gRPC address.
+    pub link_url: Option<String>,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// gRPC endpoints of the other services, used in multi-process mode.
+    pub endpoints: Endpoints,
+    pub auth: AuthConfig,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Endpoints {
+    pub auth: String,
+    pub team: String,
+    pub orchestrator: String,
+    pub vm_connector: String,
+    pub preview: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Ed25519 signing key (PKCS#8 PEM); unset means `data_dir/keys/jwt-signing.pem`.
+    pub signing_key_file: Option<PathBuf>,
+    /// Ed25519 public key (SPKI PEM); unset means `data_dir/keys/jwt-signing.pub.pem`.
+    pub verifying_key_file: Option<PathBuf>,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+    pub invite_ttl_secs: u64,
+    pub invite_max_uses: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Longest task a member may submit, in bytes.
+    pub max_task_bytes: usize,
+    /// Largest REST request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Output chunks kept per agent in the hot ring buffer.
+    pub ring_buffer_chunks: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: PathBuf::from(".covibe"),
+            database_url: None,
+            redis_url: None,
+            agent_command: DEFAULT_AGENT_COMMAND.to_owned(),
+            project_dir: None,
+            vm_agent_bin: None,
+            link_url: None,
+            log_format: "text".to_owned(),
+            endpoints: Endpoints::default(),
+            auth: AuthConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Self {
+            auth: "http://127.0.0.1:50051".to_owned(),
+            team: "http://127.0.0.1:50052".to_owned(),
+            orchestrator: "http://127.0.0.1:50053".to_owned(),
+            vm_connector: "http://127.0.0.1:50054".to_owned(),
+            preview: "http://127.0.0.1:50055".to_owned(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            signing_key_file: None,
+            verifying_key_file: None,
+            access_ttl_secs: 15 * 60,
+            refresh_ttl_secs: 30 * 24 * 3600,
+            invite_ttl_secs: 7 * 24 * 3600,
+            invite_max_uses: 50,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_task_bytes: 16 * 1024, max_body_bytes: 64 * 1024, ring_buffer_chunks: 10_000 }
+    }
+}
+
+/// Values given on the command line: the last layer, set only where a flag was passed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_addr: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+}
+
+impl Config {
+    /// Loads defaults < `file` < `COVIBE_*` environment < `overrides`, then validates.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, Error> {
+        Self::load_from_env(file, overrides, Env::prefixed("COVIBE_").split("__"))
+    }
+
+    fn load_from_env(file: Option<&Path>, overrides: &Overrides, env: Env) -> Result<Self, Error> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(Error::Invalid(format!("file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: Config = figment
+            .merge(env)
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| Error::Load(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |msg: String| Err(Error::Invalid(msg));
+        if !self.agent_command.contains("{task}") {
+            return invalid("agent_command must contain {task}".to_owned());
+        }
+        if self.agent_command.split_whitespace().next().is_none() {
+            return invalid("agent_command is empty".to_owned());
+        }
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+            {
+                return invalid("database_url must start with postgres:// or sqlite:".to_owned());
+            }
+        }
+        if let Some(url) = &self.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return invalid("redis_url must start with redis:// or rediss://".to_owned());
+            }
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return invalid("log_format must be text or json".to_owned());
+        }
+        for (name, url) in [
+            ("auth", &self.endpoints.auth),
+            ("team", &self.endpoints.team),
+            ("orchestrator", &self.endpoints.orchestrator),
+            ("vm_connector", &self.endpoints.vm_connector),
+            ("preview", &self.endpoints.preview),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return invalid(format!("endpoints.{name} must be an http:// or https:// url"));
+            }
+        }
+        if self.auth.access_ttl_secs == 0 || self.auth.refresh_ttl_secs == 0 {
+            return invalid("auth token lifetimes must be positive".to_owned());
+        }
+        if self.limits.max_task_bytes == 0 || self.limits.ring_buffer_chunks == 0 {
+            return invalid("limits must be positive".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The database to use: the configured URL, or SQLite under the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("covibe.db").display()),
+        }
+    }
+
+    pub fn signing_key_file(&self) -> PathBuf {
+        self.auth
+            .signing_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys").join("jwt-signing.pem"))
+    }
+
+    pub fn verifying_key_file(&self) -> PathBuf {
+        self.auth
+            .verifying_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys").join("jwt-signing.pub.pem"))
+    }
+
+    /// The configuration as TOML, for `--print-config`.
+    pub fn to_toml(&self) -> Result<String, Error> {
+        toml::to_string_pretty(self).map_err(|e| Error::Invalid(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An environment layer no real variable matches, so the test ignores the process env.
+    fn no_env() -> Env {
+        Env::prefixed("COVIBE_TEST_CFG_UNUSED_").split("__")
+    }
+
+    #[test]
+    fn layers_apply_in_order_and_unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("covibe.toml");
+        std::fs::write(
+            &file,
+            "http_addr = \"127.0.0.1:9000\"\nredis_url = \"redis://file\"\n[limits]\nmax_task_bytes = 10\n",
+        )
+        .unwrap();
+        let cfg = Config::load_from_env(Some(&file), &Overrides::default(), no_env()).unwrap();
+        assert_eq!(cfg.http_addr.port(), 9000);
+        assert_eq!(cfg.limits.max_task_bytes, 10);
+        assert_eq!(cfg.redis_url.as_deref(), Some("redis://file"));
+
+        let flags = Overrides { http_addr: Some("127.0.0.1:0".parse().unwrap()), ..Default::default() };
+        let cfg = Config::load_from_env(Some(&file), &flags, no_env()).unwrap();
+        assert_eq!(cfg.http_addr.port(), 0, "flags win over the file");
+
+        std::fs::write(&file, "htp_addr = \"127.0.0.1:9000\"\n").unwrap();
+        let err = Config::load_from_env(Some(&file), &Overrides::default(), no_env());
+        assert!(err.unwrap_err().to_string().contains("htp_addr"));
+    }
+
+    #[test]
+    fn environment_overrides_file_and_is_validated() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "agent_command = \"x {task}\"\n")?;
+            jail.set_env("COVIBE_AGENT_COMMAND", "fake-agent --task {task}");
+            jail.set_env("COVIBE_HTTP_ADDR", "127.0.0.1:0");
+            jail.set_env("COVIBE_ENDPOINTS__AUTH", "http://127.0.0.1:1");
+            let cfg = Config::load(Some(Path::new("c.toml")), &Overrides::default()).unwrap();
+            assert_eq!(cfg.agent_command, "fake-agent --task {task}");
+            assert_eq!(cfg.http_addr.port(), 0);
+            assert_eq!(cfg.endpoints.auth, "http://127.0.0.1:1");
+
+            jail.set_env("COVIBE_AGENT_COMMAND", "no-placeholder");
+            let err = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("{task}"));
+
+            jail.set_env("COVIBE_AGENT_COMMAND", "a {task}");
+            jail.set_env("COVIBE_NO_SUCH_KEY", "1");
+            let err = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("no_such_key"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn defaults_are_valid_and_printable() {
+        let cfg = Config::default();
+        cfg.validate().unwrap();
+        assert!(cfg.to_toml().unwrap().contains("agent_command"));
+        assert!(cfg.database_url().starts_with("sqlite://"));
+    }
+}

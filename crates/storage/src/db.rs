@@ -1,0 +1,63 @@
+//! Opening the database and running a service's migrations at start-up.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+use sea_orm_migration::MigratorTrait;
+
+use crate::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn of(url: &str) -> Self {
+        if url.starts_with("sqlite:") { Self::Sqlite } else { Self::Postgres }
+    }
+}
+
+/// Opens a pool to `url`. For SQLite the file's directory is created, and the database is put
+/// in WAL mode with a busy timeout so the services of one process can share it.
+pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
+    let backend = Backend::of(url);
+    if backend == Backend::Sqlite {
+        if let Some(path) = sqlite_path(url) {
+            if let Some(dir) = std::path::Path::new(path).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| Error::Other(format!("create {}: {e}", dir.display())))?;
+                }
+            }
+        }
+    }
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    match backend {
+        Backend::Postgres => options.max_connections(16).min_connections(1),
+        Backend::Sqlite => options.max_connections(8).min_connections(1),
+    };
+    let db = Database::connect(options).await?;
+    if backend == Backend::Sqlite {
+        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+            .await?;
+    }
+    Ok(db)
+}
+
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+/// Applies a service's pending migrations.
+pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), Error> {
+    M::up(db, None).await?;
+    Ok(())
+}

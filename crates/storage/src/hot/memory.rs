@@ -1,0 +1,92 @@
+//! The in-process hot store of `covibe standalone`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use covibe_types::{AgentId, TeamId};
+use tokio::sync::{broadcast, mpsc};
+
+use super::{FanoutEvent, HotChunk, HotStore, SUBSCRIBER_QUEUE, Subscription};
+use crate::Error;
+
+pub struct MemoryHotStore {
+    capacity: usize,
+    rings: Mutex<HashMap<AgentId, VecDeque<HotChunk>>>,
+    fanout: broadcast::Sender<Bytes>,
+}
+
+impl MemoryHotStore {
+    /// A store keeping at most `capacity` chunks per agent.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            rings: Mutex::new(HashMap::new()),
+            fanout: broadcast::channel(SUBSCRIBER_QUEUE).0,
+        }
+    }
+
+    fn rings(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, VecDeque<HotChunk>>> {
+        // A panic while holding the lock cannot leave a ring half-updated in a way that matters.
+        self.rings.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl HotStore for MemoryHotStore {
+    async fn append(&self, agent: AgentId, chunks: &[HotChunk]) -> Result<(), Error> {
+        let mut rings = self.rings();
+        let ring = rings.entry(agent).or_default();
+        for chunk in chunks {
+            // Keep the ring sorted by seq; chunks almost always arrive in order.
+            match ring.back() {
+                Some(last) if last.seq >= chunk.seq => {
+                    if let Err(at) = ring.binary_search_by_key(&chunk.seq, |c| c.seq) {
+                        if at > 0 || ring.len() < self.capacity {
+                            ring.insert(at, chunk.clone());
+                        }
+                    }
+                }
+                _ => ring.push_back(chunk.clone()),
+            }
+            while ring.len() > self.capacity {
+                ring.pop_front();
+            }
+        }
+        Ok(())
+    }
+
+    async fn range(&self, agent: AgentId, from: u64, limit: usize) -> Result<Vec<HotChunk>, Error> {
+        let rings = self.rings();
+        let Some(ring) = rings.get(&agent) else { return Ok(Vec::new()) };
+        let start = ring.partition_point(|c| c.seq < from);
+        Ok(ring.iter().skip(start).take(limit).cloned().collect())
+    }
+
+    async fn publish(&self, _team: TeamId, event: Bytes) -> Result<(), Error> {
+        // No subscriber is not an error: nobody is watching.
+        let _ = self.fanout.send(event);
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> Result<Subscription, Error> {
+        let mut source = self.fanout.subscribe();
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        tokio::spawn(async move {
+            loop {
+                let event = match source.recv().await {
+                    Ok(bytes) => FanoutEvent::Message(bytes),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "fan-out subscriber lagged");
+                        FanoutEvent::Gap
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Subscription::new(rx))
+    }
+}

@@ -1,0 +1,150 @@
+//! The Redis hot store: a sorted set per agent (score = seq) trimmed to a fixed size with a TTL,
+//! and one pub/sub channel per team, all teams read with one pattern subscription.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use covibe_types::{AgentId, TeamId};
+use fred::prelude::*;
+use fred::types::Limit;
+use fred::types::sorted_sets::ZRange;
+use tokio::sync::mpsc;
+
+use super::{FanoutEvent, HotChunk, HotStore, SUBSCRIBER_QUEUE, Subscription};
+use crate::Error;
+
+pub struct RedisHotStore {
+    client: Client,
+    config: Config,
+    prefix: String,
+    capacity: usize,
+    ttl_secs: i64,
+}
+
+fn reconnect_policy() -> ReconnectPolicy {
+    // Retry forever, 100 ms doubling up to 2 s.
+    ReconnectPolicy::new_exponential(0, 100, 2_000, 2)
+}
+
+impl RedisHotStore {
+    /// Connects to `url`. Keys and channels start with `prefix` (so test runs never collide);
+    /// each agent's ring keeps `capacity` chunks for `ttl_secs` after its last write.
+    pub async fn connect(url: &str, prefix: &str, capacity: usize, ttl_secs: i64) -> Result<Self, Error> {
+        let config = Config::from_url(url)?;
+        let client = Builder::from_config(config.clone())
+            .with_connection_config(|c| {
+                c.connection_timeout = std::time::Duration::from_secs(5);
+            })
+            .set_policy(reconnect_policy())
+            .build()?;
+        client.init().await?;
+        Ok(Self { client, config, prefix: prefix.to_owned(), capacity: capacity.max(1), ttl_secs })
+    }
+
+    fn ring_key(&self, agent: AgentId) -> String {
+        format!("{}out:{agent}", self.prefix)
+    }
+
+    fn channel(&self, team: TeamId) -> String {
+        format!("{}team:{team}", self.prefix)
+    }
+}
+
+fn encode(chunk: &HotChunk) -> Bytes {
+    let mut buf = BytesMut::with_capacity(9 + chunk.data.len());
+    buf.put_u64(chunk.seq);
+    buf.put_u8(u8::try_from(chunk.stream).unwrap_or(0));
+    buf.put_slice(&chunk.data);
+    buf.freeze()
+}
+
+fn decode(mut raw: Bytes) -> Option<HotChunk> {
+    if raw.len() < 9 {
+        return None;
+    }
+    let head = raw.split_to(9);
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&head[..8]);
+    Some(HotChunk { seq: u64::from_be_bytes(seq), stream: i32::from(head[8]), data: raw })
+}
+
+#[async_trait::async_trait]
+impl HotStore for RedisHotStore {
+    async fn append(&self, agent: AgentId, chunks: &[HotChunk]) -> Result<(), Error> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let key = self.ring_key(agent);
+        let members: Vec<(f64, Bytes)> = chunks.iter().map(|c| (c.seq as f64, encode(c))).collect();
+        let pipeline = self.client.pipeline();
+        let capacity = i64::try_from(self.capacity).unwrap_or(i64::MAX);
+        let _: () = pipeline.zadd(&key, None, None, false, false, members).await?;
+        let _: () = pipeline.zremrangebyrank(&key, 0, -(capacity + 1)).await?;
+        let _: () = pipeline.expire(&key, self.ttl_secs, None).await?;
+        let _: Vec<Value> = pipeline.all().await?;
+        Ok(())
+    }
+
+    async fn range(&self, agent: AgentId, from: u64, limit: usize) -> Result<Vec<HotChunk>, Error> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let raw: Vec<Bytes> = self
+            .client
+            .zrangebyscore(
+                self.ring_key(agent),
+                ZRange::from(i64::try_from(from).unwrap_or(i64::MAX)),
+                "+inf",
+                false,
+                Some(Limit::from((0, limit))),
+            )
+            .await?;
+        Ok(raw.into_iter().filter_map(decode).collect())
+    }
+
+    async fn publish(&self, team: TeamId, event: Bytes) -> Result<(), Error> {
+        let _: i64 = self.client.publish(self.channel(team), event).await?;
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> Result<Subscription, Error> {
+        let subscriber = Builder::from_config(self.config.clone())
+            .set_policy(reconnect_policy())
+            .build_subscriber_client()?;
+        subscriber.init().await?;
+        let resubscribe = subscriber.manage_subscriptions();
+        subscriber.psubscribe(format!("{}team:*", self.prefix)).await?;
+        let mut messages = subscriber.message_rx();
+        let mut reconnects = subscriber.reconnect_rx();
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        tokio::spawn(async move {
+            // The subscriber lives as long as this task.
+            let _subscriber = subscriber;
+            let _resubscribe = resubscribe;
+            loop {
+                let event = tokio::select! {
+                    message = messages.recv() => match message {
+                        Ok(message) => match message.value.as_bytes() {
+                            Some(bytes) => FanoutEvent::Message(Bytes::copy_from_slice(bytes)),
+                            None => continue,
+                        },
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                            tracing::warn!(missed, "redis fan-out subscriber lagged");
+                            FanoutEvent::Gap
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    reconnect = reconnects.recv() => match reconnect {
+                        // Messages published while the link was down are gone.
+                        Ok(_) => {
+                            tracing::warn!("redis fan-out link re-established; events may have been missed");
+                            FanoutEvent::Gap
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => FanoutEvent::Gap,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Subscription::new(rx))
+    }
+}

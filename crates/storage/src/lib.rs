@@ -1,0 +1,19 @@
+//! Storage shared by the services: opening the database (PostgreSQL or SQLite, through SeaORM)
+//! and the hot store (per-agent output ring buffers and team fan-out, in Redis or in-process).
+//! Each service owns its tables and migrations; this crate owns only the plumbing.
+
+mod db;
+pub mod hot;
+
+pub use db::{Backend, connect, migrate};
+pub use hot::{FanoutEvent, HotChunk, HotStore, MemoryHotStore, RedisHotStore, Subscription};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error("storage: {0}")]
+    Other(String),
+}

@@ -1,0 +1,74 @@
+// Drives real Socket.io clients for the Rust end-to-end tests. Reads one JSON command per line on
+// stdin and writes one JSON line per result or received event on stdout.
+//
+// Commands:
+//   {"op":"connect","client":"a","url":"http://127.0.0.1:PORT"}          -> {"op":"connected","client":"a"}
+//   {"op":"emit","client":"a","ref":1,"event":"join_team","data":{...}} -> {"op":"ack","ref":1,"data":...}
+//   {"op":"close","client":"a"}                                         -> {"op":"closed","client":"a"}
+//   {"op":"stress","ref":2,"url":...,"count":N,"event":"join_team","data":{...}}
+//       connects N clients one after another, each emitting `event` the moment it connects and
+//       waiting for the ack (at most 5 s) before closing -> {"op":"stress","ref":2,"acked":K,"failed":[...]}
+// Every event a client receives: {"op":"event","client":"a","event":"agent_output","data":{...}}
+import { io } from "socket.io-client";
+import { createInterface } from "node:readline";
+
+const clients = new Map();
+const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+
+function connect({ client, url }) {
+  const socket = io(url, { transports: ["websocket"], reconnection: false, forceNew: true });
+  clients.set(client, socket);
+  socket.on("connect", () => out({ op: "connected", client }));
+  socket.on("connect_error", (err) => out({ op: "connect_error", client, error: String(err && err.message) }));
+  socket.on("disconnect", (reason) => out({ op: "disconnected", client, reason }));
+  socket.onAny((event, data) => out({ op: "event", client, event, data }));
+}
+
+async function stress({ ref, url, count, event, data }) {
+  let acked = 0;
+  const failed = [];
+  for (let i = 0; i < count; i++) {
+    const ok = await new Promise((resolve) => {
+      const socket = io(url, { transports: ["websocket"], reconnection: false, forceNew: true });
+      const timer = setTimeout(() => { socket.close(); resolve(false); }, 5000);
+      socket.on("connect", () => {
+        socket.emit(event, data, (reply) => {
+          clearTimeout(timer);
+          socket.close();
+          resolve(Boolean(reply && reply.ok));
+        });
+      });
+      socket.on("connect_error", () => { clearTimeout(timer); socket.close(); resolve(false); });
+    });
+    if (ok) acked++; else failed.push(i);
+  }
+  out({ op: "stress", ref, acked, failed });
+}
+
+const rl = createInterface({ input: process.stdin });
+rl.on("line", async (line) => {
+  let cmd;
+  try { cmd = JSON.parse(line); } catch { out({ op: "error", error: "bad command" }); return; }
+  switch (cmd.op) {
+    case "connect": connect(cmd); break;
+    case "emit": {
+      const socket = clients.get(cmd.client);
+      if (!socket) { out({ op: "error", ref: cmd.ref, error: "no such client" }); break; }
+      if (cmd.noAck) { socket.emit(cmd.event, cmd.data); out({ op: "sent", ref: cmd.ref }); break; }
+      socket.timeout(10000).emit(cmd.event, cmd.data, (err, reply) => {
+        out(err ? { op: "ack_timeout", ref: cmd.ref } : { op: "ack", ref: cmd.ref, data: reply });
+      });
+      break;
+    }
+    case "close": {
+      const socket = clients.get(cmd.client);
+      if (socket) socket.close();
+      clients.delete(cmd.client);
+      out({ op: "closed", client: cmd.client });
+      break;
+    }
+    case "stress": await stress(cmd); break;
+    default: out({ op: "error", error: "unknown op " + cmd.op });
+  }
+});
+rl.on("close", () => { for (const s of clients.values()) s.close(); process.exit(0); });

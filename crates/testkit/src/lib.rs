@@ -1,0 +1,11 @@
+//! Test support, used only from tests: throwaway databases on the machine's PostgreSQL, unique
+//! Redis prefixes, child processes whose output is watched, and the Node Socket.io client.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod db;
+mod node;
+mod process;
+
+pub use db::{PG_ADMIN_URL, REDIS_URL, TestDb, redis_url, unique_prefix};
+pub use node::{SioClient, ensure_node_modules, js_dir};
+pub use process::{Proc, workspace_root};

@@ -1,0 +1,95 @@
+//! Child processes for end-to-end tests: started, their output watched line by line, killed on
+//! drop.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join("Cargo.lock").exists() && !dir.join("proto").exists() {
+        if !dir.pop() {
+            break;
+        }
+    }
+    dir
+}
+
+/// A running child with its stdout and stderr merged into one line channel.
+pub struct Proc {
+    pub child: Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    pub name: String,
+}
+
+impl Proc {
+    /// Starts `command` with its output piped; stdin is closed.
+    pub fn spawn(name: &str, mut command: Command) -> Self {
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let (tx, lines) = mpsc::unbounded_channel();
+        let echo = std::env::var_os("COVIBE_TEST_ECHO").is_some();
+        if let Some(out) = child.stdout.take() {
+            let tx = tx.clone();
+            let label = name.to_owned();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(out).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    if echo {
+                        eprintln!("[{label}] {line}");
+                    }
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        if let Some(err) = child.stderr.take() {
+            let label = name.to_owned();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(err).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    if echo {
+                        eprintln!("[{label}] {line}");
+                    }
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Self { child, lines, name: name.to_owned() }
+    }
+
+    /// Waits (at most `timeout`, a hang guard) for a line containing `needle`; returns it.
+    pub async fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let name = self.name.clone();
+        let mut seen = Vec::new();
+        let found = tokio::time::timeout(timeout, async {
+            while let Some(line) = self.lines.recv().await {
+                if line.contains(needle) {
+                    return Some(line);
+                }
+                seen.push(line);
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            _ => panic!("{name} never printed {needle:?}; it printed:\n{}", seen.join("\n")),
+        }
+    }
+
+    /// The `http://HOST:PORT` at the end of a `... listening on http://HOST:PORT` line.
+    pub async fn wait_for_url(&mut self, needle: &str) -> String {
+        let line = self.wait_for_line(needle, Duration::from_secs(60)).await;
+        let at = line.find("http://").unwrap_or_else(|| panic!("no url in {line:?}"));
+        line[at..].split_whitespace().next().unwrap_or_default().to_owned()
+    }
+
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}

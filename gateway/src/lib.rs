@@ -1,0 +1,1 @@
+//! The gateway: REST, Socket.io and gRPC-web for phones and browsers

@@ -1,0 +1,1 @@
+//! The preview service: the team's shared preview deployment

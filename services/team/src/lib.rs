@@ -1,0 +1,1 @@
+//! The team service: teams, members and invite codes

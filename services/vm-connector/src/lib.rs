@@ -1,0 +1,1 @@
+//! The vm-connector: members' VMs and how vm-agents get started on them
