@@ -1,0 +1,167 @@
+//! The team store: the trait the domain needs, and its SeaORM implementation.
+
+mod entities;
+mod migration;
+
+use async_trait::async_trait;
+use covibe_types::{TeamId, UserId};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, Set,
+    TransactionTrait,
+};
+
+pub use migration::Migrator;
+
+use crate::domain::{Invite, Member, Team};
+use entities::{invite, member, team};
+
+#[async_trait]
+pub trait TeamStore: Send + Sync + 'static {
+    /// Stores a team, its first member and its first invite, all or nothing.
+    async fn create_team(&self, team: &Team, owner: &Member, invite: &Invite) -> Result<(), DbErr>;
+    async fn find_team(&self, id: TeamId) -> Result<Option<Team>, DbErr>;
+    async fn find_member(&self, id: UserId) -> Result<Option<Member>, DbErr>;
+    async fn find_member_by_email(&self, team: TeamId, email: &str) -> Result<Option<Member>, DbErr>;
+    async fn members(&self, team: TeamId) -> Result<Vec<Member>, DbErr>;
+    async fn add_invite(&self, invite: &Invite) -> Result<(), DbErr>;
+    async fn find_invite(&self, code_hash: &str) -> Result<Option<Invite>, DbErr>;
+    /// Uses one use of the invite and adds `member`, atomically. `false` when the invite was
+    /// used up, revoked or expired in the meantime (nothing is written then).
+    async fn redeem(&self, code_hash: &str, now_ms: i64, member: &Member) -> Result<bool, DbErr>;
+}
+
+/// `TeamStore` over SeaORM, on PostgreSQL or SQLite.
+pub struct SeaTeamStore {
+    db: DatabaseConnection,
+}
+
+impl SeaTeamStore {
+    /// Wraps a connection, applying the service's migrations first.
+    pub async fn new(db: DatabaseConnection) -> Result<Self, covibe_storage::Error> {
+        covibe_storage::migrate::<Migrator>(&db).await?;
+        Ok(Self { db })
+    }
+}
+
+fn parse<T: std::str::FromStr>(s: &str) -> Result<T, DbErr> {
+    s.parse().map_err(|_| DbErr::Custom(format!("bad id in database: {s}")))
+}
+
+fn team_of(m: team::Model) -> Result<Team, DbErr> {
+    Ok(Team { id: parse(&m.id)?, name: m.name, created_at_ms: m.created_at_ms })
+}
+
+fn member_of(m: member::Model) -> Result<Member, DbErr> {
+    Ok(Member {
+        id: parse(&m.id)?,
+        team_id: parse(&m.team_id)?,
+        email: m.email,
+        display_name: m.display_name,
+        created_at_ms: m.created_at_ms,
+    })
+}
+
+fn invite_of(m: invite::Model) -> Result<Invite, DbErr> {
+    Ok(Invite {
+        code_hash: m.code_hash,
+        team_id: parse(&m.team_id)?,
+        created_by: parse(&m.created_by)?,
+        expires_at_ms: m.expires_at_ms,
+        max_uses: u32::try_from(m.max_uses).unwrap_or(0),
+        uses: u32::try_from(m.uses).unwrap_or(u32::MAX),
+        revoked: m.revoked,
+    })
+}
+
+fn member_row(m: &Member) -> member::ActiveModel {
+    member::ActiveModel {
+        id: Set(m.id.to_string()),
+        team_id: Set(m.team_id.to_string()),
+        email: Set(m.email.clone()),
+        display_name: Set(m.display_name.clone()),
+        created_at_ms: Set(m.created_at_ms),
+    }
+}
+
+fn invite_row(i: &Invite) -> invite::ActiveModel {
+    invite::ActiveModel {
+        code_hash: Set(i.code_hash.clone()),
+        team_id: Set(i.team_id.to_string()),
+        created_by: Set(i.created_by.to_string()),
+        expires_at_ms: Set(i.expires_at_ms),
+        max_uses: Set(i64::from(i.max_uses)),
+        uses: Set(i64::from(i.uses)),
+        revoked: Set(i.revoked),
+    }
+}
+
+#[async_trait]
+impl TeamStore for SeaTeamStore {
+    async fn create_team(&self, t: &Team, owner: &Member, i: &Invite) -> Result<(), DbErr> {
+        let txn = self.db.begin().await?;
+        team::ActiveModel { id: Set(t.id.to_string()), name: Set(t.name.clone()), created_at_ms: Set(t.created_at_ms) }
+            .insert(&txn)
+            .await?;
+        member_row(owner).insert(&txn).await?;
+        invite_row(i).insert(&txn).await?;
+        txn.commit().await
+    }
+
+    async fn find_team(&self, id: TeamId) -> Result<Option<Team>, DbErr> {
+        team::Entity::find_by_id(id.to_string()).one(&self.db).await?.map(team_of).transpose()
+    }
+
+    async fn find_member(&self, id: UserId) -> Result<Option<Member>, DbErr> {
+        member::Entity::find_by_id(id.to_string()).one(&self.db).await?.map(member_of).transpose()
+    }
+
+    async fn find_member_by_email(&self, team: TeamId, email: &str) -> Result<Option<Member>, DbErr> {
+        member::Entity::find()
+            .filter(member::Column::TeamId.eq(team.to_string()))
+            .filter(member::Column::Email.eq(email))
+            .one(&self.db)
+            .await?
+            .map(member_of)
+            .transpose()
+    }
+
+    async fn members(&self, team: TeamId) -> Result<Vec<Member>, DbErr> {
+        member::Entity::find()
+            .filter(member::Column::TeamId.eq(team.to_string()))
+            .order_by_asc(member::Column::CreatedAtMs)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(member_of)
+            .collect()
+    }
+
+    async fn add_invite(&self, i: &Invite) -> Result<(), DbErr> {
+        invite_row(i).insert(&self.db).await.map(|_| ())
+    }
+
+    async fn find_invite(&self, code_hash: &str) -> Result<Option<Invite>, DbErr> {
+        invite::Entity::find_by_id(code_hash.to_owned()).one(&self.db).await?.map(invite_of).transpose()
+    }
+
+    async fn redeem(&self, code_hash: &str, now_ms: i64, m: &Member) -> Result<bool, DbErr> {
+        let txn = self.db.begin().await?;
+        // The guard in the WHERE clause makes concurrent redemptions of the last use safe.
+        let used = invite::Entity::update_many()
+            .col_expr(invite::Column::Uses, Expr::col(invite::Column::Uses).add(1))
+            .filter(invite::Column::CodeHash.eq(code_hash))
+            .filter(invite::Column::Revoked.eq(false))
+            .filter(invite::Column::ExpiresAtMs.gt(now_ms))
+            .filter(Expr::col(invite::Column::Uses).lt(Expr::col(invite::Column::MaxUses)))
+            .exec(&txn)
+            .await?;
+        if used.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        member_row(m).insert(&txn).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+}
