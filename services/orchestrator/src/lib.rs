@@ -1,1 +1,20 @@
-//! The agent orchestrator: agent lifecycle, the vm-agent link, output ingest and history
+//! The agent orchestrator: every agent's lifecycle, the vm-agent link (one bidirectional gRPC
+//! stream per running agent), output ingest (de-duplicated by sequence number, stored durably,
+//! then kept hot and fanned out to the team), and output history.
+//!
+//! `agents` is the domain over the `AgentStore` trait and the hot store; `store` implements the
+//! trait with SeaORM; `link` serves `covibe.vmagent.v1.AgentLink`; `grpc` serves
+//! `covibe.orchestrator.v1.OrchestratorService`.
+
+mod agents;
+mod error;
+mod events;
+mod grpc;
+mod link;
+pub mod store;
+
+pub use agents::{Agent, Agents, Limits, OutputPage};
+pub use error::Error;
+pub use grpc::OrchestratorGrpc;
+pub use link::LinkService;
+pub use store::{AgentStore, SeaAgentStore, StoredChunk};

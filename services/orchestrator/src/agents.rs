@@ -1,0 +1,218 @@
+//! The agent domain: spawning through the vm-connector, the lifecycle, output ingest and
+//! history. Every member-facing call checks the caller's team itself.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use covibe_bootstrap::{Client, bearer};
+use covibe_proto::vmconnector::v1 as vmc;
+use covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServiceClient;
+use covibe_storage::{HotChunk, HotStore};
+use covibe_types::{AgentId, AgentStatus, ApiError, TeamId, UserId, now_ms};
+use rand::RngCore;
+use sha2::Digest;
+
+use crate::Error;
+use crate::events;
+use crate::store::{AgentStore, StoredChunk};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    pub id: AgentId,
+    pub team_id: TeamId,
+    pub owner_id: UserId,
+    pub vm_id: String,
+    pub task: String,
+    pub status: AgentStatus,
+    pub exit_code: Option<i32>,
+    pub created_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    /// Output chunks stored so far; the next expected sequence number.
+    pub output_seq: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_task_bytes: usize,
+    pub max_page: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_task_bytes: 16 * 1024, max_page: 5_000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputPage {
+    pub chunks: Vec<StoredChunk>,
+    pub next_seq: u64,
+}
+
+pub struct Agents {
+    store: Arc<dyn AgentStore>,
+    hot: Arc<dyn HotStore>,
+    connector: VmConnectorServiceClient<Client>,
+    /// Where vm-agents dial back to.
+    link_url: String,
+    limits: Limits,
+}
+
+pub(crate) fn hash_token(token: &str) -> String {
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Agents {
+    pub fn new(
+        store: Arc<dyn AgentStore>,
+        hot: Arc<dyn HotStore>,
+        connector: VmConnectorServiceClient<Client>,
+        link_url: String,
+        limits: Limits,
+    ) -> Self {
+        Self { store, hot, connector, link_url, limits }
+    }
+
+    pub(crate) fn store(&self) -> &dyn AgentStore {
+        self.store.as_ref()
+    }
+
+    /// Creates the agent and asks the vm-connector to start a vm-agent for it on the owner's VM.
+    /// `member_token` is forwarded so the connector checks the caller itself.
+    pub async fn spawn(
+        &self,
+        owner: UserId,
+        team: TeamId,
+        member_token: &str,
+        task: &str,
+        vm_id: &str,
+    ) -> Result<Agent, Error> {
+        let task = task.trim();
+        if task.is_empty() {
+            return Err(ApiError::invalid("task must not be empty").into());
+        }
+        if task.len() > self.limits.max_task_bytes {
+            return Err(ApiError::invalid(format!("task is longer than {} bytes", self.limits.max_task_bytes)).into());
+        }
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let agent_token = URL_SAFE_NO_PAD.encode(secret);
+        let agent = Agent {
+            id: AgentId::new(),
+            team_id: team,
+            owner_id: owner,
+            vm_id: vm_id.to_owned(),
+            task: task.to_owned(),
+            status: AgentStatus::Pending,
+            exit_code: None,
+            created_at_ms: now_ms(),
+            started_at_ms: None,
+            finished_at_ms: None,
+            output_seq: 0,
+        };
+        self.store.insert(&agent, &hash_token(&agent_token)).await?;
+        tracing::info!(agent_id = %agent.id, team_id = %team, owner_id = %owner, "agent created");
+        self.publish_status(&agent).await;
+        // Starting before the connector answers: the vm-agent may report running before it does.
+        let agent = self.transition(agent.id, AgentStatus::Starting, None).await?.unwrap_or(agent);
+        let request = bearer(
+            vmc::StartAgentRequest {
+                agent_id: agent.id.to_string(),
+                user_id: owner.to_string(),
+                team_id: team.to_string(),
+                vm_id: vm_id.to_owned(),
+                task: agent.task.clone(),
+                agent_token,
+                link_url: self.link_url.clone(),
+            },
+            member_token,
+        );
+        match self.connector.clone().start_agent(request).await {
+            Ok(_) => Ok(self.store.get(agent.id).await?.unwrap_or(agent)),
+            Err(status) => {
+                tracing::warn!(agent_id = %agent.id, error = %status, "vm-connector could not start the agent");
+                self.transition(agent.id, AgentStatus::Failed, None).await?;
+                Err(ApiError::from_status(&status).into())
+            }
+        }
+    }
+
+    /// Moves an agent forward in its lifecycle and tells the team. `None` when the move was not
+    /// a step forward (a repeated or stale report), which changes nothing.
+    pub async fn transition(&self, id: AgentId, status: AgentStatus, exit_code: Option<i32>) -> Result<Option<Agent>, Error> {
+        let updated = self.store.transition(id, status, exit_code, now_ms()).await?;
+        if let Some(agent) = &updated {
+            tracing::info!(agent_id = %id, status = %status, exit_code, "agent status");
+            self.publish_status(agent).await;
+        }
+        Ok(updated)
+    }
+
+    async fn publish_status(&self, agent: &Agent) {
+        if let Err(err) = self.hot.publish(agent.team_id, events::status(agent)).await {
+            // Durable state is already written; viewers resync from it.
+            tracing::warn!(agent_id = %agent.id, error = %err, "could not publish a status change");
+        }
+    }
+
+    /// Stores chunks durably, then keeps them hot and tells the team. Returns the agent's new
+    /// `output_seq`: every chunk below it is durable.
+    pub async fn ingest(&self, agent: &Agent, chunks: &[StoredChunk]) -> Result<u64, Error> {
+        let next = self.store.append_output(agent.id, chunks).await?;
+        let hot: Vec<HotChunk> =
+            chunks.iter().map(|c| HotChunk { seq: c.seq, stream: c.stream, data: c.data.clone() }).collect();
+        if let Err(err) = self.hot.append(agent.id, &hot).await {
+            tracing::warn!(agent_id = %agent.id, error = %err, "hot buffer append failed; history falls back to the database");
+        }
+        for chunk in chunks {
+            if let Err(err) = self.hot.publish(agent.team_id, events::output(agent, chunk)).await {
+                tracing::warn!(agent_id = %agent.id, error = %err, "could not publish output");
+                break;
+            }
+        }
+        Ok(next)
+    }
+
+    pub async fn list(&self, team: TeamId) -> Result<Vec<Agent>, Error> {
+        Ok(self.store.list(team).await?)
+    }
+
+    /// The agent, if it belongs to `team` (another team's agent is reported as not found).
+    pub async fn get(&self, team: TeamId, id: AgentId) -> Result<Agent, Error> {
+        match self.store.get(id).await? {
+            Some(agent) if agent.team_id == team => Ok(agent),
+            _ => Err(ApiError::not_found("no such agent").into()),
+        }
+    }
+
+    /// Output from `from` on, from the hot buffer when it holds the range, else the database.
+    pub async fn output(&self, team: TeamId, id: AgentId, from: u64, limit: u64) -> Result<OutputPage, Error> {
+        let agent = self.get(team, id).await?;
+        let limit = limit.clamp(1, self.limits.max_page);
+        let end = agent.output_seq;
+        if from >= end {
+            return Ok(OutputPage { chunks: Vec::new(), next_seq: from.max(end) });
+        }
+        let wanted = limit.min(end - from);
+        let hot = match self.hot.range(id, from, usize::try_from(wanted).unwrap_or(usize::MAX)).await {
+            Ok(chunks) => chunks,
+            Err(err) => {
+                tracing::warn!(agent_id = %id, error = %err, "hot buffer unavailable; reading the database");
+                Vec::new()
+            }
+        };
+        let complete = hot.first().is_some_and(|c| c.seq == from)
+            && hot.windows(2).all(|w| w[1].seq == w[0].seq + 1)
+            && (hot.len() as u64 == wanted);
+        let chunks: Vec<StoredChunk> = if complete {
+            hot.into_iter().map(|c| StoredChunk { seq: c.seq, stream: c.stream, data: c.data }).collect()
+        } else {
+            self.store.output(id, from, wanted).await?
+        };
+        let next_seq = chunks.last().map_or(from, |c| c.seq + 1);
+        Ok(OutputPage { chunks, next_seq })
+    }
+}

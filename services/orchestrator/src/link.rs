@@ -1,0 +1,244 @@
+//! `covibe.vmagent.v1.AgentLink`: one bidirectional stream per running agent. The vm-agent says
+//! hello with its agent token and what it has seen acknowledged; we answer where to resume,
+//! store each batch of output durably, and only then acknowledge it. A reader task feeds the
+//! frames into a bounded channel, so a slow database slows the vm-agent down (backpressure)
+//! instead of growing memory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use covibe_proto::tonic::{self, Request, Response, Status, Streaming};
+use covibe_proto::vmagent::v1::agent_frame::Frame;
+use covibe_proto::vmagent::v1::agent_link_server::{AgentLink, AgentLinkServer};
+use covibe_proto::vmagent::v1::server_frame::Frame as Out;
+use covibe_proto::vmagent::v1::{self as pb, AgentFrame, ServerFrame};
+use covibe_proto::common::v1::OutputStream;
+use covibe_types::{AgentId, AgentStatus, ApiError, Code};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument;
+
+use crate::agents::{Agent, Agents, hash_token};
+use crate::store::StoredChunk;
+
+/// Largest output chunk accepted from a vm-agent.
+pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
+/// Output frames stored in one database write.
+const MAX_BATCH: usize = 256;
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct LinkService {
+    agents: Arc<Agents>,
+}
+
+impl LinkService {
+    pub fn new(agents: Arc<Agents>) -> Self {
+        Self { agents }
+    }
+
+    pub fn into_server(self) -> AgentLinkServer<Self> {
+        AgentLinkServer::new(self).max_decoding_message_size(MAX_CHUNK_BYTES + 4096)
+    }
+}
+
+fn frame(out: Out) -> Result<ServerFrame, Status> {
+    Ok(ServerFrame { frame: Some(out) })
+}
+
+fn link_error(code: Code, message: &str) -> Result<ServerFrame, Status> {
+    frame(Out::Error(pb::LinkError { code: code.as_str().to_owned(), message: message.to_owned() }))
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[tonic::async_trait]
+impl AgentLink for LinkService {
+    type AttachStream = ReceiverStream<Result<ServerFrame, Status>>;
+
+    async fn attach(&self, request: Request<Streaming<AgentFrame>>) -> Result<Response<Self::AttachStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(AgentFrame { frame: Some(Frame::Hello(hello)) }))) => hello,
+            Ok(Err(status)) => return Err(status),
+            _ => return Err(ApiError::invalid("the first frame must be hello").into()),
+        };
+        let refused = || Status::from(ApiError::unauthenticated("unknown agent or wrong agent token"));
+        let id: AgentId = hello.agent_id.parse().map_err(|_| refused())?;
+        let store = self.agents.store();
+        let expected = store.token_hash(id).await.map_err(|e| Status::from(ApiError::internal(e)))?;
+        if !expected.is_some_and(|hash| same(&hash, &hash_token(&hello.agent_token))) {
+            tracing::warn!(agent_id = %id, "vm-agent refused: bad agent token");
+            return Err(refused());
+        }
+        let agent = store.get(id).await.map_err(|e| Status::from(ApiError::internal(e)))?.ok_or_else(refused)?;
+        let span = tracing::info_span!("agent_link", agent_id = %id, team_id = %agent.team_id);
+        covibe_telemetry::set_parent_from_traceparent(&span, &hello.traceparent);
+        span.in_scope(|| {
+            tracing::info!(resume_from = agent.output_seq, acked = hello.acked_seq, version = %hello.agent_version, "vm-agent attached");
+        });
+
+        let (tx, rx) = mpsc::channel(64);
+        let welcome = pb::Welcome { resume_from_seq: agent.output_seq, pending: Vec::new() };
+        tx.send(frame(Out::Welcome(welcome))).await.map_err(|_| Status::cancelled("link closed"))?;
+
+        let (frames_tx, frames_rx) = mpsc::channel(MAX_BATCH * 2);
+        tokio::spawn(
+            async move {
+                loop {
+                    match inbound.message().await {
+                        Ok(Some(frame)) => {
+                            if frames_tx.send(Ok(frame)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => return,
+                        Err(status) => {
+                            let _ = frames_tx.send(Err(status)).await;
+                            return;
+                        }
+                    }
+                }
+            }
+            .instrument(span.clone()),
+        );
+        let session = Session { agents: self.agents.clone(), agent, tx };
+        tokio::spawn(session.run(frames_rx).instrument(span));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+struct Session {
+    agents: Arc<Agents>,
+    agent: Agent,
+    tx: mpsc::Sender<Result<ServerFrame, Status>>,
+}
+
+impl Session {
+    async fn run(mut self, mut frames: mpsc::Receiver<Result<AgentFrame, Status>>) {
+        let mut batch: Vec<StoredChunk> = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = frames.recv().await {
+            // Take whatever else is already waiting, up to a batch, and store it in one write.
+            let mut pending = vec![first];
+            while pending.len() < MAX_BATCH {
+                match frames.try_recv() {
+                    Ok(next) => pending.push(next),
+                    Err(_) => break,
+                }
+            }
+            for item in pending {
+                let frame = match item {
+                    Ok(AgentFrame { frame: Some(frame) }) => frame,
+                    Ok(AgentFrame { frame: None }) => {
+                        return self.fail(Code::InvalidArgument, "empty frame").await;
+                    }
+                    Err(status) => {
+                        tracing::info!(error = %status, "vm-agent stream ended");
+                        let _ = self.flush(&mut batch).await;
+                        return;
+                    }
+                };
+                match frame {
+                    Frame::Output(output) => {
+                        if let Err(message) = self.accept(output, &mut batch) {
+                            let _ = self.flush(&mut batch).await;
+                            return self.fail(Code::InvalidArgument, message).await;
+                        }
+                    }
+                    Frame::Status(change) => {
+                        if !self.flush(&mut batch).await {
+                            return;
+                        }
+                        if !self.status(change).await {
+                            return;
+                        }
+                    }
+                    Frame::Heartbeat(_) => {}
+                    Frame::Hello(_) => {
+                        return self.fail(Code::InvalidArgument, "hello may only be the first frame").await;
+                    }
+                }
+            }
+            if !self.flush(&mut batch).await {
+                return;
+            }
+        }
+        let _ = self.flush(&mut batch).await;
+        tracing::info!("vm-agent detached");
+    }
+
+    /// Checks one output frame and adds it to the batch if it is the next one expected.
+    fn accept(&mut self, output: pb::Output, batch: &mut Vec<StoredChunk>) -> Result<(), &'static str> {
+        if output.data.len() > MAX_CHUNK_BYTES {
+            return Err("output chunk too large");
+        }
+        let stream = match OutputStream::try_from(output.stream) {
+            Ok(OutputStream::Stdout | OutputStream::Stderr) => output.stream,
+            _ => return Err("output chunk has no valid stream"),
+        };
+        let next = self.agent.output_seq + batch.len() as u64;
+        if output.seq < next {
+            return Ok(()); // already stored: a resend after a reconnect
+        }
+        if output.seq > next {
+            return Err("output sequence has a gap");
+        }
+        batch.push(StoredChunk { seq: output.seq, stream, data: output.data });
+        Ok(())
+    }
+
+    /// Stores the batch durably, then acknowledges it. `false` when the link must close.
+    async fn flush(&mut self, batch: &mut Vec<StoredChunk>) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        match self.agents.ingest(&self.agent, batch).await {
+            Ok(next) => {
+                self.agent.output_seq = next;
+                batch.clear();
+                let ack = pb::Ack { next_seq: next, status_stored: false };
+                self.tx.send(frame(Out::Ack(ack))).await.is_ok()
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "could not store output; the vm-agent will resend it");
+                let _ = self.tx.send(link_error(Code::Unavailable, "output could not be stored, reconnect and resend")).await;
+                false
+            }
+        }
+    }
+
+    async fn status(&mut self, change: pb::StatusChange) -> bool {
+        let Some(status) = covibe_proto::common::v1::AgentStatus::try_from(change.status)
+            .ok()
+            .and_then(AgentStatus::from_proto)
+        else {
+            self.fail(Code::InvalidArgument, "unknown agent status").await;
+            return false;
+        };
+        if status.is_final() && change.final_seq != self.agent.output_seq {
+            tracing::warn!(final_seq = change.final_seq, stored = self.agent.output_seq, "final status before all output");
+            self.fail(Code::InvalidArgument, "final status sent before all output was acknowledged").await;
+            return false;
+        }
+        match self.agents.transition(self.agent.id, status, change.exit_code).await {
+            Ok(updated) => {
+                if let Some(updated) = updated {
+                    self.agent.status = updated.status;
+                }
+                let ack = pb::Ack { next_seq: self.agent.output_seq, status_stored: status.is_final() };
+                self.tx.send(frame(Out::Ack(ack))).await.is_ok()
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "could not store a status change");
+                let _ = self.tx.send(link_error(Code::Unavailable, "status could not be stored, reconnect")).await;
+                false
+            }
+        }
+    }
+
+    async fn fail(&self, code: Code, message: &str) {
+        tracing::warn!(code = %code, message, "closing the vm-agent link");
+        let _ = self.tx.send(link_error(code, message)).await;
+    }
+}

@@ -1,0 +1,85 @@
+//! The orchestrator's schema, applied at start-up, with its own migration table.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001Agents)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        Alias::new("covibe_orchestrator_migrations").into_iden()
+    }
+}
+
+struct M0001Agents;
+
+impl MigrationName for M0001Agents {
+    fn name(&self) -> &str {
+        "m0001_agents_and_output"
+    }
+}
+
+fn col(name: &str) -> ColumnDef {
+    ColumnDef::new(Alias::new(name))
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Agents {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("agents"))
+                    .if_not_exists()
+                    .col(col("id").string_len(40).not_null().primary_key())
+                    .col(col("team_id").string_len(40).not_null())
+                    .col(col("owner_id").string_len(40).not_null())
+                    .col(col("vm_id").string_len(64).not_null())
+                    .col(col("task").text().not_null())
+                    .col(col("status").string_len(16).not_null())
+                    .col(col("exit_code").integer().null())
+                    .col(col("created_at_ms").big_integer().not_null())
+                    .col(col("started_at_ms").big_integer().null())
+                    .col(col("finished_at_ms").big_integer().null())
+                    .col(col("output_seq").big_integer().not_null())
+                    .col(col("token_hash").string_len(64).not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("agents_team_created")
+                    .table(Alias::new("agents"))
+                    .col(Alias::new("team_id"))
+                    .col(Alias::new("created_at_ms"))
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("agent_output"))
+                    .if_not_exists()
+                    .col(col("agent_id").string_len(40).not_null())
+                    .col(col("seq").big_integer().not_null())
+                    .col(col("stream").integer().not_null())
+                    .col(col("data").blob().not_null())
+                    .primary_key(Index::create().col(Alias::new("agent_id")).col(Alias::new("seq")))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["agent_output", "agents"] {
+            manager.drop_table(Table::drop().table(Alias::new(table)).to_owned()).await?;
+        }
+        Ok(())
+    }
+}
