@@ -1,1 +1,33 @@
-//! The vm-connector: members' VMs and how vm-agents get started on them
+//! The vm-connector: knows each member's VMs and how to start a vm-agent on one. Strategies:
+//! `local` runs the vm-agent as a child process of this machine (the default VM of
+//! `covibe standalone`); `ssh_proxy` and dial-in come with later work.
+
+mod grpc;
+mod local;
+pub mod store;
+
+pub use grpc::VmConnectorGrpc;
+pub use local::{LocalLauncher, VmAgentCommand};
+pub use store::{SeaVmStore, Vm, VmStore};
+
+use covibe_proto::tonic;
+use covibe_types::ApiError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("vm storage: {0}")]
+    Storage(#[from] sea_orm::DbErr),
+    #[error("starting vm-agent: {0}")]
+    Launch(#[from] std::io::Error),
+}
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::Api(api) => api.into(),
+            other => ApiError::internal(other).into(),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Renders the kustomize base and every overlay offline and validates the output against the
+# Kubernetes OpenAPI schemas (strict: unknown fields are errors) with kubernetes-validate, which
+# is installed with pip if missing. No cluster needed. Exits non-zero on any failure.
+#
+#   bash k8s/validate.sh                 # against Kubernetes 1.30.0
+#   K8S_VERSION=1.33.0 bash k8s/validate.sh
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+k8s_version="${K8S_VERSION:-1.30.0}"
+
+command -v kubectl >/dev/null || { echo "validate: kubectl not found" >&2; exit 1; }
+
+validator="$(command -v kubernetes-validate || true)"
+if [[ -z "$validator" ]]; then
+    venv="${XDG_CACHE_HOME:-$HOME/.cache}/covibe/kubernetes-validate"
+    if [[ ! -x "$venv/bin/kubernetes-validate" ]]; then
+        echo "validate: installing kubernetes-validate into $venv" >&2
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet kubernetes-validate
+    fi
+    validator="$venv/bin/kubernetes-validate"
+fi
+
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+
+fail=0
+check() { # name, condition message; marks failure without stopping the other checks
+    echo "validate: FAIL $1: $2" >&2
+    fail=1
+}
+
+targets=("$here/base")
+for overlay in "$here"/overlays/*/; do
+    targets+=("${overlay%/}")
+done
+
+for dir in "${targets[@]}"; do
+    name="${dir#"$here"/}"
+    file="$out/${name//\//-}.yaml"
+    if ! kubectl kustomize "$dir" >"$file"; then
+        check "$name" "kubectl kustomize failed"
+        continue
+    fi
+    echo "validate: rendered $name ($(grep -c '^kind:' "$file") resources)"
+    if ! "$validator" --kubernetes-version "$k8s_version" --strict --quiet "$file"; then
+        check "$name" "schema validation against Kubernetes $k8s_version"
+    fi
+    # What a schema cannot see.
+    if grep -q '^kind: Secret$' "$file"; then
+        check "$name" "renders a Secret: real secrets must not live in the repository"
+    fi
+    deployments="$(grep -c '^kind: Deployment$' "$file" || true)"
+    no_links="$(grep -c 'enableServiceLinks: false' "$file" || true)"
+    if [[ "$deployments" != "$no_links" ]]; then
+        check "$name" "every Deployment needs enableServiceLinks: false (unknown COVIBE_* env is fatal)"
+    fi
+    signing="$(grep -c 'key: signing.pem' "$file" || true)"
+    if [[ "$signing" != 1 ]]; then
+        check "$name" "exactly one Deployment (auth) may mount signing.pem, found $signing"
+    fi
+done
+
+# The example secrets are not part of any kustomization but must still be valid manifests.
+if ! "$validator" --kubernetes-version "$k8s_version" --strict --quiet "$here/base/secrets.example.yaml"; then
+    check "base/secrets.example.yaml" "schema validation against Kubernetes $k8s_version"
+fi
+
+if [[ "$fail" != 0 ]]; then
+    echo "validate: FAILED" >&2
+    exit 1
+fi
+echo "validate: OK (${#targets[@]} kustomizations, Kubernetes $k8s_version, strict)"

@@ -1,0 +1,163 @@
+//! Members' VMs, over SeaORM.
+
+use async_trait::async_trait;
+use covibe_types::{TeamId, UserId, VmId, now_ms};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, Set};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vm {
+    pub id: VmId,
+    pub user_id: UserId,
+    pub team_id: TeamId,
+    pub name: String,
+    pub strategy: String,
+    pub last_seen_ms: i64,
+}
+
+#[async_trait]
+pub trait VmStore: Send + Sync + 'static {
+    async fn list(&self, user: UserId) -> Result<Vec<Vm>, DbErr>;
+    async fn insert(&self, vm: &Vm) -> Result<(), DbErr>;
+    async fn touch(&self, id: VmId) -> Result<(), DbErr>;
+}
+
+mod entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "vms")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub user_id: String,
+        pub team_id: String,
+        pub name: String,
+        pub strategy: String,
+        pub last_seen_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod migration {
+    use sea_orm_migration::prelude::*;
+
+    pub struct Migrator;
+
+    #[async_trait::async_trait]
+    impl MigratorTrait for Migrator {
+        fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+            vec![Box::new(M0001Vms)]
+        }
+
+        fn migration_table_name() -> DynIden {
+            Alias::new("covibe_vm_connector_migrations").into_iden()
+        }
+    }
+
+    struct M0001Vms;
+
+    impl MigrationName for M0001Vms {
+        fn name(&self) -> &str {
+            "m0001_vms"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for M0001Vms {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            let text = |name: &str, len: u32| ColumnDef::new(Alias::new(name)).string_len(len).not_null().to_owned();
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("vms"))
+                        .if_not_exists()
+                        .col(text("id", 40).primary_key())
+                        .col(text("user_id", 40))
+                        .col(text("team_id", 40))
+                        .col(text("name", 128))
+                        .col(text("strategy", 32))
+                        .col(ColumnDef::new(Alias::new("last_seen_ms")).big_integer().not_null())
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(
+                    Index::create()
+                        .name("vms_user")
+                        .table(Alias::new("vms"))
+                        .col(Alias::new("user_id"))
+                        .if_not_exists()
+                        .to_owned(),
+                )
+                .await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager.drop_table(Table::drop().table(Alias::new("vms")).to_owned()).await
+        }
+    }
+}
+
+pub struct SeaVmStore {
+    db: DatabaseConnection,
+}
+
+impl SeaVmStore {
+    pub async fn new(db: DatabaseConnection) -> Result<Self, covibe_storage::Error> {
+        covibe_storage::migrate::<migration::Migrator>(&db).await?;
+        Ok(Self { db })
+    }
+}
+
+fn vm_of(m: entity::Model) -> Result<Vm, DbErr> {
+    let bad = || DbErr::Custom(format!("bad id in vms row {}", m.id));
+    Ok(Vm {
+        id: m.id.parse().map_err(|_| bad())?,
+        user_id: m.user_id.parse().map_err(|_| bad())?,
+        team_id: m.team_id.parse().map_err(|_| bad())?,
+        name: m.name.clone(),
+        strategy: m.strategy.clone(),
+        last_seen_ms: m.last_seen_ms,
+    })
+}
+
+#[async_trait]
+impl VmStore for SeaVmStore {
+    async fn list(&self, user: UserId) -> Result<Vec<Vm>, DbErr> {
+        entity::Entity::find()
+            .filter(entity::Column::UserId.eq(user.to_string()))
+            .order_by_asc(entity::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(vm_of)
+            .collect()
+    }
+
+    async fn insert(&self, vm: &Vm) -> Result<(), DbErr> {
+        entity::ActiveModel {
+            id: Set(vm.id.to_string()),
+            user_id: Set(vm.user_id.to_string()),
+            team_id: Set(vm.team_id.to_string()),
+            name: Set(vm.name.clone()),
+            strategy: Set(vm.strategy.clone()),
+            last_seen_ms: Set(vm.last_seen_ms),
+        }
+        .insert(&self.db)
+        .await
+        .map(|_| ())
+    }
+
+    async fn touch(&self, id: VmId) -> Result<(), DbErr> {
+        entity::Entity::update_many()
+            .col_expr(entity::Column::LastSeenMs, sea_orm::sea_query::Expr::value(now_ms()))
+            .filter(entity::Column::Id.eq(id.to_string()))
+            .exec(&self.db)
+            .await
+            .map(|_| ())
+    }
+}
