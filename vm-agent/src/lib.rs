@@ -1,1 +1,46 @@
-//! vm-agent: runs an agent command on a member's VM and streams its output to the orchestrator
+//! vm-agent: runs an agent command on a member's VM and streams its output to the orchestrator.
+//!
+//! The agent command runs in its own process group. Its stdout and stderr lines become output
+//! chunks with a gap-free sequence number; they are appended to a human-readable log under the
+//! spool directory and held in a bounded queue until the orchestrator acknowledges them over the
+//! `AgentLink.Attach` stream, which is redialled with backoff whenever it breaks.
+
+mod child;
+mod cli;
+mod command;
+mod link;
+mod queue;
+mod run;
+mod spool;
+
+pub use cli::{Cli, CliCommand, RunArgs, run_cli};
+pub use command::split_command;
+pub use run::{RunOptions, run, run_until};
+
+/// Exit code when everything was delivered (whatever the agent's own exit code).
+pub const EXIT_DELIVERED: i32 = 0;
+/// Exit code when the orchestrator did not acknowledge everything within the drain timeout.
+pub const EXIT_DRAIN_TIMEOUT: i32 = 2;
+/// Exit code when the orchestrator refused the link for good (bad token, unknown agent).
+pub const EXIT_REFUSED: i32 = 3;
+
+/// The environment variable carrying the agent token; it is never passed on the command line
+/// and is removed from the agent command's environment.
+pub const AGENT_TOKEN_ENV: &str = "COVIBE_AGENT_TOKEN";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid command template: {0}")]
+    CommandTemplate(&'static str),
+    #[error("invalid agent id {0:?}: use letters, digits, '.', '_' and '-'")]
+    AgentId(String),
+    #[error("link: {0}")]
+    Link(#[from] covibe_bootstrap::Error),
+    #[error("open spool {path}: {source}")]
+    Spool {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("link task failed: {0}")]
+    LinkTask(#[from] tokio::task::JoinError),
+}

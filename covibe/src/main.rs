@@ -1,0 +1,105 @@
+//! `covibe`: the whole mesh in one process (`covibe standalone`), or one service per process
+//! (`covibe auth`, `covibe team`, ...), or the vm-agent (`covibe vm-agent run ...`).
+
+mod node;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use covibe_config::{Config, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(name = "covibe", version, about = "Run a team's AI coding agents together")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// TOML configuration file (defaults < file < COVIBE_* environment < flags).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Gateway listen address (COVIBE_HTTP_ADDR).
+    #[arg(long)]
+    http_addr: Option<std::net::SocketAddr>,
+    /// gRPC listen address of a single service (COVIBE_GRPC_ADDR).
+    #[arg(long)]
+    grpc_addr: Option<std::net::SocketAddr>,
+    /// Data directory (COVIBE_DATA_DIR).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Database URL (COVIBE_DATABASE_URL).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Redis URL (COVIBE_REDIS_URL).
+    #[arg(long)]
+    redis_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Everything in one process over SQLite and in-process buffers, agents on this machine.
+    Standalone(Common),
+    /// The auth service alone.
+    Auth(Common),
+    /// The team service alone.
+    Team(Common),
+    /// The agent orchestrator alone.
+    Orchestrator(Common),
+    /// The vm-connector alone.
+    VmConnector(Common),
+    /// The preview service alone.
+    Preview(Common),
+    /// The gateway alone (REST and Socket.io).
+    Gateway(Common),
+    /// The vm-agent that runs on a member's VM.
+    VmAgent(covibe_vm_agent::Cli),
+}
+
+fn load(common: &Common) -> anyhow::Result<Option<Config>> {
+    let overrides = Overrides {
+        http_addr: common.http_addr,
+        grpc_addr: common.grpc_addr,
+        data_dir: common.data_dir.clone(),
+        database_url: common.database_url.clone(),
+        redis_url: common.redis_url.clone(),
+    };
+    let config = Config::load(common.config.as_deref(), &overrides)?;
+    if common.print_config {
+        print!("{}", config.to_toml()?);
+        return Ok(None);
+    }
+    Ok(Some(config))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let code = runtime.block_on(run(cli))?;
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let (common, role) = match cli.command {
+        Command::VmAgent(agent) => {
+            let _telemetry = covibe_telemetry::init("covibe-vm-agent", false);
+            return covibe_vm_agent::run_cli(agent).await;
+        }
+        Command::Standalone(c) => (c, node::Role::Standalone),
+        Command::Auth(c) => (c, node::Role::Auth),
+        Command::Team(c) => (c, node::Role::Team),
+        Command::Orchestrator(c) => (c, node::Role::Orchestrator),
+        Command::VmConnector(c) => (c, node::Role::VmConnector),
+        Command::Preview(c) => (c, node::Role::Preview),
+        Command::Gateway(c) => (c, node::Role::Gateway),
+    };
+    let Some(config) = load(&common)? else { return Ok(0) };
+    let telemetry = covibe_telemetry::init(role.service_name(), config.log_format == "json");
+    let result = node::run(role, config).await;
+    telemetry.shutdown();
+    result.map(|()| 0)
+}

@@ -1,0 +1,289 @@
+//! Composition: builds each service from the configuration and serves it, alone (one service
+//! per process, over PostgreSQL and Redis) or all together (`standalone`, over SQLite and the
+//! in-process hot store). Either way every service is reached over real gRPC on its own
+//! listener.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use covibe_bootstrap::{GrpcServer, Shutdown, shutdown_signal};
+use covibe_config::Config;
+use covibe_identity::{KeyFiles, Signer, Verifier};
+use covibe_proto::team::v1::team_service_client::TeamServiceClient;
+use covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServiceClient;
+use covibe_storage::{HotStore, MemoryHotStore, RedisHotStore};
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Standalone,
+    Auth,
+    Team,
+    Orchestrator,
+    VmConnector,
+    Preview,
+    Gateway,
+}
+
+impl Role {
+    pub fn service_name(self) -> &'static str {
+        match self {
+            Self::Standalone => "covibe",
+            Self::Auth => "covibe-auth",
+            Self::Team => "covibe-team",
+            Self::Orchestrator => "covibe-orchestrator",
+            Self::VmConnector => "covibe-vm-connector",
+            Self::Preview => "covibe-preview",
+            Self::Gateway => "covibe-gateway",
+        }
+    }
+}
+
+/// Hot output chunks expire this long after an agent's last line (the database keeps them all).
+const HOT_TTL_SECS: i64 = 3600;
+
+fn key_files(config: &Config) -> KeyFiles {
+    KeyFiles { signing: config.signing_key_file(), verifying: config.verifying_key_file() }
+}
+
+fn verifier(config: &Config) -> anyhow::Result<Verifier> {
+    covibe_identity::load_verifier(&key_files(config)).context("loading the token verifying key")
+}
+
+fn signer(config: &Config) -> anyhow::Result<(Signer, Verifier)> {
+    covibe_identity::load_or_generate(&key_files(config)).context("loading the token signing key")
+}
+
+async fn database(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    let url = config.database_url();
+    covibe_storage::connect(&url).await.with_context(|| format!("connecting to the database ({})", redact(&url)))
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+async fn hot_store(config: &Config, required: bool) -> anyhow::Result<Arc<dyn HotStore>> {
+    match &config.redis_url {
+        Some(url) => Ok(Arc::new(
+            RedisHotStore::connect(url, "covibe:", config.limits.ring_buffer_chunks, HOT_TTL_SECS)
+                .await
+                .context("connecting to redis")?,
+        )),
+        None if required => anyhow::bail!(
+            "this service runs in its own process and needs redis_url (COVIBE_REDIS_URL) to reach the others"
+        ),
+        None => Ok(Arc::new(MemoryHotStore::new(config.limits.ring_buffer_chunks))),
+    }
+}
+
+fn announce(name: &str, url: &str) {
+    // One plain line on stdout, for people and scripts alike.
+    println!("{name} listening on {url}");
+    tracing::info!(service = name, url, "listening");
+}
+
+fn vm_agent_command(config: &Config) -> anyhow::Result<covibe_vm_connector::VmAgentCommand> {
+    match &config.vm_agent_bin {
+        Some(program) => Ok(covibe_vm_connector::VmAgentCommand { program: program.clone(), prefix_args: Vec::new() }),
+        None => covibe_vm_connector::VmAgentCommand::current_exe().context("finding the covibe binary"),
+    }
+}
+
+struct Built {
+    server: GrpcServer,
+    name: &'static str,
+}
+
+async fn team(config: &Config, db: DatabaseConnection, server: GrpcServer) -> anyhow::Result<Built> {
+    let store = covibe_team::SeaTeamStore::new(db).await.context("team storage")?;
+    let domain = Arc::new(covibe_team::TeamDomain::new(
+        Arc::new(store),
+        config.auth.invite_ttl_secs,
+        config.auth.invite_max_uses,
+    ));
+    let grpc = covibe_team::TeamGrpc::new(domain, verifier(config)?);
+    Ok(Built { server: server.add_service(grpc.into_server()), name: "team" })
+}
+
+async fn auth(config: &Config, db: DatabaseConnection, server: GrpcServer, team_url: &str) -> anyhow::Result<Built> {
+    let (signer, verifier) = signer(config)?;
+    let store = covibe_auth::SeaRefreshStore::new(db).await.context("auth storage")?;
+    let sessions = Arc::new(covibe_auth::Sessions::new(
+        signer,
+        Arc::new(store),
+        Duration::from_secs(config.auth.access_ttl_secs),
+        Duration::from_secs(config.auth.refresh_ttl_secs),
+    ));
+    let team = TeamServiceClient::new(covibe_bootstrap::channel(team_url)?);
+    let grpc = covibe_auth::AuthGrpc::new(sessions, verifier, team);
+    Ok(Built { server: server.add_service(grpc.into_server()), name: "auth" })
+}
+
+async fn orchestrator(
+    config: &Config,
+    db: DatabaseConnection,
+    hot: Arc<dyn HotStore>,
+    server: GrpcServer,
+    vm_connector_url: &str,
+) -> anyhow::Result<Built> {
+    let store = covibe_orchestrator::SeaAgentStore::new(db).await.context("orchestrator storage")?;
+    let connector = VmConnectorServiceClient::new(covibe_bootstrap::channel(vm_connector_url)?);
+    let link_url = config.link_url.clone().unwrap_or_else(|| server.url());
+    let limits = covibe_orchestrator::Limits { max_task_bytes: config.limits.max_task_bytes, ..Default::default() };
+    let agents = Arc::new(covibe_orchestrator::Agents::new(Arc::new(store), hot, connector, link_url, limits));
+    let link = covibe_orchestrator::LinkService::new(agents.clone());
+    let grpc = covibe_orchestrator::OrchestratorGrpc::new(agents, verifier(config)?);
+    Ok(Built { server: server.add_service(grpc.into_server()).add_service(link.into_server()), name: "orchestrator" })
+}
+
+async fn vm_connector(config: &Config, db: DatabaseConnection, server: GrpcServer) -> anyhow::Result<Built> {
+    let store = covibe_vm_connector::SeaVmStore::new(db).await.context("vm-connector storage")?;
+    let project_dir = match &config.project_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir().context("finding the current directory")?,
+    };
+    let local = covibe_vm_connector::LocalLauncher::new(
+        vm_agent_command(config)?,
+        config.agent_command.clone(),
+        project_dir,
+        config.data_dir.clone(),
+    );
+    let grpc = covibe_vm_connector::VmConnectorGrpc::new(Arc::new(store), verifier(config)?, local);
+    Ok(Built { server: server.add_service(grpc.into_server()), name: "vm-connector" })
+}
+
+async fn preview(config: &Config, db: DatabaseConnection, server: GrpcServer) -> anyhow::Result<Built> {
+    let store = covibe_preview::SeaPreviewStore::new(db).await.context("preview storage")?;
+    let grpc = covibe_preview::PreviewGrpc::new(Arc::new(store), verifier(config)?);
+    Ok(Built { server: server.add_service(grpc.into_server()), name: "preview" })
+}
+
+fn serve(built: Built, shutdown: &Shutdown) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let url = built.server.url();
+    announce(built.name, &url);
+    let handle = built.server.serving_handle();
+    let wait = shutdown.wait();
+    let name = built.name;
+    tokio::spawn(async move {
+        let drain = async move {
+            wait.await;
+            handle.set_not_serving().await;
+        };
+        built.server.serve(drain).await.with_context(|| format!("{name} server"))
+    })
+}
+
+async fn gateway(
+    config: &Config,
+    hot: Arc<dyn HotStore>,
+    auth_url: &str,
+    team_url: &str,
+    orchestrator_url: &str,
+    shutdown: &Shutdown,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding the gateway to {}", config.http_addr))?;
+    let gw_config = covibe_gateway::GatewayConfig {
+        auth_url: auth_url.to_owned(),
+        team_url: team_url.to_owned(),
+        orchestrator_url: orchestrator_url.to_owned(),
+        max_body_bytes: config.limits.max_body_bytes,
+    };
+    let gw = covibe_gateway::Gateway::new(&gw_config, verifier(config)?)?;
+    let addr = listener.local_addr()?;
+    let wait = shutdown.wait();
+    let task = tokio::spawn(async move {
+        covibe_gateway::serve(gw, hot, listener, wait).await.context("gateway")
+    });
+    announce("gateway", &format!("http://{addr}"));
+    Ok(task)
+}
+
+pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            shutdown.trigger();
+        });
+    }
+    let mut tasks = Vec::new();
+    match role {
+        Role::Standalone => {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+            let db = database(&config).await?;
+            let hot = hot_store(&config, false).await?;
+            let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            let (team_srv, auth_srv, orch_srv, vmc_srv, prev_srv) = (
+                GrpcServer::bind(loopback).await?,
+                GrpcServer::bind(loopback).await?,
+                GrpcServer::bind(loopback).await?,
+                GrpcServer::bind(loopback).await?,
+                GrpcServer::bind(loopback).await?,
+            );
+            let (team_url, auth_url, orch_url, vmc_url) = (team_srv.url(), auth_srv.url(), orch_srv.url(), vmc_srv.url());
+            // Auth first: it creates the signing key pair the others verify with.
+            let built = vec![
+                auth(&config, db.clone(), auth_srv, &team_url).await?,
+                team(&config, db.clone(), team_srv).await?,
+                orchestrator(&config, db.clone(), hot.clone(), orch_srv, &vmc_url).await?,
+                vm_connector(&config, db.clone(), vmc_srv).await?,
+                preview(&config, db, prev_srv).await?,
+            ];
+            for b in built {
+                tasks.push(serve(b, &shutdown));
+            }
+            tasks.push(gateway(&config, hot, &auth_url, &team_url, &orch_url, &shutdown).await?);
+        }
+        Role::Gateway => {
+            let hot = hot_store(&config, true).await?;
+            let e = &config.endpoints;
+            tasks.push(gateway(&config, hot, &e.auth, &e.team, &e.orchestrator, &shutdown).await?);
+        }
+        Role::Auth | Role::Team | Role::Orchestrator | Role::VmConnector | Role::Preview => {
+            let server = GrpcServer::bind(config.grpc_addr).await?;
+            let db = database(&config).await?;
+            let built = match role {
+                Role::Auth => auth(&config, db, server, &config.endpoints.team).await?,
+                Role::Team => team(&config, db, server).await?,
+                Role::Orchestrator => {
+                    let hot = hot_store(&config, true).await?;
+                    orchestrator(&config, db, hot, server, &config.endpoints.vm_connector).await?
+                }
+                Role::VmConnector => vm_connector(&config, db, server).await?,
+                _ => preview(&config, db, server).await?,
+            };
+            tasks.push(serve(built, &shutdown));
+        }
+    }
+    // The first task to end (an error, or the drain after a signal) ends the node.
+    let (first, _, rest) = futures_select_all(tasks).await;
+    shutdown.trigger();
+    for task in rest {
+        if tokio::time::timeout(Duration::from_secs(10), task).await.is_err() {
+            tracing::warn!("a server did not drain in time");
+        }
+    }
+    first
+}
+
+async fn futures_select_all(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+) -> (anyhow::Result<()>, usize, Vec<tokio::task::JoinHandle<anyhow::Result<()>>>) {
+    let (result, index, rest) = futures::future::select_all(tasks).await;
+    let result = match result {
+        Ok(inner) => inner,
+        Err(join) => Err(anyhow::anyhow!("server task failed: {join}")),
+    };
+    (result, index, rest)
+}

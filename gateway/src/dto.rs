@@ -1,0 +1,182 @@
+//! The JSON shapes of the REST and Socket.io API (camelCase, the seed's names).
+
+use covibe_proto::auth::v1 as auth;
+use covibe_proto::common::v1 as common;
+use covibe_proto::orchestrator::v1 as orch;
+use covibe_types::AgentStatus;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateTeam {
+    pub name: String,
+    pub email: String,
+    pub display_name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Login {
+    pub invite_code: String,
+    pub email: String,
+    pub display_name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Refresh {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateInvite {
+    #[serde(default)]
+    pub max_uses: u32,
+    #[serde(default)]
+    pub ttl_seconds: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Spawn {
+    pub task: String,
+    #[serde(default)]
+    pub vm_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputQuery {
+    #[serde(default)]
+    pub from_seq: u64,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Team {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: String,
+    pub team_id: String,
+    pub email: String,
+    pub display_name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Agent {
+    pub id: String,
+    pub team_id: String,
+    /// The owner's user id.
+    pub owner: String,
+    pub vm_id: String,
+    pub task: String,
+    pub status: &'static str,
+    pub exit_code: Option<i32>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// Output chunks stored so far (the next `seq`).
+    pub output_seq: u64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    pub team: Option<Team>,
+    pub user: Option<User>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invite_code: Option<String>,
+    pub access_token: String,
+    pub refresh_token: String,
+    pub access_expires_at: i64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputChunk {
+    pub seq: u64,
+    pub stream: &'static str,
+    pub data: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputPage {
+    pub agent_id: String,
+    pub chunks: Vec<OutputChunk>,
+    pub next_seq: u64,
+}
+
+pub fn team(t: common::Team) -> Team {
+    Team { id: t.id, name: t.name, created_at: t.created_at_ms }
+}
+
+pub fn user(u: common::User) -> User {
+    User { id: u.id, team_id: u.team_id, email: u.email, display_name: u.display_name, created_at: u.created_at_ms }
+}
+
+pub fn status_name(raw: i32) -> &'static str {
+    common::AgentStatus::try_from(raw).ok().and_then(AgentStatus::from_proto).map_or("unknown", AgentStatus::as_str)
+}
+
+pub fn stream_name(raw: i32) -> &'static str {
+    match common::OutputStream::try_from(raw) {
+        Ok(common::OutputStream::Stderr) => "stderr",
+        _ => "stdout",
+    }
+}
+
+pub fn agent(a: common::Agent) -> Agent {
+    Agent {
+        status: status_name(a.status),
+        id: a.id,
+        team_id: a.team_id,
+        owner: a.owner_id,
+        vm_id: a.vm_id,
+        task: a.task,
+        exit_code: a.exit_code,
+        created_at: a.created_at_ms,
+        started_at: a.started_at_ms,
+        finished_at: a.finished_at_ms,
+        output_seq: a.output_seq,
+    }
+}
+
+pub fn session(s: auth::SessionResponse) -> Session {
+    let tokens = s.tokens.unwrap_or_default();
+    Session {
+        team: s.team.map(team),
+        user: s.user.map(user),
+        invite_code: (!s.invite_code.is_empty()).then_some(s.invite_code),
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        access_expires_at: tokens.access_expires_at_ms,
+    }
+}
+
+pub fn output_page(agent_id: String, page: orch::GetOutputResponse) -> OutputPage {
+    OutputPage {
+        agent_id,
+        chunks: page
+            .chunks
+            .into_iter()
+            .map(|c| OutputChunk {
+                seq: c.seq,
+                stream: stream_name(c.stream),
+                data: String::from_utf8_lossy(&c.data).into_owned(),
+            })
+            .collect(),
+        next_seq: page.next_seq,
+    }
+}

@@ -1,0 +1,363 @@
+//! The agent process: started in its own process group, its pipes read line by line into the
+//! outbox and the spool, and orchestrator commands turned into signals and stdin writes.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use covibe_proto::common::v1::{AgentStatus, OutputStream};
+use covibe_proto::vmagent::v1::{Command, StatusChange, command};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::AGENT_TOKEN_ENV;
+use crate::queue::Outbox;
+use crate::spool::Spool;
+
+/// Longest chunk: a longer line is cut into pieces of this size.
+pub(crate) const MAX_CHUNK: usize = 64 * 1024;
+/// Grace between SIGTERM and SIGKILL when a `Kill` asks for none.
+const DEFAULT_KILL_GRACE: Duration = Duration::from_millis(5000);
+/// How long the agent's pipes may stay open after it exited before its process group is killed.
+const PIPE_LINGER: Duration = Duration::from_secs(2);
+
+type Line = (OutputStream, Bytes);
+
+/// A started agent: the process, its process group, and the task collecting its output.
+pub(crate) struct Agent {
+    child: Child,
+    group: Pid,
+    stdin: mpsc::Sender<Vec<u8>>,
+    collector: JoinHandle<()>,
+    readers: [JoinHandle<()>; 2],
+}
+
+/// How the agent ended.
+#[derive(Debug)]
+pub(crate) struct Exit {
+    status: std::io::Result<ExitStatus>,
+    killed: bool,
+}
+
+/// Starts `argv` in `workdir` in a new process group, without the agent token in its environment.
+pub(crate) fn spawn(
+    argv: &[String],
+    workdir: Option<&Path>,
+    outbox: Outbox,
+    spool: Spool,
+) -> std::io::Result<Agent> {
+    let (program, args) = argv.split_first().ok_or(std::io::ErrorKind::InvalidInput)?;
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .env_remove(AGENT_TOKEN_ENV)
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(dir) = workdir {
+        command.current_dir(dir);
+    }
+    let mut child = command.spawn()?;
+    let pid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .ok_or(std::io::ErrorKind::NotFound)?;
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(std::io::ErrorKind::BrokenPipe.into());
+    };
+    let (lines_tx, lines_rx) = mpsc::channel(16);
+    let readers = [
+        tokio::spawn(read_chunks(
+            BufReader::new(stdout),
+            OutputStream::Stdout,
+            lines_tx.clone(),
+        )),
+        tokio::spawn(read_chunks(
+            BufReader::new(stderr),
+            OutputStream::Stderr,
+            lines_tx,
+        )),
+    ];
+    let (stdin_tx, stdin_rx) = mpsc::channel(256);
+    tokio::spawn(feed_stdin(stdin, stdin_rx));
+    let collector = tokio::spawn(collect(lines_rx, outbox, spool));
+    Ok(Agent {
+        child,
+        group: Pid::from_raw(pid),
+        stdin: stdin_tx,
+        collector,
+        readers,
+    })
+}
+
+impl Agent {
+    pub(crate) fn pid(&self) -> i32 {
+        self.group.as_raw()
+    }
+
+    /// Waits for the agent to exit while acting on `commands`.
+    pub(crate) async fn supervise(&mut self, commands: &mut mpsc::Receiver<Command>) -> Exit {
+        let mut killed = false;
+        let mut kill_at: Option<Instant> = None;
+        let mut commands_open = true;
+        loop {
+            tokio::select! {
+                status = self.child.wait() => return Exit { status, killed },
+                command = commands.recv(), if commands_open => match command.and_then(|c| c.command) {
+                    Some(command::Command::Kill(kill)) => {
+                        let grace = match kill.grace_ms {
+                            0 => DEFAULT_KILL_GRACE,
+                            ms => Duration::from_millis(ms.into()),
+                        };
+                        tracing::info!(grace_ms = grace.as_millis(), "killing the agent");
+                        killed = true;
+                        self.signal(Signal::SIGTERM);
+                        let deadline = Instant::now() + grace;
+                        kill_at = Some(kill_at.map_or(deadline, |at| at.min(deadline)));
+                    }
+                    Some(command::Command::Interrupt(_)) => {
+                        tracing::info!("interrupting the agent");
+                        self.signal(Signal::SIGINT);
+                    }
+                    Some(command::Command::Input(input)) => {
+                        if let Err(err) = self.stdin.try_send(input.data) {
+                            tracing::warn!(error = %err, "agent input dropped");
+                        }
+                    }
+                    None => commands_open = false,
+                },
+                () = sleep_until(kill_at), if kill_at.is_some() => {
+                    tracing::warn!("agent outlived its kill grace, sending sigkill");
+                    self.signal(Signal::SIGKILL);
+                    kill_at = None;
+                }
+            }
+        }
+    }
+
+    /// Waits until all output is in the outbox. Pipes still open after the agent exited belong
+    /// to processes it left behind: they are killed with its process group; pipes held even
+    /// after that (by processes that left the group) are abandoned once the outbox has room
+    /// again, so the wait is not over a stalled orchestrator.
+    pub(crate) async fn collect_output(mut self, outbox: &Outbox) {
+        if tokio::time::timeout(PIPE_LINGER, &mut self.collector)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tracing::warn!("agent exited but its pipes are still open, killing its process group");
+        self.signal(Signal::SIGKILL);
+        loop {
+            if tokio::time::timeout(PIPE_LINGER, &mut self.collector)
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            if !outbox.is_full() {
+                tracing::warn!("agent pipes held open outside its process group, abandoning them");
+                self.readers.iter().for_each(JoinHandle::abort);
+                let _ = self.collector.await;
+                return;
+            }
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        match killpg(self.group, signal) {
+            Ok(()) => tracing::debug!(?signal, group = self.group.as_raw(), "signalled the agent"),
+            Err(nix::errno::Errno::ESRCH) => {
+                tracing::debug!(?signal, "agent process group is gone")
+            }
+            Err(err) => tracing::warn!(?signal, error = %err, "signalling the agent failed"),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Exit {
+    /// The final status to report: `KILLED` when killed on command, else by exit code.
+    pub(crate) fn status_change(&self) -> StatusChange {
+        match &self.status {
+            Ok(status) => {
+                let outcome = if self.killed {
+                    AgentStatus::Killed
+                } else if status.success() {
+                    AgentStatus::Completed
+                } else {
+                    AgentStatus::Failed
+                };
+                let message = status
+                    .signal()
+                    .map(|n| match Signal::try_from(n) {
+                        Ok(signal) => format!("terminated by {signal}"),
+                        Err(_) => format!("terminated by signal {n}"),
+                    })
+                    .unwrap_or_default();
+                tracing::info!(status = ?outcome, exit_code = ?status.code(), message, "agent exited");
+                StatusChange {
+                    status: outcome.into(),
+                    exit_code: status.code(),
+                    final_seq: 0,
+                    message,
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "waiting for the agent failed");
+                failed(format!("waiting for the agent failed: {err}"))
+            }
+        }
+    }
+}
+
+/// A final `FAILED` status with no exit code.
+pub(crate) fn failed(message: String) -> StatusChange {
+    StatusChange {
+        status: AgentStatus::Failed.into(),
+        exit_code: None,
+        final_seq: 0,
+        message,
+    }
+}
+
+/// Reads `reader` line by line (without the newline), cutting lines longer than [`MAX_CHUNK`].
+pub(crate) async fn read_chunks<R: AsyncBufRead + Unpin>(
+    mut reader: R,
+    stream: OutputStream,
+    lines: mpsc::Sender<Line>,
+) {
+    let mut line = BytesMut::new();
+    // The previous chunk was cut at MAX_CHUNK, so a newline right after it ends no new line.
+    let mut just_cut = false;
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok(buf) => buf,
+            Err(err) => {
+                tracing::warn!(?stream, error = %err, "reading agent output failed");
+                &[]
+            }
+        };
+        if buf.is_empty() {
+            if !line.is_empty() {
+                let _ = lines.send((stream, line.split().freeze())).await;
+            }
+            return;
+        }
+        let window = &buf[..buf.len().min(MAX_CHUNK - line.len())];
+        let (consumed, chunk, cut) = match window.iter().position(|&b| b == b'\n') {
+            Some(0) if just_cut => (1, None, false),
+            Some(end) => {
+                line.extend_from_slice(&window[..end]);
+                (end + 1, Some(line.split().freeze()), false)
+            }
+            None => {
+                line.extend_from_slice(window);
+                let full = line.len() == MAX_CHUNK;
+                (window.len(), full.then(|| line.split().freeze()), full)
+            }
+        };
+        just_cut = cut;
+        reader.consume(consumed);
+        if let Some(chunk) = chunk
+            && lines.send((stream, chunk)).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn collect(mut lines: mpsc::Receiver<Line>, outbox: Outbox, mut spool: Spool) {
+    while let Some((stream, data)) = lines.recv().await {
+        spool.append(&data).await;
+        if lines.is_empty() {
+            spool.flush().await;
+        }
+        outbox.push(stream, data).await;
+    }
+    spool.flush().await;
+}
+
+async fn feed_stdin(mut stdin: ChildStdin, mut input: mpsc::Receiver<Vec<u8>>) {
+    while let Some(data) = input.recv().await {
+        // Empty input closes the agent's stdin.
+        if data.is_empty() {
+            tracing::debug!("closing agent stdin");
+            return;
+        }
+        if let Err(err) = async {
+            stdin.write_all(&data).await?;
+            stdin.flush().await
+        }
+        .await
+        {
+            tracing::warn!(error = %err, "writing agent input failed");
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn chunks(input: &[u8]) -> Vec<Vec<u8>> {
+        let (tx, mut rx) = mpsc::channel(1024);
+        read_chunks(input, OutputStream::Stdout, tx).await;
+        let mut out = Vec::new();
+        while let Some((_, chunk)) = rx.recv().await {
+            out.push(chunk.to_vec());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn lines_are_chunks_and_long_lines_are_cut() {
+        assert_eq!(
+            chunks(b"a\n\nbc\nlast").await,
+            [&b"a"[..], b"", b"bc", b"last"]
+        );
+        assert!(chunks(b"").await.is_empty());
+
+        let exact = vec![b'x'; MAX_CHUNK];
+        let long = vec![b'y'; 2 * MAX_CHUNK + 5];
+        let mut input = exact.clone();
+        input.push(b'\n');
+        input.extend(&long);
+        input.extend(b"\nz\n");
+        // A small buffer makes the reader see lines across many reads.
+        let reader = BufReader::with_capacity(1000, &input[..]);
+        let (tx, mut rx) = mpsc::channel(1024);
+        read_chunks(reader, OutputStream::Stderr, tx).await;
+        let mut got = Vec::new();
+        while let Some((stream, chunk)) = rx.recv().await {
+            assert_eq!(stream, OutputStream::Stderr);
+            got.push(chunk.to_vec());
+        }
+        let expected = [
+            exact,
+            vec![b'y'; MAX_CHUNK],
+            vec![b'y'; MAX_CHUNK],
+            vec![b'y'; 5],
+            b"z".to_vec(),
+        ];
+        assert_eq!(got, expected);
+    }
+}

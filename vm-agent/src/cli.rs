@@ -1,0 +1,157 @@
+//! The `vm-agent` command line, shared with `covibe vm-agent`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::{AGENT_TOKEN_ENV, RunOptions, run_until};
+
+/// Runs Claude Code agents on this VM and streams their output to the orchestrator.
+#[derive(Debug, clap::Parser)]
+#[command(name = "vm-agent", version)]
+pub struct Cli {
+    /// Log JSON lines instead of text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: CliCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CliCommand {
+    /// Run one agent command and stream its output until the orchestrator has stored all of it.
+    ///
+    /// The agent token is read from the COVIBE_AGENT_TOKEN environment variable. Exit codes: 0
+    /// when everything was delivered (whatever the agent's own exit code), 2 when the
+    /// orchestrator did not store everything within the drain timeout, 3 when it refused the
+    /// agent.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The orchestrator's AgentLink endpoint, e.g. http://orchestrator:50051.
+    #[arg(long)]
+    pub link_url: String,
+    #[arg(long)]
+    pub agent_id: String,
+    /// The agent command; the word containing {task} receives the task as one argument, e.g.
+    /// "claude -p {task} --output-format stream-json --verbose". Never run through a shell.
+    #[arg(long)]
+    pub command: String,
+    #[arg(long)]
+    pub task: String,
+    /// Directory the agent runs in [default: the current directory].
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// The agent log is written to <spool-dir>/agent_logs/<agent-id>.log.
+    #[arg(long, env = "COVIBE_DATA_DIR", default_value = ".covibe")]
+    pub spool_dir: PathBuf,
+    /// Seconds to wait after the agent exited for the orchestrator to store everything.
+    #[arg(long, default_value_t = 120)]
+    pub drain_timeout_secs: u64,
+    /// W3C trace context of the spawn, so the run joins its trace.
+    #[arg(long, env = "TRACEPARENT", hide = true)]
+    pub traceparent: Option<String>,
+}
+
+impl RunArgs {
+    pub fn into_options(self, agent_token: String) -> RunOptions {
+        let mut opts = RunOptions::new(
+            self.link_url,
+            self.agent_id,
+            agent_token,
+            self.command,
+            self.task,
+        );
+        opts.workdir = self.workdir;
+        opts.spool_dir = self.spool_dir;
+        opts.drain_timeout = Duration::from_secs(self.drain_timeout_secs);
+        opts.traceparent = self.traceparent.filter(|t| !t.is_empty());
+        opts
+    }
+}
+
+/// Runs the parsed command line and returns the process exit code. The caller installs
+/// telemetry; a first SIGTERM or Ctrl-C kills the agent and drains, a second one exits at once.
+pub async fn run_cli(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        CliCommand::Run(args) => {
+            let token = std::env::var(AGENT_TOKEN_ENV)
+                .ok()
+                .filter(|token| !token.is_empty())
+                .with_context(|| format!("{AGENT_TOKEN_ENV} is not set"))?;
+            let opts = args.into_options(token);
+            tracing::debug!(?opts, "vm-agent options");
+            Ok(run_until(opts, covibe_bootstrap::shutdown_signal()).await?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Outer {
+        #[command(subcommand)]
+        command: OuterCommand,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum OuterCommand {
+        VmAgent(Cli),
+    }
+
+    #[test]
+    fn parses_run_and_embeds_as_a_subcommand() {
+        Cli::command().debug_assert();
+        let args = [
+            "covibe",
+            "vm-agent",
+            "run",
+            "--link-url",
+            "http://o:1",
+            "--agent-id",
+            "a1",
+            "--command",
+            "claude -p {task}",
+            "--task",
+            "fix it",
+            "--workdir",
+            "/w",
+            "--drain-timeout-secs",
+            "7",
+            "--spool-dir",
+            "/s",
+        ];
+        let parsed = Outer::try_parse_from(args).map_err(|err| err.to_string());
+        let Ok(Outer {
+            command:
+                OuterCommand::VmAgent(Cli {
+                    command: CliCommand::Run(run),
+                    ..
+                }),
+        }) = parsed
+        else {
+            panic!("unexpected parse: {parsed:?}");
+        };
+        let opts = run.into_options("tok".into());
+        assert_eq!(
+            (
+                opts.link_url.as_str(),
+                opts.agent_id.as_str(),
+                opts.command.as_str(),
+                opts.task.as_str()
+            ),
+            ("http://o:1", "a1", "claude -p {task}", "fix it")
+        );
+        assert_eq!(opts.workdir, Some(PathBuf::from("/w")));
+        assert_eq!(opts.spool_dir, PathBuf::from("/s"));
+        assert_eq!(opts.drain_timeout, Duration::from_secs(7));
+        assert_eq!(opts.agent_token, "tok");
+    }
+}

@@ -1,0 +1,235 @@
+//! One agent run: start the command, stream its output over the link while it runs, then drain
+//! until the orchestrator has stored everything.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use covibe_proto::common::v1::AgentStatus;
+use covibe_proto::vmagent::v1::{Command, Kill, command};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::child;
+use crate::link::{self, LinkConfig, LinkEnd};
+use crate::queue::{Limits, Outbox};
+use crate::spool::Spool;
+use crate::{EXIT_DELIVERED, EXIT_DRAIN_TIMEOUT, EXIT_REFUSED, Error, split_command};
+
+/// Everything one run needs; build with [`RunOptions::new`] and adjust the public fields.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// The orchestrator's `AgentLink` endpoint, e.g. `http://orchestrator:50051`.
+    pub link_url: String,
+    pub agent_id: String,
+    pub agent_token: String,
+    /// The command template; see [`split_command`].
+    pub command: String,
+    pub task: String,
+    /// Where the agent runs; the current directory when `None`.
+    pub workdir: Option<PathBuf>,
+    /// The agent log goes to `<spool_dir>/agent_logs/<agent_id>.log`.
+    pub spool_dir: PathBuf,
+    /// How long to wait, once the agent exited, for the orchestrator to store everything.
+    pub drain_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    /// W3C trace context of the spawn, so the run joins its trace.
+    pub traceparent: Option<String>,
+}
+
+impl RunOptions {
+    pub fn new(
+        link_url: impl Into<String>,
+        agent_id: impl Into<String>,
+        agent_token: impl Into<String>,
+        command: impl Into<String>,
+        task: impl Into<String>,
+    ) -> Self {
+        Self {
+            link_url: link_url.into(),
+            agent_id: agent_id.into(),
+            agent_token: agent_token.into(),
+            command: command.into(),
+            task: task.into(),
+            workdir: None,
+            spool_dir: PathBuf::from(".covibe"),
+            drain_timeout: Duration::from_secs(120),
+            heartbeat_interval: Duration::from_secs(10),
+            traceparent: None,
+        }
+    }
+}
+
+impl fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("link_url", &self.link_url)
+            .field("agent_id", &self.agent_id)
+            .field("agent_token", &"<redacted>")
+            .field("command", &self.command)
+            .field("task", &self.task)
+            .field("workdir", &self.workdir)
+            .field("spool_dir", &self.spool_dir)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("traceparent", &self.traceparent)
+            .finish()
+    }
+}
+
+/// Runs the agent to the end and returns the vm-agent's exit code: [`EXIT_DELIVERED`],
+/// [`EXIT_DRAIN_TIMEOUT`] or [`EXIT_REFUSED`].
+pub async fn run(opts: RunOptions) -> Result<i32, Error> {
+    run_until(opts, std::future::pending()).await
+}
+
+/// Like [`run`], and when `shutdown` resolves the agent is killed (as on a `Kill` command) and
+/// its output drained as usual.
+pub async fn run_until(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<i32, Error> {
+    let span = tracing::info_span!("vm_agent", agent_id = %opts.agent_id);
+    if let Some(traceparent) = &opts.traceparent {
+        covibe_telemetry::set_parent_from_traceparent(&span, traceparent);
+    }
+    run_inner(opts, shutdown).instrument(span).await
+}
+
+async fn run_inner(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<i32, Error> {
+    validate_agent_id(&opts.agent_id)?;
+    let argv = split_command(&opts.command, &opts.task)?;
+    let channel = covibe_bootstrap::channel(&opts.link_url)?;
+    let spool = Spool::open(&opts.spool_dir, &opts.agent_id).await?;
+    let outbox = Outbox::new(Limits::default());
+    let (commands_tx, mut commands_rx) = mpsc::channel(64);
+
+    let agent = child::spawn(&argv, opts.workdir.as_deref(), outbox.clone(), spool);
+    if agent.is_ok() {
+        outbox.set_status(AgentStatus::Running);
+    }
+    let config = LinkConfig {
+        agent_id: opts.agent_id.clone(),
+        agent_token: opts.agent_token.clone(),
+        heartbeat_interval: opts.heartbeat_interval,
+    };
+    let mut link = tokio::spawn(
+        link::run(config, channel, outbox.clone(), commands_tx.clone()).in_current_span(),
+    );
+    let mut link_end = None;
+
+    let (final_status, agent) = match agent {
+        Err(err) => {
+            tracing::error!(program = argv[0], error = %err, "starting the agent failed");
+            (
+                child::failed(format!("starting {} failed: {err}", argv[0])),
+                None,
+            )
+        }
+        Ok(mut agent) => {
+            tracing::info!(pid = agent.pid(), command = ?argv, "agent started");
+            let exit = {
+                let supervise = agent.supervise(&mut commands_rx);
+                let mut supervise = std::pin::pin!(supervise);
+                let mut shutdown = std::pin::pin!(shutdown);
+                let mut shutdown_seen = false;
+                loop {
+                    tokio::select! {
+                        exit = &mut supervise => break exit,
+                        () = &mut shutdown, if !shutdown_seen => {
+                            shutdown_seen = true;
+                            tracing::info!("shutdown requested, killing the agent");
+                            kill(&commands_tx);
+                        }
+                        end = &mut link, if link_end.is_none() => {
+                            let end = end?;
+                            if end == LinkEnd::Refused {
+                                outbox.abandon();
+                                kill(&commands_tx);
+                            }
+                            link_end = Some(end);
+                        }
+                    }
+                }
+            };
+            (exit.status_change(), Some(agent))
+        }
+    };
+    if link_end == Some(LinkEnd::Refused) {
+        return Ok(EXIT_REFUSED);
+    }
+
+    let drained = tokio::time::timeout(opts.drain_timeout, async {
+        if let Some(agent) = agent {
+            agent.collect_output(&outbox).await;
+        }
+        outbox.finish(final_status);
+        match link_end {
+            Some(end) => Ok(end),
+            None => (&mut link).await,
+        }
+    })
+    .await;
+    match drained {
+        Ok(Ok(LinkEnd::Delivered)) => Ok(EXIT_DELIVERED),
+        Ok(Ok(LinkEnd::Refused)) => Ok(EXIT_REFUSED),
+        Ok(Err(err)) => Err(err.into()),
+        Err(_) => {
+            link.abort();
+            let progress = outbox.progress();
+            tracing::error!(
+                drain_timeout_secs = opts.drain_timeout.as_secs(),
+                produced = progress.produced,
+                acked = progress.acked,
+                unacked = progress.produced - progress.acked,
+                held_bytes = progress.held_bytes,
+                status_stored = progress.status_stored,
+                "orchestrator did not store all output in time, giving up"
+            );
+            Ok(EXIT_DRAIN_TIMEOUT)
+        }
+    }
+}
+
+/// Asks the supervisor to kill the agent with the default grace.
+fn kill(commands: &mpsc::Sender<Command>) {
+    let command = Command {
+        command: Some(command::Command::Kill(Kill { grace_ms: 0 })),
+    };
+    if let Err(err) = commands.try_send(command) {
+        tracing::warn!(error = %err, "could not ask for the agent to be killed");
+    }
+}
+
+/// The agent id names the log file, so it must be a plain file name.
+fn validate_agent_id(id: &str) -> Result<(), Error> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if id.is_empty() || id.len() > 128 || id.starts_with('.') || !id.chars().all(plain) {
+        return Err(Error::AgentId(id.to_owned()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_ids_are_plain_file_names() {
+        for id in [
+            "a",
+            "agent-01HZ.x_y",
+            "0198c2a4-7b1e-7cc0-9d5e-3f2a1b4c5d6e",
+        ] {
+            assert!(validate_agent_id(id).is_ok(), "{id}");
+        }
+        for id in ["", ".", "..", "../x", "a/b", "a b", ".hidden"] {
+            assert!(
+                matches!(validate_agent_id(id), Err(Error::AgentId(_))),
+                "{id}"
+            );
+        }
+        let debug = format!(
+            "{:?}",
+            RunOptions::new("http://x", "a", "s3cret-token", "c {task}", "t")
+        );
+        assert!(!debug.contains("s3cret-token"));
+    }
+}

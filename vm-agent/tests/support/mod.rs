@@ -1,0 +1,250 @@
+//! An in-test orchestrator side of `AgentLink`: stores output de-duplicated, records every
+//! connection, and misbehaves on request (drops the stream, never acks, refuses, sends commands).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use covibe_proto::common::v1::AgentStatus;
+use covibe_proto::tonic::{self, Request, Response, Status, Streaming};
+use covibe_proto::vmagent::v1::agent_link_server::{AgentLink, AgentLinkServer};
+use covibe_proto::vmagent::v1::{
+    Ack, AgentFrame, Command, Hello, Kill, LinkError, Output, ServerFrame, StatusChange, Welcome,
+    agent_frame, command, server_frame,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+
+pub const FAKE_CLAUDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/fake-claude");
+
+/// The command template running the fake agent.
+pub fn fake_claude() -> String {
+    format!("{FAKE_CLAUDE} -p {{task}} --output-format stream-json --verbose")
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Behaviour {
+    /// On the first connection, once this many chunks are stored: ack only the first `.1`,
+    /// forget the rest (as if never stored) and end the stream.
+    pub drop_first: Option<(usize, u64)>,
+    /// Commands in the first `Welcome`.
+    pub pending: Vec<Command>,
+    /// Send `Kill { grace_ms }` once the first chunk is stored.
+    pub kill_after_first_output: Option<u32>,
+    pub never_ack: bool,
+    /// Answer every `Hello` with this `LinkError` code.
+    pub refuse: Option<&'static str>,
+}
+
+#[derive(Debug, Default)]
+pub struct Connection {
+    pub hello: Hello,
+    /// Every output `seq` received on this connection, in arrival order.
+    pub seqs: Vec<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct Record {
+    /// De-duplicated output: `stored[i].seq == i`.
+    pub stored: Vec<Output>,
+    /// Sequence numbers that arrived beyond the stored count (gaps).
+    pub gaps: Vec<u64>,
+    pub statuses: Vec<StatusChange>,
+    pub status_stored: bool,
+    pub connections: Vec<Connection>,
+}
+
+impl Record {
+    pub fn final_status(&self) -> Option<&StatusChange> {
+        self.statuses.last().filter(|s| is_final(s.status))
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.stored
+            .iter()
+            .map(|o| String::from_utf8_lossy(&o.data).into_owned())
+            .collect()
+    }
+}
+
+fn is_final(status: i32) -> bool {
+    [
+        AgentStatus::Completed,
+        AgentStatus::Failed,
+        AgentStatus::Killed,
+    ]
+    .map(i32::from)
+    .contains(&status)
+}
+
+#[derive(Clone)]
+struct Link {
+    behaviour: Arc<Behaviour>,
+    record: Arc<Mutex<Record>>,
+}
+
+type Reply = mpsc::Sender<Result<ServerFrame, Status>>;
+
+#[tonic::async_trait]
+impl AgentLink for Link {
+    type AttachStream = ReceiverStream<Result<ServerFrame, Status>>;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<AgentFrame>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(self.clone().serve(request.into_inner(), tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+async fn send(tx: &Reply, frame: server_frame::Frame) {
+    let _ = tx.send(Ok(ServerFrame { frame: Some(frame) })).await;
+}
+
+impl Link {
+    fn lock(&self) -> MutexGuard<'_, Record> {
+        self.record
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn serve(self, mut inbound: Streaming<AgentFrame>, tx: Reply) {
+        let Ok(Some(AgentFrame {
+            frame: Some(agent_frame::Frame::Hello(hello)),
+        })) = inbound.message().await
+        else {
+            return;
+        };
+        if let Some(code) = self.behaviour.refuse {
+            let error = LinkError {
+                code: code.into(),
+                message: "no such agent token".into(),
+            };
+            return send(&tx, server_frame::Frame::Error(error)).await;
+        }
+        let (first, resume_from_seq) = {
+            let mut record = self.lock();
+            record.connections.push(Connection {
+                hello,
+                seqs: Vec::new(),
+            });
+            (record.connections.len() == 1, record.stored.len() as u64)
+        };
+        let pending = if first {
+            self.behaviour.pending.clone()
+        } else {
+            Vec::new()
+        };
+        send(
+            &tx,
+            server_frame::Frame::Welcome(Welcome {
+                resume_from_seq,
+                pending,
+            }),
+        )
+        .await;
+        let drop_at = self.behaviour.drop_first.filter(|_| first);
+        while let Ok(Some(frame)) = inbound.message().await {
+            let ack = match frame.frame {
+                Some(agent_frame::Frame::Output(output)) => {
+                    let stored = {
+                        let mut record = self.lock();
+                        if let Some(connection) = record.connections.last_mut() {
+                            connection.seqs.push(output.seq);
+                        }
+                        let count = record.stored.len() as u64;
+                        if output.seq == count {
+                            record.stored.push(output);
+                        } else if output.seq > count {
+                            record.gaps.push(output.seq);
+                        }
+                        record.stored.len()
+                    };
+                    if let Some((after, acked)) = drop_at
+                        && stored >= after
+                    {
+                        self.lock().stored.truncate(acked as usize);
+                        let ack = Ack {
+                            next_seq: acked,
+                            status_stored: false,
+                        };
+                        return send(&tx, server_frame::Frame::Ack(ack)).await;
+                    }
+                    if let Some(grace_ms) = self.behaviour.kill_after_first_output
+                        && stored == 1
+                    {
+                        let kill = Command {
+                            command: Some(command::Command::Kill(Kill { grace_ms })),
+                        };
+                        send(&tx, server_frame::Frame::Command(kill)).await;
+                    }
+                    drop_at.is_none()
+                }
+                Some(agent_frame::Frame::Status(status)) => {
+                    let mut record = self.lock();
+                    if is_final(status.status) && status.final_seq == record.stored.len() as u64 {
+                        record.status_stored = true;
+                    }
+                    record.statuses.push(status);
+                    true
+                }
+                _ => false,
+            };
+            if ack && !self.behaviour.never_ack {
+                let ack = {
+                    let record = self.lock();
+                    Ack {
+                        next_seq: record.stored.len() as u64,
+                        status_stored: record.status_stored,
+                    }
+                };
+                send(&tx, server_frame::Frame::Ack(ack)).await;
+            }
+        }
+    }
+}
+
+/// A running test orchestrator on `127.0.0.1:0`.
+pub struct TestLink {
+    pub url: String,
+    record: Arc<Mutex<Record>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl TestLink {
+    pub async fn start(behaviour: Behaviour) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind test link");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let record = Arc::new(Mutex::new(Record::default()));
+        let link = Link {
+            behaviour: Arc::new(behaviour),
+            record: record.clone(),
+        };
+        let server = tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(AgentLinkServer::new(link))
+                .serve_with_incoming(TcpListenerStream::new(listener))
+                .await;
+            served.expect("test link server");
+        });
+        Self {
+            url,
+            record,
+            server,
+        }
+    }
+
+    pub fn record(&self) -> MutexGuard<'_, Record> {
+        self.record
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for TestLink {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
