@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use covibe_config::{Config, Overrides};
 
 #[derive(Debug, Parser)]
-#[command(name = "covibe", version, about = "Run a team's AI coding agents together")]
+#[command(
+    name = "covibe",
+    version,
+    about = "Run a team's AI coding agents together"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -78,7 +82,9 @@ fn load(common: &Common) -> anyhow::Result<Option<Config>> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let code = runtime.block_on(run(cli))?;
     std::process::exit(code);
 }
@@ -97,7 +103,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Preview(c) => (c, node::Role::Preview),
         Command::Gateway(c) => (c, node::Role::Gateway),
     };
-    let Some(config) = load(&common)? else { return Ok(0) };
+    let Some(config) = load(&common)? else {
+        return Ok(0);
+    };
     let telemetry = covibe_telemetry::init(role.service_name(), config.log_format == "json");
     let result = node::run(role, config).await;
     telemetry.shutdown();

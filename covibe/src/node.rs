@@ -45,7 +45,10 @@ impl Role {
 const HOT_TTL_SECS: i64 = 3600;
 
 fn key_files(config: &Config) -> KeyFiles {
-    KeyFiles { signing: config.signing_key_file(), verifying: config.verifying_key_file() }
+    KeyFiles {
+        signing: config.signing_key_file(),
+        verifying: config.verifying_key_file(),
+    }
 }
 
 fn verifier(config: &Config) -> anyhow::Result<Verifier> {
@@ -58,13 +61,17 @@ fn signer(config: &Config) -> anyhow::Result<(Signer, Verifier)> {
 
 async fn database(config: &Config) -> anyhow::Result<DatabaseConnection> {
     let url = config.database_url();
-    covibe_storage::connect(&url).await.with_context(|| format!("connecting to the database ({})", redact(&url)))
+    covibe_storage::connect(&url)
+        .await
+        .with_context(|| format!("connecting to the database ({})", redact(&url)))
 }
 
 /// The URL without its password, for messages.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
         _ => url.to_owned(),
     }
 }
@@ -72,14 +79,21 @@ fn redact(url: &str) -> String {
 async fn hot_store(config: &Config, required: bool) -> anyhow::Result<Arc<dyn HotStore>> {
     match &config.redis_url {
         Some(url) => Ok(Arc::new(
-            RedisHotStore::connect(url, "covibe:", config.limits.ring_buffer_chunks, HOT_TTL_SECS)
-                .await
-                .context("connecting to redis")?,
+            RedisHotStore::connect(
+                url,
+                "covibe:",
+                config.limits.ring_buffer_chunks,
+                HOT_TTL_SECS,
+            )
+            .await
+            .context("connecting to redis")?,
         )),
         None if required => anyhow::bail!(
             "this service runs in its own process and needs redis_url (COVIBE_REDIS_URL) to reach the others"
         ),
-        None => Ok(Arc::new(MemoryHotStore::new(config.limits.ring_buffer_chunks))),
+        None => Ok(Arc::new(MemoryHotStore::new(
+            config.limits.ring_buffer_chunks,
+        ))),
     }
 }
 
@@ -91,8 +105,13 @@ fn announce(name: &str, url: &str) {
 
 fn vm_agent_command(config: &Config) -> anyhow::Result<covibe_vm_connector::VmAgentCommand> {
     match &config.vm_agent_bin {
-        Some(program) => Ok(covibe_vm_connector::VmAgentCommand { program: program.clone(), prefix_args: Vec::new() }),
-        None => covibe_vm_connector::VmAgentCommand::current_exe().context("finding the covibe binary"),
+        Some(program) => Ok(covibe_vm_connector::VmAgentCommand {
+            program: program.clone(),
+            prefix_args: Vec::new(),
+        }),
+        None => {
+            covibe_vm_connector::VmAgentCommand::current_exe().context("finding the covibe binary")
+        }
     }
 }
 
@@ -101,20 +120,36 @@ struct Built {
     name: &'static str,
 }
 
-async fn team(config: &Config, db: DatabaseConnection, server: GrpcServer) -> anyhow::Result<Built> {
-    let store = covibe_team::SeaTeamStore::new(db).await.context("team storage")?;
+async fn team(
+    config: &Config,
+    db: DatabaseConnection,
+    server: GrpcServer,
+) -> anyhow::Result<Built> {
+    let store = covibe_team::SeaTeamStore::new(db)
+        .await
+        .context("team storage")?;
     let domain = Arc::new(covibe_team::TeamDomain::new(
         Arc::new(store),
         config.auth.invite_ttl_secs,
         config.auth.invite_max_uses,
     ));
     let grpc = covibe_team::TeamGrpc::new(domain, verifier(config)?);
-    Ok(Built { server: server.add_service(grpc.into_server()), name: "team" })
+    Ok(Built {
+        server: server.add_service(grpc.into_server()),
+        name: "team",
+    })
 }
 
-async fn auth(config: &Config, db: DatabaseConnection, server: GrpcServer, team_url: &str) -> anyhow::Result<Built> {
+async fn auth(
+    config: &Config,
+    db: DatabaseConnection,
+    server: GrpcServer,
+    team_url: &str,
+) -> anyhow::Result<Built> {
     let (signer, verifier) = signer(config)?;
-    let store = covibe_auth::SeaRefreshStore::new(db).await.context("auth storage")?;
+    let store = covibe_auth::SeaRefreshStore::new(db)
+        .await
+        .context("auth storage")?;
     let sessions = Arc::new(covibe_auth::Sessions::new(
         signer,
         Arc::new(store),
@@ -123,7 +158,10 @@ async fn auth(config: &Config, db: DatabaseConnection, server: GrpcServer, team_
     ));
     let team = TeamServiceClient::new(covibe_bootstrap::channel(team_url)?);
     let grpc = covibe_auth::AuthGrpc::new(sessions, verifier, team);
-    Ok(Built { server: server.add_service(grpc.into_server()), name: "auth" })
+    Ok(Built {
+        server: server.add_service(grpc.into_server()),
+        name: "auth",
+    })
 }
 
 async fn orchestrator(
@@ -133,18 +171,40 @@ async fn orchestrator(
     server: GrpcServer,
     vm_connector_url: &str,
 ) -> anyhow::Result<Built> {
-    let store = covibe_orchestrator::SeaAgentStore::new(db).await.context("orchestrator storage")?;
+    let store = covibe_orchestrator::SeaAgentStore::new(db)
+        .await
+        .context("orchestrator storage")?;
     let connector = VmConnectorServiceClient::new(covibe_bootstrap::channel(vm_connector_url)?);
     let link_url = config.link_url.clone().unwrap_or_else(|| server.url());
-    let limits = covibe_orchestrator::Limits { max_task_bytes: config.limits.max_task_bytes, ..Default::default() };
-    let agents = Arc::new(covibe_orchestrator::Agents::new(Arc::new(store), hot, connector, link_url, limits));
+    let limits = covibe_orchestrator::Limits {
+        max_task_bytes: config.limits.max_task_bytes,
+        ..Default::default()
+    };
+    let agents = Arc::new(covibe_orchestrator::Agents::new(
+        Arc::new(store),
+        hot,
+        connector,
+        link_url,
+        limits,
+    ));
     let link = covibe_orchestrator::LinkService::new(agents.clone());
     let grpc = covibe_orchestrator::OrchestratorGrpc::new(agents, verifier(config)?);
-    Ok(Built { server: server.add_service(grpc.into_server()).add_service(link.into_server()), name: "orchestrator" })
+    Ok(Built {
+        server: server
+            .add_service(grpc.into_server())
+            .add_service(link.into_server()),
+        name: "orchestrator",
+    })
 }
 
-async fn vm_connector(config: &Config, db: DatabaseConnection, server: GrpcServer) -> anyhow::Result<Built> {
-    let store = covibe_vm_connector::SeaVmStore::new(db).await.context("vm-connector storage")?;
+async fn vm_connector(
+    config: &Config,
+    db: DatabaseConnection,
+    server: GrpcServer,
+) -> anyhow::Result<Built> {
+    let store = covibe_vm_connector::SeaVmStore::new(db)
+        .await
+        .context("vm-connector storage")?;
     let project_dir = match &config.project_dir {
         Some(dir) => dir.clone(),
         None => std::env::current_dir().context("finding the current directory")?,
@@ -156,13 +216,25 @@ async fn vm_connector(config: &Config, db: DatabaseConnection, server: GrpcServe
         config.data_dir.clone(),
     );
     let grpc = covibe_vm_connector::VmConnectorGrpc::new(Arc::new(store), verifier(config)?, local);
-    Ok(Built { server: server.add_service(grpc.into_server()), name: "vm-connector" })
+    Ok(Built {
+        server: server.add_service(grpc.into_server()),
+        name: "vm-connector",
+    })
 }
 
-async fn preview(config: &Config, db: DatabaseConnection, server: GrpcServer) -> anyhow::Result<Built> {
-    let store = covibe_preview::SeaPreviewStore::new(db).await.context("preview storage")?;
+async fn preview(
+    config: &Config,
+    db: DatabaseConnection,
+    server: GrpcServer,
+) -> anyhow::Result<Built> {
+    let store = covibe_preview::SeaPreviewStore::new(db)
+        .await
+        .context("preview storage")?;
     let grpc = covibe_preview::PreviewGrpc::new(Arc::new(store), verifier(config)?);
-    Ok(Built { server: server.add_service(grpc.into_server()), name: "preview" })
+    Ok(Built {
+        server: server.add_service(grpc.into_server()),
+        name: "preview",
+    })
 }
 
 fn serve(built: Built, shutdown: &Shutdown) -> tokio::task::JoinHandle<anyhow::Result<()>> {
@@ -176,7 +248,11 @@ fn serve(built: Built, shutdown: &Shutdown) -> tokio::task::JoinHandle<anyhow::R
             wait.await;
             handle.set_not_serving().await;
         };
-        built.server.serve(drain).await.with_context(|| format!("{name} server"))
+        built
+            .server
+            .serve(drain)
+            .await
+            .with_context(|| format!("{name} server"))
     })
 }
 
@@ -201,7 +277,9 @@ async fn gateway(
     let addr = listener.local_addr()?;
     let wait = shutdown.wait();
     let task = tokio::spawn(async move {
-        covibe_gateway::serve(gw, hot, listener, wait).await.context("gateway")
+        covibe_gateway::serve(gw, hot, listener, wait)
+            .await
+            .context("gateway")
     });
     announce("gateway", &format!("http://{addr}"));
     Ok(task)
@@ -219,8 +297,9 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     match role {
         Role::Standalone => {
-            std::fs::create_dir_all(&config.data_dir)
-                .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("creating the data directory {}", config.data_dir.display())
+            })?;
             let db = database(&config).await?;
             let hot = hot_store(&config, false).await?;
             let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
@@ -231,7 +310,12 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
                 GrpcServer::bind(loopback).await?,
                 GrpcServer::bind(loopback).await?,
             );
-            let (team_url, auth_url, orch_url, vmc_url) = (team_srv.url(), auth_srv.url(), orch_srv.url(), vmc_srv.url());
+            let (team_url, auth_url, orch_url, vmc_url) = (
+                team_srv.url(),
+                auth_srv.url(),
+                orch_srv.url(),
+                vmc_srv.url(),
+            );
             // Auth first: it creates the signing key pair the others verify with.
             let built = vec![
                 auth(&config, db.clone(), auth_srv, &team_url).await?,
@@ -270,7 +354,10 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     let (first, _, rest) = futures_select_all(tasks).await;
     shutdown.trigger();
     for task in rest {
-        if tokio::time::timeout(Duration::from_secs(10), task).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .is_err()
+        {
             tracing::warn!("a server did not drain in time");
         }
     }
@@ -279,7 +366,11 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
 
 async fn futures_select_all(
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
-) -> (anyhow::Result<()>, usize, Vec<tokio::task::JoinHandle<anyhow::Result<()>>>) {
+) -> (
+    anyhow::Result<()>,
+    usize,
+    Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+) {
     let (result, index, rest) = futures::future::select_all(tasks).await;
     let result = match result {
         Ok(inner) => inner,

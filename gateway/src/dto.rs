@@ -119,15 +119,28 @@ pub struct OutputPage {
 }
 
 pub fn team(t: common::Team) -> Team {
-    Team { id: t.id, name: t.name, created_at: t.created_at_ms }
+    Team {
+        id: t.id,
+        name: t.name,
+        created_at: t.created_at_ms,
+    }
 }
 
 pub fn user(u: common::User) -> User {
-    User { id: u.id, team_id: u.team_id, email: u.email, display_name: u.display_name, created_at: u.created_at_ms }
+    User {
+        id: u.id,
+        team_id: u.team_id,
+        email: u.email,
+        display_name: u.display_name,
+        created_at: u.created_at_ms,
+    }
 }
 
 pub fn status_name(raw: i32) -> &'static str {
-    common::AgentStatus::try_from(raw).ok().and_then(AgentStatus::from_proto).map_or("unknown", AgentStatus::as_str)
+    common::AgentStatus::try_from(raw)
+        .ok()
+        .and_then(AgentStatus::from_proto)
+        .map_or("unknown", AgentStatus::as_str)
 }
 
 pub fn stream_name(raw: i32) -> &'static str {

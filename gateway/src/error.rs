@@ -30,7 +30,10 @@ impl IntoResponse for HttpError {
         let body = Json(json!({"error": {"code": code.as_str(), "message": message}}));
         let mut response = (code.http_status(), body).into_response();
         if code == Code::RateLimited {
-            response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
         }
         response
     }

@@ -57,7 +57,9 @@ impl Gateway {
         Ok(Arc::new(Self {
             auth: AuthServiceClient::new(covibe_bootstrap::channel(&config.auth_url)?),
             team: TeamServiceClient::new(covibe_bootstrap::channel(&config.team_url)?),
-            orchestrator: OrchestratorServiceClient::new(covibe_bootstrap::channel(&config.orchestrator_url)?),
+            orchestrator: OrchestratorServiceClient::new(covibe_bootstrap::channel(
+                &config.orchestrator_url,
+            )?),
             verifier,
             ready: AtomicBool::new(false),
             max_body_bytes: config.max_body_bytes,
@@ -84,12 +86,15 @@ pub async fn serve(
     let app = rest::router(gateway.clone()).layer(layer);
     let local: SocketAddr = listener.local_addr()?;
     tracing::info!(addr = %local, "gateway serving");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            gateway.ready.store(false, Ordering::Relaxed);
-            io.close().await;
-        })
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        gateway.ready.store(false, Ordering::Relaxed);
+        io.close().await;
+    })
+    .await?;
     Ok(())
 }

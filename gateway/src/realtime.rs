@@ -68,7 +68,12 @@ fn refuse(ack: AckSender, message: &str) {
     let _ = ack.send(&json!({"ok": false, "error": message}));
 }
 
-async fn join_team(socket: SocketRef, TryData(data): TryData<JoinTeam>, ack: AckSender, State(gw): State<Arc<Gateway>>) {
+async fn join_team(
+    socket: SocketRef,
+    TryData(data): TryData<JoinTeam>,
+    ack: AckSender,
+    State(gw): State<Arc<Gateway>>,
+) {
     let Ok(request) = data else {
         return refuse(ack, "join_team needs {teamId, token}");
     };
@@ -81,25 +86,44 @@ async fn join_team(socket: SocketRef, TryData(data): TryData<JoinTeam>, ack: Ack
         return refuse(ack, "not a member of this team");
     }
     // One team per socket: a second join for another team replaces nothing.
-    if let Some(previous) = socket.extensions.get::<Joined>() {
-        if previous.team_id != team_id {
-            return refuse(ack, "this socket has already joined another team");
-        }
+    if let Some(previous) = socket.extensions.get::<Joined>()
+        && previous.team_id != team_id
+    {
+        return refuse(ack, "this socket has already joined another team");
     }
-    socket.extensions.insert(Joined { user_id, team_id, token: request.token });
+    socket.extensions.insert(Joined {
+        user_id,
+        team_id,
+        token: request.token,
+    });
     socket.join([team_room(team_id), user_room(&user_id.to_string())]);
-    let _ = ack.send(&json!({"ok": true, "teamId": team_id.to_string(), "userId": user_id.to_string()}));
+    let _ = ack
+        .send(&json!({"ok": true, "teamId": team_id.to_string(), "userId": user_id.to_string()}));
 }
 
-async fn agent_spawn(socket: SocketRef, TryData(data): TryData<SpawnEvent>, ack: AckSender, State(gw): State<Arc<Gateway>>) {
+async fn agent_spawn(
+    socket: SocketRef,
+    TryData(data): TryData<SpawnEvent>,
+    ack: AckSender,
+    State(gw): State<Arc<Gateway>>,
+) {
     let Some(joined) = socket.extensions.get::<Joined>() else {
         return refuse(ack, "join a team first");
     };
     let Ok(spawn) = data else {
         return refuse(ack, "agent_spawn needs {task, vmId?}");
     };
-    let request = orch::SpawnAgentRequest { task: spawn.task, vm_id: spawn.vm_id.unwrap_or_default() };
-    match gw.orchestrator.clone().spawn_agent(bearer(request, &joined.token)).await {
+    tracing::info!(user_id = %joined.user_id, team_id = %joined.team_id, "spawn requested over socket.io");
+    let request = orch::SpawnAgentRequest {
+        task: spawn.task,
+        vm_id: spawn.vm_id.unwrap_or_default(),
+    };
+    match gw
+        .orchestrator
+        .clone()
+        .spawn_agent(bearer(request, &joined.token))
+        .await
+    {
         Ok(agent) => {
             let _ = ack.send(&json!({"ok": true, "agent": dto::agent(agent.into_inner())}));
         }
@@ -123,7 +147,9 @@ pub async fn relay(io: SocketIo, mut subscription: Subscription) {
             tracing::warn!("undecodable team event dropped");
             continue;
         };
-        let Ok(team) = event.team_id.parse::<TeamId>() else { continue };
+        let Ok(team) = event.team_id.parse::<TeamId>() else {
+            continue;
+        };
         match event.event {
             Some(ev::team_event::Event::AgentOutput(out)) => {
                 let mut payload = json!({
@@ -135,7 +161,12 @@ pub async fn relay(io: SocketIo, mut subscription: Subscription) {
                     "canControl": false,
                 });
                 let owner = user_room(&out.owner_id);
-                emit(io.to(team_room(team)).except(owner.clone()), "agent_output", &payload).await;
+                emit(
+                    io.to(team_room(team)).except(owner.clone()),
+                    "agent_output",
+                    &payload,
+                )
+                .await;
                 payload["canControl"] = Value::Bool(true);
                 emit(io.to(owner), "agent_output", &payload).await;
             }

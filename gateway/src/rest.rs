@@ -17,9 +17,9 @@ use covibe_types::{ApiError, Code, TeamId, UserId};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::Gateway;
 use crate::dto;
 use crate::error::HttpError;
-use crate::Gateway;
 
 type Result<T> = std::result::Result<T, HttpError>;
 type Shared = State<Arc<Gateway>>;
@@ -59,8 +59,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 
 fn json_error(rejection: &JsonRejection) -> ApiError {
     match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(Code::PayloadTooLarge, "request body is too large"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::invalid("expected a JSON body (content-type: application/json)"),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(Code::PayloadTooLarge, "request body is too large")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::invalid("expected a JSON body (content-type: application/json)")
+        }
         _ => ApiError::invalid(format!("invalid JSON body: {}", rejection.body_text())),
     }
 }
@@ -85,25 +89,49 @@ impl FromRequestParts<Arc<Gateway>> for Member {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthenticated("missing bearer token"))?;
         let (user_id, team_id) = state.verifier.verify(token)?.member()?;
-        Ok(Self { user_id, team_id, token: token.to_owned() })
+        Ok(Self {
+            user_id,
+            team_id,
+            token: token.to_owned(),
+        })
     }
 }
 
-async fn create_team(State(gw): Shared, ApiJson(body): ApiJson<dto::CreateTeam>) -> Result<impl IntoResponse> {
-    let request = auth::RegisterRequest { team_name: body.name, email: body.email, display_name: body.display_name };
+async fn create_team(
+    State(gw): Shared,
+    ApiJson(body): ApiJson<dto::CreateTeam>,
+) -> Result<impl IntoResponse> {
+    let request = auth::RegisterRequest {
+        team_name: body.name,
+        email: body.email,
+        display_name: body.display_name,
+    };
     let session = gw.auth.clone().register(request).await?.into_inner();
     Ok((StatusCode::CREATED, Json(dto::session(session))))
 }
 
 async fn login(State(gw): Shared, ApiJson(body): ApiJson<dto::Login>) -> Result<impl IntoResponse> {
-    let request =
-        auth::LoginRequest { invite_code: body.invite_code, email: body.email, display_name: body.display_name };
+    let request = auth::LoginRequest {
+        invite_code: body.invite_code,
+        email: body.email,
+        display_name: body.display_name,
+    };
     let session = gw.auth.clone().login(request).await?.into_inner();
     Ok(Json(dto::session(session)))
 }
 
-async fn refresh(State(gw): Shared, ApiJson(body): ApiJson<dto::Refresh>) -> Result<impl IntoResponse> {
-    let pair = gw.auth.clone().refresh(auth::RefreshRequest { refresh_token: body.refresh_token }).await?.into_inner();
+async fn refresh(
+    State(gw): Shared,
+    ApiJson(body): ApiJson<dto::Refresh>,
+) -> Result<impl IntoResponse> {
+    let pair = gw
+        .auth
+        .clone()
+        .refresh(auth::RefreshRequest {
+            refresh_token: body.refresh_token,
+        })
+        .await?
+        .into_inner();
     Ok(Json(json!({
         "accessToken": pair.access_token,
         "refreshToken": pair.refresh_token,
@@ -111,42 +139,94 @@ async fn refresh(State(gw): Shared, ApiJson(body): ApiJson<dto::Refresh>) -> Res
     })))
 }
 
-async fn create_invite(State(gw): Shared, member: Member, body: axum::body::Bytes) -> Result<impl IntoResponse> {
+async fn create_invite(
+    State(gw): Shared,
+    member: Member,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
     // The body is optional: no body means the defaults.
     let body: dto::CreateInvite = if body.iter().all(u8::is_ascii_whitespace) {
         dto::CreateInvite::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?
     };
-    let request = bearer(team_pb::CreateInviteRequest { max_uses: body.max_uses, ttl_seconds: body.ttl_seconds }, &member.token);
+    let request = bearer(
+        team_pb::CreateInviteRequest {
+            max_uses: body.max_uses,
+            ttl_seconds: body.ttl_seconds,
+        },
+        &member.token,
+    );
     let invite = gw.team.clone().create_invite(request).await?.into_inner();
     Ok((
         StatusCode::CREATED,
-        Json(json!({"inviteCode": invite.invite_code, "expiresAt": invite.expires_at_ms, "maxUses": invite.max_uses})),
+        Json(
+            json!({"inviteCode": invite.invite_code, "expiresAt": invite.expires_at_ms, "maxUses": invite.max_uses}),
+        ),
     ))
 }
 
 async fn get_team(State(gw): Shared, member: Member) -> Result<impl IntoResponse> {
-    let team = gw.team.clone().get_team(bearer(team_pb::GetTeamRequest {}, &member.token)).await?.into_inner();
+    let team = gw
+        .team
+        .clone()
+        .get_team(bearer(team_pb::GetTeamRequest {}, &member.token))
+        .await?
+        .into_inner();
     Ok(Json(json!({
         "team": team.team.map(dto::team),
         "members": team.members.into_iter().map(dto::user).collect::<Vec<_>>(),
     })))
 }
 
-async fn spawn(State(gw): Shared, member: Member, ApiJson(body): ApiJson<dto::Spawn>) -> Result<impl IntoResponse> {
-    let request = orch::SpawnAgentRequest { task: body.task, vm_id: body.vm_id.unwrap_or_default() };
-    let agent = gw.orchestrator.clone().spawn_agent(bearer(request, &member.token)).await?.into_inner();
-    Ok((StatusCode::CREATED, Json(json!({"agent": dto::agent(agent)}))))
+async fn spawn(
+    State(gw): Shared,
+    member: Member,
+    ApiJson(body): ApiJson<dto::Spawn>,
+) -> Result<impl IntoResponse> {
+    tracing::info!(user_id = %member.user_id, team_id = %member.team_id, "spawn requested over rest");
+    let request = orch::SpawnAgentRequest {
+        task: body.task,
+        vm_id: body.vm_id.unwrap_or_default(),
+    };
+    let agent = gw
+        .orchestrator
+        .clone()
+        .spawn_agent(bearer(request, &member.token))
+        .await?
+        .into_inner();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"agent": dto::agent(agent)})),
+    ))
 }
 
 async fn list_agents(State(gw): Shared, member: Member) -> Result<impl IntoResponse> {
-    let list = gw.orchestrator.clone().list_agents(bearer(orch::ListAgentsRequest {}, &member.token)).await?.into_inner();
-    Ok(Json(json!({"agents": list.agents.into_iter().map(dto::agent).collect::<Vec<_>>()})))
+    let list = gw
+        .orchestrator
+        .clone()
+        .list_agents(bearer(orch::ListAgentsRequest {}, &member.token))
+        .await?
+        .into_inner();
+    Ok(Json(
+        json!({"agents": list.agents.into_iter().map(dto::agent).collect::<Vec<_>>()}),
+    ))
 }
 
-async fn get_agent(State(gw): Shared, member: Member, Path(id): Path<String>) -> Result<impl IntoResponse> {
-    let agent = gw.orchestrator.clone().get_agent(bearer(orch::GetAgentRequest { agent_id: id }, &member.token)).await?;
+async fn get_agent(
+    State(gw): Shared,
+    member: Member,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse> {
+    let agent = gw
+        .orchestrator
+        .clone()
+        .get_agent(bearer(
+            orch::GetAgentRequest { agent_id: id },
+            &member.token,
+        ))
+        .await?;
     Ok(Json(json!({"agent": dto::agent(agent.into_inner())})))
 }
 
@@ -156,9 +236,19 @@ async fn agent_output(
     Path(id): Path<String>,
     query: std::result::Result<Query<dto::OutputQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse> {
-    let Query(query) = query.map_err(|e| ApiError::invalid(format!("invalid query: {}", e.body_text())))?;
-    let request = orch::GetOutputRequest { agent_id: id.clone(), from_seq: query.from_seq, limit: query.limit.unwrap_or(0) };
-    let page = gw.orchestrator.clone().get_output(bearer(request, &member.token)).await?.into_inner();
+    let Query(query) =
+        query.map_err(|e| ApiError::invalid(format!("invalid query: {}", e.body_text())))?;
+    let request = orch::GetOutputRequest {
+        agent_id: id.clone(),
+        from_seq: query.from_seq,
+        limit: query.limit.unwrap_or(0),
+    };
+    let page = gw
+        .orchestrator
+        .clone()
+        .get_output(bearer(request, &member.token))
+        .await?
+        .into_inner();
     Ok(Json(dto::output_page(id, page)))
 }
 

@@ -5,7 +5,8 @@ pub use prost;
 pub use tonic;
 
 /// The encoded `FileDescriptorSet` of every CoVibe proto, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/covibe_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/covibe_descriptor.bin"));
 
 pub mod common {
     pub mod v1 {

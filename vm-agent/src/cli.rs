@@ -34,12 +34,14 @@ pub struct RunArgs {
     /// The orchestrator's AgentLink endpoint, e.g. http://orchestrator:50051.
     #[arg(long)]
     pub link_url: String,
+    /// The agent's id as the orchestrator knows it; also names the log file.
     #[arg(long)]
     pub agent_id: String,
     /// The agent command; the word containing {task} receives the task as one argument, e.g.
     /// "claude -p {task} --output-format stream-json --verbose". Never run through a shell.
     #[arg(long)]
     pub command: String,
+    /// The task, given to the command as one argument.
     #[arg(long)]
     pub task: String,
     /// Directory the agent runs in [default: the current directory].

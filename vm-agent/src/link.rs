@@ -46,7 +46,7 @@ enum SessionError {
     Refused { code: String, message: String },
     #[error("orchestrator error {code}: {message}")]
     Remote { code: String, message: String },
-    #[error("rpc failed: {0}")]
+    #[error("rpc failed: {:?}: {}", .0.code(), .0.message())]
     Status(tonic::Status),
     #[error("stream closed by the orchestrator")]
     Closed,

@@ -14,12 +14,18 @@ pub type Client = InterceptedService<Channel, TraceInterceptor>;
 /// A channel to `url` that connects on first use and reconnects after failures.
 pub fn channel(url: &str) -> Result<Client, Error> {
     let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|source| Error::Endpoint { url: url.to_owned(), source })?
+        .map_err(|source| Error::Endpoint {
+            url: url.to_owned(),
+            source,
+        })?
         .connect_timeout(std::time::Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(std::time::Duration::from_secs(20))
         .keep_alive_while_idle(true);
-    Ok(InterceptedService::new(endpoint.connect_lazy(), TraceInterceptor))
+    Ok(InterceptedService::new(
+        endpoint.connect_lazy(),
+        TraceInterceptor,
+    ))
 }
 
 /// A request carrying `token` as its bearer credential.

@@ -13,9 +13,15 @@ pub use shutdown::{Shutdown, shutdown_signal};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("bind {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("invalid endpoint {url}: {source}")]
-    Endpoint { url: String, source: covibe_proto::tonic::transport::Error },
+    Endpoint {
+        url: String,
+        source: covibe_proto::tonic::transport::Error,
+    },
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("grpc server: {0}")]

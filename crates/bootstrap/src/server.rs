@@ -33,15 +33,21 @@ pub struct ServingHandle {
 impl ServingHandle {
     pub async fn set_not_serving(&self) {
         for name in &self.names {
-            self.health.set_service_status(*name, ServingStatus::NotServing).await;
+            self.health
+                .set_service_status(*name, ServingStatus::NotServing)
+                .await;
         }
-        self.health.set_service_status("", ServingStatus::NotServing).await;
+        self.health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
     }
 }
 
 impl GrpcServer {
     pub async fn bind(addr: SocketAddr) -> Result<Self, Error> {
-        let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -49,11 +55,18 @@ impl GrpcServer {
             .build_v1()?;
         let mut routes = RoutesBuilder::default();
         routes.add_service(health_service).add_service(reflection);
-        Ok(Self { listener, routes, health, names: Vec::new() })
+        Ok(Self {
+            listener,
+            routes,
+            health,
+            names: Vec::new(),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     /// `http://HOST:PORT` of the bound listener.
@@ -80,13 +93,18 @@ impl GrpcServer {
     }
 
     pub fn serving_handle(&self) -> ServingHandle {
-        ServingHandle { health: self.health.clone(), names: self.names.clone() }
+        ServingHandle {
+            health: self.health.clone(),
+            names: self.names.clone(),
+        }
     }
 
     /// Marks every service serving and serves until `shutdown` resolves, then drains.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
         for name in &self.names {
-            self.health.set_service_status(*name, ServingStatus::Serving).await;
+            self.health
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
         }
         let routes: Routes = self.routes.routes();
         let trace = tower_http::trace::TraceLayer::new_for_grpc().make_span_with(

@@ -132,7 +132,11 @@ impl Default for AuthConfig {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_task_bytes: 16 * 1024, max_body_bytes: 64 * 1024, ring_buffer_chunks: 10_000 }
+        Self {
+            max_task_bytes: 16 * 1024,
+            max_body_bytes: 64 * 1024,
+            ring_buffer_chunks: 10_000,
+        }
     }
 }
 
@@ -161,7 +165,10 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             if !file.exists() {
-                return Err(Error::Invalid(format!("file {} does not exist", file.display())));
+                return Err(Error::Invalid(format!(
+                    "file {} does not exist",
+                    file.display()
+                )));
             }
             figment = figment.merge(Toml::file(file));
         }
@@ -182,18 +189,17 @@ impl Config {
         if self.agent_command.split_whitespace().next().is_none() {
             return invalid("agent_command is empty".to_owned());
         }
-        if let Some(url) = &self.database_url {
-            if !(url.starts_with("postgres://")
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("postgres://")
                 || url.starts_with("postgresql://")
                 || url.starts_with("sqlite:"))
-            {
-                return invalid("database_url must start with postgres:// or sqlite:".to_owned());
-            }
+        {
+            return invalid("database_url must start with postgres:// or sqlite:".to_owned());
         }
-        if let Some(url) = &self.redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return invalid("redis_url must start with redis:// or rediss://".to_owned());
-            }
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return invalid("redis_url must start with redis:// or rediss://".to_owned());
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return invalid("log_format must be text or json".to_owned());
@@ -206,7 +212,9 @@ impl Config {
             ("preview", &self.endpoints.preview),
         ] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return invalid(format!("endpoints.{name} must be an http:// or https:// url"));
+                return invalid(format!(
+                    "endpoints.{name} must be an http:// or https:// url"
+                ));
             }
         }
         if self.auth.access_ttl_secs == 0 || self.auth.refresh_ttl_secs == 0 {
@@ -222,7 +230,10 @@ impl Config {
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(url) => url.clone(),
-            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("covibe.db").display()),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("covibe.db").display()
+            ),
         }
     }
 
@@ -269,7 +280,10 @@ mod tests {
         assert_eq!(cfg.limits.max_task_bytes, 10);
         assert_eq!(cfg.redis_url.as_deref(), Some("redis://file"));
 
-        let flags = Overrides { http_addr: Some("127.0.0.1:0".parse().unwrap()), ..Default::default() };
+        let flags = Overrides {
+            http_addr: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        };
         let cfg = Config::load_from_env(Some(&file), &flags, no_env()).unwrap();
         assert_eq!(cfg.http_addr.port(), 0, "flags win over the file");
 
@@ -279,6 +293,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail error type, not ours
     fn environment_overrides_file_and_is_validated() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.toml", "agent_command = \"x {task}\"\n")?;

@@ -16,7 +16,10 @@ pub struct KeyFiles {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.display().to_string(), source }
+    move |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Loads the key pair, creating it (mode 0600) if neither file exists yet. Several processes
@@ -28,7 +31,10 @@ pub fn load_or_generate(files: &KeyFiles) -> Result<(Signer, Verifier), Error> {
     }
     let private = std::fs::read(&files.signing).map_err(io_err(&files.signing))?;
     let public = std::fs::read(&files.verifying).map_err(io_err(&files.verifying))?;
-    Ok((Signer::from_pem(&private, &public)?, Verifier::from_pem(&public)?))
+    Ok((
+        Signer::from_pem(&private, &public)?,
+        Verifier::from_pem(&public)?,
+    ))
 }
 
 /// Loads only the public half, for services that verify tokens. Generates the pair when it is
@@ -44,7 +50,9 @@ pub fn load_verifier(files: &KeyFiles) -> Result<Verifier, Error> {
 
 fn generate(files: &KeyFiles) -> Result<(), Error> {
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
-    let private = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| Error::Key(e.to_string()))?;
+    let private = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| Error::Key(e.to_string()))?;
     let public = key
         .verifying_key()
         .to_public_key_pem(LineEnding::LF)

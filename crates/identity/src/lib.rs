@@ -11,7 +11,10 @@ pub use token::{Principal, Signer, TokenKind, Verifier, bearer_from_metadata};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("key file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("key material: {0}")]
     Key(String),
     #[error("token: {0}")]

@@ -81,26 +81,48 @@ pub struct Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("Signer")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
 impl Signer {
     pub fn from_pem(private_pem: &[u8], public_pem: &[u8]) -> Result<Self, Error> {
-        Ok(Self { key: EncodingKey::from_ed_pem(private_pem)?, kid: key_id(public_pem) })
+        Ok(Self {
+            key: EncodingKey::from_ed_pem(private_pem)?,
+            kid: key_id(public_pem),
+        })
     }
 
     /// A member's access token and its expiry (seconds since the epoch).
-    pub fn access_token(&self, user: UserId, team: TeamId, ttl: Duration) -> Result<(String, u64), Error> {
-        self.sign(user.to_string(), Some(team.to_string()), TokenKind::Access, ttl)
+    pub fn access_token(
+        &self,
+        user: UserId,
+        team: TeamId,
+        ttl: Duration,
+    ) -> Result<(String, u64), Error> {
+        self.sign(
+            user.to_string(),
+            Some(team.to_string()),
+            TokenKind::Access,
+            ttl,
+        )
     }
 
     /// A short-lived token for a service calling another service on its own behalf.
     pub fn service_token(&self, service: &str, ttl: Duration) -> Result<String, Error> {
-        self.sign(format!("service:{service}"), None, TokenKind::Service, ttl).map(|(t, _)| t)
+        self.sign(format!("service:{service}"), None, TokenKind::Service, ttl)
+            .map(|(t, _)| t)
     }
 
-    fn sign(&self, sub: String, team: Option<String>, kind: TokenKind, ttl: Duration) -> Result<(String, u64), Error> {
+    fn sign(
+        &self,
+        sub: String,
+        team: Option<String>,
+        kind: TokenKind,
+        ttl: Duration,
+    ) -> Result<(String, u64), Error> {
         let now = now_secs();
         let exp = now + ttl.as_secs().max(1);
         let claims = Claims {
@@ -130,7 +152,9 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("Verifier")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -142,7 +166,11 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = 5;
-        Ok(Self { key: DecodingKey::from_ed_pem(public_pem)?, kid: key_id(public_pem), validation })
+        Ok(Self {
+            key: DecodingKey::from_ed_pem(public_pem)?,
+            kid: key_id(public_pem),
+            validation,
+        })
     }
 
     /// The principal a token names, or `unauthenticated` with a message that says nothing of why.
@@ -152,26 +180,37 @@ impl Verifier {
         if header.alg != Algorithm::EdDSA || header.kid.as_deref() != Some(self.kid.as_str()) {
             return Err(denied());
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
-            tracing::debug!(error = %e, "token rejected");
-            denied()
-        })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+                tracing::debug!(error = %e, "token rejected");
+                denied()
+            })?;
         let claims = data.claims;
         match claims.kind {
             TokenKind::Access => {
                 let user_id = claims.sub.parse().map_err(|_| denied())?;
-                let team_id = claims.team.as_deref().ok_or_else(denied)?.parse().map_err(|_| denied())?;
+                let team_id = claims
+                    .team
+                    .as_deref()
+                    .ok_or_else(denied)?
+                    .parse()
+                    .map_err(|_| denied())?;
                 Ok(Principal::Member { user_id, team_id })
             }
             TokenKind::Service => {
                 let name = claims.sub.strip_prefix("service:").ok_or_else(denied)?;
-                Ok(Principal::Service { name: name.to_owned() })
+                Ok(Principal::Service {
+                    name: name.to_owned(),
+                })
             }
         }
     }
 
     /// Verifies the bearer token of an incoming gRPC request.
-    pub fn verify_metadata(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Principal, ApiError> {
+    pub fn verify_metadata(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Principal, ApiError> {
         let token = bearer_from_metadata(metadata)
             .ok_or_else(|| ApiError::unauthenticated("missing bearer token"))?;
         self.verify(token)
@@ -181,7 +220,9 @@ impl Verifier {
 /// The token of an `authorization: Bearer ...` entry.
 pub fn bearer_from_metadata(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
     let value = metadata.get("authorization")?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
     (!token.is_empty()).then_some(token.trim())
 }
 
@@ -194,7 +235,10 @@ mod tests {
     use crate::{KeyFiles, load_or_generate, load_verifier};
 
     fn pair(dir: &std::path::Path) -> (Signer, Verifier) {
-        let files = KeyFiles { signing: dir.join("k/s.pem"), verifying: dir.join("k/v.pem") };
+        let files = KeyFiles {
+            signing: dir.join("k/s.pem"),
+            verifying: dir.join("k/v.pem"),
+        };
         load_or_generate(&files).unwrap()
     }
 
@@ -203,13 +247,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (signer, verifier) = pair(dir.path());
         let (user, team) = (UserId::new(), TeamId::new());
-        let (token, _) = signer.access_token(user, team, Duration::from_secs(60)).unwrap();
-        assert_eq!(verifier.verify(&token).unwrap(), Principal::Member { user_id: user, team_id: team });
+        let (token, _) = signer
+            .access_token(user, team, Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(
+            verifier.verify(&token).unwrap(),
+            Principal::Member {
+                user_id: user,
+                team_id: team
+            }
+        );
 
         // alg none with the same claims
         let payload = token.split('.').nth(1).unwrap();
         let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-        assert!(verifier.verify(&format!("{none_header}.{payload}.")).is_err());
+        assert!(
+            verifier
+                .verify(&format!("{none_header}.{payload}."))
+                .is_err()
+        );
 
         // a changed payload (another team) with the old signature
         let mut claims: serde_json::Value =
@@ -217,16 +273,24 @@ mod tests {
         claims["team"] = serde_json::Value::String(TeamId::new().to_string());
         let forged = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
         let parts: Vec<&str> = token.split('.').collect();
-        assert!(verifier.verify(&format!("{}.{forged}.{}", parts[0], parts[2])).is_err());
+        assert!(
+            verifier
+                .verify(&format!("{}.{forged}.{}", parts[0], parts[2]))
+                .is_err()
+        );
 
         // a token from another key pair
         let other = tempfile::tempdir().unwrap();
         let (other_signer, _) = pair(other.path());
-        let (foreign, _) = other_signer.access_token(user, team, Duration::from_secs(60)).unwrap();
+        let (foreign, _) = other_signer
+            .access_token(user, team, Duration::from_secs(60))
+            .unwrap();
         assert!(verifier.verify(&foreign).is_err());
 
         // service tokens are not member tokens
-        let service = signer.service_token("auth", Duration::from_secs(60)).unwrap();
+        let service = signer
+            .service_token("auth", Duration::from_secs(60))
+            .unwrap();
         let principal = verifier.verify(&service).unwrap();
         assert_eq!(principal.require_service().unwrap(), "auth");
         assert!(principal.member().is_err());
@@ -235,10 +299,15 @@ mod tests {
     #[test]
     fn a_second_load_reuses_the_pair_and_verifier_only_loads_public() {
         let dir = tempfile::tempdir().unwrap();
-        let files = KeyFiles { signing: dir.path().join("s.pem"), verifying: dir.path().join("v.pem") };
+        let files = KeyFiles {
+            signing: dir.path().join("s.pem"),
+            verifying: dir.path().join("v.pem"),
+        };
         let (signer, _) = load_or_generate(&files).unwrap();
         let verifier = load_verifier(&files).unwrap();
-        let (token, _) = signer.access_token(UserId::new(), TeamId::new(), Duration::from_secs(5)).unwrap();
+        let (token, _) = signer
+            .access_token(UserId::new(), TeamId::new(), Duration::from_secs(5))
+            .unwrap();
         assert!(verifier.verify(&token).is_ok());
         let (_, again) = load_or_generate(&files).unwrap();
         assert!(again.verify(&token).is_ok());

@@ -15,7 +15,11 @@ pub enum Backend {
 
 impl Backend {
     pub fn of(url: &str) -> Self {
-        if url.starts_with("sqlite:") { Self::Sqlite } else { Self::Postgres }
+        if url.starts_with("sqlite:") {
+            Self::Sqlite
+        } else {
+            Self::Postgres
+        }
     }
 }
 
@@ -23,15 +27,13 @@ impl Backend {
 /// in WAL mode with a busy timeout so the services of one process can share it.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
     let backend = Backend::of(url);
-    if backend == Backend::Sqlite {
-        if let Some(path) = sqlite_path(url) {
-            if let Some(dir) = std::path::Path::new(path).parent() {
-                if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| Error::Other(format!("create {}: {e}", dir.display())))?;
-                }
-            }
-        }
+    if backend == Backend::Sqlite
+        && let Some(path) = sqlite_path(url)
+        && let Some(dir) = std::path::Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Other(format!("create {}: {e}", dir.display())))?;
     }
     let mut options = ConnectOptions::new(url.to_owned());
     options
@@ -51,7 +53,9 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next()?;
     (!path.is_empty() && path != ":memory:").then_some(path)
 }

@@ -8,7 +8,11 @@ use covibe_storage::{FanoutEvent, HotChunk, HotStore, MemoryHotStore, RedisHotSt
 use covibe_types::{AgentId, TeamId};
 
 fn chunk(seq: u64) -> HotChunk {
-    HotChunk { seq, stream: 1, data: Bytes::from(format!("line {seq}")) }
+    HotChunk {
+        seq,
+        stream: 1,
+        data: Bytes::from(format!("line {seq}")),
+    }
 }
 
 async fn ring_keeps_the_newest_in_order_without_duplicates(store: &dyn HotStore) {
@@ -18,7 +22,11 @@ async fn ring_keeps_the_newest_in_order_without_duplicates(store: &dyn HotStore)
     // A resent batch (overlapping) changes nothing.
     store.append(agent, &first[3..]).await.unwrap();
     let got = store.range(agent, 0, 100).await.unwrap();
-    assert_eq!(got.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5], "capacity 5 keeps the newest");
+    assert_eq!(
+        got.iter().map(|c| c.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5],
+        "capacity 5 keeps the newest"
+    );
     assert_eq!(got[0].data, Bytes::from("line 1"));
 
     let later: Vec<_> = (6..9).map(chunk).collect();
@@ -36,11 +44,17 @@ async fn fanout_reaches_every_subscriber_in_order(store: &dyn HotStore) {
     let mut b = store.subscribe().await.unwrap();
     let team = TeamId::new();
     for i in 0..50u32 {
-        store.publish(team, Bytes::from(i.to_string())).await.unwrap();
+        store
+            .publish(team, Bytes::from(i.to_string()))
+            .await
+            .unwrap();
     }
     for sub in [&mut a, &mut b] {
         for i in 0..50u32 {
-            let event = tokio::time::timeout(Duration::from_secs(10), sub.recv()).await.unwrap().unwrap();
+            let event = tokio::time::timeout(Duration::from_secs(10), sub.recv())
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(event, FanoutEvent::Message(Bytes::from(i.to_string())));
         }
     }
@@ -59,6 +73,8 @@ async fn memory_hot_store_conforms() {
 #[tokio::test]
 async fn redis_hot_store_conforms() {
     let prefix = covibe_testkit::unique_prefix();
-    let store = RedisHotStore::connect(&covibe_testkit::redis_url(), &prefix, 5, 60).await.unwrap();
+    let store = RedisHotStore::connect(&covibe_testkit::redis_url(), &prefix, 5, 60)
+        .await
+        .unwrap();
     suite(&store).await;
 }

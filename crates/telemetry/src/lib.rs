@@ -4,7 +4,9 @@
 
 mod propagation;
 
-pub use propagation::{TraceInterceptor, current_traceparent, set_parent_from_headers, set_parent_from_traceparent};
+pub use propagation::{
+    TraceInterceptor, current_traceparent, set_parent_from_headers, set_parent_from_traceparent,
+};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -24,10 +26,10 @@ impl Guard {
     }
 
     fn flush(&mut self) {
-        if let Some(provider) = self.provider.take() {
-            if let Err(err) = provider.shutdown() {
-                eprintln!("telemetry shutdown failed: {err}");
-            }
+        if let Some(provider) = self.provider.take()
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("telemetry shutdown failed: {err}");
         }
     }
 }
@@ -51,8 +53,11 @@ pub fn init(service_name: &str, json: bool) -> Guard {
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("covibe")));
     let fmt_text = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
-    let fmt_json =
-        json.then(|| tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr));
+    let fmt_json = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+    });
     let installed = tracing_subscriber::registry()
         .with(filter)
         .with(fmt_text)
@@ -63,7 +68,9 @@ pub fn init(service_name: &str, json: bool) -> Guard {
     if installed && provider.is_some() {
         tracing::info!(service = service_name, "exporting traces over otlp");
     }
-    Guard { provider: if installed { provider } else { None } }
+    Guard {
+        provider: if installed { provider } else { None },
+    }
 }
 
 fn otlp_provider(service_name: &str) -> Option<SdkTracerProvider> {
@@ -71,14 +78,23 @@ fn otlp_provider(service_name: &str) -> Option<SdkTracerProvider> {
     if endpoint.trim().is_empty() {
         return None;
     }
-    let exporter = match opentelemetry_otlp::SpanExporter::builder().with_tonic().build() {
+    let exporter = match opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+    {
         Ok(exporter) => exporter,
         Err(err) => {
             eprintln!("otlp exporter disabled: {err}");
             return None;
         }
     };
-    let resource =
-        opentelemetry_sdk::Resource::builder().with_service_name(service_name.to_owned()).build();
-    Some(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service_name.to_owned())
+        .build();
+    Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build(),
+    )
 }

@@ -29,21 +29,34 @@ pub struct TestDb {
 impl TestDb {
     pub async fn postgres() -> Self {
         let name = format!("covibe_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = Database::connect(pg_admin_url()).await.expect("connect to the test postgres");
-        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create database");
+        let admin = Database::connect(pg_admin_url())
+            .await
+            .expect("connect to the test postgres");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
         admin.close().await.ok();
         let base = pg_admin_url();
         let url = match base.rfind('/') {
             Some(i) => format!("{}/{name}", &base[..i]),
             None => panic!("bad postgres url {base}"),
         };
-        Self { url, pg_name: Some(name), _dir: None }
+        Self {
+            url,
+            pg_name: Some(name),
+            _dir: None,
+        }
     }
 
     pub fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
-        Self { url, pg_name: None, _dir: Some(dir) }
+        Self {
+            url,
+            pg_name: None,
+            _dir: Some(dir),
+        }
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -53,13 +66,21 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else { return };
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
         // Drop runs outside any runtime we may use: do the async work on a thread of its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async move {
                 let admin = Database::connect(pg_admin_url()).await.ok()?;
-                admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()?;
+                admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()?;
                 admin.close().await.ok()
             })
         })

@@ -34,7 +34,11 @@ pub fn ensure_node_modules() {
         .current_dir(&dir)
         .status();
     let _ = std::fs::remove_dir(&lock);
-    assert!(status.map(|s| s.success()).unwrap_or(false), "npm ci in {} failed", dir.display());
+    assert!(
+        status.map(|s| s.success()).unwrap_or(false),
+        "npm ci in {} failed",
+        dir.display()
+    );
 }
 
 /// Real Socket.io clients in one Node process.
@@ -70,13 +74,22 @@ impl SioClient {
                 }
             }
         });
-        Self { _child: child, stdin, lines, pending: VecDeque::new(), next_ref: 0 }
+        Self {
+            _child: child,
+            stdin,
+            lines,
+            pending: VecDeque::new(),
+            next_ref: 0,
+        }
     }
 
     async fn send(&mut self, cmd: Value) {
         let mut line = cmd.to_string();
         line.push('\n');
-        self.stdin.write_all(line.as_bytes()).await.expect("write to node");
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .expect("write to node");
         self.stdin.flush().await.expect("flush node");
     }
 
@@ -102,21 +115,26 @@ impl SioClient {
     }
 
     pub async fn connect(&mut self, client: &str, url: &str) {
-        self.send(json!({"op": "connect", "client": client, "url": url})).await;
+        self.send(json!({"op": "connect", "client": client, "url": url}))
+            .await;
         let c = client.to_owned();
         let reply = self
             .recv_where("connect", |v| {
                 v["client"] == c.as_str() && (v["op"] == "connected" || v["op"] == "connect_error")
             })
             .await;
-        assert_eq!(reply["op"], "connected", "{client} could not connect: {reply}");
+        assert_eq!(
+            reply["op"], "connected",
+            "{client} could not connect: {reply}"
+        );
     }
 
     /// Emits `event` and returns the server's acknowledgement.
     pub async fn emit_ack(&mut self, client: &str, event: &str, data: Value) -> Value {
         self.next_ref += 1;
         let r = self.next_ref;
-        self.send(json!({"op": "emit", "client": client, "ref": r, "event": event, "data": data})).await;
+        self.send(json!({"op": "emit", "client": client, "ref": r, "event": event, "data": data}))
+            .await;
         let reply = self.recv_where("ack", |v| v["ref"] == r).await;
         assert_eq!(reply["op"], "ack", "no ack for {event}: {reply}");
         reply["data"].clone()
@@ -126,7 +144,9 @@ impl SioClient {
     pub async fn next_event(&mut self, client: &str, event: &str) -> Value {
         let (c, e) = (client.to_owned(), event.to_owned());
         let v = self
-            .recv_where(event, |v| v["op"] == "event" && v["client"] == c.as_str() && v["event"] == e.as_str())
+            .recv_where(event, |v| {
+                v["op"] == "event" && v["client"] == c.as_str() && v["event"] == e.as_str()
+            })
             .await;
         v["data"].clone()
     }
@@ -139,7 +159,10 @@ impl SioClient {
         let mut taken = Vec::new();
         self.pending.retain(|v| {
             if v["op"] == "event" && v["client"] == client {
-                taken.push((v["event"].as_str().unwrap_or_default().to_owned(), v["data"].clone()));
+                taken.push((
+                    v["event"].as_str().unwrap_or_default().to_owned(),
+                    v["data"].clone(),
+                ));
                 false
             } else {
                 true
@@ -150,14 +173,26 @@ impl SioClient {
 
     /// Connects `count` clients one after another, each emitting `event` at once on connect;
     /// returns how many were acknowledged with `{ok: true}`.
-    pub async fn stress(&mut self, url: &str, count: usize, event: &str, data: Value) -> (u64, Value) {
+    pub async fn stress(
+        &mut self,
+        url: &str,
+        count: usize,
+        event: &str,
+        data: Value,
+    ) -> (u64, Value) {
         self.next_ref += 1;
         let r = self.next_ref;
         self.send(json!({"op": "stress", "ref": r, "url": url, "count": count, "event": event, "data": data}))
             .await;
-        let reply = tokio::time::timeout(Duration::from_secs(600), self.recv_where("stress", |v| v["ref"] == r))
-            .await
-            .expect("stress run finished");
-        (reply["acked"].as_u64().unwrap_or(0), reply["failed"].clone())
+        let reply = tokio::time::timeout(
+            Duration::from_secs(600),
+            self.recv_where("stress", |v| v["ref"] == r),
+        )
+        .await
+        .expect("stress run finished");
+        (
+            reply["acked"].as_u64().unwrap_or(0),
+            reply["failed"].clone(),
+        )
     }
 }

@@ -30,8 +30,14 @@ pub struct Proc {
 impl Proc {
     /// Starts `command` with its output piped; stdin is closed.
     pub fn spawn(name: &str, mut command: Command) -> Self {
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let (tx, lines) = mpsc::unbounded_channel();
         let echo = std::env::var_os("COVIBE_TEST_ECHO").is_some();
         if let Some(out) = child.stdout.take() {
@@ -59,7 +65,11 @@ impl Proc {
                 }
             });
         }
-        Self { child, lines, name: name.to_owned() }
+        Self {
+            child,
+            lines,
+            name: name.to_owned(),
+        }
     }
 
     /// Waits (at most `timeout`, a hang guard) for a line containing `needle`; returns it.
@@ -78,18 +88,47 @@ impl Proc {
         .await;
         match found {
             Ok(Some(line)) => line,
-            _ => panic!("{name} never printed {needle:?}; it printed:\n{}", seen.join("\n")),
+            _ => panic!(
+                "{name} never printed {needle:?}; it printed:\n{}",
+                seen.join("\n")
+            ),
         }
     }
 
     /// The `http://HOST:PORT` at the end of a `... listening on http://HOST:PORT` line.
     pub async fn wait_for_url(&mut self, needle: &str) -> String {
         let line = self.wait_for_line(needle, Duration::from_secs(60)).await;
-        let at = line.find("http://").unwrap_or_else(|| panic!("no url in {line:?}"));
-        line[at..].split_whitespace().next().unwrap_or_default().to_owned()
+        let at = line
+            .find("http://")
+            .unwrap_or_else(|| panic!("no url in {line:?}"));
+        line[at..]
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// A command for one of the workspace's binaries, with no `COVIBE_*` variable inherited from
+/// the test's environment (the configuration rejects keys it does not know).
+pub fn clean_command(program: &std::path::Path) -> Command {
+    let mut command = Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("COVIBE_") {
+            command.env_remove(&key);
+        }
+    }
+    command
+}
+
+/// The fake agent command tests run instead of Claude Code.
+pub fn fake_agent_command() -> String {
+    format!(
+        "{} -p {{task}} --output-format stream-json --verbose",
+        workspace_root().join("scripts/fake-claude").display()
+    )
 }

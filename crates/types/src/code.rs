@@ -108,7 +108,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -182,6 +185,9 @@ mod tests {
     fn internal_details_never_reach_the_client() {
         let status = tonic::Status::internal("password=hunter2 at db.rs:10");
         assert_eq!(ApiError::from_status(&status).message, "internal error");
-        assert_eq!(ApiError::internal("secret detail").message, "internal error");
+        assert_eq!(
+            ApiError::internal("secret detail").message,
+            "internal error"
+        );
     }
 }

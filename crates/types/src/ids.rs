@@ -55,7 +55,9 @@ macro_rules! id_type {
             type Err = IdError;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Uuid::parse_str(s).map(Self).map_err(|_| IdError { kind: $kind })
+                Uuid::parse_str(s)
+                    .map(Self)
+                    .map_err(|_| IdError { kind: $kind })
             }
         }
     };

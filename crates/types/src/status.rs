@@ -33,7 +33,10 @@ impl AgentStatus {
 
     /// Whether the agent has ended for good.
     pub const fn is_final(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed | Self::Killed | Self::Lost)
+        matches!(
+            self,
+            Self::Completed | Self::Failed | Self::Killed | Self::Lost
+        )
     }
 
     /// Whether moving from `self` to `next` is a step forward in the lifecycle.

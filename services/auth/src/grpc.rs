@@ -21,8 +21,16 @@ pub struct AuthGrpc {
 }
 
 impl AuthGrpc {
-    pub fn new(sessions: Arc<Sessions>, verifier: Verifier, team: TeamServiceClient<Client>) -> Self {
-        Self { sessions, verifier, team }
+    pub fn new(
+        sessions: Arc<Sessions>,
+        verifier: Verifier,
+        team: TeamServiceClient<Client>,
+    ) -> Self {
+        Self {
+            sessions,
+            verifier,
+            team,
+        }
     }
 
     pub fn into_server(self) -> AuthServiceServer<Self> {
@@ -42,10 +50,21 @@ fn tokens_pb(t: IssuedTokens) -> pb::TokenPair {
     }
 }
 
-fn ids(team: Option<&common::Team>, user: Option<&common::User>) -> Result<(UserId, TeamId), Status> {
+fn ids(
+    team: Option<&common::Team>,
+    user: Option<&common::User>,
+) -> Result<(UserId, TeamId), Status> {
     let missing = || ApiError::internal("team service answered without team or user");
-    let user_id = user.ok_or_else(missing)?.id.parse().map_err(|_| missing())?;
-    let team_id = team.ok_or_else(missing)?.id.parse().map_err(|_| missing())?;
+    let user_id = user
+        .ok_or_else(missing)?
+        .id
+        .parse()
+        .map_err(|_| missing())?;
+    let team_id = team
+        .ok_or_else(missing)?
+        .id
+        .parse()
+        .map_err(|_| missing())?;
     Ok((user_id, team_id))
 }
 
@@ -56,7 +75,10 @@ fn upstream(status: Status) -> Status {
 
 #[tonic::async_trait]
 impl AuthService for AuthGrpc {
-    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::SessionResponse>, Status> {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::SessionResponse>, Status> {
         let r = request.into_inner();
         let created = self
             .team
@@ -79,7 +101,10 @@ impl AuthService for AuthGrpc {
         }))
     }
 
-    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::SessionResponse>, Status> {
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::SessionResponse>, Status> {
         let r = request.into_inner();
         let joined = self
             .team
@@ -102,14 +127,22 @@ impl AuthService for AuthGrpc {
         }))
     }
 
-    async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Result<Response<pb::TokenPair>, Status> {
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::TokenPair>, Status> {
         let token = request.into_inner().refresh_token;
         let team = self.team.clone();
         let sessions = self.sessions.clone();
         let tokens = self
             .sessions
             .refresh(&token, |user| async move {
-                let request = bearer(team_pb::GetMemberRequest { user_id: user.to_string() }, &sessions.service_token()?);
+                let request = bearer(
+                    team_pb::GetMemberRequest {
+                        user_id: user.to_string(),
+                    },
+                    &sessions.service_token()?,
+                );
                 match team.clone().get_member(request).await {
                     Ok(_) => Ok(true),
                     Err(status) if status.code() == Code::NotFound => Ok(false),
@@ -120,12 +153,18 @@ impl AuthService for AuthGrpc {
         Ok(Response::new(tokens_pb(tokens)))
     }
 
-    async fn verify(&self, request: Request<pb::VerifyRequest>) -> Result<Response<common::Principal>, Status> {
+    async fn verify(
+        &self,
+        request: Request<pb::VerifyRequest>,
+    ) -> Result<Response<common::Principal>, Status> {
         match self.verifier.verify(&request.into_inner().access_token)? {
-            Principal::Member { user_id, team_id } => {
-                Ok(Response::new(common::Principal { user_id: user_id.to_string(), team_id: team_id.to_string() }))
+            Principal::Member { user_id, team_id } => Ok(Response::new(common::Principal {
+                user_id: user_id.to_string(),
+                team_id: team_id.to_string(),
+            })),
+            Principal::Service { .. } => {
+                Err(ApiError::unauthenticated("not a member token").into())
             }
-            Principal::Service { .. } => Err(ApiError::unauthenticated("not a member token").into()),
         }
     }
 }

@@ -66,8 +66,18 @@ fn new_refresh_token() -> String {
 }
 
 impl Sessions {
-    pub fn new(signer: Signer, store: Arc<dyn RefreshStore>, access_ttl: Duration, refresh_ttl: Duration) -> Self {
-        Self { signer, store, access_ttl, refresh_ttl }
+    pub fn new(
+        signer: Signer,
+        store: Arc<dyn RefreshStore>,
+        access_ttl: Duration,
+        refresh_ttl: Duration,
+    ) -> Self {
+        Self {
+            signer,
+            store,
+            access_ttl,
+            refresh_ttl,
+        }
     }
 
     pub fn signer(&self) -> &Signer {
@@ -85,7 +95,12 @@ impl Sessions {
         self.issue(user, team, family).await
     }
 
-    async fn issue(&self, user: UserId, team: TeamId, family: String) -> Result<IssuedTokens, Error> {
+    async fn issue(
+        &self,
+        user: UserId,
+        team: TeamId,
+        family: String,
+    ) -> Result<IssuedTokens, Error> {
         let (access_token, exp) = self.signer.access_token(user, team, self.access_ttl)?;
         let refresh_token = new_refresh_token();
         let ttl_ms = i64::try_from(self.refresh_ttl.as_millis()).unwrap_or(i64::MAX);
@@ -101,7 +116,11 @@ impl Sessions {
             })
             .await?;
         let access_expires_at_ms = i64::try_from(exp).unwrap_or(i64::MAX).saturating_mul(1000);
-        Ok(IssuedTokens { access_token, refresh_token, access_expires_at_ms })
+        Ok(IssuedTokens {
+            access_token,
+            refresh_token,
+            access_expires_at_ms,
+        })
     }
 
     /// Rotates a refresh token. `still_member` is asked before new tokens are issued.
@@ -125,7 +144,8 @@ impl Sessions {
             self.store.revoke_family(&record.family).await?;
             return Err(refused().into());
         }
-        self.issue(record.user_id, record.team_id, record.family).await
+        self.issue(record.user_id, record.team_id, record.family)
+            .await
     }
 }
 

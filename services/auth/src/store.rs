@@ -2,8 +2,10 @@
 
 use async_trait::async_trait;
 use covibe_types::{TeamId, UserId};
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set};
 use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshRecord {
@@ -74,7 +76,12 @@ pub mod migration {
     #[async_trait::async_trait]
     impl MigrationTrait for M0001RefreshTokens {
         async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            let text = |name: &str, len: u32| ColumnDef::new(Alias::new(name)).string_len(len).not_null().to_owned();
+            let text = |name: &str, len: u32| {
+                ColumnDef::new(Alias::new(name))
+                    .string_len(len)
+                    .not_null()
+                    .to_owned()
+            };
             manager
                 .create_table(
                     Table::create()
@@ -84,7 +91,11 @@ pub mod migration {
                         .col(text("family", 64))
                         .col(text("user_id", 40))
                         .col(text("team_id", 40))
-                        .col(ColumnDef::new(Alias::new("expires_at_ms")).big_integer().not_null())
+                        .col(
+                            ColumnDef::new(Alias::new("expires_at_ms"))
+                                .big_integer()
+                                .not_null(),
+                        )
                         .col(ColumnDef::new(Alias::new("used")).boolean().not_null())
                         .col(ColumnDef::new(Alias::new("revoked")).boolean().not_null())
                         .to_owned(),
@@ -103,7 +114,9 @@ pub mod migration {
         }
 
         async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            manager.drop_table(Table::drop().table(Alias::new("refresh_tokens")).to_owned()).await
+            manager
+                .drop_table(Table::drop().table(Alias::new("refresh_tokens")).to_owned())
+                .await
         }
     }
 }
@@ -137,7 +150,10 @@ impl RefreshStore for SeaRefreshStore {
     }
 
     async fn find(&self, token_hash: &str) -> Result<Option<RefreshRecord>, DbErr> {
-        let Some(m) = entity::Entity::find_by_id(token_hash.to_owned()).one(&self.db).await? else {
+        let Some(m) = entity::Entity::find_by_id(token_hash.to_owned())
+            .one(&self.db)
+            .await?
+        else {
             return Ok(None);
         };
         let bad = |s: &str| DbErr::Custom(format!("bad id in database: {s}"));

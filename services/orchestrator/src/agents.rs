@@ -41,7 +41,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_task_bytes: 16 * 1024, max_page: 5_000 }
+        Self {
+            max_task_bytes: 16 * 1024,
+            max_page: 5_000,
+        }
     }
 }
 
@@ -73,7 +76,13 @@ impl Agents {
         link_url: String,
         limits: Limits,
     ) -> Self {
-        Self { store, hot, connector, link_url, limits }
+        Self {
+            store,
+            hot,
+            connector,
+            link_url,
+            limits,
+        }
     }
 
     pub(crate) fn store(&self) -> &dyn AgentStore {
@@ -95,7 +104,11 @@ impl Agents {
             return Err(ApiError::invalid("task must not be empty").into());
         }
         if task.len() > self.limits.max_task_bytes {
-            return Err(ApiError::invalid(format!("task is longer than {} bytes", self.limits.max_task_bytes)).into());
+            return Err(ApiError::invalid(format!(
+                "task is longer than {} bytes",
+                self.limits.max_task_bytes
+            ))
+            .into());
         }
         let mut secret = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut secret);
@@ -117,7 +130,10 @@ impl Agents {
         tracing::info!(agent_id = %agent.id, team_id = %team, owner_id = %owner, "agent created");
         self.publish_status(&agent).await;
         // Starting before the connector answers: the vm-agent may report running before it does.
-        let agent = self.transition(agent.id, AgentStatus::Starting, None).await?.unwrap_or(agent);
+        let agent = self
+            .transition(agent.id, AgentStatus::Starting, None)
+            .await?
+            .unwrap_or(agent);
         let request = bearer(
             vmc::StartAgentRequest {
                 agent_id: agent.id.to_string(),
@@ -142,8 +158,16 @@ impl Agents {
 
     /// Moves an agent forward in its lifecycle and tells the team. `None` when the move was not
     /// a step forward (a repeated or stale report), which changes nothing.
-    pub async fn transition(&self, id: AgentId, status: AgentStatus, exit_code: Option<i32>) -> Result<Option<Agent>, Error> {
-        let updated = self.store.transition(id, status, exit_code, now_ms()).await?;
+    pub async fn transition(
+        &self,
+        id: AgentId,
+        status: AgentStatus,
+        exit_code: Option<i32>,
+    ) -> Result<Option<Agent>, Error> {
+        let updated = self
+            .store
+            .transition(id, status, exit_code, now_ms())
+            .await?;
         if let Some(agent) = &updated {
             tracing::info!(agent_id = %id, status = %status, exit_code, "agent status");
             self.publish_status(agent).await;
@@ -162,13 +186,23 @@ impl Agents {
     /// `output_seq`: every chunk below it is durable.
     pub async fn ingest(&self, agent: &Agent, chunks: &[StoredChunk]) -> Result<u64, Error> {
         let next = self.store.append_output(agent.id, chunks).await?;
-        let hot: Vec<HotChunk> =
-            chunks.iter().map(|c| HotChunk { seq: c.seq, stream: c.stream, data: c.data.clone() }).collect();
+        let hot: Vec<HotChunk> = chunks
+            .iter()
+            .map(|c| HotChunk {
+                seq: c.seq,
+                stream: c.stream,
+                data: c.data.clone(),
+            })
+            .collect();
         if let Err(err) = self.hot.append(agent.id, &hot).await {
             tracing::warn!(agent_id = %agent.id, error = %err, "hot buffer append failed; history falls back to the database");
         }
         for chunk in chunks {
-            if let Err(err) = self.hot.publish(agent.team_id, events::output(agent, chunk)).await {
+            if let Err(err) = self
+                .hot
+                .publish(agent.team_id, events::output(agent, chunk))
+                .await
+            {
                 tracing::warn!(agent_id = %agent.id, error = %err, "could not publish output");
                 break;
             }
@@ -189,15 +223,28 @@ impl Agents {
     }
 
     /// Output from `from` on, from the hot buffer when it holds the range, else the database.
-    pub async fn output(&self, team: TeamId, id: AgentId, from: u64, limit: u64) -> Result<OutputPage, Error> {
+    pub async fn output(
+        &self,
+        team: TeamId,
+        id: AgentId,
+        from: u64,
+        limit: u64,
+    ) -> Result<OutputPage, Error> {
         let agent = self.get(team, id).await?;
         let limit = limit.clamp(1, self.limits.max_page);
         let end = agent.output_seq;
         if from >= end {
-            return Ok(OutputPage { chunks: Vec::new(), next_seq: from.max(end) });
+            return Ok(OutputPage {
+                chunks: Vec::new(),
+                next_seq: from.max(end),
+            });
         }
         let wanted = limit.min(end - from);
-        let hot = match self.hot.range(id, from, usize::try_from(wanted).unwrap_or(usize::MAX)).await {
+        let hot = match self
+            .hot
+            .range(id, from, usize::try_from(wanted).unwrap_or(usize::MAX))
+            .await
+        {
             Ok(chunks) => chunks,
             Err(err) => {
                 tracing::warn!(agent_id = %id, error = %err, "hot buffer unavailable; reading the database");
@@ -208,7 +255,13 @@ impl Agents {
             && hot.windows(2).all(|w| w[1].seq == w[0].seq + 1)
             && (hot.len() as u64 == wanted);
         let chunks: Vec<StoredChunk> = if complete {
-            hot.into_iter().map(|c| StoredChunk { seq: c.seq, stream: c.stream, data: c.data }).collect()
+            hot.into_iter()
+                .map(|c| StoredChunk {
+                    seq: c.seq,
+                    stream: c.stream,
+                    data: c.data,
+                })
+                .collect()
         } else {
             self.store.output(id, from, wanted).await?
         };

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use covibe_identity::{Verifier, bearer_from_metadata};
 use covibe_proto::common::v1 as common;
 use covibe_proto::orchestrator::v1 as pb;
-use covibe_proto::orchestrator::v1::orchestrator_service_server::{OrchestratorService, OrchestratorServiceServer};
+use covibe_proto::orchestrator::v1::orchestrator_service_server::{
+    OrchestratorService, OrchestratorServiceServer,
+};
 use covibe_proto::tonic::{self, Request, Response, Status};
 use covibe_types::{AgentId, ApiError, TeamId, UserId};
 
@@ -26,7 +28,10 @@ impl OrchestratorGrpc {
     }
 
     fn member<T>(&self, request: &Request<T>) -> Result<(UserId, TeamId), Status> {
-        Ok(self.verifier.verify_metadata(request.metadata())?.member()?)
+        Ok(self
+            .verifier
+            .verify_metadata(request.metadata())?
+            .member()?)
     }
 }
 
@@ -47,41 +52,75 @@ pub fn agent_pb(a: &Agent) -> common::Agent {
 }
 
 fn agent_id(raw: &str) -> Result<AgentId, Status> {
-    raw.parse().map_err(|_| ApiError::invalid("invalid agent id").into())
+    raw.parse()
+        .map_err(|_| ApiError::invalid("invalid agent id").into())
 }
 
 #[tonic::async_trait]
 impl OrchestratorService for OrchestratorGrpc {
-    async fn spawn_agent(&self, request: Request<pb::SpawnAgentRequest>) -> Result<Response<common::Agent>, Status> {
+    async fn spawn_agent(
+        &self,
+        request: Request<pb::SpawnAgentRequest>,
+    ) -> Result<Response<common::Agent>, Status> {
         let (user, team) = self.member(&request)?;
-        let token = bearer_from_metadata(request.metadata()).unwrap_or_default().to_owned();
+        let token = bearer_from_metadata(request.metadata())
+            .unwrap_or_default()
+            .to_owned();
         let r = request.into_inner();
-        let agent = self.agents.spawn(user, team, &token, &r.task, &r.vm_id).await?;
+        let agent = self
+            .agents
+            .spawn(user, team, &token, &r.task, &r.vm_id)
+            .await?;
         Ok(Response::new(agent_pb(&agent)))
     }
 
-    async fn list_agents(&self, request: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+    async fn list_agents(
+        &self,
+        request: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         let (_, team) = self.member(&request)?;
         let agents = self.agents.list(team).await?;
-        Ok(Response::new(pb::ListAgentsResponse { agents: agents.iter().map(agent_pb).collect() }))
+        Ok(Response::new(pb::ListAgentsResponse {
+            agents: agents.iter().map(agent_pb).collect(),
+        }))
     }
 
-    async fn get_agent(&self, request: Request<pb::GetAgentRequest>) -> Result<Response<common::Agent>, Status> {
+    async fn get_agent(
+        &self,
+        request: Request<pb::GetAgentRequest>,
+    ) -> Result<Response<common::Agent>, Status> {
         let (_, team) = self.member(&request)?;
-        let agent = self.agents.get(team, agent_id(&request.get_ref().agent_id)?).await?;
+        let agent = self
+            .agents
+            .get(team, agent_id(&request.get_ref().agent_id)?)
+            .await?;
         Ok(Response::new(agent_pb(&agent)))
     }
 
-    async fn get_output(&self, request: Request<pb::GetOutputRequest>) -> Result<Response<pb::GetOutputResponse>, Status> {
+    async fn get_output(
+        &self,
+        request: Request<pb::GetOutputRequest>,
+    ) -> Result<Response<pb::GetOutputResponse>, Status> {
         let (_, team) = self.member(&request)?;
         let r = request.into_inner();
-        let limit = if r.limit == 0 { 1000 } else { u64::from(r.limit) };
-        let page = self.agents.output(team, agent_id(&r.agent_id)?, r.from_seq, limit).await?;
+        let limit = if r.limit == 0 {
+            1000
+        } else {
+            u64::from(r.limit)
+        };
+        let page = self
+            .agents
+            .output(team, agent_id(&r.agent_id)?, r.from_seq, limit)
+            .await?;
         Ok(Response::new(pb::GetOutputResponse {
             chunks: page
                 .chunks
                 .into_iter()
-                .map(|c| pb::OutputChunk { seq: c.seq, stream: c.stream, data: c.data.to_vec() })
+                .map(|c| pb::OutputChunk {
+                    seq: c.seq,
+                    stream: c.stream,
+                    data: c.data.to_vec(),
+                })
                 .collect(),
             next_seq: page.next_seq,
         }))

@@ -7,12 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use covibe_proto::common::v1::OutputStream;
 use covibe_proto::tonic::{self, Request, Response, Status, Streaming};
 use covibe_proto::vmagent::v1::agent_frame::Frame;
 use covibe_proto::vmagent::v1::agent_link_server::{AgentLink, AgentLinkServer};
 use covibe_proto::vmagent::v1::server_frame::Frame as Out;
 use covibe_proto::vmagent::v1::{self as pb, AgentFrame, ServerFrame};
-use covibe_proto::common::v1::OutputStream;
 use covibe_types::{AgentId, AgentStatus, ApiError, Code};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -46,33 +46,56 @@ fn frame(out: Out) -> Result<ServerFrame, Status> {
 }
 
 fn link_error(code: Code, message: &str) -> Result<ServerFrame, Status> {
-    frame(Out::Error(pb::LinkError { code: code.as_str().to_owned(), message: message.to_owned() }))
+    frame(Out::Error(pb::LinkError {
+        code: code.as_str().to_owned(),
+        message: message.to_owned(),
+    }))
 }
 
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 #[tonic::async_trait]
 impl AgentLink for LinkService {
     type AttachStream = ReceiverStream<Result<ServerFrame, Status>>;
 
-    async fn attach(&self, request: Request<Streaming<AgentFrame>>) -> Result<Response<Self::AttachStream>, Status> {
+    async fn attach(
+        &self,
+        request: Request<Streaming<AgentFrame>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
-            Ok(Ok(Some(AgentFrame { frame: Some(Frame::Hello(hello)) }))) => hello,
+            Ok(Ok(Some(AgentFrame {
+                frame: Some(Frame::Hello(hello)),
+            }))) => hello,
             Ok(Err(status)) => return Err(status),
             _ => return Err(ApiError::invalid("the first frame must be hello").into()),
         };
-        let refused = || Status::from(ApiError::unauthenticated("unknown agent or wrong agent token"));
+        let refused = || {
+            Status::from(ApiError::unauthenticated(
+                "unknown agent or wrong agent token",
+            ))
+        };
         let id: AgentId = hello.agent_id.parse().map_err(|_| refused())?;
         let store = self.agents.store();
-        let expected = store.token_hash(id).await.map_err(|e| Status::from(ApiError::internal(e)))?;
+        let expected = store
+            .token_hash(id)
+            .await
+            .map_err(|e| Status::from(ApiError::internal(e)))?;
         if !expected.is_some_and(|hash| same(&hash, &hash_token(&hello.agent_token))) {
             tracing::warn!(agent_id = %id, "vm-agent refused: bad agent token");
             return Err(refused());
         }
-        let agent = store.get(id).await.map_err(|e| Status::from(ApiError::internal(e)))?.ok_or_else(refused)?;
+        let agent = store
+            .get(id)
+            .await
+            .map_err(|e| Status::from(ApiError::internal(e)))?
+            .ok_or_else(refused)?;
         let span = tracing::info_span!("agent_link", agent_id = %id, team_id = %agent.team_id);
         covibe_telemetry::set_parent_from_traceparent(&span, &hello.traceparent);
         span.in_scope(|| {
@@ -80,8 +103,13 @@ impl AgentLink for LinkService {
         });
 
         let (tx, rx) = mpsc::channel(64);
-        let welcome = pb::Welcome { resume_from_seq: agent.output_seq, pending: Vec::new() };
-        tx.send(frame(Out::Welcome(welcome))).await.map_err(|_| Status::cancelled("link closed"))?;
+        let welcome = pb::Welcome {
+            resume_from_seq: agent.output_seq,
+            pending: Vec::new(),
+        };
+        tx.send(frame(Out::Welcome(welcome)))
+            .await
+            .map_err(|_| Status::cancelled("link closed"))?;
 
         let (frames_tx, frames_rx) = mpsc::channel(MAX_BATCH * 2);
         tokio::spawn(
@@ -103,7 +131,11 @@ impl AgentLink for LinkService {
             }
             .instrument(span.clone()),
         );
-        let session = Session { agents: self.agents.clone(), agent, tx };
+        let session = Session {
+            agents: self.agents.clone(),
+            agent,
+            tx,
+        };
         tokio::spawn(session.run(frames_rx).instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -156,7 +188,9 @@ impl Session {
                     }
                     Frame::Heartbeat(_) => {}
                     Frame::Hello(_) => {
-                        return self.fail(Code::InvalidArgument, "hello may only be the first frame").await;
+                        return self
+                            .fail(Code::InvalidArgument, "hello may only be the first frame")
+                            .await;
                     }
                 }
             }
@@ -169,7 +203,11 @@ impl Session {
     }
 
     /// Checks one output frame and adds it to the batch if it is the next one expected.
-    fn accept(&mut self, output: pb::Output, batch: &mut Vec<StoredChunk>) -> Result<(), &'static str> {
+    fn accept(
+        &mut self,
+        output: pb::Output,
+        batch: &mut Vec<StoredChunk>,
+    ) -> Result<(), &'static str> {
         if output.data.len() > MAX_CHUNK_BYTES {
             return Err("output chunk too large");
         }
@@ -184,7 +222,11 @@ impl Session {
         if output.seq > next {
             return Err("output sequence has a gap");
         }
-        batch.push(StoredChunk { seq: output.seq, stream, data: output.data });
+        batch.push(StoredChunk {
+            seq: output.seq,
+            stream,
+            data: output.data,
+        });
         Ok(())
     }
 
@@ -197,12 +239,21 @@ impl Session {
             Ok(next) => {
                 self.agent.output_seq = next;
                 batch.clear();
-                let ack = pb::Ack { next_seq: next, status_stored: false };
+                let ack = pb::Ack {
+                    next_seq: next,
+                    status_stored: false,
+                };
                 self.tx.send(frame(Out::Ack(ack))).await.is_ok()
             }
             Err(err) => {
                 tracing::error!(error = %err, "could not store output; the vm-agent will resend it");
-                let _ = self.tx.send(link_error(Code::Unavailable, "output could not be stored, reconnect and resend")).await;
+                let _ = self
+                    .tx
+                    .send(link_error(
+                        Code::Unavailable,
+                        "output could not be stored, reconnect and resend",
+                    ))
+                    .await;
                 false
             }
         }
@@ -213,25 +264,47 @@ impl Session {
             .ok()
             .and_then(AgentStatus::from_proto)
         else {
-            self.fail(Code::InvalidArgument, "unknown agent status").await;
+            self.fail(Code::InvalidArgument, "unknown agent status")
+                .await;
             return false;
         };
         if status.is_final() && change.final_seq != self.agent.output_seq {
-            tracing::warn!(final_seq = change.final_seq, stored = self.agent.output_seq, "final status before all output");
-            self.fail(Code::InvalidArgument, "final status sent before all output was acknowledged").await;
+            tracing::warn!(
+                final_seq = change.final_seq,
+                stored = self.agent.output_seq,
+                "final status before all output"
+            );
+            self.fail(
+                Code::InvalidArgument,
+                "final status sent before all output was acknowledged",
+            )
+            .await;
             return false;
         }
-        match self.agents.transition(self.agent.id, status, change.exit_code).await {
+        match self
+            .agents
+            .transition(self.agent.id, status, change.exit_code)
+            .await
+        {
             Ok(updated) => {
                 if let Some(updated) = updated {
                     self.agent.status = updated.status;
                 }
-                let ack = pb::Ack { next_seq: self.agent.output_seq, status_stored: status.is_final() };
+                let ack = pb::Ack {
+                    next_seq: self.agent.output_seq,
+                    status_stored: status.is_final(),
+                };
                 self.tx.send(frame(Out::Ack(ack))).await.is_ok()
             }
             Err(err) => {
                 tracing::error!(error = %err, "could not store a status change");
-                let _ = self.tx.send(link_error(Code::Unavailable, "status could not be stored, reconnect")).await;
+                let _ = self
+                    .tx
+                    .send(link_error(
+                        Code::Unavailable,
+                        "status could not be stored, reconnect",
+                    ))
+                    .await;
                 false
             }
         }

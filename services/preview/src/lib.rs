@@ -74,7 +74,12 @@ mod migration {
     #[async_trait::async_trait]
     impl MigrationTrait for M0001Previews {
         async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            let text = |name: &str, len: u32| ColumnDef::new(Alias::new(name)).string_len(len).not_null().to_owned();
+            let text = |name: &str, len: u32| {
+                ColumnDef::new(Alias::new(name))
+                    .string_len(len)
+                    .not_null()
+                    .to_owned()
+            };
             manager
                 .create_table(
                     Table::create()
@@ -84,14 +89,20 @@ mod migration {
                         .col(text("url", 512))
                         .col(text("commit", 64))
                         .col(text("status", 32))
-                        .col(ColumnDef::new(Alias::new("updated_at_ms")).big_integer().not_null())
+                        .col(
+                            ColumnDef::new(Alias::new("updated_at_ms"))
+                                .big_integer()
+                                .not_null(),
+                        )
                         .to_owned(),
                 )
                 .await
         }
 
         async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            manager.drop_table(Table::drop().table(Alias::new("previews")).to_owned()).await
+            manager
+                .drop_table(Table::drop().table(Alias::new("previews")).to_owned())
+                .await
         }
     }
 }
@@ -110,10 +121,19 @@ impl SeaPreviewStore {
 #[async_trait]
 impl PreviewStore for SeaPreviewStore {
     async fn get(&self, team: TeamId) -> Result<Option<Preview>, DbErr> {
-        let Some(m) = entity::Entity::find_by_id(team.to_string()).one(&self.db).await? else {
+        let Some(m) = entity::Entity::find_by_id(team.to_string())
+            .one(&self.db)
+            .await?
+        else {
             return Ok(None);
         };
-        Ok(Some(Preview { team_id: team, url: m.url, commit: m.commit, status: m.status, updated_at_ms: m.updated_at_ms }))
+        Ok(Some(Preview {
+            team_id: team,
+            url: m.url,
+            commit: m.commit,
+            status: m.status,
+            updated_at_ms: m.updated_at_ms,
+        }))
     }
 
     async fn put(&self, p: &Preview) -> Result<(), DbErr> {
@@ -124,7 +144,10 @@ impl PreviewStore for SeaPreviewStore {
             status: Set(p.status.clone()),
             updated_at_ms: Set(p.updated_at_ms),
         };
-        match entity::Entity::find_by_id(p.team_id.to_string()).one(&self.db).await? {
+        match entity::Entity::find_by_id(p.team_id.to_string())
+            .one(&self.db)
+            .await?
+        {
             Some(_) => row.update(&self.db).await.map(|_| ()),
             None => row.insert(&self.db).await.map(|_| ()),
         }
@@ -162,23 +185,45 @@ fn internal(e: DbErr) -> Status {
 
 #[tonic::async_trait]
 impl PreviewService for PreviewGrpc {
-    async fn get_preview(&self, request: Request<pb::GetPreviewRequest>) -> Result<Response<pb::Preview>, Status> {
-        let (_, team) = self.verifier.verify_metadata(request.metadata())?.member()?;
-        let preview = self.store.get(team).await.map_err(internal)?.unwrap_or(Preview {
-            team_id: team,
-            url: String::new(),
-            commit: String::new(),
-            status: "none".to_owned(),
-            updated_at_ms: 0,
-        });
+    async fn get_preview(
+        &self,
+        request: Request<pb::GetPreviewRequest>,
+    ) -> Result<Response<pb::Preview>, Status> {
+        let (_, team) = self
+            .verifier
+            .verify_metadata(request.metadata())?
+            .member()?;
+        let preview = self
+            .store
+            .get(team)
+            .await
+            .map_err(internal)?
+            .unwrap_or(Preview {
+                team_id: team,
+                url: String::new(),
+                commit: String::new(),
+                status: "none".to_owned(),
+                updated_at_ms: 0,
+            });
         Ok(Response::new(preview_pb(preview)))
     }
 
-    async fn record_push(&self, request: Request<pb::RecordPushRequest>) -> Result<Response<pb::Preview>, Status> {
-        self.verifier.verify_metadata(request.metadata())?.require_service()?;
+    async fn record_push(
+        &self,
+        request: Request<pb::RecordPushRequest>,
+    ) -> Result<Response<pb::Preview>, Status> {
+        self.verifier
+            .verify_metadata(request.metadata())?
+            .require_service()?;
         let r = request.into_inner();
-        let team: TeamId = r.team_id.parse().map_err(|_| ApiError::invalid("invalid team id"))?;
-        if r.commit.is_empty() || r.commit.len() > 64 || !r.commit.chars().all(|c| c.is_ascii_hexdigit()) {
+        let team: TeamId = r
+            .team_id
+            .parse()
+            .map_err(|_| ApiError::invalid("invalid team id"))?;
+        if r.commit.is_empty()
+            || r.commit.len() > 64
+            || !r.commit.chars().all(|c| c.is_ascii_hexdigit())
+        {
             return Err(ApiError::invalid("commit must be a hex sha").into());
         }
         let current = self.store.get(team).await.map_err(internal)?;

@@ -77,22 +77,33 @@ fn new_invite_code() -> String {
         *d = CROCKFORD[(value & 31) as usize];
         value >>= 5;
     }
-    let s: Vec<String> = digits.chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+    let s: Vec<String> = digits
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
     s.join("-")
 }
 
 fn clean_email(email: &str) -> Result<String, ApiError> {
     let email = email.trim().to_lowercase();
     let valid = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
         && !email.chars().any(char::is_whitespace);
-    if valid { Ok(email) } else { Err(ApiError::invalid("email must be a valid address")) }
+    if valid {
+        Ok(email)
+    } else {
+        Err(ApiError::invalid("email must be a valid address"))
+    }
 }
 
 fn clean_name(what: &str, name: &str) -> Result<String, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(format!("{what} must be 1 to 64 printable characters")));
+        return Err(ApiError::invalid(format!(
+            "{what} must be 1 to 64 printable characters"
+        )));
     }
     Ok(name.to_owned())
 }
@@ -112,10 +123,22 @@ pub struct TeamDomain {
 impl TeamDomain {
     pub fn new(store: Arc<dyn TeamStore>, invite_ttl_secs: u64, invite_max_uses: u32) -> Self {
         let ttl_ms = i64::try_from(invite_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-        Self { store, policy: InvitePolicy { ttl_ms, max_uses: invite_max_uses.max(1) } }
+        Self {
+            store,
+            policy: InvitePolicy {
+                ttl_ms,
+                max_uses: invite_max_uses.max(1),
+            },
+        }
     }
 
-    fn invite(&self, team_id: TeamId, created_by: UserId, ttl_ms: i64, max_uses: u32) -> (String, Invite) {
+    fn invite(
+        &self,
+        team_id: TeamId,
+        created_by: UserId,
+        ttl_ms: i64,
+        max_uses: u32,
+    ) -> (String, Invite) {
         let code = new_invite_code();
         let invite = Invite {
             code_hash: hash_code(&code),
@@ -130,39 +153,79 @@ impl TeamDomain {
     }
 
     /// A new team with `email` as its first member, and a first invite code.
-    pub async fn create_team(&self, name: &str, email: &str, display_name: &str) -> Result<(Team, Member, String), Error> {
+    pub async fn create_team(
+        &self,
+        name: &str,
+        email: &str,
+        display_name: &str,
+    ) -> Result<(Team, Member, String), Error> {
         let name = clean_name("team name", name)?;
         let email = clean_email(email)?;
         let display_name = clean_name("display name", display_name)?;
         let now = now_ms();
-        let team = Team { id: TeamId::new(), name, created_at_ms: now };
-        let member = Member { id: UserId::new(), team_id: team.id, email, display_name, created_at_ms: now };
-        let (code, invite) = self.invite(team.id, member.id, self.policy.ttl_ms, self.policy.max_uses);
+        let team = Team {
+            id: TeamId::new(),
+            name,
+            created_at_ms: now,
+        };
+        let member = Member {
+            id: UserId::new(),
+            team_id: team.id,
+            email,
+            display_name,
+            created_at_ms: now,
+        };
+        let (code, invite) =
+            self.invite(team.id, member.id, self.policy.ttl_ms, self.policy.max_uses);
         self.store.create_team(&team, &member, &invite).await?;
         tracing::info!(team_id = %team.id, user_id = %member.id, "team created");
         Ok((team, member, code))
     }
 
     /// Joins the invite's team as `email`, or signs that member in again.
-    pub async fn redeem(&self, code: &str, email: &str, display_name: &str) -> Result<(Team, Member), Error> {
-        let refused = || ApiError::new(covibe_types::Code::Unauthenticated, "invalid or expired invite code");
+    pub async fn redeem(
+        &self,
+        code: &str,
+        email: &str,
+        display_name: &str,
+    ) -> Result<(Team, Member), Error> {
+        let refused = || {
+            ApiError::new(
+                covibe_types::Code::Unauthenticated,
+                "invalid or expired invite code",
+            )
+        };
         let email = clean_email(email)?;
         let display_name = clean_name("display name", display_name)?;
         if normalize_invite_code(code).len() != 16 {
             return Err(refused().into());
         }
         let now = now_ms();
-        let invite = self.store.find_invite(&hash_code(code)).await?.ok_or_else(refused)?;
+        let invite = self
+            .store
+            .find_invite(&hash_code(code))
+            .await?
+            .ok_or_else(refused)?;
         // A member who already belongs signs in again without using up the code, but the code
         // must still be valid: a stale code is no way back in.
         if !invite.usable(now) {
             return Err(refused().into());
         }
-        let team = self.store.find_team(invite.team_id).await?.ok_or_else(refused)?;
+        let team = self
+            .store
+            .find_team(invite.team_id)
+            .await?
+            .ok_or_else(refused)?;
         if let Some(member) = self.store.find_member_by_email(team.id, &email).await? {
             return Ok((team, member));
         }
-        let member = Member { id: UserId::new(), team_id: team.id, email, display_name, created_at_ms: now };
+        let member = Member {
+            id: UserId::new(),
+            team_id: team.id,
+            email,
+            display_name,
+            created_at_ms: now,
+        };
         if !self.store.redeem(&invite.code_hash, now, &member).await? {
             return Err(refused().into());
         }
@@ -173,24 +236,46 @@ impl TeamDomain {
     pub async fn member(&self, user: UserId) -> Result<(Team, Member), Error> {
         let gone = || ApiError::not_found("no such member");
         let member = self.store.find_member(user).await?.ok_or_else(gone)?;
-        let team = self.store.find_team(member.team_id).await?.ok_or_else(gone)?;
+        let team = self
+            .store
+            .find_team(member.team_id)
+            .await?
+            .ok_or_else(gone)?;
         Ok((team, member))
     }
 
     /// A new invite code for the caller's team.
-    pub async fn create_invite(&self, user: UserId, team: TeamId, max_uses: u32, ttl_secs: u32) -> Result<(String, Invite), Error> {
+    pub async fn create_invite(
+        &self,
+        user: UserId,
+        team: TeamId,
+        max_uses: u32,
+        ttl_secs: u32,
+    ) -> Result<(String, Invite), Error> {
         let (_, member) = self.member(user).await?;
         if member.team_id != team {
             return Err(ApiError::forbidden("not a member of this team").into());
         }
-        let max_uses = if max_uses == 0 { self.policy.max_uses } else { max_uses.min(1000) };
-        let ttl_ms = if ttl_secs == 0 { self.policy.ttl_ms } else { i64::from(ttl_secs.min(30 * 24 * 3600)) * 1000 };
+        let max_uses = if max_uses == 0 {
+            self.policy.max_uses
+        } else {
+            max_uses.min(1000)
+        };
+        let ttl_ms = if ttl_secs == 0 {
+            self.policy.ttl_ms
+        } else {
+            i64::from(ttl_secs.min(30 * 24 * 3600)) * 1000
+        };
         let (code, invite) = self.invite(team, user, ttl_ms, max_uses);
         self.store.add_invite(&invite).await?;
         Ok((code, invite))
     }
 
-    pub async fn team_with_members(&self, user: UserId, team: TeamId) -> Result<(Team, Vec<Member>), Error> {
+    pub async fn team_with_members(
+        &self,
+        user: UserId,
+        team: TeamId,
+    ) -> Result<(Team, Vec<Member>), Error> {
         let (found, member) = self.member(user).await?;
         if member.team_id != team {
             return Err(ApiError::forbidden("not a member of this team").into());
@@ -210,7 +295,10 @@ mod tests {
         let b = new_invite_code();
         assert_ne!(a, b);
         assert_eq!(a.len(), 19);
-        assert_eq!(normalize_invite_code(&a.to_lowercase().replace('-', " ")), normalize_invite_code(&a));
+        assert_eq!(
+            normalize_invite_code(&a.to_lowercase().replace('-', " ")),
+            normalize_invite_code(&a)
+        );
         assert_eq!(hash_code(&a), hash_code(&a.to_lowercase()));
     }
 }

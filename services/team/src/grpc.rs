@@ -36,7 +36,11 @@ impl TeamGrpc {
 }
 
 fn team_pb(t: &Team) -> common::Team {
-    common::Team { id: t.id.to_string(), name: t.name.clone(), created_at_ms: t.created_at_ms }
+    common::Team {
+        id: t.id.to_string(),
+        name: t.name.clone(),
+        created_at_ms: t.created_at_ms,
+    }
 }
 
 fn user_pb(m: &Member) -> common::User {
@@ -51,37 +55,88 @@ fn user_pb(m: &Member) -> common::User {
 
 #[tonic::async_trait]
 impl TeamService for TeamGrpc {
-    async fn create_team(&self, request: Request<pb::CreateTeamRequest>) -> Result<Response<pb::CreateTeamResponse>, Status> {
+    async fn create_team(
+        &self,
+        request: Request<pb::CreateTeamRequest>,
+    ) -> Result<Response<pb::CreateTeamResponse>, Status> {
         self.require_auth_service(&request)?;
         let r = request.into_inner();
-        let (team, user, code) = self.domain.create_team(&r.name, &r.email, &r.display_name).await?;
-        Ok(Response::new(pb::CreateTeamResponse { team: Some(team_pb(&team)), user: Some(user_pb(&user)), invite_code: code }))
+        let (team, user, code) = self
+            .domain
+            .create_team(&r.name, &r.email, &r.display_name)
+            .await?;
+        Ok(Response::new(pb::CreateTeamResponse {
+            team: Some(team_pb(&team)),
+            user: Some(user_pb(&user)),
+            invite_code: code,
+        }))
     }
 
-    async fn redeem_invite(&self, request: Request<pb::RedeemInviteRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+    async fn redeem_invite(
+        &self,
+        request: Request<pb::RedeemInviteRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
         self.require_auth_service(&request)?;
         let r = request.into_inner();
-        let (team, user) = self.domain.redeem(&r.invite_code, &r.email, &r.display_name).await?;
-        Ok(Response::new(pb::MembershipResponse { team: Some(team_pb(&team)), user: Some(user_pb(&user)) }))
+        let (team, user) = self
+            .domain
+            .redeem(&r.invite_code, &r.email, &r.display_name)
+            .await?;
+        Ok(Response::new(pb::MembershipResponse {
+            team: Some(team_pb(&team)),
+            user: Some(user_pb(&user)),
+        }))
     }
 
-    async fn get_member(&self, request: Request<pb::GetMemberRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+    async fn get_member(
+        &self,
+        request: Request<pb::GetMemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
         self.require_auth_service(&request)?;
-        let user: UserId = request.into_inner().user_id.parse().map_err(|_| ApiError::invalid("invalid user id"))?;
+        let user: UserId = request
+            .into_inner()
+            .user_id
+            .parse()
+            .map_err(|_| ApiError::invalid("invalid user id"))?;
         let (team, member) = self.domain.member(user).await?;
-        Ok(Response::new(pb::MembershipResponse { team: Some(team_pb(&team)), user: Some(user_pb(&member)) }))
+        Ok(Response::new(pb::MembershipResponse {
+            team: Some(team_pb(&team)),
+            user: Some(user_pb(&member)),
+        }))
     }
 
-    async fn create_invite(&self, request: Request<pb::CreateInviteRequest>) -> Result<Response<pb::CreateInviteResponse>, Status> {
-        let (user, team) = self.verifier.verify_metadata(request.metadata())?.member()?;
+    async fn create_invite(
+        &self,
+        request: Request<pb::CreateInviteRequest>,
+    ) -> Result<Response<pb::CreateInviteResponse>, Status> {
+        let (user, team) = self
+            .verifier
+            .verify_metadata(request.metadata())?
+            .member()?;
         let r = request.into_inner();
-        let (code, invite) = self.domain.create_invite(user, team, r.max_uses, r.ttl_seconds).await?;
-        Ok(Response::new(pb::CreateInviteResponse { invite_code: code, expires_at_ms: invite.expires_at_ms, max_uses: invite.max_uses }))
+        let (code, invite) = self
+            .domain
+            .create_invite(user, team, r.max_uses, r.ttl_seconds)
+            .await?;
+        Ok(Response::new(pb::CreateInviteResponse {
+            invite_code: code,
+            expires_at_ms: invite.expires_at_ms,
+            max_uses: invite.max_uses,
+        }))
     }
 
-    async fn get_team(&self, request: Request<pb::GetTeamRequest>) -> Result<Response<pb::GetTeamResponse>, Status> {
-        let (user, team) = self.verifier.verify_metadata(request.metadata())?.member()?;
+    async fn get_team(
+        &self,
+        request: Request<pb::GetTeamRequest>,
+    ) -> Result<Response<pb::GetTeamResponse>, Status> {
+        let (user, team) = self
+            .verifier
+            .verify_metadata(request.metadata())?
+            .member()?;
         let (found, members) = self.domain.team_with_members(user, team).await?;
-        Ok(Response::new(pb::GetTeamResponse { team: Some(team_pb(&found)), members: members.iter().map(user_pb).collect() }))
+        Ok(Response::new(pb::GetTeamResponse {
+            team: Some(team_pb(&found)),
+            members: members.iter().map(user_pb).collect(),
+        }))
     }
 }

@@ -5,12 +5,14 @@ use std::sync::Arc;
 use covibe_identity::Verifier;
 use covibe_proto::tonic::{self, Request, Response, Status};
 use covibe_proto::vmconnector::v1 as pb;
-use covibe_proto::vmconnector::v1::vm_connector_service_server::{VmConnectorService, VmConnectorServiceServer};
+use covibe_proto::vmconnector::v1::vm_connector_service_server::{
+    VmConnectorService, VmConnectorServiceServer,
+};
 use covibe_types::{ApiError, TeamId, UserId, VmId, now_ms};
 
+use crate::Error;
 use crate::local::{Launch, LocalLauncher};
 use crate::store::{Vm, VmStore};
-use crate::Error;
 
 pub struct VmConnectorGrpc {
     store: Arc<dyn VmStore>,
@@ -20,7 +22,11 @@ pub struct VmConnectorGrpc {
 
 impl VmConnectorGrpc {
     pub fn new(store: Arc<dyn VmStore>, verifier: Verifier, local: Arc<LocalLauncher>) -> Self {
-        Self { store, verifier, local }
+        Self {
+            store,
+            verifier,
+            local,
+        }
     }
 
     pub fn into_server(self) -> VmConnectorServiceServer<Self> {
@@ -59,11 +65,19 @@ fn vm_pb(vm: &Vm) -> pb::Vm {
 
 #[tonic::async_trait]
 impl VmConnectorService for VmConnectorGrpc {
-    async fn start_agent(&self, request: Request<pb::StartAgentRequest>) -> Result<Response<pb::StartAgentResponse>, Status> {
-        let (user, team) = self.verifier.verify_metadata(request.metadata())?.member()?;
+    async fn start_agent(
+        &self,
+        request: Request<pb::StartAgentRequest>,
+    ) -> Result<Response<pb::StartAgentResponse>, Status> {
+        let (user, team) = self
+            .verifier
+            .verify_metadata(request.metadata())?
+            .member()?;
         let r = request.into_inner();
         if r.user_id != user.to_string() || r.team_id != team.to_string() {
-            return Err(ApiError::forbidden("a member may start agents only on their own VMs").into());
+            return Err(
+                ApiError::forbidden("a member may start agents only on their own VMs").into(),
+            );
         }
         let vms = self.vms(user, team).await?;
         let vm = if r.vm_id.is_empty() {
@@ -76,21 +90,40 @@ impl VmConnectorService for VmConnectorGrpc {
             "local" => {
                 let pid = self
                     .local
-                    .launch(&Launch { agent_id: &r.agent_id, agent_token: &r.agent_token, task: &r.task, link_url: &r.link_url })
+                    .launch(&Launch {
+                        agent_id: &r.agent_id,
+                        agent_token: &r.agent_token,
+                        task: &r.task,
+                        link_url: &r.link_url,
+                    })
                     .map_err(Error::from)?;
                 tracing::info!(agent_id = %r.agent_id, vm_id = %vm.id, pid, "vm-agent started locally");
             }
             other => {
-                return Err(ApiError::unavailable(format!("the {other} strategy is not available on this connector")).into());
+                return Err(ApiError::unavailable(format!(
+                    "the {other} strategy is not available on this connector"
+                ))
+                .into());
             }
         }
         self.store.touch(vm.id).await.map_err(Error::from)?;
-        Ok(Response::new(pb::StartAgentResponse { vm_id: vm.id.to_string(), strategy: vm.strategy.clone() }))
+        Ok(Response::new(pb::StartAgentResponse {
+            vm_id: vm.id.to_string(),
+            strategy: vm.strategy.clone(),
+        }))
     }
 
-    async fn list_vms(&self, request: Request<pb::ListVmsRequest>) -> Result<Response<pb::ListVmsResponse>, Status> {
-        let (user, team) = self.verifier.verify_metadata(request.metadata())?.member()?;
+    async fn list_vms(
+        &self,
+        request: Request<pb::ListVmsRequest>,
+    ) -> Result<Response<pb::ListVmsResponse>, Status> {
+        let (user, team) = self
+            .verifier
+            .verify_metadata(request.metadata())?
+            .member()?;
         let vms = self.vms(user, team).await?;
-        Ok(Response::new(pb::ListVmsResponse { vms: vms.iter().map(vm_pb).collect() }))
+        Ok(Response::new(pb::ListVmsResponse {
+            vms: vms.iter().map(vm_pb).collect(),
+        }))
     }
 }

@@ -16,7 +16,10 @@ pub struct VmAgentCommand {
 impl VmAgentCommand {
     /// The `vm-agent` subcommand of the running `covibe` binary.
     pub fn current_exe() -> std::io::Result<Self> {
-        Ok(Self { program: std::env::current_exe()?, prefix_args: vec!["vm-agent".to_owned()] })
+        Ok(Self {
+            program: std::env::current_exe()?,
+            prefix_args: vec!["vm-agent".to_owned()],
+        })
     }
 }
 
@@ -36,8 +39,18 @@ pub struct Launch<'a> {
 }
 
 impl LocalLauncher {
-    pub fn new(command: VmAgentCommand, agent_command: String, project_dir: PathBuf, spool_dir: PathBuf) -> Arc<Self> {
-        Arc::new(Self { command, agent_command, project_dir, spool_dir })
+    pub fn new(
+        command: VmAgentCommand,
+        agent_command: String,
+        project_dir: PathBuf,
+        spool_dir: PathBuf,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            command,
+            agent_command,
+            project_dir,
+            spool_dir,
+        })
     }
 
     /// Starts the vm-agent and reaps it in the background. The agent token travels in the

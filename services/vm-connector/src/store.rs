@@ -2,7 +2,10 @@
 
 use async_trait::async_trait;
 use covibe_types::{TeamId, UserId, VmId, now_ms};
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    Set,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vm {
@@ -69,7 +72,12 @@ pub mod migration {
     #[async_trait::async_trait]
     impl MigrationTrait for M0001Vms {
         async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            let text = |name: &str, len: u32| ColumnDef::new(Alias::new(name)).string_len(len).not_null().to_owned();
+            let text = |name: &str, len: u32| {
+                ColumnDef::new(Alias::new(name))
+                    .string_len(len)
+                    .not_null()
+                    .to_owned()
+            };
             manager
                 .create_table(
                     Table::create()
@@ -80,7 +88,11 @@ pub mod migration {
                         .col(text("team_id", 40))
                         .col(text("name", 128))
                         .col(text("strategy", 32))
-                        .col(ColumnDef::new(Alias::new("last_seen_ms")).big_integer().not_null())
+                        .col(
+                            ColumnDef::new(Alias::new("last_seen_ms"))
+                                .big_integer()
+                                .not_null(),
+                        )
                         .to_owned(),
                 )
                 .await?;
@@ -97,7 +109,9 @@ pub mod migration {
         }
 
         async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            manager.drop_table(Table::drop().table(Alias::new("vms")).to_owned()).await
+            manager
+                .drop_table(Table::drop().table(Alias::new("vms")).to_owned())
+                .await
         }
     }
 }
@@ -154,7 +168,10 @@ impl VmStore for SeaVmStore {
 
     async fn touch(&self, id: VmId) -> Result<(), DbErr> {
         entity::Entity::update_many()
-            .col_expr(entity::Column::LastSeenMs, sea_orm::sea_query::Expr::value(now_ms()))
+            .col_expr(
+                entity::Column::LastSeenMs,
+                sea_orm::sea_query::Expr::value(now_ms()),
+            )
             .filter(entity::Column::Id.eq(id.to_string()))
             .exec(&self.db)
             .await

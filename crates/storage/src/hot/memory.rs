@@ -28,7 +28,9 @@ impl MemoryHotStore {
 
     fn rings(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, VecDeque<HotChunk>>> {
         // A panic while holding the lock cannot leave a ring half-updated in a way that matters.
-        self.rings.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.rings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -41,10 +43,10 @@ impl HotStore for MemoryHotStore {
             // Keep the ring sorted by seq; chunks almost always arrive in order.
             match ring.back() {
                 Some(last) if last.seq >= chunk.seq => {
-                    if let Err(at) = ring.binary_search_by_key(&chunk.seq, |c| c.seq) {
-                        if at > 0 || ring.len() < self.capacity {
-                            ring.insert(at, chunk.clone());
-                        }
+                    if let Err(at) = ring.binary_search_by_key(&chunk.seq, |c| c.seq)
+                        && (at > 0 || ring.len() < self.capacity)
+                    {
+                        ring.insert(at, chunk.clone());
                     }
                 }
                 _ => ring.push_back(chunk.clone()),
@@ -58,7 +60,9 @@ impl HotStore for MemoryHotStore {
 
     async fn range(&self, agent: AgentId, from: u64, limit: usize) -> Result<Vec<HotChunk>, Error> {
         let rings = self.rings();
-        let Some(ring) = rings.get(&agent) else { return Ok(Vec::new()) };
+        let Some(ring) = rings.get(&agent) else {
+            return Ok(Vec::new());
+        };
         let start = ring.partition_point(|c| c.seq < from);
         Ok(ring.iter().skip(start).take(limit).cloned().collect())
     }

@@ -27,7 +27,12 @@ fn reconnect_policy() -> ReconnectPolicy {
 impl RedisHotStore {
     /// Connects to `url`. Keys and channels start with `prefix` (so test runs never collide);
     /// each agent's ring keeps `capacity` chunks for `ttl_secs` after its last write.
-    pub async fn connect(url: &str, prefix: &str, capacity: usize, ttl_secs: i64) -> Result<Self, Error> {
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        capacity: usize,
+        ttl_secs: i64,
+    ) -> Result<Self, Error> {
         let config = Config::from_url(url)?;
         let client = Builder::from_config(config.clone())
             .with_connection_config(|c| {
@@ -36,7 +41,13 @@ impl RedisHotStore {
             .set_policy(reconnect_policy())
             .build()?;
         client.init().await?;
-        Ok(Self { client, config, prefix: prefix.to_owned(), capacity: capacity.max(1), ttl_secs })
+        Ok(Self {
+            client,
+            config,
+            prefix: prefix.to_owned(),
+            capacity: capacity.max(1),
+            ttl_secs,
+        })
     }
 
     fn ring_key(&self, agent: AgentId) -> String {
@@ -63,7 +74,11 @@ fn decode(mut raw: Bytes) -> Option<HotChunk> {
     let head = raw.split_to(9);
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&head[..8]);
-    Some(HotChunk { seq: u64::from_be_bytes(seq), stream: i32::from(head[8]), data: raw })
+    Some(HotChunk {
+        seq: u64::from_be_bytes(seq),
+        stream: i32::from(head[8]),
+        data: raw,
+    })
 }
 
 #[async_trait::async_trait]
@@ -76,7 +91,9 @@ impl HotStore for RedisHotStore {
         let members: Vec<(f64, Bytes)> = chunks.iter().map(|c| (c.seq as f64, encode(c))).collect();
         let pipeline = self.client.pipeline();
         let capacity = i64::try_from(self.capacity).unwrap_or(i64::MAX);
-        let _: () = pipeline.zadd(&key, None, None, false, false, members).await?;
+        let _: () = pipeline
+            .zadd(&key, None, None, false, false, members)
+            .await?;
         let _: () = pipeline.zremrangebyrank(&key, 0, -(capacity + 1)).await?;
         let _: () = pipeline.expire(&key, self.ttl_secs, None).await?;
         let _: Vec<Value> = pipeline.all().await?;
@@ -109,7 +126,9 @@ impl HotStore for RedisHotStore {
             .build_subscriber_client()?;
         subscriber.init().await?;
         let resubscribe = subscriber.manage_subscriptions();
-        subscriber.psubscribe(format!("{}team:*", self.prefix)).await?;
+        subscriber
+            .psubscribe(format!("{}team:*", self.prefix))
+            .await?;
         let mut messages = subscriber.message_rx();
         let mut reconnects = subscriber.reconnect_rx();
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);

@@ -70,7 +70,11 @@ impl MigrationTrait for M0001Agents {
                     .col(col("seq").big_integer().not_null())
                     .col(col("stream").integer().not_null())
                     .col(col("data").blob().not_null())
-                    .primary_key(Index::create().col(Alias::new("agent_id")).col(Alias::new("seq")))
+                    .primary_key(
+                        Index::create()
+                            .col(Alias::new("agent_id"))
+                            .col(Alias::new("seq")),
+                    )
                     .to_owned(),
             )
             .await
@@ -78,7 +82,9 @@ impl MigrationTrait for M0001Agents {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in ["agent_output", "agents"] {
-            manager.drop_table(Table::drop().table(Alias::new(table)).to_owned()).await?;
+            manager
+                .drop_table(Table::drop().table(Alias::new(table)).to_owned())
+                .await?;
         }
         Ok(())
     }

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use covibe_types::{AgentId, AgentStatus, TeamId};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
 };
 
 pub use migration::Migrator;
@@ -106,11 +106,18 @@ impl AgentStore for SeaAgentStore {
     }
 
     async fn get(&self, id: AgentId) -> Result<Option<Agent>, DbErr> {
-        agent::Entity::find_by_id(id.to_string()).one(&self.db).await?.map(agent_of).transpose()
+        agent::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?
+            .map(agent_of)
+            .transpose()
     }
 
     async fn token_hash(&self, id: AgentId) -> Result<Option<String>, DbErr> {
-        Ok(agent::Entity::find_by_id(id.to_string()).one(&self.db).await?.map(|m| m.token_hash))
+        Ok(agent::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?
+            .map(|m| m.token_hash))
     }
 
     async fn list(&self, team: TeamId) -> Result<Vec<Agent>, DbErr> {
@@ -136,7 +143,10 @@ impl AgentStore for SeaAgentStore {
         let Some(row) = agent::Entity::find_by_id(id.to_string()).one(&txn).await? else {
             return Ok(None);
         };
-        let current: AgentStatus = row.status.parse().map_err(|()| DbErr::Custom("bad status".to_owned()))?;
+        let current: AgentStatus = row
+            .status
+            .parse()
+            .map_err(|()| DbErr::Custom("bad status".to_owned()))?;
         if !current.can_become(status) {
             return Ok(None);
         }
@@ -199,7 +209,11 @@ impl AgentStore for SeaAgentStore {
             .all(&self.db)
             .await?
             .into_iter()
-            .map(|m| StoredChunk { seq: to_u64(m.seq), stream: m.stream, data: Bytes::from(m.data) })
+            .map(|m| StoredChunk {
+                seq: to_u64(m.seq),
+                stream: m.stream,
+                data: Bytes::from(m.data),
+            })
             .collect())
     }
 }

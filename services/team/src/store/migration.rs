@@ -25,7 +25,10 @@ impl MigrationName for M0001Teams {
 }
 
 fn id(name: &str) -> ColumnDef {
-    ColumnDef::new(Alias::new(name)).string_len(40).not_null().to_owned()
+    ColumnDef::new(Alias::new(name))
+        .string_len(40)
+        .not_null()
+        .to_owned()
 }
 
 #[async_trait::async_trait]
@@ -37,8 +40,16 @@ impl MigrationTrait for M0001Teams {
                     .table(Alias::new("teams"))
                     .if_not_exists()
                     .col(id("id").primary_key())
-                    .col(ColumnDef::new(Alias::new("name")).string_len(128).not_null())
-                    .col(ColumnDef::new(Alias::new("created_at_ms")).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Alias::new("name"))
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("created_at_ms"))
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -49,9 +60,21 @@ impl MigrationTrait for M0001Teams {
                     .if_not_exists()
                     .col(id("id").primary_key())
                     .col(id("team_id"))
-                    .col(ColumnDef::new(Alias::new("email")).string_len(254).not_null())
-                    .col(ColumnDef::new(Alias::new("display_name")).string_len(128).not_null())
-                    .col(ColumnDef::new(Alias::new("created_at_ms")).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Alias::new("email"))
+                            .string_len(254)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("display_name"))
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("created_at_ms"))
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -72,11 +95,24 @@ impl MigrationTrait for M0001Teams {
                 Table::create()
                     .table(Alias::new("invites"))
                     .if_not_exists()
-                    .col(ColumnDef::new(Alias::new("code_hash")).string_len(64).not_null().primary_key())
+                    .col(
+                        ColumnDef::new(Alias::new("code_hash"))
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(id("team_id"))
                     .col(id("created_by"))
-                    .col(ColumnDef::new(Alias::new("expires_at_ms")).big_integer().not_null())
-                    .col(ColumnDef::new(Alias::new("max_uses")).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Alias::new("expires_at_ms"))
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("max_uses"))
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Alias::new("uses")).big_integer().not_null())
                     .col(ColumnDef::new(Alias::new("revoked")).boolean().not_null())
                     .to_owned(),
@@ -86,7 +122,9 @@ impl MigrationTrait for M0001Teams {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in ["invites", "members", "teams"] {
-            manager.drop_table(Table::drop().table(Alias::new(table)).to_owned()).await?;
+            manager
+                .drop_table(Table::drop().table(Alias::new(table)).to_owned())
+                .await?;
         }
         Ok(())
     }

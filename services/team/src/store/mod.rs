@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use covibe_types::{TeamId, UserId};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, Set,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    Set, TransactionTrait,
 };
 
 pub use migration::Migrator;
@@ -22,7 +22,11 @@ pub trait TeamStore: Send + Sync + 'static {
     async fn create_team(&self, team: &Team, owner: &Member, invite: &Invite) -> Result<(), DbErr>;
     async fn find_team(&self, id: TeamId) -> Result<Option<Team>, DbErr>;
     async fn find_member(&self, id: UserId) -> Result<Option<Member>, DbErr>;
-    async fn find_member_by_email(&self, team: TeamId, email: &str) -> Result<Option<Member>, DbErr>;
+    async fn find_member_by_email(
+        &self,
+        team: TeamId,
+        email: &str,
+    ) -> Result<Option<Member>, DbErr>;
     async fn members(&self, team: TeamId) -> Result<Vec<Member>, DbErr>;
     async fn add_invite(&self, invite: &Invite) -> Result<(), DbErr>;
     async fn find_invite(&self, code_hash: &str) -> Result<Option<Invite>, DbErr>;
@@ -45,11 +49,16 @@ impl SeaTeamStore {
 }
 
 fn parse<T: std::str::FromStr>(s: &str) -> Result<T, DbErr> {
-    s.parse().map_err(|_| DbErr::Custom(format!("bad id in database: {s}")))
+    s.parse()
+        .map_err(|_| DbErr::Custom(format!("bad id in database: {s}")))
 }
 
 fn team_of(m: team::Model) -> Result<Team, DbErr> {
-    Ok(Team { id: parse(&m.id)?, name: m.name, created_at_ms: m.created_at_ms })
+    Ok(Team {
+        id: parse(&m.id)?,
+        name: m.name,
+        created_at_ms: m.created_at_ms,
+    })
 }
 
 fn member_of(m: member::Model) -> Result<Member, DbErr> {
@@ -100,23 +109,39 @@ fn invite_row(i: &Invite) -> invite::ActiveModel {
 impl TeamStore for SeaTeamStore {
     async fn create_team(&self, t: &Team, owner: &Member, i: &Invite) -> Result<(), DbErr> {
         let txn = self.db.begin().await?;
-        team::ActiveModel { id: Set(t.id.to_string()), name: Set(t.name.clone()), created_at_ms: Set(t.created_at_ms) }
-            .insert(&txn)
-            .await?;
+        team::ActiveModel {
+            id: Set(t.id.to_string()),
+            name: Set(t.name.clone()),
+            created_at_ms: Set(t.created_at_ms),
+        }
+        .insert(&txn)
+        .await?;
         member_row(owner).insert(&txn).await?;
         invite_row(i).insert(&txn).await?;
         txn.commit().await
     }
 
     async fn find_team(&self, id: TeamId) -> Result<Option<Team>, DbErr> {
-        team::Entity::find_by_id(id.to_string()).one(&self.db).await?.map(team_of).transpose()
+        team::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?
+            .map(team_of)
+            .transpose()
     }
 
     async fn find_member(&self, id: UserId) -> Result<Option<Member>, DbErr> {
-        member::Entity::find_by_id(id.to_string()).one(&self.db).await?.map(member_of).transpose()
+        member::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?
+            .map(member_of)
+            .transpose()
     }
 
-    async fn find_member_by_email(&self, team: TeamId, email: &str) -> Result<Option<Member>, DbErr> {
+    async fn find_member_by_email(
+        &self,
+        team: TeamId,
+        email: &str,
+    ) -> Result<Option<Member>, DbErr> {
         member::Entity::find()
             .filter(member::Column::TeamId.eq(team.to_string()))
             .filter(member::Column::Email.eq(email))
@@ -142,7 +167,11 @@ impl TeamStore for SeaTeamStore {
     }
 
     async fn find_invite(&self, code_hash: &str) -> Result<Option<Invite>, DbErr> {
-        invite::Entity::find_by_id(code_hash.to_owned()).one(&self.db).await?.map(invite_of).transpose()
+        invite::Entity::find_by_id(code_hash.to_owned())
+            .one(&self.db)
+            .await?
+            .map(invite_of)
+            .transpose()
     }
 
     async fn redeem(&self, code_hash: &str, now_ms: i64, m: &Member) -> Result<bool, DbErr> {

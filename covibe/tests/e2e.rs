@@ -1,0 +1,410 @@
+//! The thin path end to end, with real processes: the `covibe` binary (standalone, and one
+//! process per service over PostgreSQL and Redis), the vm-agent it starts, the fake Claude Code
+//! script, real HTTP and real Socket.io clients (Node's socket.io-client).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use covibe_testkit::{Proc, SioClient, TestDb, clean_command, fake_agent_command, redis_url};
+use serde_json::{Value, json};
+
+const COVIBE: &str = env!("CARGO_BIN_EXE_covibe");
+
+/// Output lines the fake agent prints for `lines=N`: init, text, tool use, tool result, N, result.
+fn expected_lines(n: u64) -> u64 {
+    n + 5
+}
+
+async fn start_standalone(dir: &Path) -> (Proc, String) {
+    let mut cmd = clean_command(Path::new(COVIBE));
+    cmd.arg("standalone")
+        .env("COVIBE_HTTP_ADDR", "127.0.0.1:0")
+        .env("COVIBE_DATA_DIR", dir)
+        .env("COVIBE_AGENT_COMMAND", fake_agent_command())
+        .env("COVIBE_PROJECT_DIR", dir);
+    let mut proc = Proc::spawn("standalone", cmd);
+    let url = proc.wait_for_url("gateway listening on").await;
+    (proc, url)
+}
+
+struct Mesh {
+    _procs: Vec<Proc>,
+    gateway: String,
+}
+
+/// Every service in its own process, over PostgreSQL and Redis, talking gRPC over loopback.
+async fn start_multi_process(dir: &Path, database_url: &str) -> Mesh {
+    let base = |name: &str| {
+        let mut cmd = clean_command(Path::new(COVIBE));
+        cmd.arg(name)
+            .env("COVIBE_GRPC_ADDR", "127.0.0.1:0")
+            .env("COVIBE_HTTP_ADDR", "127.0.0.1:0")
+            .env("COVIBE_DATA_DIR", dir)
+            .env("COVIBE_DATABASE_URL", database_url)
+            .env("COVIBE_REDIS_URL", redis_url())
+            .env("COVIBE_AGENT_COMMAND", fake_agent_command())
+            .env("COVIBE_PROJECT_DIR", dir);
+        cmd
+    };
+    let mut procs = Vec::new();
+    let mut start = async |name: &str, extra: &[(&str, &str)]| -> String {
+        let mut cmd = base(name);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let mut proc = Proc::spawn(name, cmd);
+        let url = proc.wait_for_url(&format!("{name} listening on")).await;
+        procs.push(proc);
+        url
+    };
+    let team = start("team", &[]).await;
+    let auth = start("auth", &[("COVIBE_ENDPOINTS__TEAM", &team)]).await;
+    let vmc = start("vm-connector", &[]).await;
+    let orch = start("orchestrator", &[("COVIBE_ENDPOINTS__VM_CONNECTOR", &vmc)]).await;
+    let _preview = start("preview", &[]).await;
+    let gateway = start(
+        "gateway",
+        &[
+            ("COVIBE_ENDPOINTS__AUTH", &auth),
+            ("COVIBE_ENDPOINTS__TEAM", &team),
+            ("COVIBE_ENDPOINTS__ORCHESTRATOR", &orch),
+        ],
+    )
+    .await;
+    Mesh {
+        _procs: procs,
+        gateway,
+    }
+}
+
+async fn post(http: &reqwest::Client, url: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    let mut request = http.post(url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(http: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
+    let response = http.get(url).bearer_auth(token).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The walk-through of the README, checked: sign-up, invite, Socket.io join, spawn, every
+/// output line in order to every member, the owner alone able to control, and nothing for
+/// another team.
+async fn thin_path(gw: &str) {
+    let http = reqwest::Client::new();
+    let (status, sarah) = post(
+        &http,
+        &format!("{gw}/api/team/create"),
+        None,
+        json!({"name": "Rocket", "email": "sarah@example.com", "displayName": "Sarah"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{sarah}");
+    let team_id = sarah["team"]["id"].as_str().unwrap().to_owned();
+    let sarah_id = sarah["user"]["id"].as_str().unwrap().to_owned();
+    let sarah_token = sarah["accessToken"].as_str().unwrap().to_owned();
+    assert!(sarah["refreshToken"].as_str().unwrap().len() > 20);
+    let code = sarah["inviteCode"].as_str().unwrap();
+
+    let (status, miguel) = post(
+        &http,
+        &format!("{gw}/api/auth/login"),
+        None,
+        json!({"inviteCode": code, "email": "miguel@example.com", "displayName": "Miguel"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{miguel}");
+    assert_eq!(miguel["team"]["id"], team_id.as_str());
+    let miguel_token = miguel["accessToken"].as_str().unwrap().to_owned();
+
+    let (status, bad) = post(
+        &http,
+        &format!("{gw}/api/auth/login"),
+        None,
+        json!({"inviteCode": "ZZZZ-ZZZZ-ZZZZ-ZZZZ", "email": "eve@example.com", "displayName": "Eve"}),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(bad["error"]["code"], "unauthenticated");
+
+    let (_, chen) = post(
+        &http,
+        &format!("{gw}/api/team/create"),
+        None,
+        json!({"name": "Other", "email": "chen@example.com", "displayName": "Chen"}),
+    )
+    .await;
+    let chen_team = chen["team"]["id"].as_str().unwrap().to_owned();
+    let chen_token = chen["accessToken"].as_str().unwrap().to_owned();
+
+    let mut sio = SioClient::start().await;
+    for name in ["sarah", "miguel", "chen"] {
+        sio.connect(name, gw).await;
+    }
+    let ack = sio
+        .emit_ack(
+            "sarah",
+            "join_team",
+            json!({"teamId": team_id, "token": sarah_token}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let ack = sio
+        .emit_ack(
+            "miguel",
+            "join_team",
+            json!({"teamId": team_id, "token": miguel_token}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    // Chen may not join Rocket's room with his own token, nor with a forged one.
+    let ack = sio
+        .emit_ack(
+            "chen",
+            "join_team",
+            json!({"teamId": team_id, "token": chen_token}),
+        )
+        .await;
+    assert_eq!(ack["ok"], false, "{ack}");
+    assert!(ack["error"].as_str().unwrap().contains("not a member"));
+    let ack = sio
+        .emit_ack(
+            "chen",
+            "join_team",
+            json!({"teamId": team_id, "token": "not-a-jwt"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], false);
+    let ack = sio
+        .emit_ack(
+            "chen",
+            "join_team",
+            json!({"teamId": chen_team, "token": chen_token}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+
+    // A spawn without a valid token is refused with a JSON error.
+    let (status, body) = post(
+        &http,
+        &format!("{gw}/api/agent/spawn"),
+        None,
+        json!({"task": "x"}),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "unauthenticated");
+    let (status, _) = post(
+        &http,
+        &format!("{gw}/api/agent/spawn"),
+        Some("garbage"),
+        json!({"task": "x"}),
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    let lines = 40;
+    let (status, spawned) = post(
+        &http,
+        &format!("{gw}/api/agent/spawn"),
+        Some(&sarah_token),
+        json!({"task": format!("lines={lines} delay_ms=2 add a login page")}),
+    )
+    .await;
+    assert_eq!(status, 201, "{spawned}");
+    let agent = &spawned["agent"];
+    let agent_id = agent["id"].as_str().unwrap().to_owned();
+    assert_eq!(agent["owner"], sarah_id.as_str());
+    assert!(agent["task"].as_str().unwrap().contains("add a login page"));
+    assert!(["pending", "starting", "running"].contains(&agent["status"].as_str().unwrap()));
+
+    // Both members see every line, in order, then `completed`; only Sarah may control it.
+    let total = expected_lines(lines);
+    for (member, can_control) in [("sarah", true), ("miguel", false)] {
+        let mut seqs = Vec::new();
+        let mut statuses = Vec::new();
+        loop {
+            let id = agent_id.clone();
+            let m = member.to_owned();
+            let event = sio
+                .recv_where("agent event", move |v| {
+                    v["op"] == "event"
+                        && v["client"] == m.as_str()
+                        && v["data"]["agentId"] == id.as_str()
+                })
+                .await;
+            let data = &event["data"];
+            match event["event"].as_str().unwrap() {
+                "agent_output" => {
+                    assert_eq!(data["owner"], sarah_id.as_str());
+                    assert_eq!(data["canControl"], can_control, "{member}: {data}");
+                    assert!(
+                        data["data"].as_str().unwrap().starts_with('{'),
+                        "one JSON line per event"
+                    );
+                    seqs.push(data["seq"].as_u64().unwrap());
+                }
+                "agent_status" => {
+                    let status = data["status"].as_str().unwrap().to_owned();
+                    let done = status == "completed" || status == "failed";
+                    if done {
+                        assert_eq!(data["exitCode"], 0, "{data}");
+                    }
+                    statuses.push(status);
+                    if done {
+                        break;
+                    }
+                }
+                other => panic!("unexpected event {other}"),
+            }
+        }
+        assert_eq!(
+            seqs,
+            (0..total).collect::<Vec<_>>(),
+            "{member}: gap-free, in order, once each"
+        );
+        let lifecycle: Vec<&str> = statuses
+            .iter()
+            .map(String::as_str)
+            .filter(|s| *s != "pending")
+            .collect();
+        assert_eq!(lifecycle, ["starting", "running", "completed"], "{member}");
+    }
+
+    // The history agrees with what was streamed, and the list shows the agent finished.
+    let (status, page) = get(
+        &http,
+        &format!("{gw}/api/agent/{agent_id}/output?fromSeq=0&limit=1000"),
+        &miguel_token,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let chunks = page["chunks"].as_array().unwrap();
+    assert_eq!(chunks.len() as u64, total);
+    assert!(
+        chunks[0]["data"]
+            .as_str()
+            .unwrap()
+            .contains("\"subtype\":\"init\"")
+    );
+    assert!(
+        chunks[chunks.len() - 1]["data"]
+            .as_str()
+            .unwrap()
+            .contains("total_cost_usd")
+    );
+    let (_, list) = get(&http, &format!("{gw}/api/agent/list"), &miguel_token).await;
+    let listed: BTreeMap<&str, &str> = list["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["id"].as_str().unwrap(), a["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed.get(agent_id.as_str()), Some(&"completed"));
+
+    // Another team sees nothing of it: no events, no history, not in its list.
+    let leaked: Vec<_> = sio
+        .drain_events("chen")
+        .into_iter()
+        .filter(|(_, d)| d["agentId"].is_string())
+        .collect();
+    assert!(leaked.is_empty(), "team B received {leaked:?}");
+    let (status, _) = get(
+        &http,
+        &format!("{gw}/api/agent/{agent_id}/output?fromSeq=0"),
+        &chen_token,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (_, list) = get(&http, &format!("{gw}/api/agent/list"), &chen_token).await;
+    assert_eq!(list["agents"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_thin_path_and_first_event_never_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_proc, gw) = start_standalone(dir.path()).await;
+    thin_path(&gw).await;
+
+    // Hundreds of clients one after another, each emitting join_team the moment it connects:
+    // every one is answered (handlers are registered before CONNECT is sent).
+    let http = reqwest::Client::new();
+    let (_, team) = post(
+        &http,
+        &format!("{gw}/api/team/create"),
+        None,
+        json!({"name": "Stress", "email": "s@example.com", "displayName": "S"}),
+    )
+    .await;
+    let mut sio = SioClient::start().await;
+    let data = json!({"teamId": team["team"]["id"], "token": team["accessToken"]});
+    let (acked, failed) = sio.stress(&gw, 300, "join_team", data).await;
+    assert_eq!(acked, 300, "unanswered connects: {failed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_process_thin_path_over_postgres_and_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::postgres().await;
+    let mesh = start_multi_process(dir.path(), &db.url).await;
+    thin_path(&mesh.gateway).await;
+}
+
+/// No service or gateway crate depends on another service's crate: they talk through `proto/`.
+#[test]
+fn layering() {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(covibe_testkit::workspace_root())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let services = [
+        "covibe-auth",
+        "covibe-team",
+        "covibe-orchestrator",
+        "covibe-vm-connector",
+        "covibe-preview",
+        "covibe-gateway",
+    ];
+    let mut checked = 0;
+    for package in metadata["packages"].as_array().unwrap() {
+        let name = package["name"].as_str().unwrap();
+        let is_service = services.contains(&name);
+        let is_base = name == "covibe-proto"
+            || package["manifest_path"]
+                .as_str()
+                .unwrap()
+                .contains("/crates/");
+        if !(is_service || is_base) {
+            continue;
+        }
+        checked += 1;
+        for dep in package["dependencies"].as_array().unwrap() {
+            let dep = dep["name"].as_str().unwrap();
+            assert!(
+                !services.contains(&dep),
+                "{name} depends on {dep}: call it through proto/ instead"
+            );
+        }
+    }
+    assert!(checked >= 13, "only {checked} crates checked");
+}
