@@ -187,7 +187,9 @@ async fn orchestrator(
         link_url,
         limits,
     ));
-    let link = covibe_orchestrator::LinkService::new(agents.clone());
+    let link = covibe_orchestrator::LinkService::start(agents.clone())
+        .await
+        .context("orchestrator control channel")?;
     let grpc = covibe_orchestrator::OrchestratorGrpc::new(agents, verifier(config)?);
     Ok(Built {
         server: server

@@ -97,7 +97,13 @@ async fn get(http: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
 /// The walk-through of the README, checked: sign-up, invite, Socket.io join, spawn, every
 /// output line in order to every member, the owner alone able to control, and nothing for
 /// another team.
-async fn thin_path(gw: &str) {
+struct Team {
+    sio: SioClient,
+    sarah_token: String,
+    miguel_token: String,
+}
+
+async fn thin_path(gw: &str) -> Team {
     let http = reqwest::Client::new();
     let (status, sarah) = post(
         &http,
@@ -325,13 +331,124 @@ async fn thin_path(gw: &str) {
     assert_eq!(status, 404);
     let (_, list) = get(&http, &format!("{gw}/api/agent/list"), &chen_token).await;
     assert_eq!(list["agents"].as_array().unwrap().len(), 0);
+    Team {
+        sio,
+        sarah_token,
+        miguel_token,
+    }
+}
+
+async fn delete(http: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
+    let response = http.delete(url).bearer_auth(token).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits for an event about `agent` seen by `member` that `pred` accepts.
+async fn await_event(
+    sio: &mut SioClient,
+    member: &str,
+    agent: &str,
+    pred: impl Fn(&str, &Value) -> bool,
+) -> Value {
+    let (m, a) = (member.to_owned(), agent.to_owned());
+    sio.recv_where("agent event", move |v| {
+        v["op"] == "event"
+            && v["client"] == m.as_str()
+            && v["data"]["agentId"] == a.as_str()
+            && pred(v["event"].as_str().unwrap_or_default(), &v["data"])
+    })
+    .await["data"]
+        .clone()
+}
+
+/// Only the owner controls an agent: a teammate's kill (REST or Socket.io) is refused and the
+/// agent keeps running; the owner's input reaches it; the owner's kill stops it even though it
+/// ignores SIGTERM.
+async fn control_path(gw: &str, team: &mut Team) {
+    let http = reqwest::Client::new();
+    let (status, spawned) = post(
+        &http,
+        &format!("{gw}/api/agent/spawn"),
+        Some(&team.sarah_token),
+        json!({"task": "lines=1 ignore_term wait_stdin wait for input"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{spawned}");
+    let agent = spawned["agent"]["id"].as_str().unwrap().to_owned();
+    let sio = &mut team.sio;
+    await_event(sio, "miguel", &agent, |e, d| {
+        e == "agent_status" && d["status"] == "running"
+    })
+    .await;
+
+    let (status, body) = delete(
+        &http,
+        &format!("{gw}/api/agent/{agent}"),
+        &team.miguel_token,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "permission_denied");
+    let ack = sio
+        .emit_ack(
+            "miguel",
+            "agent_control",
+            json!({"agentId": agent, "command": "kill"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], false);
+    assert!(ack["error"].as_str().unwrap().contains("owner"), "{ack}");
+
+    // Still alive: the owner's input reaches it and its echo reaches everyone.
+    let ack = sio
+        .emit_ack(
+            "sarah",
+            "agent_control",
+            json!({"agentId": agent, "command": "input", "data": "ship it"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let echo = await_event(sio, "miguel", &agent, |e, d| {
+        e == "agent_output"
+            && d["data"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("input: ship it")
+    })
+    .await;
+    assert_eq!(echo["canControl"], false);
+
+    let ack = sio
+        .emit_ack(
+            "sarah",
+            "agent_control",
+            json!({"agentId": agent, "command": "explode"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], false);
+
+    let (status, _) = delete(&http, &format!("{gw}/api/agent/{agent}"), &team.sarah_token).await;
+    assert_eq!(status, 202);
+    let ended = await_event(sio, "miguel", &agent, |e, d| {
+        e == "agent_status"
+            && ["killed", "failed", "completed"].contains(&d["status"].as_str().unwrap_or_default())
+    })
+    .await;
+    assert_eq!(ended["status"], "killed", "{ended}");
+    let (status, body) = delete(&http, &format!("{gw}/api/agent/{agent}"), &team.sarah_token).await;
+    assert_eq!(
+        status, 409,
+        "a finished agent cannot be killed again: {body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_thin_path_and_first_event_never_missed() {
     let dir = tempfile::tempdir().unwrap();
     let (_proc, gw) = start_standalone(dir.path()).await;
-    thin_path(&gw).await;
+    let mut team = thin_path(&gw).await;
+    control_path(&gw, &mut team).await;
 
     // Hundreds of clients one after another, each emitting join_team the moment it connects:
     // every one is answered (handlers are registered before CONNECT is sent).
@@ -354,7 +471,8 @@ async fn multi_process_thin_path_over_postgres_and_redis() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::postgres().await;
     let mesh = start_multi_process(dir.path(), &db.url).await;
-    thin_path(&mesh.gateway).await;
+    let mut team = thin_path(&mesh.gateway).await;
+    control_path(&mesh.gateway, &mut team).await;
 }
 
 /// No service or gateway crate depends on another service's crate: they talk through `proto/`.

@@ -5,6 +5,7 @@
 //! `rest` holds the routes, `realtime` the Socket.io events and the fan-out relay, `dto` the
 //! JSON shapes clients see, `error` the one error body every route answers with.
 
+mod control;
 mod dto;
 mod error;
 mod realtime;

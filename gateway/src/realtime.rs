@@ -61,6 +61,7 @@ pub fn socket_layer(gateway: Arc<Gateway>) -> (SocketIoLayer, SocketIo) {
 async fn register_handlers(socket: SocketRef) -> Result<(), std::convert::Infallible> {
     socket.on("join_team", join_team);
     socket.on("agent_spawn", agent_spawn);
+    socket.on("agent_control", agent_control);
     Ok(())
 }
 
@@ -126,6 +127,51 @@ async fn agent_spawn(
     {
         Ok(agent) => {
             let _ = ack.send(&json!({"ok": true, "agent": dto::agent(agent.into_inner())}));
+        }
+        Err(status) => refuse(ack, &covibe_types::ApiError::from_status(&status).message),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ControlEvent {
+    agent_id: String,
+    command: String,
+    #[serde(default)]
+    data: Option<String>,
+}
+
+async fn agent_control(
+    socket: SocketRef,
+    TryData(data): TryData<ControlEvent>,
+    ack: AckSender,
+    State(gw): State<Arc<Gateway>>,
+) {
+    let Some(joined) = socket.extensions.get::<Joined>() else {
+        return refuse(ack, "join a team first");
+    };
+    let Ok(control) = data else {
+        return refuse(
+            ack,
+            "agent_control needs {agentId, command: kill | interrupt | input, data?}",
+        );
+    };
+    let command = match crate::control::command(&control.command, control.data) {
+        Ok(command) => command,
+        Err(err) => return refuse(ack, &err.message),
+    };
+    let request = orch::ControlAgentRequest {
+        agent_id: control.agent_id,
+        command: Some(command),
+    };
+    match gw
+        .orchestrator
+        .clone()
+        .control_agent(bearer(request, &joined.token))
+        .await
+    {
+        Ok(_) => {
+            let _ = ack.send(&json!({"ok": true}));
         }
         Err(status) => refuse(ack, &covibe_types::ApiError::from_status(&status).message),
     }

@@ -34,12 +34,17 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/auth/refresh", post(refresh))
         .route("/api/agent/spawn", post(spawn))
         .route("/api/agent/list", get(list_agents))
-        .route("/api/agent/{id}", get(get_agent))
+        .route("/api/agent/{id}", get(get_agent).delete(kill_agent))
         .route("/api/agent/{id}/output", get(agent_output))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { HttpError(ApiError::not_found("no such route")) })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &http::Request<_>| {
+            let span = tracing::info_span!("http", method = %request.method(), path = %request.uri().path());
+            covibe_telemetry::set_parent_from_headers(&span, request.headers());
+            span
+        }))
         .with_state(gateway)
 }
 
@@ -228,6 +233,23 @@ async fn get_agent(
         ))
         .await?;
     Ok(Json(json!({"agent": dto::agent(agent.into_inner())})))
+}
+
+async fn kill_agent(
+    State(gw): Shared,
+    member: Member,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse> {
+    let command = crate::control::command("kill", None).map_err(HttpError)?;
+    let request = orch::ControlAgentRequest {
+        agent_id: id,
+        command: Some(command),
+    };
+    gw.orchestrator
+        .clone()
+        .control_agent(bearer(request, &member.token))
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"ok": true}))))
 }
 
 async fn agent_output(

@@ -60,9 +60,34 @@ async fn fanout_reaches_every_subscriber_in_order(store: &dyn HotStore) {
     }
 }
 
+async fn control_reaches_every_subscriber_and_not_the_team_channel(store: &dyn HotStore) {
+    let mut control = store.subscribe_control().await.unwrap();
+    let mut teams = store.subscribe().await.unwrap();
+    store.publish_control(Bytes::from("kill")).await.unwrap();
+    store
+        .publish(TeamId::new(), Bytes::from("team"))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), control.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, FanoutEvent::Message(Bytes::from("kill")));
+    let got = tokio::time::timeout(Duration::from_secs(10), teams.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got,
+        FanoutEvent::Message(Bytes::from("team")),
+        "commands never reach team channels"
+    );
+}
+
 async fn suite(store: &dyn HotStore) {
     ring_keeps_the_newest_in_order_without_duplicates(store).await;
     fanout_reaches_every_subscriber_in_order(store).await;
+    control_reaches_every_subscriber_and_not_the_team_channel(store).await;
 }
 
 #[tokio::test]

@@ -76,3 +76,57 @@ pub fn set_parent_from_traceparent(span: &tracing::Span, traceparent: &str) {
         opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&carrier));
     let _ = span.set_parent(parent);
 }
+
+#[cfg(test)]
+mod tests {
+    use covibe_proto::tonic::service::Interceptor;
+    use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    fn trace_id(span: &tracing::Span) -> opentelemetry::trace::TraceId {
+        span.context().span().span_context().trace_id()
+    }
+
+    #[test]
+    fn trace_context_crosses_a_grpc_hop_and_the_vm_agent_hello() {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let client = tracing::info_span!("rest_call");
+            let entered = client.enter();
+            let sent = TraceInterceptor.call(tonic::Request::new(())).unwrap();
+            let header = sent
+                .metadata()
+                .get("traceparent")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert!(header.starts_with("00-"), "{header}");
+
+            // The server side adopts the caller's trace from the request headers.
+            let server = tracing::info_span!("grpc");
+            set_parent_from_headers(&server, &sent.metadata().clone().into_headers());
+            assert_eq!(trace_id(&server), trace_id(&client));
+
+            // And a vm-agent given the traceparent joins the same trace.
+            let traceparent = current_traceparent();
+            let agent = tracing::info_span!("vm_agent");
+            set_parent_from_traceparent(&agent, &traceparent);
+            assert_eq!(trace_id(&agent), trace_id(&client));
+
+            drop(entered);
+            // Garbage is ignored rather than failing the request.
+            let stray = tracing::info_span!("stray");
+            set_parent_from_traceparent(&stray, "garbage");
+            assert_ne!(trace_id(&stray), trace_id(&client));
+        });
+    }
+}

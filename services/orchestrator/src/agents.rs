@@ -5,11 +5,15 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
 use covibe_bootstrap::{Client, bearer};
+use covibe_proto::events::v1::AgentCommand;
+use covibe_proto::prost::Message;
+use covibe_proto::vmagent::v1::{Command, command};
 use covibe_proto::vmconnector::v1 as vmc;
 use covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServiceClient;
 use covibe_storage::{HotChunk, HotStore};
-use covibe_types::{AgentId, AgentStatus, ApiError, TeamId, UserId, now_ms};
+use covibe_types::{AgentId, AgentStatus, ApiError, Code, TeamId, UserId, now_ms};
 use rand::RngCore;
 use sha2::Digest;
 
@@ -37,6 +41,8 @@ pub struct Agent {
 pub struct Limits {
     pub max_task_bytes: usize,
     pub max_page: u64,
+    /// How long a killed agent gets between SIGTERM and SIGKILL.
+    pub kill_grace_ms: u32,
 }
 
 impl Default for Limits {
@@ -44,6 +50,7 @@ impl Default for Limits {
         Self {
             max_task_bytes: 16 * 1024,
             max_page: 5_000,
+            kill_grace_ms: 5_000,
         }
     }
 }
@@ -87,6 +94,61 @@ impl Agents {
 
     pub(crate) fn store(&self) -> &dyn AgentStore {
         self.store.as_ref()
+    }
+
+    pub(crate) fn hot(&self) -> &Arc<dyn HotStore> {
+        &self.hot
+    }
+
+    pub(crate) fn kill_grace_ms(&self) -> u32 {
+        self.limits.kill_grace_ms
+    }
+
+    /// Passes a kill, interrupt or input to the agent's vm-agent. Only the owner may; everyone
+    /// else in the team is refused (and the attempt is logged for audit).
+    pub async fn control(
+        &self,
+        caller: UserId,
+        team: TeamId,
+        id: AgentId,
+        command: Command,
+    ) -> Result<(), Error> {
+        let agent = self.get(team, id).await?;
+        let kind = match &command.command {
+            Some(command::Command::Kill(_)) => "kill",
+            Some(command::Command::Interrupt(_)) => "interrupt",
+            Some(command::Command::Input(_)) => "input",
+            None => {
+                return Err(ApiError::invalid("command must be kill, interrupt or input").into());
+            }
+        };
+        if agent.owner_id != caller {
+            tracing::warn!(target: "audit", agent_id = %id, owner_id = %agent.owner_id, caller = %caller, kind, "agent control refused: not the owner");
+            return Err(ApiError::forbidden("only the agent's owner can control it").into());
+        }
+        if agent.status.is_final() {
+            return Err(ApiError::new(
+                Code::Conflict,
+                format!("the agent has already ended ({})", agent.status),
+            )
+            .into());
+        }
+        let mut command = command;
+        if let Some(command::Command::Kill(kill)) = &mut command.command {
+            if kill.grace_ms == 0 {
+                kill.grace_ms = self.limits.kill_grace_ms;
+            }
+            self.store.request_kill(id, now_ms()).await?;
+        }
+        tracing::info!(target: "audit", agent_id = %id, caller = %caller, kind, "agent control");
+        let envelope = AgentCommand {
+            agent_id: id.to_string(),
+            command: Some(command),
+        };
+        self.hot
+            .publish_control(Bytes::from(envelope.encode_to_vec()))
+            .await?;
+        Ok(())
     }
 
     /// Creates the agent and asks the vm-connector to start a vm-agent for it on the owner's VM.
@@ -147,7 +209,12 @@ impl Agents {
             member_token,
         );
         match self.connector.clone().start_agent(request).await {
-            Ok(_) => Ok(self.store.get(agent.id).await?.unwrap_or(agent)),
+            Ok(started) => {
+                self.store
+                    .set_vm(agent.id, &started.into_inner().vm_id)
+                    .await?;
+                Ok(self.store.get(agent.id).await?.unwrap_or(agent))
+            }
             Err(status) => {
                 tracing::warn!(agent_id = %agent.id, error = %status, "vm-connector could not start the agent");
                 self.transition(agent.id, AgentStatus::Failed, None).await?;

@@ -97,6 +97,21 @@ impl OrchestratorService for OrchestratorGrpc {
         Ok(Response::new(agent_pb(&agent)))
     }
 
+    async fn control_agent(
+        &self,
+        request: Request<pb::ControlAgentRequest>,
+    ) -> Result<Response<pb::ControlAgentResponse>, Status> {
+        let (user, team) = self.member(&request)?;
+        let r = request.into_inner();
+        let command = r
+            .command
+            .ok_or_else(|| ApiError::invalid("a command is required"))?;
+        self.agents
+            .control(user, team, agent_id(&r.agent_id)?, command)
+            .await?;
+        Ok(Response::new(pb::ControlAgentResponse { accepted: true }))
+    }
+
     async fn get_output(
         &self,
         request: Request<pb::GetOutputRequest>,

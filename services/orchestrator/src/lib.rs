@@ -11,6 +11,7 @@ mod error;
 mod events;
 mod grpc;
 mod link;
+mod links;
 pub mod store;
 
 pub use agents::{Agent, Agents, Limits, OutputPage};

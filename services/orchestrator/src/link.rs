@@ -19,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
 use crate::agents::{Agent, Agents, hash_token};
+use crate::links::Links;
 use crate::store::StoredChunk;
 
 /// Largest output chunk accepted from a vm-agent.
@@ -29,11 +30,15 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct LinkService {
     agents: Arc<Agents>,
+    links: Arc<Links>,
 }
 
 impl LinkService {
-    pub fn new(agents: Arc<Agents>) -> Self {
-        Self { agents }
+    /// The link server, listening on the control channel for commands to pass on.
+    pub async fn start(agents: Arc<Agents>) -> Result<Self, crate::Error> {
+        let links = Arc::new(Links::default());
+        links.listen(agents.hot().subscribe_control().await?);
+        Ok(Self { agents, links })
     }
 
     pub fn into_server(self) -> AgentLinkServer<Self> {
@@ -103,9 +108,23 @@ impl AgentLink for LinkService {
         });
 
         let (tx, rx) = mpsc::channel(64);
+        let mut pending = Vec::new();
+        // A kill asked for while the vm-agent was away is applied at once.
+        let kill_requested = store
+            .kill_requested(id)
+            .await
+            .map_err(|e| Status::from(ApiError::internal(e)))?;
+        if !agent.status.is_final() && kill_requested {
+            let kill = pb::Kill {
+                grace_ms: self.agents.kill_grace_ms(),
+            };
+            pending.push(pb::Command {
+                command: Some(pb::command::Command::Kill(kill)),
+            });
+        }
         let welcome = pb::Welcome {
             resume_from_seq: agent.output_seq,
-            pending: Vec::new(),
+            pending,
         };
         tx.send(frame(Out::Welcome(welcome)))
             .await
@@ -131,12 +150,20 @@ impl AgentLink for LinkService {
             }
             .instrument(span.clone()),
         );
+        self.links.attach(id, tx.clone());
+        let links = self.links.clone();
         let session = Session {
             agents: self.agents.clone(),
             agent,
-            tx,
+            tx: tx.clone(),
         };
-        tokio::spawn(session.run(frames_rx).instrument(span));
+        tokio::spawn(
+            async move {
+                session.run(frames_rx).await;
+                links.detach(id, &tx);
+            }
+            .instrument(span),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

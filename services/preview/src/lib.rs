@@ -10,7 +10,8 @@ use covibe_proto::preview::v1 as pb;
 use covibe_proto::preview::v1::preview_service_server::{PreviewService, PreviewServiceServer};
 use covibe_proto::tonic::{self, Request, Response, Status};
 use covibe_types::{ApiError, TeamId, now_ms};
-use sea_orm::{ActiveModelTrait, DatabaseConnection, DbErr, EntityTrait, Set};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{DatabaseConnection, DbErr, EntityTrait, Set};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Preview {
@@ -144,13 +145,21 @@ impl PreviewStore for SeaPreviewStore {
             status: Set(p.status.clone()),
             updated_at_ms: Set(p.updated_at_ms),
         };
-        match entity::Entity::find_by_id(p.team_id.to_string())
-            .one(&self.db)
-            .await?
-        {
-            Some(_) => row.update(&self.db).await.map(|_| ()),
-            None => row.insert(&self.db).await.map(|_| ()),
-        }
+        // One upsert: two first pushes for a team racing each other both succeed.
+        entity::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(entity::Column::TeamId)
+                    .update_columns([
+                        entity::Column::Url,
+                        entity::Column::Commit,
+                        entity::Column::Status,
+                        entity::Column::UpdatedAtMs,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await
+            .map(|_| ())
     }
 }
 

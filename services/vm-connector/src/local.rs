@@ -73,6 +73,8 @@ impl LocalLauncher {
             .arg("--spool-dir")
             .arg(&self.spool_dir)
             .env("COVIBE_AGENT_TOKEN", launch.agent_token)
+            // The vm-agent's work joins the trace of the spawn that started it.
+            .env("TRACEPARENT", covibe_telemetry::current_traceparent())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

@@ -14,6 +14,7 @@ pub struct MemoryHotStore {
     capacity: usize,
     rings: Mutex<HashMap<AgentId, VecDeque<HotChunk>>>,
     fanout: broadcast::Sender<Bytes>,
+    control: broadcast::Sender<Bytes>,
 }
 
 impl MemoryHotStore {
@@ -23,6 +24,7 @@ impl MemoryHotStore {
             capacity: capacity.max(1),
             rings: Mutex::new(HashMap::new()),
             fanout: broadcast::channel(SUBSCRIBER_QUEUE).0,
+            control: broadcast::channel(1024).0,
         }
     }
 
@@ -74,23 +76,36 @@ impl HotStore for MemoryHotStore {
     }
 
     async fn subscribe(&self) -> Result<Subscription, Error> {
-        let mut source = self.fanout.subscribe();
-        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
-        tokio::spawn(async move {
-            loop {
-                let event = match source.recv().await {
-                    Ok(bytes) => FanoutEvent::Message(bytes),
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "fan-out subscriber lagged");
-                        FanoutEvent::Gap
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                };
-                if tx.send(event).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Subscription::new(rx))
+        Ok(forward(self.fanout.subscribe()))
     }
+
+    async fn publish_control(&self, command: Bytes) -> Result<(), Error> {
+        let _ = self.control.send(command);
+        Ok(())
+    }
+
+    async fn subscribe_control(&self) -> Result<Subscription, Error> {
+        Ok(forward(self.control.subscribe()))
+    }
+}
+
+/// Feeds a broadcast receiver into a subscription, turning lag into a `Gap`.
+fn forward(mut source: broadcast::Receiver<Bytes>) -> Subscription {
+    let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+    tokio::spawn(async move {
+        loop {
+            let event = match source.recv().await {
+                Ok(bytes) => FanoutEvent::Message(bytes),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "fan-out subscriber lagged");
+                    FanoutEvent::Gap
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    Subscription::new(rx)
 }

@@ -66,6 +66,12 @@ pub trait HotStore: Send + Sync + 'static {
 
     /// Subscribes to every team's channel.
     async fn subscribe(&self) -> Result<Subscription, Error>;
+
+    /// Publishes an encoded `covibe.events.v1.AgentCommand` to every orchestrator.
+    async fn publish_control(&self, command: Bytes) -> Result<(), Error>;
+
+    /// Subscribes to the control channel.
+    async fn subscribe_control(&self) -> Result<Subscription, Error>;
 }
 
 /// Subscriber queue length before a subscriber is told it has a gap.

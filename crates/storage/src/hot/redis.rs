@@ -121,14 +121,42 @@ impl HotStore for RedisHotStore {
     }
 
     async fn subscribe(&self) -> Result<Subscription, Error> {
+        self.listen(Channels::Pattern(format!("{}team:*", self.prefix)))
+            .await
+    }
+
+    async fn publish_control(&self, command: Bytes) -> Result<(), Error> {
+        let _: i64 = self
+            .client
+            .publish(format!("{}control", self.prefix), command)
+            .await?;
+        Ok(())
+    }
+
+    async fn subscribe_control(&self) -> Result<Subscription, Error> {
+        self.listen(Channels::Exact(format!("{}control", self.prefix)))
+            .await
+    }
+}
+
+enum Channels {
+    Pattern(String),
+    Exact(String),
+}
+
+impl RedisHotStore {
+    /// A dedicated subscriber connection feeding a subscription; it re-subscribes after a
+    /// reconnect and reports the outage as a `Gap` (pub/sub messages sent meanwhile are gone).
+    async fn listen(&self, channels: Channels) -> Result<Subscription, Error> {
         let subscriber = Builder::from_config(self.config.clone())
             .set_policy(reconnect_policy())
             .build_subscriber_client()?;
         subscriber.init().await?;
         let resubscribe = subscriber.manage_subscriptions();
-        subscriber
-            .psubscribe(format!("{}team:*", self.prefix))
-            .await?;
+        match channels {
+            Channels::Pattern(pattern) => subscriber.psubscribe(pattern).await?,
+            Channels::Exact(channel) => subscriber.subscribe(channel).await?,
+        }
         let mut messages = subscriber.message_rx();
         let mut reconnects = subscriber.reconnect_rx();
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
@@ -144,15 +172,14 @@ impl HotStore for RedisHotStore {
                             None => continue,
                         },
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                            tracing::warn!(missed, "redis fan-out subscriber lagged");
+                            tracing::warn!(missed, "redis subscriber lagged");
                             FanoutEvent::Gap
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                     },
                     reconnect = reconnects.recv() => match reconnect {
-                        // Messages published while the link was down are gone.
                         Ok(_) => {
-                            tracing::warn!("redis fan-out link re-established; events may have been missed");
+                            tracing::warn!("redis subscriber reconnected; messages may have been missed");
                             FanoutEvent::Gap
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => FanoutEvent::Gap,

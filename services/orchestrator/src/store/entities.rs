@@ -19,6 +19,7 @@ pub mod agent {
         pub finished_at_ms: Option<i64>,
         pub output_seq: i64,
         pub token_hash: String,
+        pub kill_requested_ms: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -7,7 +7,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Agents)]
+        vec![Box::new(M0001Agents), Box::new(M0002KillRequested)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -87,5 +87,38 @@ impl MigrationTrait for M0001Agents {
                 .await?;
         }
         Ok(())
+    }
+}
+
+struct M0002KillRequested;
+
+impl MigrationName for M0002KillRequested {
+    fn name(&self) -> &str {
+        "m0002_agents_kill_requested"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002KillRequested {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("agents"))
+                    .add_column(col("kill_requested_ms").big_integer().null())
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("agents"))
+                    .drop_column(Alias::new("kill_requested_ms"))
+                    .to_owned(),
+            )
+            .await
     }
 }

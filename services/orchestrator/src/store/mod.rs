@@ -14,6 +14,16 @@ use sea_orm::{
 
 pub use migration::Migrator;
 
+const ALL_STATUSES: [AgentStatus; 7] = [
+    AgentStatus::Pending,
+    AgentStatus::Starting,
+    AgentStatus::Running,
+    AgentStatus::Completed,
+    AgentStatus::Failed,
+    AgentStatus::Killed,
+    AgentStatus::Lost,
+];
+
 use crate::agents::Agent;
 use entities::{agent, output};
 
@@ -32,6 +42,12 @@ pub trait AgentStore: Send + Sync + 'static {
     /// The hash of the agent's link token.
     async fn token_hash(&self, id: AgentId) -> Result<Option<String>, DbErr>;
     async fn list(&self, team: TeamId) -> Result<Vec<Agent>, DbErr>;
+    /// Remembers that the owner asked to kill the agent, so a vm-agent that reconnects later is
+    /// told at once.
+    async fn request_kill(&self, id: AgentId, at_ms: i64) -> Result<(), DbErr>;
+    async fn kill_requested(&self, id: AgentId) -> Result<bool, DbErr>;
+    /// Records which VM the agent was started on.
+    async fn set_vm(&self, id: AgentId, vm_id: &str) -> Result<(), DbErr>;
     /// Moves the agent to `status` if that is a step forward; returns the updated agent, or
     /// `None` when the move was not allowed (the agent is unchanged then).
     async fn transition(
@@ -99,6 +115,7 @@ impl AgentStore for SeaAgentStore {
             finished_at_ms: Set(a.finished_at_ms),
             output_seq: Set(to_i64(a.output_seq)),
             token_hash: Set(token_hash.to_owned()),
+            kill_requested_ms: Set(None),
         }
         .insert(&self.db)
         .await
@@ -132,6 +149,32 @@ impl AgentStore for SeaAgentStore {
             .collect()
     }
 
+    async fn request_kill(&self, id: AgentId, at_ms: i64) -> Result<(), DbErr> {
+        agent::Entity::update_many()
+            .col_expr(agent::Column::KillRequestedMs, Expr::value(at_ms))
+            .filter(agent::Column::Id.eq(id.to_string()))
+            .filter(agent::Column::KillRequestedMs.is_null())
+            .exec(&self.db)
+            .await
+            .map(|_| ())
+    }
+
+    async fn kill_requested(&self, id: AgentId) -> Result<bool, DbErr> {
+        let row = agent::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?;
+        Ok(row.is_some_and(|r| r.kill_requested_ms.is_some()))
+    }
+
+    async fn set_vm(&self, id: AgentId, vm_id: &str) -> Result<(), DbErr> {
+        agent::Entity::update_many()
+            .col_expr(agent::Column::VmId, Expr::value(vm_id.to_owned()))
+            .filter(agent::Column::Id.eq(id.to_string()))
+            .exec(&self.db)
+            .await
+            .map(|_| ())
+    }
+
     async fn transition(
         &self,
         id: AgentId,
@@ -139,29 +182,29 @@ impl AgentStore for SeaAgentStore {
         exit_code: Option<i32>,
         at_ms: i64,
     ) -> Result<Option<Agent>, DbErr> {
-        let txn = self.db.begin().await?;
-        let Some(row) = agent::Entity::find_by_id(id.to_string()).one(&txn).await? else {
-            return Ok(None);
-        };
-        let current: AgentStatus = row
-            .status
-            .parse()
-            .map_err(|()| DbErr::Custom("bad status".to_owned()))?;
-        if !current.can_become(status) {
-            return Ok(None);
-        }
-        let mut update: agent::ActiveModel = row.into();
-        update.status = Set(status.as_str().to_owned());
+        // One conditional UPDATE: of two concurrent moves (say completed and killed) only one
+        // can find the agent still in a state it may leave.
+        let from: Vec<&str> = ALL_STATUSES
+            .iter()
+            .filter(|s| s.can_become(status))
+            .map(|s| s.as_str())
+            .collect();
+        let mut update = agent::Entity::update_many()
+            .col_expr(agent::Column::Status, Expr::value(status.as_str()))
+            .filter(agent::Column::Id.eq(id.to_string()))
+            .filter(agent::Column::Status.is_in(from));
         if status == AgentStatus::Running {
-            update.started_at_ms = Set(Some(at_ms));
+            update = update.col_expr(agent::Column::StartedAtMs, Expr::value(at_ms));
         }
         if status.is_final() {
-            update.finished_at_ms = Set(Some(at_ms));
-            update.exit_code = Set(exit_code);
+            update = update
+                .col_expr(agent::Column::FinishedAtMs, Expr::value(at_ms))
+                .col_expr(agent::Column::ExitCode, Expr::value(exit_code));
         }
-        let updated = update.update(&txn).await?;
-        txn.commit().await?;
-        agent_of(updated).map(Some)
+        if update.exec(&self.db).await?.rows_affected != 1 {
+            return Ok(None);
+        }
+        self.get(id).await
     }
 
     async fn append_output(&self, id: AgentId, chunks: &[StoredChunk]) -> Result<u64, DbErr> {
@@ -181,11 +224,35 @@ impl AgentStore for SeaAgentStore {
         let Some(row) = agent::Entity::find_by_id(id.to_string()).one(&txn).await? else {
             return Err(DbErr::RecordNotFound(format!("agent {id}")));
         };
-        // Advance over what is now contiguous: chunks arrive in order, so this is the common case.
+        // Advance over everything now contiguous: this batch (in any order) and anything stored
+        // earlier beyond a gap it filled.
         let mut next = to_u64(row.output_seq);
-        for chunk in chunks {
-            if chunk.seq == next {
+        let mut seqs: Vec<u64> = chunks.iter().map(|c| c.seq).collect();
+        seqs.sort_unstable();
+        for seq in seqs {
+            if seq == next {
                 next += 1;
+            }
+        }
+        loop {
+            let stored: Vec<i64> = output::Entity::find()
+                .select_only()
+                .column(output::Column::Seq)
+                .filter(output::Column::AgentId.eq(id.to_string()))
+                .filter(output::Column::Seq.gte(to_i64(next)))
+                .order_by_asc(output::Column::Seq)
+                .limit(1000)
+                .into_tuple()
+                .all(&txn)
+                .await?;
+            let before = next;
+            for seq in &stored {
+                if to_u64(*seq) == next {
+                    next += 1;
+                }
+            }
+            if next == before || stored.len() < 1000 {
+                break;
             }
         }
         if next != to_u64(row.output_seq) {
