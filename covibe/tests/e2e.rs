@@ -255,6 +255,22 @@ async fn thin_path(gw: &str) -> Team {
                         data["data"].as_str().unwrap().starts_with('{'),
                         "one JSON line per event"
                     );
+                    // Each line also arrives understood, so clients need not parse stream-json.
+                    let kind = data["event"]["kind"].as_str().unwrap().to_owned();
+                    match seqs.len() {
+                        0 => {
+                            assert_eq!(data["event"]["model"], "claude-sonnet-4-5", "init: {data}")
+                        }
+                        2 => assert_eq!(
+                            data["event"]["blocks"][0]["name"], "Bash",
+                            "tool use: {data}"
+                        ),
+                        n if n as u64 == total - 1 => assert_eq!(kind, "result"),
+                        _ => assert!(["assistant", "user"].contains(&kind.as_str()), "{data}"),
+                    }
+                    if seqs.is_empty() {
+                        assert_eq!(kind, "init");
+                    }
                     seqs.push(data["seq"].as_u64().unwrap());
                 }
                 "agent_status" => {
@@ -314,6 +330,20 @@ async fn thin_path(gw: &str) -> Team {
         .map(|a| (a["id"].as_str().unwrap(), a["status"].as_str().unwrap()))
         .collect();
     assert_eq!(listed.get(agent_id.as_str()), Some(&"completed"));
+    let (_, one) = get(&http, &format!("{gw}/api/agent/{agent_id}"), &miguel_token).await;
+    assert!(
+        one["agent"]["costUsd"].as_f64().unwrap() > 0.0,
+        "the final cost is kept: {one}"
+    );
+    assert_eq!(one["agent"]["turns"], lines + 2);
+    assert!(
+        !one["agent"]["vmId"].as_str().unwrap().is_empty(),
+        "the VM it ran on is recorded"
+    );
+    assert_eq!(
+        chunks[0]["event"]["kind"], "init",
+        "history carries the understood event too"
+    );
 
     // Another team sees nothing of it: no events, no history, not in its list.
     let leaked: Vec<_> = sio

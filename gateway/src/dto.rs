@@ -88,6 +88,9 @@ pub struct Agent {
     pub finished_at: Option<i64>,
     /// Output chunks stored so far (the next `seq`).
     pub output_seq: u64,
+    pub cost_usd: Option<f64>,
+    pub turns: Option<i64>,
+    pub duration_ms: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -102,12 +105,27 @@ pub struct Session {
     pub access_expires_at: i64,
 }
 
+/// One `agent_output` Socket.io event.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentOutput<'a> {
+    pub agent_id: &'a str,
+    pub owner: &'a str,
+    pub seq: u64,
+    pub stream: &'static str,
+    pub data: std::borrow::Cow<'a, str>,
+    /// The line understood as Claude Code stream-json (`{"kind": "raw"}` when it is not).
+    pub event: &'a serde_json::value::RawValue,
+    pub can_control: bool,
+}
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OutputChunk {
     pub seq: u64,
     pub stream: &'static str,
     pub data: String,
+    pub event: Box<serde_json::value::RawValue>,
 }
 
 #[derive(Debug, Serialize)]
@@ -163,6 +181,9 @@ pub fn agent(a: common::Agent) -> Agent {
         started_at: a.started_at_ms,
         finished_at: a.finished_at_ms,
         output_seq: a.output_seq,
+        cost_usd: a.cost_usd,
+        turns: a.num_turns,
+        duration_ms: a.duration_ms,
     }
 }
 
@@ -188,8 +209,17 @@ pub fn output_page(agent_id: String, page: orch::GetOutputResponse) -> OutputPag
                 seq: c.seq,
                 stream: stream_name(c.stream),
                 data: String::from_utf8_lossy(&c.data).into_owned(),
+                event: event_value(c.event_json),
             })
             .collect(),
         next_seq: page.next_seq,
     }
+}
+
+/// The structured event as the orchestrator wrote it, passed on without re-parsing.
+pub fn event_value(json: String) -> Box<serde_json::value::RawValue> {
+    use serde_json::value::RawValue;
+    RawValue::from_string(json)
+        .or_else(|_| RawValue::from_string(r#"{"kind":"raw"}"#.to_owned()))
+        .unwrap_or_default()
 }

@@ -13,7 +13,7 @@ use covibe_proto::prost::Message;
 use covibe_storage::{FanoutEvent, Subscription};
 use covibe_types::{TeamId, UserId};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
@@ -198,14 +198,16 @@ pub async fn relay(io: SocketIo, mut subscription: Subscription) {
         };
         match event.event {
             Some(ev::team_event::Event::AgentOutput(out)) => {
-                let mut payload = json!({
-                    "agentId": out.agent_id,
-                    "owner": out.owner_id,
-                    "seq": out.seq,
-                    "stream": dto::stream_name(out.stream),
-                    "data": String::from_utf8_lossy(&out.data),
-                    "canControl": false,
-                });
+                let event = dto::event_value(out.event_json);
+                let mut payload = dto::AgentOutput {
+                    agent_id: &out.agent_id,
+                    owner: &out.owner_id,
+                    seq: out.seq,
+                    stream: dto::stream_name(out.stream),
+                    data: String::from_utf8_lossy(&out.data),
+                    event: &event,
+                    can_control: false,
+                };
                 let owner = user_room(&out.owner_id);
                 emit(
                     io.to(team_room(team)).except(owner.clone()),
@@ -213,7 +215,7 @@ pub async fn relay(io: SocketIo, mut subscription: Subscription) {
                     &payload,
                 )
                 .await;
-                payload["canControl"] = Value::Bool(true);
+                payload.can_control = true;
                 emit(io.to(owner), "agent_output", &payload).await;
             }
             Some(ev::team_event::Event::AgentStatus(status)) => {
@@ -233,7 +235,11 @@ pub async fn relay(io: SocketIo, mut subscription: Subscription) {
     tracing::warn!("fan-out subscription ended");
 }
 
-async fn emit(to: socketioxide::operators::BroadcastOperators, event: &str, payload: &Value) {
+async fn emit<T: serde::Serialize + ?Sized>(
+    to: socketioxide::operators::BroadcastOperators,
+    event: &str,
+    payload: &T,
+) {
     if let Err(err) = to.emit(event, payload).await {
         tracing::debug!(event, error = %err, "broadcast reached not every socket");
     }

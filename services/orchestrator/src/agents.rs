@@ -20,8 +20,9 @@ use sha2::Digest;
 use crate::Error;
 use crate::events;
 use crate::store::{AgentStore, StoredChunk};
+use crate::stream_json::{self, Outcome};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Agent {
     pub id: AgentId,
     pub team_id: TeamId,
@@ -35,6 +36,8 @@ pub struct Agent {
     pub finished_at_ms: Option<i64>,
     /// Output chunks stored so far; the next expected sequence number.
     pub output_seq: u64,
+    /// Cost, turns and duration from the agent's final stream-json result, once printed.
+    pub outcome: Option<Outcome>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -187,6 +190,7 @@ impl Agents {
             started_at_ms: None,
             finished_at_ms: None,
             output_seq: 0,
+            outcome: None,
         };
         self.store.insert(&agent, &hash_token(&agent_token)).await?;
         tracing::info!(agent_id = %agent.id, team_id = %team, owner_id = %owner, "agent created");
@@ -265,11 +269,12 @@ impl Agents {
             tracing::warn!(agent_id = %agent.id, error = %err, "hot buffer append failed; history falls back to the database");
         }
         for chunk in chunks {
-            if let Err(err) = self
-                .hot
-                .publish(agent.team_id, events::output(agent, chunk))
-                .await
-            {
+            let parsed = stream_json::parse(&chunk.data);
+            if let Some(outcome) = parsed.outcome {
+                self.store.record_outcome(agent.id, outcome).await?;
+            }
+            let event = events::output(agent, chunk, parsed.event.to_string());
+            if let Err(err) = self.hot.publish(agent.team_id, event).await {
                 tracing::warn!(agent_id = %agent.id, error = %err, "could not publish output");
                 break;
             }

@@ -22,7 +22,7 @@ pub fn status(agent: &Agent) -> Bytes {
     Bytes::from(event.encode_to_vec())
 }
 
-pub fn output(agent: &Agent, chunk: &StoredChunk) -> Bytes {
+pub fn output(agent: &Agent, chunk: &StoredChunk, event_json: String) -> Bytes {
     let event = ev::TeamEvent {
         team_id: agent.team_id.to_string(),
         event: Some(ev::team_event::Event::AgentOutput(ev::AgentOutput {
@@ -31,6 +31,7 @@ pub fn output(agent: &Agent, chunk: &StoredChunk) -> Bytes {
             seq: chunk.seq,
             stream: chunk.stream,
             data: chunk.data.clone(),
+            event_json,
         })),
     };
     Bytes::from(event.encode_to_vec())

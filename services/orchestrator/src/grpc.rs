@@ -48,6 +48,9 @@ pub fn agent_pb(a: &Agent) -> common::Agent {
         started_at_ms: a.started_at_ms,
         finished_at_ms: a.finished_at_ms,
         output_seq: a.output_seq,
+        cost_usd: a.outcome.map(|o| o.cost_usd),
+        num_turns: a.outcome.map(|o| o.turns),
+        duration_ms: a.outcome.map(|o| o.duration_ms),
     }
 }
 
@@ -134,6 +137,7 @@ impl OrchestratorService for OrchestratorGrpc {
                 .map(|c| pb::OutputChunk {
                     seq: c.seq,
                     stream: c.stream,
+                    event_json: crate::stream_json::parse(&c.data).event.to_string(),
                     data: c.data.to_vec(),
                 })
                 .collect(),

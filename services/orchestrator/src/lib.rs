@@ -13,9 +13,11 @@ mod grpc;
 mod link;
 mod links;
 pub mod store;
+mod stream_json;
 
 pub use agents::{Agent, Agents, Limits, OutputPage};
 pub use error::Error;
 pub use grpc::OrchestratorGrpc;
 pub use link::LinkService;
 pub use store::{AgentStore, SeaAgentStore, StoredChunk};
+pub use stream_json::{Outcome, Parsed, parse as parse_stream_json};

@@ -20,6 +20,7 @@ fn agent(team: TeamId, owner: UserId, task: &str, created_at_ms: i64) -> Agent {
         started_at_ms: None,
         finished_at_ms: None,
         output_seq: 0,
+        outcome: None,
     }
 }
 

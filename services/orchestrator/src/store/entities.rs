@@ -3,7 +3,7 @@
 pub mod agent {
     use sea_orm::entity::prelude::*;
 
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
     #[sea_orm(table_name = "agents")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
@@ -20,6 +20,9 @@ pub mod agent {
         pub output_seq: i64,
         pub token_hash: String,
         pub kill_requested_ms: Option<i64>,
+        pub cost_usd: Option<f64>,
+        pub num_turns: Option<i64>,
+        pub duration_ms: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

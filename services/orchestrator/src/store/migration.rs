@@ -7,7 +7,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Agents), Box::new(M0002KillRequested)]
+        vec![
+            Box::new(M0001Agents),
+            Box::new(M0002KillRequested),
+            Box::new(M0003Outcome),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -120,5 +124,49 @@ impl MigrationTrait for M0002KillRequested {
                     .to_owned(),
             )
             .await
+    }
+}
+
+struct M0003Outcome;
+
+impl MigrationName for M0003Outcome {
+    fn name(&self) -> &str {
+        "m0003_agents_outcome"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003Outcome {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite cannot add several in one ALTER TABLE.
+        for column in [
+            col("cost_usd").double().null().to_owned(),
+            col("num_turns").big_integer().null().to_owned(),
+            col("duration_ms").big_integer().null().to_owned(),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Alias::new("agents"))
+                        .add_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in ["cost_usd", "num_turns", "duration_ms"] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Alias::new("agents"))
+                        .drop_column(Alias::new(column))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -25,6 +25,7 @@ const ALL_STATUSES: [AgentStatus; 7] = [
 ];
 
 use crate::agents::Agent;
+use crate::stream_json::Outcome;
 use entities::{agent, output};
 
 /// One stored output chunk.
@@ -46,6 +47,8 @@ pub trait AgentStore: Send + Sync + 'static {
     /// told at once.
     async fn request_kill(&self, id: AgentId, at_ms: i64) -> Result<(), DbErr>;
     async fn kill_requested(&self, id: AgentId) -> Result<bool, DbErr>;
+    /// Keeps the cost, turns and duration of the agent's final result.
+    async fn record_outcome(&self, id: AgentId, outcome: Outcome) -> Result<(), DbErr>;
     /// Records which VM the agent was started on.
     async fn set_vm(&self, id: AgentId, vm_id: &str) -> Result<(), DbErr>;
     /// Moves the agent to `status` if that is a step forward; returns the updated agent, or
@@ -96,6 +99,11 @@ fn agent_of(m: agent::Model) -> Result<Agent, DbErr> {
         started_at_ms: m.started_at_ms,
         finished_at_ms: m.finished_at_ms,
         output_seq: to_u64(m.output_seq),
+        outcome: m.cost_usd.map(|cost_usd| Outcome {
+            cost_usd,
+            turns: m.num_turns.unwrap_or(0),
+            duration_ms: m.duration_ms.unwrap_or(0),
+        }),
     })
 }
 
@@ -116,6 +124,9 @@ impl AgentStore for SeaAgentStore {
             output_seq: Set(to_i64(a.output_seq)),
             token_hash: Set(token_hash.to_owned()),
             kill_requested_ms: Set(None),
+            cost_usd: Set(None),
+            num_turns: Set(None),
+            duration_ms: Set(None),
         }
         .insert(&self.db)
         .await
@@ -164,6 +175,17 @@ impl AgentStore for SeaAgentStore {
             .one(&self.db)
             .await?;
         Ok(row.is_some_and(|r| r.kill_requested_ms.is_some()))
+    }
+
+    async fn record_outcome(&self, id: AgentId, outcome: Outcome) -> Result<(), DbErr> {
+        agent::Entity::update_many()
+            .col_expr(agent::Column::CostUsd, Expr::value(outcome.cost_usd))
+            .col_expr(agent::Column::NumTurns, Expr::value(outcome.turns))
+            .col_expr(agent::Column::DurationMs, Expr::value(outcome.duration_ms))
+            .filter(agent::Column::Id.eq(id.to_string()))
+            .exec(&self.db)
+            .await
+            .map(|_| ())
     }
 
     async fn set_vm(&self, id: AgentId, vm_id: &str) -> Result<(), DbErr> {
