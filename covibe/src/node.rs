@@ -178,6 +178,11 @@ async fn orchestrator(
     let link_url = config.link_url.clone().unwrap_or_else(|| server.url());
     let limits = covibe_orchestrator::Limits {
         max_task_bytes: config.limits.max_task_bytes,
+        kill_grace_ms: config.limits.kill_grace_ms,
+        max_running_agents: config.limits.max_running_agents,
+        spawns_per_minute: config.limits.spawns_per_minute,
+        lost_after_ms: i64::try_from(config.limits.lost_after_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX),
         ..Default::default()
     };
     let agents = Arc::new(covibe_orchestrator::Agents::new(
@@ -187,6 +192,7 @@ async fn orchestrator(
         link_url,
         limits,
     ));
+    agents.spawn_lost_sweeper();
     let link = covibe_orchestrator::LinkService::start(agents.clone())
         .await
         .context("orchestrator control channel")?;

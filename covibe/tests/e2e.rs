@@ -17,7 +17,14 @@ fn expected_lines(n: u64) -> u64 {
 }
 
 async fn start_standalone(dir: &Path) -> (Proc, String) {
+    start_standalone_with(dir, &[]).await
+}
+
+async fn start_standalone_with(dir: &Path, extra: &[(&str, &str)]) -> (Proc, String) {
     let mut cmd = clean_command(Path::new(COVIBE));
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
     cmd.arg("standalone")
         .env("COVIBE_HTTP_ADDR", "127.0.0.1:0")
         .env("COVIBE_DATA_DIR", dir)
@@ -555,4 +562,99 @@ fn layering() {
         }
     }
     assert!(checked >= 13, "only {checked} crates checked");
+}
+
+/// A member may run only so many agents at once and spawn only so many a minute; the limits
+/// answer with a clear error and leave the member's running agents alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawn_limits_per_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = [
+        ("COVIBE_LIMITS__MAX_RUNNING_AGENTS", "2"),
+        ("COVIBE_LIMITS__SPAWNS_PER_MINUTE", "3"),
+    ];
+    let (_proc, gw) = start_standalone_with(dir.path(), &limits).await;
+    let http = reqwest::Client::new();
+    let (_, me) = post(
+        &http,
+        &format!("{gw}/api/team/create"),
+        None,
+        json!({"name": "Limits", "email": "l@example.com", "displayName": "L"}),
+    )
+    .await;
+    let token = me["accessToken"].as_str().unwrap().to_owned();
+    let spawn = async |task: &str| {
+        post(
+            &http,
+            &format!("{gw}/api/agent/spawn"),
+            Some(&token),
+            json!({"task": task}),
+        )
+        .await
+    };
+    let (a, first) = spawn("wait_stdin one").await;
+    let (b, _) = spawn("wait_stdin two").await;
+    assert_eq!((a, b), (201, 201));
+    let (status, body) = spawn("wait_stdin three").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("running"),
+        "{body}"
+    );
+
+    // Ending one makes room, until the per-minute budget is spent.
+    let first = first["agent"]["id"].as_str().unwrap();
+    let response = http
+        .delete(format!("{gw}/api/agent/{first}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    wait_for_status(&http, &gw, &token, first, "killed").await;
+    let (status, body) = spawn("wait_stdin four").await;
+    assert_eq!(status, 201, "{body}");
+    let (_, list) = get(&http, &format!("{gw}/api/agent/list"), &token).await;
+    for agent in list["agents"].as_array().unwrap() {
+        if agent["status"] == "running" || agent["status"] == "starting" {
+            let id = agent["id"].as_str().unwrap();
+            http.delete(format!("{gw}/api/agent/{id}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let response = loop {
+        let response = http
+            .post(format!("{gw}/api/agent/spawn"))
+            .bearer_auth(&token)
+            .json(&json!({"task": "five"}))
+            .send()
+            .await
+            .unwrap();
+        if response.status().as_u16() != 409 {
+            break response;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(response.status().as_u16(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+}
+
+/// Polls the agent until it has `status` (a hang guard bounds the wait, not a speed claim).
+async fn wait_for_status(http: &reqwest::Client, gw: &str, token: &str, agent: &str, status: &str) {
+    for _ in 0..1200 {
+        let (_, body) = get(http, &format!("{gw}/api/agent/{agent}"), token).await;
+        if body["agent"]["status"] == status {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("agent {agent} never became {status}");
 }

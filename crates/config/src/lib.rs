@@ -83,6 +83,14 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Output chunks kept per agent in the hot ring buffer.
     pub ring_buffer_chunks: usize,
+    /// Agents one member may have pending, starting or running at once.
+    pub max_running_agents: u32,
+    /// Spawns one member may make per minute.
+    pub spawns_per_minute: u32,
+    /// Milliseconds a killed agent gets between SIGTERM and SIGKILL.
+    pub kill_grace_ms: u32,
+    /// Seconds a running agent's vm-agent may stay silent before the agent is marked `lost`.
+    pub lost_after_secs: u64,
 }
 
 impl Default for Config {
@@ -136,6 +144,10 @@ impl Default for Limits {
             max_task_bytes: 16 * 1024,
             max_body_bytes: 64 * 1024,
             ring_buffer_chunks: 10_000,
+            max_running_agents: 5,
+            spawns_per_minute: 10,
+            kill_grace_ms: 5_000,
+            lost_after_secs: 120,
         }
     }
 }
@@ -220,7 +232,12 @@ impl Config {
         if self.auth.access_ttl_secs == 0 || self.auth.refresh_ttl_secs == 0 {
             return invalid("auth token lifetimes must be positive".to_owned());
         }
-        if self.limits.max_task_bytes == 0 || self.limits.ring_buffer_chunks == 0 {
+        if self.limits.max_task_bytes == 0
+            || self.limits.ring_buffer_chunks == 0
+            || self.limits.max_running_agents == 0
+            || self.limits.spawns_per_minute == 0
+            || self.limits.lost_after_secs == 0
+        {
             return invalid("limits must be positive".to_owned());
         }
         Ok(())

@@ -38,8 +38,8 @@ impl AgentStatus {
             Self::Completed | Self::Failed | Self::Killed | Self::Lost
         )
     }
-
-    /// Whether moving from `self` to `next` is a step forward in the lifecycle.
+    /// Whether moving from `self` to `next` is a step forward in the lifecycle. `lost` means
+    /// "not heard from": an agent whose vm-agent comes back may still run and end normally.
     pub fn can_become(self, next: Self) -> bool {
         const fn rank(s: AgentStatus) -> u8 {
             match s {
@@ -49,7 +49,13 @@ impl AgentStatus {
                 _ => 3,
             }
         }
-        !self.is_final() && rank(next) > rank(self)
+        match self {
+            Self::Lost => matches!(
+                next,
+                Self::Running | Self::Completed | Self::Failed | Self::Killed
+            ),
+            _ => !self.is_final() && rank(next) > rank(self),
+        }
     }
 
     pub fn to_proto(self) -> pb::AgentStatus {
@@ -113,5 +119,8 @@ mod tests {
         assert!(!Running.can_become(Starting));
         assert!(!Completed.can_become(Failed));
         assert!(!Killed.can_become(Running));
+        assert!(Running.can_become(Lost));
+        assert!(Lost.can_become(Running) && Lost.can_become(Completed));
+        assert!(!Lost.can_become(Starting) && !Lost.can_become(Lost));
     }
 }

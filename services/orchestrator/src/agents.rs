@@ -46,6 +46,12 @@ pub struct Limits {
     pub max_page: u64,
     /// How long a killed agent gets between SIGTERM and SIGKILL.
     pub kill_grace_ms: u32,
+    /// Agents one member may have pending, starting or running at once.
+    pub max_running_agents: u32,
+    /// Spawns one member may make per minute.
+    pub spawns_per_minute: u32,
+    /// An agent whose vm-agent is silent this long is marked `lost`.
+    pub lost_after_ms: i64,
 }
 
 impl Default for Limits {
@@ -54,6 +60,9 @@ impl Default for Limits {
             max_task_bytes: 16 * 1024,
             max_page: 5_000,
             kill_grace_ms: 5_000,
+            max_running_agents: 5,
+            spawns_per_minute: 10,
+            lost_after_ms: 120_000,
         }
     }
 }
@@ -175,6 +184,32 @@ impl Agents {
             ))
             .into());
         }
+        // Limits are counted in the database, so they hold across orchestrator replicas.
+        let running = self.store.count_active(owner).await?;
+        if running >= u64::from(self.limits.max_running_agents) {
+            return Err(ApiError::new(
+                Code::Conflict,
+                format!(
+                    "you already have {running} agents running (the limit is {}); wait for one to end or kill one",
+                    self.limits.max_running_agents
+                ),
+            )
+            .into());
+        }
+        let recent = self
+            .store
+            .count_created_since(owner, now_ms() - 60_000)
+            .await?;
+        if recent >= u64::from(self.limits.spawns_per_minute) {
+            return Err(ApiError::new(
+                Code::RateLimited,
+                format!(
+                    "at most {} spawns a minute; try again shortly",
+                    self.limits.spawns_per_minute
+                ),
+            )
+            .into());
+        }
         let mut secret = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut secret);
         let agent_token = URL_SAFE_NO_PAD.encode(secret);
@@ -280,6 +315,44 @@ impl Agents {
             }
         }
         Ok(next)
+    }
+
+    /// Marks `lost` every agent whose vm-agent has been silent past the limit. Every replica may
+    /// run this: the transition is conditional, so an agent is marked once.
+    pub async fn mark_lost(&self) -> Result<usize, Error> {
+        let silent = self
+            .store
+            .silent_since(now_ms() - self.limits.lost_after_ms)
+            .await?;
+        let mut marked = 0;
+        for id in silent {
+            if self
+                .transition(id, AgentStatus::Lost, None)
+                .await?
+                .is_some()
+            {
+                tracing::warn!(agent_id = %id, "vm-agent silent too long, agent marked lost");
+                marked += 1;
+            }
+        }
+        Ok(marked)
+    }
+
+    /// Runs `mark_lost` a few times per timeout, for as long as the process lives.
+    pub fn spawn_lost_sweeper(self: &Arc<Self>) {
+        let agents = self.clone();
+        let period_ms = u64::try_from(self.limits.lost_after_ms / 4)
+            .unwrap_or(30_000)
+            .clamp(500, 30_000);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(period_ms));
+            loop {
+                tick.tick().await;
+                if let Err(err) = agents.mark_lost().await {
+                    tracing::warn!(error = %err, "lost-agent sweep failed");
+                }
+            }
+        });
     }
 
     pub async fn list(&self, team: TeamId) -> Result<Vec<Agent>, Error> {

@@ -13,7 +13,7 @@ use covibe_proto::vmagent::v1::agent_frame::Frame;
 use covibe_proto::vmagent::v1::agent_link_server::{AgentLink, AgentLinkServer};
 use covibe_proto::vmagent::v1::server_frame::Frame as Out;
 use covibe_proto::vmagent::v1::{self as pb, AgentFrame, ServerFrame};
-use covibe_types::{AgentId, AgentStatus, ApiError, Code};
+use covibe_types::{AgentId, AgentStatus, ApiError, Code, now_ms};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
@@ -150,6 +150,9 @@ impl AgentLink for LinkService {
             }
             .instrument(span.clone()),
         );
+        if let Err(err) = store.touch(id, now_ms()).await {
+            tracing::warn!(agent_id = %id, error = %err, "could not record the attach");
+        }
         self.links.attach(id, tx.clone());
         let links = self.links.clone();
         let session = Session {
@@ -190,11 +193,19 @@ impl Session {
                 let frame = match item {
                     Ok(AgentFrame { frame: Some(frame) }) => frame,
                     Ok(AgentFrame { frame: None }) => {
+                        let _ = self.flush(&mut batch).await;
                         return self.fail(Code::InvalidArgument, "empty frame").await;
                     }
                     Err(status) => {
-                        tracing::info!(error = %status, "vm-agent stream ended");
                         let _ = self.flush(&mut batch).await;
+                        if matches!(
+                            status.code(),
+                            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+                        ) {
+                            // A frame over the decoding limit: say why, or the sender would resend it forever.
+                            return self.fail(Code::InvalidArgument, "frame too large").await;
+                        }
+                        tracing::info!(error = %status, "vm-agent stream ended");
                         return;
                     }
                 };
@@ -213,8 +224,13 @@ impl Session {
                             return;
                         }
                     }
-                    Frame::Heartbeat(_) => {}
+                    Frame::Heartbeat(_) => {
+                        if let Err(err) = self.agents.store().touch(self.agent.id, now_ms()).await {
+                            tracing::warn!(error = %err, "could not record a heartbeat");
+                        }
+                    }
                     Frame::Hello(_) => {
+                        let _ = self.flush(&mut batch).await;
                         return self
                             .fail(Code::InvalidArgument, "hello may only be the first frame")
                             .await;
@@ -245,6 +261,9 @@ impl Session {
         let next = self.agent.output_seq + batch.len() as u64;
         if output.seq < next {
             return Ok(()); // already stored: a resend after a reconnect
+        }
+        if self.agent.status.is_final() && self.agent.status != AgentStatus::Lost {
+            return Err("the agent has ended; no more output is accepted");
         }
         if output.seq > next {
             return Err("output sequence has a gap");

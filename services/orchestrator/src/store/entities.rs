@@ -23,6 +23,7 @@ pub mod agent {
         pub cost_usd: Option<f64>,
         pub num_turns: Option<i64>,
         pub duration_ms: Option<i64>,
+        pub last_seen_ms: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0001Agents),
             Box::new(M0002KillRequested),
             Box::new(M0003Outcome),
+            Box::new(M0004LastSeen),
         ]
     }
 
@@ -168,5 +169,38 @@ impl MigrationTrait for M0003Outcome {
                 .await?;
         }
         Ok(())
+    }
+}
+
+struct M0004LastSeen;
+
+impl MigrationName for M0004LastSeen {
+    fn name(&self) -> &str {
+        "m0004_agents_last_seen"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004LastSeen {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("agents"))
+                    .add_column(col("last_seen_ms").big_integer().null())
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("agents"))
+                    .drop_column(Alias::new("last_seen_ms"))
+                    .to_owned(),
+            )
+            .await
     }
 }

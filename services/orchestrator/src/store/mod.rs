@@ -5,11 +5,11 @@ mod migration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use covibe_types::{AgentId, AgentStatus, TeamId};
+use covibe_types::{AgentId, AgentStatus, TeamId, UserId};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
 pub use migration::Migrator;
@@ -47,6 +47,15 @@ pub trait AgentStore: Send + Sync + 'static {
     /// told at once.
     async fn request_kill(&self, id: AgentId, at_ms: i64) -> Result<(), DbErr>;
     async fn kill_requested(&self, id: AgentId) -> Result<bool, DbErr>;
+    /// The owner's agents that are pending, starting or running.
+    async fn count_active(&self, owner: UserId) -> Result<u64, DbErr>;
+    /// The owner's agents created at or after `since_ms`.
+    async fn count_created_since(&self, owner: UserId, since_ms: i64) -> Result<u64, DbErr>;
+    /// Notes that the agent's vm-agent was heard from at `at_ms`.
+    async fn touch(&self, id: AgentId, at_ms: i64) -> Result<(), DbErr>;
+    /// Agents still starting or running whose vm-agent was last heard from (or, never heard
+    /// from, created) before `before_ms`.
+    async fn silent_since(&self, before_ms: i64) -> Result<Vec<AgentId>, DbErr>;
     /// Keeps the cost, turns and duration of the agent's final result.
     async fn record_outcome(&self, id: AgentId, outcome: Outcome) -> Result<(), DbErr>;
     /// Records which VM the agent was started on.
@@ -127,6 +136,7 @@ impl AgentStore for SeaAgentStore {
             cost_usd: Set(None),
             num_turns: Set(None),
             duration_ms: Set(None),
+            last_seen_ms: Set(None),
         }
         .insert(&self.db)
         .await
@@ -175,6 +185,59 @@ impl AgentStore for SeaAgentStore {
             .one(&self.db)
             .await?;
         Ok(row.is_some_and(|r| r.kill_requested_ms.is_some()))
+    }
+
+    async fn count_active(&self, owner: UserId) -> Result<u64, DbErr> {
+        let active = [
+            AgentStatus::Pending,
+            AgentStatus::Starting,
+            AgentStatus::Running,
+        ]
+        .map(AgentStatus::as_str);
+        agent::Entity::find()
+            .filter(agent::Column::OwnerId.eq(owner.to_string()))
+            .filter(agent::Column::Status.is_in(active))
+            .count(&self.db)
+            .await
+    }
+
+    async fn count_created_since(&self, owner: UserId, since_ms: i64) -> Result<u64, DbErr> {
+        agent::Entity::find()
+            .filter(agent::Column::OwnerId.eq(owner.to_string()))
+            .filter(agent::Column::CreatedAtMs.gte(since_ms))
+            .count(&self.db)
+            .await
+    }
+    async fn touch(&self, id: AgentId, at_ms: i64) -> Result<(), DbErr> {
+        agent::Entity::update_many()
+            .col_expr(agent::Column::LastSeenMs, Expr::value(at_ms))
+            .filter(agent::Column::Id.eq(id.to_string()))
+            .exec(&self.db)
+            .await
+            .map(|_| ())
+    }
+
+    async fn silent_since(&self, before_ms: i64) -> Result<Vec<AgentId>, DbErr> {
+        use sea_orm::Condition;
+        let active = [AgentStatus::Starting, AgentStatus::Running].map(AgentStatus::as_str);
+        let rows: Vec<String> = agent::Entity::find()
+            .select_only()
+            .column(agent::Column::Id)
+            .filter(agent::Column::Status.is_in(active))
+            .filter(
+                Condition::any()
+                    .add(agent::Column::LastSeenMs.lt(before_ms))
+                    .add(
+                        Condition::all()
+                            .add(agent::Column::LastSeenMs.is_null())
+                            .add(agent::Column::CreatedAtMs.lt(before_ms)),
+                    ),
+            )
+            .limit(1000)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows.iter().filter_map(|id| id.parse().ok()).collect())
     }
 
     async fn record_outcome(&self, id: AgentId, outcome: Outcome) -> Result<(), DbErr> {
