@@ -4,9 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use covibe_testkit::{Proc, SioClient, TestDb, clean_command, fake_agent_command, redis_url};
+use covibe_testkit::{
+    Proc, RedisServer, SioClient, TestDb, clean_command, fake_agent_command, free_port, redis_url,
+};
 use serde_json::{Value, json};
 
 const COVIBE: &str = env!("CARGO_BIN_EXE_covibe");
@@ -35,54 +37,100 @@ async fn start_standalone_with(dir: &Path, extra: &[(&str, &str)]) -> (Proc, Str
     (proc, url)
 }
 
+/// Extra environment of one service process.
+type Env = Vec<(String, String)>;
+
+/// Every service in its own process, over PostgreSQL and Redis, talking gRPC over loopback.
+/// The orchestrator listens on a fixed port so it can be killed and started again in place.
 struct Mesh {
-    _procs: Vec<Proc>,
+    dir: PathBuf,
+    database_url: String,
+    redis_url: String,
+    orchestrator_addr: String,
+    procs: Vec<(String, Env, Proc)>,
     gateway: String,
 }
 
-/// Every service in its own process, over PostgreSQL and Redis, talking gRPC over loopback.
-async fn start_multi_process(dir: &Path, database_url: &str) -> Mesh {
-    let base = |name: &str| {
+impl Mesh {
+    fn command(&self, name: &str, extra: &[(String, String)]) -> tokio::process::Command {
         let mut cmd = clean_command(Path::new(COVIBE));
         cmd.arg(name)
             .env("COVIBE_GRPC_ADDR", "127.0.0.1:0")
             .env("COVIBE_HTTP_ADDR", "127.0.0.1:0")
-            .env("COVIBE_DATA_DIR", dir)
-            .env("COVIBE_DATABASE_URL", database_url)
-            .env("COVIBE_REDIS_URL", redis_url())
+            .env("COVIBE_DATA_DIR", &self.dir)
+            .env("COVIBE_DATABASE_URL", &self.database_url)
+            .env("COVIBE_REDIS_URL", &self.redis_url)
             .env("COVIBE_AGENT_COMMAND", fake_agent_command())
-            .env("COVIBE_PROJECT_DIR", dir);
-        cmd
-    };
-    let mut procs = Vec::new();
-    let mut start = async |name: &str, extra: &[(&str, &str)]| -> String {
-        let mut cmd = base(name);
+            .env("COVIBE_PROJECT_DIR", &self.dir);
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        let mut proc = Proc::spawn(name, cmd);
-        let url = proc.wait_for_url(&format!("{name} listening on")).await;
-        procs.push(proc);
-        url
-    };
-    let team = start("team", &[]).await;
-    let auth = start("auth", &[("COVIBE_ENDPOINTS__TEAM", &team)]).await;
-    let vmc = start("vm-connector", &[]).await;
-    let orch = start("orchestrator", &[("COVIBE_ENDPOINTS__VM_CONNECTOR", &vmc)]).await;
-    let _preview = start("preview", &[]).await;
-    let gateway = start(
-        "gateway",
-        &[
-            ("COVIBE_ENDPOINTS__AUTH", &auth),
-            ("COVIBE_ENDPOINTS__TEAM", &team),
-            ("COVIBE_ENDPOINTS__ORCHESTRATOR", &orch),
-        ],
-    )
-    .await;
-    Mesh {
-        _procs: procs,
-        gateway,
+        cmd
     }
+
+    async fn launch(&mut self, name: &str, extra: Vec<(String, String)>) -> String {
+        let mut proc = Proc::spawn(name, self.command(name, &extra));
+        let url = proc.wait_for_url(&format!("{name} listening on")).await;
+        self.procs.push((name.to_owned(), extra, proc));
+        url
+    }
+
+    async fn start(dir: &Path, database_url: &str, redis_url: &str) -> Self {
+        let mut mesh = Self {
+            dir: dir.to_owned(),
+            database_url: database_url.to_owned(),
+            redis_url: redis_url.to_owned(),
+            orchestrator_addr: format!("127.0.0.1:{}", free_port()),
+            procs: Vec::new(),
+            gateway: String::new(),
+        };
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let team = mesh.launch("team", Vec::new()).await;
+        let auth = mesh
+            .launch("auth", env(&[("COVIBE_ENDPOINTS__TEAM", &team)]))
+            .await;
+        let vmc = mesh.launch("vm-connector", Vec::new()).await;
+        let orch_addr = mesh.orchestrator_addr.clone();
+        let orch = mesh
+            .launch(
+                "orchestrator",
+                env(&[
+                    ("COVIBE_ENDPOINTS__VM_CONNECTOR", &vmc),
+                    ("COVIBE_GRPC_ADDR", &orch_addr),
+                ]),
+            )
+            .await;
+        mesh.launch("preview", Vec::new()).await;
+        mesh.gateway = mesh
+            .launch(
+                "gateway",
+                env(&[
+                    ("COVIBE_ENDPOINTS__AUTH", &auth),
+                    ("COVIBE_ENDPOINTS__TEAM", &team),
+                    ("COVIBE_ENDPOINTS__ORCHESTRATOR", &orch),
+                ]),
+            )
+            .await;
+        mesh
+    }
+
+    /// Kills a service with SIGKILL (no drain, no goodbye).
+    async fn kill(&mut self, name: &str) -> Vec<(String, String)> {
+        let at = self.procs.iter().position(|(n, _, _)| n == name).unwrap();
+        let (_, extra, mut proc) = self.procs.remove(at);
+        proc.kill().await;
+        let _ = proc.child.wait().await;
+        extra
+    }
+}
+
+async fn start_multi_process(dir: &Path, database_url: &str) -> Mesh {
+    Mesh::start(dir, database_url, &redis_url()).await
 }
 
 async fn post(http: &reqwest::Client, url: &str, token: Option<&str>, body: Value) -> (u16, Value) {
@@ -657,4 +705,207 @@ async fn wait_for_status(http: &reqwest::Client, gw: &str, token: &str, agent: &
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("agent {agent} never became {status}");
+}
+
+/// A team with one member joined on Socket.io, ready to spawn and watch.
+struct Watcher {
+    http: reqwest::Client,
+    sio: SioClient,
+    token: String,
+}
+
+async fn watcher(gw: &str) -> Watcher {
+    let http = reqwest::Client::new();
+    let (_, me) = post(
+        &http,
+        &format!("{gw}/api/team/create"),
+        None,
+        json!({"name": "Faults", "email": "f@example.com", "displayName": "F"}),
+    )
+    .await;
+    let token = me["accessToken"].as_str().unwrap().to_owned();
+    let mut sio = SioClient::start().await;
+    sio.connect("viewer", gw).await;
+    let ack = sio
+        .emit_ack(
+            "viewer",
+            "join_team",
+            json!({"teamId": me["team"]["id"], "token": token}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true);
+    Watcher { http, sio, token }
+}
+
+impl Watcher {
+    async fn spawn(&self, gw: &str, task: &str) -> String {
+        let (status, body) = post(
+            &self.http,
+            &format!("{gw}/api/agent/spawn"),
+            Some(&self.token),
+            json!({"task": task}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        body["agent"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Live `agent_output` seqs of `agent` received so far, waiting until at least `at_least`.
+    async fn live_until(&mut self, agent: &str, seqs: &mut Vec<u64>, at_least: usize) {
+        while seqs.len() < at_least {
+            let data =
+                await_event(&mut self.sio, "viewer", agent, |e, _| e == "agent_output").await;
+            seqs.push(data["seq"].as_u64().unwrap());
+        }
+    }
+
+    /// Everything else received live so far.
+    fn drain_live(&mut self, agent: &str, seqs: &mut Vec<u64>) -> Vec<String> {
+        let mut others = Vec::new();
+        for (event, data) in self.sio.drain_events("viewer") {
+            if event == "agent_output" && data["agentId"] == agent {
+                seqs.push(data["seq"].as_u64().unwrap());
+            } else {
+                others.push(event);
+            }
+        }
+        others
+    }
+
+    /// What a reconnecting viewer does: ask the history from its first missing seq on.
+    async fn history_from(&self, gw: &str, agent: &str, from: u64) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        let mut next = from;
+        loop {
+            let (status, page) = get(
+                &self.http,
+                &format!("{gw}/api/agent/{agent}/output?fromSeq={next}&limit=5000"),
+                &self.token,
+            )
+            .await;
+            assert_eq!(status, 200, "{page}");
+            let chunks = page["chunks"].as_array().unwrap();
+            if chunks.is_empty() {
+                return seqs;
+            }
+            seqs.extend(chunks.iter().map(|c| c["seq"].as_u64().unwrap()));
+            next = page["nextSeq"].as_u64().unwrap();
+        }
+    }
+}
+
+/// Live seqs must be strictly increasing (never a duplicate, never out of order); together with
+/// the history from the first one missing they must be exactly 0..total.
+fn assert_exactly_once(live: &[u64], history: &[u64], first_missing: u64, total: u64) {
+    assert!(
+        live.windows(2).all(|w| w[0] < w[1]),
+        "live output out of order or duplicated"
+    );
+    let mut all: Vec<u64> = live
+        .iter()
+        .copied()
+        .filter(|s| *s < first_missing)
+        .collect();
+    all.extend(history);
+    assert_eq!(
+        all,
+        (0..total).collect::<Vec<_>>(),
+        "every line exactly once, in order"
+    );
+}
+
+fn first_missing(live: &[u64]) -> u64 {
+    let mut next = 0;
+    for seq in live {
+        if *seq != next {
+            break;
+        }
+        next += 1;
+    }
+    next
+}
+
+/// The orchestrator is killed (SIGKILL) while an agent prints thousands of lines, then started
+/// again: the vm-agent resends what was not acknowledged, the database ends with every line, and
+/// a viewer that asks from its last seq has every line exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orchestrator_killed_mid_stream_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::postgres().await;
+    let mut mesh = start_multi_process(dir.path(), &db.url).await;
+    let gw = mesh.gateway.clone();
+    let mut viewer = watcher(&gw).await;
+    let lines = 3000;
+    let total = expected_lines(lines);
+    let agent = viewer
+        .spawn(&gw, &format!("lines={lines} delay_ms=1 print a lot"))
+        .await;
+
+    let mut live = Vec::new();
+    viewer.live_until(&agent, &mut live, 300).await;
+    let extra = mesh.kill("orchestrator").await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    mesh.launch("orchestrator", extra).await;
+
+    wait_for_status(&viewer.http, &gw, &viewer.token, &agent, "completed").await;
+    viewer.drain_live(&agent, &mut live);
+    let from = first_missing(&live);
+    let history = viewer.history_from(&gw, &agent, from).await;
+    assert_exactly_once(&live, &history, from, total);
+    assert_eq!(
+        viewer.history_from(&gw, &agent, 0).await.len() as u64,
+        total,
+        "the database holds every line"
+    );
+}
+
+/// Redis (no persistence) is killed and started again while an agent prints: the full output is
+/// still served (from the database), viewers are told to resync, and the live stream goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_mid_stream_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::postgres().await;
+    let mut redis = RedisServer::start().await;
+    let mesh = Mesh::start(dir.path(), &db.url, &redis.url()).await;
+    let gw = mesh.gateway.clone();
+    let mut viewer = watcher(&gw).await;
+    let lines = 3000;
+    let total = expected_lines(lines);
+    let agent = viewer
+        .spawn(&gw, &format!("lines={lines} delay_ms=1 print a lot"))
+        .await;
+
+    let mut live = Vec::new();
+    viewer.live_until(&agent, &mut live, 300).await;
+    redis.restart().await;
+    // The viewer is told it may have missed events, and keeps receiving new ones.
+    let resync = viewer.sio.next_event("viewer", "resync").await;
+    assert!(resync.is_object());
+    let before = live.len();
+    // The status is published after the last line, so once it arrives live, so has the output.
+    loop {
+        let data = await_event(&mut viewer.sio, "viewer", &agent, |_, _| true).await;
+        match data["seq"].as_u64() {
+            Some(seq) => live.push(seq),
+            None if data["status"] == "completed" => break,
+            None => {}
+        }
+    }
+    assert!(
+        live.len() > before,
+        "live output continues after the restart"
+    );
+    assert_eq!(
+        live.last().copied(),
+        Some(total - 1),
+        "the stream reaches its end live"
+    );
+
+    let history = viewer.history_from(&gw, &agent, 0).await;
+    assert_eq!(
+        history,
+        (0..total).collect::<Vec<_>>(),
+        "served in full from the database"
+    );
+    assert!(live.windows(2).all(|w| w[0] < w[1]), "no duplicates live");
 }

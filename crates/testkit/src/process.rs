@@ -132,3 +132,58 @@ pub fn fake_agent_command() -> String {
         workspace_root().join("scripts/fake-claude").display()
     )
 }
+
+/// A port that was free a moment ago, for a server that must come back on the same address.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// A private `redis-server` (no persistence) the test may kill and start again.
+pub struct RedisServer {
+    pub port: u16,
+    proc: Option<Proc>,
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        let mut server = Self {
+            port: free_port(),
+            proc: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL): everything it held is gone.
+    pub async fn kill(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.kill().await;
+            let _ = proc.child.wait().await;
+        }
+    }
+
+    /// Starts the server again on the same port, empty.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        let mut command = Command::new("redis-server");
+        command.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        let mut proc = Proc::spawn("redis", command);
+        proc.wait_for_line("Ready to accept connections", Duration::from_secs(30))
+            .await;
+        self.proc = Some(proc);
+    }
+}

@@ -38,6 +38,11 @@ impl RedisHotStore {
             .with_connection_config(|c| {
                 c.connection_timeout = std::time::Duration::from_secs(5);
             })
+            // A command never waits long for a Redis that is down: callers fall back to the
+            // database, which holds everything.
+            .with_performance_config(|c| {
+                c.default_command_timeout = std::time::Duration::from_secs(2);
+            })
             .set_policy(reconnect_policy())
             .build()?;
         client.init().await?;
