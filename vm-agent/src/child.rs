@@ -1,5 +1,6 @@
 //! The agent process: started in its own process group, its pipes read line by line into the
-//! outbox and the spool, and orchestrator commands turned into signals and stdin writes.
+//! spool and then the outbox (waiting while the outbox has no room, which stops the pipes being
+//! read), and orchestrator commands turned into signals and stdin writes.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -18,8 +19,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::AGENT_TOKEN_ENV;
+use crate::agent_log::AgentLog;
 use crate::queue::Outbox;
-use crate::spool::Spool;
+use crate::spool::SpoolWriter;
 
 /// Longest chunk: a longer line is cut into pieces of this size.
 pub(crate) const MAX_CHUNK: usize = 64 * 1024;
@@ -27,6 +29,10 @@ pub(crate) const MAX_CHUNK: usize = 64 * 1024;
 const DEFAULT_KILL_GRACE: Duration = Duration::from_millis(5000);
 /// How long the agent's pipes may stay open after it exited before its process group is killed.
 const PIPE_LINGER: Duration = Duration::from_secs(2);
+/// Output gathered into one spool write, at most (plus one chunk).
+const BATCH_BYTES: usize = 1024 * 1024;
+/// Pause before retrying a failed spool write (the disk may be full until acks free segments).
+const SPOOL_RETRY: Duration = Duration::from_secs(1);
 
 type Line = (OutputStream, Bytes);
 
@@ -51,7 +57,8 @@ pub(crate) fn spawn(
     argv: &[String],
     workdir: Option<&Path>,
     outbox: Outbox,
-    spool: Spool,
+    spool: SpoolWriter,
+    log: AgentLog,
 ) -> std::io::Result<Agent> {
     let (program, args) = argv.split_first().ok_or(std::io::ErrorKind::InvalidInput)?;
     let mut command = tokio::process::Command::new(program);
@@ -91,7 +98,7 @@ pub(crate) fn spawn(
     ];
     let (stdin_tx, stdin_rx) = mpsc::channel(256);
     tokio::spawn(feed_stdin(stdin, stdin_rx));
-    let collector = tokio::spawn(collect(lines_rx, outbox, spool));
+    let collector = tokio::spawn(collect(lines_rx, outbox, spool, log));
     Ok(Agent {
         child,
         group: Pid::from_raw(pid),
@@ -284,15 +291,65 @@ pub(crate) async fn read_chunks<R: AsyncBufRead + Unpin>(
     }
 }
 
-async fn collect(mut lines: mpsc::Receiver<Line>, outbox: Outbox, mut spool: Spool) {
-    while let Some((stream, data)) = lines.recv().await {
-        spool.append(&data).await;
-        if lines.is_empty() {
-            spool.flush().await;
+/// Moves output from the pipe readers to the log, the spool and the outbox, in batches of what
+/// is ready: each batch waits for room in the outbox, is written to the spool, then queued.
+async fn collect(
+    mut lines: mpsc::Receiver<Line>,
+    outbox: Outbox,
+    mut spool: SpoolWriter,
+    mut log: AgentLog,
+) {
+    // A batch fits in the memory window (give or take its last chunk).
+    let limits = outbox.limits();
+    let max_bytes = BATCH_BYTES.min(limits.max_bytes);
+    let mut batch = Vec::new();
+    while let Some(line) = lines.recv().await {
+        let mut bytes = line.1.len();
+        batch.push(line);
+        while batch.len() < limits.max_chunks
+            && bytes < max_bytes
+            && let Ok(line) = lines.try_recv()
+        {
+            bytes += line.1.len();
+            batch.push(line);
         }
-        outbox.push(stream, data).await;
+        for (_, data) in &batch {
+            log.append(data).await;
+        }
+        if lines.is_empty() {
+            log.flush().await;
+        }
+        let Some(first_seq) = outbox.reserve(batch.len(), bytes).await else {
+            batch.clear();
+            continue;
+        };
+        let mut spooled = Vec::with_capacity(batch.len());
+        for (seq, (stream, data)) in (first_seq..).zip(&batch) {
+            spooled.push(loop {
+                match spool.append(seq, *stream, data).await {
+                    Ok(spooled) => break spooled,
+                    Err(err) => spool_failed(seq, &err).await,
+                }
+            });
+        }
+        while let Err(err) = spool.flush().await {
+            spool_failed(first_seq, &err).await;
+        }
+        for ((seq, (stream, data)), spooled) in (first_seq..).zip(batch.drain(..)).zip(spooled) {
+            outbox.push(seq, stream, data, spooled);
+        }
     }
-    spool.flush().await;
+    log.flush().await;
+}
+
+async fn spool_failed(seq: u64, err: &std::io::Error) {
+    tracing::warn!(
+        seq,
+        error = %err,
+        retry_ms = SPOOL_RETRY.as_millis(),
+        "writing the spool failed, the agent's output waits"
+    );
+    tokio::time::sleep(SPOOL_RETRY).await;
 }
 
 async fn feed_stdin(mut stdin: ChildStdin, mut input: mpsc::Receiver<Vec<u8>>) {

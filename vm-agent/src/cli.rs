@@ -47,9 +47,23 @@ pub struct RunArgs {
     /// Directory the agent runs in [default: the current directory].
     #[arg(long)]
     pub workdir: Option<PathBuf>,
-    /// The agent log is written to <spool-dir>/agent_logs/<agent-id>.log.
+    /// Unacknowledged output is spooled to <spool-dir>/agent_logs/<agent-id>.spool/ (deleted once
+    /// delivered) and all output logged to <spool-dir>/agent_logs/<agent-id>.log.
     #[arg(long, env = "COVIBE_DATA_DIR", default_value = ".covibe")]
     pub spool_dir: PathBuf,
+    /// Unacknowledged output kept on disk, at most; the agent's output waits beyond it (bytes,
+    /// or with a K, M or G suffix for KiB, MiB, GiB; at least 1M).
+    #[arg(long, default_value = "1G", value_parser = parse_bytes)]
+    pub spool_max_bytes: u64,
+    /// Size at which the agent log is rotated to <agent-id>.log.1; 0 turns the log off.
+    #[arg(long, default_value = "64M", value_parser = parse_bytes)]
+    pub log_max_bytes: u64,
+    /// Unacknowledged output held in memory, at most; older output is read back from the spool.
+    #[arg(long, default_value = "4M", value_parser = parse_bytes)]
+    pub window_max_bytes: u64,
+    /// Unacknowledged output chunks (lines) held in memory, at most.
+    #[arg(long, default_value_t = 4096)]
+    pub window_max_chunks: usize,
     /// Seconds to wait after the agent exited for the orchestrator to store everything.
     #[arg(long, default_value_t = 120)]
     pub drain_timeout_secs: u64,
@@ -69,10 +83,28 @@ impl RunArgs {
         );
         opts.workdir = self.workdir;
         opts.spool_dir = self.spool_dir;
+        opts.spool_max_bytes = self.spool_max_bytes;
+        opts.log_max_bytes = self.log_max_bytes;
+        opts.window_max_bytes = usize::try_from(self.window_max_bytes).unwrap_or(usize::MAX);
+        opts.window_max_chunks = self.window_max_chunks;
         opts.drain_timeout = Duration::from_secs(self.drain_timeout_secs);
         opts.traceparent = self.traceparent.filter(|t| !t.is_empty());
         opts
     }
+}
+
+/// A byte count: digits, optionally followed by K, M or G (powers of 1024).
+fn parse_bytes(value: &str) -> Result<u64, String> {
+    let upper = value.trim().to_ascii_uppercase();
+    let (digits, shift) = [("K", 10), ("M", 20), ("G", 30)]
+        .into_iter()
+        .find_map(|(suffix, shift)| upper.strip_suffix(suffix).map(|digits| (digits, shift)))
+        .unwrap_or((upper.as_str(), 0));
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{value:?} is not a byte count like 1048576, 512K, 16M or 1G"))
 }
 
 /// Runs the parsed command line and returns the process exit code. The caller installs
@@ -129,6 +161,10 @@ mod tests {
             "7",
             "--spool-dir",
             "/s",
+            "--spool-max-bytes",
+            "16M",
+            "--window-max-chunks",
+            "9",
         ];
         let parsed = Outer::try_parse_from(args).map_err(|err| err.to_string());
         let Ok(Outer {
@@ -155,5 +191,29 @@ mod tests {
         assert_eq!(opts.spool_dir, PathBuf::from("/s"));
         assert_eq!(opts.drain_timeout, Duration::from_secs(7));
         assert_eq!(opts.agent_token, "tok");
+        assert_eq!(
+            (
+                opts.spool_max_bytes,
+                opts.log_max_bytes,
+                opts.window_max_bytes,
+                opts.window_max_chunks
+            ),
+            (16 << 20, 64 << 20, 4 << 20, 9)
+        );
+    }
+
+    #[test]
+    fn byte_counts_take_binary_suffixes() {
+        for (value, bytes) in [
+            ("0", 0),
+            ("1048576", 1 << 20),
+            ("512k", 512 << 10),
+            ("1G", 1 << 30),
+        ] {
+            assert_eq!(parse_bytes(value), Ok(bytes), "{value}");
+        }
+        for value in ["", "M", "1.5M", "-1", "1T", "1KK", "99999999999G"] {
+            assert!(parse_bytes(value).is_err(), "{value}");
+        }
     }
 }

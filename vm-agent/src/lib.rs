@@ -1,10 +1,15 @@
 //! vm-agent: runs an agent command on a member's VM and streams its output to the orchestrator.
 //!
 //! The agent command runs in its own process group. Its stdout and stderr lines become output
-//! chunks with a gap-free sequence number; they are appended to a human-readable log under the
-//! spool directory and held in a bounded queue until the orchestrator acknowledges them over the
-//! `AgentLink.Attach` stream, which is redialled with backoff whenever it breaks.
+//! chunks with a gap-free sequence number. Each chunk is appended to an on-disk spool (and to a
+//! human-readable log) before it is queued for sending over the `AgentLink.Attach` stream, which
+//! is redialled with backoff whenever it breaks. Only a bounded window of unacknowledged chunks is
+//! held in memory; a resend after a reconnect reads older ones back from the spool, and spool
+//! segments are deleted once acknowledged. When the window is full of unsent chunks or the spool
+//! reaches its limit, the agent's pipes are no longer read, so memory and disk stay bounded
+//! whatever the agent prints.
 
+mod agent_log;
 mod child;
 mod cli;
 mod command;
@@ -34,6 +39,8 @@ pub enum Error {
     CommandTemplate(&'static str),
     #[error("invalid agent id {0:?}: use letters, digits, '.', '_' and '-'")]
     AgentId(String),
+    #[error("invalid options: {0}")]
+    Options(&'static str),
     #[error("link: {0}")]
     Link(#[from] covibe_bootstrap::Error),
     #[error("open spool {path}: {source}")]

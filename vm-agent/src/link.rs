@@ -1,6 +1,7 @@
 //! The `AgentLink.Attach` stream: hello/welcome, output and status out, acks and commands in,
 //! redialled with jittered exponential backoff until everything is delivered or the orchestrator
-//! refuses the agent for good.
+//! refuses the agent for good. Chunks no longer in the outbox's memory window are read back from
+//! the spool; acknowledged spool segments are deleted.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,7 +15,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::queue::{Cursor, Outbox, Queue};
+use crate::queue::{Cursor, Next, Outbox, Queue};
+use crate::spool::{SpoolDir, SpoolReader};
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -29,6 +31,7 @@ pub(crate) struct LinkConfig {
     pub(crate) agent_id: String,
     pub(crate) agent_token: String,
     pub(crate) heartbeat_interval: Duration,
+    pub(crate) spool: SpoolDir,
 }
 
 /// Why the link stopped for good.
@@ -56,6 +59,8 @@ enum SessionError {
     WelcomeTimeout,
     #[error("expected a welcome frame")]
     NoWelcome,
+    #[error("reading the spool failed: {0}")]
+    Spool(std::io::Error),
 }
 
 impl From<tonic::Status> for SessionError {
@@ -91,9 +96,18 @@ pub(crate) async fn run(
     commands: mpsc::Sender<Command>,
 ) -> LinkEnd {
     let mut backoff = Backoff::default();
+    let mut spool = config.spool.reader();
     loop {
         let client = AgentLinkClient::new(channel.clone());
-        match session(client, &config, &outbox, &commands, &mut backoff).await {
+        let session = session(
+            client,
+            &config,
+            &outbox,
+            &commands,
+            &mut backoff,
+            &mut spool,
+        );
+        match session.await {
             Ok(()) => {
                 tracing::info!("orchestrator stored all output and the final status");
                 return LinkEnd::Delivered;
@@ -118,6 +132,7 @@ async fn session(
     outbox: &Outbox,
     commands: &mpsc::Sender<Command>,
     backoff: &mut Backoff,
+    spool: &mut SpoolReader,
 ) -> Result<(), SessionError> {
     let (tx, rx) = mpsc::channel(32);
     let hello = Hello {
@@ -141,7 +156,8 @@ async fn session(
         },
     };
     backoff.reset();
-    let cursor = outbox.resume(welcome.resume_from_seq);
+    let (cursor, discard) = outbox.resume(welcome.resume_from_seq);
+    config.spool.discard(&discard).await;
     tracing::info!(
         resume_from_seq = welcome.resume_from_seq,
         acked = outbox.acked(),
@@ -152,43 +168,71 @@ async fn session(
         forward(commands, command).await;
     }
     tokio::select! {
-        result = receive_frames(&mut inbound, outbox, commands) => result,
-        err = send_frames(tx, outbox.subscribe(), cursor, config.heartbeat_interval) => {
+        result = receive_frames(&mut inbound, outbox, commands, &config.spool) => result,
+        err = send_frames(tx, outbox, cursor, config.heartbeat_interval, spool) => {
             // The orchestrator stopped reading; take in the acks it still sent before redialling.
-            tokio::time::timeout(LINGER_AFTER_SEND_CLOSED, receive_frames(&mut inbound, outbox, commands))
+            let receive = receive_frames(&mut inbound, outbox, commands, &config.spool);
+            tokio::time::timeout(LINGER_AFTER_SEND_CLOSED, receive)
                 .await
                 .unwrap_or(Err(err))
         }
     }
 }
 
-/// Sends until the stream closes, the only way it ends.
+/// Sends until the stream closes or the spool cannot be read, the only ways it ends.
 async fn send_frames(
     tx: mpsc::Sender<AgentFrame>,
-    mut queue: watch::Receiver<Queue>,
+    outbox: &Outbox,
     mut cursor: Cursor,
     heartbeat_interval: Duration,
+    spool: &mut SpoolReader,
 ) -> SessionError {
+    let mut queue = outbox.subscribe();
     let mut heartbeat =
         tokio::time::interval_at(Instant::now() + heartbeat_interval, heartbeat_interval);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        let frame = tokio::select! {
-            _ = heartbeat.tick() => frame(agent_frame::Frame::Heartbeat(Heartbeat { sent_at_ms: now_ms() })),
-            frame = next_frame(&mut queue, &mut cursor) => frame,
+        let next = tokio::select! {
+            _ = heartbeat.tick() => Next::Frame(frame(agent_frame::Frame::Heartbeat(Heartbeat { sent_at_ms: now_ms() }))),
+            next = next_item(&mut queue, &mut cursor) => next,
+        };
+        let frame = match next {
+            Next::Frame(frame) => frame,
+            Next::FromSpool(seq) => match spool.read(seq).await {
+                Ok(output) => {
+                    cursor.sent_from_spool(seq);
+                    frame(agent_frame::Frame::Output(output))
+                }
+                // Acknowledged meanwhile, and its segment deleted: no longer needed.
+                Err(_) if seq < outbox.acked() => {
+                    cursor.sent_from_spool(seq);
+                    continue;
+                }
+                Err(err) => {
+                    tracing::error!(seq, error = %err, "reading a chunk back from the spool failed");
+                    return SessionError::Spool(err);
+                }
+            },
+        };
+        let sent = match &frame.frame {
+            Some(agent_frame::Frame::Output(output)) => Some(output.seq),
+            _ => None,
         };
         if tx.send(frame).await.is_err() {
             return SessionError::SendClosed;
         }
+        if let Some(seq) = sent {
+            outbox.mark_sent(seq + 1);
+        }
     }
 }
 
-/// Waits for the next frame to send. Cancel-safe: the cursor only moves when a frame is returned.
-async fn next_frame(queue: &mut watch::Receiver<Queue>, cursor: &mut Cursor) -> AgentFrame {
+/// Waits for what to send next. Cancel-safe: the cursor only moves when something is returned.
+async fn next_item(queue: &mut watch::Receiver<Queue>, cursor: &mut Cursor) -> Next {
     loop {
-        let next = queue.borrow_and_update().next_frame(cursor);
-        if let Some(frame) = next {
-            return frame;
+        let next = queue.borrow_and_update().next(cursor);
+        if let Some(next) = next {
+            return next;
         }
         if queue.changed().await.is_err() {
             // The outbox is gone: nothing more will ever be sent.
@@ -201,6 +245,7 @@ async fn receive_frames(
     inbound: &mut tonic::Streaming<ServerFrame>,
     outbox: &Outbox,
     commands: &mpsc::Sender<Command>,
+    spool: &SpoolDir,
 ) -> Result<(), SessionError> {
     loop {
         let Some(message) = inbound.message().await? else {
@@ -213,7 +258,9 @@ async fn receive_frames(
                     status_stored = ack.status_stored,
                     "ack"
                 );
-                if outbox.ack(ack.next_seq, ack.status_stored) {
+                let acked = outbox.ack(ack.next_seq, ack.status_stored);
+                spool.discard(&acked.discard).await;
+                if acked.delivered {
                     return Ok(());
                 }
             }

@@ -1,5 +1,5 @@
 //! One agent run: start the command, stream its output over the link while it runs, then drain
-//! until the orchestrator has stored everything.
+//! until the orchestrator has stored everything, then delete the spool.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -10,10 +10,11 @@ use covibe_proto::vmagent::v1::{Command, Kill, command};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use crate::agent_log::AgentLog;
 use crate::child;
 use crate::link::{self, LinkConfig, LinkEnd};
 use crate::queue::{Limits, Outbox};
-use crate::spool::Spool;
+use crate::spool::SpoolDir;
 use crate::{EXIT_DELIVERED, EXIT_DRAIN_TIMEOUT, EXIT_REFUSED, Error, split_command};
 
 /// Everything one run needs; build with [`RunOptions::new`] and adjust the public fields.
@@ -28,8 +29,16 @@ pub struct RunOptions {
     pub task: String,
     /// Where the agent runs; the current directory when `None`.
     pub workdir: Option<PathBuf>,
-    /// The agent log goes to `<spool_dir>/agent_logs/<agent_id>.log`.
+    /// The spool goes to `<spool_dir>/agent_logs/<agent_id>.spool/` and the human-readable log
+    /// to `<spool_dir>/agent_logs/<agent_id>.log`.
     pub spool_dir: PathBuf,
+    /// Unacknowledged output kept on disk, at most; the agent's output waits beyond it.
+    pub spool_max_bytes: u64,
+    /// Size at which the human-readable log is rotated (one old log is kept); 0 disables it.
+    pub log_max_bytes: u64,
+    /// Unacknowledged output kept in memory, at most (older chunks are read back from disk).
+    pub window_max_bytes: usize,
+    pub window_max_chunks: usize,
     /// How long to wait, once the agent exited, for the orchestrator to store everything.
     pub drain_timeout: Duration,
     pub heartbeat_interval: Duration,
@@ -53,6 +62,10 @@ impl RunOptions {
             task: task.into(),
             workdir: None,
             spool_dir: PathBuf::from(".covibe"),
+            spool_max_bytes: 1 << 30,
+            log_max_bytes: 64 << 20,
+            window_max_bytes: 4 << 20,
+            window_max_chunks: 4096,
             drain_timeout: Duration::from_secs(120),
             heartbeat_interval: Duration::from_secs(10),
             traceparent: None,
@@ -70,6 +83,10 @@ impl fmt::Debug for RunOptions {
             .field("task", &self.task)
             .field("workdir", &self.workdir)
             .field("spool_dir", &self.spool_dir)
+            .field("spool_max_bytes", &self.spool_max_bytes)
+            .field("log_max_bytes", &self.log_max_bytes)
+            .field("window_max_bytes", &self.window_max_bytes)
+            .field("window_max_chunks", &self.window_max_chunks)
             .field("drain_timeout", &self.drain_timeout)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("traceparent", &self.traceparent)
@@ -95,13 +112,16 @@ pub async fn run_until(opts: RunOptions, shutdown: impl Future<Output = ()>) -> 
 
 async fn run_inner(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<i32, Error> {
     validate_agent_id(&opts.agent_id)?;
+    let limits = limits(&opts)?;
     let argv = split_command(&opts.command, &opts.task)?;
     let channel = covibe_bootstrap::channel(&opts.link_url)?;
-    let spool = Spool::open(&opts.spool_dir, &opts.agent_id).await?;
-    let outbox = Outbox::new(Limits::default());
+    let spool = SpoolDir::new(&opts.spool_dir, &opts.agent_id);
+    let writer = spool.create(segment_bytes(opts.spool_max_bytes)).await?;
+    let log = AgentLog::open(&opts.spool_dir, &opts.agent_id, opts.log_max_bytes).await?;
+    let outbox = Outbox::new(limits);
     let (commands_tx, mut commands_rx) = mpsc::channel(64);
 
-    let agent = child::spawn(&argv, opts.workdir.as_deref(), outbox.clone(), spool);
+    let agent = child::spawn(&argv, opts.workdir.as_deref(), outbox.clone(), writer, log);
     if agent.is_ok() {
         outbox.set_status(AgentStatus::Running);
     }
@@ -109,6 +129,7 @@ async fn run_inner(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Resu
         agent_id: opts.agent_id.clone(),
         agent_token: opts.agent_token.clone(),
         heartbeat_interval: opts.heartbeat_interval,
+        spool: spool.clone(),
     };
     let mut link = tokio::spawn(
         link::run(config, channel, outbox.clone(), commands_tx.clone()).in_current_span(),
@@ -153,6 +174,7 @@ async fn run_inner(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Resu
         }
     };
     if link_end == Some(LinkEnd::Refused) {
+        spool.remove().await;
         return Ok(EXIT_REFUSED);
     }
 
@@ -168,8 +190,14 @@ async fn run_inner(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Resu
     })
     .await;
     match drained {
-        Ok(Ok(LinkEnd::Delivered)) => Ok(EXIT_DELIVERED),
-        Ok(Ok(LinkEnd::Refused)) => Ok(EXIT_REFUSED),
+        Ok(Ok(LinkEnd::Delivered)) => {
+            spool.remove().await;
+            Ok(EXIT_DELIVERED)
+        }
+        Ok(Ok(LinkEnd::Refused)) => {
+            spool.remove().await;
+            Ok(EXIT_REFUSED)
+        }
         Ok(Err(err)) => Err(err.into()),
         Err(_) => {
             link.abort();
@@ -180,6 +208,8 @@ async fn run_inner(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Resu
                 acked = progress.acked,
                 unacked = progress.produced - progress.acked,
                 held_bytes = progress.held_bytes,
+                spool_bytes = progress.spool_bytes,
+                spool = %spool.path().display(),
                 status_stored = progress.status_stored,
                 "orchestrator did not store all output in time, giving up"
             );
@@ -196,6 +226,31 @@ fn kill(commands: &mpsc::Sender<Command>) {
     if let Err(err) = commands.try_send(command) {
         tracing::warn!(error = %err, "could not ask for the agent to be killed");
     }
+}
+
+/// Smallest `spool_max_bytes`: room for a few segments of the smallest size.
+const MIN_SPOOL_BYTES: u64 = 1 << 20;
+
+fn limits(opts: &RunOptions) -> Result<Limits, Error> {
+    if opts.spool_max_bytes < MIN_SPOOL_BYTES {
+        return Err(Error::Options("the spool limit must be at least 1 MiB"));
+    }
+    if opts.window_max_bytes == 0 || opts.window_max_chunks == 0 {
+        return Err(Error::Options(
+            "the memory window must hold at least one chunk",
+        ));
+    }
+    Ok(Limits {
+        max_chunks: opts.window_max_chunks,
+        max_bytes: opts.window_max_bytes,
+        max_spool_bytes: opts.spool_max_bytes,
+    })
+}
+
+/// Spool segments are an eighth of the spool limit, so that with everything acknowledged but the
+/// segment being written the spool is well under its limit; between 128 KiB and 64 MiB.
+fn segment_bytes(spool_max_bytes: u64) -> u64 {
+    (spool_max_bytes / 8).clamp(128 << 10, 64 << 20)
 }
 
 /// The agent id names the log file, so it must be a plain file name.
@@ -231,5 +286,16 @@ mod tests {
             RunOptions::new("http://x", "a", "s3cret-token", "c {task}", "t")
         );
         assert!(!debug.contains("s3cret-token"));
+
+        let mut opts = RunOptions::new("http://x", "a", "t", "c {task}", "t");
+        assert_eq!(limits(&opts).map(|l| l.max_spool_bytes).ok(), Some(1 << 30));
+        assert_eq!(segment_bytes(opts.spool_max_bytes), 64 << 20);
+        assert_eq!(segment_bytes(16 << 20), 2 << 20);
+        assert_eq!(segment_bytes(MIN_SPOOL_BYTES), 128 << 10);
+        opts.spool_max_bytes = MIN_SPOOL_BYTES - 1;
+        assert!(matches!(limits(&opts), Err(Error::Options(_))));
+        opts.spool_max_bytes = MIN_SPOOL_BYTES;
+        opts.window_max_chunks = 0;
+        assert!(matches!(limits(&opts), Err(Error::Options(_))));
     }
 }

@@ -4,16 +4,16 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use covibe_proto::common::v1::{AgentStatus, OutputStream};
 use covibe_proto::vmagent::v1::{Command, Input, command};
-use covibe_vm_agent::{RunOptions, run};
+use covibe_vm_agent::{AGENT_TOKEN_ENV, RunOptions, run};
 use support::{Behaviour, TestLink, fake_claude};
 
 /// Only a guard against hangs; no test depends on how long anything takes.
 const HANG_GUARD: Duration = Duration::from_secs(60);
+const BIG_HANG_GUARD: Duration = Duration::from_secs(600);
 const TOKEN: &str = "agent-secret";
 
 fn options(link: &TestLink, spool: &tempfile::TempDir, task: &str) -> RunOptions {
@@ -94,51 +94,51 @@ async fn streams_every_line_in_order_then_the_final_status() {
 }
 
 #[tokio::test]
-async fn unacked_output_is_resent_after_the_stream_drops() {
-    // The first connection stores 10 chunks, acks 4, forgets the rest and hangs up.
+async fn a_reconnect_resends_exactly_the_unacked_output_from_the_spool() {
+    // The first connection stores 300 chunks, acks 50, forgets the rest and hangs up. With at
+    // most 4 chunks in memory, the resend of the other 250 comes from the spool, across segments.
     let behaviour = Behaviour {
-        drop_first: Some((10, 4)),
+        drop_first: Some((300, 50)),
         ..Behaviour::default()
     };
     let link = TestLink::start(behaviour).await;
     let spool = tempfile::tempdir().unwrap();
-    assert_eq!(
-        run_agent(options(&link, &spool, "lines=30 stderr=1 delay_ms=1")).await,
-        0
-    );
+    let mut opts = options(&link, &spool, "lines=400 line_bytes=1024 stderr=1");
+    opts.window_max_chunks = 4;
+    opts.window_max_bytes = 16 << 10;
+    opts.spool_max_bytes = 1 << 20;
+    assert_eq!(run_agent(opts).await, 0);
 
-    // 5 + 30 stdout lines and 1 stderr line, exactly once each after de-duplication.
-    assert_eq!(seqs(&link), (0..36).collect::<Vec<_>>());
+    // 5 + 400 stdout lines and 1 stderr line, exactly once each after de-duplication.
+    let total = 406;
+    assert_eq!(seqs(&link), (0..total).collect::<Vec<_>>());
     let record = link.record();
     assert!(record.gaps.is_empty(), "gaps: {:?}", record.gaps);
-    assert!(record.connections.len() >= 2);
-    let second = &record.connections[1];
-    assert_eq!(second.hello.acked_seq, 4);
-    assert_eq!(
-        second.seqs.first(),
-        Some(&4),
-        "resend starts at the first unacked chunk"
+    assert!(
+        record.resend_mismatches.is_empty(),
+        "resent with other contents: {:?}",
+        record.resend_mismatches
     );
+    assert_eq!(record.steps, (1..=400).collect::<Vec<_>>());
+    assert!(record.stored_bytes > 400 * 1000, "{}", record.stored_bytes);
 
-    // Only unacknowledged chunks were ever sent twice.
-    let mut received: HashMap<u64, usize> = HashMap::new();
-    for seq in record.connections.iter().flat_map(|c| &c.seqs) {
-        *received.entry(*seq).or_default() += 1;
-    }
-    assert!(
-        received.iter().all(|(seq, n)| *n == 1 || *seq >= 4),
-        "{received:?}"
-    );
-    assert!(
-        received.keys().any(|seq| received[seq] > 1),
-        "nothing was resent"
-    );
+    // The second connection resends exactly what was not acknowledged: no gap, no duplicate.
+    let [first, second] = &record.connections[..] else {
+        panic!("two connections expected, got {}", record.connections.len())
+    };
+    assert_eq!(first.seqs, (0..300).collect::<Vec<_>>());
+    assert_eq!(second.hello.acked_seq, 50);
+    assert_eq!(second.seqs, (50..total).collect::<Vec<_>>());
 
     let last = record.final_status().expect("final status");
     assert_eq!(
         (last.status, last.exit_code, last.final_seq),
-        (AgentStatus::Completed.into(), Some(0), 36)
+        (AgentStatus::Completed.into(), Some(0), total)
     );
+    // Everything is delivered, so the spool is gone; the human-readable log stays.
+    assert!(!spool.path().join("agent_logs/agent-1.spool").exists());
+    let log = std::fs::read_to_string(spool.path().join("agent_logs/agent-1.log")).unwrap();
+    assert_eq!(log.lines().count() as u64, total);
 }
 
 #[tokio::test]
@@ -240,4 +240,113 @@ async fn unacknowledged_output_times_out_the_drain_and_a_failed_spawn_is_reporte
         "{}",
         last.message
     );
+}
+
+/// About 100 MB through the real binary, with acks held back at first so that the spool fills to
+/// its limit and the agent's output waits: every chunk arrives once and in order, the vm-agent's
+/// memory stays bounded, the spool never grows past its limit and is gone at the end, and the
+/// human-readable log is rotated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_megabytes_stream_through_bounded_memory_and_disk() {
+    const LINES: u64 = 12_800;
+    const SPOOL_MAX: u64 = 16 << 20;
+    const LOG_MAX: u64 = 4 << 20;
+    // About 4 times what it takes; the same run without the memory window and the spool limit
+    // peaks at about 80 MiB.
+    const RSS_BOUND_KB: u64 = 64 << 10;
+    let link = TestLink::start(Behaviour {
+        slow_acks: Some((Duration::from_secs(2), Duration::from_secs(6))),
+        digest_only: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let spool = tempfile::tempdir().unwrap();
+    let mut vm_agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_vm-agent"))
+        .args(["run", "--link-url", &link.url, "--agent-id", "big"])
+        .args(["--command", &fake_claude()])
+        .args(["--task", &format!("lines={LINES} line_bytes=8192")])
+        .args(["--spool-max-bytes", &SPOOL_MAX.to_string()])
+        .args(["--log-max-bytes", &LOG_MAX.to_string()])
+        .arg("--spool-dir")
+        .arg(spool.path())
+        .env(AGENT_TOKEN_ENV, TOKEN)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = vm_agent.id().unwrap();
+    let spool_segments = spool.path().join("agent_logs/big.spool");
+    let (mut peak_rss_kb, mut peak_spool) = (0, 0);
+    let status = tokio::time::timeout(BIG_HANG_GUARD, async {
+        loop {
+            // VmHWM is the peak so far; the last reading before the exit is the run's peak.
+            peak_rss_kb = peak_rss_kb.max(vm_hwm_kb(pid).unwrap_or(0));
+            peak_spool = peak_spool.max(dir_bytes(&spool_segments));
+            tokio::select! {
+                status = vm_agent.wait() => break status,
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    })
+    .await
+    .expect("vm-agent hung")
+    .unwrap();
+    eprintln!("vm-agent peak RSS {peak_rss_kb} kB, peak spool {peak_spool} bytes");
+    assert_eq!(status.code(), Some(0));
+
+    let record = link.record();
+    let total = LINES + 5;
+    assert_eq!(record.stored.len() as u64, total);
+    assert!(record.stored.iter().zip(0..).all(|(o, seq)| o.seq == seq));
+    assert!(record.gaps.is_empty(), "gaps: {:?}", record.gaps);
+    assert!(record.resend_mismatches.is_empty());
+    assert!(record.steps.iter().copied().eq(1..=LINES));
+    assert!(record.stored_bytes > 100_000_000, "{}", record.stored_bytes);
+    for connection in &record.connections {
+        let from = connection.seqs.first().copied().unwrap_or_default();
+        assert!(
+            connection
+                .seqs
+                .iter()
+                .copied()
+                .eq(from..from + connection.seqs.len() as u64)
+        );
+    }
+    let last = record.final_status().expect("final status");
+    assert_eq!((last.final_seq, last.exit_code), (total, Some(0)));
+    assert!(record.status_stored);
+
+    assert!(
+        peak_rss_kb > 0 && peak_rss_kb < RSS_BOUND_KB,
+        "peak RSS {peak_rss_kb} kB"
+    );
+    // The limit, plus a batch and a segment being deleted.
+    assert!(
+        peak_spool <= SPOOL_MAX + (4 << 20),
+        "peak spool {peak_spool}"
+    );
+    assert!(!spool_segments.exists(), "the spool outlived the delivery");
+    let logs = spool.path().join("agent_logs");
+    for log in ["big.log", "big.log.1"] {
+        let size = std::fs::metadata(logs.join(log)).unwrap().len();
+        assert!(size <= LOG_MAX + (64 << 10), "{log}: {size}");
+    }
+    assert!(dir_bytes(&logs) <= 2 * LOG_MAX + (128 << 10));
+}
+
+/// The peak resident set size of a running process, in kB.
+fn vm_hwm_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The total size of the files in `dir` (0 when it does not exist).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.metadata().ok())
+        .map(|metadata| metadata.len())
+        .sum()
 }

@@ -1,7 +1,10 @@
 //! An in-test orchestrator side of `AgentLink`: stores output de-duplicated, records every
-//! connection, and misbehaves on request (drops the stream, never acks, refuses, sends commands).
+//! connection, and misbehaves on request (drops the stream, acks slowly or never, refuses, sends
+//! commands).
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use covibe_proto::common::v1::AgentStatus;
 use covibe_proto::tonic::{self, Request, Response, Status, Streaming};
@@ -11,6 +14,7 @@ use covibe_proto::vmagent::v1::{
     agent_frame, command, server_frame,
 };
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 
 pub const FAKE_CLAUDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/fake-claude");
@@ -30,6 +34,10 @@ pub struct Behaviour {
     /// Send `Kill { grace_ms }` once the first chunk is stored.
     pub kill_after_first_output: Option<u32>,
     pub never_ack: bool,
+    /// For the given time after each connection starts, ack only at this interval.
+    pub slow_acks: Option<(Duration, Duration)>,
+    /// Keep only the sequence number, stream and hash of each chunk, not its data.
+    pub digest_only: bool,
     /// Answer every `Hello` with this `LinkError` code.
     pub refuse: Option<&'static str>,
 }
@@ -43,8 +51,16 @@ pub struct Connection {
 
 #[derive(Debug, Default)]
 pub struct Record {
-    /// De-duplicated output: `stored[i].seq == i`.
+    /// De-duplicated output: `stored[i].seq == i` (with empty data when `digest_only`).
     pub stored: Vec<Output>,
+    /// Bytes of data in `stored`.
+    pub stored_bytes: u64,
+    /// A hash of every chunk ever received, by `seq`, even when later forgotten.
+    pub hashes: Vec<u64>,
+    /// Chunks received again with other contents than the first time.
+    pub resend_mismatches: Vec<u64>,
+    /// The step numbers of the fake agent's "Working on the task" lines, in stored order.
+    pub steps: Vec<u64>,
     /// Sequence numbers that arrived beyond the stored count (gaps).
     pub gaps: Vec<u64>,
     pub statuses: Vec<StatusChange>,
@@ -144,51 +160,25 @@ impl Link {
         )
         .await;
         let drop_at = self.behaviour.drop_first.filter(|_| first);
-        while let Ok(Some(frame)) = inbound.message().await {
-            let ack = match frame.frame {
-                Some(agent_frame::Frame::Output(output)) => {
-                    let stored = {
-                        let mut record = self.lock();
-                        if let Some(connection) = record.connections.last_mut() {
-                            connection.seqs.push(output.seq);
-                        }
-                        let count = record.stored.len() as u64;
-                        if output.seq == count {
-                            record.stored.push(output);
-                        } else if output.seq > count {
-                            record.gaps.push(output.seq);
-                        }
-                        record.stored.len()
-                    };
-                    if let Some((after, acked)) = drop_at
-                        && stored >= after
-                    {
-                        self.lock().stored.truncate(acked as usize);
-                        let ack = Ack {
-                            next_seq: acked,
-                            status_stored: false,
-                        };
-                        return send(&tx, server_frame::Frame::Ack(ack)).await;
-                    }
-                    if let Some(grace_ms) = self.behaviour.kill_after_first_output
-                        && stored == 1
-                    {
-                        let kill = Command {
-                            command: Some(command::Command::Kill(Kill { grace_ms })),
-                        };
-                        send(&tx, server_frame::Frame::Command(kill)).await;
-                    }
-                    drop_at.is_none()
+        let slow_until = self
+            .behaviour
+            .slow_acks
+            .map(|(_, slow_for)| Instant::now() + slow_for);
+        let tick = self
+            .behaviour
+            .slow_acks
+            .map_or(Duration::from_secs(3600), |(every, _)| every);
+        let mut ticks = tokio::time::interval_at(Instant::now() + tick, tick);
+        let mut unacked = false;
+        loop {
+            let ack = tokio::select! {
+                message = inbound.message() => {
+                    let Ok(Some(frame)) = message else { return };
+                    let Some(ack) = self.on_frame(frame, drop_at, &tx).await else { return };
+                    unacked |= ack;
+                    ack && slow_until.is_none_or(|until| Instant::now() >= until)
                 }
-                Some(agent_frame::Frame::Status(status)) => {
-                    let mut record = self.lock();
-                    if is_final(status.status) && status.final_seq == record.stored.len() as u64 {
-                        record.status_stored = true;
-                    }
-                    record.statuses.push(status);
-                    true
-                }
-                _ => false,
+                _ = ticks.tick(), if slow_until.is_some() => unacked,
             };
             if ack && !self.behaviour.never_ack {
                 let ack = {
@@ -198,10 +188,102 @@ impl Link {
                         status_stored: record.status_stored,
                     }
                 };
+                unacked = false;
                 send(&tx, server_frame::Frame::Ack(ack)).await;
             }
         }
     }
+
+    /// Stores one frame; returns whether to ack, or `None` to hang up.
+    async fn on_frame(
+        &self,
+        frame: AgentFrame,
+        drop_at: Option<(usize, u64)>,
+        tx: &Reply,
+    ) -> Option<bool> {
+        match frame.frame {
+            Some(agent_frame::Frame::Output(output)) => {
+                let stored = self.store(output);
+                if let Some((after, acked)) = drop_at
+                    && stored >= after
+                {
+                    {
+                        let mut record = self.lock();
+                        record.stored.truncate(acked as usize);
+                        record.stored_bytes =
+                            record.stored.iter().map(|o| o.data.len() as u64).sum();
+                        record.steps = record.stored.iter().filter_map(|o| step(&o.data)).collect();
+                    }
+                    let ack = Ack {
+                        next_seq: acked,
+                        status_stored: false,
+                    };
+                    send(tx, server_frame::Frame::Ack(ack)).await;
+                    return None;
+                }
+                if let Some(grace_ms) = self.behaviour.kill_after_first_output
+                    && stored == 1
+                {
+                    let kill = Command {
+                        command: Some(command::Command::Kill(Kill { grace_ms })),
+                    };
+                    send(tx, server_frame::Frame::Command(kill)).await;
+                }
+                Some(drop_at.is_none())
+            }
+            Some(agent_frame::Frame::Status(status)) => {
+                let mut record = self.lock();
+                if is_final(status.status) && status.final_seq == record.stored.len() as u64 {
+                    record.status_stored = true;
+                }
+                record.statuses.push(status);
+                Some(true)
+            }
+            _ => Some(false),
+        }
+    }
+
+    /// Stores a chunk if it is the next one; returns the stored count.
+    fn store(&self, mut output: Output) -> usize {
+        let mut hasher = DefaultHasher::new();
+        (output.stream, &output.data[..]).hash(&mut hasher);
+        let hash = hasher.finish();
+        let mut record = self.lock();
+        if let Some(connection) = record.connections.last_mut() {
+            connection.seqs.push(output.seq);
+        }
+        match record.hashes.get(output.seq as usize) {
+            Some(&first) if first != hash => record.resend_mismatches.push(output.seq),
+            Some(_) => {}
+            None if output.seq == record.hashes.len() as u64 => record.hashes.push(hash),
+            None => {}
+        }
+        let count = record.stored.len() as u64;
+        if output.seq == count {
+            record.stored_bytes += output.data.len() as u64;
+            if let Some(step) = step(&output.data) {
+                record.steps.push(step);
+            }
+            if self.behaviour.digest_only {
+                output.data = Default::default();
+            }
+            record.stored.push(output);
+        } else if output.seq > count {
+            record.gaps.push(output.seq);
+        }
+        record.stored.len()
+    }
+}
+
+/// The step number in a fake agent's "Working on the task, step N of M." line.
+fn step(data: &[u8]) -> Option<u64> {
+    const MARK: &[u8] = b"Working on the task, step ";
+    let at = data.windows(MARK.len()).position(|w| w == MARK)? + MARK.len();
+    let digits = data[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&data[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// A running test orchestrator on `127.0.0.1:0`.
