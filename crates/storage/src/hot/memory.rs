@@ -10,9 +10,19 @@ use tokio::sync::{broadcast, mpsc};
 use super::{FanoutEvent, HotChunk, HotStore, SUBSCRIBER_QUEUE, Subscription};
 use crate::Error;
 
+/// Bytes of output kept per agent, whatever the chunk count: long lines cannot grow memory.
+const RING_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// One agent's newest chunks, sorted by seq, with their total size.
+#[derive(Default)]
+struct Ring {
+    chunks: VecDeque<HotChunk>,
+    bytes: usize,
+}
+
 pub struct MemoryHotStore {
     capacity: usize,
-    rings: Mutex<HashMap<AgentId, VecDeque<HotChunk>>>,
+    rings: Mutex<HashMap<AgentId, Ring>>,
     fanout: broadcast::Sender<Bytes>,
     control: broadcast::Sender<Bytes>,
 }
@@ -27,8 +37,7 @@ impl MemoryHotStore {
             control: broadcast::channel(1024).0,
         }
     }
-
-    fn rings(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, VecDeque<HotChunk>>> {
+    fn rings(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Ring>> {
         // A panic while holding the lock cannot leave a ring half-updated in a way that matters.
         self.rings
             .lock()
@@ -43,18 +52,30 @@ impl HotStore for MemoryHotStore {
         let ring = rings.entry(agent).or_default();
         for chunk in chunks {
             // Keep the ring sorted by seq; chunks almost always arrive in order.
-            match ring.back() {
+            let kept = match ring.chunks.back() {
                 Some(last) if last.seq >= chunk.seq => {
-                    if let Err(at) = ring.binary_search_by_key(&chunk.seq, |c| c.seq)
-                        && (at > 0 || ring.len() < self.capacity)
-                    {
-                        ring.insert(at, chunk.clone());
+                    match ring.chunks.binary_search_by_key(&chunk.seq, |c| c.seq) {
+                        Err(at) if at > 0 || ring.chunks.len() < self.capacity => {
+                            ring.chunks.insert(at, chunk.clone());
+                            true
+                        }
+                        _ => false,
                     }
                 }
-                _ => ring.push_back(chunk.clone()),
+                _ => {
+                    ring.chunks.push_back(chunk.clone());
+                    true
+                }
+            };
+            if kept {
+                ring.bytes += chunk.data.len();
             }
-            while ring.len() > self.capacity {
-                ring.pop_front();
+            while ring.chunks.len() > self.capacity
+                || (ring.bytes > RING_MAX_BYTES && ring.chunks.len() > 1)
+            {
+                if let Some(evicted) = ring.chunks.pop_front() {
+                    ring.bytes -= evicted.data.len();
+                }
             }
         }
         Ok(())
@@ -65,8 +86,14 @@ impl HotStore for MemoryHotStore {
         let Some(ring) = rings.get(&agent) else {
             return Ok(Vec::new());
         };
-        let start = ring.partition_point(|c| c.seq < from);
-        Ok(ring.iter().skip(start).take(limit).cloned().collect())
+        let start = ring.chunks.partition_point(|c| c.seq < from);
+        Ok(ring
+            .chunks
+            .iter()
+            .skip(start)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     async fn publish(&self, _team: TeamId, event: Bytes) -> Result<(), Error> {
