@@ -123,17 +123,22 @@ struct Built {
 async fn team(
     config: &Config,
     db: DatabaseConnection,
+    hot: Arc<dyn HotStore>,
     server: GrpcServer,
 ) -> anyhow::Result<Built> {
-    let store = covibe_team::SeaTeamStore::new(db)
-        .await
-        .context("team storage")?;
+    let store = Arc::new(
+        covibe_team::SeaTeamStore::new(db)
+            .await
+            .context("team storage")?,
+    );
     let domain = Arc::new(covibe_team::TeamDomain::new(
-        Arc::new(store),
+        store.clone(),
         config.auth.invite_ttl_secs,
         config.auth.invite_max_uses,
     ));
-    let grpc = covibe_team::TeamGrpc::new(domain, verifier(config)?);
+    // Chat is durable in the team store; presence and the chat fan-out go through the hot store.
+    let chat = Arc::new(covibe_team::Chat::new(store, hot));
+    let grpc = covibe_team::TeamGrpc::new(domain, chat, verifier(config)?);
     Ok(Built {
         server: server.add_service(grpc.into_server()),
         name: "team",
@@ -270,6 +275,7 @@ async fn gateway(
     auth_url: &str,
     team_url: &str,
     orchestrator_url: &str,
+    vm_connector_url: &str,
     shutdown: &Shutdown,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let listener = TcpListener::bind(config.http_addr)
@@ -279,7 +285,21 @@ async fn gateway(
         auth_url: auth_url.to_owned(),
         team_url: team_url.to_owned(),
         orchestrator_url: orchestrator_url.to_owned(),
+        vm_connector_url: vm_connector_url.to_owned(),
         max_body_bytes: config.limits.max_body_bytes,
+        limits: covibe_gateway::HttpLimits {
+            rate_per_ip_per_sec: f64::from(config.limits.rate_per_ip_per_sec),
+            burst_per_ip: config.limits.burst_per_ip,
+            rate_per_user_per_sec: f64::from(config.limits.rate_per_user_per_sec),
+            burst_per_user: config.limits.burst_per_user,
+            login_per_ip_per_min: f64::from(config.limits.login_per_ip_per_min),
+            login_burst_per_ip: config.limits.login_burst_per_ip,
+            request_timeout: std::time::Duration::from_millis(config.limits.request_timeout_ms),
+            max_concurrent_requests: config.limits.max_concurrent_requests,
+            trust_forwarded_for: config.limits.trust_forwarded_for,
+        },
+        static_dir: config.static_dir.clone(),
+        cors_origins: config.cors_allowed_origins.clone(),
     };
     let gw = covibe_gateway::Gateway::new(&gw_config, verifier(config)?)?;
     let addr = listener.local_addr()?;
@@ -327,7 +347,7 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             // Auth first: it creates the signing key pair the others verify with.
             let built = vec![
                 auth(&config, db.clone(), auth_srv, &team_url).await?,
-                team(&config, db.clone(), team_srv).await?,
+                team(&config, db.clone(), hot.clone(), team_srv).await?,
                 orchestrator(&config, db.clone(), hot.clone(), orch_srv, &vmc_url).await?,
                 vm_connector(&config, db.clone(), vmc_srv).await?,
                 preview(&config, db, prev_srv).await?,
@@ -335,19 +355,38 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             for b in built {
                 tasks.push(serve(b, &shutdown));
             }
-            tasks.push(gateway(&config, hot, &auth_url, &team_url, &orch_url, &shutdown).await?);
+            tasks.push(
+                gateway(
+                    &config, hot, &auth_url, &team_url, &orch_url, &vmc_url, &shutdown,
+                )
+                .await?,
+            );
         }
         Role::Gateway => {
             let hot = hot_store(&config, true).await?;
             let e = &config.endpoints;
-            tasks.push(gateway(&config, hot, &e.auth, &e.team, &e.orchestrator, &shutdown).await?);
+            tasks.push(
+                gateway(
+                    &config,
+                    hot,
+                    &e.auth,
+                    &e.team,
+                    &e.orchestrator,
+                    &e.vm_connector,
+                    &shutdown,
+                )
+                .await?,
+            );
         }
         Role::Auth | Role::Team | Role::Orchestrator | Role::VmConnector | Role::Preview => {
             let server = GrpcServer::bind(config.grpc_addr).await?;
             let db = database(&config).await?;
             let built = match role {
                 Role::Auth => auth(&config, db, server, &config.endpoints.team).await?,
-                Role::Team => team(&config, db, server).await?,
+                Role::Team => {
+                    let hot = hot_store(&config, true).await?;
+                    team(&config, db, hot, server).await?
+                }
                 Role::Orchestrator => {
                     let hot = hot_store(&config, true).await?;
                     orchestrator(&config, db, hot, server, &config.endpoints.vm_connector).await?

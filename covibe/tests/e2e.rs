@@ -113,6 +113,7 @@ impl Mesh {
                     ("COVIBE_ENDPOINTS__AUTH", &auth),
                     ("COVIBE_ENDPOINTS__TEAM", &team),
                     ("COVIBE_ENDPOINTS__ORCHESTRATOR", &orch),
+                    ("COVIBE_ENDPOINTS__VM_CONNECTOR", &vmc),
                 ]),
             )
             .await;
@@ -342,10 +343,10 @@ async fn thin_path(gw: &str) -> Team {
                 other => panic!("unexpected event {other}"),
             }
         }
-        assert_eq!(
-            seqs,
-            (0..total).collect::<Vec<_>>(),
-            "{member}: gap-free, in order, once each"
+        assert_seqs(
+            &seqs,
+            0..total,
+            &format!("{member}: gap-free, in order, once each"),
         );
         let lifecycle: Vec<&str> = statuses
             .iter()
@@ -807,11 +808,7 @@ fn assert_exactly_once(live: &[u64], history: &[u64], first_missing: u64, total:
         .filter(|s| *s < first_missing)
         .collect();
     all.extend(history);
-    assert_eq!(
-        all,
-        (0..total).collect::<Vec<_>>(),
-        "every line exactly once, in order"
-    );
+    assert_seqs(&all, 0..total, "every line exactly once, in order");
 }
 
 fn first_missing(live: &[u64]) -> u64 {
@@ -902,10 +899,779 @@ async fn redis_restart_mid_stream_loses_nothing() {
     );
 
     let history = viewer.history_from(&gw, &agent, 0).await;
-    assert_eq!(
-        history,
-        (0..total).collect::<Vec<_>>(),
-        "served in full from the database"
-    );
+    assert_seqs(&history, 0..total, "served in full from the database");
     assert!(live.windows(2).all(|w| w[0] < w[1]), "no duplicates live");
+}
+
+/// Collects `client`'s `agent_output` seqs of `agent` until `until` returns true for an event.
+async fn collect_until(
+    sio: &mut SioClient,
+    client: &str,
+    agent: &str,
+    seqs: &mut Vec<u64>,
+    until: impl Fn(&str, &Value) -> bool,
+) {
+    loop {
+        let (c, a) = (client.to_owned(), agent.to_owned());
+        let v = sio
+            .recv_where("event", move |v| {
+                v["op"] == "event"
+                    && v["client"] == c.as_str()
+                    && v["data"]["agentId"] == a.as_str()
+            })
+            .await;
+        let (event, data) = (
+            v["event"].as_str().unwrap_or_default().to_owned(),
+            v["data"].clone(),
+        );
+        if event == "agent_output" {
+            seqs.push(data["seq"].as_u64().unwrap());
+        }
+        if until(&event, &data) {
+            return;
+        }
+    }
+}
+
+fn is_completed(event: &str, data: &Value) -> bool {
+    event == "agent_status" && data["status"] == "completed"
+}
+
+/// Two gateway replicas over one Redis: a client on each sees the same output once; a client
+/// that reconnects with `since` after missing a thousand lines gets exactly those, then the
+/// live ones; another team's client resuming someone else's agent gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_and_resume_with_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::postgres().await;
+    let mut mesh = start_multi_process(dir.path(), &db.url).await;
+    let gw1 = mesh.gateway.clone();
+    let extra = mesh
+        .procs
+        .iter()
+        .find(|(n, _, _)| n == "gateway")
+        .map(|(_, e, _)| e.clone())
+        .unwrap();
+    let gw2 = mesh.launch("gateway", extra).await;
+    assert_ne!(gw1, gw2);
+
+    let http = reqwest::Client::new();
+    let (_, me) = post(
+        &http,
+        &format!("{gw1}/api/team/create"),
+        None,
+        json!({"name": "R", "email": "r@example.com", "displayName": "R"}),
+    )
+    .await;
+    let (team, token) = (
+        me["team"]["id"].clone(),
+        me["accessToken"].as_str().unwrap().to_owned(),
+    );
+    let (_, other) = post(
+        &http,
+        &format!("{gw2}/api/team/create"),
+        None,
+        json!({"name": "O", "email": "o@example.com", "displayName": "O"}),
+    )
+    .await;
+
+    let mut sio = SioClient::start().await;
+    for (name, gw) in [
+        ("one", &gw1),
+        ("two", &gw2),
+        ("late", &gw1),
+        ("stranger", &gw2),
+    ] {
+        sio.connect(name, gw).await;
+    }
+    for name in ["one", "two", "late"] {
+        let ack = sio
+            .emit_ack(name, "join_team", json!({"teamId": team, "token": token}))
+            .await;
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
+    let lines = 1500;
+    let total = expected_lines(lines);
+    let (_, spawned) = post(
+        &http,
+        &format!("{gw2}/api/agent/spawn"),
+        Some(&token),
+        json!({"task": format!("lines={lines} delay_ms=2 resume me")}),
+    )
+    .await;
+    let agent = spawned["agent"]["id"].as_str().unwrap().to_owned();
+
+    // `late` sees the first lines, then drops off; it comes back after a thousand more.
+    let mut late = Vec::new();
+    collect_until(&mut sio, "late", &agent, &mut late, |e, _| {
+        e == "agent_output"
+    })
+    .await;
+    while late.len() < 50 {
+        collect_until(&mut sio, "late", &agent, &mut late, |e, _| {
+            e == "agent_output"
+        })
+        .await;
+    }
+    sio.close("late").await;
+    let last = *late.last().unwrap();
+    let mut one = Vec::new();
+    collect_until(&mut sio, "one", &agent, &mut one, |e, d| {
+        e == "agent_output" && d["seq"].as_u64() >= Some(last + 1000)
+    })
+    .await;
+
+    sio.connect("back", &gw1).await;
+    let ack = sio
+        .emit_ack(
+            "back",
+            "join_team",
+            json!({"teamId": team, "token": token, "since": {&agent: last}}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert!(
+        ack["resumed"][&agent]["replayed"].as_u64().unwrap() >= 1000,
+        "{ack}"
+    );
+    let mut back = Vec::new();
+    collect_until(&mut sio, "back", &agent, &mut back, is_completed).await;
+    assert_seqs(
+        &back,
+        last + 1..total,
+        "exactly the missed lines, then the live ones",
+    );
+
+    // Each replica's client saw every line once, in order.
+    collect_until(&mut sio, "one", &agent, &mut one, is_completed).await;
+    let mut two = Vec::new();
+    collect_until(&mut sio, "two", &agent, &mut two, is_completed).await;
+    assert_seqs(&one, 0..total, "replica one");
+    assert_seqs(&two, 0..total, "replica two");
+
+    // Another team can neither join this room nor resume this agent.
+    let ack = sio
+        .emit_ack(
+            "stranger",
+            "join_team",
+            json!({"teamId": team, "token": other["accessToken"]}),
+        )
+        .await;
+    assert_eq!(ack["ok"], false);
+    let ack = sio
+        .emit_ack("stranger", "join_team", json!({"teamId": other["team"]["id"], "token": other["accessToken"], "since": {&agent: -1}}))
+        .await;
+    assert_eq!(ack["ok"], true);
+    assert_eq!(ack["resumed"][&agent]["error"], "not_found");
+    let leaked: Vec<_> = sio
+        .drain_events("stranger")
+        .into_iter()
+        .filter(|(_, d)| d["agentId"] == agent.as_str())
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
+}
+
+/// A client that stops reading does not hold up the others and does not grow the gateway's
+/// memory past its bound; when it reads again it is told to resync and recovers from history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_client_is_told_to_resync_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proc, gw) = start_standalone(dir.path()).await;
+    let http = reqwest::Client::new();
+    let (_, me) = post(
+        &http,
+        &format!("{gw}/api/team/create"),
+        None,
+        json!({"name": "P", "email": "p@example.com", "displayName": "P"}),
+    )
+    .await;
+    let (team, token) = (
+        me["team"]["id"].clone(),
+        me["accessToken"].as_str().unwrap().to_owned(),
+    );
+    let mut fast = SioClient::start().await;
+    let mut slow = SioClient::start().await;
+    fast.connect("fast", &gw).await;
+    slow.connect("slow", &gw).await;
+    for (sio, name) in [(&mut fast, "fast"), (&mut slow, "slow")] {
+        let ack = sio
+            .emit_ack(name, "join_team", json!({"teamId": team, "token": token}))
+            .await;
+        assert_eq!(ack["ok"], true);
+    }
+    // The slow client stops reading entirely.
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &slow.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+
+    let lines = 12_000;
+    let total = expected_lines(lines);
+    let (_, spawned) = post(
+        &http,
+        &format!("{gw}/api/agent/spawn"),
+        Some(&token),
+        json!({"task": format!("lines={lines} line_bytes=2000 flood")}),
+    )
+    .await;
+    let agent = spawned["agent"]["id"].as_str().unwrap().to_owned();
+    let mut seen = Vec::new();
+    collect_until(&mut fast, "fast", &agent, &mut seen, is_completed).await;
+    assert_seqs(
+        &seen,
+        0..total,
+        "the reading client got everything, in order",
+    );
+
+    // About 24 MB went out while one client was not reading; the gateway did not keep it all.
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", proc.child.id().unwrap())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(peak_kib < 200 * 1024, "peak RSS {peak_kib} KiB");
+
+    let resumed = std::process::Command::new("kill")
+        .args(["-CONT", &slow.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(resumed.success());
+    // It gets what was queued for it, in order, then the word to resync.
+    let mut got: Vec<u64> = Vec::new();
+    loop {
+        let v = slow
+            .recv_where("event", |v| v["op"] == "event" && v["client"] == "slow")
+            .await;
+        match v["event"].as_str().unwrap_or_default() {
+            "agent_output" if v["data"]["agentId"] == agent.as_str() => {
+                got.push(v["data"]["seq"].as_u64().unwrap())
+            }
+            "resync" => {
+                assert_eq!(v["data"]["reason"], "slow_consumer");
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!((got.len() as u64) < total, "it really fell behind");
+    assert_eq!(
+        got,
+        (0..got.len() as u64).collect::<Vec<_>>(),
+        "what it got was a gap-free prefix"
+    );
+    let last = got.last().map_or(-1, |s| i64::try_from(*s).unwrap());
+    let ack = slow
+        .emit_ack(
+            "slow",
+            "join_team",
+            json!({"teamId": team, "token": token, "since": {&agent: last}}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    collect_until(&mut slow, "slow", &agent, &mut got, |e, d| {
+        e == "agent_output" && d["seq"].as_u64() == Some(total - 1)
+    })
+    .await;
+    assert_seqs(&got, 0..total, "recovered from history: every line once");
+}
+
+/// One gRPC-web call as a browser makes it: `application/grpc-web+proto`, one length-prefixed
+/// message in, data and trailer frames out. Returns the message bytes and the grpc-status.
+async fn grpc_web_call(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    message: &[u8],
+) -> (Vec<u8>, String) {
+    let mut body = vec![0u8];
+    body.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(message);
+    let mut request = http
+        .post(url)
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let header_status = response
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = response.bytes().await.unwrap();
+    let (mut data, mut status) = (Vec::new(), header_status.unwrap_or_default());
+    let mut rest = &bytes[..];
+    while rest.len() >= 5 {
+        let flag = rest[0];
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let frame = &rest[5..5 + len];
+        if flag & 0x80 != 0 {
+            let trailers = String::from_utf8_lossy(frame);
+            for line in trailers.split("\r\n") {
+                if let Some(value) = line.strip_prefix("grpc-status:") {
+                    status = value.trim().to_owned();
+                }
+            }
+        } else {
+            data.extend_from_slice(frame);
+        }
+        rest = &rest[5 + len..];
+    }
+    (data, status)
+}
+
+/// Typed clients in browsers use gRPC-web: a call succeeds with a member's token and is refused
+/// as unauthenticated without one; internal RPCs are not reachable; CORS is configurable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_for_browsers() {
+    use covibe_proto::orchestrator::v1::ListAgentsResponse;
+    use covibe_proto::prost::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    let origins = [("COVIBE_CORS_ALLOWED_ORIGINS", r#"["http://app.example"]"#)];
+    let (_proc, gw) = start_standalone_with(dir.path(), &origins).await;
+    let http = reqwest::Client::new();
+    let (_, me) = post(
+        &http,
+        &format!("{gw}/api/team/create"),
+        None,
+        json!({"name": "W", "email": "w@example.com", "displayName": "W"}),
+    )
+    .await;
+    let token = me["accessToken"].as_str().unwrap().to_owned();
+    let (_, spawned) = post(
+        &http,
+        &format!("{gw}/api/agent/spawn"),
+        Some(&token),
+        json!({"task": "lines=1 hello"}),
+    )
+    .await;
+    let agent = spawned["agent"]["id"].as_str().unwrap().to_owned();
+
+    let list = format!("{gw}/covibe.orchestrator.v1.OrchestratorService/ListAgents");
+    let (data, status) = grpc_web_call(&http, &list, Some(&token), &[]).await;
+    assert_eq!(status, "0");
+    let agents = ListAgentsResponse::decode(&data[..]).unwrap().agents;
+    assert_eq!(
+        agents.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        vec![agent.as_str()]
+    );
+
+    let (_, status) = grpc_web_call(&http, &list, None, &[]).await;
+    assert_eq!(status, "16", "unauthenticated");
+    let internal = format!("{gw}/covibe.team.v1.TeamService/CreateTeam");
+    let (_, status) = grpc_web_call(&http, &internal, Some(&token), &[]).await;
+    assert_eq!(status, "12", "internal RPCs are not exposed");
+
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, &list)
+        .header("origin", "http://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type,x-grpc-web,authorization",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .unwrap(),
+        "http://app.example"
+    );
+    let other = http
+        .request(reqwest::Method::OPTIONS, &list)
+        .header("origin", "http://evil.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+async fn put(http: &reqwest::Client, url: &str, token: &str, body: Value) -> (u16, Value) {
+    let response = http
+        .put(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits for a `team_presence` event seen by `client` in which `want` holds for every
+/// (user id, status) pair named.
+async fn await_presence(sio: &mut SioClient, client: &str, want: &[(&str, &str)]) -> Value {
+    let c = client.to_owned();
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(u, s)| ((*u).to_owned(), (*s).to_owned()))
+        .collect();
+    sio.recv_where("team_presence", move |v| {
+        v["op"] == "event"
+            && v["client"] == c.as_str()
+            && v["event"] == "team_presence"
+            && want.iter().all(|(user, status)| {
+                v["data"]["users"].as_array().is_some_and(|users| {
+                    users
+                        .iter()
+                        .any(|u| u["userId"] == user.as_str() && u["status"] == status.as_str())
+                })
+            })
+    })
+    .await["data"]
+        .clone()
+}
+
+/// Chat (REST and Socket.io, live and history), presence (join, update, disconnect) and the
+/// caller's VMs, for two teammates and a member of another team who sees none of it.
+async fn chat_presence_and_vms(gw: &str) {
+    let http = reqwest::Client::new();
+    let (_, sarah) = post(
+        &http,
+        &format!("{gw}/api/team/create"),
+        None,
+        json!({"name": "Rocket", "email": "sarah@example.com", "displayName": "Sarah"}),
+    )
+    .await;
+    let team_id = sarah["team"]["id"].as_str().unwrap().to_owned();
+    let sarah_id = sarah["user"]["id"].as_str().unwrap().to_owned();
+    let sarah_token = sarah["accessToken"].as_str().unwrap().to_owned();
+    let (status, miguel) = post(
+        &http,
+        &format!("{gw}/api/auth/login"),
+        None,
+        json!({"inviteCode": sarah["inviteCode"], "email": "miguel@example.com", "displayName": "Miguel"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{miguel}");
+    let miguel_id = miguel["user"]["id"].as_str().unwrap().to_owned();
+    let miguel_token = miguel["accessToken"].as_str().unwrap().to_owned();
+    let (_, chen) = post(
+        &http,
+        &format!("{gw}/api/team/create"),
+        None,
+        json!({"name": "Other", "email": "chen@example.com", "displayName": "Chen"}),
+    )
+    .await;
+    let chen_team = chen["team"]["id"].as_str().unwrap().to_owned();
+    let chen_id = chen["user"]["id"].as_str().unwrap().to_owned();
+    let chen_token = chen["accessToken"].as_str().unwrap().to_owned();
+
+    let mut sio = SioClient::start().await;
+    for name in ["sarah", "miguel", "chen"] {
+        sio.connect(name, gw).await;
+    }
+    // A socket that has not joined a team can neither chat nor set presence.
+    let ack = sio
+        .emit_ack("chen", "chat_message", json!({"message": "hi"}))
+        .await;
+    assert_eq!(ack["ok"], false, "{ack}");
+    assert!(ack["error"].as_str().unwrap().contains("join a team"));
+    let ack = sio
+        .emit_ack("chen", "presence_update", json!({"status": "away"}))
+        .await;
+    assert_eq!(ack["ok"], false, "{ack}");
+
+    for (name, team, token) in [
+        ("sarah", &team_id, &sarah_token),
+        ("miguel", &team_id, &miguel_token),
+        ("chen", &chen_team, &chen_token),
+    ] {
+        let ack = sio
+            .emit_ack(name, "join_team", json!({"teamId": team, "token": token}))
+            .await;
+        assert_eq!(ack["ok"], true, "{name}: {ack}");
+    }
+    // Joining makes both teammates online, and both see it.
+    for member in ["sarah", "miguel"] {
+        let presence = await_presence(
+            &mut sio,
+            member,
+            &[(&sarah_id, "online"), (&miguel_id, "online")],
+        )
+        .await;
+        assert_eq!(presence["users"].as_array().unwrap().len(), 2, "{presence}");
+    }
+
+    // One message over REST, one over Socket.io: both teammates get both, in order.
+    let (status, posted) = post(
+        &http,
+        &format!("{gw}/api/chat/message"),
+        Some(&sarah_token),
+        json!({"message": "  hello from rest \n"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{posted}");
+    let rest_message = posted["message"].clone();
+    assert_eq!(rest_message["message"], "hello from rest");
+    assert_eq!(rest_message["userId"], sarah_id.as_str());
+    assert_eq!(rest_message["displayName"], "Sarah");
+    let ack = sio
+        .emit_ack(
+            "miguel",
+            "chat_message",
+            json!({"message": "hello from socket"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let sio_message = ack["message"].clone();
+    assert_eq!(sio_message["userId"], miguel_id.as_str());
+    for member in ["sarah", "miguel"] {
+        let first = sio.next_event(member, "chat_message").await;
+        let second = sio.next_event(member, "chat_message").await;
+        assert_eq!(first, rest_message, "{member}");
+        assert_eq!(second, sio_message, "{member}");
+    }
+
+    // Bad messages are refused clearly, over both doors.
+    let (status, body) = post(
+        &http,
+        &format!("{gw}/api/chat/message"),
+        Some(&sarah_token),
+        json!({"message": "   "}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_argument");
+    let ack = sio
+        .emit_ack(
+            "sarah",
+            "chat_message",
+            json!({"message": "x".repeat(4001)}),
+        )
+        .await;
+    assert_eq!(ack["ok"], false);
+    assert!(ack["error"].as_str().unwrap().contains("too long"), "{ack}");
+    let ack = sio
+        .emit_ack("sarah", "chat_message", json!({"text": "x"}))
+        .await;
+    assert_eq!(ack["ok"], false);
+
+    // History has both, oldest first, and pages back with the first message as cursor.
+    let (status, history) = get(&http, &format!("{gw}/api/chat/history"), &miguel_token).await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["messages"], json!([rest_message, sio_message]));
+    assert_eq!(history["hasMore"], false);
+    let (_, newest) = get(
+        &http,
+        &format!("{gw}/api/chat/history?limit=1"),
+        &sarah_token,
+    )
+    .await;
+    assert_eq!(newest["messages"], json!([sio_message]));
+    assert_eq!(newest["hasMore"], true);
+    let (_, older) = get(
+        &http,
+        &format!(
+            "{gw}/api/chat/history?limit=1&before={}&beforeId={}",
+            sio_message["timestamp"],
+            sio_message["id"].as_str().unwrap()
+        ),
+        &sarah_token,
+    )
+    .await;
+    assert_eq!(older["messages"], json!([rest_message]));
+    assert_eq!(older["hasMore"], false);
+    let (status, _) = get(
+        &http,
+        &format!("{gw}/api/chat/history?limit=lots"),
+        &sarah_token,
+    )
+    .await;
+    assert_eq!(status, 400);
+    // Another team's history is its own: empty.
+    let (status, theirs) = get(&http, &format!("{gw}/api/chat/history"), &chen_token).await;
+    assert_eq!(status, 200);
+    assert_eq!(theirs["messages"], json!([]));
+
+    // Presence updates reach the team; nonsense is refused.
+    let ack = sio
+        .emit_ack("miguel", "presence_update", json!({"status": "away"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    await_presence(
+        &mut sio,
+        "sarah",
+        &[(&sarah_id, "online"), (&miguel_id, "away")],
+    )
+    .await;
+    let ack = sio
+        .emit_ack("miguel", "presence_update", json!({"status": "asleep"}))
+        .await;
+    assert_eq!(ack["ok"], false, "{ack}");
+    let (status, roster) = get(&http, &format!("{gw}/api/team/presence"), &sarah_token).await;
+    assert_eq!(status, 200, "{roster}");
+    let statuses: BTreeMap<&str, &str> = roster["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["userId"].as_str().unwrap(), u["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        BTreeMap::from([(sarah_id.as_str(), "online"), (miguel_id.as_str(), "away")])
+    );
+    // Miguel's only socket goes away: he is offline for the team.
+    sio.close("miguel").await;
+    await_presence(
+        &mut sio,
+        "sarah",
+        &[(&sarah_id, "online"), (&miguel_id, "offline")],
+    )
+    .await;
+
+    // The other team saw no chat and no presence of Rocket's.
+    for (event, data) in sio.drain_events("chen") {
+        assert_ne!(event, "chat_message", "leaked: {data}");
+        if event == "team_presence" {
+            let users = data["users"].as_array().unwrap();
+            assert!(
+                users.iter().all(|u| u["userId"] == chen_id.as_str()),
+                "leaked: {data}"
+            );
+        }
+    }
+
+    // VMs: each member lists, registers and renames their own only.
+    let (status, list) = get(&http, &format!("{gw}/api/vm/list"), &sarah_token).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["vms"].as_array().unwrap().len(), 1, "the default VM");
+    assert_eq!(list["vms"][0]["strategy"], "local");
+    let (status, registered) = post(
+        &http,
+        &format!("{gw}/api/vm/register"),
+        Some(&sarah_token),
+        json!({"name": "  cloud box "}),
+    )
+    .await;
+    assert_eq!(status, 201, "{registered}");
+    let vm = registered["vm"].clone();
+    assert_eq!(vm["name"], "cloud box");
+    assert_eq!(vm["strategy"], "local");
+    assert_eq!(vm["userId"], sarah_id.as_str());
+    let vm_id = vm["id"].as_str().unwrap().to_owned();
+    let (status, body) = post(
+        &http,
+        &format!("{gw}/api/vm/register"),
+        Some(&sarah_token),
+        json!({"name": "remote", "strategy": "ssh_proxy"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not available"),
+        "{body}"
+    );
+    let (status, body) = post(
+        &http,
+        &format!("{gw}/api/vm/register"),
+        Some(&sarah_token),
+        json!({"name": ""}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (_, list) = get(&http, &format!("{gw}/api/vm/list"), &sarah_token).await;
+    let vms = list["vms"].as_array().unwrap();
+    assert_eq!(vms.len(), 2);
+    assert!(vms.iter().all(|v| v["userId"] == sarah_id.as_str()));
+    assert!(vms.iter().any(|v| v["id"] == vm_id.as_str()));
+
+    let (status, updated) = put(
+        &http,
+        &format!("{gw}/api/vm/update"),
+        &sarah_token,
+        json!({"vmId": vm_id, "name": "big box"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["vm"]["name"], "big box");
+    assert_eq!(updated["vm"]["id"], vm_id.as_str());
+    // A teammate (or another team) cannot rename it, nor see it.
+    for token in [&miguel_token, &chen_token] {
+        let (status, body) = put(
+            &http,
+            &format!("{gw}/api/vm/update"),
+            token,
+            json!({"vmId": vm_id, "name": "mine now"}),
+        )
+        .await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(body["error"]["code"], "not_found");
+        let (_, theirs) = get(&http, &format!("{gw}/api/vm/list"), token).await;
+        assert!(
+            theirs["vms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|v| v["id"] != vm_id.as_str() && v["userId"] != sarah_id.as_str()),
+            "{theirs}"
+        );
+    }
+    let (status, _) = put(
+        &http,
+        &format!("{gw}/api/vm/update"),
+        &sarah_token,
+        json!({"vmId": "not-an-id", "name": "x"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (_, list) = get(&http, &format!("{gw}/api/vm/list"), &sarah_token).await;
+    let names: Vec<&str> = list["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"big box"), "{names:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_chat_presence_and_vms() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_proc, gw) = start_standalone(dir.path()).await;
+    chat_presence_and_vms(&gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_process_chat_presence_and_vms_over_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::postgres().await;
+    let mesh = start_multi_process(dir.path(), &db.url).await;
+    chat_presence_and_vms(&mesh.gateway).await;
+}
+
+/// `got` must be exactly `want`, in order; on failure, says where they first differ.
+fn assert_seqs(got: &[u64], want: std::ops::Range<u64>, what: &str) {
+    let want: Vec<u64> = want.collect();
+    if got != want.as_slice() {
+        let at = got
+            .iter()
+            .zip(&want)
+            .position(|(g, w)| g != w)
+            .unwrap_or(got.len().min(want.len()));
+        panic!(
+            "{what}: {} seqs where {} were expected; first difference at index {at}: got {:?}, want {:?}",
+            got.len(),
+            want.len(),
+            got.get(at..(at + 5).min(got.len())),
+            want.get(at..(at + 5).min(want.len())),
+        );
+    }
 }

@@ -17,10 +17,13 @@ impl From<ApiError> for HttpError {
 
 impl From<tonic::Status> for HttpError {
     fn from(status: tonic::Status) -> Self {
-        if status.code() == tonic::Code::Unavailable {
-            tracing::warn!(error = %status.message(), "a service is unavailable");
+        let err = ApiError::from_status(&status);
+        if err.code == Code::Unavailable {
+            // Transport failures carry addresses and OS errors: logged, never sent.
+            tracing::warn!(grpc_code = ?status.code(), error = %status.message(), "a service is unavailable");
+            return Self(ApiError::unavailable("a service is unavailable, try again"));
         }
-        Self(ApiError::from_status(&status))
+        Self(err)
     }
 }
 

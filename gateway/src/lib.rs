@@ -5,11 +5,18 @@
 //! `rest` holds the routes, `realtime` the Socket.io events and the fan-out relay, `dto` the
 //! JSON shapes clients see, `error` the one error body every route answers with.
 
+mod chat;
 mod control;
 mod dto;
 mod error;
+mod grpc_web;
+mod limits;
+mod openapi;
+mod rate_limit;
 mod realtime;
 mod rest;
+mod static_files;
+mod vm;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,17 +27,25 @@ use covibe_identity::Verifier;
 use covibe_proto::auth::v1::auth_service_client::AuthServiceClient;
 use covibe_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
 use covibe_proto::team::v1::team_service_client::TeamServiceClient;
+use covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServiceClient;
 use covibe_storage::HotStore;
 use tokio::net::TcpListener;
 
 pub use error::HttpError;
+pub use limits::HttpLimits;
 
 /// The service endpoints and limits the gateway needs.
 pub struct GatewayConfig {
     pub auth_url: String,
     pub team_url: String,
     pub orchestrator_url: String,
+    pub vm_connector_url: String,
     pub max_body_bytes: usize,
+    pub limits: HttpLimits,
+    /// The web client's files, served at `/`; unset means a JSON pointer to the API.
+    pub static_dir: Option<std::path::PathBuf>,
+    /// Origins allowed to call gRPC-web from a browser (`*` for any; empty for same-origin only).
+    pub cors_origins: Vec<String>,
 }
 
 /// What every handler shares.
@@ -38,9 +53,16 @@ pub struct Gateway {
     pub(crate) auth: AuthServiceClient<Client>,
     pub(crate) team: TeamServiceClient<Client>,
     pub(crate) orchestrator: OrchestratorServiceClient<Client>,
+    pub(crate) vm_connector: VmConnectorServiceClient<Client>,
     pub(crate) verifier: Verifier,
     pub(crate) ready: AtomicBool,
+    pub(crate) hub: realtime::Hub,
+    pub(crate) presence_seen: chat::PresenceSeen,
     pub(crate) max_body_bytes: usize,
+    pub(crate) limits: limits::Limiters,
+    pub(crate) site: static_files::Site,
+    pub(crate) upstreams: grpc_web::Upstreams,
+    pub(crate) cors_origins: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,16 +77,44 @@ pub enum Error {
 
 impl Gateway {
     pub fn new(config: &GatewayConfig, verifier: Verifier) -> Result<Arc<Self>, Error> {
+        let upstreams = grpc_web::Upstreams {
+            auth: covibe_bootstrap::channel(&config.auth_url)?,
+            team: covibe_bootstrap::channel(&config.team_url)?,
+            orchestrator: covibe_bootstrap::channel(&config.orchestrator_url)?,
+        };
         Ok(Arc::new(Self {
-            auth: AuthServiceClient::new(covibe_bootstrap::channel(&config.auth_url)?),
-            team: TeamServiceClient::new(covibe_bootstrap::channel(&config.team_url)?),
-            orchestrator: OrchestratorServiceClient::new(covibe_bootstrap::channel(
-                &config.orchestrator_url,
+            auth: AuthServiceClient::new(upstreams.auth.clone()),
+            team: TeamServiceClient::new(upstreams.team.clone()),
+            orchestrator: OrchestratorServiceClient::new(upstreams.orchestrator.clone()),
+            vm_connector: VmConnectorServiceClient::new(covibe_bootstrap::channel(
+                &config.vm_connector_url,
             )?),
+            upstreams,
+            cors_origins: config.cors_origins.clone(),
             verifier,
             ready: AtomicBool::new(false),
+            hub: realtime::Hub::default(),
+            presence_seen: chat::PresenceSeen::default(),
             max_body_bytes: config.max_body_bytes,
+            limits: limits::Limiters::new(&config.limits),
+            site: static_files::Site::new(config.static_dir.as_deref()),
         }))
+    }
+
+    /// The REST app (no Socket.io), for serving with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`; `serve` adds Socket.io to it.
+    pub fn app(self: &Arc<Self>) -> axum::Router {
+        rest::router(self.clone())
+            .merge(grpc_web::router(&self.upstreams, &self.cors_origins))
+            // Limits and tracing cover REST and gRPC-web alike (sign-in guessing included).
+            .layer(axum::middleware::from_fn_with_state(self.clone(), limits::guard))
+            .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |request: &http::Request<_>| {
+                    let span = tracing::info_span!("http", method = %request.method(), path = %request.uri().path());
+                    covibe_telemetry::set_parent_from_headers(&span, request.headers());
+                    span
+                },
+            ))
     }
 
     pub(crate) fn is_ready(&self) -> bool {
@@ -82,9 +132,9 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let (layer, io) = realtime::socket_layer(gateway.clone());
     let subscription = hot.subscribe().await?;
-    tokio::spawn(realtime::relay(io.clone(), subscription));
+    tokio::spawn(realtime::relay(io.clone(), gateway.clone(), subscription));
     gateway.ready.store(true, Ordering::Relaxed);
-    let app = rest::router(gateway.clone()).layer(layer);
+    let app = gateway.app().layer(layer);
     let local: SocketAddr = listener.local_addr()?;
     tracing::info!(addr = %local, "gateway serving");
     axum::serve(

@@ -24,6 +24,8 @@ use crate::error::HttpError;
 type Result<T> = std::result::Result<T, HttpError>;
 type Shared = State<Arc<Gateway>>;
 
+/// Every route here has a row in `openapi::ROUTES` (the tests check both ways); layers go
+/// after the routes, since `layer` wraps only the routes added before it.
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let max_body = gateway.max_body_bytes;
     Router::new()
@@ -36,15 +38,17 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/agent/list", get(list_agents))
         .route("/api/agent/{id}", get(get_agent).delete(kill_agent))
         .route("/api/agent/{id}/output", get(agent_output))
+        .route("/api/chat/message", post(crate::chat::post_message))
+        .route("/api/chat/history", get(crate::chat::history))
+        .route("/api/team/presence", get(crate::chat::presence))
+        .route("/api/vm/register", post(crate::vm::register))
+        .route("/api/vm/update", axum::routing::put(crate::vm::update))
+        .route("/api/vm/list", get(crate::vm::list))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .fallback(|| async { HttpError(ApiError::not_found("no such route")) })
+        .route("/api/openapi.json", get(crate::openapi::serve))
+        .fallback(crate::static_files::fallback)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &http::Request<_>| {
-            let span = tracing::info_span!("http", method = %request.method(), path = %request.uri().path());
-            covibe_telemetry::set_parent_from_headers(&span, request.headers());
-            span
-        }))
         .with_state(gateway)
 }
 

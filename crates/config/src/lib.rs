@@ -45,6 +45,10 @@ pub struct Config {
     pub link_url: Option<String>,
     /// `text` or `json`.
     pub log_format: String,
+    /// The web client's files, served by the gateway at `/`; unset means a JSON pointer to the API.
+    /// Browser origins allowed to call gRPC-web (`*` for any); empty means same-origin only.
+    pub cors_allowed_origins: Vec<String>,
+    pub static_dir: Option<PathBuf>,
     /// gRPC endpoints of the other services, used in multi-process mode.
     pub endpoints: Endpoints,
     pub auth: AuthConfig,
@@ -91,6 +95,22 @@ pub struct Limits {
     pub kill_grace_ms: u32,
     /// Seconds a running agent's vm-agent may stay silent before the agent is marked `lost`.
     pub lost_after_secs: u64,
+    /// Gateway requests per second from one address (IPv6: one /64), refilled continuously.
+    pub rate_per_ip_per_sec: u32,
+    /// Gateway requests one address may make at once after a quiet spell.
+    pub burst_per_ip: u32,
+    /// Gateway requests per second from one member (by their access token).
+    pub rate_per_user_per_sec: u32,
+    pub burst_per_user: u32,
+    /// Sign-ins (`POST /api/auth/login`) per minute from one address: stops invite-code guessing.
+    pub login_per_ip_per_min: u32,
+    pub login_burst_per_ip: u32,
+    /// Milliseconds a gateway request may take before it is answered 503.
+    pub request_timeout_ms: u64,
+    /// Gateway requests in flight at once; past that, requests are answered 503 at once.
+    pub max_concurrent_requests: usize,
+    /// Key rate limits by the last `X-Forwarded-For` entry: set only behind a proxy that sets it.
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for Config {
@@ -106,6 +126,8 @@ impl Default for Config {
             vm_agent_bin: None,
             link_url: None,
             log_format: "text".to_owned(),
+            static_dir: None,
+            cors_allowed_origins: Vec::new(),
             endpoints: Endpoints::default(),
             auth: AuthConfig::default(),
             limits: Limits::default(),
@@ -148,6 +170,16 @@ impl Default for Limits {
             spawns_per_minute: 10,
             kill_grace_ms: 5_000,
             lost_after_secs: 120,
+            // Generous: a whole team behind one NAT shares an address.
+            rate_per_ip_per_sec: 50,
+            burst_per_ip: 200,
+            rate_per_user_per_sec: 20,
+            burst_per_user: 100,
+            login_per_ip_per_min: 20,
+            login_burst_per_ip: 20,
+            request_timeout_ms: 30_000,
+            max_concurrent_requests: 1024,
+            trust_forwarded_for: false,
         }
     }
 }
@@ -237,8 +269,22 @@ impl Config {
             || self.limits.max_running_agents == 0
             || self.limits.spawns_per_minute == 0
             || self.limits.lost_after_secs == 0
+            || self.limits.max_body_bytes == 0
+            || self.limits.rate_per_ip_per_sec == 0
+            || self.limits.burst_per_ip == 0
+            || self.limits.rate_per_user_per_sec == 0
+            || self.limits.burst_per_user == 0
+            || self.limits.login_per_ip_per_min == 0
+            || self.limits.login_burst_per_ip == 0
+            || self.limits.request_timeout_ms == 0
+            || self.limits.max_concurrent_requests == 0
         {
             return invalid("limits must be positive".to_owned());
+        }
+        if let Some(dir) = &self.static_dir
+            && !dir.is_dir()
+        {
+            return invalid(format!("static_dir {} is not a directory", dir.display()));
         }
         Ok(())
     }
@@ -340,5 +386,19 @@ mod tests {
         cfg.validate().unwrap();
         assert!(cfg.to_toml().unwrap().contains("agent_command"));
         assert!(cfg.database_url().starts_with("sqlite://"));
+        let mut bad = cfg.clone();
+        bad.limits.login_burst_per_ip = 0;
+        assert!(
+            bad.validate().is_err(),
+            "a zero rate limit locks everyone out"
+        );
+        let mut bad = cfg;
+        bad.static_dir = Some(PathBuf::from("/no/such/covibe/site"));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("static_dir")
+        );
     }
 }

@@ -6,7 +6,9 @@ mod db;
 pub mod hot;
 
 pub use db::{Backend, connect, migrate};
-pub use hot::{FanoutEvent, HotChunk, HotStore, MemoryHotStore, RedisHotStore, Subscription};
+pub use hot::{
+    FanoutEvent, HotChunk, HotStore, MemoryHotStore, PresenceSnapshot, RedisHotStore, Subscription,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

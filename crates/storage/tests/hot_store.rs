@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use covibe_storage::{FanoutEvent, HotChunk, HotStore, MemoryHotStore, RedisHotStore};
-use covibe_types::{AgentId, TeamId};
+use covibe_types::{AgentId, TeamId, UserId};
 
 fn chunk(seq: u64) -> HotChunk {
     HotChunk {
@@ -84,10 +84,118 @@ async fn control_reaches_every_subscriber_and_not_the_team_channel(store: &dyn H
     );
 }
 
+async fn live_presence(store: &dyn HotStore, team: TeamId) -> Vec<Bytes> {
+    let mut live = store.presence(team).await.unwrap();
+    live.sort();
+    live
+}
+
+async fn presence_is_per_team_per_member_and_expires(store: &dyn HotStore) {
+    let (team, other) = (TeamId::new(), TeamId::new());
+    let (sarah, miguel, chen) = (UserId::new(), UserId::new(), UserId::new());
+    let long = Duration::from_secs(60);
+    assert!(store.presence(team).await.unwrap().is_empty());
+
+    store
+        .set_presence(team, sarah, Bytes::from("sarah online"), long)
+        .await
+        .unwrap();
+    store
+        .set_presence(team, miguel, Bytes::from("miguel away"), long)
+        .await
+        .unwrap();
+    // A member's new entry replaces the old one; binary entries come back intact.
+    store
+        .set_presence(team, sarah, Bytes::from_static(b"sarah\0busy:\xff"), long)
+        .await
+        .unwrap();
+    assert_eq!(
+        live_presence(store, team).await,
+        vec![
+            Bytes::from("miguel away"),
+            Bytes::from_static(b"sarah\0busy:\xff")
+        ]
+    );
+    // Nothing crosses teams.
+    assert!(store.presence(other).await.unwrap().is_empty());
+    store
+        .set_presence(other, chen, Bytes::from("chen online"), long)
+        .await
+        .unwrap();
+    assert_eq!(
+        live_presence(store, other).await,
+        vec![Bytes::from("chen online")]
+    );
+    // Every write answers the team's live entries just after it, with a version that only
+    // grows: the later snapshot holds every earlier write.
+    let first = store
+        .set_presence(team, miguel, Bytes::from("miguel away"), long)
+        .await
+        .unwrap();
+    let mut entries = first.entries.clone();
+    entries.sort();
+    assert_eq!(entries, live_presence(store, team).await);
+    let second = store
+        .set_presence(team, miguel, Bytes::from("miguel online"), long)
+        .await
+        .unwrap();
+    assert!(second.version > first.version);
+    assert!(second.entries.contains(&Bytes::from("miguel online")));
+    assert!(!second.entries.contains(&Bytes::from("miguel away")));
+    assert_eq!(second.entries.len(), 2);
+    let elsewhere = store
+        .set_presence(other, chen, Bytes::from("chen away"), long)
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.entries, vec![Bytes::from("chen away")]);
+
+    // Each entry expires on its own: a short-lived one goes, the others stay.
+    store
+        .set_presence(
+            team,
+            miguel,
+            Bytes::from("miguel gone soon"),
+            Duration::from_millis(1),
+        )
+        .await
+        .unwrap();
+    let expired = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let live = live_presence(store, team).await;
+            if !live.contains(&Bytes::from("miguel gone soon")) {
+                return live;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("a 1 ms entry expires");
+    assert_eq!(expired, vec![Bytes::from_static(b"sarah\0busy:\xff")]);
+    // A short entry set first does not shorten a long one set after it.
+    let fresh = TeamId::new();
+    store
+        .set_presence(fresh, chen, Bytes::from("short"), Duration::from_millis(1))
+        .await
+        .unwrap();
+    store
+        .set_presence(fresh, miguel, Bytes::from("long"), long)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while live_presence(store, fresh).await.len() > 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the short entry expires");
+    assert_eq!(live_presence(store, fresh).await, vec![Bytes::from("long")]);
+}
+
 async fn suite(store: &dyn HotStore) {
     ring_keeps_the_newest_in_order_without_duplicates(store).await;
     fanout_reaches_every_subscriber_in_order(store).await;
     control_reaches_every_subscriber_and_not_the_team_channel(store).await;
+    presence_is_per_team_per_member_and_expires(store).await;
 }
 
 #[tokio::test]

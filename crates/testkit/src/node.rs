@@ -170,6 +170,20 @@ impl SioClient {
         });
         taken
     }
+    /// Closes one client's connection.
+    pub async fn close(&mut self, client: &str) {
+        self.send(json!({"op": "close", "client": client})).await;
+        let c = client.to_owned();
+        self.recv_where("close", move |v| {
+            v["op"] == "closed" && v["client"] == c.as_str()
+        })
+        .await;
+    }
+
+    /// The Node process's pid (to pause it with SIGSTOP: a client that stops reading).
+    pub fn pid(&self) -> u32 {
+        self._child.id().unwrap_or(0)
+    }
 
     /// Connects `count` clients one after another, each emitting `event` at once on connect;
     /// returns how many were acknowledged with `{ok: true}`.

@@ -67,6 +67,7 @@ id_type!(TeamId, "team");
 id_type!(UserId, "user");
 id_type!(AgentId, "agent");
 id_type!(VmId, "vm");
+id_type!(MessageId, "message");
 
 #[cfg(test)]
 mod tests {

@@ -7,18 +7,33 @@ use covibe_proto::common::v1 as common;
 use covibe_proto::team::v1 as pb;
 use covibe_proto::team::v1::team_service_server::{TeamService, TeamServiceServer};
 use covibe_proto::tonic::{self, Request, Response, Status};
-use covibe_types::{ApiError, UserId};
+use covibe_types::{ApiError, MessageId, TeamId, UserId};
 
+use crate::chat::{Before, Chat};
 use crate::domain::{Member, Team, TeamDomain};
+use crate::events;
 
 pub struct TeamGrpc {
     domain: Arc<TeamDomain>,
+    chat: Arc<Chat>,
     verifier: Verifier,
 }
 
 impl TeamGrpc {
-    pub fn new(domain: Arc<TeamDomain>, verifier: Verifier) -> Self {
-        Self { domain, verifier }
+    pub fn new(domain: Arc<TeamDomain>, chat: Arc<Chat>, verifier: Verifier) -> Self {
+        Self {
+            domain,
+            chat,
+            verifier,
+        }
+    }
+
+    /// The member a request's token names.
+    fn member<T>(&self, request: &Request<T>) -> Result<(UserId, TeamId), Status> {
+        Ok(self
+            .verifier
+            .verify_metadata(request.metadata())?
+            .member()?)
     }
 
     pub fn into_server(self) -> TeamServiceServer<Self> {
@@ -138,5 +153,72 @@ impl TeamService for TeamGrpc {
             team: Some(team_pb(&found)),
             members: members.iter().map(user_pb).collect(),
         }))
+    }
+
+    async fn post_message(
+        &self,
+        request: Request<pb::PostMessageRequest>,
+    ) -> Result<Response<pb::ChatMessage>, Status> {
+        let (user, team) = self.member(&request)?;
+        let message = self
+            .chat
+            .post(user, team, &request.into_inner().text)
+            .await?;
+        Ok(Response::new(events::message_pb(&message)))
+    }
+
+    async fn chat_history(
+        &self,
+        request: Request<pb::ChatHistoryRequest>,
+    ) -> Result<Response<pb::ChatHistoryResponse>, Status> {
+        let (user, team) = self.member(&request)?;
+        let r = request.into_inner();
+        let before_id = if r.before_id.is_empty() {
+            None
+        } else {
+            Some(
+                r.before_id
+                    .parse::<MessageId>()
+                    .map_err(|_| ApiError::invalid("invalid before_id: not a message id"))?,
+            )
+        };
+        let before = match (r.before_ms, before_id) {
+            (Some(at_ms), id) => Some(Before { at_ms, id }),
+            (None, Some(_)) => {
+                return Err(ApiError::invalid("before_id needs before_ms").into());
+            }
+            (None, None) => None,
+        };
+        let page = self.chat.history(user, team, before, r.limit).await?;
+        Ok(Response::new(pb::ChatHistoryResponse {
+            messages: page.messages.iter().map(events::message_pb).collect(),
+            has_more: page.has_more,
+        }))
+    }
+
+    async fn update_presence(
+        &self,
+        request: Request<pb::UpdatePresenceRequest>,
+    ) -> Result<Response<pb::TeamPresence>, Status> {
+        let (user, team) = self.member(&request)?;
+        let raw = request.into_inner().status;
+        // Unspecified is the refresh of a connected client; an unknown number is a mistake.
+        let status = events::status_of(raw);
+        if status.is_none() && raw != pb::PresenceStatus::Unspecified as i32 {
+            return Err(
+                ApiError::invalid("status must be one of online, away, busy, offline").into(),
+            );
+        }
+        let presence = self.chat.update_presence(user, team, status).await?;
+        Ok(Response::new(events::presence_pb(&presence)))
+    }
+
+    async fn get_presence(
+        &self,
+        request: Request<pb::GetPresenceRequest>,
+    ) -> Result<Response<pb::TeamPresence>, Status> {
+        let (user, team) = self.member(&request)?;
+        let presence = self.chat.presence(user, team).await?;
+        Ok(Response::new(events::presence_pb(&presence)))
     }
 }

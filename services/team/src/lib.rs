@@ -1,13 +1,21 @@
-//! The team service: teams, their members and invite codes.
+//! The team service: teams, their members and invite codes; the team chat and presence.
 //!
-//! `domain` holds the rules over the `TeamStore` trait; `store` implements it with SeaORM (on
-//! PostgreSQL or SQLite); `grpc` is the thin adapter for `covibe.team.v1.TeamService`.
+//! `domain` holds the rules over the `TeamStore` trait; `chat` the chat (durable, in the team
+//! store) and presence (hot, with a TTL, in the `HotStore`), both published on the team's
+//! fan-out channel (`events`); `store` implements the store with SeaORM (on PostgreSQL or
+//! SQLite); `grpc` is the thin adapter for `covibe.team.v1.TeamService`.
 
+mod chat;
 mod domain;
 mod error;
+mod events;
 mod grpc;
 pub mod store;
 
+pub use chat::{
+    Before, Chat, ChatMessage, ChatPage, MAX_MESSAGE_CHARS, MemberPresence, PRESENCE_TTL,
+    PresenceStatus, TeamPresence,
+};
 pub use domain::{Invite, Member, Team, TeamDomain, normalize_invite_code};
 pub use error::Error;
 pub use grpc::TeamGrpc;

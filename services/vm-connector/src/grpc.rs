@@ -53,6 +53,31 @@ impl VmConnectorGrpc {
     }
 }
 
+/// VM names: trimmed, 1 to 64 printable characters.
+fn clean_vm_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "vm name must be 1 to 64 printable characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// The strategies a VM may be registered with on this connector.
+fn clean_strategy(strategy: &str) -> Result<String, ApiError> {
+    match strategy.trim() {
+        "" | "local" => Ok("local".to_owned()),
+        "ssh_proxy" | "dial_in" => Err(ApiError::invalid(format!(
+            "the {} strategy is not available yet; register the VM with strategy \"local\"",
+            strategy.trim()
+        ))),
+        other => Err(ApiError::invalid(format!(
+            "unknown strategy {other:?}; the available strategy is \"local\""
+        ))),
+    }
+}
+
 fn vm_pb(vm: &Vm) -> pb::Vm {
     pb::Vm {
         id: vm.id.to_string(),
@@ -125,5 +150,55 @@ impl VmConnectorService for VmConnectorGrpc {
         Ok(Response::new(pb::ListVmsResponse {
             vms: vms.iter().map(vm_pb).collect(),
         }))
+    }
+
+    async fn register_vm(
+        &self,
+        request: Request<pb::RegisterVmRequest>,
+    ) -> Result<Response<pb::Vm>, Status> {
+        let (user, team) = self
+            .verifier
+            .verify_metadata(request.metadata())?
+            .member()?;
+        let r = request.into_inner();
+        let vm = Vm {
+            id: VmId::new(),
+            user_id: user,
+            team_id: team,
+            name: clean_vm_name(&r.name)?,
+            strategy: clean_strategy(&r.strategy)?,
+            last_seen_ms: 0,
+        };
+        self.store.insert(&vm).await.map_err(Error::from)?;
+        tracing::info!(vm_id = %vm.id, user_id = %user, strategy = %vm.strategy, "vm registered");
+        Ok(Response::new(vm_pb(&vm)))
+    }
+
+    async fn update_vm(
+        &self,
+        request: Request<pb::UpdateVmRequest>,
+    ) -> Result<Response<pb::Vm>, Status> {
+        let (user, team) = self
+            .verifier
+            .verify_metadata(request.metadata())?
+            .member()?;
+        let r = request.into_inner();
+        // Another member's VM, or a made-up id, is simply not one of the caller's.
+        let not_found = || ApiError::not_found("no such vm");
+        let id: VmId = r.vm_id.trim().parse().map_err(|_| not_found())?;
+        let name = clean_vm_name(&r.name)?;
+        let mut vm = self
+            .store
+            .list(user)
+            .await
+            .map_err(Error::from)?
+            .into_iter()
+            .find(|vm| vm.id == id && vm.team_id == team)
+            .ok_or_else(not_found)?;
+        vm.name = name;
+        if !self.store.update(&vm).await.map_err(Error::from)? {
+            return Err(not_found().into());
+        }
+        Ok(Response::new(vm_pb(&vm)))
     }
 }

@@ -22,6 +22,9 @@ pub trait VmStore: Send + Sync + 'static {
     async fn list(&self, user: UserId) -> Result<Vec<Vm>, DbErr>;
     async fn insert(&self, vm: &Vm) -> Result<(), DbErr>;
     async fn touch(&self, id: VmId) -> Result<(), DbErr>;
+    /// Writes `vm`'s name and strategy over the stored VM with its id, only if that VM belongs
+    /// to `vm.user_id` in `vm.team_id`; `false` when there is no such VM of theirs.
+    async fn update(&self, vm: &Vm) -> Result<bool, DbErr>;
 }
 
 mod entity {
@@ -176,5 +179,23 @@ impl VmStore for SeaVmStore {
             .exec(&self.db)
             .await
             .map(|_| ())
+    }
+
+    async fn update(&self, vm: &Vm) -> Result<bool, DbErr> {
+        let result = entity::Entity::update_many()
+            .col_expr(
+                entity::Column::Name,
+                sea_orm::sea_query::Expr::value(vm.name.clone()),
+            )
+            .col_expr(
+                entity::Column::Strategy,
+                sea_orm::sea_query::Expr::value(vm.strategy.clone()),
+            )
+            .filter(entity::Column::Id.eq(vm.id.to_string()))
+            .filter(entity::Column::UserId.eq(vm.user_id.to_string()))
+            .filter(entity::Column::TeamId.eq(vm.team_id.to_string()))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
     }
 }

@@ -51,6 +51,35 @@ async fn suite(db: TestDb) {
     assert_eq!(store.list(miguel).await.unwrap(), vec![theirs]);
     // Touching an unknown VM is harmless.
     store.touch(VmId::new()).await.unwrap();
+
+    // An update renames the owner's VM and nothing else; it never reaches another member's
+    // VM, another team's, or one that does not exist.
+    let before = store.list(sarah).await.unwrap();
+    let renamed = Vm {
+        name: "old laptop".to_owned(),
+        ..before[0].clone()
+    };
+    assert!(store.update(&renamed).await.unwrap());
+    let hijack = Vm {
+        user_id: miguel,
+        name: "hijacked".to_owned(),
+        ..renamed.clone()
+    };
+    assert!(!store.update(&hijack).await.unwrap());
+    let elsewhere = Vm {
+        team_id: TeamId::new(),
+        name: "elsewhere".to_owned(),
+        ..renamed.clone()
+    };
+    assert!(!store.update(&elsewhere).await.unwrap());
+    assert!(!store.update(&vm(sarah, team, "ghost")).await.unwrap());
+    assert_eq!(
+        store.list(sarah).await.unwrap(),
+        vec![renamed, before[1].clone()]
+    );
+    let theirs = store.list(miguel).await.unwrap();
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].name, "desktop");
 }
 
 #[tokio::test]

@@ -2,12 +2,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use covibe_types::{AgentId, TeamId};
+use covibe_types::{AgentId, TeamId, UserId};
 use tokio::sync::{broadcast, mpsc};
 
-use super::{FanoutEvent, HotChunk, HotStore, SUBSCRIBER_QUEUE, Subscription};
+use super::{FanoutEvent, HotChunk, HotStore, PresenceSnapshot, SUBSCRIBER_QUEUE, Subscription};
 use crate::Error;
 
 /// Bytes of output kept per agent, whatever the chunk count: long lines cannot grow memory.
@@ -25,6 +26,26 @@ pub struct MemoryHotStore {
     rings: Mutex<HashMap<AgentId, Ring>>,
     fanout: broadcast::Sender<Bytes>,
     control: broadcast::Sender<Bytes>,
+    presence: Mutex<Presence>,
+}
+
+#[derive(Default)]
+struct Presence {
+    /// Per team, per member: the entry and when it expires.
+    teams: HashMap<TeamId, HashMap<UserId, (Instant, Bytes)>>,
+    /// The last snapshot version handed out (store-wide, so it never goes back).
+    version: u64,
+}
+
+impl Presence {
+    fn next_version(&mut self) -> u64 {
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        self.version = now_us.max(self.version.saturating_add(1));
+        self.version
+    }
 }
 
 impl MemoryHotStore {
@@ -35,6 +56,7 @@ impl MemoryHotStore {
             rings: Mutex::new(HashMap::new()),
             fanout: broadcast::channel(SUBSCRIBER_QUEUE).0,
             control: broadcast::channel(1024).0,
+            presence: Mutex::new(Presence::default()),
         }
     }
     fn rings(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Ring>> {
@@ -113,6 +135,44 @@ impl HotStore for MemoryHotStore {
 
     async fn subscribe_control(&self) -> Result<Subscription, Error> {
         Ok(forward(self.control.subscribe()))
+    }
+
+    async fn set_presence(
+        &self,
+        team: TeamId,
+        user: UserId,
+        entry: Bytes,
+        ttl: Duration,
+    ) -> Result<PresenceSnapshot, Error> {
+        let now = Instant::now();
+        let expires = now.checked_add(ttl).unwrap_or(now);
+        let mut presence = self
+            .presence
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let version = presence.next_version();
+        let members = presence.teams.entry(team).or_default();
+        members.retain(|_, (until, _)| *until > now);
+        members.insert(user, (expires, entry));
+        let entries = members.values().map(|(_, entry)| entry.clone()).collect();
+        Ok(PresenceSnapshot { version, entries })
+    }
+
+    async fn presence(&self, team: TeamId) -> Result<Vec<Bytes>, Error> {
+        let now = Instant::now();
+        let mut presence = self
+            .presence
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(members) = presence.teams.get_mut(&team) else {
+            return Ok(Vec::new());
+        };
+        members.retain(|_, (until, _)| *until > now);
+        let live = members.values().map(|(_, entry)| entry.clone()).collect();
+        if members.is_empty() {
+            presence.teams.remove(&team);
+        }
+        Ok(live)
     }
 }
 

@@ -1,6 +1,6 @@
-//! The hot store: what is read and written on every output line. Two implementations with one
-//! contract, checked by one conformance suite (`tests/hot_store.rs`): Redis for many processes,
-//! in-process for `covibe standalone`.
+//! The hot store: what is read and written on every output line, and team presence. Two
+//! implementations with one contract, checked by one conformance suite (`tests/hot_store.rs`):
+//! Redis for many processes, in-process for `covibe standalone`.
 
 mod memory;
 mod redis;
@@ -8,8 +8,10 @@ mod redis;
 pub use memory::MemoryHotStore;
 pub use redis::RedisHotStore;
 
+use std::time::Duration;
+
 use bytes::Bytes;
-use covibe_types::{AgentId, TeamId};
+use covibe_types::{AgentId, TeamId, UserId};
 use tokio::sync::mpsc;
 
 use crate::Error;
@@ -31,6 +33,16 @@ pub enum FanoutEvent {
     /// The subscriber fell behind or the link to the hot store broke: events were missed and
     /// receivers must resynchronise from history.
     Gap,
+}
+
+/// A team's live presence entries right after one write, taken atomically with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceSnapshot {
+    /// Strictly greater than the version of every snapshot of the team taken before it (it is
+    /// time-based, so it keeps growing even after the team's entries all expired): of two
+    /// snapshots, the one with the higher version holds every write the other holds.
+    pub version: u64,
+    pub entries: Vec<Bytes>,
 }
 
 /// Every team's fan-out events, in publication order per publisher.
@@ -72,6 +84,22 @@ pub trait HotStore: Send + Sync + 'static {
 
     /// Subscribes to the control channel.
     async fn subscribe_control(&self) -> Result<Subscription, Error>;
+
+    /// Sets `user`'s presence entry in `team` (opaque bytes; the team service stores an encoded
+    /// `covibe.team.v1.PresenceUser`), replacing the previous one. It lives for `ttl` from now,
+    /// each member's entry expiring on its own. Returns the team's live entries just after the
+    /// write, versioned, so concurrent writers can tell whose snapshot is the newer one.
+    async fn set_presence(
+        &self,
+        team: TeamId,
+        user: UserId,
+        entry: Bytes,
+        ttl: Duration,
+    ) -> Result<PresenceSnapshot, Error>;
+
+    /// The team's live presence entries, one per member, in no particular order. Expired
+    /// entries are never returned (and are pruned).
+    async fn presence(&self, team: TeamId) -> Result<Vec<Bytes>, Error>;
 }
 
 /// Subscriber queue length before a subscriber is told it has a gap.

@@ -1,14 +1,18 @@
 //! The Redis hot store: a sorted set per agent (score = seq) trimmed to a fixed size with a TTL,
-//! and one pub/sub channel per team, all teams read with one pattern subscription.
+//! one pub/sub channel per team, all teams read with one pattern subscription, and a hash per
+//! team for presence (field = member, value = `{expiry ms}:{entry}`; scripts stamp and check
+//! expiries with the Redis server's clock, so every process agrees on them).
+
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use covibe_types::{AgentId, TeamId};
+use covibe_types::{AgentId, TeamId, UserId};
 use fred::prelude::*;
 use fred::types::Limit;
 use fred::types::sorted_sets::ZRange;
 use tokio::sync::mpsc;
 
-use super::{FanoutEvent, HotChunk, HotStore, SUBSCRIBER_QUEUE, Subscription};
+use super::{FanoutEvent, HotChunk, HotStore, PresenceSnapshot, SUBSCRIBER_QUEUE, Subscription};
 use crate::Error;
 
 pub struct RedisHotStore {
@@ -62,7 +66,59 @@ impl RedisHotStore {
     fn channel(&self, team: TeamId) -> String {
         format!("{}team:{team}", self.prefix)
     }
+
+    fn presence_key(&self, team: TeamId) -> String {
+        format!("{}presence:{team}", self.prefix)
+    }
 }
+
+/// Prunes the team's presence hash (KEYS[1]) of expired entries and appends the live ones to
+/// `live`. Field `~v` (never a member id) holds the last snapshot version.
+macro_rules! presence_prune {
+    () => {
+        r"
+local function collect(now, live)
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    if all[i] ~= '~v' then
+      local value = all[i + 1]
+      local sep = string.find(value, ':', 1, true)
+      local expires = sep and tonumber(string.sub(value, 1, sep - 1))
+      if expires and expires > now then
+        live[#live + 1] = string.sub(value, sep + 1)
+      else
+        redis.call('HDEL', KEYS[1], all[i])
+      end
+    end
+  end
+  return live
+end
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = math.floor(now_us / 1000)
+"
+    };
+}
+
+/// ARGV = member, entry, ttl ms. Stores the entry stamped with its expiry, keeps the hash alive
+/// as long as its longest-lived entry, and returns the new version followed by the live
+/// entries: one atomic step, so the snapshot holds exactly the writes up to its version.
+const SET_PRESENCE: &str = concat!(
+    presence_prune!(),
+    r"
+local ttl = tonumber(ARGV[3])
+local last = tonumber(redis.call('HGET', KEYS[1], '~v') or '0') or 0
+local version = string.format('%.0f', math.max(now_us, last + 1))
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%.0f', now + ttl) .. ':' .. ARGV[2], '~v', version)
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return collect(now, {version})
+"
+);
+
+/// Returns the live entries and deletes the expired ones.
+const READ_PRESENCE: &str = concat!(presence_prune!(), "return collect(now, {})\n");
 
 fn encode(chunk: &HotChunk) -> Bytes {
     let mut buf = BytesMut::with_capacity(9 + chunk.data.len());
@@ -142,6 +198,42 @@ impl HotStore for RedisHotStore {
         self.listen(Channels::Exact(format!("{}control", self.prefix)))
             .await
     }
+
+    async fn set_presence(
+        &self,
+        team: TeamId,
+        user: UserId,
+        entry: Bytes,
+        ttl: Duration,
+    ) -> Result<PresenceSnapshot, Error> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let args: Vec<Value> = vec![
+            Value::from(user.to_string()),
+            Value::Bytes(entry),
+            Value::Integer(ttl_ms),
+        ];
+        let live: Vec<Bytes> = self
+            .client
+            .eval(SET_PRESENCE, self.presence_key(team), args)
+            .await?;
+        let mut live = live.into_iter();
+        let version = live
+            .next()
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
+            .ok_or_else(|| Error::Other("presence script returned no version".to_owned()))?;
+        Ok(PresenceSnapshot {
+            version,
+            entries: live.collect(),
+        })
+    }
+
+    async fn presence(&self, team: TeamId) -> Result<Vec<Bytes>, Error> {
+        let live: Vec<Bytes> = self
+            .client
+            .eval(READ_PRESENCE, self.presence_key(team), Vec::<Value>::new())
+            .await?;
+        Ok(live)
+    }
 }
 
 enum Channels {
@@ -155,6 +247,9 @@ impl RedisHotStore {
     async fn listen(&self, channels: Channels) -> Result<Subscription, Error> {
         let subscriber = Builder::from_config(self.config.clone())
             .set_policy(reconnect_policy())
+            // fred hands messages over a broadcast channel of 32 by default: a burst would be
+            // reported as a gap. Our own queue behind it is the bound that matters.
+            .with_performance_config(|c| c.broadcast_channel_capacity = SUBSCRIBER_QUEUE)
             .build_subscriber_client()?;
         subscriber.init().await?;
         let resubscribe = subscriber.manage_subscriptions();

@@ -8,7 +8,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Teams)]
+        vec![Box::new(M0001Teams), Box::new(M0002ChatMessages)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -127,5 +127,60 @@ impl MigrationTrait for M0001Teams {
                 .await?;
         }
         Ok(())
+    }
+}
+
+struct M0002ChatMessages;
+
+impl MigrationName for M0002ChatMessages {
+    fn name(&self) -> &str {
+        "m0002_chat_messages"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002ChatMessages {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("chat_messages"))
+                    .if_not_exists()
+                    .col(id("id").primary_key())
+                    .col(id("team_id"))
+                    .col(id("user_id"))
+                    .col(
+                        ColumnDef::new(Alias::new("display_name"))
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Alias::new("text")).text().not_null())
+                    .col(
+                        ColumnDef::new(Alias::new("created_at_ms"))
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // History pages walk one team's messages by (time, id).
+        manager
+            .create_index(
+                Index::create()
+                    .name("chat_messages_team_time")
+                    .table(Alias::new("chat_messages"))
+                    .col(Alias::new("team_id"))
+                    .col(Alias::new("created_at_ms"))
+                    .col(Alias::new("id"))
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Alias::new("chat_messages")).to_owned())
+            .await
     }
 }

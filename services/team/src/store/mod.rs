@@ -7,14 +7,15 @@ use async_trait::async_trait;
 use covibe_types::{TeamId, UserId};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
 pub use migration::Migrator;
 
+use crate::chat::{Before, ChatMessage};
 use crate::domain::{Invite, Member, Team};
-use entities::{invite, member, team};
+use entities::{chat_message, invite, member, team};
 
 #[async_trait]
 pub trait TeamStore: Send + Sync + 'static {
@@ -33,6 +34,15 @@ pub trait TeamStore: Send + Sync + 'static {
     /// Uses one use of the invite and adds `member`, atomically. `false` when the invite was
     /// used up, revoked or expired in the meantime (nothing is written then).
     async fn redeem(&self, code_hash: &str, now_ms: i64, member: &Member) -> Result<bool, DbErr>;
+    async fn add_message(&self, message: &ChatMessage) -> Result<(), DbErr>;
+    /// The team's newest `limit` messages before `before` (all of them when `None`), NEWEST
+    /// first, ordered by `(created_at_ms, id)`.
+    async fn messages(
+        &self,
+        team: TeamId,
+        before: Option<Before>,
+        limit: u64,
+    ) -> Result<Vec<ChatMessage>, DbErr>;
 }
 
 /// `TeamStore` over SeaORM, on PostgreSQL or SQLite.
@@ -80,6 +90,17 @@ fn invite_of(m: invite::Model) -> Result<Invite, DbErr> {
         max_uses: u32::try_from(m.max_uses).unwrap_or(0),
         uses: u32::try_from(m.uses).unwrap_or(u32::MAX),
         revoked: m.revoked,
+    })
+}
+
+fn message_of(m: chat_message::Model) -> Result<ChatMessage, DbErr> {
+    Ok(ChatMessage {
+        id: parse(&m.id)?,
+        team_id: parse(&m.team_id)?,
+        user_id: parse(&m.user_id)?,
+        display_name: m.display_name,
+        text: m.text,
+        created_at_ms: m.created_at_ms,
     })
 }
 
@@ -192,5 +213,50 @@ impl TeamStore for SeaTeamStore {
         member_row(m).insert(&txn).await?;
         txn.commit().await?;
         Ok(true)
+    }
+
+    async fn add_message(&self, m: &ChatMessage) -> Result<(), DbErr> {
+        chat_message::ActiveModel {
+            id: Set(m.id.to_string()),
+            team_id: Set(m.team_id.to_string()),
+            user_id: Set(m.user_id.to_string()),
+            display_name: Set(m.display_name.clone()),
+            text: Set(m.text.clone()),
+            created_at_ms: Set(m.created_at_ms),
+        }
+        .insert(&self.db)
+        .await
+        .map(|_| ())
+    }
+
+    async fn messages(
+        &self,
+        team: TeamId,
+        before: Option<Before>,
+        limit: u64,
+    ) -> Result<Vec<ChatMessage>, DbErr> {
+        let mut query =
+            chat_message::Entity::find().filter(chat_message::Column::TeamId.eq(team.to_string()));
+        if let Some(before) = before {
+            let mut older =
+                Condition::any().add(chat_message::Column::CreatedAtMs.lt(before.at_ms));
+            if let Some(id) = before.id {
+                older = older.add(
+                    Condition::all()
+                        .add(chat_message::Column::CreatedAtMs.eq(before.at_ms))
+                        .add(chat_message::Column::Id.lt(id.to_string())),
+                );
+            }
+            query = query.filter(older);
+        }
+        query
+            .order_by_desc(chat_message::Column::CreatedAtMs)
+            .order_by_desc(chat_message::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(message_of)
+            .collect()
     }
 }

@@ -3,14 +3,20 @@
 //!
 //! Event handlers are registered in a connect *middleware*: socketioxide sends CONNECT before it
 //! runs the connect handler, so handlers registered there can miss a client's first event.
+//!
+//! `relay` sends the team fan-out to sockets; `resume` replays what a reconnecting client missed.
 
+mod relay;
+mod resume;
+
+pub use relay::relay;
+pub use resume::Hub;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use covibe_bootstrap::bearer;
-use covibe_proto::events::v1 as ev;
 use covibe_proto::orchestrator::v1 as orch;
-use covibe_proto::prost::Message;
-use covibe_storage::{FanoutEvent, Subscription};
 use covibe_types::{TeamId, UserId};
 use serde::Deserialize;
 use serde_json::json;
@@ -21,20 +27,27 @@ use socketioxide::layer::SocketIoLayer;
 
 use crate::{Gateway, dto};
 
-fn team_room(team: TeamId) -> String {
+pub(crate) fn team_room(team: TeamId) -> String {
     format!("t:{team}")
 }
 
-fn user_room(user: &str) -> String {
+pub(crate) fn user_room(user: &str) -> String {
     format!("u:{user}")
 }
 
-/// Who a socket joined as.
+/// Who a socket joined as. Cheap to clone: the relay reads it for every event.
 #[derive(Debug, Clone)]
-struct Joined {
-    user_id: UserId,
-    team_id: TeamId,
-    token: String,
+pub(crate) struct Joined {
+    pub(crate) user_id: UserId,
+    pub(crate) team_id: TeamId,
+    user: Arc<str>,
+    pub(crate) token: Arc<str>,
+}
+
+impl Joined {
+    pub(crate) fn user_id_str(&self) -> &str {
+        &self.user
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,6 +55,9 @@ struct Joined {
 struct JoinTeam {
     team_id: String,
     token: String,
+    /// Per agent, the last `seq` the client has: what it missed is replayed before live events.
+    #[serde(default)]
+    since: HashMap<String, i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,16 +68,28 @@ struct SpawnEvent {
     vm_id: Option<String>,
 }
 
+/// Packets queued per socket before it counts as fallen behind.
+const SOCKET_QUEUE: usize = 1024;
+
 pub fn socket_layer(gateway: Arc<Gateway>) -> (SocketIoLayer, SocketIo) {
-    let (layer, io) = SocketIo::builder().with_state(gateway).build_layer();
+    let (layer, io) = SocketIo::builder()
+        .max_buffer_size(SOCKET_QUEUE)
+        .with_state(gateway)
+        .build_layer();
     io.ns("/", (async |_socket: SocketRef| {}).with(register_handlers));
     (layer, io)
 }
 
 async fn register_handlers(socket: SocketRef) -> Result<(), std::convert::Infallible> {
+    socket.on_disconnect(async |socket: SocketRef, State(gw): State<Arc<Gateway>>| {
+        gw.hub.forget(socket.id);
+        crate::chat::disconnected(&gw, &socket).await;
+    });
     socket.on("join_team", join_team);
     socket.on("agent_spawn", agent_spawn);
     socket.on("agent_control", agent_control);
+    socket.on("chat_message", crate::chat::on_chat_message);
+    socket.on("presence_update", crate::chat::on_presence_update);
     Ok(())
 }
 
@@ -92,14 +120,21 @@ async fn join_team(
     {
         return refuse(ack, "this socket has already joined another team");
     }
-    socket.extensions.insert(Joined {
+    let joined = Joined {
         user_id,
         team_id,
-        token: request.token,
-    });
-    socket.join([team_room(team_id), user_room(&user_id.to_string())]);
-    let _ = ack
-        .send(&json!({"ok": true, "teamId": team_id.to_string(), "userId": user_id.to_string()}));
+        user: user_id.to_string().into(),
+        token: request.token.into(),
+    };
+    socket.extensions.insert(joined.clone());
+    let resumed = resume::join(&gw, &socket, &joined, request.since).await;
+    let _ = ack.send(&json!({
+        "ok": true,
+        "teamId": team_id.to_string(),
+        "userId": user_id.to_string(),
+        "resumed": resumed,
+    }));
+    crate::chat::joined(&gw, &socket).await;
 }
 
 async fn agent_spawn(
@@ -174,73 +209,5 @@ async fn agent_control(
             let _ = ack.send(&json!({"ok": true}));
         }
         Err(status) => refuse(ack, &covibe_types::ApiError::from_status(&status).message),
-    }
-}
-
-/// Relays every team event from the fan-out to the team's room. `agent_output` goes out twice:
-/// with `canControl: true` to the owner's sockets, `false` to everyone else in the team.
-pub async fn relay(io: SocketIo, mut subscription: Subscription) {
-    while let Some(event) = subscription.recv().await {
-        let bytes = match event {
-            FanoutEvent::Message(bytes) => bytes,
-            FanoutEvent::Gap => {
-                // Tell every socket to resync from history: they may have missed events.
-                let _ = io.emit("resync", &json!({"reason": "fan-out gap"})).await;
-                continue;
-            }
-        };
-        let Ok(event) = ev::TeamEvent::decode(bytes) else {
-            tracing::warn!("undecodable team event dropped");
-            continue;
-        };
-        let Ok(team) = event.team_id.parse::<TeamId>() else {
-            continue;
-        };
-        match event.event {
-            Some(ev::team_event::Event::AgentOutput(out)) => {
-                let event = dto::event_value(out.event_json);
-                let mut payload = dto::AgentOutput {
-                    agent_id: &out.agent_id,
-                    owner: &out.owner_id,
-                    seq: out.seq,
-                    stream: dto::stream_name(out.stream),
-                    data: String::from_utf8_lossy(&out.data),
-                    event: &event,
-                    can_control: false,
-                };
-                let owner = user_room(&out.owner_id);
-                emit(
-                    io.to(team_room(team)).except(owner.clone()),
-                    "agent_output",
-                    &payload,
-                )
-                .await;
-                payload.can_control = true;
-                emit(io.to(owner), "agent_output", &payload).await;
-            }
-            Some(ev::team_event::Event::AgentStatus(status)) => {
-                let payload = json!({
-                    "agentId": status.agent_id,
-                    "owner": status.owner_id,
-                    "status": dto::status_name(status.status),
-                    "exitCode": status.exit_code,
-                    "task": status.task,
-                    "at": status.at_ms,
-                });
-                emit(io.to(team_room(team)), "agent_status", &payload).await;
-            }
-            None => {}
-        }
-    }
-    tracing::warn!("fan-out subscription ended");
-}
-
-async fn emit<T: serde::Serialize + ?Sized>(
-    to: socketioxide::operators::BroadcastOperators,
-    event: &str,
-    payload: &T,
-) {
-    if let Err(err) = to.emit(event, payload).await {
-        tracing::debug!(event, error = %err, "broadcast reached not every socket");
     }
 }

@@ -1,0 +1,403 @@
+//! Team chat and presence at the gateway: the REST routes, the Socket.io events
+//! (`chat_message`, `presence_update` in; `chat_message`, `team_presence` out) and the
+//! presence of each joined socket. The team service checks and stores everything; this module
+//! only translates.
+//!
+//! Presence of a socket: joining a team makes its member present ("still here": `away` and
+//! `busy` are kept, anything else becomes `online`); while it stays connected the socket
+//! repeats that every [`HEARTBEAT`] (the team service forgets an entry 90 s after its last
+//! update); a `presence_update` sets the status this socket repeats from then on; the
+//! member's last socket on this gateway disconnecting makes them `offline`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use covibe_bootstrap::bearer;
+use covibe_proto::events::v1 as ev;
+use covibe_proto::team::v1 as pb;
+use covibe_proto::tonic;
+use covibe_types::{ApiError, TeamId};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use socketioxide::extract::{AckSender, SocketRef, TryData};
+
+use crate::Gateway;
+use crate::error::HttpError;
+use crate::realtime::{Joined, user_room};
+use crate::rest::{ApiJson, Member};
+
+/// How often a joined socket tells the team service its member is still here.
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(30);
+/// Presence calls made on a socket's behalf give up after this long (they never hold up a
+/// disconnect for long).
+const PRESENCE_CALL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct PostMessage {
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct HistoryQuery {
+    /// Only messages before this instant (ms since the epoch).
+    #[serde(default)]
+    pub before: Option<i64>,
+    /// With `before`: at that same instant, only messages with a smaller id.
+    #[serde(default)]
+    pub before_id: Option<String>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PresenceUpdate {
+    status: String,
+}
+
+/// One chat message, as REST answers it and as the `chat_message` event carries it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ChatMessageView {
+    pub id: String,
+    pub user_id: String,
+    pub display_name: String,
+    pub message: String,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PresenceUserView {
+    pub user_id: String,
+    pub display_name: String,
+    pub status: &'static str,
+    /// Milliseconds since the Unix epoch; 0 when unknown.
+    pub last_seen: i64,
+}
+
+/// The `team_presence` event: every member of the team with their status.
+#[derive(Debug, Serialize)]
+pub(crate) struct TeamPresenceView {
+    pub users: Vec<PresenceUserView>,
+}
+
+/// The newest presence snapshot version relayed per team: two members' concurrent updates can
+/// be published out of order, and an older snapshot must not overwrite a newer one.
+#[derive(Debug, Default)]
+pub(crate) struct PresenceSeen(Mutex<HashMap<TeamId, u64>>);
+
+impl PresenceSeen {
+    /// Whether `event` should be relayed: anything but a presence snapshot, or a snapshot newer
+    /// than every one relayed for its team so far (which it then becomes).
+    pub(crate) fn fresh(&self, team: TeamId, event: &ev::TeamEvent) -> bool {
+        let Some(ev::team_event::Event::TeamPresence(presence)) = &event.event else {
+            return true;
+        };
+        if presence.version == 0 {
+            return true;
+        }
+        let mut seen = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let newest = seen.entry(team).or_insert(0);
+        if presence.version <= *newest {
+            tracing::debug!(team_id = %team, version = presence.version, "older presence snapshot dropped");
+            return false;
+        }
+        *newest = presence.version;
+        true
+    }
+}
+
+pub(crate) fn message_view(m: pb::ChatMessage) -> ChatMessageView {
+    ChatMessageView {
+        id: m.id,
+        user_id: m.user_id,
+        display_name: m.display_name,
+        message: m.text,
+        timestamp: m.created_at_ms,
+    }
+}
+
+pub(crate) fn presence_view(p: pb::TeamPresence) -> TeamPresenceView {
+    TeamPresenceView {
+        users: p
+            .users
+            .into_iter()
+            .map(|u| PresenceUserView {
+                status: status_name(u.status),
+                user_id: u.user_id,
+                display_name: u.display_name,
+                last_seen: u.last_seen_ms,
+            })
+            .collect(),
+    }
+}
+
+fn status_name(raw: i32) -> &'static str {
+    match pb::PresenceStatus::try_from(raw) {
+        Ok(pb::PresenceStatus::Online) => "online",
+        Ok(pb::PresenceStatus::Away) => "away",
+        Ok(pb::PresenceStatus::Busy) => "busy",
+        _ => "offline",
+    }
+}
+
+fn parse_status(status: &str) -> Option<pb::PresenceStatus> {
+    match status.trim().to_ascii_lowercase().as_str() {
+        "online" => Some(pb::PresenceStatus::Online),
+        "away" => Some(pb::PresenceStatus::Away),
+        "busy" => Some(pb::PresenceStatus::Busy),
+        "offline" => Some(pb::PresenceStatus::Offline),
+        _ => None,
+    }
+}
+
+// REST
+
+/// `POST /api/chat/message {message}` → 201 `{message}`.
+pub(crate) async fn post_message(
+    State(gw): State<Arc<Gateway>>,
+    member: Member,
+    ApiJson(body): ApiJson<PostMessage>,
+) -> Result<impl IntoResponse, HttpError> {
+    let request = bearer(pb::PostMessageRequest { text: body.message }, &member.token);
+    let message = gw.team.clone().post_message(request).await?.into_inner();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"message": message_view(message)})),
+    ))
+}
+
+/// `GET /api/chat/history?before=&beforeId=&limit=` → `{messages, hasMore}`, oldest first.
+pub(crate) async fn history(
+    State(gw): State<Arc<Gateway>>,
+    member: Member,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, HttpError> {
+    let Query(query) =
+        query.map_err(|e| ApiError::invalid(format!("invalid query: {}", e.body_text())))?;
+    let request = pb::ChatHistoryRequest {
+        before_ms: query.before,
+        limit: query.limit.unwrap_or(0),
+        before_id: query.before_id.unwrap_or_default(),
+    };
+    let page = gw
+        .team
+        .clone()
+        .chat_history(bearer(request, &member.token))
+        .await?
+        .into_inner();
+    Ok(Json(json!({
+        "messages": page.messages.into_iter().map(message_view).collect::<Vec<_>>(),
+        "hasMore": page.has_more,
+    })))
+}
+
+/// `GET /api/team/presence` → `{users}`.
+pub(crate) async fn presence(
+    State(gw): State<Arc<Gateway>>,
+    member: Member,
+) -> Result<impl IntoResponse, HttpError> {
+    let presence = gw
+        .team
+        .clone()
+        .get_presence(bearer(pb::GetPresenceRequest {}, &member.token))
+        .await?
+        .into_inner();
+    Ok(Json(presence_view(presence)))
+}
+
+// Socket.io
+
+fn refuse(ack: AckSender, message: &str) {
+    let _ = ack.send(&json!({"ok": false, "error": message}));
+}
+
+/// `chat_message {message}` → ack `{ok, message}`; the team (this socket included) receives
+/// it as a `chat_message` event.
+pub(crate) async fn on_chat_message(
+    socket: SocketRef,
+    TryData(data): TryData<PostMessage>,
+    ack: AckSender,
+    socketioxide::extract::State(gw): socketioxide::extract::State<Arc<Gateway>>,
+) {
+    let Some(joined) = socket.extensions.get::<Joined>() else {
+        return refuse(ack, "join a team first");
+    };
+    let Ok(body) = data else {
+        return refuse(ack, "chat_message needs {message}");
+    };
+    let request = bearer(pb::PostMessageRequest { text: body.message }, &joined.token);
+    match gw.team.clone().post_message(request).await {
+        Ok(message) => {
+            let _ = ack.send(&json!({"ok": true, "message": message_view(message.into_inner())}));
+        }
+        Err(status) => refuse(ack, &ApiError::from_status(&status).message),
+    }
+}
+
+/// The status a socket chose with `presence_update`, repeated by its heartbeat.
+#[derive(Debug, Clone, Copy)]
+struct Chosen(pb::PresenceStatus);
+
+/// Marks a socket whose heartbeat runs.
+#[derive(Debug, Clone, Copy)]
+struct Heartbeat;
+
+/// `presence_update {status}` → ack `{ok, users}`; a change reaches the team as
+/// `team_presence`.
+pub(crate) async fn on_presence_update(
+    socket: SocketRef,
+    TryData(data): TryData<PresenceUpdate>,
+    ack: AckSender,
+    socketioxide::extract::State(gw): socketioxide::extract::State<Arc<Gateway>>,
+) {
+    let Some(joined) = socket.extensions.get::<Joined>() else {
+        return refuse(ack, "join a team first");
+    };
+    let Some(status) = data.ok().and_then(|d| parse_status(&d.status)) else {
+        return refuse(
+            ack,
+            "presence_update needs {status: online | away | busy | offline}",
+        );
+    };
+    socket.extensions.insert(Chosen(status));
+    match update(&gw, &joined, status).await {
+        Ok(presence) => {
+            let _ = ack.send(&json!({"ok": true, "users": presence_view(presence).users}));
+        }
+        Err(err) => refuse(ack, &err.message),
+    }
+}
+
+async fn update(
+    gw: &Gateway,
+    joined: &Joined,
+    status: pb::PresenceStatus,
+) -> Result<pb::TeamPresence, ApiError> {
+    let request = bearer(
+        pb::UpdatePresenceRequest {
+            status: status.into(),
+        },
+        &joined.token,
+    );
+    match tokio::time::timeout(PRESENCE_CALL, gw.team.clone().update_presence(request)).await {
+        Ok(Ok(presence)) => Ok(presence.into_inner()),
+        Ok(Err(status)) => Err(ApiError::from_status(&status)),
+        Err(_) => Err(ApiError::from_status(&tonic::Status::unavailable(
+            "the team service did not answer in time",
+        ))),
+    }
+}
+
+/// What this socket says while it stays: its chosen status, else "still here".
+async fn refresh(gw: &Gateway, socket: &SocketRef) {
+    let Some(joined) = socket.extensions.get::<Joined>() else {
+        return;
+    };
+    let status = socket
+        .extensions
+        .get::<Chosen>()
+        .map_or(pb::PresenceStatus::Unspecified, |c| c.0);
+    if let Err(err) = update(gw, &joined, status).await {
+        // An expired token ends presence until the client joins again with a fresh one.
+        tracing::debug!(sid = %socket.id, user_id = %joined.user_id, error = %err.message, "presence refresh failed");
+    }
+}
+
+/// Called once a socket has joined its team: its member is present, and stays so while the
+/// socket is connected.
+pub(crate) async fn joined(gw: &Arc<Gateway>, socket: &SocketRef) {
+    refresh(gw, socket).await;
+    if socket.extensions.get::<Heartbeat>().is_some() {
+        return;
+    }
+    socket.extensions.insert(Heartbeat);
+    let (gw, socket) = (gw.clone(), socket.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if !socket.connected() {
+                return;
+            }
+            refresh(&gw, &socket).await;
+        }
+    });
+}
+
+/// Called when a socket disconnects: its member goes `offline` unless another of their
+/// sockets on this gateway is still joined.
+pub(crate) async fn disconnected(gw: &Gateway, socket: &SocketRef) {
+    let Some(joined) = socket.extensions.get::<Joined>() else {
+        return;
+    };
+    let still_here = socket
+        .within(user_room(joined.user_id_str()))
+        .sockets()
+        .iter()
+        .any(|other| other.id != socket.id && other.extensions.get::<Joined>().is_some());
+    if still_here {
+        return;
+    }
+    if let Err(err) = update(gw, &joined, pb::PresenceStatus::Offline).await {
+        tracing::debug!(sid = %socket.id, user_id = %joined.user_id, error = %err.message, "presence: offline not recorded");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(team: TeamId, version: u64) -> ev::TeamEvent {
+        ev::TeamEvent {
+            team_id: team.to_string(),
+            event: Some(ev::team_event::Event::TeamPresence(pb::TeamPresence {
+                team_id: team.to_string(),
+                users: Vec::new(),
+                version,
+            })),
+        }
+    }
+
+    #[test]
+    fn only_newer_presence_snapshots_are_relayed() {
+        let seen = PresenceSeen::default();
+        let (a, b) = (TeamId::new(), TeamId::new());
+        assert!(seen.fresh(a, &snapshot(a, 10)));
+        assert!(!seen.fresh(a, &snapshot(a, 9)), "older, published late");
+        assert!(!seen.fresh(a, &snapshot(a, 10)), "the same one twice");
+        assert!(seen.fresh(a, &snapshot(a, 11)));
+        assert!(seen.fresh(b, &snapshot(b, 1)), "teams are independent");
+        let chat = ev::TeamEvent {
+            team_id: a.to_string(),
+            event: Some(ev::team_event::Event::ChatMessage(
+                pb::ChatMessage::default(),
+            )),
+        };
+        assert!(seen.fresh(a, &chat));
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        for name in ["online", "away", "busy", "offline"] {
+            let status = parse_status(name).map(i32::from);
+            assert_eq!(status.map(status_name), Some(name));
+        }
+        assert_eq!(parse_status(" AWAY "), Some(pb::PresenceStatus::Away));
+        assert!(parse_status("asleep").is_none());
+    }
+}

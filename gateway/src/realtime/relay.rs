@@ -1,0 +1,215 @@
+//! The relay: every team event from the hot store's fan-out goes to the sockets of the team.
+//! Payloads are serialized once per event (twice for output: with and without `canControl`)
+//! and written to each socket as pre-serialized JSON.
+//!
+//! A socket whose send queue is full has fallen behind: it leaves the team's room, so it costs
+//! the others nothing, and once its queue drains it is told to `resync` (rejoin with `since`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use covibe_proto::events::v1 as ev;
+use covibe_proto::prost::Message;
+use covibe_storage::{FanoutEvent, Subscription};
+use covibe_types::TeamId;
+use serde_json::json;
+use serde_json::value::RawValue;
+use socketioxide::SocketIo;
+use socketioxide::extract::SocketRef;
+
+use super::{Joined, team_room};
+use crate::{Gateway, dto};
+
+/// One event ready to send.
+pub(crate) enum Prepared {
+    /// `agent_output`: `owner` gets the payload with `canControl: true`, everyone else `viewer`.
+    Output {
+        agent_id: String,
+        owner: String,
+        seq: u64,
+        viewer: Box<RawValue>,
+        owner_payload: Box<RawValue>,
+    },
+    /// Any other team event, the same for every member.
+    Team {
+        event: &'static str,
+        payload: Box<RawValue>,
+    },
+}
+
+fn raw(value: &impl serde::Serialize) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).unwrap_or_default()
+}
+
+impl Prepared {
+    /// A team event whose payload is the same for everyone.
+    pub(crate) fn team(event: &'static str, payload: &impl serde::Serialize) -> Self {
+        Self::Team {
+            event,
+            payload: raw(payload),
+        }
+    }
+    /// An `agent_output` event, from the fan-out or from history.
+    pub(crate) fn output(
+        agent_id: String,
+        owner: String,
+        seq: u64,
+        stream: i32,
+        data: &[u8],
+        event_json: String,
+    ) -> Self {
+        let json = dto::event_value(event_json);
+        let mut payload = dto::AgentOutput {
+            agent_id: &agent_id,
+            owner: &owner,
+            seq,
+            stream: dto::stream_name(stream),
+            data: String::from_utf8_lossy(data),
+            event: &json,
+            can_control: false,
+        };
+        let viewer = raw(&payload);
+        payload.can_control = true;
+        let owner_payload = raw(&payload);
+        Self::Output {
+            agent_id,
+            owner,
+            seq,
+            viewer,
+            owner_payload,
+        }
+    }
+
+    fn from_event(event: ev::TeamEvent) -> Option<Self> {
+        Some(match event.event? {
+            ev::team_event::Event::AgentOutput(out) => Self::output(
+                out.agent_id,
+                out.owner_id,
+                out.seq,
+                out.stream,
+                &out.data,
+                out.event_json,
+            ),
+            ev::team_event::Event::AgentStatus(status) => Self::team(
+                "agent_status",
+                &json!({
+                    "agentId": status.agent_id,
+                    "owner": status.owner_id,
+                    "status": dto::status_name(status.status),
+                    "exitCode": status.exit_code,
+                    "task": status.task,                    "at": status.at_ms,
+                }),
+            ),
+            ev::team_event::Event::ChatMessage(message) => {
+                Self::team("chat_message", &crate::chat::message_view(message))
+            }
+            ev::team_event::Event::TeamPresence(presence) => {
+                Self::team("team_presence", &crate::chat::presence_view(presence))
+            }
+        })
+    }
+
+    /// The agent and seq of an output event.
+    pub(crate) fn output_seq(&self) -> Option<(&str, u64)> {
+        match self {
+            Self::Output { agent_id, seq, .. } => Some((agent_id, *seq)),
+            Self::Team { .. } => None,
+        }
+    }
+
+    /// Queues the event on one socket; an error means its queue is full or it is gone.
+    pub(crate) fn deliver(
+        &self,
+        socket: &SocketRef,
+        joined: &Joined,
+    ) -> Result<(), socketioxide::SendError> {
+        match self {
+            Self::Output {
+                owner,
+                viewer,
+                owner_payload,
+                ..
+            } => {
+                let payload = if joined.user_id_str() == owner.as_str() {
+                    owner_payload
+                } else {
+                    viewer
+                };
+                socket.emit("agent_output", payload)
+            }
+            Self::Team { event, payload } => socket.emit(*event, payload),
+        }
+    }
+}
+
+/// Relays the fan-out to the team rooms until the subscription ends.
+pub async fn relay(io: SocketIo, gateway: Arc<Gateway>, mut subscription: Subscription) {
+    while let Some(event) = subscription.recv().await {
+        let bytes = match event {
+            FanoutEvent::Message(bytes) => bytes,
+            FanoutEvent::Gap => {
+                // Events were missed (a hot-store outage): every socket must resync from history.
+                tracing::warn!("fan-out gap: asking every socket to resync");
+                let _ = io.emit("resync", &json!({"reason": "fanout_gap"})).await;
+                continue;
+            }
+        };
+        let Ok(event) = ev::TeamEvent::decode(bytes) else {
+            tracing::warn!("undecodable team event dropped");
+            continue;
+        };
+        let Ok(team) = event.team_id.parse::<TeamId>() else {
+            continue;
+        };
+        if !gateway.presence_seen.fresh(team, &event) {
+            continue;
+        }
+        let Some(prepared) = Prepared::from_event(event) else {
+            continue;
+        };
+        let prepared = Arc::new(prepared);
+        // Under the hub's lock, so a socket finishing its resume is either still buffering this
+        // event or already in the room: never both, never neither.
+        let mut recovering = gateway.hub.lock();
+        recovering.buffer(team, &prepared);
+        for socket in io.to(team_room(team)).sockets() {
+            let Some(joined) = socket.extensions.get::<Joined>() else {
+                continue;
+            };
+            if prepared.deliver(&socket, &joined).is_err() {
+                fell_behind(socket, team);
+            }
+        }
+        drop(recovering);
+    }
+    tracing::warn!("fan-out subscription ended");
+}
+
+/// How long a socket may stay unable to take a single message before it is disconnected.
+const LAGGING_GIVE_UP: Duration = Duration::from_secs(60);
+
+/// Takes a socket that fell behind out of the live stream and, once it can take a message
+/// again, tells it to resync.
+pub(crate) fn fell_behind(socket: SocketRef, team: TeamId) {
+    if !socket.connected() {
+        return;
+    }
+    socket.leave(team_room(team));
+    tracing::info!(sid = %socket.id, team_id = %team, "socket fell behind; it will be told to resync");
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + LAGGING_GIVE_UP;
+        while socket.connected() && tokio::time::Instant::now() < deadline {
+            if socket
+                .emit("resync", &json!({"reason": "slow_consumer"}))
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if socket.connected() {
+            tracing::warn!(sid = %socket.id, "socket stayed blocked; disconnecting it");
+            let _ = socket.disconnect();
+        }
+    });
+}

@@ -1,0 +1,243 @@
+//! Resume: a client that reconnects says, per agent, the last `seq` it has
+//! (`join_team {teamId, token, since: {agentId: seq}}`) and receives exactly the missing output
+//! before any live event, with no gap and no duplicate. While it replays history the socket is
+//! not in the team's room; the relay buffers the team's live events for it instead. Then, under
+//! the hub's lock, the buffer is flushed (skipping what history already gave) and the socket
+//! joins the room. History it asks for that is gone is reported, never skipped silently.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use covibe_bootstrap::bearer;
+use covibe_proto::orchestrator::v1 as orch;
+use covibe_proto::tonic::Code;
+use covibe_types::TeamId;
+use serde_json::{Value, json};
+use socketioxide::extract::SocketRef;
+use socketioxide::socket::Sid;
+
+use super::relay::{Prepared, fell_behind};
+use super::{Joined, team_room, user_room};
+use crate::Gateway;
+
+/// Live events buffered for one resuming socket before it is told to resync instead.
+const MAX_BUFFERED: usize = 10_000;
+/// History chunks fetched per call.
+const PAGE: u32 = 1_000;
+/// How long replay waits for a socket that does not drain its queue.
+const REPLAY_GIVE_UP: Duration = Duration::from_secs(30);
+
+struct Recovery {
+    team: TeamId,
+    events: Vec<Arc<Prepared>>,
+    overflowed: bool,
+}
+
+/// Sockets that are replaying history, and the live events buffered for them.
+#[derive(Default)]
+pub struct Hub {
+    recovering: Mutex<Recovering>,
+}
+
+#[derive(Default)]
+pub(crate) struct Recovering {
+    sockets: HashMap<Sid, Recovery>,
+}
+
+impl Recovering {
+    pub(crate) fn buffer(&mut self, team: TeamId, event: &Arc<Prepared>) {
+        for recovery in self.sockets.values_mut().filter(|r| r.team == team) {
+            if recovery.events.len() < MAX_BUFFERED {
+                recovery.events.push(event.clone());
+            } else {
+                recovery.overflowed = true;
+            }
+        }
+    }
+}
+
+impl Hub {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Recovering> {
+        self.recovering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn forget(&self, sid: Sid) {
+        self.lock().sockets.remove(&sid);
+    }
+}
+
+/// Queues an event on a socket, waiting while its queue is full (replay is the one place where
+/// we wait for a client: it asked for this history).
+async fn deliver_waiting(socket: &SocketRef, joined: &Joined, event: &Prepared) -> bool {
+    let deadline = tokio::time::Instant::now() + REPLAY_GIVE_UP;
+    loop {
+        match event.deliver(socket, joined) {
+            Ok(()) => return true,
+            Err(_) if socket.connected() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
+enum Replayed {
+    /// The last seq sent (None when there was nothing newer).
+    Sent(Option<u64>, u64),
+    NotFound,
+    HistoryLost {
+        available_from: u64,
+    },
+    Failed,
+}
+
+async fn replay(
+    gw: &Gateway,
+    socket: &SocketRef,
+    joined: &Joined,
+    agent_id: &str,
+    from: u64,
+) -> Replayed {
+    let mut orchestrator = gw.orchestrator.clone();
+    let agent = match orchestrator
+        .get_agent(bearer(
+            orch::GetAgentRequest {
+                agent_id: agent_id.to_owned(),
+            },
+            &joined.token,
+        ))
+        .await
+    {
+        Ok(agent) => agent.into_inner(),
+        Err(status)
+            if matches!(
+                status.code(),
+                Code::NotFound | Code::InvalidArgument | Code::PermissionDenied
+            ) =>
+        {
+            return Replayed::NotFound;
+        }
+        Err(status) => {
+            tracing::warn!(agent_id, error = %status, "resume: could not read the agent");
+            return Replayed::Failed;
+        }
+    };
+    let (mut next, mut last, mut count) = (from, None, 0u64);
+    loop {
+        let request = orch::GetOutputRequest {
+            agent_id: agent_id.to_owned(),
+            from_seq: next,
+            limit: PAGE,
+        };
+        let page = match orchestrator
+            .get_output(bearer(request, &joined.token))
+            .await
+        {
+            Ok(page) => page.into_inner(),
+            Err(status) => {
+                tracing::warn!(agent_id, error = %status, "resume: could not read history");
+                return Replayed::Failed;
+            }
+        };
+        let Some(first) = page.chunks.first() else {
+            break;
+        };
+        if first.seq != next {
+            return Replayed::HistoryLost {
+                available_from: first.seq,
+            };
+        }
+        for chunk in page.chunks {
+            let seq = chunk.seq;
+            let event = Prepared::output(
+                agent.id.clone(),
+                agent.owner_id.clone(),
+                seq,
+                chunk.stream,
+                &chunk.data,
+                chunk.event_json,
+            );
+            if !deliver_waiting(socket, joined, &event).await {
+                return Replayed::Failed;
+            }
+            last = Some(seq);
+            count += 1;
+        }
+        next = page.next_seq;
+    }
+    Replayed::Sent(last, count)
+}
+
+/// Joins `socket` to its team's rooms, first replaying what it missed of each agent in `since`
+/// (agent id → last seq it has; a negative value means it has nothing yet). Returns the report
+/// the `join_team` acknowledgement carries.
+pub(crate) async fn join(
+    gw: &Gateway,
+    socket: &SocketRef,
+    joined: &Joined,
+    since: HashMap<String, i64>,
+) -> Value {
+    let rooms = [team_room(joined.team_id), user_room(joined.user_id_str())];
+    if since.is_empty() {
+        socket.join(rooms);
+        return json!({});
+    }
+    gw.hub.lock().sockets.insert(
+        socket.id,
+        Recovery {
+            team: joined.team_id,
+            events: Vec::new(),
+            overflowed: false,
+        },
+    );
+    let mut last_sent: HashMap<String, u64> = HashMap::new();
+    let mut report = serde_json::Map::new();
+    for (agent_id, last) in since {
+        let from = u64::try_from(last.saturating_add(1)).unwrap_or(0);
+        let outcome = match replay(gw, socket, joined, &agent_id, from).await {
+            Replayed::Sent(last, count) => {
+                if let Some(last) = last {
+                    last_sent.insert(agent_id.clone(), last);
+                } else if from > 0 {
+                    last_sent.insert(agent_id.clone(), from - 1);
+                }
+                json!({"replayed": count})
+            }
+            Replayed::NotFound => json!({"error": "not_found"}),
+            Replayed::HistoryLost { available_from } => {
+                let _ = socket.emit("resync", &json!({"agentId": agent_id, "reason": "history_lost", "availableFrom": available_from}));
+                json!({"error": "history_lost", "availableFrom": available_from})
+            }
+            Replayed::Failed => json!({"error": "unavailable"}),
+        };
+        report.insert(agent_id, outcome);
+    }
+    // Flush what arrived live meanwhile and join the room, atomically with respect to the relay.
+    let mut recovering = gw.hub.lock();
+    let recovery = recovering.sockets.remove(&socket.id);
+    if let Some(recovery) = recovery {
+        for event in &recovery.events {
+            if let Some((agent, seq)) = event.output_seq()
+                && last_sent.get(agent).is_some_and(|last| seq <= *last)
+            {
+                continue;
+            }
+            if event.deliver(socket, joined).is_err() {
+                drop(recovering);
+                fell_behind(socket.clone(), joined.team_id);
+                return json!(report);
+            }
+        }
+        if recovery.overflowed {
+            drop(recovering);
+            let _ = socket.emit("resync", &json!({"reason": "slow_consumer"}));
+            return json!(report);
+        }
+    }
+    socket.join(rooms);
+    drop(recovering);
+    Value::Object(report)
+}
