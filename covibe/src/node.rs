@@ -213,6 +213,7 @@ async fn orchestrator(
 async fn vm_connector(
     config: &Config,
     db: DatabaseConnection,
+    hot: Arc<dyn HotStore>,
     server: GrpcServer,
 ) -> anyhow::Result<Built> {
     let store = covibe_vm_connector::SeaVmStore::new(db)
@@ -228,7 +229,20 @@ async fn vm_connector(
         project_dir,
         config.data_dir.clone(),
     );
-    let grpc = covibe_vm_connector::VmConnectorGrpc::new(Arc::new(store), verifier(config)?, local);
+    // Spawns for `dial_in` VMs reach the replica holding the VM's daemon stream over the hot
+    // store's control channel.
+    let daemons = covibe_vm_connector::Daemons::start(
+        hot,
+        covibe_vm_connector::dial_in::DEFAULT_SPAWN_TIMEOUT,
+    )
+    .await
+    .context("vm-connector control channel")?;
+    let grpc = covibe_vm_connector::VmConnectorGrpc::new(
+        Arc::new(store),
+        verifier(config)?,
+        local,
+        daemons,
+    );
     Ok(Built {
         server: server.add_service(grpc.into_server()),
         name: "vm-connector",
@@ -238,12 +252,22 @@ async fn vm_connector(
 async fn preview(
     config: &Config,
     db: DatabaseConnection,
+    hot: Arc<dyn HotStore>,
     server: GrpcServer,
 ) -> anyhow::Result<Built> {
     let store = covibe_preview::SeaPreviewStore::new(db)
         .await
         .context("preview storage")?;
-    let grpc = covibe_preview::PreviewGrpc::new(Arc::new(store), verifier(config)?);
+    if config.preview.webhook_secret.is_none() {
+        tracing::info!("preview.webhook_secret is not set: push webhooks will be refused");
+    }
+    // The hot store carries `preview_updated` on the team's fan-out.
+    let grpc = covibe_preview::PreviewGrpc::new(
+        Arc::new(store),
+        verifier(config)?,
+        hot,
+        config.preview.webhook_secret.clone(),
+    );
     Ok(Built {
         server: server.add_service(grpc.into_server()),
         name: "preview",
@@ -272,20 +296,18 @@ fn serve(built: Built, shutdown: &Shutdown) -> tokio::task::JoinHandle<anyhow::R
 async fn gateway(
     config: &Config,
     hot: Arc<dyn HotStore>,
-    auth_url: &str,
-    team_url: &str,
-    orchestrator_url: &str,
-    vm_connector_url: &str,
+    endpoints: &covibe_config::Endpoints,
     shutdown: &Shutdown,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding the gateway to {}", config.http_addr))?;
     let gw_config = covibe_gateway::GatewayConfig {
-        auth_url: auth_url.to_owned(),
-        team_url: team_url.to_owned(),
-        orchestrator_url: orchestrator_url.to_owned(),
-        vm_connector_url: vm_connector_url.to_owned(),
+        auth_url: endpoints.auth.clone(),
+        team_url: endpoints.team.clone(),
+        orchestrator_url: endpoints.orchestrator.clone(),
+        vm_connector_url: endpoints.vm_connector.clone(),
+        preview_url: endpoints.preview.clone(),
         max_body_bytes: config.limits.max_body_bytes,
         limits: covibe_gateway::HttpLimits {
             rate_per_ip_per_sec: f64::from(config.limits.rate_per_ip_per_sec),
@@ -338,45 +360,36 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
                 GrpcServer::bind(loopback).await?,
                 GrpcServer::bind(loopback).await?,
             );
-            let (team_url, auth_url, orch_url, vmc_url) = (
+            let (team_url, auth_url, orch_url, vmc_url, prev_url) = (
                 team_srv.url(),
                 auth_srv.url(),
                 orch_srv.url(),
                 vmc_srv.url(),
+                prev_srv.url(),
             );
+            let loopback_endpoints = covibe_config::Endpoints {
+                auth: auth_url,
+                team: team_url.clone(),
+                orchestrator: orch_url,
+                vm_connector: vmc_url.clone(),
+                preview: prev_url,
+            };
             // Auth first: it creates the signing key pair the others verify with.
             let built = vec![
                 auth(&config, db.clone(), auth_srv, &team_url).await?,
                 team(&config, db.clone(), hot.clone(), team_srv).await?,
                 orchestrator(&config, db.clone(), hot.clone(), orch_srv, &vmc_url).await?,
-                vm_connector(&config, db.clone(), vmc_srv).await?,
-                preview(&config, db, prev_srv).await?,
+                vm_connector(&config, db.clone(), hot.clone(), vmc_srv).await?,
+                preview(&config, db, hot.clone(), prev_srv).await?,
             ];
             for b in built {
                 tasks.push(serve(b, &shutdown));
             }
-            tasks.push(
-                gateway(
-                    &config, hot, &auth_url, &team_url, &orch_url, &vmc_url, &shutdown,
-                )
-                .await?,
-            );
+            tasks.push(gateway(&config, hot, &loopback_endpoints, &shutdown).await?);
         }
         Role::Gateway => {
             let hot = hot_store(&config, true).await?;
-            let e = &config.endpoints;
-            tasks.push(
-                gateway(
-                    &config,
-                    hot,
-                    &e.auth,
-                    &e.team,
-                    &e.orchestrator,
-                    &e.vm_connector,
-                    &shutdown,
-                )
-                .await?,
-            );
+            tasks.push(gateway(&config, hot, &config.endpoints, &shutdown).await?);
         }
         Role::Auth | Role::Team | Role::Orchestrator | Role::VmConnector | Role::Preview => {
             let server = GrpcServer::bind(config.grpc_addr).await?;
@@ -391,8 +404,14 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
                     let hot = hot_store(&config, true).await?;
                     orchestrator(&config, db, hot, server, &config.endpoints.vm_connector).await?
                 }
-                Role::VmConnector => vm_connector(&config, db, server).await?,
-                _ => preview(&config, db, server).await?,
+                Role::VmConnector => {
+                    let hot = hot_store(&config, true).await?;
+                    vm_connector(&config, db, hot, server).await?
+                }
+                _ => {
+                    let hot = hot_store(&config, true).await?;
+                    preview(&config, db, hot, server).await?
+                }
             };
             tasks.push(serve(built, &shutdown));
         }

@@ -1675,3 +1675,242 @@ fn assert_seqs(got: &[u64], want: std::ops::Range<u64>, what: &str) {
         );
     }
 }
+
+/// `sha256=<hex>`: what GitHub sends in `X-Hub-Signature-256`.
+fn github_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    let tag = mac.finalize().into_bytes();
+    let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+async fn deliver_push(
+    http: &reqwest::Client,
+    url: &str,
+    delivery: &str,
+    signature: &str,
+    body: &[u8],
+) -> (u16, Value) {
+    let response = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", signature)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// GitHub's push webhook, end to end: a signed push reaches the team's sockets as
+/// `preview_updated`; a forged one is refused with nothing sent; a redelivery is acknowledged
+/// as a duplicate and sends nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_push_webhook_updates_the_preview() {
+    const SECRET: &str = "e2e-webhook-secret";
+    let dir = tempfile::tempdir().unwrap();
+    let (_proc, gw) =
+        start_standalone_with(dir.path(), &[("COVIBE_PREVIEW__WEBHOOK_SECRET", SECRET)]).await;
+    let http = reqwest::Client::new();
+    let (status, sarah) = post(
+        &http,
+        &format!("{gw}/api/team/create"),
+        None,
+        json!({"name": "Rocket", "email": "sarah@example.com", "displayName": "Sarah"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{sarah}");
+    let team_id = sarah["team"]["id"].as_str().unwrap().to_owned();
+    let token = sarah["accessToken"].as_str().unwrap().to_owned();
+    let mut sio = SioClient::start().await;
+    sio.connect("sarah", &gw).await;
+    let ack = sio
+        .emit_ack(
+            "sarah",
+            "join_team",
+            json!({"teamId": team_id, "token": token}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+
+    let hook = format!("{gw}/api/webhook/push?team={team_id}");
+    let push = |commit: &str| {
+        serde_json::to_vec(&json!({
+            "ref": "refs/heads/main",
+            "before": "0000000000000000000000000000000000000000",
+            "after": commit,
+            "repository": {"full_name": "rocket/app"},
+            "pusher": {"name": "sarah"},
+        }))
+        .unwrap()
+    };
+    let first = "1111111111111111111111111111111111111111";
+    let second = "2222222222222222222222222222222222222222";
+
+    // A correctly signed push: 202, and the team's sockets hear of it.
+    let body = push(first);
+    let (status, answer) = deliver_push(
+        &http,
+        &hook,
+        "delivery-1",
+        &github_signature(SECRET, &body),
+        &body,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["accepted"], true, "{answer}");
+    assert_eq!(answer["duplicate"], false, "{answer}");
+    let event = sio.next_event("sarah", "preview_updated").await;
+    assert_eq!(event["commit"], first, "{event}");
+    assert!(event.get("url").is_some(), "{event}");
+
+    // Forged: signed with another secret, or the body changed after signing.
+    let forged = push(second);
+    let (status, answer) = deliver_push(
+        &http,
+        &hook,
+        "delivery-2",
+        &github_signature("not-the-secret", &forged),
+        &forged,
+    )
+    .await;
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(answer["error"]["code"], "unauthenticated", "{answer}");
+    let (status, answer) = deliver_push(
+        &http,
+        &hook,
+        "delivery-2",
+        &github_signature(SECRET, &body),
+        &forged,
+    )
+    .await;
+    assert_eq!(status, 401, "{answer}");
+
+    // A redelivery of the first push: acknowledged, nothing new.
+    let (status, answer) = deliver_push(
+        &http,
+        &hook,
+        "delivery-1",
+        &github_signature(SECRET, &body),
+        &body,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["duplicate"], true, "{answer}");
+
+    // The next real push is the next event the socket gets: neither the forgeries nor the
+    // redelivery sent one.
+    let (status, answer) = deliver_push(
+        &http,
+        &hook,
+        "delivery-3",
+        &github_signature(SECRET, &forged),
+        &forged,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let event = sio.next_event("sarah", "preview_updated").await;
+    assert_eq!(event["commit"], second, "{event}");
+    let extra: Vec<_> = sio
+        .drain_events("sarah")
+        .into_iter()
+        .filter(|(name, _)| name == "preview_updated")
+        .collect();
+    assert!(extra.is_empty(), "{extra:?}");
+}
+
+/// The `dial_in` strategy end to end: a VM registered over REST, its token minted, a
+/// `covibe vm-agent daemon` dialled in with it (the token in its environment only), and an
+/// agent spawned on that VM streams its output and completes exactly as with `local`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_dial_in_vm_runs_spawned_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = clean_command(Path::new(COVIBE));
+    cmd.arg("standalone")
+        .env("COVIBE_HTTP_ADDR", "127.0.0.1:0")
+        .env("COVIBE_DATA_DIR", dir.path())
+        .env("COVIBE_AGENT_COMMAND", fake_agent_command())
+        .env("COVIBE_PROJECT_DIR", dir.path());
+    let mut standalone = Proc::spawn("standalone", cmd);
+    // Announced before the gateway.
+    let connector = standalone.wait_for_url("vm-connector listening on").await;
+    let gw = standalone.wait_for_url("gateway listening on").await;
+    let mut w = watcher(&gw).await;
+
+    let (status, body) = post(
+        &w.http,
+        &format!("{gw}/api/vm/register"),
+        Some(&w.token),
+        json!({"name": "behind a NAT", "strategy": "dial_in"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["vm"]["strategy"], "dial_in");
+    let vm_id = body["vm"]["id"].as_str().unwrap().to_owned();
+    let (status, body) = post(
+        &w.http,
+        &format!("{gw}/api/vm/token"),
+        Some(&w.token),
+        json!({"vmId": vm_id}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let vm_token = body["vmToken"].as_str().unwrap().to_owned();
+    assert!(vm_token.len() >= 43);
+
+    // No daemon yet: the spawn fails (the gateway does not pass on `unavailable` messages).
+    let (status, body) = post(
+        &w.http,
+        &format!("{gw}/api/agent/spawn"),
+        Some(&w.token),
+        json!({"task": "lines=3 hello", "vmId": vm_id}),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+
+    let vm_dir = dir.path().join("vm");
+    std::fs::create_dir_all(&vm_dir).unwrap();
+    let mut cmd = clean_command(Path::new(COVIBE));
+    cmd.args(["vm-agent", "daemon", "--connector-url", &connector])
+        .args(["--vm-id", &vm_id, "--command", &fake_agent_command()])
+        .arg("--workdir")
+        .arg(&vm_dir)
+        .arg("--spool-dir")
+        .arg(&vm_dir)
+        .env("COVIBE_VM_TOKEN", &vm_token);
+    let mut daemon = Proc::spawn("daemon", cmd);
+    daemon
+        .wait_for_line("waiting for spawns", std::time::Duration::from_secs(30))
+        .await;
+
+    let (status, body) = post(
+        &w.http,
+        &format!("{gw}/api/agent/spawn"),
+        Some(&w.token),
+        json!({"task": "lines=3 hello", "vmId": vm_id}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let agent = body["agent"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(body["agent"]["vmId"], vm_id.as_str());
+    let mut seqs = Vec::new();
+    collect_until(&mut w.sio, "viewer", &agent, &mut seqs, is_completed).await;
+    let total = expected_lines(3);
+    assert_eq!(seqs, (0..total).collect::<Vec<_>>());
+    wait_for_status(&w.http, &gw, &w.token, &agent, "completed").await;
+    // The run went through the VM's own spool directory.
+    assert!(
+        vm_dir
+            .join("agent_logs")
+            .join(format!("{agent}.log"))
+            .exists()
+    );
+    daemon.kill().await;
+    standalone.kill().await;
+}

@@ -17,6 +17,7 @@ mod realtime;
 mod rest;
 mod static_files;
 mod vm;
+mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use covibe_bootstrap::Client;
 use covibe_identity::Verifier;
 use covibe_proto::auth::v1::auth_service_client::AuthServiceClient;
 use covibe_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
+use covibe_proto::preview::v1::preview_service_client::PreviewServiceClient;
 use covibe_proto::team::v1::team_service_client::TeamServiceClient;
 use covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServiceClient;
 use covibe_storage::HotStore;
@@ -40,6 +42,7 @@ pub struct GatewayConfig {
     pub team_url: String,
     pub orchestrator_url: String,
     pub vm_connector_url: String,
+    pub preview_url: String,
     pub max_body_bytes: usize,
     pub limits: HttpLimits,
     /// The web client's files, served at `/`; unset means a JSON pointer to the API.
@@ -54,6 +57,7 @@ pub struct Gateway {
     pub(crate) team: TeamServiceClient<Client>,
     pub(crate) orchestrator: OrchestratorServiceClient<Client>,
     pub(crate) vm_connector: VmConnectorServiceClient<Client>,
+    pub(crate) preview: PreviewServiceClient<Client>,
     pub(crate) verifier: Verifier,
     pub(crate) ready: AtomicBool,
     pub(crate) hub: realtime::Hub,
@@ -89,6 +93,7 @@ impl Gateway {
             vm_connector: VmConnectorServiceClient::new(covibe_bootstrap::channel(
                 &config.vm_connector_url,
             )?),
+            preview: PreviewServiceClient::new(covibe_bootstrap::channel(&config.preview_url)?),
             upstreams,
             cors_origins: config.cors_origins.clone(),
             verifier,

@@ -252,7 +252,7 @@ pub(crate) const ROUTES: &[Route] = &[
         method: "post",
         path: "/api/vm/register",
         id: "registerVm",
-        summary: "register a VM for the caller (strategy `local` only, for now)",
+        summary: "register a VM for the caller (strategy `local` or `dial_in`)",
         auth: true,
         query: &[],
         body: Body::Json("RegisterVm"),
@@ -271,6 +271,17 @@ pub(crate) const ROUTES: &[Route] = &[
         errors: &[404],
     },
     Route {
+        method: "post",
+        path: "/api/vm/token",
+        id: "createVmToken",
+        summary: "mint the token a `dial_in` VM's `vm-agent daemon` presents (replaces any previous one; shown once)",
+        auth: true,
+        query: &[],
+        body: Body::Json("CreateVmToken"),
+        ok: (201, Reply::Json("VmToken")),
+        errors: &[404],
+    },
+    Route {
         method: "get",
         path: "/api/vm/list",
         id: "listVms",
@@ -280,6 +291,25 @@ pub(crate) const ROUTES: &[Route] = &[
         body: Body::None,
         ok: (200, Reply::Json("VmList")),
         errors: &[],
+    },
+    Route {
+        method: "post",
+        path: "/api/webhook/push",
+        id: "receivePushWebhook",
+        summary: "GitHub push webhook for the team's shared preview (content type application/json); \
+            the preview service checks X-Hub-Signature-256 (HMAC-SHA256 of the raw body, sha256= form) \
+            and de-duplicates by X-GitHub-Delivery; events other than X-GitHub-Event: push are \
+            acknowledged and ignored; 401 on a missing or wrong signature, 503 when no webhook secret \
+            is configured",
+        auth: false,
+        query: &[Param {
+            name: "team",
+            schema: "string",
+            description: "the team whose preview this repository feeds",
+        }],
+        body: Body::Json("PushEvent"),
+        ok: (202, Reply::Json("WebhookAck")),
+        errors: &[401],
     },
 ];
 
@@ -583,14 +613,26 @@ fn schemas() -> Value {
         ], &[], false),
         "TeamPresence": object(&[("users", json!({"type": "array", "items": schema_ref("PresenceUser")}))], &[], false),
         "RegisterVm": object(&[("name", string())], &[
-            ("strategy", nullable(json!({"type": "string", "enum": ["local"],
+            ("strategy", nullable(json!({"type": "string", "enum": ["local", "dial_in"],
                                          "description": "left out: local"}))),
         ], true),
         "UpdateVm": object(&[("vmId", string()), ("name", string())], &[], true),
+        "CreateVmToken": object(&[("vmId", string())], &[], true),
+        "VmToken": object(&[("vmToken", string())], &[], false),
         "Vm": object(&[("id", string()), ("userId", string()), ("name", string()),
                        ("strategy", string()), ("lastSeen", millis())], &[], false),
         "VmEnvelope": object(&[("vm", schema_ref("Vm"))], &[], false),
         "VmList": object(&[("vms", json!({"type": "array", "items": schema_ref("Vm")}))], &[], false),
+        "PushEvent": object(&[
+            ("ref", string()),
+            ("after", json!({"type": "string", "description": "the pushed commit's sha"})),
+            ("repository", object(&[("full_name", string())], &[], false)),
+        ], &[("deleted", json!({"type": "boolean"}))], false),
+        "WebhookAck": object(&[
+            ("accepted", json!({"type": "boolean", "description": "false: not a push, ignored"})),
+            ("duplicate", json!({"type": "boolean", "description": "this delivery was already received"})),
+            ("commit", nullable(string())),
+        ], &[], false),
     })
 }
 

@@ -1,4 +1,5 @@
-//! The caller's VMs: `POST /api/vm/register`, `PUT /api/vm/update`, `GET /api/vm/list`, each
+//! The caller's VMs: `POST /api/vm/register`, `PUT /api/vm/update`, `POST /api/vm/token`,
+//! `GET /api/vm/list`, each
 //! one call to the vm-connector, which checks that a member only ever sees and changes their
 //! own VMs (and validates names and strategies).
 
@@ -21,7 +22,7 @@ use crate::rest::{ApiJson, Member};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct RegisterVm {
     pub name: String,
-    /// `local` when left out (the only strategy available so far).
+    /// `local` when left out, or `dial_in`.
     #[serde(default)]
     pub strategy: Option<String>,
 }
@@ -31,6 +32,12 @@ pub(crate) struct RegisterVm {
 pub(crate) struct UpdateVm {
     pub vm_id: String,
     pub name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct CreateVmToken {
+    pub vm_id: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -90,6 +97,26 @@ pub(crate) async fn update(
         .await?
         .into_inner();
     Ok(Json(json!({"vm": view(vm)})))
+}
+
+/// `POST /api/vm/token {vmId}` → 201 `{vmToken}`: a fresh token for one of the caller's own
+/// `dial_in` VMs, replacing the previous one.
+pub(crate) async fn create_token(
+    State(gw): State<Arc<Gateway>>,
+    member: Member,
+    ApiJson(body): ApiJson<CreateVmToken>,
+) -> Result<impl IntoResponse, HttpError> {
+    let request = pb::CreateVmTokenRequest { vm_id: body.vm_id };
+    let minted = gw
+        .vm_connector
+        .clone()
+        .create_vm_token(bearer(request, &member.token))
+        .await?
+        .into_inner();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"vmToken": minted.vm_token})),
+    ))
 }
 
 /// `GET /api/vm/list` → `{vms}`: the caller's own VMs only.

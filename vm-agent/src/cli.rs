@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::{AGENT_TOKEN_ENV, RunOptions, run_until};
+use crate::{AGENT_TOKEN_ENV, DaemonOptions, RunOptions, VM_TOKEN_ENV, daemon, run_until};
 
 /// Runs Claude Code agents on this VM and streams their output to the orchestrator.
 #[derive(Debug, clap::Parser)]
@@ -27,6 +27,49 @@ pub enum CliCommand {
     /// orchestrator did not store everything within the drain timeout, 3 when it refused the
     /// agent.
     Run(RunArgs),
+    /// Dial in to the vm-connector for a `dial_in` VM and run the agents it spawns here.
+    ///
+    /// The VM token (minted with POST /api/vm/token) is read from the COVIBE_VM_TOKEN
+    /// environment variable. Reconnects with backoff; exits 3 when the token is refused.
+    Daemon(DaemonArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// The vm-connector's endpoint, e.g. http://vm-connector:50054.
+    #[arg(long)]
+    pub connector_url: String,
+    /// The VM's id, as registered with the `dial_in` strategy.
+    #[arg(long)]
+    pub vm_id: String,
+    /// The agent command template, as for `run`, e.g.
+    /// "claude -p {task} --output-format stream-json --verbose".
+    #[arg(long, env = "COVIBE_AGENT_COMMAND")]
+    pub command: String,
+    /// Directory the agents run in [default: the current directory].
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Where each agent's spool and log go, as for `run`.
+    #[arg(long, env = "COVIBE_DATA_DIR", default_value = ".covibe")]
+    pub spool_dir: PathBuf,
+    /// Seconds between heartbeats on the dial-in stream.
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_secs: u64,
+}
+
+impl DaemonArgs {
+    pub fn into_options(self, vm_token: String) -> DaemonOptions {
+        let mut opts = DaemonOptions::new(
+            self.connector_url,
+            self.vm_id,
+            vm_token,
+            self.command,
+            self.workdir,
+            self.spool_dir,
+        );
+        opts.heartbeat_interval = Duration::from_secs(self.heartbeat_secs.max(1));
+        opts
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -119,6 +162,14 @@ pub async fn run_cli(cli: Cli) -> anyhow::Result<i32> {
             let opts = args.into_options(token);
             tracing::debug!(?opts, "vm-agent options");
             Ok(run_until(opts, covibe_bootstrap::shutdown_signal()).await?)
+        }
+        CliCommand::Daemon(args) => {
+            let token = std::env::var(VM_TOKEN_ENV)
+                .ok()
+                .filter(|token| !token.is_empty())
+                .with_context(|| format!("{VM_TOKEN_ENV} is not set"))?;
+            let opts = args.into_options(token);
+            Ok(daemon(opts, covibe_bootstrap::shutdown_signal()).await?)
         }
     }
 }

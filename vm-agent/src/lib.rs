@@ -13,14 +13,16 @@ mod agent_log;
 mod child;
 mod cli;
 mod command;
+mod daemon;
 mod link;
 mod queue;
 mod run;
 mod spool;
 
-pub use cli::{Cli, CliCommand, RunArgs, run_cli};
+pub use cli::{Cli, CliCommand, DaemonArgs, RunArgs, run_cli};
 pub use command::split_command;
-pub use run::{RunOptions, run, run_until};
+pub use daemon::{DaemonOptions, daemon};
+pub use run::{RunOptions, Started, run, run_reporting, run_until};
 
 /// Exit code when everything was delivered (whatever the agent's own exit code).
 pub const EXIT_DELIVERED: i32 = 0;
@@ -32,6 +34,10 @@ pub const EXIT_REFUSED: i32 = 3;
 /// The environment variable carrying the agent token; it is never passed on the command line
 /// and is removed from the agent command's environment.
 pub const AGENT_TOKEN_ENV: &str = "COVIBE_AGENT_TOKEN";
+
+/// The environment variable carrying the VM token of `vm-agent daemon`; never on the command
+/// line either.
+pub const VM_TOKEN_ENV: &str = "COVIBE_VM_TOKEN";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -297,7 +297,7 @@ fn now_ms() -> i64 {
 
 /// Exponential backoff from 100 ms doubling to 5 s, each delay jittered by ±50 %.
 #[derive(Debug)]
-struct Backoff {
+pub(crate) struct Backoff {
     next: Duration,
 }
 
@@ -310,11 +310,11 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = BACKOFF_START;
     }
 
-    fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(BACKOFF_MAX);
         base.mul_f64(rand::thread_rng().gen_range(0.5..1.5))

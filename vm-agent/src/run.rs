@@ -107,10 +107,38 @@ pub async fn run_until(opts: RunOptions, shutdown: impl Future<Output = ()>) -> 
     if let Some(traceparent) = &opts.traceparent {
         covibe_telemetry::set_parent_from_traceparent(&span, traceparent);
     }
-    run_inner(opts, shutdown).instrument(span).await
+    run_inner(opts, shutdown, &mut None).instrument(span).await
 }
 
-async fn run_inner(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<i32, Error> {
+/// What [`run_reporting`] reports once the agent command started (its pid) or could not start.
+pub type Started = Result<i32, String>;
+
+/// Like [`run_until`], and tells `started` as soon as the agent command started or failed to
+/// (`vm-agent daemon` answers its spawn command then).
+pub async fn run_reporting(
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()>,
+    started: tokio::sync::oneshot::Sender<Started>,
+) -> Result<i32, Error> {
+    let span = tracing::info_span!("vm_agent", agent_id = %opts.agent_id);
+    if let Some(traceparent) = &opts.traceparent {
+        covibe_telemetry::set_parent_from_traceparent(&span, traceparent);
+    }
+    let mut started = Some(started);
+    let result = run_inner(opts, shutdown, &mut started)
+        .instrument(span)
+        .await;
+    if let (Some(tx), Err(err)) = (started.take(), &result) {
+        let _ = tx.send(Err(err.to_string()));
+    }
+    result
+}
+
+async fn run_inner(
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()>,
+    started: &mut Option<tokio::sync::oneshot::Sender<Started>>,
+) -> Result<i32, Error> {
     validate_agent_id(&opts.agent_id)?;
     let limits = limits(&opts)?;
     let argv = split_command(&opts.command, &opts.task)?;
@@ -122,6 +150,12 @@ async fn run_inner(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Resu
     let (commands_tx, mut commands_rx) = mpsc::channel(64);
 
     let agent = child::spawn(&argv, opts.workdir.as_deref(), outbox.clone(), writer, log);
+    if let Some(tx) = started.take() {
+        let _ = tx.send(match &agent {
+            Ok(agent) => Ok(agent.pid()),
+            Err(err) => Err(format!("starting {} failed: {err}", argv[0])),
+        });
+    }
     if agent.is_ok() {
         outbox.set_status(AgentStatus::Running);
     }

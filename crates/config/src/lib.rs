@@ -53,6 +53,16 @@ pub struct Config {
     pub endpoints: Endpoints,
     pub auth: AuthConfig,
     pub limits: Limits,
+    pub preview: PreviewConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreviewConfig {
+    /// The GitHub webhook secret every push delivery must be signed with
+    /// (`COVIBE_PREVIEW__WEBHOOK_SECRET`). One secret serves the whole deployment (per-team
+    /// secrets are future work); unset means webhooks are refused.
+    pub webhook_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,6 +141,7 @@ impl Default for Config {
             endpoints: Endpoints::default(),
             auth: AuthConfig::default(),
             limits: Limits::default(),
+            preview: PreviewConfig::default(),
         }
     }
 }

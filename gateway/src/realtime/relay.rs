@@ -106,6 +106,17 @@ impl Prepared {
             ev::team_event::Event::TeamPresence(presence) => {
                 Self::team("team_presence", &crate::chat::presence_view(presence))
             }
+            ev::team_event::Event::PreviewUpdated(preview) => Self::team(
+                "preview_updated",
+                &json!({
+                    "url": preview.url,
+                    "commit": preview.commit,
+                    "status": preview.status,
+                    "ref": preview.git_ref,
+                    "repository": preview.repository,
+                    "at": preview.updated_at_ms,
+                }),
+            ),
         })
     }
 

@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use covibe_bootstrap::{Client, bearer};
-use covibe_proto::events::v1::AgentCommand;
+use covibe_proto::events::v1::{AgentCommand, ControlMessage, control_message};
 use covibe_proto::prost::Message;
 use covibe_proto::vmagent::v1::{Command, command};
 use covibe_proto::vmconnector::v1 as vmc;
@@ -153,9 +153,11 @@ impl Agents {
             self.store.request_kill(id, now_ms()).await?;
         }
         tracing::info!(target: "audit", agent_id = %id, caller = %caller, kind, "agent control");
-        let envelope = AgentCommand {
-            agent_id: id.to_string(),
-            command: Some(command),
+        let envelope = ControlMessage {
+            message: Some(control_message::Message::Agent(AgentCommand {
+                agent_id: id.to_string(),
+                command: Some(command),
+            })),
         };
         self.hot
             .publish_control(Bytes::from(envelope.encode_to_vec()))
@@ -291,7 +293,12 @@ impl Agents {
     /// Stores chunks durably, then keeps them hot and tells the team. Returns the agent's new
     /// `output_seq`: every chunk below it is durable.
     pub async fn ingest(&self, agent: &Agent, chunks: &[StoredChunk]) -> Result<u64, Error> {
-        let next = self.store.append_output(agent.id, chunks).await?;
+        let appended = self.store.append_output(agent.id, chunks).await?;
+        // Announce only what this call stored: a chunk stored before was announced then.
+        let chunks: Vec<&StoredChunk> = chunks
+            .iter()
+            .filter(|c| appended.inserted.binary_search(&c.seq).is_ok())
+            .collect();
         let hot: Vec<HotChunk> = chunks
             .iter()
             .map(|c| HotChunk {
@@ -314,7 +321,7 @@ impl Agents {
                 break;
             }
         }
-        Ok(next)
+        Ok(appended.next)
     }
 
     /// Marks `lost` every agent whose vm-agent has been silent past the limit. Every replica may

@@ -19,5 +19,5 @@ pub use agents::{Agent, Agents, Limits, OutputPage};
 pub use error::Error;
 pub use grpc::OrchestratorGrpc;
 pub use link::LinkService;
-pub use store::{AgentStore, SeaAgentStore, StoredChunk};
+pub use store::{AgentStore, Appended, SeaAgentStore, StoredChunk};
 pub use stream_json::{Outcome, Parsed, parse as parse_stream_json};

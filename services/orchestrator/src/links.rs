@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use covibe_proto::events::v1::AgentCommand;
+use covibe_proto::events::v1::control_message::Message as Control;
+use covibe_proto::events::v1::{AgentCommand, ControlMessage};
 use covibe_proto::prost::Message;
 use covibe_proto::tonic::Status;
 use covibe_proto::vmagent::v1::server_frame::Frame as Out;
@@ -66,12 +67,16 @@ impl Links {
                     tracing::warn!("control channel gap: commands sent meanwhile may be lost");
                     continue;
                 };
-                let Ok(AgentCommand {
+                let Ok(message) = ControlMessage::decode(bytes) else {
+                    tracing::warn!("undecodable control message dropped");
+                    continue;
+                };
+                // Messages for other services (the vm-connector's) share the channel.
+                let Some(Control::Agent(AgentCommand {
                     agent_id,
                     command: Some(command),
-                }) = AgentCommand::decode(bytes)
+                })) = message.message
                 else {
-                    tracing::warn!("undecodable agent command dropped");
                     continue;
                 };
                 let Ok(id) = agent_id.parse::<AgentId>() else {

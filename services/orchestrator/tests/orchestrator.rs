@@ -145,8 +145,22 @@ async fn suite(db: TestDb) {
     );
 
     // Output: a resend overlapping what is stored is taken once.
-    assert_eq!(store.append_output(a.id, &chunks(0..10)).await.unwrap(), 10);
-    assert_eq!(store.append_output(a.id, &chunks(5..15)).await.unwrap(), 15);
+    assert_eq!(
+        store
+            .append_output(a.id, &chunks(0..10))
+            .await
+            .unwrap()
+            .next,
+        10
+    );
+    assert_eq!(
+        store
+            .append_output(a.id, &chunks(5..15))
+            .await
+            .unwrap()
+            .next,
+        15
+    );
     assert_eq!(store.get(a.id).await.unwrap().unwrap().output_seq, 15);
     let all = store.output(a.id, 0, 100).await.unwrap();
     assert_eq!(all, chunks(0..15));
@@ -154,10 +168,14 @@ async fn suite(db: TestDb) {
     assert_eq!(seqs(&page), vec![3, 4, 5, 6]);
     assert_eq!(page, chunks(3..7));
     // An empty batch changes nothing.
-    assert_eq!(store.append_output(a.id, &[]).await.unwrap(), 15);
+    assert_eq!(store.append_output(a.id, &[]).await.unwrap().next, 15);
     // A batch past the end leaves a gap: the agent's position stays before it.
     assert_eq!(
-        store.append_output(a.id, &chunks(17..19)).await.unwrap(),
+        store
+            .append_output(a.id, &chunks(17..19))
+            .await
+            .unwrap()
+            .next,
         15
     );
     assert_eq!(store.get(a.id).await.unwrap().unwrap().output_seq, 15);
@@ -167,7 +185,11 @@ async fn suite(db: TestDb) {
     );
     // Filling the gap catches up over what was stored beyond it.
     assert_eq!(
-        store.append_output(a.id, &chunks(15..17)).await.unwrap(),
+        store
+            .append_output(a.id, &chunks(15..17))
+            .await
+            .unwrap()
+            .next,
         19
     );
     assert_eq!(store.get(a.id).await.unwrap().unwrap().output_seq, 19);
@@ -183,8 +205,8 @@ async fn suite(db: TestDb) {
             data: Bytes::from(vec![0, 0xff, u8::try_from(seq % 256).unwrap(), b'\n']),
         })
         .collect();
-    assert_eq!(store.append_output(c.id, &big).await.unwrap(), 500);
-    assert_eq!(store.append_output(c.id, &big).await.unwrap(), 500);
+    assert_eq!(store.append_output(c.id, &big).await.unwrap().next, 500);
+    assert_eq!(store.append_output(c.id, &big).await.unwrap().next, 500);
     assert_eq!(store.output(c.id, 0, 1_000).await.unwrap(), big);
     assert_eq!(store.output(c.id, 495, 100).await.unwrap(), big[495..]);
     assert!(store.output(c.id, 500, 100).await.unwrap().is_empty());

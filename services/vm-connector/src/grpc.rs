@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use covibe_identity::Verifier;
-use covibe_proto::tonic::{self, Request, Response, Status};
+use covibe_proto::tonic::{self, Request, Response, Status, Streaming};
 use covibe_proto::vmconnector::v1 as pb;
 use covibe_proto::vmconnector::v1::vm_connector_service_server::{
     VmConnectorService, VmConnectorServiceServer,
@@ -11,6 +11,7 @@ use covibe_proto::vmconnector::v1::vm_connector_service_server::{
 use covibe_types::{ApiError, TeamId, UserId, VmId, now_ms};
 
 use crate::Error;
+use crate::dial_in::{self, DIAL_IN, Daemons};
 use crate::local::{Launch, LocalLauncher};
 use crate::store::{Vm, VmStore};
 
@@ -18,14 +19,21 @@ pub struct VmConnectorGrpc {
     store: Arc<dyn VmStore>,
     verifier: Verifier,
     local: Arc<LocalLauncher>,
+    daemons: Arc<Daemons>,
 }
 
 impl VmConnectorGrpc {
-    pub fn new(store: Arc<dyn VmStore>, verifier: Verifier, local: Arc<LocalLauncher>) -> Self {
+    pub fn new(
+        store: Arc<dyn VmStore>,
+        verifier: Verifier,
+        local: Arc<LocalLauncher>,
+        daemons: Arc<Daemons>,
+    ) -> Self {
         Self {
             store,
             verifier,
             local,
+            daemons,
         }
     }
 
@@ -68,12 +76,12 @@ fn clean_vm_name(name: &str) -> Result<String, ApiError> {
 fn clean_strategy(strategy: &str) -> Result<String, ApiError> {
     match strategy.trim() {
         "" | "local" => Ok("local".to_owned()),
-        "ssh_proxy" | "dial_in" => Err(ApiError::invalid(format!(
-            "the {} strategy is not available yet; register the VM with strategy \"local\"",
-            strategy.trim()
-        ))),
+        DIAL_IN => Ok(DIAL_IN.to_owned()),
+        "ssh_proxy" => Err(ApiError::invalid(
+            "the ssh_proxy strategy is not available yet; register the VM with strategy \"local\" or \"dial_in\"",
+        )),
         other => Err(ApiError::invalid(format!(
-            "unknown strategy {other:?}; the available strategy is \"local\""
+            "unknown strategy {other:?}; the available strategies are \"local\" and \"dial_in\""
         ))),
     }
 }
@@ -123,6 +131,24 @@ impl VmConnectorService for VmConnectorGrpc {
                     })
                     .map_err(Error::from)?;
                 tracing::info!(agent_id = %r.agent_id, vm_id = %vm.id, pid, "vm-agent started locally");
+            }
+            DIAL_IN => {
+                let spawn = pb::Spawn {
+                    agent_id: r.agent_id.clone(),
+                    agent_token: r.agent_token.clone(),
+                    task: r.task.clone(),
+                    link_url: r.link_url.clone(),
+                    traceparent: covibe_telemetry::current_traceparent(),
+                };
+                let result = self.daemons.spawn(vm.id, spawn).await?;
+                if !result.ok {
+                    return Err(ApiError::unavailable(format!(
+                        "the VM's vm-agent daemon could not start the agent: {}",
+                        result.message
+                    ))
+                    .into());
+                }
+                tracing::info!(agent_id = %r.agent_id, vm_id = %vm.id, "vm-agent started by the VM's daemon");
             }
             other => {
                 return Err(ApiError::unavailable(format!(
@@ -200,5 +226,55 @@ impl VmConnectorService for VmConnectorGrpc {
             return Err(not_found().into());
         }
         Ok(Response::new(vm_pb(&vm)))
+    }
+
+    async fn create_vm_token(
+        &self,
+        request: Request<pb::CreateVmTokenRequest>,
+    ) -> Result<Response<pb::CreateVmTokenResponse>, Status> {
+        let (user, team) = self
+            .verifier
+            .verify_metadata(request.metadata())?
+            .member()?;
+        let r = request.into_inner();
+        let not_found = || ApiError::not_found("no such vm");
+        let id: VmId = r.vm_id.trim().parse().map_err(|_| not_found())?;
+        let vm = self
+            .store
+            .list(user)
+            .await
+            .map_err(Error::from)?
+            .into_iter()
+            .find(|vm| vm.id == id && vm.team_id == team)
+            .ok_or_else(not_found)?;
+        if vm.strategy != DIAL_IN {
+            return Err(ApiError::invalid(format!(
+                "only a dial_in VM has a token; this one is {}",
+                vm.strategy
+            ))
+            .into());
+        }
+        let token = dial_in::new_token();
+        self.store
+            .set_token_hash(vm.id, &dial_in::hash_token(&token))
+            .await
+            .map_err(Error::from)?;
+        tracing::info!(target: "audit", vm_id = %vm.id, user_id = %user, "vm token minted");
+        Ok(Response::new(pb::CreateVmTokenResponse { vm_token: token }))
+    }
+
+    type DialStream = dial_in::DialStream;
+
+    async fn dial(
+        &self,
+        request: Request<Streaming<pb::DaemonFrame>>,
+    ) -> Result<Response<Self::DialStream>, Status> {
+        let stream = dial_in::dial(
+            self.store.clone(),
+            self.daemons.clone(),
+            request.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(stream))
     }
 }

@@ -1,11 +1,14 @@
 //! The vm-connector: knows each member's VMs and how to start a vm-agent on one. Strategies:
 //! `local` runs the vm-agent as a child process of this machine (the default VM of
-//! `covibe standalone`); `ssh_proxy` and dial-in come with later work.
+//! `covibe standalone`); `dial_in` sends spawns to a `vm-agent daemon` that dialled in from the
+//! VM (see [`dial_in`]); `ssh_proxy` comes with later work.
 
+pub mod dial_in;
 mod grpc;
 mod local;
 pub mod store;
 
+pub use dial_in::Daemons;
 pub use grpc::VmConnectorGrpc;
 pub use local::{LocalLauncher, VmAgentCommand};
 pub use store::{SeaVmStore, Vm, VmStore};

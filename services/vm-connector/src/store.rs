@@ -25,6 +25,12 @@ pub trait VmStore: Send + Sync + 'static {
     /// Writes `vm`'s name and strategy over the stored VM with its id, only if that VM belongs
     /// to `vm.user_id` in `vm.team_id`; `false` when there is no such VM of theirs.
     async fn update(&self, vm: &Vm) -> Result<bool, DbErr>;
+    /// The VM with this id, whoever owns it.
+    async fn get(&self, id: VmId) -> Result<Option<Vm>, DbErr>;
+    /// Stores the hash of the VM's dial-in token, replacing any previous one.
+    async fn set_token_hash(&self, id: VmId, hash: &str) -> Result<(), DbErr>;
+    /// The hash of the VM's dial-in token, if one was minted.
+    async fn token_hash(&self, id: VmId) -> Result<Option<String>, DbErr>;
 }
 
 mod entity {
@@ -48,6 +54,24 @@ mod entity {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+mod token_entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "vm_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub vm_id: String,
+        /// Hex SHA-256 of the token.
+        pub token_hash: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod migration {
     use sea_orm_migration::prelude::*;
 
@@ -56,7 +80,7 @@ pub mod migration {
     #[async_trait::async_trait]
     impl MigratorTrait for Migrator {
         fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-            vec![Box::new(M0001Vms)]
+            vec![Box::new(M0001Vms), Box::new(M0002VmTokens)]
         }
 
         fn migration_table_name() -> DynIden {
@@ -65,6 +89,44 @@ pub mod migration {
     }
 
     struct M0001Vms;
+    struct M0002VmTokens;
+
+    impl MigrationName for M0002VmTokens {
+        fn name(&self) -> &str {
+            "m0002_vm_tokens"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for M0002VmTokens {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("vm_tokens"))
+                        .if_not_exists()
+                        .col(
+                            ColumnDef::new(Alias::new("vm_id"))
+                                .string_len(40)
+                                .not_null()
+                                .primary_key(),
+                        )
+                        .col(
+                            ColumnDef::new(Alias::new("token_hash"))
+                                .string_len(64)
+                                .not_null(),
+                        )
+                        .to_owned(),
+                )
+                .await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .drop_table(Table::drop().table(Alias::new("vm_tokens")).to_owned())
+                .await
+        }
+    }
 
     impl MigrationName for M0001Vms {
         fn name(&self) -> &str {
@@ -197,5 +259,36 @@ impl VmStore for SeaVmStore {
             .exec(&self.db)
             .await?;
         Ok(result.rows_affected == 1)
+    }
+
+    async fn get(&self, id: VmId) -> Result<Option<Vm>, DbErr> {
+        entity::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?
+            .map(vm_of)
+            .transpose()
+    }
+
+    async fn set_token_hash(&self, id: VmId, hash: &str) -> Result<(), DbErr> {
+        let row = token_entity::ActiveModel {
+            vm_id: Set(id.to_string()),
+            token_hash: Set(hash.to_owned()),
+        };
+        token_entity::Entity::insert(row)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(token_entity::Column::VmId)
+                    .update_column(token_entity::Column::TokenHash)
+                    .to_owned(),
+            )
+            .exec(&self.db)
+            .await
+            .map(|_| ())
+    }
+
+    async fn token_hash(&self, id: VmId) -> Result<Option<String>, DbErr> {
+        Ok(token_entity::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?
+            .map(|row| row.token_hash))
     }
 }

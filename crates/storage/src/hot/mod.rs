@@ -79,7 +79,8 @@ pub trait HotStore: Send + Sync + 'static {
     /// Subscribes to every team's channel.
     async fn subscribe(&self) -> Result<Subscription, Error>;
 
-    /// Publishes an encoded `covibe.events.v1.AgentCommand` to every orchestrator.
+    /// Publishes an encoded `covibe.events.v1.ControlMessage` to every orchestrator and
+    /// vm-connector replica.
     async fn publish_control(&self, command: Bytes) -> Result<(), Error>;
 
     /// Subscribes to the control channel.

@@ -28,6 +28,16 @@ use crate::agents::Agent;
 use crate::stream_json::Outcome;
 use entities::{agent, output};
 
+/// What one `append_output` stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The agent's `output_seq` afterwards: every chunk below it is stored.
+    pub next: u64,
+    /// The seqs this call stored for the first time, ascending. Only these are news: a chunk
+    /// stored earlier (a resend, or a second link racing the first) was already announced.
+    pub inserted: Vec<u64>,
+}
+
 /// One stored output chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredChunk {
@@ -71,7 +81,7 @@ pub trait AgentStore: Send + Sync + 'static {
     ) -> Result<Option<Agent>, DbErr>;
     /// Stores chunks (ignoring any already stored) and advances the agent's `output_seq` over
     /// every contiguous chunk now held. Returns the new `output_seq`.
-    async fn append_output(&self, id: AgentId, chunks: &[StoredChunk]) -> Result<u64, DbErr>;
+    async fn append_output(&self, id: AgentId, chunks: &[StoredChunk]) -> Result<Appended, DbErr>;
     async fn output(&self, id: AgentId, from: u64, limit: u64) -> Result<Vec<StoredChunk>, DbErr>;
 }
 
@@ -292,8 +302,9 @@ impl AgentStore for SeaAgentStore {
         self.get(id).await
     }
 
-    async fn append_output(&self, id: AgentId, chunks: &[StoredChunk]) -> Result<u64, DbErr> {
+    async fn append_output(&self, id: AgentId, chunks: &[StoredChunk]) -> Result<Appended, DbErr> {
         let txn = self.db.begin().await?;
+        let mut inserted: Vec<u64> = Vec::new();
         if !chunks.is_empty() {
             let rows = chunks.iter().map(|c| output::ActiveModel {
                 agent_id: Set(id.to_string()),
@@ -301,10 +312,15 @@ impl AgentStore for SeaAgentStore {
                 stream: Set(c.stream),
                 data: Set(c.data.to_vec()),
             });
-            output::Entity::insert_many(rows)
+            // RETURNING lists only the rows this statement inserted, not the ones it skipped.
+            let keys = output::Entity::insert_many(rows)
                 .on_conflict_do_nothing_on([output::Column::AgentId, output::Column::Seq])
-                .exec_without_returning(&txn)
+                .exec_with_returning_keys(&txn)
                 .await?;
+            if let sea_orm::TryInsertResult::Inserted(keys) = keys {
+                inserted = keys.into_iter().map(|(_, seq)| to_u64(seq)).collect();
+                inserted.sort_unstable();
+            }
         }
         let Some(row) = agent::Entity::find_by_id(id.to_string()).one(&txn).await? else {
             return Err(DbErr::RecordNotFound(format!("agent {id}")));
@@ -349,7 +365,7 @@ impl AgentStore for SeaAgentStore {
                 .await?;
         }
         txn.commit().await?;
-        Ok(next)
+        Ok(Appended { next, inserted })
     }
 
     async fn output(&self, id: AgentId, from: u64, limit: u64) -> Result<Vec<StoredChunk>, DbErr> {

@@ -1,0 +1,296 @@
+//! The `dial_in` strategy: a VM that cannot be reached dials in with `vm-agent daemon`, holds a
+//! `Dial` stream open and waits for spawn commands.
+//!
+//! Any vm-connector replica may hold a VM's daemon stream, and any replica may handle the
+//! `StartAgent` for it. So a spawn is published on the hot store's control channel as a
+//! `ControlMessage::Vm`; the replica holding the VM's stream sends it down, and when the daemon
+//! answers with its `SpawnResult`, that replica publishes it back as a
+//! `ControlMessage::VmSpawnResult`, which the replica waiting in `StartAgent` picks up (by agent
+//! id). With one replica the message simply comes back to itself.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use covibe_proto::events::v1::control_message::Message as Control;
+use covibe_proto::events::v1::{ControlMessage, VmCommand, VmSpawnResult};
+use covibe_proto::prost::Message;
+use covibe_proto::tonic::{Status, Streaming};
+use covibe_proto::vmconnector::v1::connector_frame::Frame as Out;
+use covibe_proto::vmconnector::v1::daemon_frame::Frame as In;
+use covibe_proto::vmconnector::v1::{
+    ConnectorFrame, DaemonFrame, DaemonHeartbeat, DaemonWelcome, Spawn, SpawnResult,
+};
+use covibe_storage::{FanoutEvent, HotStore, Subscription};
+use covibe_types::{ApiError, VmId, now_ms};
+use sha2::Digest;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::store::VmStore;
+
+pub(crate) type FrameTx = mpsc::Sender<Result<ConnectorFrame, Status>>;
+pub(crate) type DialStream = ReceiverStream<Result<ConnectorFrame, Status>>;
+
+/// The strategy name.
+pub const DIAL_IN: &str = "dial_in";
+/// How long `StartAgent` waits for the VM's daemon to answer a spawn.
+pub const DEFAULT_SPAWN_TIMEOUT: Duration = Duration::from_secs(5);
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Hex SHA-256 of a VM token: only this is stored.
+pub(crate) fn hash_token(token: &str) -> String {
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Constant-time comparison (for equal lengths) of two token hashes.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// A fresh VM token: 256 random bits, URL-safe base64.
+pub(crate) fn new_token() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+}
+
+/// The daemon streams this replica holds, and the spawns this replica is waiting on.
+pub struct Daemons {
+    hot: Arc<dyn HotStore>,
+    held: Mutex<HashMap<VmId, FrameTx>>,
+    waiting: Mutex<HashMap<String, oneshot::Sender<SpawnResult>>>,
+    spawn_timeout: Duration,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn control(message: Control) -> Bytes {
+    Bytes::from(
+        ControlMessage {
+            message: Some(message),
+        }
+        .encode_to_vec(),
+    )
+}
+
+impl Daemons {
+    /// Starts listening on the control channel.
+    pub async fn start(
+        hot: Arc<dyn HotStore>,
+        spawn_timeout: Duration,
+    ) -> Result<Arc<Self>, covibe_storage::Error> {
+        let daemons = Arc::new(Self {
+            hot: hot.clone(),
+            held: Mutex::default(),
+            waiting: Mutex::default(),
+            spawn_timeout,
+        });
+        daemons.listen(hot.subscribe_control().await?);
+        Ok(daemons)
+    }
+
+    /// Whether this replica holds the VM's daemon stream.
+    pub fn is_attached(&self, vm: VmId) -> bool {
+        lock(&self.held).contains_key(&vm)
+    }
+
+    /// A newer stream for the same VM replaces an older one.
+    fn attach(&self, vm: VmId, tx: FrameTx) {
+        lock(&self.held).insert(vm, tx);
+    }
+
+    fn detach(&self, vm: VmId, tx: &FrameTx) {
+        let mut held = lock(&self.held);
+        if held
+            .get(&vm)
+            .is_some_and(|current| current.same_channel(tx))
+        {
+            held.remove(&vm);
+        }
+    }
+
+    fn listen(self: &Arc<Self>, mut messages: Subscription) {
+        let daemons = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(event) = messages.recv().await {
+                let Some(daemons) = daemons.upgrade() else {
+                    return;
+                };
+                let FanoutEvent::Message(bytes) = event else {
+                    tracing::warn!("control channel gap: spawns sent meanwhile may be lost");
+                    continue;
+                };
+                // Agent commands for the orchestrator share the channel: ignore them.
+                match ControlMessage::decode(bytes).ok().and_then(|m| m.message) {
+                    Some(Control::Vm(VmCommand {
+                        vm_id,
+                        spawn: Some(spawn),
+                    })) => daemons.deliver(&vm_id, spawn).await,
+                    Some(Control::VmSpawnResult(VmSpawnResult {
+                        result: Some(result),
+                        ..
+                    })) => {
+                        if let Some(waiter) = lock(&daemons.waiting).remove(&result.agent_id) {
+                            let _ = waiter.send(result);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+
+    /// Sends the spawn down the VM's stream if this replica holds it.
+    async fn deliver(&self, vm_id: &str, spawn: Spawn) {
+        let Ok(vm) = vm_id.parse::<VmId>() else {
+            return;
+        };
+        let tx = lock(&self.held).get(&vm).cloned();
+        if let Some(tx) = tx {
+            let agent_id = spawn.agent_id.clone();
+            let frame = ConnectorFrame {
+                frame: Some(Out::Spawn(spawn)),
+            };
+            if tx.send(Ok(frame)).await.is_ok() {
+                tracing::info!(%vm, agent_id, "spawn passed to the vm-agent daemon");
+            }
+        }
+    }
+
+    /// Asks whichever replica holds the VM's daemon stream to spawn, and waits for the daemon's
+    /// answer.
+    pub async fn spawn(&self, vm: VmId, spawn: Spawn) -> Result<SpawnResult, ApiError> {
+        let agent_id = spawn.agent_id.clone();
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiting).insert(agent_id.clone(), tx);
+        let message = control(Control::Vm(VmCommand {
+            vm_id: vm.to_string(),
+            spawn: Some(spawn),
+        }));
+        if let Err(err) = self.hot.publish_control(message).await {
+            lock(&self.waiting).remove(&agent_id);
+            return Err(ApiError::internal(err));
+        }
+        match tokio::time::timeout(self.spawn_timeout, rx).await {
+            Ok(Ok(result)) => Ok(result),
+            _ => {
+                lock(&self.waiting).remove(&agent_id);
+                Err(ApiError::unavailable(
+                    "the VM's vm-agent daemon is not connected",
+                ))
+            }
+        }
+    }
+
+    async fn report(&self, vm: VmId, result: SpawnResult) {
+        let message = control(Control::VmSpawnResult(VmSpawnResult {
+            vm_id: vm.to_string(),
+            result: Some(result),
+        }));
+        if let Err(err) = self.hot.publish_control(message).await {
+            tracing::warn!(%vm, error = %err, "could not pass on a spawn result");
+        }
+    }
+}
+
+fn out(frame: Out) -> Result<ConnectorFrame, Status> {
+    Ok(ConnectorFrame { frame: Some(frame) })
+}
+
+/// One `Dial` stream: checks the hello, then holds the stream for spawns until it ends.
+pub(crate) async fn dial(
+    store: Arc<dyn VmStore>,
+    daemons: Arc<Daemons>,
+    mut inbound: Streaming<DaemonFrame>,
+) -> Result<DialStream, Status> {
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+        Ok(Ok(Some(DaemonFrame {
+            frame: Some(In::Hello(hello)),
+        }))) => hello,
+        Ok(Err(status)) => return Err(status),
+        _ => return Err(ApiError::invalid("the first frame must be hello").into()),
+    };
+    let refused = || Status::from(ApiError::unauthenticated("unknown vm or wrong vm token"));
+    let vm: VmId = hello.vm_id.trim().parse().map_err(|_| refused())?;
+    let internal = |e: sea_orm::DbErr| Status::from(ApiError::internal(e));
+    let known = store
+        .get(vm)
+        .await
+        .map_err(internal)?
+        .is_some_and(|v| v.strategy == DIAL_IN);
+    let expected = store.token_hash(vm).await.map_err(internal)?;
+    let good = expected.is_some_and(|hash| same(&hash, &hash_token(&hello.vm_token)));
+    if !(known && good) {
+        tracing::warn!(%vm, "vm-agent daemon refused: unknown vm or bad vm token");
+        return Err(refused());
+    }
+    tracing::info!(%vm, version = %hello.version, hostname = %hello.hostname, "vm-agent daemon attached");
+    store.touch(vm).await.map_err(internal)?;
+
+    let (tx, rx) = mpsc::channel(32);
+    tx.send(out(Out::Welcome(DaemonWelcome {
+        vm_id: vm.to_string(),
+    })))
+    .await
+    .map_err(|_| Status::cancelled("stream closed"))?;
+    daemons.attach(vm, tx.clone());
+    tokio::spawn(async move {
+        loop {
+            match inbound.message().await {
+                Ok(Some(DaemonFrame { frame: Some(frame) })) => match frame {
+                    In::Heartbeat(_) => {
+                        if let Err(err) = store.touch(vm).await {
+                            tracing::warn!(%vm, error = %err, "could not record a heartbeat");
+                        }
+                        let beat = out(Out::Heartbeat(DaemonHeartbeat {
+                            sent_at_ms: now_ms(),
+                        }));
+                        if tx.send(beat).await.is_err() {
+                            break;
+                        }
+                    }
+                    In::SpawnResult(result) => {
+                        tracing::info!(%vm, agent_id = result.agent_id, ok = result.ok, message = result.message, "spawn result");
+                        daemons.report(vm, result).await;
+                    }
+                    In::Hello(_) => {}
+                },
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(err) => {
+                    tracing::info!(%vm, error = %err, "vm-agent daemon stream broke");
+                    break;
+                }
+            }
+        }
+        daemons.detach(vm, &tx);
+        tracing::info!(%vm, "vm-agent daemon detached");
+    });
+    Ok(ReceiverStream::new(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_compared_by_hash() {
+        let (a, b) = (new_token(), new_token());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert!(same(&hash_token(&a), &hash_token(&a)));
+        assert!(!same(&hash_token(&a), &hash_token(&b)));
+        assert!(!same("ab", "abc"));
+    }
+}

@@ -1,0 +1,288 @@
+//! The `dial_in` strategy over real gRPC: VM tokens, `Dial` authentication, and a spawn from
+//! `StartAgent` delivered down the daemon's stream and answered.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use covibe_bootstrap::{GrpcServer, bearer};
+use covibe_identity::{KeyFiles, Signer};
+use covibe_proto::tonic::{Code, Status, Streaming};
+use covibe_proto::vmconnector::v1 as pb;
+use covibe_proto::vmconnector::v1::connector_frame::Frame as In;
+use covibe_proto::vmconnector::v1::daemon_frame::Frame as Out;
+use covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServiceClient;
+use covibe_storage::MemoryHotStore;
+use covibe_testkit::TestDb;
+use covibe_types::{TeamId, UserId};
+use covibe_vm_connector::{
+    Daemons, LocalLauncher, SeaVmStore, VmAgentCommand, VmConnectorGrpc, VmStore,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+type Client = VmConnectorServiceClient<covibe_bootstrap::Client>;
+
+struct Fixture {
+    client: Client,
+    signer: Signer,
+    store: Arc<SeaVmStore>,
+    _keys: tempfile::TempDir,
+    _db: TestDb,
+}
+
+async fn fixture() -> Fixture {
+    let db = TestDb::sqlite();
+    let conn = covibe_storage::connect(&db.url).await.unwrap();
+    let store = Arc::new(SeaVmStore::new(conn).await.unwrap());
+    let keys = tempfile::tempdir().unwrap();
+    let (signer, verifier) = covibe_identity::load_or_generate(&KeyFiles {
+        signing: keys.path().join("k.pem"),
+        verifying: keys.path().join("k.pub.pem"),
+    })
+    .unwrap();
+    let local = LocalLauncher::new(
+        VmAgentCommand {
+            program: "/bin/false".into(),
+            prefix_args: Vec::new(),
+        },
+        "true {task}".to_owned(),
+        keys.path().to_owned(),
+        keys.path().to_owned(),
+    );
+    let daemons = Daemons::start(
+        Arc::new(MemoryHotStore::new(16)),
+        Duration::from_millis(500),
+    )
+    .await
+    .unwrap();
+    let grpc = VmConnectorGrpc::new(store.clone(), verifier, local, daemons);
+    let server = GrpcServer::bind(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap()
+        .add_service(grpc.into_server());
+    let client = VmConnectorServiceClient::new(covibe_bootstrap::channel(&server.url()).unwrap());
+    tokio::spawn(server.serve(std::future::pending()));
+    Fixture {
+        client,
+        signer,
+        store,
+        _keys: keys,
+        _db: db,
+    }
+}
+
+struct Member {
+    user: UserId,
+    team: TeamId,
+    token: String,
+}
+
+fn member(signer: &Signer, team: TeamId) -> Member {
+    let user = UserId::new();
+    let (token, _) = signer
+        .access_token(user, team, Duration::from_secs(600))
+        .unwrap();
+    Member { user, team, token }
+}
+
+async fn register(client: &mut Client, who: &Member, strategy: &str) -> pb::Vm {
+    let request = pb::RegisterVmRequest {
+        name: "box".to_owned(),
+        strategy: strategy.to_owned(),
+    };
+    client
+        .register_vm(bearer(request, &who.token))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn mint(client: &mut Client, who: &Member, vm_id: &str) -> Result<String, Status> {
+    let request = pb::CreateVmTokenRequest {
+        vm_id: vm_id.to_owned(),
+    };
+    Ok(client
+        .create_vm_token(bearer(request, &who.token))
+        .await?
+        .into_inner()
+        .vm_token)
+}
+
+struct Daemon {
+    tx: mpsc::Sender<pb::DaemonFrame>,
+    inbound: Streaming<pb::ConnectorFrame>,
+}
+
+fn frame(frame: Out) -> pb::DaemonFrame {
+    pb::DaemonFrame { frame: Some(frame) }
+}
+
+async fn dial(client: &mut Client, vm_id: &str, vm_token: &str) -> Result<Daemon, Status> {
+    let (tx, rx) = mpsc::channel(8);
+    let hello = pb::DaemonHello {
+        vm_id: vm_id.to_owned(),
+        vm_token: vm_token.to_owned(),
+        version: "test".to_owned(),
+        hostname: "testhost".to_owned(),
+    };
+    tx.send(frame(Out::Hello(hello))).await.unwrap();
+    let mut inbound = client.dial(ReceiverStream::new(rx)).await?.into_inner();
+    match inbound.message().await? {
+        Some(pb::ConnectorFrame {
+            frame: Some(In::Welcome(welcome)),
+        }) => assert_eq!(welcome.vm_id, vm_id),
+        other => panic!("expected a welcome, got {other:?}"),
+    }
+    Ok(Daemon { tx, inbound })
+}
+
+async fn next(daemon: &mut Daemon) -> In {
+    tokio::time::timeout(Duration::from_secs(5), daemon.inbound.message())
+        .await
+        .expect("a frame in time")
+        .unwrap()
+        .unwrap()
+        .frame
+        .unwrap()
+}
+
+fn start_request(who: &Member, vm_id: &str, agent_id: &str) -> pb::StartAgentRequest {
+    pb::StartAgentRequest {
+        agent_id: agent_id.to_owned(),
+        user_id: who.user.to_string(),
+        team_id: who.team.to_string(),
+        vm_id: vm_id.to_owned(),
+        task: "lines=3 hello".to_owned(),
+        agent_token: "agent-secret".to_owned(),
+        link_url: "http://orchestrator:1".to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn dial_in_tokens_authenticate_only_their_own_vm() {
+    let mut f = fixture().await;
+    let team = TeamId::new();
+    let (sarah, miguel) = (member(&f.signer, team), member(&f.signer, team));
+    let hers = register(&mut f.client, &sarah, "dial_in").await;
+    assert_eq!(hers.strategy, "dial_in");
+    let his = register(&mut f.client, &miguel, "dial_in").await;
+    let local = register(&mut f.client, &sarah, "local").await;
+
+    // Tokens only for one's own dial_in VMs.
+    let err = mint(&mut f.client, &sarah, &his.id).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = mint(&mut f.client, &sarah, &local.id).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let first = mint(&mut f.client, &sarah, &hers.id).await.unwrap();
+    let token = mint(&mut f.client, &sarah, &hers.id).await.unwrap();
+    assert_ne!(first, token);
+    let his_token = mint(&mut f.client, &miguel, &his.id).await.unwrap();
+    // Only the hash is stored.
+    let stored = f.store.token_hash(hers.id.parse().unwrap()).await.unwrap();
+    assert!(stored.is_some_and(|hash| hash != token && hash.len() == 64));
+
+    for (what, vm, secret) in [
+        ("wrong token", hers.id.as_str(), "not-the-token"),
+        ("replaced token", hers.id.as_str(), first.as_str()),
+        ("another VM's token", hers.id.as_str(), his_token.as_str()),
+        ("her token for his VM", his.id.as_str(), token.as_str()),
+        ("unknown vm", "not-a-vm", token.as_str()),
+        ("local vm", local.id.as_str(), token.as_str()),
+    ] {
+        let err = dial(&mut f.client, vm, secret)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{what}: dial accepted"));
+        assert_eq!(err.code(), Code::Unauthenticated, "{what}: {err:?}");
+    }
+    dial(&mut f.client, &hers.id, &token).await.unwrap();
+    dial(&mut f.client, &his.id, &his_token).await.unwrap();
+}
+
+#[tokio::test]
+async fn start_agent_reaches_the_daemon_and_waits_for_its_answer() {
+    let mut f = fixture().await;
+    let sarah = member(&f.signer, TeamId::new());
+    let vm = register(&mut f.client, &sarah, "dial_in").await;
+    let token = mint(&mut f.client, &sarah, &vm.id).await.unwrap();
+
+    // No daemon: a clear `unavailable`.
+    let err = f
+        .client
+        .start_agent(bearer(start_request(&sarah, &vm.id, "a0"), &sarah.token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("not connected"), "{err:?}");
+
+    let mut daemon = dial(&mut f.client, &vm.id, &token).await.unwrap();
+    // Heartbeats are answered and mark the VM seen.
+    daemon
+        .tx
+        .send(frame(Out::Heartbeat(pb::DaemonHeartbeat { sent_at_ms: 1 })))
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut daemon).await, In::Heartbeat(_)));
+    let seen = f.store.get(vm.id.parse().unwrap()).await.unwrap().unwrap();
+    assert!(seen.last_seen_ms > 0);
+
+    for (agent_id, ok) in [("a1", true), ("a2", false)] {
+        let mut client = f.client.clone();
+        let request = bearer(start_request(&sarah, &vm.id, agent_id), &sarah.token);
+        let started = tokio::spawn(async move { client.start_agent(request).await });
+        let In::Spawn(spawn) = next(&mut daemon).await else {
+            panic!("expected a spawn");
+        };
+        assert_eq!(
+            (
+                spawn.agent_id.as_str(),
+                spawn.agent_token.as_str(),
+                spawn.task.as_str(),
+                spawn.link_url.as_str()
+            ),
+            (
+                agent_id,
+                "agent-secret",
+                "lines=3 hello",
+                "http://orchestrator:1"
+            )
+        );
+        // StartAgent waits for the answer.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!started.is_finished());
+        let result = pb::SpawnResult {
+            agent_id: agent_id.to_owned(),
+            ok,
+            message: if ok { "started" } else { "no such program" }.to_owned(),
+        };
+        daemon
+            .tx
+            .send(frame(Out::SpawnResult(result)))
+            .await
+            .unwrap();
+        let answer = started.await.unwrap();
+        if ok {
+            let answer = answer.unwrap().into_inner();
+            assert_eq!(
+                (answer.vm_id, answer.strategy.as_str()),
+                (vm.id.clone(), "dial_in")
+            );
+        } else {
+            let err = answer.unwrap_err();
+            assert_eq!(err.code(), Code::Unavailable);
+            assert!(err.message().contains("no such program"), "{err:?}");
+        }
+    }
+
+    // Once the daemon hangs up, spawns are refused again.
+    drop(daemon);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let err = f
+        .client
+        .start_agent(bearer(start_request(&sarah, &vm.id, "a3"), &sarah.token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+}
