@@ -326,8 +326,29 @@ impl Config {
     }
 
     /// The configuration as TOML, for `--print-config`.
+    /// Secrets (the webhook secret, passwords in URLs) are shown as `***`.
     pub fn to_toml(&self) -> Result<String, Error> {
-        toml::to_string_pretty(self).map_err(|e| Error::Invalid(e.to_string()))
+        let mut shown = self.clone();
+        shown.database_url = shown.database_url.as_deref().map(redact_url);
+        shown.redis_url = shown.redis_url.as_deref().map(redact_url);
+        if shown.preview.webhook_secret.is_some() {
+            shown.preview.webhook_secret = Some("***".to_owned());
+        }
+        toml::to_string_pretty(&shown).map_err(|e| Error::Invalid(e.to_string()))
+    }
+}
+
+/// `scheme://user:secret@host/...` without the secret.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
     }
 }
 
@@ -397,6 +418,15 @@ mod tests {
         cfg.validate().unwrap();
         assert!(cfg.to_toml().unwrap().contains("agent_command"));
         assert!(cfg.database_url().starts_with("sqlite://"));
+
+        let mut secret = Config {
+            database_url: Some("postgres://app:hunter2@db:5432/covibe".to_owned()),
+            ..Config::default()
+        };
+        secret.preview.webhook_secret = Some("whsec-hunter2".to_owned());
+        let shown = secret.to_toml().unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://app:***@db:5432/covibe"));
         let mut bad = cfg.clone();
         bad.limits.login_burst_per_ip = 0;
         assert!(
