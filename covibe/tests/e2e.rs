@@ -105,7 +105,7 @@ impl Mesh {
                 ]),
             )
             .await;
-        mesh.launch("preview", Vec::new()).await;
+        let preview = mesh.launch("preview", Vec::new()).await;
         mesh.gateway = mesh
             .launch(
                 "gateway",
@@ -114,6 +114,7 @@ impl Mesh {
                     ("COVIBE_ENDPOINTS__TEAM", &team),
                     ("COVIBE_ENDPOINTS__ORCHESTRATOR", &orch),
                     ("COVIBE_ENDPOINTS__VM_CONNECTOR", &vmc),
+                    ("COVIBE_ENDPOINTS__PREVIEW", &preview),
                 ]),
             )
             .await;
