@@ -97,6 +97,22 @@ async fn hot_store(config: &Config, required: bool) -> anyhow::Result<Arc<dyn Ho
     }
 }
 
+/// Raises the open-files soft limit to the hard limit: every socket is a file descriptor, and
+/// many machines start processes at 1,024.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-files limit"),
+            Err(err) => {
+                tracing::warn!(soft, hard, error = %err, "could not raise the open-files limit")
+            }
+        },
+        Ok((soft, _)) => tracing::info!(limit = soft, "open-files limit"),
+        Err(err) => tracing::warn!(error = %err, "could not read the open-files limit"),
+    }
+}
+
 fn announce(name: &str, url: &str) {
     // One plain line on stdout, for people and scripts alike.
     println!("{name} listening on {url}");
@@ -299,6 +315,7 @@ async fn gateway(
     endpoints: &covibe_config::Endpoints,
     shutdown: &Shutdown,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    raise_fd_limit();
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding the gateway to {}", config.http_addr))?;
@@ -322,6 +339,10 @@ async fn gateway(
         },
         static_dir: config.static_dir.clone(),
         cors_origins: config.cors_allowed_origins.clone(),
+        sockets: covibe_gateway::SocketLimits {
+            max_sockets: config.limits.max_sockets,
+            max_message_bytes: config.limits.max_socket_message_bytes,
+        },
     };
     let gw = covibe_gateway::Gateway::new(&gw_config, verifier(config)?)?;
     let addr = listener.local_addr()?;

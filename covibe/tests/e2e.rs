@@ -1915,3 +1915,35 @@ async fn standalone_dial_in_vm_runs_spawned_agents() {
     daemon.kill().await;
     standalone.kill().await;
 }
+
+/// The gateway accepts only so many Socket.io connections; past that a connect is refused with
+/// a message, and a freed place can be taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_connection_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_proc, gw) =
+        start_standalone_with(dir.path(), &[("COVIBE_LIMITS__MAX_SOCKETS", "2")]).await;
+    let mut sio = SioClient::start().await;
+    sio.connect("a", &gw).await;
+    sio.connect("b", &gw).await;
+    let refused = sio.try_connect("c", &gw).await;
+    assert_eq!(refused["op"], "connect_error", "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("connection limit"),
+        "{refused}"
+    );
+    sio.close("a").await;
+    // The place is free once the server has seen the disconnect.
+    let mut reply = Value::Null;
+    for attempt in 0..50 {
+        reply = sio.try_connect(&format!("d{attempt}"), &gw).await;
+        if reply["op"] == "connected" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(reply["op"], "connected", "{reply}");
+}

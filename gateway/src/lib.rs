@@ -35,6 +35,7 @@ use tokio::net::TcpListener;
 
 pub use error::HttpError;
 pub use limits::HttpLimits;
+pub use realtime::SocketLimits;
 
 /// The service endpoints and limits the gateway needs.
 pub struct GatewayConfig {
@@ -49,6 +50,7 @@ pub struct GatewayConfig {
     pub static_dir: Option<std::path::PathBuf>,
     /// Origins allowed to call gRPC-web from a browser (`*` for any; empty for same-origin only).
     pub cors_origins: Vec<String>,
+    pub sockets: realtime::SocketLimits,
 }
 
 /// What every handler shares.
@@ -67,6 +69,8 @@ pub struct Gateway {
     pub(crate) site: static_files::Site,
     pub(crate) upstreams: grpc_web::Upstreams,
     pub(crate) cors_origins: Vec<String>,
+    pub(crate) socket_limits: realtime::SocketLimits,
+    pub(crate) open_sockets: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +100,8 @@ impl Gateway {
             preview: PreviewServiceClient::new(covibe_bootstrap::channel(&config.preview_url)?),
             upstreams,
             cors_origins: config.cors_origins.clone(),
+            socket_limits: config.sockets,
+            open_sockets: std::sync::atomic::AtomicUsize::new(0),
             verifier,
             ready: AtomicBool::new(false),
             hub: realtime::Hub::default(),

@@ -76,6 +76,7 @@ async fn start(limits: HttpLimits, static_dir: Option<&Path>, auth_url: Option<S
         limits,
         static_dir: static_dir.map(Path::to_path_buf),
         cors_origins: Vec::new(),
+        sockets: covibe_gateway::SocketLimits::default(),
     };
     let gateway: Arc<Gateway> = Gateway::new(&config, verifier).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -118,6 +118,10 @@ pub struct Limits {
     /// Milliseconds a gateway request may take before it is answered 503.
     pub request_timeout_ms: u64,
     /// Gateway requests in flight at once; past that, requests are answered 503 at once.
+    /// Socket.io connections one gateway accepts at once.
+    pub max_sockets: usize,
+    /// Largest Socket.io message a client may send, in bytes.
+    pub max_socket_message_bytes: u64,
     pub max_concurrent_requests: usize,
     /// Key rate limits by the last `X-Forwarded-For` entry: set only behind a proxy that sets it.
     pub trust_forwarded_for: bool,
@@ -190,6 +194,8 @@ impl Default for Limits {
             login_burst_per_ip: 20,
             request_timeout_ms: 30_000,
             max_concurrent_requests: 1024,
+            max_sockets: 50_000,
+            max_socket_message_bytes: 256 * 1024,
             trust_forwarded_for: false,
         }
     }
@@ -289,6 +295,8 @@ impl Config {
             || self.limits.login_burst_per_ip == 0
             || self.limits.request_timeout_ms == 0
             || self.limits.max_concurrent_requests == 0
+            || self.limits.max_sockets == 0
+            || self.limits.max_socket_message_bytes == 0
         {
             return invalid("limits must be positive".to_owned());
         }

@@ -115,18 +115,22 @@ impl SioClient {
     }
 
     pub async fn connect(&mut self, client: &str, url: &str) {
-        self.send(json!({"op": "connect", "client": client, "url": url}))
-            .await;
-        let c = client.to_owned();
-        let reply = self
-            .recv_where("connect", |v| {
-                v["client"] == c.as_str() && (v["op"] == "connected" || v["op"] == "connect_error")
-            })
-            .await;
+        let reply = self.try_connect(client, url).await;
         assert_eq!(
             reply["op"], "connected",
             "{client} could not connect: {reply}"
         );
+    }
+
+    /// Connects and returns the driver's answer: `{op: "connected"}` or `{op: "connect_error", error}`.
+    pub async fn try_connect(&mut self, client: &str, url: &str) -> Value {
+        self.send(json!({"op": "connect", "client": client, "url": url}))
+            .await;
+        let c = client.to_owned();
+        self.recv_where("connect", move |v| {
+            v["client"] == c.as_str() && (v["op"] == "connected" || v["op"] == "connect_error")
+        })
+        .await
     }
 
     /// Emits `event` and returns the server's acknowledgement.

@@ -71,17 +71,63 @@ struct SpawnEvent {
 /// Packets queued per socket before it counts as fallen behind.
 const SOCKET_QUEUE: usize = 1024;
 
+/// Limits on Socket.io connections.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketLimits {
+    /// Connections one gateway accepts at once; past it a connect is refused.
+    pub max_sockets: usize,
+    /// Largest message a client may send.
+    pub max_message_bytes: u64,
+}
+
+impl Default for SocketLimits {
+    fn default() -> Self {
+        Self {
+            max_sockets: 50_000,
+            max_message_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// Why a connection was refused.
+#[derive(Debug)]
+struct TooManySockets;
+
+impl std::fmt::Display for TooManySockets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the gateway is at its connection limit, try again shortly")
+    }
+}
+
 pub fn socket_layer(gateway: Arc<Gateway>) -> (SocketIoLayer, SocketIo) {
     let (layer, io) = SocketIo::builder()
         .max_buffer_size(SOCKET_QUEUE)
+        .max_payload(gateway.socket_limits.max_message_bytes)
         .with_state(gateway)
         .build_layer();
     io.ns("/", (async |_socket: SocketRef| {}).with(register_handlers));
     (layer, io)
 }
 
-async fn register_handlers(socket: SocketRef) -> Result<(), std::convert::Infallible> {
+async fn register_handlers(
+    socket: SocketRef,
+    State(gw): State<Arc<Gateway>>,
+) -> Result<(), TooManySockets> {
+    let open = gw
+        .open_sockets
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if open >= gw.socket_limits.max_sockets {
+        gw.open_sockets
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            open,
+            "socket.io connection refused: connection limit reached"
+        );
+        return Err(TooManySockets);
+    }
     socket.on_disconnect(async |socket: SocketRef, State(gw): State<Arc<Gateway>>| {
+        gw.open_sockets
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         gw.hub.forget(socket.id);
         crate::chat::disconnected(&gw, &socket).await;
     });
