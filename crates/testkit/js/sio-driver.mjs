@@ -55,7 +55,7 @@ rl.on("line", async (line) => {
       const socket = clients.get(cmd.client);
       if (!socket) { out({ op: "error", ref: cmd.ref, error: "no such client" }); break; }
       if (cmd.noAck) { socket.emit(cmd.event, cmd.data); out({ op: "sent", ref: cmd.ref }); break; }
-      socket.timeout(10000).emit(cmd.event, cmd.data, (err, reply) => {
+      socket.timeout(60000).emit(cmd.event, cmd.data, (err, reply) => {
         out(err ? { op: "ack_timeout", ref: cmd.ref } : { op: "ack", ref: cmd.ref, data: reply });
       });
       break;

@@ -42,11 +42,62 @@ pub(crate) struct Joined {
     pub(crate) team_id: TeamId,
     user: Arc<str>,
     pub(crate) token: Arc<str>,
+    /// Per agent, the last output seq this socket was sent: a chunk at or below it is never sent
+    /// again, whichever path (replay, buffer, live) it comes by.
+    delivered: Arc<std::sync::Mutex<HashMap<String, u64>>>,
 }
 
 impl Joined {
     pub(crate) fn user_id_str(&self) -> &str {
         &self.user
+    }
+
+    /// Records `seq` of `agent` as sent; `false` if it (or a later one) already was.
+    pub(crate) fn first_delivery(&self, agent: &str, seq: u64) -> bool {
+        let mut delivered = self
+            .delivered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match delivered.get_mut(agent) {
+            Some(last) if seq <= *last => false,
+            Some(last) => {
+                *last = seq;
+                true
+            }
+            None => {
+                delivered.insert(agent.to_owned(), seq);
+                true
+            }
+        }
+    }
+
+    /// What the client says it has of `agent` is the truth from here on (`None`: nothing).
+    pub(crate) fn reset_delivery(&self, agent: &str, last: Option<u64>) {
+        let mut delivered = self
+            .delivered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match last {
+            Some(last) => {
+                delivered.insert(agent.to_owned(), last);
+            }
+            None => {
+                delivered.remove(agent);
+            }
+        }
+    }
+
+    /// Forgets a delivery that did not happen after all (the socket's queue was full).
+    pub(crate) fn undo_delivery(&self, agent: &str, seq: u64) {
+        let mut delivered = self
+            .delivered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(last) = delivered.get_mut(agent)
+            && *last == seq
+        {
+            *last = seq.saturating_sub(1);
+        }
     }
 }
 
@@ -171,6 +222,11 @@ async fn join_team(
         team_id,
         user: user_id.to_string().into(),
         token: request.token.into(),
+        delivered: socket
+            .extensions
+            .get::<Joined>()
+            .map(|previous| previous.delivered.clone())
+            .unwrap_or_default(),
     };
     socket.extensions.insert(joined.clone());
     let resumed = resume::join(&gw, &socket, &joined, request.since).await;

@@ -136,17 +136,25 @@ impl Prepared {
     ) -> Result<(), socketioxide::SendError> {
         match self {
             Self::Output {
+                agent_id,
+                seq,
                 owner,
                 viewer,
                 owner_payload,
-                ..
             } => {
+                if !joined.first_delivery(agent_id, *seq) {
+                    return Ok(()); // already sent by another path: never twice
+                }
                 let payload = if joined.user_id_str() == owner.as_str() {
                     owner_payload
                 } else {
                     viewer
                 };
-                socket.emit("agent_output", payload)
+                let sent = socket.emit("agent_output", payload);
+                if sent.is_err() {
+                    joined.undo_delivery(agent_id, *seq);
+                }
+                sent
             }
             Self::Team { event, payload } => socket.emit(*event, payload),
         }

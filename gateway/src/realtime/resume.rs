@@ -197,6 +197,7 @@ pub(crate) async fn join(
     let mut report = serde_json::Map::new();
     for (agent_id, last) in since {
         let from = u64::try_from(last.saturating_add(1)).unwrap_or(0);
+        joined.reset_delivery(&agent_id, from.checked_sub(1));
         let outcome = match replay(gw, socket, joined, &agent_id, from).await {
             Replayed::Sent(last, count) => {
                 if let Some(last) = last {
@@ -218,6 +219,15 @@ pub(crate) async fn join(
     // Flush what arrived live meanwhile and join the room, atomically with respect to the relay.
     let mut recovering = gw.hub.lock();
     let recovery = recovering.sockets.remove(&socket.id);
+    if let Some(recovery) = &recovery {
+        tracing::info!(
+            sid = %socket.id,
+            buffered = recovery.events.len(),
+            overflowed = recovery.overflowed,
+            last_sent = ?last_sent,
+            "resume: history replayed, flushing live events"
+        );
+    }
     if let Some(recovery) = recovery {
         for event in &recovery.events {
             if let Some((agent, seq)) = event.output_seq()

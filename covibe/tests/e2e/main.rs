@@ -1,0 +1,13 @@
+//! End to end, with real processes: the `covibe` binary (standalone, and one process per
+//! service over PostgreSQL and Redis), the vm-agent it starts, the fake Claude Code script, real
+//! HTTP and real Socket.io clients (Node's socket.io-client). One test binary: linking is the
+//! slow part of a build.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod agents;
+mod chat;
+mod faults;
+mod grpc_web;
+mod realtime;
+mod support;
+mod webhook;

@@ -1,0 +1,457 @@
+//! What every end-to-end test uses: the `covibe` processes (standalone, or one per service),
+//! HTTP helpers, Socket.io waits and sequence checks.
+
+use std::path::{Path, PathBuf};
+
+use covibe_testkit::{Proc, SioClient, clean_command, fake_agent_command, free_port, redis_url};
+use serde_json::{Value, json};
+
+pub(crate) const COVIBE: &str = env!("CARGO_BIN_EXE_covibe");
+
+/// Output lines the fake agent prints for `lines=N`: init, text, tool use, tool result, N, result.
+pub(crate) fn expected_lines(n: u64) -> u64 {
+    n + 5
+}
+
+pub(crate) async fn start_standalone(dir: &Path) -> (Proc, String) {
+    start_standalone_with(dir, &[]).await
+}
+
+pub(crate) async fn start_standalone_with(dir: &Path, extra: &[(&str, &str)]) -> (Proc, String) {
+    let mut cmd = clean_command(Path::new(COVIBE));
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.arg("standalone")
+        .env("COVIBE_HTTP_ADDR", "127.0.0.1:0")
+        .env("COVIBE_DATA_DIR", dir)
+        .env("COVIBE_AGENT_COMMAND", fake_agent_command())
+        .env("COVIBE_PROJECT_DIR", dir);
+    let mut proc = Proc::spawn("standalone", cmd);
+    let url = proc.wait_for_url("gateway listening on").await;
+    (proc, url)
+}
+
+/// Extra environment of one service process.
+pub(crate) type Env = Vec<(String, String)>;
+
+/// Every service in its own process, over PostgreSQL and Redis, talking gRPC over loopback.
+/// The orchestrator listens on a fixed port so it can be killed and started again in place.
+pub(crate) struct Mesh {
+    pub(crate) dir: PathBuf,
+    pub(crate) database_url: String,
+    pub(crate) redis_url: String,
+    pub(crate) orchestrator_addr: String,
+    pub(crate) procs: Vec<(String, Env, Proc)>,
+    pub(crate) gateway: String,
+}
+
+impl Mesh {
+    pub(crate) fn command(
+        &self,
+        name: &str,
+        extra: &[(String, String)],
+    ) -> tokio::process::Command {
+        let mut cmd = clean_command(Path::new(COVIBE));
+        cmd.arg(name)
+            .env("COVIBE_GRPC_ADDR", "127.0.0.1:0")
+            .env("COVIBE_HTTP_ADDR", "127.0.0.1:0")
+            .env("COVIBE_DATA_DIR", &self.dir)
+            .env("COVIBE_DATABASE_URL", &self.database_url)
+            .env("COVIBE_REDIS_URL", &self.redis_url)
+            .env("COVIBE_AGENT_COMMAND", fake_agent_command())
+            .env("COVIBE_PROJECT_DIR", &self.dir);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub(crate) async fn launch(&mut self, name: &str, extra: Vec<(String, String)>) -> String {
+        let mut proc = Proc::spawn(name, self.command(name, &extra));
+        let url = proc.wait_for_url(&format!("{name} listening on")).await;
+        self.procs.push((name.to_owned(), extra, proc));
+        url
+    }
+
+    pub(crate) async fn start(dir: &Path, database_url: &str, redis_url: &str) -> Self {
+        let mut mesh = Self {
+            dir: dir.to_owned(),
+            database_url: database_url.to_owned(),
+            redis_url: redis_url.to_owned(),
+            orchestrator_addr: format!("127.0.0.1:{}", free_port()),
+            procs: Vec::new(),
+            gateway: String::new(),
+        };
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let team = mesh.launch("team", Vec::new()).await;
+        let auth = mesh
+            .launch("auth", env(&[("COVIBE_ENDPOINTS__TEAM", &team)]))
+            .await;
+        let vmc = mesh.launch("vm-connector", Vec::new()).await;
+        let orch_addr = mesh.orchestrator_addr.clone();
+        let orch = mesh
+            .launch(
+                "orchestrator",
+                env(&[
+                    ("COVIBE_ENDPOINTS__VM_CONNECTOR", &vmc),
+                    ("COVIBE_GRPC_ADDR", &orch_addr),
+                ]),
+            )
+            .await;
+        let preview = mesh.launch("preview", Vec::new()).await;
+        mesh.gateway = mesh
+            .launch(
+                "gateway",
+                env(&[
+                    ("COVIBE_ENDPOINTS__AUTH", &auth),
+                    ("COVIBE_ENDPOINTS__TEAM", &team),
+                    ("COVIBE_ENDPOINTS__ORCHESTRATOR", &orch),
+                    ("COVIBE_ENDPOINTS__VM_CONNECTOR", &vmc),
+                    ("COVIBE_ENDPOINTS__PREVIEW", &preview),
+                ]),
+            )
+            .await;
+        mesh
+    }
+
+    /// Kills a service with SIGKILL (no drain, no goodbye).
+    pub(crate) async fn kill(&mut self, name: &str) -> Vec<(String, String)> {
+        let at = self.procs.iter().position(|(n, _, _)| n == name).unwrap();
+        let (_, extra, mut proc) = self.procs.remove(at);
+        proc.kill().await;
+        let _ = proc.child.wait().await;
+        extra
+    }
+}
+
+pub(crate) async fn start_multi_process(dir: &Path, database_url: &str) -> Mesh {
+    Mesh::start(dir, database_url, &redis_url()).await
+}
+
+pub(crate) async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let mut request = http.post(url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+pub(crate) async fn get(http: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
+    let response = http.get(url).bearer_auth(token).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+pub(crate) async fn delete(http: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
+    let response = http.delete(url).bearer_auth(token).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits for an event about `agent` seen by `member` that `pred` accepts.
+pub(crate) async fn await_event(
+    sio: &mut SioClient,
+    member: &str,
+    agent: &str,
+    pred: impl Fn(&str, &Value) -> bool,
+) -> Value {
+    let (m, a) = (member.to_owned(), agent.to_owned());
+    sio.recv_where("agent event", move |v| {
+        v["op"] == "event"
+            && v["client"] == m.as_str()
+            && v["data"]["agentId"] == a.as_str()
+            && pred(v["event"].as_str().unwrap_or_default(), &v["data"])
+    })
+    .await["data"]
+        .clone()
+}
+
+/// Polls the agent until it has `status` (a hang guard bounds the wait, not a speed claim).
+pub(crate) async fn wait_for_status(
+    http: &reqwest::Client,
+    gw: &str,
+    token: &str,
+    agent: &str,
+    status: &str,
+) {
+    for _ in 0..1200 {
+        let (_, body) = get(http, &format!("{gw}/api/agent/{agent}"), token).await;
+        if body["agent"]["status"] == status {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("agent {agent} never became {status}");
+}
+
+/// A team with one member joined on Socket.io, ready to spawn and watch.
+pub(crate) struct Watcher {
+    pub(crate) http: reqwest::Client,
+    pub(crate) sio: SioClient,
+    pub(crate) token: String,
+}
+
+pub(crate) async fn watcher(gw: &str) -> Watcher {
+    let http = reqwest::Client::new();
+    let (_, me) = post(
+        &http,
+        &format!("{gw}/api/team/create"),
+        None,
+        json!({"name": "Faults", "email": "f@example.com", "displayName": "F"}),
+    )
+    .await;
+    let token = me["accessToken"].as_str().unwrap().to_owned();
+    let mut sio = SioClient::start().await;
+    sio.connect("viewer", gw).await;
+    let ack = sio
+        .emit_ack(
+            "viewer",
+            "join_team",
+            json!({"teamId": me["team"]["id"], "token": token}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true);
+    Watcher { http, sio, token }
+}
+
+impl Watcher {
+    pub(crate) async fn spawn(&self, gw: &str, task: &str) -> String {
+        let (status, body) = post(
+            &self.http,
+            &format!("{gw}/api/agent/spawn"),
+            Some(&self.token),
+            json!({"task": task}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        body["agent"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Live `agent_output` seqs of `agent` received so far, waiting until at least `at_least`.
+    pub(crate) async fn live_until(&mut self, agent: &str, seqs: &mut Vec<u64>, at_least: usize) {
+        while seqs.len() < at_least {
+            let data =
+                await_event(&mut self.sio, "viewer", agent, |e, _| e == "agent_output").await;
+            seqs.push(data["seq"].as_u64().unwrap());
+        }
+    }
+
+    /// Everything else received live so far.
+    pub(crate) fn drain_live(&mut self, agent: &str, seqs: &mut Vec<u64>) -> Vec<String> {
+        let mut others = Vec::new();
+        for (event, data) in self.sio.drain_events("viewer") {
+            if event == "agent_output" && data["agentId"] == agent {
+                seqs.push(data["seq"].as_u64().unwrap());
+            } else {
+                others.push(event);
+            }
+        }
+        others
+    }
+
+    /// What a reconnecting viewer does: ask the history from its first missing seq on.
+    pub(crate) async fn history_from(&self, gw: &str, agent: &str, from: u64) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        let mut next = from;
+        loop {
+            let (status, page) = get(
+                &self.http,
+                &format!("{gw}/api/agent/{agent}/output?fromSeq={next}&limit=5000"),
+                &self.token,
+            )
+            .await;
+            assert_eq!(status, 200, "{page}");
+            let chunks = page["chunks"].as_array().unwrap();
+            if chunks.is_empty() {
+                return seqs;
+            }
+            seqs.extend(chunks.iter().map(|c| c["seq"].as_u64().unwrap()));
+            next = page["nextSeq"].as_u64().unwrap();
+        }
+    }
+}
+
+/// Live seqs must be strictly increasing (never a duplicate, never out of order); together with
+/// the history from the first one missing they must be exactly 0..total.
+pub(crate) fn assert_exactly_once(live: &[u64], history: &[u64], first_missing: u64, total: u64) {
+    assert!(
+        live.windows(2).all(|w| w[0] < w[1]),
+        "live output out of order or duplicated"
+    );
+    let mut all: Vec<u64> = live
+        .iter()
+        .copied()
+        .filter(|s| *s < first_missing)
+        .collect();
+    all.extend(history);
+    assert_seqs(&all, 0..total, "every line exactly once, in order");
+}
+
+pub(crate) fn first_missing(live: &[u64]) -> u64 {
+    let mut next = 0;
+    for seq in live {
+        if *seq != next {
+            break;
+        }
+        next += 1;
+    }
+    next
+}
+
+/// Collects `client`'s `agent_output` seqs of `agent` until `until` returns true for an event.
+pub(crate) async fn collect_until(
+    sio: &mut SioClient,
+    client: &str,
+    agent: &str,
+    seqs: &mut Vec<u64>,
+    until: impl Fn(&str, &Value) -> bool,
+) {
+    loop {
+        let (c, a) = (client.to_owned(), agent.to_owned());
+        let v = sio
+            .recv_where("event", move |v| {
+                v["op"] == "event"
+                    && v["client"] == c.as_str()
+                    && v["data"]["agentId"] == a.as_str()
+            })
+            .await;
+        let (event, data) = (
+            v["event"].as_str().unwrap_or_default().to_owned(),
+            v["data"].clone(),
+        );
+        if event == "agent_output" {
+            seqs.push(data["seq"].as_u64().unwrap());
+        }
+        if until(&event, &data) {
+            return;
+        }
+    }
+}
+
+pub(crate) fn is_completed(event: &str, data: &Value) -> bool {
+    event == "agent_status" && data["status"] == "completed"
+}
+
+/// One gRPC-web call as a browser makes it: `application/grpc-web+proto`, one length-prefixed
+/// message in, data and trailer frames out. Returns the message bytes and the grpc-status.
+pub(crate) async fn grpc_web_call(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    message: &[u8],
+) -> (Vec<u8>, String) {
+    let mut body = vec![0u8];
+    body.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(message);
+    let mut request = http
+        .post(url)
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let header_status = response
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = response.bytes().await.unwrap();
+    let (mut data, mut status) = (Vec::new(), header_status.unwrap_or_default());
+    let mut rest = &bytes[..];
+    while rest.len() >= 5 {
+        let flag = rest[0];
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let frame = &rest[5..5 + len];
+        if flag & 0x80 != 0 {
+            let trailers = String::from_utf8_lossy(frame);
+            for line in trailers.split("\r\n") {
+                if let Some(value) = line.strip_prefix("grpc-status:") {
+                    status = value.trim().to_owned();
+                }
+            }
+        } else {
+            data.extend_from_slice(frame);
+        }
+        rest = &rest[5 + len..];
+    }
+    (data, status)
+}
+
+pub(crate) async fn put(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: Value,
+) -> (u16, Value) {
+    let response = http
+        .put(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits for a `team_presence` event seen by `client` in which `want` holds for every
+/// (user id, status) pair named.
+pub(crate) async fn await_presence(
+    sio: &mut SioClient,
+    client: &str,
+    want: &[(&str, &str)],
+) -> Value {
+    let c = client.to_owned();
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(u, s)| ((*u).to_owned(), (*s).to_owned()))
+        .collect();
+    sio.recv_where("team_presence", move |v| {
+        v["op"] == "event"
+            && v["client"] == c.as_str()
+            && v["event"] == "team_presence"
+            && want.iter().all(|(user, status)| {
+                v["data"]["users"].as_array().is_some_and(|users| {
+                    users
+                        .iter()
+                        .any(|u| u["userId"] == user.as_str() && u["status"] == status.as_str())
+                })
+            })
+    })
+    .await["data"]
+        .clone()
+}
+
+/// `got` must be exactly `want`, in order; on failure, says where they first differ.
+pub(crate) fn assert_seqs(got: &[u64], want: std::ops::Range<u64>, what: &str) {
+    let want: Vec<u64> = want.collect();
+    if got != want.as_slice() {
+        let at = got
+            .iter()
+            .zip(&want)
+            .position(|(g, w)| g != w)
+            .unwrap_or(got.len().min(want.len()));
+        panic!(
+            "{what}: {} seqs where {} were expected; first difference at index {at}: got {:?}, want {:?}",
+            got.len(),
+            want.len(),
+            got.get(at..(at + 5).min(got.len())),
+            want.get(at..(at + 5).min(want.len())),
+        );
+    }
+}
