@@ -72,3 +72,13 @@ multi:
     wait -n || status=$?
     echo "multi: a service exited (status $status); stopping the others" >&2
     exit 1
+
+# CoVibe against the seed's own stack (Node + Socket.io + Redis), side by side on this machine:
+# fan-out, idle sockets, history replay and spawn against the seed, CoVibe multi-process (a
+# throwaway PostgreSQL database and a private redis-server) and CoVibe standalone, then the
+# CoVibe/seed ratios. Needs PostgreSQL, redis-server and Node 20 (the seed's packages are
+# installed with npm ci if missing); under 10 minutes on 2 cores. Options pass through, e.g.
+# `just bench --quick` or `just bench --stacks seed,standalone --secs 10`. See BENCHMARKS.md.
+bench *ARGS:
+    mkdir -p target/covibe-bench
+    cargo run --release -p covibe-bench -- all --out target/covibe-bench/results.jsonl {{ARGS}}
