@@ -23,6 +23,18 @@ pub struct VmConnectorGrpc {
 }
 
 impl VmConnectorGrpc {
+    /// One of the caller's own VMs. Another member's VM, or a made-up id, is simply not one
+    /// of theirs: both are "no such vm".
+    async fn own_vm(&self, user: UserId, team: TeamId, raw_id: &str) -> Result<Vm, Status> {
+        let not_found = || ApiError::not_found("no such vm");
+        let id: VmId = raw_id.trim().parse().map_err(|_| not_found())?;
+        let vms = self.store.list(user).await.map_err(Error::from)?;
+        Ok(vms
+            .into_iter()
+            .find(|vm| vm.id == id && vm.team_id == team)
+            .ok_or_else(not_found)?)
+    }
+
     pub fn new(
         store: Arc<dyn VmStore>,
         verifier: Verifier,
@@ -209,21 +221,11 @@ impl VmConnectorService for VmConnectorGrpc {
             .verify_metadata(request.metadata())?
             .member()?;
         let r = request.into_inner();
-        // Another member's VM, or a made-up id, is simply not one of the caller's.
-        let not_found = || ApiError::not_found("no such vm");
-        let id: VmId = r.vm_id.trim().parse().map_err(|_| not_found())?;
         let name = clean_vm_name(&r.name)?;
-        let mut vm = self
-            .store
-            .list(user)
-            .await
-            .map_err(Error::from)?
-            .into_iter()
-            .find(|vm| vm.id == id && vm.team_id == team)
-            .ok_or_else(not_found)?;
+        let mut vm = self.own_vm(user, team, &r.vm_id).await?;
         vm.name = name;
         if !self.store.update(&vm).await.map_err(Error::from)? {
-            return Err(not_found().into());
+            return Err(ApiError::not_found("no such vm").into());
         }
         Ok(Response::new(vm_pb(&vm)))
     }
@@ -237,16 +239,7 @@ impl VmConnectorService for VmConnectorGrpc {
             .verify_metadata(request.metadata())?
             .member()?;
         let r = request.into_inner();
-        let not_found = || ApiError::not_found("no such vm");
-        let id: VmId = r.vm_id.trim().parse().map_err(|_| not_found())?;
-        let vm = self
-            .store
-            .list(user)
-            .await
-            .map_err(Error::from)?
-            .into_iter()
-            .find(|vm| vm.id == id && vm.team_id == team)
-            .ok_or_else(not_found)?;
+        let vm = self.own_vm(user, team, &r.vm_id).await?;
         if vm.strategy != DIAL_IN {
             return Err(ApiError::invalid(format!(
                 "only a dial_in VM has a token; this one is {}",
