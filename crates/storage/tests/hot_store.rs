@@ -37,6 +37,20 @@ async fn ring_keeps_the_newest_in_order_without_duplicates(store: &dyn HotStore)
     let got = store.range(agent, 0, 100).await.unwrap();
     assert_eq!(got.first().map(|c| c.seq), Some(4));
     assert!(store.range(AgentId::new(), 0, 10).await.unwrap().is_empty());
+
+    // Several agents' rings in one call, each its own.
+    let (x, y) = (AgentId::new(), AgentId::new());
+    store
+        .append_many(&[
+            (x, (0..3).map(chunk).collect()),
+            (y, vec![]),
+            (y, (10..12).map(chunk).collect()),
+        ])
+        .await
+        .unwrap();
+    let seqs = |got: Vec<HotChunk>| got.iter().map(|c| c.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(store.range(x, 0, 10).await.unwrap()), vec![0, 1, 2]);
+    assert_eq!(seqs(store.range(y, 0, 10).await.unwrap()), vec![10, 11]);
 }
 
 async fn fanout_reaches_every_subscriber_in_order(store: &dyn HotStore) {
@@ -49,13 +63,32 @@ async fn fanout_reaches_every_subscriber_in_order(store: &dyn HotStore) {
             .await
             .unwrap();
     }
+    // A batch arrives as its events, one by one, in order, empty ones included.
+    let batch: Vec<(TeamId, Bytes)> = (50..80u32)
+        .map(|i| {
+            let event = if i == 60 {
+                Bytes::new()
+            } else {
+                Bytes::from(i.to_string())
+            };
+            (if i % 2 == 0 { team } else { TeamId::new() }, event)
+        })
+        .collect();
+    store.publish_many(&batch).await.unwrap();
+    store.publish_many(&[]).await.unwrap();
+    store.publish(team, Bytes::from("80")).await.unwrap();
     for sub in [&mut a, &mut b] {
-        for i in 0..50u32 {
+        for i in 0..=80u32 {
+            let i = if i == 60 {
+                String::new()
+            } else {
+                i.to_string()
+            };
             let event = tokio::time::timeout(Duration::from_secs(10), sub.recv())
                 .await
                 .unwrap()
                 .unwrap();
-            assert_eq!(event, FanoutEvent::Message(Bytes::from(i.to_string())));
+            assert_eq!(event, FanoutEvent::Message(Bytes::from(i)));
         }
     }
 }

@@ -12,7 +12,7 @@ use covibe_proto::prost::Message;
 use covibe_proto::vmagent::v1::{Command, command};
 use covibe_proto::vmconnector::v1 as vmc;
 use covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServiceClient;
-use covibe_storage::{HotChunk, HotStore};
+use covibe_storage::HotStore;
 use covibe_types::{AgentId, AgentStatus, ApiError, Code, TeamId, UserId, now_ms};
 use rand::RngCore;
 use sha2::Digest;
@@ -20,7 +20,7 @@ use sha2::Digest;
 use crate::Error;
 use crate::events;
 use crate::store::{AgentStore, StoredChunk};
-use crate::stream_json::{self, Outcome};
+use crate::stream_json::Outcome;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Agent {
@@ -288,40 +288,6 @@ impl Agents {
             // Durable state is already written; viewers resync from it.
             tracing::warn!(agent_id = %agent.id, error = %err, "could not publish a status change");
         }
-    }
-
-    /// Stores chunks durably, then keeps them hot and tells the team. Returns the agent's new
-    /// `output_seq`: every chunk below it is durable.
-    pub async fn ingest(&self, agent: &Agent, chunks: &[StoredChunk]) -> Result<u64, Error> {
-        let appended = self.store.append_output(agent.id, chunks).await?;
-        // Announce only what this call stored: a chunk stored before was announced then.
-        let chunks: Vec<&StoredChunk> = chunks
-            .iter()
-            .filter(|c| appended.inserted.binary_search(&c.seq).is_ok())
-            .collect();
-        let hot: Vec<HotChunk> = chunks
-            .iter()
-            .map(|c| HotChunk {
-                seq: c.seq,
-                stream: c.stream,
-                data: c.data.clone(),
-            })
-            .collect();
-        if let Err(err) = self.hot.append(agent.id, &hot).await {
-            tracing::warn!(agent_id = %agent.id, error = %err, "hot buffer append failed; history falls back to the database");
-        }
-        for chunk in chunks {
-            let parsed = stream_json::parse(&chunk.data);
-            if let Some(outcome) = parsed.outcome {
-                self.store.record_outcome(agent.id, outcome).await?;
-            }
-            let event = events::output(agent, chunk, parsed.event.to_string());
-            if let Err(err) = self.hot.publish(agent.team_id, event).await {
-                tracing::warn!(agent_id = %agent.id, error = %err, "could not publish output");
-                break;
-            }
-        }
-        Ok(appended.next)
     }
 
     /// Marks `lost` every agent whose vm-agent has been silent past the limit. Every replica may

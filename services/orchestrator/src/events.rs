@@ -5,6 +5,7 @@ use covibe_proto::events::v1 as ev;
 use covibe_proto::prost::Message;
 
 use crate::agents::Agent;
+use crate::ingest::Source;
 use crate::store::StoredChunk;
 
 pub fn status(agent: &Agent) -> Bytes {
@@ -22,7 +23,7 @@ pub fn status(agent: &Agent) -> Bytes {
     Bytes::from(event.encode_to_vec())
 }
 
-pub fn output(agent: &Agent, chunk: &StoredChunk, event_json: String) -> Bytes {
+pub(crate) fn output(agent: Source, chunk: &StoredChunk, event_json: String) -> Bytes {
     let event = ev::TeamEvent {
         team_id: agent.team_id.to_string(),
         event: Some(ev::team_event::Event::AgentOutput(ev::AgentOutput {

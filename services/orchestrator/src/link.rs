@@ -19,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
 use crate::agents::{Agent, Agents, hash_token};
+use crate::ingest::{Ingest, Source};
 use crate::links::Links;
 use crate::store::StoredChunk;
 
@@ -31,6 +32,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct LinkService {
     agents: Arc<Agents>,
     links: Arc<Links>,
+    ingest: Ingest,
 }
 
 impl LinkService {
@@ -38,7 +40,12 @@ impl LinkService {
     pub async fn start(agents: Arc<Agents>) -> Result<Self, crate::Error> {
         let links = Arc::new(Links::default());
         links.listen(agents.hot().subscribe_control().await?);
-        Ok(Self { agents, links })
+        let ingest = Ingest::start(agents.clone());
+        Ok(Self {
+            agents,
+            links,
+            ingest,
+        })
     }
 
     pub fn into_server(self) -> AgentLinkServer<Self> {
@@ -157,6 +164,7 @@ impl AgentLink for LinkService {
         let links = self.links.clone();
         let session = Session {
             agents: self.agents.clone(),
+            ingest: self.ingest.clone(),
             agent,
             tx: tx.clone(),
         };
@@ -173,6 +181,7 @@ impl AgentLink for LinkService {
 
 struct Session {
     agents: Arc<Agents>,
+    ingest: Ingest,
     agent: Agent,
     tx: mpsc::Sender<Result<ServerFrame, Status>>,
 }
@@ -281,10 +290,14 @@ impl Session {
         if batch.is_empty() {
             return true;
         }
-        match self.agents.ingest(&self.agent, batch).await {
+        let source = Source {
+            id: self.agent.id,
+            team_id: self.agent.team_id,
+            owner_id: self.agent.owner_id,
+        };
+        match self.ingest.write(source, std::mem::take(batch)).await {
             Ok(next) => {
                 self.agent.output_seq = next;
-                batch.clear();
                 let ack = pb::Ack {
                     next_seq: next,
                     status_stored: false,

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
-use covibe_orchestrator::{Agent, AgentStore, SeaAgentStore, StoredChunk};
+use covibe_orchestrator::{Agent, AgentStore, Appended, OutputBatch, SeaAgentStore, StoredChunk};
 use covibe_testkit::TestDb;
 use covibe_types::{AgentId, AgentStatus, TeamId, UserId};
 
@@ -41,6 +41,16 @@ fn chunks(range: std::ops::Range<u64>) -> Vec<StoredChunk> {
 
 fn seqs(stored: &[StoredChunk]) -> Vec<u64> {
     stored.iter().map(|c| c.seq).collect()
+}
+
+/// One agent's `append_output`.
+async fn append(store: &SeaAgentStore, agent: AgentId, chunks: &[StoredChunk]) -> Appended {
+    let mut appended = store
+        .append_output(&[OutputBatch { agent, chunks }])
+        .await
+        .unwrap();
+    assert_eq!(appended.len(), 1);
+    appended.remove(0)
 }
 
 async fn suite(db: TestDb) {
@@ -145,22 +155,10 @@ async fn suite(db: TestDb) {
     );
 
     // Output: a resend overlapping what is stored is taken once.
-    assert_eq!(
-        store
-            .append_output(a.id, &chunks(0..10))
-            .await
-            .unwrap()
-            .next,
-        10
-    );
-    assert_eq!(
-        store
-            .append_output(a.id, &chunks(5..15))
-            .await
-            .unwrap()
-            .next,
-        15
-    );
+    let first = append(&store, a.id, &chunks(0..10)).await;
+    assert_eq!((first.next, first.inserted), (10, (0..10).collect()));
+    let resend = append(&store, a.id, &chunks(5..15)).await;
+    assert_eq!((resend.next, resend.inserted), (15, (10..15).collect()));
     assert_eq!(store.get(a.id).await.unwrap().unwrap().output_seq, 15);
     let all = store.output(a.id, 0, 100).await.unwrap();
     assert_eq!(all, chunks(0..15));
@@ -168,31 +166,46 @@ async fn suite(db: TestDb) {
     assert_eq!(seqs(&page), vec![3, 4, 5, 6]);
     assert_eq!(page, chunks(3..7));
     // An empty batch changes nothing.
-    assert_eq!(store.append_output(a.id, &[]).await.unwrap().next, 15);
+    assert_eq!(append(&store, a.id, &[]).await.next, 15);
     // A batch past the end leaves a gap: the agent's position stays before it.
-    assert_eq!(
-        store
-            .append_output(a.id, &chunks(17..19))
-            .await
-            .unwrap()
-            .next,
-        15
-    );
+    assert_eq!(append(&store, a.id, &chunks(17..19)).await.next, 15);
     assert_eq!(store.get(a.id).await.unwrap().unwrap().output_seq, 15);
     assert_eq!(
         seqs(&store.output(a.id, 0, 15).await.unwrap()),
         (0..15).collect::<Vec<_>>()
     );
-    // Filling the gap catches up over what was stored beyond it.
-    assert_eq!(
-        store
-            .append_output(a.id, &chunks(15..17))
-            .await
-            .unwrap()
-            .next,
-        19
-    );
+    // Filling the gap moves it over the batch; the resend beyond it then moves it on.
+    assert_eq!(append(&store, a.id, &chunks(15..17)).await.next, 17);
+    let beyond = append(&store, a.id, &chunks(17..19)).await;
+    assert_eq!((beyond.next, beyond.inserted), (19, vec![]));
     assert_eq!(store.get(a.id).await.unwrap().unwrap().output_seq, 19);
+
+    // Several agents in one transaction, each told what is its own; an agent twice in one
+    // call (two links racing) gets each newly stored seq reported once.
+    let more = chunks(19..21);
+    let other = chunks(0..3);
+    let twice = store
+        .append_output(&[
+            OutputBatch {
+                agent: a.id,
+                chunks: &more,
+            },
+            OutputBatch {
+                agent: stranger.id,
+                chunks: &other,
+            },
+            OutputBatch {
+                agent: a.id,
+                chunks: &more,
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(twice[0].next, 21);
+    assert_eq!(twice[0].inserted, vec![19, 20]);
+    assert_eq!((twice[1].next, twice[1].inserted.len()), (3, 3));
+    assert_eq!((twice[2].next, twice[2].inserted.clone()), (21, vec![]));
+    assert_eq!(store.output(stranger.id, 0, 10).await.unwrap(), other);
     // Another agent's output is its own.
     assert!(store.output(b.id, 0, 100).await.unwrap().is_empty());
     assert_eq!(store.get(b.id).await.unwrap().unwrap().output_seq, 0);
@@ -205,8 +218,8 @@ async fn suite(db: TestDb) {
             data: Bytes::from(vec![0, 0xff, u8::try_from(seq % 256).unwrap(), b'\n']),
         })
         .collect();
-    assert_eq!(store.append_output(c.id, &big).await.unwrap().next, 500);
-    assert_eq!(store.append_output(c.id, &big).await.unwrap().next, 500);
+    assert_eq!(append(&store, c.id, &big).await.next, 500);
+    assert_eq!(append(&store, c.id, &big).await.next, 500);
     assert_eq!(store.output(c.id, 0, 1_000).await.unwrap(), big);
     assert_eq!(store.output(c.id, 495, 100).await.unwrap(), big[495..]);
     assert!(store.output(c.id, 500, 100).await.unwrap().is_empty());

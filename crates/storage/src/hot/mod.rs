@@ -73,8 +73,25 @@ pub trait HotStore: Send + Sync + 'static {
     /// `seq` with `from` and fall back to the database.
     async fn range(&self, agent: AgentId, from: u64, limit: usize) -> Result<Vec<HotChunk>, Error>;
 
+    /// `append` for several agents at once: one round trip where the store has them.
+    async fn append_many(&self, batches: &[(AgentId, Vec<HotChunk>)]) -> Result<(), Error> {
+        for (agent, chunks) in batches {
+            self.append(*agent, chunks).await?;
+        }
+        Ok(())
+    }
+
     /// Publishes an encoded event on the team's channel.
     async fn publish(&self, team: TeamId, event: Bytes) -> Result<(), Error>;
+
+    /// Publishes several events, in order, as one message where the store can: subscribers
+    /// still receive them one by one.
+    async fn publish_many(&self, events: &[(TeamId, Bytes)]) -> Result<(), Error> {
+        for (team, event) in events {
+            self.publish(*team, event.clone()).await?;
+        }
+        Ok(())
+    }
 
     /// Subscribes to every team's channel.
     async fn subscribe(&self) -> Result<Subscription, Error>;

@@ -1,5 +1,6 @@
 //! The Redis hot store: a sorted set per agent (score = seq) trimmed to a fixed size with a TTL,
-//! one pub/sub channel per team, all teams read with one pattern subscription, and a hash per
+//! one pub/sub channel for every team's events (each gateway relays every team, and one channel
+//! lets a batch of events travel as one message: length-prefixed frames), and a hash per
 //! team for presence (field = member, value = `{expiry ms}:{entry}`; scripts stamp and check
 //! expiries with the Redis server's clock, so every process agrees on them).
 
@@ -63,8 +64,26 @@ impl RedisHotStore {
         format!("{}out:{agent}", self.prefix)
     }
 
-    fn channel(&self, team: TeamId) -> String {
-        format!("{}team:{team}", self.prefix)
+    fn fanout_channel(&self) -> String {
+        format!("{}fanout", self.prefix)
+    }
+
+    /// Queues the ring update of one agent on a pipeline.
+    async fn queue_append(
+        &self,
+        pipeline: &fred::clients::Pipeline<Client>,
+        agent: AgentId,
+        chunks: &[HotChunk],
+    ) -> Result<(), Error> {
+        let key = self.ring_key(agent);
+        let members: Vec<(f64, Bytes)> = chunks.iter().map(|c| (c.seq as f64, encode(c))).collect();
+        let capacity = i64::try_from(self.capacity).unwrap_or(i64::MAX);
+        let _: () = pipeline
+            .zadd(&key, None, None, false, false, members)
+            .await?;
+        let _: () = pipeline.zremrangebyrank(&key, 0, -(capacity + 1)).await?;
+        let _: () = pipeline.expire(&key, self.ttl_secs, None).await?;
+        Ok(())
     }
 
     fn presence_key(&self, team: TeamId) -> String {
@@ -148,16 +167,22 @@ impl HotStore for RedisHotStore {
         if chunks.is_empty() {
             return Ok(());
         }
-        let key = self.ring_key(agent);
-        let members: Vec<(f64, Bytes)> = chunks.iter().map(|c| (c.seq as f64, encode(c))).collect();
         let pipeline = self.client.pipeline();
-        let capacity = i64::try_from(self.capacity).unwrap_or(i64::MAX);
-        let _: () = pipeline
-            .zadd(&key, None, None, false, false, members)
-            .await?;
-        let _: () = pipeline.zremrangebyrank(&key, 0, -(capacity + 1)).await?;
-        let _: () = pipeline.expire(&key, self.ttl_secs, None).await?;
+        self.queue_append(&pipeline, agent, chunks).await?;
         let _: Vec<Value> = pipeline.all().await?;
+        Ok(())
+    }
+
+    async fn append_many(&self, batches: &[(AgentId, Vec<HotChunk>)]) -> Result<(), Error> {
+        let pipeline = self.client.pipeline();
+        let mut queued = false;
+        for (agent, chunks) in batches.iter().filter(|(_, c)| !c.is_empty()) {
+            self.queue_append(&pipeline, *agent, chunks).await?;
+            queued = true;
+        }
+        if queued {
+            let _: Vec<Value> = pipeline.all().await?;
+        }
         Ok(())
     }
 
@@ -177,13 +202,30 @@ impl HotStore for RedisHotStore {
     }
 
     async fn publish(&self, team: TeamId, event: Bytes) -> Result<(), Error> {
-        let _: i64 = self.client.publish(self.channel(team), event).await?;
+        self.publish_many(&[(team, event)]).await
+    }
+
+    async fn publish_many(&self, events: &[(TeamId, Bytes)]) -> Result<(), Error> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let size = events.iter().map(|(_, e)| 4 + e.len()).sum();
+        let mut message = BytesMut::with_capacity(size);
+        for (_, event) in events {
+            let len = u32::try_from(event.len())
+                .map_err(|_| Error::Other("fan-out event over 4 GiB".to_owned()))?;
+            message.put_u32(len);
+            message.put_slice(event);
+        }
+        let _: i64 = self
+            .client
+            .publish(self.fanout_channel(), message.freeze())
+            .await?;
         Ok(())
     }
 
     async fn subscribe(&self) -> Result<Subscription, Error> {
-        self.listen(Channels::Pattern(format!("{}team:*", self.prefix)))
-            .await
+        self.listen(self.fanout_channel(), true).await
     }
 
     async fn publish_control(&self, command: Bytes) -> Result<(), Error> {
@@ -195,8 +237,7 @@ impl HotStore for RedisHotStore {
     }
 
     async fn subscribe_control(&self) -> Result<Subscription, Error> {
-        self.listen(Channels::Exact(format!("{}control", self.prefix)))
-            .await
+        self.listen(format!("{}control", self.prefix), false).await
     }
 
     async fn set_presence(
@@ -236,15 +277,28 @@ impl HotStore for RedisHotStore {
     }
 }
 
-enum Channels {
-    Pattern(String),
-    Exact(String),
+/// Splits a fan-out message into its length-prefixed events; `None` if it is malformed.
+fn frames(mut message: Bytes) -> Option<Vec<Bytes>> {
+    let mut events = Vec::new();
+    while !message.is_empty() {
+        if message.len() < 4 {
+            return None;
+        }
+        let head = message.split_to(4);
+        let len = usize::try_from(u32::from_be_bytes([head[0], head[1], head[2], head[3]])).ok()?;
+        if message.len() < len {
+            return None;
+        }
+        events.push(message.split_to(len));
+    }
+    Some(events)
 }
 
 impl RedisHotStore {
     /// A dedicated subscriber connection feeding a subscription; it re-subscribes after a
     /// reconnect and reports the outage as a `Gap` (pub/sub messages sent meanwhile are gone).
-    async fn listen(&self, channels: Channels) -> Result<Subscription, Error> {
+    /// A `framed` channel carries length-prefixed batches of events, handed on one by one.
+    async fn listen(&self, channel: String, framed: bool) -> Result<Subscription, Error> {
         let subscriber = Builder::from_config(self.config.clone())
             .set_policy(reconnect_policy())
             // fred hands messages over a broadcast channel of 32 by default: a burst would be
@@ -253,10 +307,7 @@ impl RedisHotStore {
             .build_subscriber_client()?;
         subscriber.init().await?;
         let resubscribe = subscriber.manage_subscriptions();
-        match channels {
-            Channels::Pattern(pattern) => subscriber.psubscribe(pattern).await?,
-            Channels::Exact(channel) => subscriber.subscribe(channel).await?,
-        }
+        subscriber.subscribe(channel).await?;
         let mut messages = subscriber.message_rx();
         let mut reconnects = subscriber.reconnect_rx();
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
@@ -267,10 +318,23 @@ impl RedisHotStore {
             loop {
                 let event = tokio::select! {
                     message = messages.recv() => match message {
-                        Ok(message) => match message.value.as_bytes() {
-                            Some(bytes) => FanoutEvent::Message(Bytes::copy_from_slice(bytes)),
-                            None => continue,
-                        },
+                        Ok(message) => {
+                            let Some(bytes) = message.value.as_bytes() else { continue };
+                            let bytes = Bytes::copy_from_slice(bytes);
+                            if !framed {
+                                FanoutEvent::Message(bytes)
+                            } else if let Some(events) = frames(bytes) {
+                                for event in events {
+                                    if tx.send(FanoutEvent::Message(event)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                continue;
+                            } else {
+                                tracing::warn!("malformed fan-out message dropped");
+                                FanoutEvent::Gap
+                            }
+                        }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                             tracing::warn!(missed, "redis subscriber lagged");
                             FanoutEvent::Gap

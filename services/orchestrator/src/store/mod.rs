@@ -6,10 +6,12 @@ mod migration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use covibe_types::{AgentId, AgentStatus, TeamId, UserId};
-use sea_orm::sea_query::Expr;
+use std::collections::{BTreeSet, HashMap};
+
+use sea_orm::sea_query::{CaseStatement, Expr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
 pub use migration::Migrator;
@@ -36,6 +38,13 @@ pub struct Appended {
     /// The seqs this call stored for the first time, ascending. Only these are news: a chunk
     /// stored earlier (a resend, or a second link racing the first) was already announced.
     pub inserted: Vec<u64>,
+}
+
+/// One agent's chunks in a multi-agent `append_output`.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputBatch<'a> {
+    pub agent: AgentId,
+    pub chunks: &'a [StoredChunk],
 }
 
 /// One stored output chunk.
@@ -79,9 +88,11 @@ pub trait AgentStore: Send + Sync + 'static {
         exit_code: Option<i32>,
         at_ms: i64,
     ) -> Result<Option<Agent>, DbErr>;
-    /// Stores chunks (ignoring any already stored) and advances the agent's `output_seq` over
-    /// every contiguous chunk now held. Returns the new `output_seq`.
-    async fn append_output(&self, id: AgentId, chunks: &[StoredChunk]) -> Result<Appended, DbErr>;
+    /// Stores the chunks of several agents in one transaction (ignoring any already stored).
+    /// Each batch's chunks are ascending and gap-free; an agent's `output_seq` moves past its
+    /// batch when the batch starts at or below it. Returns, per batch in order, the agent's
+    /// `output_seq` afterwards and the seqs stored for the first time.
+    async fn append_output(&self, batches: &[OutputBatch<'_>]) -> Result<Vec<Appended>, DbErr>;
     async fn output(&self, id: AgentId, from: u64, limit: u64) -> Result<Vec<StoredChunk>, DbErr>;
 }
 
@@ -302,70 +313,102 @@ impl AgentStore for SeaAgentStore {
         self.get(id).await
     }
 
-    async fn append_output(&self, id: AgentId, chunks: &[StoredChunk]) -> Result<Appended, DbErr> {
+    async fn append_output(&self, batches: &[OutputBatch<'_>]) -> Result<Vec<Appended>, DbErr> {
         let txn = self.db.begin().await?;
-        let mut inserted: Vec<u64> = Vec::new();
-        if !chunks.is_empty() {
-            let rows = chunks.iter().map(|c| output::ActiveModel {
-                agent_id: Set(id.to_string()),
-                seq: Set(to_i64(c.seq)),
-                stream: Set(c.stream),
-                data: Set(c.data.to_vec()),
-            });
+        let rows: Vec<output::ActiveModel> = batches
+            .iter()
+            .flat_map(|b| {
+                let agent_id = b.agent.to_string();
+                b.chunks.iter().map(move |c| output::ActiveModel {
+                    agent_id: Set(agent_id.clone()),
+                    seq: Set(to_i64(c.seq)),
+                    stream: Set(c.stream),
+                    data: Set(c.data.to_vec()),
+                })
+            })
+            .collect();
+        let mut inserted: HashMap<String, BTreeSet<u64>> = HashMap::new();
+        if !rows.is_empty() {
             // RETURNING lists only the rows this statement inserted, not the ones it skipped.
             let keys = output::Entity::insert_many(rows)
                 .on_conflict_do_nothing_on([output::Column::AgentId, output::Column::Seq])
                 .exec_with_returning_keys(&txn)
                 .await?;
             if let sea_orm::TryInsertResult::Inserted(keys) = keys {
-                inserted = keys.into_iter().map(|(_, seq)| to_u64(seq)).collect();
-                inserted.sort_unstable();
-            }
-        }
-        let Some(row) = agent::Entity::find_by_id(id.to_string()).one(&txn).await? else {
-            return Err(DbErr::RecordNotFound(format!("agent {id}")));
-        };
-        // Advance over everything now contiguous: this batch (in any order) and anything stored
-        // earlier beyond a gap it filled.
-        let mut next = to_u64(row.output_seq);
-        let mut seqs: Vec<u64> = chunks.iter().map(|c| c.seq).collect();
-        seqs.sort_unstable();
-        for seq in seqs {
-            if seq == next {
-                next += 1;
-            }
-        }
-        loop {
-            let stored: Vec<i64> = output::Entity::find()
-                .select_only()
-                .column(output::Column::Seq)
-                .filter(output::Column::AgentId.eq(id.to_string()))
-                .filter(output::Column::Seq.gte(to_i64(next)))
-                .order_by_asc(output::Column::Seq)
-                .limit(1000)
-                .into_tuple()
-                .all(&txn)
-                .await?;
-            let before = next;
-            for seq in &stored {
-                if to_u64(*seq) == next {
-                    next += 1;
+                for (agent_id, seq) in keys {
+                    inserted.entry(agent_id).or_default().insert(to_u64(seq));
                 }
             }
-            if next == before || stored.len() < 1000 {
-                break;
-            }
         }
-        if next != to_u64(row.output_seq) {
-            agent::Entity::update_many()
-                .col_expr(agent::Column::OutputSeq, Expr::value(to_i64(next)))
-                .filter(agent::Column::Id.eq(id.to_string()))
-                .filter(agent::Column::OutputSeq.lt(to_i64(next)))
-                .exec(&txn)
-                .await?;
+        // One statement moves every agent's position: over its batch when the batch starts at
+        // or below it (contiguous with what is stored), never backwards.
+        let mut advance: Option<CaseStatement> = None;
+        for batch in batches {
+            let (Some(first), Some(last)) = (batch.chunks.first(), batch.chunks.last()) else {
+                continue;
+            };
+            let next = to_i64(last.seq + 1);
+            let when = Condition::all()
+                .add(agent::Column::Id.eq(batch.agent.to_string()))
+                .add(agent::Column::OutputSeq.gte(to_i64(first.seq)))
+                .add(agent::Column::OutputSeq.lt(next));
+            advance = Some(match advance {
+                None => Expr::case(when, next),
+                Some(case) => case.case(when, next),
+            });
         }
+        let mut ids: Vec<String> = batches.iter().map(|b| b.agent.to_string()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let positions: HashMap<String, i64> = match advance {
+            Some(case) => agent::Entity::update_many()
+                .col_expr(
+                    agent::Column::OutputSeq,
+                    case.finally(Expr::col(agent::Column::OutputSeq)).into(),
+                )
+                .filter(agent::Column::Id.is_in(ids))
+                .exec_with_returning(&txn)
+                .await?
+                .into_iter()
+                .map(|m| (m.id, m.output_seq))
+                .collect(),
+            None => agent::Entity::find()
+                .select_only()
+                .column(agent::Column::Id)
+                .column(agent::Column::OutputSeq)
+                .filter(agent::Column::Id.is_in(ids))
+                .into_tuple::<(String, i64)>()
+                .all(&txn)
+                .await?
+                .into_iter()
+                .collect(),
+        };
         txn.commit().await?;
-        Ok(Appended { next, inserted })
+        batches
+            .iter()
+            .map(|batch| {
+                let id = batch.agent.to_string();
+                let next = positions
+                    .get(&id)
+                    .copied()
+                    .ok_or_else(|| DbErr::RecordNotFound(format!("agent {id}")))?;
+                // Each newly stored seq is reported once, to the first batch holding it.
+                let fresh = inserted.get_mut(&id);
+                let inserted = match fresh {
+                    Some(fresh) => batch
+                        .chunks
+                        .iter()
+                        .filter(|c| fresh.remove(&c.seq))
+                        .map(|c| c.seq)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                Ok(Appended {
+                    next: to_u64(next),
+                    inserted,
+                })
+            })
+            .collect()
     }
 
     async fn output(&self, id: AgentId, from: u64, limit: u64) -> Result<Vec<StoredChunk>, DbErr> {
