@@ -227,13 +227,17 @@ fn covibe_command(bins: &Binaries, role: &str, dir: &Path) -> Command {
         None => Command::new(&bins.covibe),
     };
     command.arg(role);
+    let log_filter =
+        || std::env::var("COVIBE_BENCH_RUST_LOG").unwrap_or_else(|_| "info".to_owned());
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("COVIBE_") {
             command.env_remove(&key);
         }
     }
+    // The servers log at `info` unless `COVIBE_BENCH_RUST_LOG` says otherwise (read before the
+    // COVIBE_* variables are cleared above).
     command
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", log_filter())
         .env("COVIBE_DATA_DIR", dir.join("data"))
         .env("COVIBE_PROJECT_DIR", dir)
         .env("COVIBE_VM_AGENT_BIN", &bins.agent)

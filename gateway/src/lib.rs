@@ -148,6 +148,12 @@ pub async fn serve(
     let app = gateway.app().layer(layer);
     let local: SocketAddr = listener.local_addr()?;
     tracing::info!(addr = %local, "gateway serving");
+    // Every Socket.io frame is small and latency-bound: never hold one back for an ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -8,7 +8,6 @@ use covibe_proto::tonic::service::{Routes, RoutesBuilder};
 use covibe_proto::tonic::transport::Server;
 use covibe_proto::{FILE_DESCRIPTOR_SET, tonic};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -118,7 +117,12 @@ impl GrpcServer {
             .tcp_nodelay(true)
             .layer(trace)
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            // The builder's `tcp_nodelay` covers only listeners it binds itself: without it
+            // here, small frames wait for the peer's delayed ACK (tens of milliseconds).
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                shutdown,
+            )
             .await?;
         Ok(())
     }

@@ -39,6 +39,9 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
     options
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
+        // A ping before every query is a round trip on the hot path; a connection idle this long
+        // is still checked (a restarted database), and a broken one fails its query anyway.
+        .test_before_acquire_if_idle_for(Duration::from_secs(30))
         .sqlx_logging(false);
     match backend {
         Backend::Postgres => options.max_connections(16).min_connections(1),

@@ -42,6 +42,7 @@ impl RedisHotStore {
         let client = Builder::from_config(config.clone())
             .with_connection_config(|c| {
                 c.connection_timeout = std::time::Duration::from_secs(5);
+                c.tcp.nodelay = Some(true);
             })
             // A command never waits long for a Redis that is down: callers fall back to the
             // database, which holds everything.
@@ -300,6 +301,7 @@ impl RedisHotStore {
     /// A `framed` channel carries length-prefixed batches of events, handed on one by one.
     async fn listen(&self, channel: String, framed: bool) -> Result<Subscription, Error> {
         let subscriber = Builder::from_config(self.config.clone())
+            .with_connection_config(|c| c.tcp.nodelay = Some(true))
             .set_policy(reconnect_policy())
             // fred hands messages over a broadcast channel of 32 by default: a burst would be
             // reported as a gap. Our own queue behind it is the bound that matters.

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use sea_orm::sea_query::{CaseStatement, Expr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DbBackend, DbErr, EntityTrait,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
@@ -104,6 +104,75 @@ impl SeaAgentStore {
     pub async fn new(db: DatabaseConnection) -> Result<Self, covibe_storage::Error> {
         covibe_storage::migrate::<Migrator>(&db).await?;
         Ok(Self { db })
+    }
+
+    /// `append_output` on PostgreSQL, the hot path of a multi-process deployment: one statement
+    /// taking its rows as arrays (`UNNEST`), so it has a fixed text, is prepared once per
+    /// connection, costs seven parameters whatever the batch size, and one round trip.
+    async fn append_output_pg(&self, batches: &[OutputBatch<'_>]) -> Result<Vec<Appended>, DbErr> {
+        let rows = batches.iter().map(|b| b.chunks.len()).sum();
+        let (mut agent_ids, mut seqs, mut streams, mut data) = (
+            Vec::with_capacity(rows),
+            Vec::with_capacity(rows),
+            Vec::with_capacity(rows),
+            Vec::with_capacity(rows),
+        );
+        let (mut ids, mut firsts, mut nexts) = (Vec::new(), Vec::new(), Vec::new());
+        for batch in batches {
+            let id = batch.agent.to_string();
+            for chunk in batch.chunks {
+                agent_ids.push(id.clone());
+                seqs.push(to_i64(chunk.seq));
+                streams.push(chunk.stream);
+                data.push(chunk.data.as_ref());
+            }
+            // A batch without chunks only reads the position: its range is empty.
+            let (first, next) = match (batch.chunks.first(), batch.chunks.last()) {
+                (Some(first), Some(last)) => (to_i64(first.seq), to_i64(last.seq + 1)),
+                _ => (i64::MAX, i64::MAX),
+            };
+            ids.push(id);
+            firsts.push(first);
+            nexts.push(next);
+        }
+        // One statement, so one round trip and its own transaction: the insert (RETURNING lists
+        // only the rows it inserted, not the ones it skipped) and the move of each agent's
+        // position over its batch when the batch starts at or below it (contiguous with what is
+        // stored; never backwards).
+        let rows: Vec<(bool, String, i64)> = sea_orm::sqlx::query_as(
+            "WITH stored AS ( \
+               INSERT INTO agent_output (agent_id, seq, stream, data) \
+               SELECT * FROM UNNEST($1::varchar[], $2::bigint[], $3::int[], $4::bytea[]) \
+               ON CONFLICT (agent_id, seq) DO NOTHING RETURNING agent_id, seq \
+             ), moved AS ( \
+               UPDATE agents AS a SET output_seq = CASE \
+                 WHEN a.output_seq >= v.first AND a.output_seq < v.next THEN v.next \
+                 ELSE a.output_seq END \
+               FROM UNNEST($5::varchar[], $6::bigint[], $7::bigint[]) AS v(id, first, next) \
+               WHERE a.id = v.id RETURNING a.id, a.output_seq \
+             ) \
+             SELECT true, agent_id, seq FROM stored UNION ALL SELECT false, id, output_seq FROM moved",
+        )
+        .bind(&agent_ids)
+        .bind(&seqs)
+        .bind(&streams)
+        .bind(&data)
+        .bind(&ids)
+        .bind(&firsts)
+        .bind(&nexts)
+        .fetch_all(self.db.get_postgres_connection_pool())
+        .await
+        .map_err(|e| DbErr::Custom(format!("append output: {e}")))?;
+        let mut inserted: HashMap<String, BTreeSet<u64>> = HashMap::new();
+        let mut positions: HashMap<String, i64> = HashMap::new();
+        for (stored, agent_id, seq) in rows {
+            if stored {
+                inserted.entry(agent_id).or_default().insert(to_u64(seq));
+            } else {
+                positions.insert(agent_id, seq);
+            }
+        }
+        report(batches, inserted, &positions)
     }
 }
 
@@ -314,6 +383,9 @@ impl AgentStore for SeaAgentStore {
     }
 
     async fn append_output(&self, batches: &[OutputBatch<'_>]) -> Result<Vec<Appended>, DbErr> {
+        if self.db.get_database_backend() == DbBackend::Postgres {
+            return self.append_output_pg(batches).await;
+        }
         let txn = self.db.begin().await?;
         let rows: Vec<output::ActiveModel> = batches
             .iter()
@@ -384,31 +456,7 @@ impl AgentStore for SeaAgentStore {
                 .collect(),
         };
         txn.commit().await?;
-        batches
-            .iter()
-            .map(|batch| {
-                let id = batch.agent.to_string();
-                let next = positions
-                    .get(&id)
-                    .copied()
-                    .ok_or_else(|| DbErr::RecordNotFound(format!("agent {id}")))?;
-                // Each newly stored seq is reported once, to the first batch holding it.
-                let fresh = inserted.get_mut(&id);
-                let inserted = match fresh {
-                    Some(fresh) => batch
-                        .chunks
-                        .iter()
-                        .filter(|c| fresh.remove(&c.seq))
-                        .map(|c| c.seq)
-                        .collect(),
-                    None => Vec::new(),
-                };
-                Ok(Appended {
-                    next: to_u64(next),
-                    inserted,
-                })
-            })
-            .collect()
+        report(batches, inserted, &positions)
     }
 
     async fn output(&self, id: AgentId, from: u64, limit: u64) -> Result<Vec<StoredChunk>, DbErr> {
@@ -427,4 +475,38 @@ impl AgentStore for SeaAgentStore {
             })
             .collect())
     }
+}
+
+/// Per batch, the agent's position afterwards and the seqs it stored first: each newly stored
+/// seq is reported once, to the first batch holding it.
+fn report(
+    batches: &[OutputBatch<'_>],
+    mut inserted: HashMap<String, BTreeSet<u64>>,
+    positions: &HashMap<String, i64>,
+) -> Result<Vec<Appended>, DbErr> {
+    batches
+        .iter()
+        .map(|batch| {
+            let id = batch.agent.to_string();
+            let next = positions
+                .get(&id)
+                .copied()
+                .ok_or_else(|| DbErr::RecordNotFound(format!("agent {id}")))?;
+            // Each newly stored seq is reported once, to the first batch holding it.
+            let fresh = inserted.get_mut(&id);
+            let inserted = match fresh {
+                Some(fresh) => batch
+                    .chunks
+                    .iter()
+                    .filter(|c| fresh.remove(&c.seq))
+                    .map(|c| c.seq)
+                    .collect(),
+                None => Vec::new(),
+            };
+            Ok(Appended {
+                next: to_u64(next),
+                inserted,
+            })
+        })
+        .collect()
 }
