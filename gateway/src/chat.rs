@@ -4,10 +4,11 @@
 //! only translates.
 //!
 //! Presence of a socket: joining a team makes its member present ("still here": `away` and
-//! `busy` are kept, anything else becomes `online`); while it stays connected the socket
-//! repeats that every [`HEARTBEAT`] (the team service forgets an entry 90 s after its last
-//! update); a `presence_update` sets the status this socket repeats from then on; the
-//! member's last socket on this gateway disconnecting makes them `offline`.
+//! `busy` are kept, anything else becomes `online`); while it stays connected the gateway
+//! repeats that every [`HEARTBEAT`] for each member joined on it (the team service forgets an
+//! entry 90 s after its last update); a `presence_update` sets the status the member's socket
+//! repeats from then on; the member's last socket on this gateway disconnecting makes them
+//! `offline`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,9 +22,11 @@ use covibe_bootstrap::bearer;
 use covibe_proto::events::v1 as ev;
 use covibe_proto::team::v1 as pb;
 use covibe_proto::tonic;
-use covibe_types::{ApiError, TeamId};
+use covibe_types::{ApiError, TeamId, UserId};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 
 use crate::Gateway;
@@ -251,10 +254,6 @@ pub(crate) async fn on_chat_message(
 #[derive(Debug, Clone, Copy)]
 struct Chosen(pb::PresenceStatus);
 
-/// Marks a socket whose heartbeat runs.
-#[derive(Debug, Clone, Copy)]
-struct Heartbeat;
-
 /// `presence_update {status}` → ack `{ok, users}`; a change reaches the team as
 /// `team_presence`.
 pub(crate) async fn on_presence_update(
@@ -320,23 +319,31 @@ async fn refresh(gw: &Gateway, socket: &SocketRef) {
 /// socket is connected.
 pub(crate) async fn joined(gw: &Arc<Gateway>, socket: &SocketRef) {
     refresh(gw, socket).await;
-    if socket.extensions.get::<Heartbeat>().is_some() {
-        return;
-    }
-    socket.extensions.insert(Heartbeat);
-    let (gw, socket) = (gw.clone(), socket.clone());
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(HEARTBEAT);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+}
+
+/// Every [`HEARTBEAT`], refreshes the presence of each member joined on this gateway: one call
+/// per member (not per socket), from one task (not one per socket).
+pub(crate) async fn refresh_presence(io: SocketIo, gw: Arc<Gateway>) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
         tick.tick().await;
-        loop {
-            tick.tick().await;
-            if !socket.connected() {
-                return;
+        let mut members: HashMap<(TeamId, UserId), SocketRef> = HashMap::new();
+        for socket in io.sockets() {
+            if let Some(joined) = socket.extensions.get::<Joined>() {
+                members
+                    .entry((joined.team_id, joined.user_id))
+                    .or_insert(socket);
             }
-            refresh(&gw, &socket).await;
         }
-    });
+        futures::stream::iter(members.into_values())
+            .for_each_concurrent(16, |socket| {
+                let gw = gw.clone();
+                async move { refresh(&gw, &socket).await }
+            })
+            .await;
+    }
 }
 
 /// Called when a socket disconnects: its member goes `offline` unless another of their

@@ -144,6 +144,7 @@ pub async fn serve(
     let (layer, io) = realtime::socket_layer(gateway.clone());
     let subscription = hot.subscribe().await?;
     tokio::spawn(realtime::relay(io.clone(), gateway.clone(), subscription));
+    tokio::spawn(chat::refresh_presence(io.clone(), gateway.clone()));
     gateway.ready.store(true, Ordering::Relaxed);
     let app = gateway.app().layer(layer);
     let local: SocketAddr = listener.local_addr()?;

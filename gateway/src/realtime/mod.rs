@@ -119,6 +119,8 @@ struct SpawnEvent {
     vm_id: Option<String>,
 }
 
+/// Initial WebSocket read buffer per connection (engineioxide's default is 4 KiB).
+const WS_READ_BUFFER: usize = 1024;
 /// Packets queued per socket before it counts as fallen behind.
 const SOCKET_QUEUE: usize = 1024;
 
@@ -153,6 +155,8 @@ impl std::fmt::Display for TooManySockets {
 pub fn socket_layer(gateway: Arc<Gateway>) -> (SocketIoLayer, SocketIo) {
     let (layer, io) = SocketIo::builder()
         .max_buffer_size(SOCKET_QUEUE)
+        // Clients send small events; a larger one grows the buffer while it is read.
+        .ws_read_buffer_size(WS_READ_BUFFER)
         .max_payload(gateway.socket_limits.max_message_bytes)
         .with_state(gateway)
         .build_layer();

@@ -69,8 +69,16 @@ impl Prepared {
             can_control: false,
         };
         let viewer = raw(&payload);
-        payload.can_control = true;
-        let owner_payload = raw(&payload);
+        // `canControl` is the last field: the owner's payload is the viewer's with it flipped,
+        // which saves serializing every line twice.
+        let owner_payload = viewer
+            .get()
+            .strip_suffix(r#""canControl":false}"#)
+            .and_then(|head| RawValue::from_string(format!(r#"{head}"canControl":true}}"#)).ok())
+            .unwrap_or_else(|| {
+                payload.can_control = true;
+                raw(&payload)
+            });
         Self::Output {
             agent_id,
             owner,

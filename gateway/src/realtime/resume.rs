@@ -77,7 +77,9 @@ async fn deliver_waiting(socket: &SocketRef, joined: &Joined, event: &Prepared) 
         match event.deliver(socket, joined) {
             Ok(()) => return true,
             Err(_) if socket.connected() && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                // socketioxide cannot wait for room in a socket's queue: poll, at the timer's
+                // finest step.
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
             Err(_) => return false,
         }
@@ -125,20 +127,29 @@ async fn replay(
             return Replayed::Failed;
         }
     };
-    let (mut next, mut last, mut count) = (from, None, 0u64);
-    loop {
+    let (mut last, mut count) = (None, 0u64);
+    let fetch = |from_seq: u64| {
         let request = orch::GetOutputRequest {
             agent_id: agent_id.to_owned(),
-            from_seq: next,
+            from_seq,
             limit: PAGE,
         };
-        let page = match orchestrator
-            .get_output(bearer(request, &joined.token))
-            .await
-        {
-            Ok(page) => page.into_inner(),
-            Err(status) => {
+        let mut orchestrator = gw.orchestrator.clone();
+        let request = bearer(request, &joined.token);
+        // Fetched in the background, so the next page is on its way while this one is sent.
+        tokio::spawn(async move { orchestrator.get_output(request).await })
+    };
+    let mut next = from;
+    let mut pending = fetch(next);
+    loop {
+        let page = match pending.await {
+            Ok(Ok(page)) => page.into_inner(),
+            Ok(Err(status)) => {
                 tracing::warn!(agent_id, error = %status, "resume: could not read history");
+                return Replayed::Failed;
+            }
+            Err(err) => {
+                tracing::warn!(agent_id, error = %err, "resume: history read did not finish");
                 return Replayed::Failed;
             }
         };
@@ -150,6 +161,8 @@ async fn replay(
                 available_from: first.seq,
             };
         }
+        next = page.next_seq;
+        pending = fetch(next);
         for chunk in page.chunks {
             let seq = chunk.seq;
             let event = Prepared::output(
@@ -161,12 +174,12 @@ async fn replay(
                 chunk.event_json,
             );
             if !deliver_waiting(socket, joined, &event).await {
+                pending.abort();
                 return Replayed::Failed;
             }
             last = Some(seq);
             count += 1;
         }
-        next = page.next_seq;
     }
     Replayed::Sent(last, count)
 }
