@@ -7,6 +7,7 @@
 mod agents;
 mod chat;
 mod faults;
+mod flood;
 mod grpc_web;
 mod realtime;
 mod support;

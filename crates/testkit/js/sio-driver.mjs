@@ -8,11 +8,22 @@
 //   {"op":"stress","ref":2,"url":...,"count":N,"event":"join_team","data":{...}}
 //       connects N clients one after another, each emitting `event` the moment it connects and
 //       waiting for the ack (at most 5 s) before closing -> {"op":"stress","ref":2,"acked":K,"failed":[...]}
+//   {"op":"tally","client":"a"}                                         -> {"op":"tallying","client":"a"}
+//       from now on the client's `agent_output` events are counted here instead of written out
+//       (a flood of output need not cross the pipe); its other events are written out as usual
+//   {"op":"tally_get","client":"a","ref":3}
+//       -> {"op":"tally","ref":3,"client":"a","agents":{"AGENT_ID":{"count":N,"firstSeq":0,
+//           "lastSeq":N-1,"bytes":B,"anomalies":0,"firstAnomaly":null}}}
+//       per agent: events counted, first and last seq, UTF-8 bytes of `data`, and how many seqs
+//       were not the last one plus one (a gap, a duplicate or out of order), the first of them
+//       as {"after":LAST,"got":SEQ}
 // Every event a client receives: {"op":"event","client":"a","event":"agent_output","data":{...}}
 import { io } from "socket.io-client";
 import { createInterface } from "node:readline";
 
 const clients = new Map();
+// Per tallying client: Map agentId -> {count, firstSeq, lastSeq, bytes, anomalies, firstAnomaly}.
+const tallies = new Map();
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 
 function connect({ client, url }) {
@@ -21,7 +32,28 @@ function connect({ client, url }) {
   socket.on("connect", () => out({ op: "connected", client }));
   socket.on("connect_error", (err) => out({ op: "connect_error", client, error: String(err && err.message) }));
   socket.on("disconnect", (reason) => out({ op: "disconnected", client, reason }));
-  socket.onAny((event, data) => out({ op: "event", client, event, data }));
+  socket.onAny((event, data) => {
+    const tally = tallies.get(client);
+    if (tally && event === "agent_output" && data && typeof data.seq === "number") {
+      tallyOutput(tally, data);
+    } else {
+      out({ op: "event", client, event, data });
+    }
+  });
+}
+
+function tallyOutput(tally, { agentId, seq, data }) {
+  let t = tally.get(agentId);
+  if (!t) {
+    t = { count: 0, firstSeq: seq, lastSeq: null, bytes: 0, anomalies: 0, firstAnomaly: null };
+    tally.set(agentId, t);
+  } else if (seq !== t.lastSeq + 1) {
+    t.anomalies++;
+    if (!t.firstAnomaly) t.firstAnomaly = { after: t.lastSeq, got: seq };
+  }
+  t.count++;
+  t.lastSeq = seq;
+  t.bytes += typeof data === "string" ? Buffer.byteLength(data) : 0;
 }
 
 async function stress({ ref, url, count, event, data }) {
@@ -68,6 +100,16 @@ rl.on("line", async (line) => {
       break;
     }
     case "stress": await stress(cmd); break;
+    case "tally": {
+      if (!tallies.has(cmd.client)) tallies.set(cmd.client, new Map());
+      out({ op: "tallying", client: cmd.client });
+      break;
+    }
+    case "tally_get": {
+      const tally = tallies.get(cmd.client) || new Map();
+      out({ op: "tally", ref: cmd.ref, client: cmd.client, agents: Object.fromEntries(tally) });
+      break;
+    }
     default: out({ op: "error", error: "unknown op " + cmd.op });
   }
 });

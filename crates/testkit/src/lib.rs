@@ -7,7 +7,7 @@ mod node;
 mod process;
 
 pub use db::{PG_ADMIN_URL, REDIS_URL, TestDb, redis_url, unique_prefix};
-pub use node::{SioClient, ensure_node_modules, js_dir};
+pub use node::{SioClient, Tally, ensure_node_modules, js_dir};
 pub use process::{
     Proc, RedisServer, clean_command, fake_agent_command, free_port, workspace_root,
 };

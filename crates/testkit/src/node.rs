@@ -41,6 +41,21 @@ pub fn ensure_node_modules() {
     );
 }
 
+/// One client's `agent_output` of one agent, counted by the driver in tally mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// Events received.
+    pub count: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    /// UTF-8 bytes of their `data`, summed.
+    pub bytes: u64,
+    /// Events whose seq was not the previous one plus one: a gap, a duplicate or out of order.
+    pub anomalies: u64,
+    /// The first of those, as `{after, got}`; `null` if none.
+    pub first_anomaly: Value,
+}
+
 /// Real Socket.io clients in one Node process.
 pub struct SioClient {
     _child: Child,
@@ -182,6 +197,38 @@ impl SioClient {
             v["op"] == "closed" && v["client"] == c.as_str()
         })
         .await;
+    }
+
+    /// From now on the driver counts `client`'s `agent_output` events instead of passing them
+    /// here (see [`Tally`]); its other events still arrive as usual. For floods of output that
+    /// the test should not hold in memory.
+    pub async fn tally(&mut self, client: &str) {
+        self.send(json!({"op": "tally", "client": client})).await;
+        let c = client.to_owned();
+        self.recv_where("tallying", move |v| {
+            v["op"] == "tallying" && v["client"] == c.as_str()
+        })
+        .await;
+    }
+
+    /// What the driver has counted so far of `client`'s `agent_output` for `agent`.
+    pub async fn tally_of(&mut self, client: &str, agent: &str) -> Tally {
+        self.next_ref += 1;
+        let r = self.next_ref;
+        self.send(json!({"op": "tally_get", "client": client, "ref": r}))
+            .await;
+        let reply = self
+            .recv_where("tally", |v| v["op"] == "tally" && v["ref"] == r)
+            .await;
+        let t = &reply["agents"][agent];
+        Tally {
+            count: t["count"].as_u64().unwrap_or(0),
+            first_seq: t["firstSeq"].as_u64(),
+            last_seq: t["lastSeq"].as_u64(),
+            bytes: t["bytes"].as_u64().unwrap_or(0),
+            anomalies: t["anomalies"].as_u64().unwrap_or(0),
+            first_anomaly: t["firstAnomaly"].clone(),
+        }
     }
 
     /// The Node process's pid (to pause it with SIGSTOP: a client that stops reading).
