@@ -73,4 +73,8 @@ async fn grpc_web_for_browsers() {
         .await
         .unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // The agent ends and its vm-agent with it, before the mesh stops: no process outlives the
+    // test.
+    wait_for_status(&http, &gw, &token, &agent, "completed").await;
 }
