@@ -81,7 +81,7 @@ async fn hot_store(config: &Config, required: bool) -> anyhow::Result<Arc<dyn Ho
         Some(url) => Ok(Arc::new(
             RedisHotStore::connect(
                 url,
-                "covibe:",
+                &config.redis_key_prefix,
                 config.limits.ring_buffer_chunks,
                 HOT_TTL_SECS,
             )

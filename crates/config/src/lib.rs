@@ -35,6 +35,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// `redis://...`; unset means the in-process hot store (one process only).
     pub redis_url: Option<String>,
+    /// Starts every Redis key and channel of this deployment, so several deployments (or test
+    /// meshes) can share one Redis without seeing each other's events.
+    pub redis_key_prefix: String,
     /// The agent command run by vm-agent; `{task}` is replaced by the task as one argument.
     pub agent_command: String,
     /// Where the local strategy's vm-agent runs agents.
@@ -135,6 +138,7 @@ impl Default for Config {
             data_dir: PathBuf::from(".covibe"),
             database_url: None,
             redis_url: None,
+            redis_key_prefix: "covibe:".to_owned(),
             agent_command: DEFAULT_AGENT_COMMAND.to_owned(),
             project_dir: None,
             vm_agent_bin: None,
@@ -261,6 +265,14 @@ impl Config {
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
             return invalid("redis_url must start with redis:// or rediss://".to_owned());
+        }
+        if self.redis_key_prefix.is_empty()
+            || self.redis_key_prefix.len() > 64
+            || !self.redis_key_prefix.chars().all(|c| c.is_ascii_graphic())
+        {
+            return invalid(
+                "redis_key_prefix must be 1 to 64 printable ASCII characters, no spaces".to_owned(),
+            );
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return invalid("log_format must be text or json".to_owned());
@@ -441,6 +453,14 @@ mod tests {
             bad.validate().is_err(),
             "a zero rate limit locks everyone out"
         );
+        for prefix in ["", "two words:", "é:"] {
+            let bad = Config {
+                redis_key_prefix: prefix.to_owned(),
+                ..cfg.clone()
+            };
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains("redis_key_prefix"), "{prefix:?}: {err}");
+        }
         let mut bad = cfg;
         bad.static_dir = Some(PathBuf::from("/no/such/covibe/site"));
         assert!(
