@@ -146,7 +146,10 @@ pub async fn serve(
     tokio::spawn(realtime::relay(io.clone(), gateway.clone(), subscription));
     tokio::spawn(chat::refresh_presence(io.clone(), gateway.clone()));
     gateway.ready.store(true, Ordering::Relaxed);
-    let app = gateway.app().layer(layer);
+    let app = gateway
+        .app()
+        .layer(layer)
+        .layer(axum::middleware::map_request(realtime::detach_request_head));
     let local: SocketAddr = listener.local_addr()?;
     tracing::info!(addr = %local, "gateway serving");
     // Every Socket.io frame is small and latency-bound: never hold one back for an ACK.

@@ -142,6 +142,29 @@ impl Default for SocketLimits {
     }
 }
 
+/// socketioxide keeps each socket's request head for the socket's whole life, and hyper parses
+/// a head as slices of the connection's read buffer: a few hundred bytes of headers would keep
+/// that whole buffer (8-16 KiB) alive for every idle socket. Socket.io requests get a head of
+/// their own (copied headers and URI; the extensions, which carry the upgrade, are kept).
+pub async fn detach_request_head(request: axum::extract::Request) -> axum::extract::Request {
+    if !request.uri().path().starts_with("/socket.io") {
+        return request;
+    }
+    let (mut parts, body) = request.into_parts();
+    let mut headers = axum::http::HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        if let Ok(mut copy) = axum::http::HeaderValue::from_bytes(value.as_bytes()) {
+            copy.set_sensitive(value.is_sensitive());
+            headers.append(name.clone(), copy);
+        }
+    }
+    parts.headers = headers;
+    if let Ok(uri) = parts.uri.to_string().parse() {
+        parts.uri = uri;
+    }
+    axum::extract::Request::from_parts(parts, body)
+}
+
 /// Why a connection was refused.
 #[derive(Debug)]
 struct TooManySockets;
