@@ -1,37 +1,48 @@
-//! Group commit of vm-agent output. Every link hands its batch to one gathering task, which
-//! takes whatever has arrived from all agents as one group and, at once, stores it in one
-//! transaction, keeps it hot and publishes it (one round trip each); then it answers each link,
-//! which acknowledges to its vm-agent what is now durable. Under
-//! load one transaction carries many agents' lines; when quiet, a line goes alone at once.
-//! Waiting links are the backpressure: a slow database slows the vm-agents, never grows memory.
+//! Group commit of vm-agent output, in two stages.
+//!
+//! 1. One gathering task takes whatever output has arrived from every link as one group
+//!    (lingering a few milliseconds when little is waiting), appends it to the hot ring buffers
+//!    and publishes it on the fan-out (one round trip each, at the same time), and tells each
+//!    link its batch is published: the link may hand over its next batch at once.
+//! 2. One storing task writes the published groups durably, in the order they were gathered:
+//!    all the groups waiting for it in one statement, each agent's lines merged into one
+//!    gap-free run. Then it tells each link what is now durable, which the link acknowledges
+//!    to its vm-agent.
+//!
+//! Viewers so get a line without waiting for its commit, and the database still sees each
+//! agent's lines in order. That never shows a line twice: a line published but not stored (the
+//! commit failed, the orchestrator died) is not acknowledged, so the vm-agent resends the same
+//! seq with the same bytes, and every socket is sent a given (agent, seq) at most once (the
+//! gateway's per-socket delivery record). The hot ring dedupes by seq too, and history reads
+//! stop at the agent's durable `output_seq`. Backpressure: a slow database fills the queue of
+//! published groups, the gatherer waits, links wait, vm-agents wait.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use covibe_storage::HotChunk;
 use covibe_types::{AgentId, ApiError, TeamId, UserId};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::Error;
 use crate::agents::Agents;
 use crate::events;
 use crate::store::{Appended, OutputBatch, StoredChunk};
-use crate::stream_json;
+use crate::stream_json::{self, Outcome};
 
-/// Chunks (and bytes) one transaction takes at most; a single larger batch still goes alone.
+/// Chunks (and bytes) one group takes at most; a single larger batch still goes alone.
 const MAX_CHUNKS: usize = 2_048;
 const MAX_BYTES: usize = 8 * 1024 * 1024;
-/// Groups being written at once. A link has one batch in flight at a time, so two groups never
-/// hold consecutive batches of one link: each agent's output is still stored and published in
-/// order. Two keep the database busy while the previous group is published.
-const IN_FLIGHT: usize = 2;
 /// How long a group waits for more output after its first batch.
 const LINGER: Duration = Duration::from_millis(3);
 /// A group this big goes without lingering.
 const LINGER_UNTIL: usize = 32;
-/// Links waiting for the writer at once before `write` waits to queue.
+/// Published groups waiting to be stored before the gatherer waits.
+const STORE_QUEUE: usize = 8;
+/// Links waiting for the gatherer at once before `write` waits to queue.
 const QUEUE: usize = 1_024;
-/// Tries of one transaction before its links are told to resend (a deadlock with another
+/// Tries of one statement before its links are told to resend (a deadlock with another
 /// replica's writer, a database fail-over).
 const ATTEMPTS: u32 = 3;
 
@@ -46,7 +57,18 @@ pub(crate) struct Source {
 struct Job {
     source: Source,
     chunks: Vec<StoredChunk>,
-    done: oneshot::Sender<Result<u64, Error>>,
+    published: Option<oneshot::Sender<()>>,
+    stored: oneshot::Sender<Result<u64, Error>>,
+}
+
+/// A batch handed over and published; resolves once it is durable.
+pub(crate) struct Stored(oneshot::Receiver<Result<u64, Error>>);
+
+impl Stored {
+    /// The agent's `output_seq` once the batch is durable: every chunk below it is stored.
+    pub(crate) async fn durable(self) -> Result<u64, Error> {
+        self.0.await.map_err(|_| not_stored())?
+    }
 }
 
 #[derive(Clone)]
@@ -59,46 +81,48 @@ fn not_stored() -> Error {
 }
 
 impl Ingest {
-    /// Starts the writer; it runs as long as some `Ingest` handle is alive.
+    /// Starts the gathering and storing tasks; they run as long as some `Ingest` handle is alive.
     pub(crate) fn start(agents: Arc<Agents>) -> Self {
         let (jobs, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(agents, rx));
+        let (groups, published) = mpsc::channel(STORE_QUEUE);
+        tokio::spawn(gather(agents.clone(), rx, groups));
+        tokio::spawn(store_in_order(agents, published));
         Self { jobs }
     }
 
-    /// Stores `chunks` (ascending, gap-free, starting at the agent's `output_seq` as this link
-    /// knows it) durably, then keeps them hot and tells the team. Returns the agent's new
-    /// `output_seq`: every chunk below it is durable.
+    /// Hands over `chunks` (ascending, gap-free, following what this link handed over before)
+    /// and returns once they are published, with what resolves once they are durable.
     pub(crate) async fn write(
         &self,
         source: Source,
         chunks: Vec<StoredChunk>,
-    ) -> Result<u64, Error> {
-        let (done, answer) = oneshot::channel();
+    ) -> Result<Stored, Error> {
+        let (published, published_rx) = oneshot::channel();
+        let (stored, stored_rx) = oneshot::channel();
         let job = Job {
             source,
             chunks,
-            done,
+            published: Some(published),
+            stored,
         };
         self.jobs.send(job).await.map_err(|_| not_stored())?;
-        answer.await.map_err(|_| not_stored())?
+        published_rx.await.map_err(|_| not_stored())?;
+        Ok(Stored(stored_rx))
     }
 }
 
-async fn run(agents: Arc<Agents>, mut jobs: mpsc::Receiver<Job>) {
-    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
-    loop {
-        // Gather only once a writer is free: while all are busy, jobs pile up into a bigger group.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let Some(first) = jobs.recv().await else {
-            return;
-        };
+/// A gathered, published group on its way to the database.
+struct Group {
+    jobs: Vec<Job>,
+    outcomes: Vec<(AgentId, Outcome)>,
+}
+
+async fn gather(agents: Arc<Agents>, mut jobs: mpsc::Receiver<Job>, groups: mpsc::Sender<Group>) {
+    while let Some(first) = jobs.recv().await {
         let mut chunks = first.chunks.len();
         let mut bytes: usize = first.chunks.iter().map(|c| c.data.len()).sum();
         let mut group = vec![first];
-        // When little is waiting, wait a moment for other agents' output so one transaction
+        // When little is waiting, wait a moment for other agents' output so one statement
         // carries several lines: a few milliseconds of latency for a fraction of the database
         // work per line. Under load the group is big already and goes at once.
         let linger = tokio::time::sleep(LINGER);
@@ -120,28 +144,24 @@ async fn run(agents: Arc<Agents>, mut jobs: mpsc::Receiver<Job>) {
             bytes += job.chunks.iter().map(|c| c.data.len()).sum::<usize>();
             group.push(job);
         }
-        let agents = agents.clone();
-        tokio::spawn(async move {
-            commit(&agents, group).await;
-            drop(permit);
-        });
+        let mut group = publish(&agents, group).await;
+        for job in &mut group.jobs {
+            if let Some(published) = job.published.take() {
+                let _ = published.send(());
+            }
+        }
+        if groups.send(group).await.is_err() {
+            return;
+        }
     }
 }
 
-/// Stores one group in one transaction and, at the same time, keeps it hot and publishes it;
-/// then answers each link.
-///
-/// Viewers get a line without waiting for its commit. That never shows a line twice: a line
-/// published but not stored (the commit failed, the orchestrator died) is not acknowledged, so
-/// the vm-agent resends the same seq with the same bytes, and every socket is sent a given
-/// (agent, seq) at most once (the gateway's per-socket delivery record). The hot ring dedupes by
-/// seq too, and history reads stop at the agent's durable `output_seq`.
-async fn commit(agents: &Agents, group: Vec<Job>) {
-    let started = std::time::Instant::now();
-    let mut hot: Vec<(AgentId, Vec<HotChunk>)> = Vec::with_capacity(group.len());
+/// Keeps a group hot and publishes it: one round trip each, at the same time.
+async fn publish(agents: &Agents, jobs: Vec<Job>) -> Group {
+    let mut hot: Vec<(AgentId, Vec<HotChunk>)> = Vec::with_capacity(jobs.len());
     let mut published = Vec::new();
     let mut outcomes = Vec::new();
-    for job in &group {
+    for job in &jobs {
         hot.push((
             job.source.id,
             job.chunks
@@ -162,15 +182,7 @@ async fn commit(agents: &Agents, group: Vec<Job>) {
             published.push((job.source.team_id, event));
         }
     }
-    let batches: Vec<OutputBatch<'_>> = group
-        .iter()
-        .map(|job| OutputBatch {
-            agent: job.source.id,
-            chunks: &job.chunks,
-        })
-        .collect();
-    let (stored, kept, told) = tokio::join!(
-        store(agents, &batches),
+    let (kept, told) = tokio::join!(
         agents.hot().append_many(&hot),
         agents.hot().publish_many(&published)
     );
@@ -181,31 +193,95 @@ async fn commit(agents: &Agents, group: Vec<Job>) {
         // Viewers that miss it catch up from history when they resync.
         tracing::warn!(error = %err, "could not publish output");
     }
-    let agents_in_group = batches.len();
-    drop(batches);
-    let Some(appended) = stored else {
-        for job in group {
-            let _ = job.done.send(Err(not_stored()));
+    Group { jobs, outcomes }
+}
+
+/// Stores the published groups in the order they were gathered: whatever is waiting, in one
+/// statement.
+async fn store_in_order(agents: Arc<Agents>, mut groups: mpsc::Receiver<Group>) {
+    while let Some(first) = groups.recv().await {
+        let mut waiting = vec![first];
+        while let Ok(next) = groups.try_recv() {
+            waiting.push(next);
         }
-        return;
-    };
-    for (agent, outcome) in outcomes {
-        if let Err(err) = agents.store().record_outcome(agent, outcome).await {
-            tracing::error!(agent_id = %agent, error = %err, "could not store the agent's final cost and turns");
+        let started = std::time::Instant::now();
+        let runs = merge(&waiting);
+        let batches: Vec<OutputBatch<'_>> = runs
+            .iter()
+            .map(|(agent, chunks)| OutputBatch {
+                agent: *agent,
+                chunks,
+            })
+            .collect();
+        let stored = store(&agents, &batches).await;
+        tracing::debug!(
+            groups = waiting.len(),
+            agents = batches.len(),
+            chunks = batches.iter().map(|b| b.chunks.len()).sum::<usize>(),
+            store_us = started.elapsed().as_micros(),
+            "output stored"
+        );
+        let Some(appended) = stored else {
+            for job in waiting.into_iter().flat_map(|g| g.jobs) {
+                let _ = job.stored.send(Err(not_stored()));
+            }
+            continue;
+        };
+        // An agent's position is the lowest reported for any of its runs (a later run after a
+        // gap does not move it).
+        let mut positions: HashMap<AgentId, u64> = HashMap::new();
+        for (batch, appended) in batches.iter().zip(&appended) {
+            positions
+                .entry(batch.agent)
+                .and_modify(|p| *p = (*p).min(appended.next))
+                .or_insert(appended.next);
         }
-    }
-    tracing::debug!(
-        agents = agents_in_group,
-        chunks = published.len(),
-        total_us = started.elapsed().as_micros(),
-        "output group committed"
-    );
-    for (job, appended) in group.into_iter().zip(appended) {
-        let _ = job.done.send(Ok(appended.next));
+        for group in waiting {
+            for (agent, outcome) in group.outcomes {
+                if let Err(err) = agents.store().record_outcome(agent, outcome).await {
+                    tracing::error!(agent_id = %agent, error = %err, "could not store the agent's final cost and turns");
+                }
+            }
+            for job in group.jobs {
+                let next = positions.get(&job.source.id).copied().unwrap_or(0);
+                let _ = job.stored.send(Ok(next));
+            }
+        }
     }
 }
 
-/// One transaction, retried a few times; `None` when it could not be stored.
+/// Each agent's chunks across the groups, as gap-free runs in seq order (one run per agent,
+/// unless two links of one agent raced and left a gap between their batches).
+fn merge(groups: &[Group]) -> Vec<(AgentId, Vec<StoredChunk>)> {
+    let mut order: Vec<AgentId> = Vec::new();
+    let mut chunks: HashMap<AgentId, Vec<StoredChunk>> = HashMap::new();
+    for job in groups.iter().flat_map(|g| &g.jobs) {
+        let entry = chunks.entry(job.source.id).or_insert_with(|| {
+            order.push(job.source.id);
+            Vec::new()
+        });
+        entry.extend(job.chunks.iter().cloned());
+    }
+    let mut runs = Vec::with_capacity(order.len());
+    for agent in order {
+        let Some(mut all) = chunks.remove(&agent) else {
+            continue;
+        };
+        all.sort_by_key(|c| c.seq);
+        all.dedup_by_key(|c| c.seq);
+        let mut run: Vec<StoredChunk> = Vec::with_capacity(all.len());
+        for chunk in all {
+            if run.last().is_some_and(|last| last.seq + 1 != chunk.seq) {
+                runs.push((agent, std::mem::take(&mut run)));
+            }
+            run.push(chunk);
+        }
+        runs.push((agent, run));
+    }
+    runs
+}
+
+/// One statement, retried a few times; `None` when it could not be stored.
 async fn store(agents: &Agents, batches: &[OutputBatch<'_>]) -> Option<Vec<Appended>> {
     let mut attempt = 0;
     loop {
@@ -221,5 +297,63 @@ async fn store(agents: &Agents, batches: &[OutputBatch<'_>]) -> Option<Vec<Appen
                 return None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn job(agent: AgentId, seqs: std::ops::Range<u64>) -> Job {
+        Job {
+            source: Source {
+                id: agent,
+                team_id: TeamId::new(),
+                owner_id: UserId::new(),
+            },
+            chunks: seqs
+                .map(|seq| StoredChunk {
+                    seq,
+                    stream: 1,
+                    data: Bytes::from(format!("line {seq}")),
+                })
+                .collect(),
+            published: None,
+            stored: oneshot::channel().0,
+        }
+    }
+
+    fn seqs(chunks: &[StoredChunk]) -> Vec<u64> {
+        chunks.iter().map(|c| c.seq).collect()
+    }
+
+    #[test]
+    fn waiting_groups_merge_into_one_gap_free_run_per_agent() {
+        let (a, b) = (AgentId::new(), AgentId::new());
+        let groups = [
+            Group {
+                jobs: vec![job(a, 0..3), job(b, 10..12)],
+                outcomes: Vec::new(),
+            },
+            // The same link's next batch, and a racing link resending part of it.
+            Group {
+                jobs: vec![job(a, 3..5), job(a, 2..4)],
+                outcomes: Vec::new(),
+            },
+            // Another link of `b` after a gap: a run of its own, after the first.
+            Group {
+                jobs: vec![job(b, 14..15)],
+                outcomes: Vec::new(),
+            },
+        ];
+        let runs: Vec<(AgentId, Vec<u64>)> = merge(&groups)
+            .iter()
+            .map(|(agent, chunks)| (*agent, seqs(chunks)))
+            .collect();
+        assert_eq!(
+            runs,
+            vec![(a, vec![0, 1, 2, 3, 4]), (b, vec![10, 11]), (b, vec![14]),]
+        );
     }
 }

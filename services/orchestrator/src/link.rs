@@ -14,12 +14,12 @@ use covibe_proto::vmagent::v1::agent_link_server::{AgentLink, AgentLinkServer};
 use covibe_proto::vmagent::v1::server_frame::Frame as Out;
 use covibe_proto::vmagent::v1::{self as pb, AgentFrame, ServerFrame};
 use covibe_types::{AgentId, AgentStatus, ApiError, Code, now_ms};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
 use crate::agents::{Agent, Agents, hash_token};
-use crate::ingest::{Ingest, Source};
+use crate::ingest::{Ingest, Source, Stored};
 use crate::links::Links;
 use crate::store::StoredChunk;
 
@@ -162,11 +162,20 @@ impl AgentLink for LinkService {
         }
         self.links.attach(id, tx.clone());
         let links = self.links.clone();
+        let (acks, handed_over) = mpsc::channel(ACKS_IN_FLIGHT);
+        let (durable_tx, durable) = watch::channel(Durable {
+            next: agent.output_seq,
+            failed: false,
+        });
+        tokio::spawn(ack_in_order(handed_over, tx.clone(), durable_tx).instrument(span.clone()));
         let session = Session {
             agents: self.agents.clone(),
             ingest: self.ingest.clone(),
+            submitted: agent.output_seq,
             agent,
             tx: tx.clone(),
+            acks,
+            durable,
         };
         tokio::spawn(
             async move {
@@ -182,8 +191,57 @@ impl AgentLink for LinkService {
 struct Session {
     agents: Arc<Agents>,
     ingest: Ingest,
+    /// `output_seq` is what is durable (and acknowledged) as far as this link knows.
     agent: Agent,
+    /// The seq after the last chunk handed over to ingest (published, maybe not yet durable).
+    submitted: u64,
     tx: mpsc::Sender<Result<ServerFrame, Status>>,
+    /// Batches handed over, in order, to the task that acknowledges each once it is durable.
+    acks: mpsc::Sender<Stored>,
+    durable: watch::Receiver<Durable>,
+}
+
+/// What the acknowledging task has seen become durable.
+#[derive(Debug, Clone, Copy)]
+struct Durable {
+    next: u64,
+    /// A batch could not be stored: the link is closing and the vm-agent will resend.
+    failed: bool,
+}
+
+/// Batches of one link handed over and not yet durable, at most; past it the link waits.
+const ACKS_IN_FLIGHT: usize = 8;
+
+/// Acknowledges each batch of a link once it is durable, in the order they were handed over.
+async fn ack_in_order(
+    mut handed_over: mpsc::Receiver<Stored>,
+    tx: mpsc::Sender<Result<ServerFrame, Status>>,
+    durable: watch::Sender<Durable>,
+) {
+    while let Some(stored) = handed_over.recv().await {
+        match stored.durable().await {
+            Ok(next) => {
+                let ack = pb::Ack {
+                    next_seq: next,
+                    status_stored: false,
+                };
+                // The ack goes out before the session may answer a status with a later one.
+                let _ = tx.send(frame(Out::Ack(ack))).await;
+                durable.send_modify(|d| d.next = d.next.max(next));
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "could not store output; the vm-agent will resend it");
+                let _ = tx
+                    .send(link_error(
+                        Code::Unavailable,
+                        "output could not be stored, reconnect and resend",
+                    ))
+                    .await;
+                durable.send_modify(|d| d.failed = true);
+                return;
+            }
+        }
+    }
 }
 
 impl Session {
@@ -226,7 +284,7 @@ impl Session {
                         }
                     }
                     Frame::Status(change) => {
-                        if !self.flush(&mut batch).await {
+                        if !self.settle(&mut batch).await {
                             return;
                         }
                         if !self.status(change).await {
@@ -267,9 +325,9 @@ impl Session {
             Ok(OutputStream::Stdout | OutputStream::Stderr) => output.stream,
             _ => return Err("output chunk has no valid stream"),
         };
-        let next = self.agent.output_seq + batch.len() as u64;
+        let next = self.submitted + batch.len() as u64;
         if output.seq < next {
-            return Ok(()); // already stored: a resend after a reconnect
+            return Ok(()); // already handed over: a resend after a reconnect
         }
         if self.agent.status.is_final() && self.agent.status != AgentStatus::Lost {
             return Err("the agent has ended; no more output is accepted");
@@ -285,27 +343,27 @@ impl Session {
         Ok(())
     }
 
-    /// Stores the batch durably, then acknowledges it. `false` when the link must close.
+    /// Hands the batch over to ingest (returning once it is published; the acknowledging task
+    /// acknowledges it once it is durable). `false` when the link must close.
     async fn flush(&mut self, batch: &mut Vec<StoredChunk>) -> bool {
-        if batch.is_empty() {
-            return true;
+        if self.durable.borrow().failed {
+            return false;
         }
+        let Some(last) = batch.last().map(|c| c.seq) else {
+            return true;
+        };
         let source = Source {
             id: self.agent.id,
             team_id: self.agent.team_id,
             owner_id: self.agent.owner_id,
         };
         match self.ingest.write(source, std::mem::take(batch)).await {
-            Ok(next) => {
-                self.agent.output_seq = next;
-                let ack = pb::Ack {
-                    next_seq: next,
-                    status_stored: false,
-                };
-                self.tx.send(frame(Out::Ack(ack))).await.is_ok()
+            Ok(stored) => {
+                self.submitted = last + 1;
+                self.acks.send(stored).await.is_ok()
             }
             Err(err) => {
-                tracing::error!(error = %err, "could not store output; the vm-agent will resend it");
+                tracing::error!(error = %err, "could not hand output over; the vm-agent will resend it");
                 let _ = self
                     .tx
                     .send(link_error(
@@ -316,6 +374,28 @@ impl Session {
                 false
             }
         }
+    }
+
+    /// Hands the batch over and waits until everything handed over is durable (and
+    /// acknowledged). `false` when the link must close.
+    async fn settle(&mut self, batch: &mut Vec<StoredChunk>) -> bool {
+        if !self.flush(batch).await {
+            return false;
+        }
+        let submitted = self.submitted;
+        let durable = match self
+            .durable
+            .wait_for(|d| d.failed || d.next >= submitted)
+            .await
+        {
+            Ok(durable) => *durable,
+            Err(_) => return false,
+        };
+        if durable.failed {
+            return false;
+        }
+        self.agent.output_seq = durable.next;
+        true
     }
 
     async fn status(&mut self, change: pb::StatusChange) -> bool {
@@ -369,7 +449,14 @@ impl Session {
         }
     }
 
-    async fn fail(&self, code: Code, message: &str) {
+    /// Closes the link with an error, after acknowledging whatever was handed over and is
+    /// durable (so the vm-agent does not resend it).
+    async fn fail(&mut self, code: Code, message: &str) {
+        let submitted = self.submitted;
+        let _ = self
+            .durable
+            .wait_for(|d| d.failed || d.next >= submitted)
+            .await;
         tracing::warn!(code = %code, message, "closing the vm-agent link");
         let _ = self.tx.send(link_error(code, message)).await;
     }

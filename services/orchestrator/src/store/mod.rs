@@ -118,6 +118,7 @@ impl SeaAgentStore {
             Vec::with_capacity(rows),
         );
         let (mut ids, mut firsts, mut nexts) = (Vec::new(), Vec::new(), Vec::new());
+        let mut moved = std::collections::HashSet::new();
         for batch in batches {
             let id = batch.agent.to_string();
             for chunk in batch.chunks {
@@ -131,9 +132,12 @@ impl SeaAgentStore {
                 (Some(first), Some(last)) => (to_i64(first.seq), to_i64(last.seq + 1)),
                 _ => (i64::MAX, i64::MAX),
             };
-            ids.push(id);
-            firsts.push(first);
-            nexts.push(next);
+            // One position move per agent: its first batch (a later one after a gap cannot move it).
+            if moved.insert(batch.agent) {
+                ids.push(id);
+                firsts.push(first);
+                nexts.push(next);
+            }
         }
         // One statement, so one round trip and its own transaction: the insert (RETURNING lists
         // only the rows it inserted, not the ones it skipped) and the move of each agent's
