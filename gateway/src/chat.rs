@@ -36,6 +36,8 @@ use crate::rest::{ApiJson, Member};
 
 /// How often a joined socket tells the team service its member is still here.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(30);
+/// Presence calls one gateway makes to the team service at once.
+pub(crate) const PRESENCE_CALLS: usize = 32;
 /// Presence calls made on a socket's behalf give up after this long (they never hold up a
 /// disconnect for long).
 const PRESENCE_CALL: Duration = Duration::from_secs(5);
@@ -291,7 +293,13 @@ async fn update(
         },
         &joined.token,
     );
-    match tokio::time::timeout(PRESENCE_CALL, gw.team.clone().update_presence(request)).await {
+    let call = async {
+        // A burst of joins (a reconnect storm) queues here rather than opening thousands of
+        // calls at once, whose buffers the allocator would keep long after.
+        let _permit = gw.presence_calls.acquire().await;
+        gw.team.clone().update_presence(request).await
+    };
+    match tokio::time::timeout(PRESENCE_CALL, call).await {
         Ok(Ok(presence)) => Ok(presence.into_inner()),
         Ok(Err(status)) => Err(ApiError::from_status(&status)),
         Err(_) => Err(ApiError::from_status(&tonic::Status::unavailable(

@@ -64,6 +64,8 @@ pub struct Gateway {
     pub(crate) ready: AtomicBool,
     pub(crate) hub: realtime::Hub,
     pub(crate) presence_seen: chat::PresenceSeen,
+    /// Presence calls to the team service in flight at once.
+    pub(crate) presence_calls: tokio::sync::Semaphore,
     pub(crate) max_body_bytes: usize,
     pub(crate) limits: limits::Limiters,
     pub(crate) site: static_files::Site,
@@ -106,6 +108,7 @@ impl Gateway {
             ready: AtomicBool::new(false),
             hub: realtime::Hub::default(),
             presence_seen: chat::PresenceSeen::default(),
+            presence_calls: tokio::sync::Semaphore::new(chat::PRESENCE_CALLS),
             max_body_bytes: config.max_body_bytes,
             limits: limits::Limiters::new(&config.limits),
             site: static_files::Site::new(config.static_dir.as_deref()),

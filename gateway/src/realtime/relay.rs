@@ -1,10 +1,12 @@
 //! The relay: every team event from the hot store's fan-out goes to the sockets of the team.
-//! Payloads are serialized once per event (twice for output: with and without `canControl`)
-//! and written to each socket as pre-serialized JSON.
+//! Payloads are serialized once per event (output: once, the owner's `canControl: true` copy
+//! derived from it) and written to each socket as pre-serialized JSON. A team's presence
+//! snapshots are coalesced over 50 ms: only the newest goes out.
 //!
 //! A socket whose send queue is full has fallen behind: it leaves the team's room, so it costs
 //! the others nothing, and once its queue drains it is told to `resync` (rejoin with `since`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -169,9 +171,28 @@ impl Prepared {
     }
 }
 
+/// Team presence snapshots are coalesced per team over this long: only the newest goes out
+/// (a burst of joins would otherwise send every member one snapshot per join).
+const PRESENCE_EVERY: Duration = Duration::from_millis(50);
+
 /// Relays the fan-out to the team rooms until the subscription ends.
 pub async fn relay(io: SocketIo, gateway: Arc<Gateway>, mut subscription: Subscription) {
-    while let Some(event) = subscription.recv().await {
+    let mut presence: HashMap<TeamId, Arc<Prepared>> = HashMap::new();
+    let mut tick = tokio::time::interval(PRESENCE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let event = tokio::select! {
+            event = subscription.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            _ = tick.tick(), if !presence.is_empty() => {
+                for (team, snapshot) in presence.drain() {
+                    to_team(&io, &gateway, team, &snapshot);
+                }
+                continue;
+            }
+        };
         let bytes = match event {
             FanoutEvent::Message(bytes) => bytes,
             FanoutEvent::Gap => {
@@ -191,25 +212,35 @@ pub async fn relay(io: SocketIo, gateway: Arc<Gateway>, mut subscription: Subscr
         if !gateway.presence_seen.fresh(team, &event) {
             continue;
         }
+        let is_presence = matches!(event.event, Some(ev::team_event::Event::TeamPresence(_)));
         let Some(prepared) = Prepared::from_event(event) else {
             continue;
         };
         let prepared = Arc::new(prepared);
-        // Under the hub's lock, so a socket finishing its resume is either still buffering this
-        // event or already in the room: never both, never neither.
-        let mut recovering = gateway.hub.lock();
-        recovering.buffer(team, &prepared);
-        for socket in io.to(team_room(team)).sockets() {
-            let Some(joined) = socket.extensions.get::<Joined>() else {
-                continue;
-            };
-            if prepared.deliver(&socket, &joined).is_err() {
-                fell_behind(socket, team);
-            }
+        if is_presence {
+            presence.insert(team, prepared);
+        } else {
+            to_team(&io, &gateway, team, &prepared);
         }
-        drop(recovering);
     }
     tracing::warn!("fan-out subscription ended");
+}
+
+/// Sends one event to the sockets of the team (and buffers it for those resuming).
+fn to_team(io: &SocketIo, gateway: &Gateway, team: TeamId, prepared: &Arc<Prepared>) {
+    // Under the hub's lock, so a socket finishing its resume is either still buffering this
+    // event or already in the room: never both, never neither.
+    let mut recovering = gateway.hub.lock();
+    recovering.buffer(team, prepared);
+    for socket in io.to(team_room(team)).sockets() {
+        let Some(joined) = socket.extensions.get::<Joined>() else {
+            continue;
+        };
+        if prepared.deliver(&socket, &joined).is_err() {
+            fell_behind(socket, team);
+        }
+    }
+    drop(recovering);
 }
 
 /// How long a socket may stay unable to take a single message before it is disconnected.
