@@ -176,6 +176,8 @@ impl TeamStore for SeaTeamStore {
         member::Entity::find()
             .filter(member::Column::TeamId.eq(team.to_string()))
             .order_by_asc(member::Column::CreatedAtMs)
+            // Members who joined in the same millisecond: ids are time-ordered (UUIDv7).
+            .order_by_asc(member::Column::Id)
             .all(&self.db)
             .await?
             .into_iter()
