@@ -278,6 +278,9 @@ impl HotStore for RedisHotStore {
     }
 }
 
+/// fred's broadcast capacity for a control-channel subscriber.
+const CONTROL_QUEUE: usize = 1_024;
+
 /// Splits a fan-out message into its length-prefixed events; `None` if it is malformed.
 fn frames(mut message: Bytes) -> Option<Vec<Bytes>> {
     let mut events = Vec::new();
@@ -304,8 +307,16 @@ impl RedisHotStore {
             .with_connection_config(|c| c.tcp.nodelay = Some(true))
             .set_policy(reconnect_policy())
             // fred hands messages over a broadcast channel of 32 by default: a burst would be
-            // reported as a gap. Our own queue behind it is the bound that matters.
-            .with_performance_config(|c| c.broadcast_channel_capacity = SUBSCRIBER_QUEUE)
+            // reported as a gap. Our own queue behind it is the bound that matters. fred sizes
+            // all of a client's broadcast channels alike, up front: the control channel, a few
+            // commands a second at most, gets a small one.
+            .with_performance_config(|c| {
+                c.broadcast_channel_capacity = if framed {
+                    SUBSCRIBER_QUEUE
+                } else {
+                    CONTROL_QUEUE
+                };
+            })
             .build_subscriber_client()?;
         subscriber.init().await?;
         let resubscribe = subscriber.manage_subscriptions();
