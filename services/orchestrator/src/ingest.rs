@@ -31,17 +31,22 @@ use crate::events;
 use crate::store::{Appended, OutputBatch, StoredChunk};
 use crate::stream_json::{self, Outcome};
 
-/// Chunks (and bytes) one group takes at most; a single larger batch still goes alone.
-const MAX_CHUNKS: usize = 2_048;
-const MAX_BYTES: usize = 8 * 1024 * 1024;
-/// How long a group waits for more output after its first batch.
-const LINGER: Duration = Duration::from_millis(3);
-/// A group this big goes without lingering.
-const LINGER_UNTIL: usize = 32;
-/// How long the storing task waits for more published groups when few lines are waiting.
-const STORE_LINGER: Duration = Duration::from_millis(10);
-/// Lines waiting that make the storing task go at once.
-const STORE_LINGER_UNTIL: usize = 128;
+/// How the gatherer makes a group: lingering up to 3 ms while fewer than 32 lines wait, at most
+/// 2,048 lines or 8 MiB (a single larger batch still goes alone).
+const GATHER: Take = Take {
+    linger: Duration::from_millis(3),
+    linger_until: 32,
+    max_lines: 2_048,
+    max_bytes: 8 * 1024 * 1024,
+};
+/// How the storing task takes published groups: all that wait, lingering up to 10 ms while
+/// fewer than 128 lines wait.
+const STORE: Take = Take {
+    linger: Duration::from_millis(10),
+    linger_until: 128,
+    max_lines: usize::MAX,
+    max_bytes: usize::MAX,
+};
 /// Published groups waiting to be stored before the gatherer waits.
 const STORE_QUEUE: usize = 8;
 /// Links waiting for the gatherer at once before `write` waits to queue.
@@ -123,31 +128,10 @@ struct Group {
 
 async fn gather(agents: Arc<Agents>, mut jobs: mpsc::Receiver<Job>, groups: mpsc::Sender<Group>) {
     while let Some(first) = jobs.recv().await {
-        let mut chunks = first.chunks.len();
-        let mut bytes: usize = first.chunks.iter().map(|c| c.data.len()).sum();
-        let mut group = vec![first];
-        // When little is waiting, wait a moment for other agents' output so one statement
-        // carries several lines: a few milliseconds of latency for a fraction of the database
-        // work per line. Under load the group is big already and goes at once.
-        let linger = tokio::time::sleep(LINGER);
-        tokio::pin!(linger);
-        while chunks < MAX_CHUNKS && bytes < MAX_BYTES {
-            let job = match jobs.try_recv() {
-                Ok(job) => job,
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) if chunks >= LINGER_UNTIL => break,
-                Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
-                    job = jobs.recv() => match job {
-                        Some(job) => job,
-                        None => break,
-                    },
-                    () = &mut linger => break,
-                },
-            };
-            chunks += job.chunks.len();
-            bytes += job.chunks.iter().map(|c| c.data.len()).sum::<usize>();
-            group.push(job);
-        }
+        // When little is waiting, wait a moment for other agents' output so one group carries
+        // several lines: a few milliseconds of latency for a fraction of the work per line.
+        // Under load the group is big already and goes at once.
+        let group = take(&mut jobs, first, job_weight, GATHER).await;
         let mut group = publish(&agents, group).await;
         for job in &mut group.jobs {
             if let Some(published) = job.published.take() {
@@ -158,6 +142,64 @@ async fn gather(agents: Arc<Agents>, mut jobs: mpsc::Receiver<Job>, groups: mpsc
             return;
         }
     }
+}
+
+/// How much to take from a queue at once.
+struct Take {
+    linger: Duration,
+    /// Lines held from which no lingering is done.
+    linger_until: usize,
+    max_lines: usize,
+    max_bytes: usize,
+}
+
+fn job_weight(job: &Job) -> (usize, usize) {
+    (
+        job.chunks.len(),
+        job.chunks.iter().map(|c| c.data.len()).sum(),
+    )
+}
+
+fn group_weight(group: &Group) -> (usize, usize) {
+    group
+        .jobs
+        .iter()
+        .map(job_weight)
+        .fold((0, 0), |(l, b), (jl, jb)| (l + jl, b + jb))
+}
+
+/// `first` and whatever else `rx` holds or brings: what is waiting already, then, while fewer
+/// than `linger_until` lines are held, what arrives within `linger`; never past the maxima.
+/// `weight` is an item's lines and bytes.
+async fn take<T>(
+    rx: &mut mpsc::Receiver<T>,
+    first: T,
+    weight: impl Fn(&T) -> (usize, usize),
+    limits: Take,
+) -> Vec<T> {
+    let (mut lines, mut bytes) = weight(&first);
+    let mut taken = vec![first];
+    let linger = tokio::time::sleep(limits.linger);
+    tokio::pin!(linger);
+    while lines < limits.max_lines && bytes < limits.max_bytes {
+        let next = match rx.try_recv() {
+            Ok(next) => next,
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) if lines >= limits.linger_until => break,
+            Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
+                next = rx.recv() => match next {
+                    Some(next) => next,
+                    None => break,
+                },
+                () = &mut linger => break,
+            },
+        };
+        let (l, b) = weight(&next);
+        lines += l;
+        bytes += b;
+        taken.push(next);
+    }
+    taken
 }
 
 /// Keeps a group hot and publishes it: one round trip each, at the same time.
@@ -206,26 +248,7 @@ async fn store_in_order(agents: Arc<Agents>, mut groups: mpsc::Receiver<Group>) 
     while let Some(first) = groups.recv().await {
         // Viewers already have these lines: waiting a little longer for more groups costs only
         // acknowledgement latency, and makes one statement carry more lines when it is quiet.
-        let mut lines: usize = first.jobs.iter().map(|j| j.chunks.len()).sum();
-        let mut waiting = vec![first];
-        let linger = tokio::time::sleep(STORE_LINGER);
-        tokio::pin!(linger);
-        loop {
-            let next = match groups.try_recv() {
-                Ok(next) => next,
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) if lines >= STORE_LINGER_UNTIL => break,
-                Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
-                    next = groups.recv() => match next {
-                        Some(next) => next,
-                        None => break,
-                    },
-                    () = &mut linger => break,
-                },
-            };
-            lines += next.jobs.iter().map(|j| j.chunks.len()).sum::<usize>();
-            waiting.push(next);
-        }
+        let waiting = take(&mut groups, first, group_weight, STORE).await;
         let started = std::time::Instant::now();
         let runs = merge(&waiting);
         let batches: Vec<OutputBatch<'_>> = runs
