@@ -68,3 +68,12 @@ pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), Er
     M::up(db, None).await?;
     Ok(())
 }
+
+/// A `NOT NULL` string column of at most `len` characters, for the services' migrations.
+pub fn text_column(name: &str, len: u32) -> sea_orm_migration::prelude::ColumnDef {
+    use sea_orm_migration::prelude::{Alias, ColumnDef};
+    ColumnDef::new(Alias::new(name))
+        .string_len(len)
+        .not_null()
+        .to_owned()
+}

@@ -382,20 +382,13 @@ impl Session {
         if !self.flush(batch).await {
             return false;
         }
-        let submitted = self.submitted;
-        let durable = match self
-            .durable
-            .wait_for(|d| d.failed || d.next >= submitted)
-            .await
-        {
-            Ok(durable) => *durable,
-            Err(_) => return false,
-        };
-        if durable.failed {
-            return false;
+        match self.handed_over_settled().await {
+            Some(durable) if !durable.failed => {
+                self.agent.output_seq = durable.next;
+                true
+            }
+            _ => false,
         }
-        self.agent.output_seq = durable.next;
-        true
     }
 
     async fn status(&mut self, change: pb::StatusChange) -> bool {
@@ -449,14 +442,21 @@ impl Session {
         }
     }
 
+    /// Waits until everything handed over is durable (and acknowledged) or a store failed;
+    /// `None` if the acknowledging task is gone.
+    async fn handed_over_settled(&mut self) -> Option<Durable> {
+        let submitted = self.submitted;
+        self.durable
+            .wait_for(|d| d.failed || d.next >= submitted)
+            .await
+            .ok()
+            .map(|durable| *durable)
+    }
+
     /// Closes the link with an error, after acknowledging whatever was handed over and is
     /// durable (so the vm-agent does not resend it).
     async fn fail(&mut self, code: Code, message: &str) {
-        let submitted = self.submitted;
-        let _ = self
-            .durable
-            .wait_for(|d| d.failed || d.next >= submitted)
-            .await;
+        let _ = self.handed_over_settled().await;
         tracing::warn!(code = %code, message, "closing the vm-agent link");
         let _ = self.tx.send(link_error(code, message)).await;
     }

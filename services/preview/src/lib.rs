@@ -122,12 +122,7 @@ mod migration {
     #[async_trait::async_trait]
     impl MigrationTrait for M0001Previews {
         async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            let text = |name: &str, len: u32| {
-                ColumnDef::new(Alias::new(name))
-                    .string_len(len)
-                    .not_null()
-                    .to_owned()
-            };
+            let text = covibe_storage::text_column;
             manager
                 .create_table(
                     Table::create()
@@ -166,12 +161,7 @@ mod migration {
     #[async_trait::async_trait]
     impl MigrationTrait for M0002Deliveries {
         async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            let text = |name: &str, len: u32| {
-                ColumnDef::new(Alias::new(name))
-                    .string_len(len)
-                    .not_null()
-                    .to_owned()
-            };
+            let text = covibe_storage::text_column;
             manager
                 .create_table(
                     Table::create()
