@@ -202,6 +202,8 @@ pub(crate) struct Watcher {
     pub(crate) http: reqwest::Client,
     pub(crate) sio: SioClient,
     pub(crate) token: String,
+    /// The `join_team` data it joined with.
+    pub(crate) join: Value,
 }
 
 pub(crate) async fn watcher(gw: &str) -> Watcher {
@@ -216,15 +218,15 @@ pub(crate) async fn watcher(gw: &str) -> Watcher {
     let token = me["accessToken"].as_str().unwrap().to_owned();
     let mut sio = SioClient::start().await;
     sio.connect("viewer", gw).await;
-    let ack = sio
-        .emit_ack(
-            "viewer",
-            "join_team",
-            json!({"teamId": me["team"]["id"], "token": token}),
-        )
-        .await;
+    let join = json!({"teamId": me["team"]["id"], "token": token});
+    let ack = sio.emit_ack("viewer", "join_team", join.clone()).await;
     assert_eq!(ack["ok"], true);
-    Watcher { http, sio, token }
+    Watcher {
+        http,
+        sio,
+        token,
+        join,
+    }
 }
 
 impl Watcher {

@@ -117,6 +117,76 @@ async fn control_reaches_every_subscriber_and_not_the_team_channel(store: &dyn H
     );
 }
 
+async fn next(sub: &mut covibe_storage::Subscription) -> FanoutEvent {
+    tokio::time::timeout(Duration::from_secs(10), sub.recv())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A subscriber that stops reading is bounded in bytes: past its budget (16 MiB) it loses
+/// events, marked with a gap where the loss begins and one where events flow again, while a
+/// subscriber that keeps reading gets every event.
+async fn a_subscriber_that_stops_reading_gets_a_gap(store: &dyn HotStore) {
+    const EVENTS: u32 = 160;
+    const SIZE: usize = 256 << 10;
+    let number = |event: &Bytes| u32::from_be_bytes(event[..4].try_into().unwrap());
+    let mut slow = store.subscribe().await.unwrap();
+    let mut fast = store.subscribe().await.unwrap();
+    // The reading subscriber acknowledges each event, and each is published once the one
+    // before it was read: it never falls behind.
+    let (read_tx, mut read) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), fast.recv()).await {
+                Ok(Some(FanoutEvent::Message(event))) => {
+                    if read_tx.send(event).is_err() {
+                        return;
+                    }
+                }
+                other => panic!("the reading subscriber got {other:?}"),
+            }
+        }
+    });
+    let team = TeamId::new();
+    for i in 0..EVENTS {
+        let mut event = vec![0u8; SIZE];
+        event[..4].copy_from_slice(&i.to_be_bytes());
+        store.publish(team, Bytes::from(event)).await.unwrap();
+        assert_eq!(number(&read.recv().await.unwrap()), i, "all, in order");
+    }
+    reader.abort();
+
+    let mut kept = 0;
+    while let FanoutEvent::Message(event) = next(&mut slow).await {
+        assert_eq!(number(&event), kept, "in order up to the gap");
+        kept += 1;
+    }
+    assert!(
+        (32..EVENTS).contains(&kept),
+        "about its budget's worth was kept: {kept}"
+    );
+    // Drained, it gets events again after a second gap (some that were published before it
+    // drained may still come first, in order).
+    store.publish(team, Bytes::from("again")).await.unwrap();
+    assert_eq!(
+        next(&mut slow).await,
+        FanoutEvent::Gap,
+        "where events flow again"
+    );
+    let mut last = kept;
+    loop {
+        match next(&mut slow).await {
+            FanoutEvent::Message(event) if event == "again" => break,
+            FanoutEvent::Message(event) => {
+                assert!(number(&event) > last, "still in order");
+                last = number(&event);
+            }
+            FanoutEvent::Gap => panic!("two gaps per episode"),
+        }
+    }
+}
+
 async fn live_presence(store: &dyn HotStore, team: TeamId) -> Vec<Bytes> {
     let mut live = store.presence(team).await.unwrap();
     live.sort();
@@ -229,6 +299,7 @@ async fn suite(store: &dyn HotStore) {
     fanout_reaches_every_subscriber_in_order(store).await;
     control_reaches_every_subscriber_and_not_the_team_channel(store).await;
     presence_is_per_team_per_member_and_expires(store).await;
+    a_subscriber_that_stops_reading_gets_a_gap(store).await;
 }
 
 #[tokio::test]

@@ -17,6 +17,10 @@
 //       per agent: events counted, first and last seq, UTF-8 bytes of `data`, and how many seqs
 //       were not the last one plus one (a gap, a duplicate or out of order), the first of them
 //       as {"after":LAST,"got":SEQ}
+//   {"op":"resume","client":"a","join":{"teamId":...,"token":...}}  -> {"op":"resuming","client":"a"}
+//       from now on the client does what a real one does when told to `resync`: it rejoins with
+//       `join` plus `since` = the last seq it got of each agent, and reports
+//       {"op":"rejoined","client":"a","data":ACK} (the `resync` event is written out as usual)
 // Every event a client receives: {"op":"event","client":"a","event":"agent_output","data":{...}}
 import { io } from "socket.io-client";
 import { createInterface } from "node:readline";
@@ -24,6 +28,10 @@ import { createInterface } from "node:readline";
 const clients = new Map();
 // Per tallying client: Map agentId -> {count, firstSeq, lastSeq, bytes, anomalies, firstAnomaly}.
 const tallies = new Map();
+// Per client: Map agentId -> the last seq it got.
+const lastSeqs = new Map();
+// Per resuming client: the `join_team` data it rejoins with.
+const resumers = new Map();
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 
 function connect({ client, url }) {
@@ -32,13 +40,25 @@ function connect({ client, url }) {
   socket.on("connect", () => out({ op: "connected", client }));
   socket.on("connect_error", (err) => out({ op: "connect_error", client, error: String(err && err.message) }));
   socket.on("disconnect", (reason) => out({ op: "disconnected", client, reason }));
+  lastSeqs.set(client, new Map());
   socket.onAny((event, data) => {
+    if (event === "agent_output" && data && typeof data.seq === "number") {
+      lastSeqs.get(client).set(data.agentId, data.seq);
+    }
+    if (event === "resync" && resumers.has(client)) rejoin(client, socket);
     const tally = tallies.get(client);
     if (tally && event === "agent_output" && data && typeof data.seq === "number") {
       tallyOutput(tally, data);
     } else {
       out({ op: "event", client, event, data });
     }
+  });
+}
+
+function rejoin(client, socket) {
+  const since = Object.fromEntries(lastSeqs.get(client));
+  socket.timeout(60000).emit("join_team", { ...resumers.get(client), since }, (err, reply) => {
+    out({ op: "rejoined", client, data: err ? { error: "ack timeout" } : reply });
   });
 }
 
@@ -103,6 +123,11 @@ rl.on("line", async (line) => {
     case "tally": {
       if (!tallies.has(cmd.client)) tallies.set(cmd.client, new Map());
       out({ op: "tallying", client: cmd.client });
+      break;
+    }
+    case "resume": {
+      resumers.set(cmd.client, cmd.join);
+      out({ op: "resuming", client: cmd.client });
       break;
     }
     case "tally_get": {

@@ -211,6 +211,18 @@ impl SioClient {
         .await;
     }
 
+    /// From now on `client` rejoins (with `join`, the `join_team` data, plus `since`) whenever
+    /// it is told to `resync`, as a real client does.
+    pub async fn resume_on_resync(&mut self, client: &str, join: Value) {
+        self.send(json!({"op": "resume", "client": client, "join": join}))
+            .await;
+        let c = client.to_owned();
+        self.recv_where("resuming", move |v| {
+            v["op"] == "resuming" && v["client"] == c.as_str()
+        })
+        .await;
+    }
+
     /// What the driver has counted so far of `client`'s `agent_output` for `agent`.
     pub async fn tally_of(&mut self, client: &str, agent: &str) -> Tally {
         self.next_ref += 1;

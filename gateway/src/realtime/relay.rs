@@ -1,6 +1,6 @@
 //! The relay: every team event from the hot store's fan-out goes to the sockets of the team.
-//! Payloads are serialized once per event (output: once, the owner's `canControl: true` copy
-//! derived from it) and written to each socket as pre-serialized JSON. A team's presence
+//! Payloads are serialized once per event and written to each socket as pre-serialized JSON
+//! (an output line's owner gets a copy with `canControl: true`, made as it is sent). A team's presence
 //! snapshots are coalesced over 50 ms: only the newest goes out.
 //!
 //! A socket whose send queue is full has fallen behind: it leaves the team's room, so it costs
@@ -24,13 +24,13 @@ use crate::{Gateway, dto};
 
 /// One event ready to send.
 pub(crate) enum Prepared {
-    /// `agent_output`: `owner` gets the payload with `canControl: true`, everyone else `viewer`.
+    /// `agent_output`: everyone but `owner` gets `viewer`; the owner gets it with
+    /// `canControl: true`.
     Output {
         agent_id: String,
         owner: String,
         seq: u64,
         viewer: Box<RawValue>,
-        owner_payload: Box<RawValue>,
     },
     /// Any other team event, the same for every member.
     Team {
@@ -61,7 +61,7 @@ impl Prepared {
         event_json: String,
     ) -> Self {
         let json = dto::event_value(event_json);
-        let mut payload = dto::AgentOutput {
+        let payload = dto::AgentOutput {
             agent_id: &agent_id,
             owner: &owner,
             seq,
@@ -71,22 +71,11 @@ impl Prepared {
             can_control: false,
         };
         let viewer = raw(&payload);
-        // `canControl` is the last field: the owner's payload is the viewer's with it flipped,
-        // which saves serializing every line twice.
-        let owner_payload = viewer
-            .get()
-            .strip_suffix(r#""canControl":false}"#)
-            .and_then(|head| RawValue::from_string(format!(r#"{head}"canControl":true}}"#)).ok())
-            .unwrap_or_else(|| {
-                payload.can_control = true;
-                raw(&payload)
-            });
         Self::Output {
             agent_id,
             owner,
             seq,
             viewer,
-            owner_payload,
         }
     }
 
@@ -130,6 +119,15 @@ impl Prepared {
         })
     }
 
+    /// About the memory the event holds.
+    pub(crate) fn size(&self) -> usize {
+        let payload = match self {
+            Self::Output { viewer, .. } => viewer.get().len(),
+            Self::Team { payload, .. } => payload.get().len(),
+        };
+        payload + std::mem::size_of::<Self>()
+    }
+
     /// The agent and seq of an output event.
     pub(crate) fn output_seq(&self) -> Option<(&str, u64)> {
         match self {
@@ -150,17 +148,15 @@ impl Prepared {
                 seq,
                 owner,
                 viewer,
-                owner_payload,
             } => {
                 if !joined.first_delivery(agent_id, *seq) {
                     return Ok(()); // already sent by another path: never twice
                 }
-                let payload = if joined.user_id_str() == owner.as_str() {
-                    owner_payload
+                let sent = if joined.user_id_str() == owner.as_str() {
+                    socket.emit("agent_output", &owner_payload(viewer))
                 } else {
-                    viewer
+                    socket.emit("agent_output", viewer)
                 };
-                let sent = socket.emit("agent_output", payload);
                 if sent.is_err() {
                     joined.undo_delivery(agent_id, *seq);
                 }
@@ -169,6 +165,21 @@ impl Prepared {
             Self::Team { event, payload } => socket.emit(*event, payload),
         }
     }
+}
+
+/// The owner's copy of an output payload: `canControl` is its last field, so the viewer's
+/// payload with that flipped (no second serialization of the line).
+fn owner_payload(viewer: &RawValue) -> Box<RawValue> {
+    viewer
+        .get()
+        .strip_suffix(r#""canControl":false}"#)
+        .and_then(|head| RawValue::from_string(format!(r#"{head}"canControl":true}}"#)).ok())
+        .unwrap_or_else(|| {
+            let mut payload: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(viewer.get()).unwrap_or_default();
+            payload.insert("canControl".to_owned(), true.into());
+            raw(&payload)
+        })
 }
 
 /// Team presence snapshots are coalesced per team over this long: only the newest goes out
@@ -196,9 +207,23 @@ pub async fn relay(io: SocketIo, gateway: Arc<Gateway>, mut subscription: Subscr
         let bytes = match event {
             FanoutEvent::Message(bytes) => bytes,
             FanoutEvent::Gap => {
-                // Events were missed (a hot-store outage): every socket must resync from history.
-                tracing::warn!("fan-out gap: asking every socket to resync");
-                let _ = io.emit("resync", &json!({"reason": "fanout_gap"})).await;
+                // Events were missed (a hot-store outage, or this gateway fell behind the
+                // fan-out): every socket leaves the live stream and resyncs from history.
+                tracing::warn!("fan-out gap: every socket resyncs from history");
+                let mut recovering = gateway.hub.lock();
+                recovering.missed(Resync::FanoutGap);
+                for socket in io.sockets() {
+                    let Some(team) = socket.extensions.get::<Joined>().map(|j| j.team_id) else {
+                        continue;
+                    };
+                    // Sockets out of the live stream already (resuming, or behind) are told
+                    // once they are done.
+                    let room = team_room(team);
+                    if socket.rooms().iter().any(|r| *r == room) {
+                        fell_behind(socket, team, Resync::FanoutGap);
+                    }
+                }
+                drop(recovering);
                 continue;
             }
         };
@@ -237,7 +262,7 @@ fn to_team(io: &SocketIo, gateway: &Gateway, team: TeamId, prepared: &Arc<Prepar
             continue;
         };
         if prepared.deliver(&socket, &joined).is_err() {
-            fell_behind(socket, team);
+            fell_behind(socket, team, Resync::SlowConsumer);
         }
     }
     drop(recovering);
@@ -246,21 +271,41 @@ fn to_team(io: &SocketIo, gateway: &Gateway, team: TeamId, prepared: &Arc<Prepar
 /// How long a socket may stay unable to take a single message before it is disconnected.
 const LAGGING_GIVE_UP: Duration = Duration::from_secs(60);
 
-/// Takes a socket that fell behind out of the live stream and, once it can take a message
-/// again, tells it to resync.
-pub(crate) fn fell_behind(socket: SocketRef, team: TeamId) {
+/// Why a socket is told to `resync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resync {
+    /// Its own send queue was full.
+    SlowConsumer,
+    /// This gateway missed fan-out events (a hot-store outage, or it fell behind the fan-out).
+    FanoutGap,
+}
+
+impl Resync {
+    fn reason(self) -> &'static str {
+        match self {
+            Self::SlowConsumer => "slow_consumer",
+            Self::FanoutGap => "fanout_gap",
+        }
+    }
+
+    /// The `resync` event's payload.
+    pub(crate) fn payload(self) -> serde_json::Value {
+        json!({"reason": self.reason()})
+    }
+}
+
+/// Takes a socket that missed live events out of the live stream and, once it can take a
+/// message again, tells it to resync (rejoin with `since`).
+pub(crate) fn fell_behind(socket: SocketRef, team: TeamId, why: Resync) {
     if !socket.connected() {
         return;
     }
     socket.leave(team_room(team));
-    tracing::info!(sid = %socket.id, team_id = %team, "socket fell behind; it will be told to resync");
+    tracing::info!(sid = %socket.id, team_id = %team, reason = why.reason(), "socket missed live events; it will be told to resync");
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + LAGGING_GIVE_UP;
         while socket.connected() && tokio::time::Instant::now() < deadline {
-            if socket
-                .emit("resync", &json!({"reason": "slow_consumer"}))
-                .is_ok()
-            {
+            if socket.emit("resync", &why.payload()).is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -17,12 +17,12 @@ use serde_json::{Value, json};
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 
-use super::relay::{Prepared, fell_behind};
+use super::relay::{Prepared, Resync, fell_behind};
 use super::{Joined, team_room, user_room};
 use crate::Gateway;
 
-/// Live events buffered for one resuming socket before it is told to resync instead.
-const MAX_BUFFERED: usize = 10_000;
+/// Bytes of live events buffered for one resuming socket before it is told to resync instead.
+const MAX_BUFFERED_BYTES: usize = 4 << 20;
 /// History chunks fetched per call.
 const PAGE: u32 = 1_000;
 /// How long replay waits for a socket that does not drain its queue.
@@ -31,7 +31,13 @@ const REPLAY_GIVE_UP: Duration = Duration::from_secs(30);
 struct Recovery {
     team: TeamId,
     events: Vec<Arc<Prepared>>,
-    overflowed: bool,
+    /// What `events` hold, in bytes.
+    bytes: usize,
+    /// Per agent, the first seq buffered: from there on the buffer has its output, so replay
+    /// stops there.
+    first_buffered: HashMap<String, u64>,
+    /// Live events were lost while it replayed: it must resync instead of joining.
+    missed: Option<Resync>,
 }
 
 /// Sockets that are replaying history, and the live events buffered for them.
@@ -47,12 +53,38 @@ pub(crate) struct Recovering {
 
 impl Recovering {
     pub(crate) fn buffer(&mut self, team: TeamId, event: &Arc<Prepared>) {
+        let size = event.size();
         for recovery in self.sockets.values_mut().filter(|r| r.team == team) {
-            if recovery.events.len() < MAX_BUFFERED {
-                recovery.events.push(event.clone());
-            } else {
-                recovery.overflowed = true;
+            if recovery.missed.is_some() {
+                continue;
             }
+            if recovery.bytes + size > MAX_BUFFERED_BYTES {
+                recovery.missed = Some(Resync::SlowConsumer);
+                recovery.events = Vec::new();
+                continue;
+            }
+            if let Some((agent, seq)) = event.output_seq()
+                && !recovery.first_buffered.contains_key(agent)
+            {
+                recovery.first_buffered.insert(agent.to_owned(), seq);
+            }
+            recovery.bytes += size;
+            recovery.events.push(event.clone());
+        }
+    }
+
+    /// Whether the live events buffered for `sid` hold `agent`'s output from `seq` on.
+    fn buffered_from(&self, sid: Sid, agent: &str, seq: u64) -> bool {
+        self.sockets
+            .get(&sid)
+            .and_then(|r| r.first_buffered.get(agent))
+            .is_some_and(|first| *first <= seq)
+    }
+
+    /// Every resuming socket missed live events.
+    pub(crate) fn missed(&mut self, why: Resync) {
+        for recovery in self.sockets.values_mut() {
+            recovery.missed.get_or_insert(why);
         }
     }
 }
@@ -87,8 +119,9 @@ async fn deliver_waiting(socket: &SocketRef, joined: &Joined, event: &Prepared) 
 }
 
 enum Replayed {
-    /// The last seq sent (None when there was nothing newer).
-    Sent(Option<u64>, u64),
+    /// The last seq sent (None when there was nothing newer), how many were sent, and the
+    /// agent's status when the replay began (a status event missed meanwhile is not replayed).
+    Sent(Option<u64>, u64, &'static str),
     NotFound,
     HistoryLost {
         available_from: u64,
@@ -140,9 +173,9 @@ async fn replay(
         tokio::spawn(async move { orchestrator.get_output(request).await })
     };
     let mut next = from;
-    let mut pending = fetch(next);
-    loop {
-        let page = match pending.await {
+    let mut pending = Some(fetch(next));
+    while let Some(fetching) = pending.take() {
+        let page = match fetching.await {
             Ok(Ok(page)) => page.into_inner(),
             Ok(Err(status)) => {
                 tracing::warn!(agent_id, error = %status, "resume: could not read history");
@@ -162,7 +195,10 @@ async fn replay(
             };
         }
         next = page.next_seq;
-        pending = fetch(next);
+        // Where the live events buffered meanwhile begin, history is no longer needed.
+        if !gw.hub.lock().buffered_from(socket.id, agent_id, next) {
+            pending = Some(fetch(next));
+        }
         for chunk in page.chunks {
             let seq = chunk.seq;
             let event = Prepared::output(
@@ -174,14 +210,16 @@ async fn replay(
                 chunk.event_json,
             );
             if !deliver_waiting(socket, joined, &event).await {
-                pending.abort();
+                if let Some(fetching) = pending {
+                    fetching.abort();
+                }
                 return Replayed::Failed;
             }
             last = Some(seq);
             count += 1;
         }
     }
-    Replayed::Sent(last, count)
+    Replayed::Sent(last, count, crate::dto::status_name(agent.status))
 }
 
 /// Joins `socket` to its team's rooms, first replaying what it missed of each agent in `since`
@@ -203,7 +241,9 @@ pub(crate) async fn join(
         Recovery {
             team: joined.team_id,
             events: Vec::new(),
-            overflowed: false,
+            bytes: 0,
+            first_buffered: HashMap::new(),
+            missed: None,
         },
     );
     let mut last_sent: HashMap<String, u64> = HashMap::new();
@@ -212,13 +252,13 @@ pub(crate) async fn join(
         let from = u64::try_from(last.saturating_add(1)).unwrap_or(0);
         joined.reset_delivery(&agent_id, from.checked_sub(1));
         let outcome = match replay(gw, socket, joined, &agent_id, from).await {
-            Replayed::Sent(last, count) => {
+            Replayed::Sent(last, count, status) => {
                 if let Some(last) = last {
                     last_sent.insert(agent_id.clone(), last);
                 } else if from > 0 {
                     last_sent.insert(agent_id.clone(), from - 1);
                 }
-                json!({"replayed": count})
+                json!({"replayed": count, "status": status})
             }
             Replayed::NotFound => json!({"error": "not_found"}),
             Replayed::HistoryLost { available_from } => {
@@ -236,7 +276,7 @@ pub(crate) async fn join(
         tracing::info!(
             sid = %socket.id,
             buffered = recovery.events.len(),
-            overflowed = recovery.overflowed,
+            missed = ?recovery.missed,
             last_sent = ?last_sent,
             "resume: history replayed, flushing live events"
         );
@@ -250,13 +290,13 @@ pub(crate) async fn join(
             }
             if event.deliver(socket, joined).is_err() {
                 drop(recovering);
-                fell_behind(socket.clone(), joined.team_id);
+                fell_behind(socket.clone(), joined.team_id, Resync::SlowConsumer);
                 return json!(report);
             }
         }
-        if recovery.overflowed {
+        if let Some(why) = recovery.missed {
             drop(recovering);
-            let _ = socket.emit("resync", &json!({"reason": "slow_consumer"}));
+            let _ = socket.emit("resync", &why.payload());
             return json!(report);
         }
     }

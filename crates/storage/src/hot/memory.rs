@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use covibe_types::{AgentId, TeamId, UserId};
-use tokio::sync::{broadcast, mpsc};
 
-use super::{FanoutEvent, HotChunk, HotStore, PresenceSnapshot, SUBSCRIBER_QUEUE, Subscription};
+use super::feed::{Feed, feed};
+use super::{HotChunk, HotStore, PresenceSnapshot, Subscription};
 use crate::Error;
 
 /// Bytes of output kept per agent, whatever the chunk count: long lines cannot grow memory.
@@ -24,8 +24,8 @@ struct Ring {
 pub struct MemoryHotStore {
     capacity: usize,
     rings: Mutex<HashMap<AgentId, Ring>>,
-    fanout: broadcast::Sender<Bytes>,
-    control: broadcast::Sender<Bytes>,
+    fanout: Subscribers,
+    control: Subscribers,
     presence: Mutex<Presence>,
 }
 
@@ -54,8 +54,8 @@ impl MemoryHotStore {
         Self {
             capacity: capacity.max(1),
             rings: Mutex::new(HashMap::new()),
-            fanout: broadcast::channel(SUBSCRIBER_QUEUE).0,
-            control: broadcast::channel(1024).0,
+            fanout: Subscribers::default(),
+            control: Subscribers::default(),
             presence: Mutex::new(Presence::default()),
         }
     }
@@ -120,21 +120,21 @@ impl HotStore for MemoryHotStore {
 
     async fn publish(&self, _team: TeamId, event: Bytes) -> Result<(), Error> {
         // No subscriber is not an error: nobody is watching.
-        let _ = self.fanout.send(event);
+        self.fanout.send(&event);
         Ok(())
     }
 
     async fn subscribe(&self) -> Result<Subscription, Error> {
-        Ok(forward(self.fanout.subscribe()))
+        Ok(self.fanout.subscribe())
     }
 
     async fn publish_control(&self, command: Bytes) -> Result<(), Error> {
-        let _ = self.control.send(command);
+        self.control.send(&command);
         Ok(())
     }
 
     async fn subscribe_control(&self) -> Result<Subscription, Error> {
-        Ok(forward(self.control.subscribe()))
+        Ok(self.control.subscribe())
     }
 
     async fn set_presence(
@@ -176,23 +176,26 @@ impl HotStore for MemoryHotStore {
     }
 }
 
-/// Feeds a broadcast receiver into a subscription, turning lag into a `Gap`.
-fn forward(mut source: broadcast::Receiver<Bytes>) -> Subscription {
-    let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
-    tokio::spawn(async move {
-        loop {
-            let event = match source.recv().await {
-                Ok(bytes) => FanoutEvent::Message(bytes),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "fan-out subscriber lagged");
-                    FanoutEvent::Gap
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            };
-            if tx.send(event).await.is_err() {
-                return;
-            }
-        }
-    });
-    Subscription::new(rx)
+/// The feeds of one channel's subscribers; each has its own byte budget, so a slow one costs
+/// the others nothing.
+#[derive(Default)]
+struct Subscribers(Mutex<Vec<Feed>>);
+
+impl Subscribers {
+    fn feeds(&self) -> std::sync::MutexGuard<'_, Vec<Feed>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn subscribe(&self) -> Subscription {
+        let (feed, subscription) = feed();
+        self.feeds().push(feed);
+        subscription
+    }
+
+    /// Queues the event for every subscriber, forgetting those that are gone.
+    fn send(&self, event: &Bytes) {
+        self.feeds().retain_mut(|feed| feed.push(event.clone()));
+    }
 }

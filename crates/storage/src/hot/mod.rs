@@ -2,9 +2,11 @@
 //! implementations with one contract, checked by one conformance suite (`tests/hot_store.rs`):
 //! Redis for many processes, in-process for `covibe standalone`.
 
+mod feed;
 mod memory;
 mod redis;
 
+pub use feed::Subscription;
 pub use memory::MemoryHotStore;
 pub use redis::RedisHotStore;
 
@@ -12,7 +14,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use covibe_types::{AgentId, TeamId, UserId};
-use tokio::sync::mpsc;
 
 use crate::Error;
 
@@ -43,23 +44,6 @@ pub struct PresenceSnapshot {
     /// snapshots, the one with the higher version holds every write the other holds.
     pub version: u64,
     pub entries: Vec<Bytes>,
-}
-
-/// Every team's fan-out events, in publication order per publisher.
-#[derive(Debug)]
-pub struct Subscription {
-    rx: mpsc::Receiver<FanoutEvent>,
-}
-
-impl Subscription {
-    pub(crate) fn new(rx: mpsc::Receiver<FanoutEvent>) -> Self {
-        Self { rx }
-    }
-
-    /// The next event; `None` once the store is gone.
-    pub async fn recv(&mut self) -> Option<FanoutEvent> {
-        self.rx.recv().await
-    }
 }
 
 #[async_trait::async_trait]
@@ -119,6 +103,3 @@ pub trait HotStore: Send + Sync + 'static {
     /// entries are never returned (and are pruned).
     async fn presence(&self, team: TeamId) -> Result<Vec<Bytes>, Error>;
 }
-
-/// Subscriber queue length before a subscriber is told it has a gap.
-pub(crate) const SUBSCRIBER_QUEUE: usize = 16 * 1024;

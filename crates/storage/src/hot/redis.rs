@@ -11,9 +11,10 @@ use covibe_types::{AgentId, TeamId, UserId};
 use fred::prelude::*;
 use fred::types::Limit;
 use fred::types::sorted_sets::ZRange;
-use tokio::sync::mpsc;
+use tokio::sync::broadcast::error::RecvError;
 
-use super::{FanoutEvent, HotChunk, HotStore, PresenceSnapshot, SUBSCRIBER_QUEUE, Subscription};
+use super::feed::feed;
+use super::{HotChunk, HotStore, PresenceSnapshot, Subscription};
 use crate::Error;
 
 pub struct RedisHotStore {
@@ -278,8 +279,9 @@ impl HotStore for RedisHotStore {
     }
 }
 
-/// fred's broadcast capacity for a control-channel subscriber.
-const CONTROL_QUEUE: usize = 1_024;
+/// fred's broadcast capacity per subscriber: messages wait there only until our task moves
+/// them to the subscription's feed, which never waits (its bound is in bytes).
+const FRED_QUEUE: usize = 2_048;
 
 /// Splits a fan-out message into its length-prefixed events; `None` if it is malformed.
 fn frames(mut message: Bytes) -> Option<Vec<Bytes>> {
@@ -306,68 +308,56 @@ impl RedisHotStore {
         let subscriber = Builder::from_config(self.config.clone())
             .with_connection_config(|c| c.tcp.nodelay = Some(true))
             .set_policy(reconnect_policy())
-            // fred hands messages over a broadcast channel of 32 by default: a burst would be
-            // reported as a gap. Our own queue behind it is the bound that matters. fred sizes
-            // all of a client's broadcast channels alike, up front: the control channel, a few
-            // commands a second at most, gets a small one.
-            .with_performance_config(|c| {
-                c.broadcast_channel_capacity = if framed {
-                    SUBSCRIBER_QUEUE
-                } else {
-                    CONTROL_QUEUE
-                };
-            })
+            // fred hands messages over a broadcast channel (32 by default, sized up front):
+            // ours is drained at once into the feed, so a modest one rides out a busy moment.
+            .with_performance_config(|c| c.broadcast_channel_capacity = FRED_QUEUE)
             .build_subscriber_client()?;
         subscriber.init().await?;
         let resubscribe = subscriber.manage_subscriptions();
         subscriber.subscribe(channel).await?;
         let mut messages = subscriber.message_rx();
         let mut reconnects = subscriber.reconnect_rx();
-        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        let (mut feed, subscription) = feed();
         tokio::spawn(async move {
             // The subscriber lives as long as this task.
             let _subscriber = subscriber;
             let _resubscribe = resubscribe;
             loop {
-                let event = tokio::select! {
+                let open = tokio::select! {
                     message = messages.recv() => match message {
                         Ok(message) => {
                             let Some(bytes) = message.value.as_bytes() else { continue };
                             let bytes = Bytes::copy_from_slice(bytes);
                             if !framed {
-                                FanoutEvent::Message(bytes)
+                                feed.push(bytes)
                             } else if let Some(events) = frames(bytes) {
-                                for event in events {
-                                    if tx.send(FanoutEvent::Message(event)).await.is_err() {
-                                        return;
-                                    }
-                                }
-                                continue;
+                                events.into_iter().all(|event| feed.push(event))
                             } else {
                                 tracing::warn!("malformed fan-out message dropped");
-                                FanoutEvent::Gap
+                                feed.gap()
                             }
                         }
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        Err(RecvError::Lagged(missed)) => {
                             tracing::warn!(missed, "redis subscriber lagged");
-                            FanoutEvent::Gap
+                            feed.gap()
                         }
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        Err(RecvError::Closed) => return,
                     },
                     reconnect = reconnects.recv() => match reconnect {
                         Ok(_) => {
                             tracing::warn!("redis subscriber reconnected; messages may have been missed");
-                            FanoutEvent::Gap
+                            feed.gap()
                         }
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => FanoutEvent::Gap,
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        Err(RecvError::Lagged(_)) => feed.gap(),
+                        Err(RecvError::Closed) => return,
                     },
+                    () = feed.closed() => return,
                 };
-                if tx.send(event).await.is_err() {
+                if !open {
                     return;
                 }
             }
         });
-        Ok(Subscription::new(rx))
+        Ok(subscription)
     }
 }
