@@ -32,20 +32,21 @@ use crate::store::{Appended, OutputBatch, StoredChunk};
 use crate::stream_json::{self, Outcome};
 
 /// How the gatherer makes a group: lingering up to 3 ms while fewer than 32 lines wait, at most
-/// 2,048 lines or 8 MiB (a single larger batch still goes alone).
+/// 2,048 lines or 2 MiB (a single larger batch still goes alone).
 const GATHER: Take = Take {
     linger: Duration::from_millis(3),
     linger_until: 32,
     max_lines: 2_048,
-    max_bytes: 8 * 1024 * 1024,
+    max_bytes: 2 << 20,
 };
-/// How the storing task takes published groups: all that wait, lingering up to 10 ms while
-/// fewer than 128 lines wait.
+/// How the storing task takes published groups: what waits, lingering up to 10 ms while fewer
+/// than 128 lines wait, at most 4,096 lines or 4 MiB in one statement (the database driver
+/// keeps each connection's buffer at the largest statement it sent).
 const STORE: Take = Take {
     linger: Duration::from_millis(10),
     linger_until: 128,
-    max_lines: usize::MAX,
-    max_bytes: usize::MAX,
+    max_lines: 4_096,
+    max_bytes: 4 << 20,
 };
 /// Published groups waiting to be stored before the gatherer waits.
 const STORE_QUEUE: usize = 8;

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::FanoutEvent;
 
 /// Bytes of events a subscriber may have waiting before it is told it has a gap.
-pub(crate) const SUBSCRIBER_BUDGET: usize = 16 << 20;
+pub(crate) const SUBSCRIBER_BUDGET: usize = 8 << 20;
 
 /// What each queued event counts for beyond its bytes, so empty events are bounded too.
 const EVENT_OVERHEAD: usize = 64;
