@@ -7,8 +7,10 @@
 //! - [`stacks`]: starting the seed, CoVibe standalone and CoVibe multi-process here.
 //! - [`target`]: tokens and agents, the two servers' ways.
 //! - [`scenario`]: fanout, idle, replay, spawn.
+//! - [`ceiling`]: the highest fan-out rate that holds p99 ≤ 50 ms with nothing lost.
 //! - [`run`]: every scenario against every stack, and the comparison.
 
+pub mod ceiling;
 pub mod marker;
 pub mod procstat;
 pub mod run;

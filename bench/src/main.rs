@@ -3,6 +3,7 @@
 //! ```text
 //! covibe-bench all                                  # every scenario, seed vs CoVibe (multi, standalone)
 //! covibe-bench fanout --target covibe               # one scenario against a CoVibe it starts
+//! covibe-bench ceiling --target covibe --mode multi # the highest rate with p99 ≤ 50 ms
 //! covibe-bench fanout --target seed --url http://127.0.0.1:3900 --server-names node,redis-server
 //! ```
 //!
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use covibe_bench::ceiling::CeilingParams;
 use covibe_bench::procstat::{self, Servers};
 use covibe_bench::run::{self, Plan, Scenario};
 use covibe_bench::scenario::{Env, FanoutParams};
@@ -26,6 +28,9 @@ enum What {
     Replay,
     Idle,
     Spawn,
+    /// The highest fan-out rate that holds p99 ≤ 50 ms with nothing lost (at the fan-out's
+    /// teams, viewers, agents and bytes).
+    Ceiling,
     /// Every scenario against every stack in `--stacks`, and the comparison.
     All,
 }
@@ -66,7 +71,7 @@ struct Cli {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "idle,spawn,replay,fanout"
+        default_value = "idle,spawn,replay,fanout,ceiling"
     )]
     scenarios: Vec<Scenario>,
     /// Fan-out: teams.
@@ -91,6 +96,12 @@ struct Cli {
     /// (0: none).
     #[arg(long, value_delimiter = ',', default_value = "20,50")]
     light_teams: Vec<u32>,
+    /// Ceiling: seconds each step's agents write.
+    #[arg(long, default_value_t = 5.0)]
+    ceiling_secs: f64,
+    /// Ceiling: fan-out runs in the search.
+    #[arg(long, default_value_t = 6)]
+    ceiling_steps: u32,
     /// Replay: lines of backlog.
     #[arg(long, default_value_t = 10_000)]
     backlog: u64,
@@ -145,6 +156,10 @@ impl Cli {
             idle_hold: Duration::from_secs_f64(self.idle_hold_secs),
             spawns: self.spawns.max(1),
             light_teams: self.light_teams.clone(),
+            ceiling: CeilingParams {
+                secs: self.ceiling_secs,
+                steps: self.ceiling_steps.max(1),
+            },
             scenarios,
         };
         if self.quick {
@@ -162,6 +177,10 @@ impl Cli {
             plan.spawns = 2;
             plan.repeats = 1;
             plan.light_teams = vec![1];
+            plan.ceiling = CeilingParams {
+                secs: 1.0,
+                steps: 2,
+            };
         }
         plan
     }
@@ -241,6 +260,7 @@ async fn run(cli: Cli) -> Result<()> {
         What::Replay => Scenario::Replay,
         What::Idle => Scenario::Idle,
         What::Spawn => Scenario::Spawn,
+        What::Ceiling => Scenario::Ceiling,
         What::All => unreachable!(),
     };
     let plan = cli.plan(vec![scenario]);

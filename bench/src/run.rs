@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde_json::{Value, json};
 
+use crate::ceiling::{self, CeilingParams};
 use crate::procstat::round3;
 use crate::scenario::{self, Env, FanoutParams};
 use crate::stacks::{Binaries, Stack, StackKind};
@@ -17,10 +18,18 @@ pub enum Scenario {
     Spawn,
     Replay,
     Fanout,
+    /// The highest fan-out rate that holds p99 ≤ 50 ms with nothing lost.
+    Ceiling,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [Self::Idle, Self::Spawn, Self::Replay, Self::Fanout];
+    pub const ALL: [Scenario; 5] = [
+        Self::Idle,
+        Self::Spawn,
+        Self::Replay,
+        Self::Fanout,
+        Self::Ceiling,
+    ];
 }
 
 #[derive(Debug, Clone)]
@@ -35,6 +44,8 @@ pub struct Plan {
     /// Teams of lighter fan-out runs before the main one (same viewers, agents, rate, size and
     /// duration), to see the stacks below saturation.
     pub light_teams: Vec<u32>,
+    /// The ceiling search (at the fan-out's shape).
+    pub ceiling: CeilingParams,
     /// Run in this order (idle first: it measures memory growth on a fresh server).
     pub scenarios: Vec<Scenario>,
 }
@@ -105,6 +116,7 @@ pub async fn run_scenarios(
                 }
                 scenario::fanout(env, &teams, &plan.fanout, "fanout").await
             }
+            Scenario::Ceiling => ceiling::ceiling(env, &teams, &plan.fanout, &plan.ceiling).await,
         };
         let value = result.unwrap_or_else(|err| error_result(env, *scenario, &err));
         emit(&value);
@@ -192,6 +204,11 @@ const ROWS: &[(&str, &str, &str)] = &[
     ),
     ("idle KiB / joined socket", "idle", "/kib_per_socket"),
     ("idle server CPU ms/s", "idle", "/idle_cpu_ms_per_s"),
+    (
+        "highest msg/s with p99 ≤ 50 ms, none lost",
+        "ceiling",
+        "/ceiling_msgs_per_s",
+    ),
     ("replay backlog over REST ms", "replay", "/rest/ms_median"),
     (
         "replay backlog over Socket.io resume ms",
@@ -321,6 +338,18 @@ pub fn compare(results: &[Value], stacks: &[StackKind]) -> (Value, String) {
         check("fanout duplicated", dup, "0", dup.map(|d| d == 0.0));
         let p99 = get("fanout", "/latency_ms/p99");
         check("fanout p99 ms", p99, "≤ 50", p99.map(|p| p <= 50.0));
+        let ceiling = get("ceiling", "/ceiling_msgs_per_s");
+        let seed_ceiling = seed.and_then(|s| {
+            find(results, "ceiling", s)
+                .and_then(|r| r.pointer("/ceiling_msgs_per_s"))
+                .and_then(Value::as_f64)
+        });
+        check(
+            "highest rate with p99 ≤ 50 ms vs seed",
+            ceiling.zip(seed_ceiling).map(|(c, s)| round3(c / s)),
+            "≥ 10",
+            ceiling.zip(seed_ceiling).map(|(c, s)| c >= 10.0 * s),
+        );
         let idle = get("idle", "/kib_per_socket");
         check(
             "KiB per idle joined socket",

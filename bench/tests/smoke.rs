@@ -60,6 +60,10 @@ async fn every_scenario_runs_at_tiny_scale() {
         idle_hold: Duration::from_millis(200),
         spawns: 1,
         light_teams: Vec::new(),
+        ceiling: covibe_bench::ceiling::CeilingParams {
+            secs: 1.0,
+            steps: 2,
+        },
         scenarios: Scenario::ALL.to_vec(),
     };
     let work = std::env::temp_dir().join(format!("covibe-bench-smoke-{}", std::process::id()));
@@ -91,6 +95,17 @@ async fn every_scenario_runs_at_tiny_scale() {
         assert!(fanout["latency_ms"]["p99"].is_number(), "{fanout}");
         assert!(fanout["cpu_ms_per_1k"].is_number(), "{fanout}");
         assert!(get("idle")["kib_per_socket"].is_number());
+        let ceiling = get("ceiling");
+        assert_eq!(
+            ceiling["steps"].as_array().map(Vec::len),
+            Some(2),
+            "{ceiling}"
+        );
+        // Whether a step holds is a latency figure: reported, never asserted.
+        for step in ceiling["steps"].as_array().unwrap() {
+            assert!(step["holds"].is_boolean(), "{ceiling}");
+            assert!(step["p99_ms"].is_number(), "{ceiling}");
+        }
         if kind.target() == covibe_bench::target::Kind::Covibe {
             let replay = get("replay");
             assert!(replay["rest"]["ms_median"].is_number(), "{replay}");

@@ -41,6 +41,8 @@ pub(crate) struct Mesh {
     pub(crate) dir: PathBuf,
     pub(crate) database_url: String,
     pub(crate) redis_url: String,
+    /// Its own Redis key prefix, so meshes sharing a Redis never see each other's fan-out.
+    pub(crate) redis_prefix: String,
     pub(crate) orchestrator_addr: String,
     pub(crate) procs: Vec<(String, Env, Proc)>,
     pub(crate) gateway: String,
@@ -59,6 +61,7 @@ impl Mesh {
             .env("COVIBE_DATA_DIR", &self.dir)
             .env("COVIBE_DATABASE_URL", &self.database_url)
             .env("COVIBE_REDIS_URL", &self.redis_url)
+            .env("COVIBE_REDIS_KEY_PREFIX", &self.redis_prefix)
             .env("COVIBE_AGENT_COMMAND", fake_agent_command())
             .env("COVIBE_PROJECT_DIR", &self.dir);
         for (k, v) in extra {
@@ -79,6 +82,7 @@ impl Mesh {
             dir: dir.to_owned(),
             database_url: database_url.to_owned(),
             redis_url: redis_url.to_owned(),
+            redis_prefix: covibe_testkit::unique_prefix(),
             orchestrator_addr: format!("127.0.0.1:{}", free_port()),
             procs: Vec::new(),
             gateway: String::new(),
