@@ -11,6 +11,7 @@
 //! `offline`.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -243,7 +244,11 @@ pub(crate) async fn on_chat_message(
     let Ok(body) = data else {
         return refuse(ack, "chat_message needs {message}");
     };
-    let request = bearer(pb::PostMessageRequest { text: body.message }, &joined.token);
+    let token = match joined.live_token() {
+        Ok(token) => token,
+        Err(err) => return refuse(ack, &err.message),
+    };
+    let request = bearer(pb::PostMessageRequest { text: body.message }, token);
     match gw.team.clone().post_message(request).await {
         Ok(message) => {
             let _ = ack.send(&json!({"ok": true, "message": message_view(message.into_inner())}));
@@ -291,7 +296,7 @@ async fn update(
         pb::UpdatePresenceRequest {
             status: status.into(),
         },
-        &joined.token,
+        joined.live_token()?,
     );
     let call = async {
         // A burst of joins (a reconnect storm) queues here rather than opening thousands of
@@ -337,15 +342,23 @@ pub(crate) async fn refresh_presence(io: SocketIo, gw: Arc<Gateway>) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        let mut members: HashMap<(TeamId, UserId), SocketRef> = HashMap::new();
+        // Per member, the socket whose token lasts longest speaks for them.
+        let mut members: HashMap<(TeamId, UserId), (u64, SocketRef)> = HashMap::new();
         for socket in io.sockets() {
             if let Some(joined) = socket.extensions.get::<Joined>() {
-                members
-                    .entry((joined.team_id, joined.user_id))
-                    .or_insert(socket);
+                let until = joined.expires_at_ms();
+                match members.entry((joined.team_id, joined.user_id)) {
+                    Entry::Occupied(mut best) if best.get().0 < until => {
+                        best.insert((until, socket));
+                    }
+                    Entry::Occupied(_) => {}
+                    Entry::Vacant(slot) => {
+                        slot.insert((until, socket));
+                    }
+                }
             }
         }
-        futures::stream::iter(members.into_values())
+        futures::stream::iter(members.into_values().map(|(_, socket)| socket))
             .for_each_concurrent(16, |socket| {
                 let gw = gw.clone();
                 async move { refresh(&gw, &socket).await }

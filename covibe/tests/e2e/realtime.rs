@@ -289,3 +289,85 @@ async fn socket_connection_limit() {
     }
     assert_eq!(reply["op"], "connected", "{reply}");
 }
+
+/// An access token expires while its socket stays joined: the live stream goes on, actions over
+/// the socket are refused with what to do, and joining again with a fresh token restores them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_socket_outlives_its_token_and_takes_a_fresh_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_proc, gw) =
+        start_standalone_with(dir.path(), &[("COVIBE_AUTH__ACCESS_TTL_SECS", "4")]).await;
+    let http = reqwest::Client::new();
+    let (_, me) = post(
+        &http,
+        &format!("{gw}/api/team/create"),
+        None,
+        json!({"name": "T", "email": "t@example.com", "displayName": "T"}),
+    )
+    .await;
+    let team = me["team"]["id"].clone();
+    let token = me["accessToken"].as_str().unwrap().to_owned();
+    let refresh = me["refreshToken"].as_str().unwrap().to_owned();
+    let mut sio = SioClient::start().await;
+    sio.connect("phone", &gw).await;
+    let ack = sio
+        .emit_ack(
+            "phone",
+            "join_team",
+            json!({"teamId": team, "token": token}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let expires = ack["tokenExpiresAt"].as_u64().unwrap();
+
+    // Past the token's expiry (the loop is a hang guard, not a speed claim).
+    while u64::try_from(covibe_types::now_ms()).unwrap() <= expires + 50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let ack = sio
+        .emit_ack("phone", "chat_message", json!({"message": "hello?"}))
+        .await;
+    assert_eq!(ack["ok"], false, "{ack}");
+    let error = ack["error"].as_str().unwrap();
+    assert!(
+        error.contains("expired") && error.contains("join_team"),
+        "{error}"
+    );
+
+    // The socket still gets the team's events: a message posted with a fresh token arrives.
+    let (status, fresh) = post(
+        &http,
+        &format!("{gw}/api/auth/refresh"),
+        None,
+        json!({"refreshToken": refresh}),
+    )
+    .await;
+    assert_eq!(status, 200, "{fresh}");
+    let fresh = fresh["accessToken"].as_str().unwrap().to_owned();
+    let (status, body) = post(
+        &http,
+        &format!("{gw}/api/chat/message"),
+        Some(&fresh),
+        json!({"message": "from the laptop"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let event = sio.next_event("phone", "chat_message").await;
+    assert_eq!(event["message"], "from the laptop");
+
+    // Joining again with the fresh token restores what the socket may do.
+    let ack = sio
+        .emit_ack(
+            "phone",
+            "join_team",
+            json!({"teamId": team, "token": fresh}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert!(ack["tokenExpiresAt"].as_u64().unwrap() > expires, "{ack}");
+    let ack = sio
+        .emit_ack("phone", "chat_message", json!({"message": "back"}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(ack["message"]["message"], "back", "{ack}");
+}

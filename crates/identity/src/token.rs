@@ -175,6 +175,11 @@ impl Verifier {
 
     /// The principal a token names, or `unauthenticated` with a message that says nothing of why.
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        self.verify_expiring(token).map(|(principal, _)| principal)
+    }
+
+    /// [`Self::verify`], with when the token expires (ms since the epoch).
+    pub fn verify_expiring(&self, token: &str) -> Result<(Principal, u64), ApiError> {
         let denied = || ApiError::unauthenticated("invalid or expired token");
         let header = jsonwebtoken::decode_header(token).map_err(|_| denied())?;
         if header.alg != Algorithm::EdDSA || header.kid.as_deref() != Some(self.kid.as_str()) {
@@ -186,7 +191,8 @@ impl Verifier {
                 denied()
             })?;
         let claims = data.claims;
-        match claims.kind {
+        let expires_at_ms = claims.exp.saturating_mul(1000);
+        let principal = match claims.kind {
             TokenKind::Access => {
                 let user_id = claims.sub.parse().map_err(|_| denied())?;
                 let team_id = claims
@@ -195,15 +201,16 @@ impl Verifier {
                     .ok_or_else(denied)?
                     .parse()
                     .map_err(|_| denied())?;
-                Ok(Principal::Member { user_id, team_id })
+                Principal::Member { user_id, team_id }
             }
             TokenKind::Service => {
                 let name = claims.sub.strip_prefix("service:").ok_or_else(denied)?;
-                Ok(Principal::Service {
+                Principal::Service {
                     name: name.to_owned(),
-                })
+                }
             }
-        }
+        };
+        Ok((principal, expires_at_ms))
     }
 
     /// Verifies the bearer token of an incoming gRPC request.

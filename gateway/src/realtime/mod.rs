@@ -42,6 +42,8 @@ pub(crate) struct Joined {
     pub(crate) team_id: TeamId,
     user: Arc<str>,
     pub(crate) token: Arc<str>,
+    /// When `token` expires (ms since the epoch).
+    expires_at_ms: u64,
     /// Per agent, the last output seq this socket was sent: a chunk at or below it is never sent
     /// again, whichever path (replay, buffer, live) it comes by.
     delivered: Arc<std::sync::Mutex<HashMap<String, u64>>>,
@@ -50,6 +52,22 @@ pub(crate) struct Joined {
 impl Joined {
     pub(crate) fn user_id_str(&self) -> &str {
         &self.user
+    }
+
+    pub(crate) fn expires_at_ms(&self) -> u64 {
+        self.expires_at_ms
+    }
+
+    /// The token to act with, or, once it has expired, an error that says what to do.
+    pub(crate) fn live_token(&self) -> Result<&str, covibe_types::ApiError> {
+        let now = u64::try_from(covibe_types::now_ms()).unwrap_or(0);
+        if now >= self.expires_at_ms {
+            return Err(covibe_types::ApiError::unauthenticated(
+                "your access token has expired: get a fresh one (POST /api/auth/refresh) and \
+                 send join_team again with it",
+            ));
+        }
+        Ok(&self.token)
     }
 
     /// Records `seq` of `agent` as sent; `false` if it (or a later one) already was.
@@ -230,8 +248,12 @@ async fn join_team(
     let Ok(request) = data else {
         return refuse(ack, "join_team needs {teamId, token}");
     };
-    let (user_id, team_id) = match gw.verifier.verify(&request.token).and_then(|p| p.member()) {
-        Ok(member) => member,
+    let verified = gw
+        .verifier
+        .verify_expiring(&request.token)
+        .and_then(|(principal, expires_at_ms)| Ok((principal.member()?, expires_at_ms)));
+    let ((user_id, team_id), expires_at_ms) = match verified {
+        Ok(verified) => verified,
         Err(err) => return refuse(ack, &err.message),
     };
     if request.team_id != team_id.to_string() {
@@ -249,6 +271,7 @@ async fn join_team(
         team_id,
         user: user_id.to_string().into(),
         token: request.token.into(),
+        expires_at_ms,
         delivered: socket
             .extensions
             .get::<Joined>()
@@ -261,6 +284,7 @@ async fn join_team(
         "ok": true,
         "teamId": team_id.to_string(),
         "userId": user_id.to_string(),
+        "tokenExpiresAt": expires_at_ms,
         "resumed": resumed,
     }));
     crate::chat::joined(&gw, &socket).await;
@@ -278,6 +302,10 @@ async fn agent_spawn(
     let Ok(spawn) = data else {
         return refuse(ack, "agent_spawn needs {task, vmId?}");
     };
+    let token = match joined.live_token() {
+        Ok(token) => token,
+        Err(err) => return refuse(ack, &err.message),
+    };
     tracing::info!(user_id = %joined.user_id, team_id = %joined.team_id, "spawn requested over socket.io");
     let request = orch::SpawnAgentRequest {
         task: spawn.task,
@@ -286,7 +314,7 @@ async fn agent_spawn(
     match gw
         .orchestrator
         .clone()
-        .spawn_agent(bearer(request, &joined.token))
+        .spawn_agent(bearer(request, token))
         .await
     {
         Ok(agent) => {
@@ -320,6 +348,10 @@ async fn agent_control(
             "agent_control needs {agentId, command: kill | interrupt | input, data?}",
         );
     };
+    let token = match joined.live_token() {
+        Ok(token) => token,
+        Err(err) => return refuse(ack, &err.message),
+    };
     let command = match crate::control::command(&control.command, control.data) {
         Ok(command) => command,
         Err(err) => return refuse(ack, &err.message),
@@ -331,7 +363,7 @@ async fn agent_control(
     match gw
         .orchestrator
         .clone()
-        .control_agent(bearer(request, &joined.token))
+        .control_agent(bearer(request, token))
         .await
     {
         Ok(_) => {
