@@ -3,7 +3,9 @@
 //! 1. One gathering task takes whatever output has arrived from every link as one group
 //!    (lingering a few milliseconds when little is waiting), appends it to the hot ring buffers
 //!    and publishes it on the fan-out (one round trip each, at the same time), and tells each
-//!    link its batch is published: the link may hand over its next batch at once.
+//!    link its batch is published: the link may hand over its next batch at once. (Waiting for
+//!    that keeps a link from running ahead of the fan-out: without it a flood piles up in the
+//!    publishers' and Redis's buffers.)
 //! 2. One storing task writes the published groups durably, in the order they were gathered:
 //!    all the groups waiting for it in one statement, each agent's lines merged into one
 //!    gap-free run. Then it tells each link what is now durable, which the link acknowledges
@@ -15,10 +17,14 @@
 //! seq with the same bytes, and every socket is sent a given (agent, seq) at most once (the
 //! gateway's per-socket delivery record). The hot ring dedupes by seq too, and history reads
 //! stop at the agent's durable `output_seq`. Backpressure: a slow database fills the queue of
-//! published groups, the gatherer waits, links wait, vm-agents wait.
+//! published groups, the gatherer waits, links (each with a few batches in flight at most) stop
+//! reading, vm-agents wait.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use covibe_storage::HotChunk;
@@ -71,13 +77,17 @@ struct Job {
     stored: oneshot::Sender<Result<u64, Error>>,
 }
 
-/// A batch handed over and published; resolves once it is durable.
+/// A batch handed over: resolves to the agent's `output_seq` once the batch is durable (every
+/// chunk below it is stored), or to the error that kept it from being stored.
 pub(crate) struct Stored(oneshot::Receiver<Result<u64, Error>>);
 
-impl Stored {
-    /// The agent's `output_seq` once the batch is durable: every chunk below it is stored.
-    pub(crate) async fn durable(self) -> Result<u64, Error> {
-        self.0.await.map_err(|_| not_stored())?
+impl Future for Stored {
+    type Output = Result<u64, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|stored| stored.map_err(|_| not_stored()).and_then(|r| r))
     }
 }
 
@@ -107,8 +117,8 @@ impl Ingest {
         source: Source,
         chunks: Vec<StoredChunk>,
     ) -> Result<Stored, Error> {
-        let (published, published_rx) = oneshot::channel();
         let (stored, stored_rx) = oneshot::channel();
+        let (published, published_rx) = oneshot::channel();
         let job = Job {
             source,
             chunks,

@@ -1,8 +1,8 @@
 //! `covibe.vmagent.v1.AgentLink`: one bidirectional stream per running agent. The vm-agent says
 //! hello with its agent token and what it has seen acknowledged; we answer where to resume,
-//! store each batch of output durably, and only then acknowledge it. A reader task feeds the
-//! frames into a bounded channel, so a slow database slows the vm-agent down (backpressure)
-//! instead of growing memory.
+//! store each batch of output durably, and only then acknowledge it. At most a few batches are
+//! in flight per link: past that no more frames are read, so a slow database slows the vm-agent
+//! down (backpressure through HTTP/2 flow control) instead of growing memory.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +14,9 @@ use covibe_proto::vmagent::v1::agent_link_server::{AgentLink, AgentLinkServer};
 use covibe_proto::vmagent::v1::server_frame::Frame as Out;
 use covibe_proto::vmagent::v1::{self as pb, AgentFrame, ServerFrame};
 use covibe_types::{AgentId, AgentStatus, ApiError, Code, now_ms};
-use tokio::sync::{mpsc, watch};
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
@@ -137,49 +139,22 @@ impl AgentLink for LinkService {
             .await
             .map_err(|_| Status::cancelled("link closed"))?;
 
-        let (frames_tx, frames_rx) = mpsc::channel(MAX_BATCH * 2);
-        tokio::spawn(
-            async move {
-                loop {
-                    match inbound.message().await {
-                        Ok(Some(frame)) => {
-                            if frames_tx.send(Ok(frame)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) => return,
-                        Err(status) => {
-                            let _ = frames_tx.send(Err(status)).await;
-                            return;
-                        }
-                    }
-                }
-            }
-            .instrument(span.clone()),
-        );
         if let Err(err) = store.touch(id, now_ms()).await {
             tracing::warn!(agent_id = %id, error = %err, "could not record the attach");
         }
         self.links.attach(id, tx.clone());
         let links = self.links.clone();
-        let (acks, handed_over) = mpsc::channel(ACKS_IN_FLIGHT);
-        let (durable_tx, durable) = watch::channel(Durable {
-            next: agent.output_seq,
-            failed: false,
-        });
-        tokio::spawn(ack_in_order(handed_over, tx.clone(), durable_tx).instrument(span.clone()));
         let session = Session {
             agents: self.agents.clone(),
             ingest: self.ingest.clone(),
             submitted: agent.output_seq,
             agent,
             tx: tx.clone(),
-            acks,
-            durable,
+            in_flight: FuturesOrdered::new(),
         };
         tokio::spawn(
             async move {
-                session.run(frames_rx).await;
+                session.run(inbound).await;
                 links.detach(id, &tx);
             }
             .instrument(span),
@@ -188,72 +163,50 @@ impl AgentLink for LinkService {
     }
 }
 
+/// One link: reads the vm-agent's frames, hands output over to ingest, and acknowledges each
+/// batch once it is durable, in order. One task does it all (no hand-off per frame).
 struct Session {
     agents: Arc<Agents>,
     ingest: Ingest,
     /// `output_seq` is what is durable (and acknowledged) as far as this link knows.
     agent: Agent,
-    /// The seq after the last chunk handed over to ingest (published, maybe not yet durable).
+    /// The seq after the last chunk handed over to ingest (maybe not yet durable).
     submitted: u64,
     tx: mpsc::Sender<Result<ServerFrame, Status>>,
-    /// Batches handed over, in order, to the task that acknowledges each once it is durable.
-    acks: mpsc::Sender<Stored>,
-    durable: watch::Receiver<Durable>,
+    /// Batches handed over and not yet acknowledged, in order.
+    in_flight: FuturesOrdered<Stored>,
 }
 
-/// What the acknowledging task has seen become durable.
-#[derive(Debug, Clone, Copy)]
-struct Durable {
-    next: u64,
-    /// A batch could not be stored: the link is closing and the vm-agent will resend.
-    failed: bool,
-}
-
-/// Batches of one link handed over and not yet durable, at most; past it the link waits.
+/// Batches of one link handed over and not yet durable, at most; past it the link reads no
+/// more frames until the oldest is durable (backpressure down to the vm-agent).
 const ACKS_IN_FLIGHT: usize = 8;
 
-/// Acknowledges each batch of a link once it is durable, in the order they were handed over.
-async fn ack_in_order(
-    mut handed_over: mpsc::Receiver<Stored>,
-    tx: mpsc::Sender<Result<ServerFrame, Status>>,
-    durable: watch::Sender<Durable>,
-) {
-    while let Some(stored) = handed_over.recv().await {
-        match stored.durable().await {
-            Ok(next) => {
-                let ack = pb::Ack {
-                    next_seq: next,
-                    status_stored: false,
-                };
-                // The ack goes out before the session may answer a status with a later one.
-                let _ = tx.send(frame(Out::Ack(ack))).await;
-                durable.send_modify(|d| d.next = d.next.max(next));
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "could not store output; the vm-agent will resend it");
-                let _ = tx
-                    .send(link_error(
-                        Code::Unavailable,
-                        "output could not be stored, reconnect and resend",
-                    ))
-                    .await;
-                durable.send_modify(|d| d.failed = true);
-                return;
-            }
-        }
-    }
-}
-
 impl Session {
-    async fn run(mut self, mut frames: mpsc::Receiver<Result<AgentFrame, Status>>) {
+    async fn run(mut self, mut inbound: Streaming<AgentFrame>) {
         let mut batch: Vec<StoredChunk> = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = frames.recv().await {
-            // Take whatever else is already waiting, up to a batch, and store it in one write.
+        loop {
+            let first = tokio::select! {
+                biased;
+                Some(durable) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    if !self.acknowledge(durable).await {
+                        return;
+                    }
+                    continue;
+                }
+                first = inbound.next(), if self.in_flight.len() < ACKS_IN_FLIGHT => first,
+            };
+            let Some(first) = first else { break };
+            // Take whatever else has arrived already, up to a batch, and hand it over at once.
             let mut pending = vec![first];
+            let mut ended = false;
             while pending.len() < MAX_BATCH {
-                match frames.try_recv() {
-                    Ok(next) => pending.push(next),
-                    Err(_) => break,
+                match inbound.next().now_or_never() {
+                    Some(Some(next)) => pending.push(next),
+                    Some(None) => {
+                        ended = true;
+                        break;
+                    }
+                    None => break,
                 }
             }
             for item in pending {
@@ -304,12 +257,39 @@ impl Session {
                     }
                 }
             }
-            if !self.flush(&mut batch).await {
-                return;
+            if !self.flush(&mut batch).await || ended {
+                break;
             }
         }
-        let _ = self.flush(&mut batch).await;
+        // What was handed over is acknowledged if it becomes durable while the stream closes.
+        let _ = self.handed_over_settled().await;
         tracing::info!("vm-agent detached");
+    }
+
+    /// Acknowledges a batch that became durable; `false` (after telling the vm-agent to
+    /// resend) when it could not be stored.
+    async fn acknowledge(&mut self, durable: Result<u64, crate::Error>) -> bool {
+        match durable {
+            Ok(next) => {
+                self.agent.output_seq = self.agent.output_seq.max(next);
+                let ack = pb::Ack {
+                    next_seq: next,
+                    status_stored: false,
+                };
+                self.tx.send(frame(Out::Ack(ack))).await.is_ok()
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "could not store output; the vm-agent will resend it");
+                let _ = self
+                    .tx
+                    .send(link_error(
+                        Code::Unavailable,
+                        "output could not be stored, reconnect and resend",
+                    ))
+                    .await;
+                false
+            }
+        }
     }
 
     /// Checks one output frame and adds it to the batch if it is the next one expected.
@@ -346,9 +326,6 @@ impl Session {
     /// Hands the batch over to ingest (returning once it is published; the acknowledging task
     /// acknowledges it once it is durable). `false` when the link must close.
     async fn flush(&mut self, batch: &mut Vec<StoredChunk>) -> bool {
-        if self.durable.borrow().failed {
-            return false;
-        }
         let Some(last) = batch.last().map(|c| c.seq) else {
             return true;
         };
@@ -360,7 +337,8 @@ impl Session {
         match self.ingest.write(source, std::mem::take(batch)).await {
             Ok(stored) => {
                 self.submitted = last + 1;
-                self.acks.send(stored).await.is_ok()
+                self.in_flight.push_back(stored);
+                true
             }
             Err(err) => {
                 tracing::error!(error = %err, "could not hand output over; the vm-agent will resend it");
@@ -379,16 +357,7 @@ impl Session {
     /// Hands the batch over and waits until everything handed over is durable (and
     /// acknowledged). `false` when the link must close.
     async fn settle(&mut self, batch: &mut Vec<StoredChunk>) -> bool {
-        if !self.flush(batch).await {
-            return false;
-        }
-        match self.handed_over_settled().await {
-            Some(durable) if !durable.failed => {
-                self.agent.output_seq = durable.next;
-                true
-            }
-            _ => false,
-        }
+        self.flush(batch).await && self.handed_over_settled().await
     }
 
     async fn status(&mut self, change: pb::StatusChange) -> bool {
@@ -442,15 +411,15 @@ impl Session {
         }
     }
 
-    /// Waits until everything handed over is durable (and acknowledged) or a store failed;
-    /// `None` if the acknowledging task is gone.
-    async fn handed_over_settled(&mut self) -> Option<Durable> {
-        let submitted = self.submitted;
-        self.durable
-            .wait_for(|d| d.failed || d.next >= submitted)
-            .await
-            .ok()
-            .map(|durable| *durable)
+    /// Acknowledges everything handed over as it becomes durable; `false` if some of it could
+    /// not be stored (the vm-agent has been told to resend).
+    async fn handed_over_settled(&mut self) -> bool {
+        while let Some(durable) = self.in_flight.next().await {
+            if !self.acknowledge(durable).await {
+                return false;
+            }
+        }
+        true
     }
 
     /// Closes the link with an error, after acknowledging whatever was handed over and is
