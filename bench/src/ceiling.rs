@@ -1,7 +1,8 @@
 //! The ceiling: the highest fan-out rate a stack sustains with p99 ≤ 50 ms and every message
 //! delivered once. Short fan-out runs at the main run's shape (teams, viewers, agents, bytes),
 //! the per-agent rate doubled while it holds (halved while it does not), then bisected between
-//! the highest rate that held and the lowest that did not.
+//! the highest rate that held and the lowest that did not. The main fan-out run, when there was
+//! one, is the first step.
 
 use std::time::Duration;
 
@@ -42,53 +43,85 @@ fn next_rate(rate: f64, held: Option<f64>, failed: Option<f64>) -> f64 {
     }
 }
 
-pub async fn ceiling(
-    env: &Env<'_>,
-    teams: &[Team],
-    base: &FanoutParams,
-    c: &CeilingParams,
-) -> Result<Value> {
-    let per_rate = f64::from(base.teams * base.viewers * base.agents);
-    let (mut held, mut failed): (Option<f64>, Option<f64>) = (None, None);
-    let mut best: Option<Value> = None;
-    let mut steps = Vec::new();
-    let mut rate = base.rate;
-    for _ in 0..c.steps.max(1) {
-        let p = FanoutParams {
-            rate,
-            secs: c.secs,
-            ..base.clone()
-        };
-        let run = scenario::fanout(env, teams, &p, "ceiling-step").await?;
+/// What the search knows so far.
+struct Search {
+    held: Option<f64>,
+    failed: Option<f64>,
+    best: Option<Value>,
+    steps: Vec<Value>,
+    per_rate: f64,
+}
+
+impl Search {
+    /// Records a run at `rate`; returns the rate to try next.
+    fn record(&mut self, stack: &str, rate: f64, run: Value, source: &str) -> f64 {
         let ok = holds(&run);
         eprintln!(
-            "   ceiling {}: {:.0} msg/s offered: {}",
-            env.stack,
-            rate * per_rate,
+            "   ceiling {stack}: {:.0} msg/s offered ({source}): {}",
+            rate * self.per_rate,
             if ok { "holds" } else { "does not hold" }
         );
-        steps.push(json!({
+        self.steps.push(json!({
             "rate": round3(rate),
-            "offered_msgs_per_s": round3(rate * per_rate),
+            "offered_msgs_per_s": round3(rate * self.per_rate),
             "msgs_per_s": run["msgs_per_s"],
             "delivered_pct": run["delivered_pct"],
             "duplicated": run["duplicated"],
             "p99_ms": run.pointer("/latency_ms/p99"),
             "cpu_ms_per_1k": run["cpu_ms_per_1k"],
             "holds": ok,
+            "from": source,
         }));
         if ok {
-            held = Some(held.map_or(rate, |h: f64| h.max(rate)));
-            if held == Some(rate) {
-                best = Some(run);
+            if self.held.is_none_or(|h| rate > h) {
+                self.held = Some(rate);
+                self.best = Some(run);
             }
         } else {
-            failed = Some(failed.map_or(rate, |f: f64| f.min(rate)));
+            self.failed = Some(self.failed.map_or(rate, |f: f64| f.min(rate)));
         }
-        rate = next_rate(rate, held, failed);
+        next_rate(rate, self.held, self.failed)
+    }
+}
+
+/// Searches for the ceiling in `c.steps` fan-out runs. `known`, the main fan-out run at
+/// `base` (same shape, longer), counts as the first step when given.
+pub async fn ceiling(
+    env: &Env<'_>,
+    teams: &[Team],
+    base: &FanoutParams,
+    c: &CeilingParams,
+    known: Option<Value>,
+) -> Result<Value> {
+    let mut search = Search {
+        held: None,
+        failed: None,
+        best: None,
+        steps: Vec::new(),
+        per_rate: f64::from(base.teams * base.viewers * base.agents),
+    };
+    let mut rate = base.rate;
+    if let Some(run) = known {
+        rate = search.record(&env.stack, rate, run, "the fan-out run");
+    }
+    while search.steps.len() < c.steps.max(1) as usize {
+        let p = FanoutParams {
+            rate,
+            secs: c.secs,
+            ..base.clone()
+        };
+        let run = scenario::fanout(env, teams, &p, "ceiling-step").await?;
+        rate = search.record(&env.stack, rate, run, "a step");
         // Let the step's sockets and agents wind down.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    let Search {
+        held,
+        failed,
+        best,
+        steps,
+        per_rate,
+    } = search;
     let ceiling = held.map(|r| round3(r * per_rate));
     let summary = format!(
         "ceiling {}: {} teams × {} × {} agents × {} B, {:.0} s a step: highest rate with p99 ≤ {P99_MS} ms and nothing lost {} (lowest that did not hold: {})",

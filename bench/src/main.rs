@@ -97,9 +97,9 @@ struct Cli {
     #[arg(long, value_delimiter = ',', default_value = "20,50")]
     light_teams: Vec<u32>,
     /// Ceiling: seconds each step's agents write.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 4.0)]
     ceiling_secs: f64,
-    /// Ceiling: fan-out runs in the search.
+    /// Ceiling: fan-out runs in the search (with `all`, the main fan-out run is the first).
     #[arg(long, default_value_t = 6)]
     ceiling_steps: u32,
     /// Replay: lines of backlog.

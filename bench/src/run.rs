@@ -116,7 +116,15 @@ pub async fn run_scenarios(
                 }
                 scenario::fanout(env, &teams, &plan.fanout, "fanout").await
             }
-            Scenario::Ceiling => ceiling::ceiling(env, &teams, &plan.fanout, &plan.ceiling).await,
+            Scenario::Ceiling => {
+                // The main fan-out run, when there was one, is the search's first step.
+                let known = results
+                    .iter()
+                    .rev()
+                    .find(|r| r["scenario"] == "fanout" && r.get("error").is_none())
+                    .cloned();
+                ceiling::ceiling(env, &teams, &plan.fanout, &plan.ceiling, known).await
+            }
         };
         let value = result.unwrap_or_else(|err| error_result(env, *scenario, &err));
         emit(&value);
