@@ -186,6 +186,13 @@ fn find<'a>(results: &'a [Value], scenario: &str, stack: &str) -> Option<&'a Val
         .find(|r| r["scenario"] == scenario && r["stack"] == stack && r.get("error").is_none())
 }
 
+/// One figure of a stack's scenario result.
+fn figure(results: &[Value], scenario: &str, stack: &str, pointer: &str) -> Option<f64> {
+    find(results, scenario, stack)
+        .and_then(|r| r.pointer(pointer))
+        .and_then(Value::as_f64)
+}
+
 /// Figures of every fan-out run, as (label, JSON pointer).
 const FANOUT_ROWS: &[(&str, &str)] = &[
     ("delivered msg/s", "/msgs_per_s"),
@@ -286,11 +293,7 @@ pub fn compare(results: &[Value], stacks: &[StackKind]) -> (Value, String) {
     let mut ratios = serde_json::Map::new();
     for (label, scenario, pointer) in rows(results) {
         let (label, scenario, pointer) = (label.as_str(), scenario.as_str(), pointer.as_str());
-        let value = |stack: &str| {
-            find(results, scenario, stack)
-                .and_then(|r| r.pointer(pointer))
-                .and_then(Value::as_f64)
-        };
+        let value = |stack: &str| figure(results, scenario, stack, pointer);
         table.push_str(&format!("{label:<42}"));
         for name in &names {
             let cell = value(name).map_or("n/a".to_owned(), fmt);
@@ -318,27 +321,22 @@ pub fn compare(results: &[Value], stacks: &[StackKind]) -> (Value, String) {
     // The targets, reported, never asserted.
     let mut targets = Vec::new();
     for name in names.iter().filter(|n| Some(**n) != seed) {
-        let get = |scenario: &str, pointer: &str| {
-            find(results, scenario, name)
-                .and_then(|r| r.pointer(pointer))
-                .and_then(Value::as_f64)
+        let get = |scenario: &str, pointer: &str| figure(results, scenario, name, pointer);
+        // This stack's figure and the seed's, when both were measured.
+        let with_seed = |scenario: &str, pointer: &str| {
+            get(scenario, pointer).zip(seed.and_then(|s| figure(results, scenario, s, pointer)))
         };
         let mut check = |what: &str, value: Option<f64>, goal: &str, met: Option<bool>| {
             targets.push(
                 json!({"stack": name, "target": what, "value": value, "goal": goal, "met": met}),
             );
         };
-        let cpu = get("fanout", "/cpu_ms_per_1k");
-        let seed_cpu = seed.and_then(|s| {
-            find(results, "fanout", s)
-                .and_then(|r| r.pointer("/cpu_ms_per_1k"))
-                .and_then(Value::as_f64)
-        });
+        let cpu = with_seed("fanout", "/cpu_ms_per_1k");
         check(
             "server CPU per 1,000 delivered vs seed",
-            cpu.zip(seed_cpu).map(|(c, s)| round3(c / s)),
+            cpu.map(|(c, s)| round3(c / s)),
             "≤ 0.1",
-            cpu.zip(seed_cpu).map(|(c, s)| c <= 0.1 * s),
+            cpu.map(|(c, s)| c <= 0.1 * s),
         );
         let pct = get("fanout", "/delivered_pct");
         check("fanout delivered %", pct, "100", pct.map(|p| p >= 100.0));
@@ -346,17 +344,12 @@ pub fn compare(results: &[Value], stacks: &[StackKind]) -> (Value, String) {
         check("fanout duplicated", dup, "0", dup.map(|d| d == 0.0));
         let p99 = get("fanout", "/latency_ms/p99");
         check("fanout p99 ms", p99, "≤ 50", p99.map(|p| p <= 50.0));
-        let ceiling = get("ceiling", "/ceiling_msgs_per_s");
-        let seed_ceiling = seed.and_then(|s| {
-            find(results, "ceiling", s)
-                .and_then(|r| r.pointer("/ceiling_msgs_per_s"))
-                .and_then(Value::as_f64)
-        });
+        let ceiling = with_seed("ceiling", "/ceiling_msgs_per_s");
         check(
             "highest rate with p99 ≤ 50 ms vs seed",
-            ceiling.zip(seed_ceiling).map(|(c, s)| round3(c / s)),
+            ceiling.map(|(c, s)| round3(c / s)),
             "≥ 10",
-            ceiling.zip(seed_ceiling).map(|(c, s)| c >= 10.0 * s),
+            ceiling.map(|(c, s)| c >= 10.0 * s),
         );
         let idle = get("idle", "/kib_per_socket");
         check(

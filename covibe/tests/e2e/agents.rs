@@ -19,13 +19,7 @@ struct Team {
 
 async fn thin_path(gw: &str) -> Team {
     let http = reqwest::Client::new();
-    let (status, sarah) = post(
-        &http,
-        &format!("{gw}/api/team/create"),
-        None,
-        json!({"name": "Rocket", "email": "sarah@example.com", "displayName": "Sarah"}),
-    )
-    .await;
+    let (status, sarah) = create_team(&http, gw, "Rocket", "sarah@example.com", "Sarah").await;
     assert_eq!(status, 201, "{sarah}");
     let team_id = sarah["team"]["id"].as_str().unwrap().to_owned();
     let sarah_id = sarah["user"]["id"].as_str().unwrap().to_owned();
@@ -54,13 +48,7 @@ async fn thin_path(gw: &str) -> Team {
     assert_eq!(status, 401);
     assert_eq!(bad["error"]["code"], "unauthenticated");
 
-    let (_, chen) = post(
-        &http,
-        &format!("{gw}/api/team/create"),
-        None,
-        json!({"name": "Other", "email": "chen@example.com", "displayName": "Chen"}),
-    )
-    .await;
+    let (_, chen) = create_team(&http, gw, "Other", "chen@example.com", "Chen").await;
     let chen_team = chen["team"]["id"].as_str().unwrap().to_owned();
     let chen_token = chen["accessToken"].as_str().unwrap().to_owned();
 
@@ -373,13 +361,7 @@ async fn standalone_thin_path_and_first_event_never_missed() {
     // Hundreds of clients one after another, each emitting join_team the moment it connects:
     // every one is answered (handlers are registered before CONNECT is sent).
     let http = reqwest::Client::new();
-    let (_, team) = post(
-        &http,
-        &format!("{gw}/api/team/create"),
-        None,
-        json!({"name": "Stress", "email": "s@example.com", "displayName": "S"}),
-    )
-    .await;
+    let (_, team) = create_team(&http, &gw, "Stress", "s@example.com", "S").await;
     let mut sio = SioClient::start().await;
     let data = json!({"teamId": team["team"]["id"], "token": team["accessToken"]});
     let (acked, failed) = sio.stress(&gw, 300, "join_team", data).await;
@@ -458,13 +440,7 @@ async fn spawn_limits_per_member() {
     ];
     let (_proc, gw) = start_standalone_with(dir.path(), &limits).await;
     let http = reqwest::Client::new();
-    let (_, me) = post(
-        &http,
-        &format!("{gw}/api/team/create"),
-        None,
-        json!({"name": "Limits", "email": "l@example.com", "displayName": "L"}),
-    )
-    .await;
+    let (_, me) = create_team(&http, &gw, "Limits", "l@example.com", "L").await;
     let token = me["accessToken"].as_str().unwrap().to_owned();
     let spawn = async |task: &str| {
         post(

@@ -11,13 +11,7 @@ use crate::support::*;
 /// caller's VMs, for two teammates and a member of another team who sees none of it.
 async fn chat_presence_and_vms(gw: &str) {
     let http = reqwest::Client::new();
-    let (_, sarah) = post(
-        &http,
-        &format!("{gw}/api/team/create"),
-        None,
-        json!({"name": "Rocket", "email": "sarah@example.com", "displayName": "Sarah"}),
-    )
-    .await;
+    let (_, sarah) = create_team(&http, gw, "Rocket", "sarah@example.com", "Sarah").await;
     let team_id = sarah["team"]["id"].as_str().unwrap().to_owned();
     let sarah_id = sarah["user"]["id"].as_str().unwrap().to_owned();
     let sarah_token = sarah["accessToken"].as_str().unwrap().to_owned();
@@ -31,13 +25,7 @@ async fn chat_presence_and_vms(gw: &str) {
     assert_eq!(status, 200, "{miguel}");
     let miguel_id = miguel["user"]["id"].as_str().unwrap().to_owned();
     let miguel_token = miguel["accessToken"].as_str().unwrap().to_owned();
-    let (_, chen) = post(
-        &http,
-        &format!("{gw}/api/team/create"),
-        None,
-        json!({"name": "Other", "email": "chen@example.com", "displayName": "Chen"}),
-    )
-    .await;
+    let (_, chen) = create_team(&http, gw, "Other", "chen@example.com", "Chen").await;
     let chen_team = chen["team"]["id"].as_str().unwrap().to_owned();
     let chen_id = chen["user"]["id"].as_str().unwrap().to_owned();
     let chen_token = chen["accessToken"].as_str().unwrap().to_owned();

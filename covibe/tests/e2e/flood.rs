@@ -65,13 +65,7 @@ async fn a_hundred_megabytes_reach_every_viewer_with_bounded_memory() {
     let gw = mesh.gateway.clone();
     let http = reqwest::Client::new();
 
-    let (status, sarah) = post(
-        &http,
-        &format!("{gw}/api/team/create"),
-        None,
-        json!({"name": "Flood", "email": "sarah@example.com", "displayName": "Sarah"}),
-    )
-    .await;
+    let (status, sarah) = create_team(&http, &gw, "Flood", "sarah@example.com", "Sarah").await;
     assert_eq!(status, 201, "{sarah}");
     let team = sarah["team"]["id"].as_str().unwrap().to_owned();
     let mut tokens = vec![sarah["accessToken"].as_str().unwrap().to_owned()];

@@ -15,13 +15,7 @@ async fn grpc_web_for_browsers() {
     let origins = [("COVIBE_CORS_ALLOWED_ORIGINS", r#"["http://app.example"]"#)];
     let (_proc, gw) = start_standalone_with(dir.path(), &origins).await;
     let http = reqwest::Client::new();
-    let (_, me) = post(
-        &http,
-        &format!("{gw}/api/team/create"),
-        None,
-        json!({"name": "W", "email": "w@example.com", "displayName": "W"}),
-    )
-    .await;
+    let (_, me) = create_team(&http, &gw, "W", "w@example.com", "W").await;
     let token = me["accessToken"].as_str().unwrap().to_owned();
     let (_, spawned) = post(
         &http,

@@ -24,24 +24,12 @@ async fn replicas_and_resume_with_since() {
     assert_ne!(gw1, gw2);
 
     let http = reqwest::Client::new();
-    let (_, me) = post(
-        &http,
-        &format!("{gw1}/api/team/create"),
-        None,
-        json!({"name": "R", "email": "r@example.com", "displayName": "R"}),
-    )
-    .await;
+    let (_, me) = create_team(&http, &gw1, "R", "r@example.com", "R").await;
     let (team, token) = (
         me["team"]["id"].clone(),
         me["accessToken"].as_str().unwrap().to_owned(),
     );
-    let (_, other) = post(
-        &http,
-        &format!("{gw2}/api/team/create"),
-        None,
-        json!({"name": "O", "email": "o@example.com", "displayName": "O"}),
-    )
-    .await;
+    let (_, other) = create_team(&http, &gw2, "O", "o@example.com", "O").await;
 
     let mut sio = SioClient::start().await;
     for (name, gw) in [
@@ -146,13 +134,7 @@ async fn a_paused_client_is_told_to_resync_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let (proc, gw) = start_standalone(dir.path()).await;
     let http = reqwest::Client::new();
-    let (_, me) = post(
-        &http,
-        &format!("{gw}/api/team/create"),
-        None,
-        json!({"name": "P", "email": "p@example.com", "displayName": "P"}),
-    )
-    .await;
+    let (_, me) = create_team(&http, &gw, "P", "p@example.com", "P").await;
     let (team, token) = (
         me["team"]["id"].clone(),
         me["accessToken"].as_str().unwrap().to_owned(),
@@ -298,13 +280,7 @@ async fn a_joined_socket_outlives_its_token_and_takes_a_fresh_one() {
     let (_proc, gw) =
         start_standalone_with(dir.path(), &[("COVIBE_AUTH__ACCESS_TTL_SECS", "4")]).await;
     let http = reqwest::Client::new();
-    let (_, me) = post(
-        &http,
-        &format!("{gw}/api/team/create"),
-        None,
-        json!({"name": "T", "email": "t@example.com", "displayName": "T"}),
-    )
-    .await;
+    let (_, me) = create_team(&http, &gw, "T", "t@example.com", "T").await;
     let team = me["team"]["id"].clone();
     let token = me["accessToken"].as_str().unwrap().to_owned();
     let refresh = me["refreshToken"].as_str().unwrap().to_owned();

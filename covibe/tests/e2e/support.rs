@@ -153,6 +153,23 @@ pub(crate) async fn post(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// Creates a team with its first member: the status and the session (tokens, team, user).
+pub(crate) async fn create_team(
+    http: &reqwest::Client,
+    gw: &str,
+    name: &str,
+    email: &str,
+    display_name: &str,
+) -> (u16, Value) {
+    post(
+        http,
+        &format!("{gw}/api/team/create"),
+        None,
+        json!({"name": name, "email": email, "displayName": display_name}),
+    )
+    .await
+}
+
 pub(crate) async fn get(http: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
     let response = http.get(url).bearer_auth(token).send().await.unwrap();
     let status = response.status().as_u16();
@@ -212,13 +229,7 @@ pub(crate) struct Watcher {
 
 pub(crate) async fn watcher(gw: &str) -> Watcher {
     let http = reqwest::Client::new();
-    let (_, me) = post(
-        &http,
-        &format!("{gw}/api/team/create"),
-        None,
-        json!({"name": "Faults", "email": "f@example.com", "displayName": "F"}),
-    )
-    .await;
+    let (_, me) = create_team(&http, gw, "Faults", "f@example.com", "F").await;
     let token = me["accessToken"].as_str().unwrap().to_owned();
     let mut sio = SioClient::start().await;
     sio.connect("viewer", gw).await;

@@ -46,13 +46,7 @@ async fn standalone_push_webhook_updates_the_preview() {
     let (_proc, gw) =
         start_standalone_with(dir.path(), &[("COVIBE_PREVIEW__WEBHOOK_SECRET", SECRET)]).await;
     let http = reqwest::Client::new();
-    let (status, sarah) = post(
-        &http,
-        &format!("{gw}/api/team/create"),
-        None,
-        json!({"name": "Rocket", "email": "sarah@example.com", "displayName": "Sarah"}),
-    )
-    .await;
+    let (status, sarah) = create_team(&http, &gw, "Rocket", "sarah@example.com", "Sarah").await;
     assert_eq!(status, 201, "{sarah}");
     let team_id = sarah["team"]["id"].as_str().unwrap().to_owned();
     let token = sarah["accessToken"].as_str().unwrap().to_owned();

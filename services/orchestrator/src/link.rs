@@ -280,16 +280,22 @@ impl Session {
             }
             Err(err) => {
                 tracing::error!(error = %err, "could not store output; the vm-agent will resend it");
-                let _ = self
-                    .tx
-                    .send(link_error(
-                        Code::Unavailable,
-                        "output could not be stored, reconnect and resend",
-                    ))
-                    .await;
+                self.ask_for_resend().await;
                 false
             }
         }
+    }
+
+    /// Tells the vm-agent its output could not be stored: it reconnects and resends what was
+    /// not acknowledged.
+    async fn ask_for_resend(&self) {
+        let _ = self
+            .tx
+            .send(link_error(
+                Code::Unavailable,
+                "output could not be stored, reconnect and resend",
+            ))
+            .await;
     }
 
     /// Checks one output frame and adds it to the batch if it is the next one expected.
@@ -323,8 +329,8 @@ impl Session {
         Ok(())
     }
 
-    /// Hands the batch over to ingest (returning once it is published; the acknowledging task
-    /// acknowledges it once it is durable). `false` when the link must close.
+    /// Hands the batch over to ingest (returning once it is published; it is acknowledged once
+    /// durable, from `in_flight`). `false` when the link must close.
     async fn flush(&mut self, batch: &mut Vec<StoredChunk>) -> bool {
         let Some(last) = batch.last().map(|c| c.seq) else {
             return true;
@@ -342,13 +348,7 @@ impl Session {
             }
             Err(err) => {
                 tracing::error!(error = %err, "could not hand output over; the vm-agent will resend it");
-                let _ = self
-                    .tx
-                    .send(link_error(
-                        Code::Unavailable,
-                        "output could not be stored, reconnect and resend",
-                    ))
-                    .await;
+                self.ask_for_resend().await;
                 false
             }
         }
