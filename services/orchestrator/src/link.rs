@@ -148,6 +148,8 @@ impl AgentLink for LinkService {
             agents: self.agents.clone(),
             ingest: self.ingest.clone(),
             submitted: agent.output_seq,
+            acked: agent.output_seq,
+            ack_due: None,
             agent,
             tx: tx.clone(),
             in_flight: FuturesOrdered::new(),
@@ -173,22 +175,39 @@ struct Session {
     /// The seq after the last chunk handed over to ingest (maybe not yet durable).
     submitted: u64,
     tx: mpsc::Sender<Result<ServerFrame, Status>>,
-    /// Batches handed over and not yet acknowledged, in order.
+    /// Batches handed over and not yet durable, in order.
     in_flight: FuturesOrdered<Stored>,
+    /// The `next_seq` last acknowledged to the vm-agent (`agent.output_seq` may be ahead: an
+    /// acknowledgement waits a moment so one carries several batches).
+    acked: u64,
+    /// When the durable output not yet acknowledged must be, if any is waiting.
+    ack_due: Option<tokio::time::Instant>,
 }
 
 /// Batches of one link handed over and not yet durable, at most; past it the link reads no
 /// more frames until the oldest is durable (backpressure down to the vm-agent).
 const ACKS_IN_FLIGHT: usize = 8;
+/// How long durable output may wait to be acknowledged, so that one acknowledgement carries
+/// several batches (one write to the vm-agent instead of one per line when lines trickle in)...
+const ACK_DELAY: Duration = Duration::from_millis(250);
+/// ...unless this many chunks wait: then at once (the vm-agent's spool is freed by acks).
+const ACK_AT_CHUNKS: u64 = 64;
 
 impl Session {
     async fn run(mut self, mut inbound: Streaming<AgentFrame>) {
         let mut batch: Vec<StoredChunk> = Vec::with_capacity(MAX_BATCH);
         loop {
+            let ack_due = self.ack_due;
             let first = tokio::select! {
                 biased;
                 Some(durable) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     if !self.acknowledge(durable).await {
+                        return;
+                    }
+                    continue;
+                }
+                () = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => {
+                    if !self.send_ack().await {
                         return;
                     }
                     continue;
@@ -266,17 +285,20 @@ impl Session {
         tracing::info!("vm-agent detached");
     }
 
-    /// Acknowledges a batch that became durable; `false` (after telling the vm-agent to
-    /// resend) when it could not be stored.
+    /// Takes note of a batch that became durable: it is acknowledged within [`ACK_DELAY`], or
+    /// at once when [`ACK_AT_CHUNKS`] wait. `false` (after telling the vm-agent to resend) when
+    /// it could not be stored.
     async fn acknowledge(&mut self, durable: Result<u64, crate::Error>) -> bool {
         match durable {
             Ok(next) => {
                 self.agent.output_seq = self.agent.output_seq.max(next);
-                let ack = pb::Ack {
-                    next_seq: next,
-                    status_stored: false,
-                };
-                self.tx.send(frame(Out::Ack(ack))).await.is_ok()
+                if self.agent.output_seq >= self.acked + ACK_AT_CHUNKS {
+                    return self.send_ack().await;
+                }
+                if self.agent.output_seq > self.acked && self.ack_due.is_none() {
+                    self.ack_due = Some(tokio::time::Instant::now() + ACK_DELAY);
+                }
+                true
             }
             Err(err) => {
                 tracing::error!(error = %err, "could not store output; the vm-agent will resend it");
@@ -284,6 +306,21 @@ impl Session {
                 false
             }
         }
+    }
+
+    /// Acknowledges what is durable, if that is more than was acknowledged; `false` when the
+    /// link is gone.
+    async fn send_ack(&mut self) -> bool {
+        self.ack_due = None;
+        if self.agent.output_seq <= self.acked {
+            return true;
+        }
+        let ack = pb::Ack {
+            next_seq: self.agent.output_seq,
+            status_stored: false,
+        };
+        self.acked = self.agent.output_seq;
+        self.tx.send(frame(Out::Ack(ack))).await.is_ok()
     }
 
     /// Tells the vm-agent its output could not be stored: it reconnects and resends what was
@@ -395,6 +432,8 @@ impl Session {
                     next_seq: self.agent.output_seq,
                     status_stored: status.is_final(),
                 };
+                self.acked = self.agent.output_seq;
+                self.ack_due = None;
                 self.tx.send(frame(Out::Ack(ack))).await.is_ok()
             }
             Err(err) => {
@@ -411,15 +450,15 @@ impl Session {
         }
     }
 
-    /// Acknowledges everything handed over as it becomes durable; `false` if some of it could
-    /// not be stored (the vm-agent has been told to resend).
+    /// Waits until everything handed over is durable, and acknowledges it; `false` if some of
+    /// it could not be stored (the vm-agent has been told to resend).
     async fn handed_over_settled(&mut self) -> bool {
         while let Some(durable) = self.in_flight.next().await {
             if !self.acknowledge(durable).await {
                 return false;
             }
         }
-        true
+        self.send_ack().await
     }
 
     /// Closes the link with an error, after acknowledging whatever was handed over and is
