@@ -35,18 +35,45 @@ pub(crate) fn user_room(user: &str) -> String {
     format!("u:{user}")
 }
 
-/// Who a socket joined as. Cheap to clone: the relay reads it for every event.
+/// Who a socket joined as. One `Arc`: the relay reads it for every event it sends.
 #[derive(Debug, Clone)]
-pub(crate) struct Joined {
+pub(crate) struct Joined(Arc<Member>);
+
+/// What [`Joined`] holds.
+#[derive(Debug)]
+pub(crate) struct Member {
     pub(crate) user_id: UserId,
     pub(crate) team_id: TeamId,
-    user: Arc<str>,
-    pub(crate) token: Arc<str>,
+    user: Box<str>,
+    pub(crate) token: Box<str>,
     /// When `token` expires (ms since the epoch).
     expires_at_ms: u64,
     /// Per agent, the last output seq this socket was sent: a chunk at or below it is never sent
-    /// again, whichever path (replay, buffer, live) it comes by.
-    delivered: Arc<std::sync::Mutex<HashMap<String, u64>>>,
+    /// again, whichever path (replay, buffer, live) it comes by. Kept across a re-join.
+    delivered: Arc<std::sync::Mutex<Delivered>>,
+}
+
+/// Whether an output chunk is the one a socket needs next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// It is (or the first the socket gets of that agent): recorded as sent.
+    Next,
+    /// Sent already, by another path: never twice.
+    Seen,
+    /// Chunks before it never reached this socket (they were lost on the way): sending it would
+    /// show the client a hole, so the socket must resync from history instead.
+    Gap,
+}
+
+/// Per agent id, the last seq sent (agent ids are ours, so a fast hash is fine).
+type Delivered = HashMap<Box<str>, u64, foldhash::fast::RandomState>;
+
+impl std::ops::Deref for Joined {
+    type Target = Member;
+
+    fn deref(&self) -> &Member {
+        &self.0
+    }
 }
 
 impl Joined {
@@ -70,21 +97,22 @@ impl Joined {
         Ok(&self.token)
     }
 
-    /// Records `seq` of `agent` as sent; `false` if it (or a later one) already was.
-    pub(crate) fn first_delivery(&self, agent: &str, seq: u64) -> bool {
+    /// Records `seq` of `agent` as sent if it is the next one this socket needs.
+    pub(crate) fn first_delivery(&self, agent: &str, seq: u64) -> Delivery {
         let mut delivered = self
             .delivered
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match delivered.get_mut(agent) {
-            Some(last) if seq <= *last => false,
+            Some(last) if seq <= *last => Delivery::Seen,
+            Some(last) if seq > *last + 1 => Delivery::Gap,
             Some(last) => {
                 *last = seq;
-                true
+                Delivery::Next
             }
             None => {
-                delivered.insert(agent.to_owned(), seq);
-                true
+                delivered.insert(agent.into(), seq);
+                Delivery::Next
             }
         }
     }
@@ -97,7 +125,7 @@ impl Joined {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match last {
             Some(last) => {
-                delivered.insert(agent.to_owned(), last);
+                delivered.insert(agent.into(), last);
             }
             None => {
                 delivered.remove(agent);
@@ -266,7 +294,7 @@ async fn join_team(
     {
         return refuse(ack, "this socket has already joined another team");
     }
-    let joined = Joined {
+    let joined = Joined(Arc::new(Member {
         user_id,
         team_id,
         user: user_id.to_string().into(),
@@ -277,7 +305,7 @@ async fn join_team(
             .get::<Joined>()
             .map(|previous| previous.delivered.clone())
             .unwrap_or_default(),
-    };
+    }));
     socket.extensions.insert(joined.clone());
     let resumed = resume::join(&gw, &socket, &joined, request.since).await;
     let _ = ack.send(&json!({
@@ -370,5 +398,46 @@ async fn agent_control(
             let _ = ack.send(&json!({"ok": true}));
         }
         Err(status) => refuse(ack, &covibe_types::ApiError::from_status(&status).message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joined() -> Joined {
+        let user_id = UserId::new();
+        Joined(Arc::new(Member {
+            user_id,
+            team_id: TeamId::new(),
+            user: user_id.to_string().into(),
+            token: "t".into(),
+            expires_at_ms: u64::MAX,
+            delivered: Arc::default(),
+        }))
+    }
+
+    #[test]
+    fn a_socket_gets_each_chunk_once_and_never_past_a_hole() {
+        let socket = joined();
+        // The first chunk of an agent a socket sees may be any (it joined mid-stream).
+        assert_eq!(socket.first_delivery("a", 7), Delivery::Next);
+        assert_eq!(socket.first_delivery("a", 8), Delivery::Next);
+        assert_eq!(socket.first_delivery("a", 8), Delivery::Seen);
+        assert_eq!(socket.first_delivery("a", 3), Delivery::Seen);
+        // 9 was lost on the way: 10 is not sent (the socket resyncs from history instead).
+        assert_eq!(socket.first_delivery("a", 10), Delivery::Gap);
+        assert_eq!(socket.first_delivery("a", 9), Delivery::Next);
+        assert_eq!(socket.first_delivery("a", 10), Delivery::Next);
+        // A queue-full undo makes the chunk due again.
+        socket.undo_delivery("a", 10);
+        assert_eq!(socket.first_delivery("a", 10), Delivery::Next);
+        // What a resuming client says it has is the truth from there on.
+        socket.reset_delivery("a", Some(4));
+        assert_eq!(socket.first_delivery("a", 6), Delivery::Gap);
+        assert_eq!(socket.first_delivery("a", 5), Delivery::Next);
+        socket.reset_delivery("a", None);
+        assert_eq!(socket.first_delivery("a", 42), Delivery::Next);
+        assert_eq!(socket.first_delivery("b", 0), Delivery::Next);
     }
 }

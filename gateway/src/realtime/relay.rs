@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
 
-use super::{Joined, team_room};
+use super::{Delivery, Joined, team_room};
 use crate::{Gateway, dto};
 
 /// One event ready to send.
@@ -136,12 +136,8 @@ impl Prepared {
         }
     }
 
-    /// Queues the event on one socket; an error means its queue is full or it is gone.
-    pub(crate) fn deliver(
-        &self,
-        socket: &SocketRef,
-        joined: &Joined,
-    ) -> Result<(), socketioxide::SendError> {
+    /// Queues the event on one socket.
+    pub(crate) fn deliver(&self, socket: &SocketRef, joined: &Joined) -> Result<(), Undelivered> {
         match self {
             Self::Output {
                 agent_id,
@@ -149,8 +145,10 @@ impl Prepared {
                 owner,
                 viewer,
             } => {
-                if !joined.first_delivery(agent_id, *seq) {
-                    return Ok(()); // already sent by another path: never twice
+                match joined.first_delivery(agent_id, *seq) {
+                    Delivery::Next => {}
+                    Delivery::Seen => return Ok(()), // already sent by another path: never twice
+                    Delivery::Gap => return Err(Undelivered::Gap),
                 }
                 let sent = if joined.user_id_str() == owner.as_str() {
                     socket.emit("agent_output", &owner_payload(viewer))
@@ -160,9 +158,30 @@ impl Prepared {
                 if sent.is_err() {
                     joined.undo_delivery(agent_id, *seq);
                 }
-                sent
+                sent.map_err(|_| Undelivered::Full)
             }
-            Self::Team { event, payload } => socket.emit(*event, payload),
+            Self::Team { event, payload } => {
+                socket.emit(*event, payload).map_err(|_| Undelivered::Full)
+            }
+        }
+    }
+}
+
+/// Why an event was not sent to a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Undelivered {
+    /// Its send queue is full (or it is gone).
+    Full,
+    /// It missed earlier output of the agent.
+    Gap,
+}
+
+impl Undelivered {
+    /// What the socket is told when it resyncs because of this.
+    pub(crate) fn resync(self) -> Resync {
+        match self {
+            Self::Full => Resync::SlowConsumer,
+            Self::Gap => Resync::FanoutGap,
         }
     }
 }
@@ -261,8 +280,8 @@ fn to_team(io: &SocketIo, gateway: &Gateway, team: TeamId, prepared: &Arc<Prepar
         let Some(joined) = socket.extensions.get::<Joined>() else {
             continue;
         };
-        if prepared.deliver(&socket, &joined).is_err() {
-            fell_behind(socket, team, Resync::SlowConsumer);
+        if let Err(undelivered) = prepared.deliver(&socket, &joined) {
+            fell_behind(socket, team, undelivered.resync());
         }
     }
     drop(recovering);
@@ -276,7 +295,8 @@ const LAGGING_GIVE_UP: Duration = Duration::from_secs(60);
 pub(crate) enum Resync {
     /// Its own send queue was full.
     SlowConsumer,
-    /// This gateway missed fan-out events (a hot-store outage, or it fell behind the fan-out).
+    /// This gateway missed fan-out events (a hot-store outage, or it fell behind the fan-out),
+    /// or output on its way to this socket was lost.
     FanoutGap,
 }
 

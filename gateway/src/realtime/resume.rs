@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 
-use super::relay::{Prepared, Resync, fell_behind};
+use super::relay::{Prepared, Resync, Undelivered, fell_behind};
 use super::{Joined, team_room, user_room};
 use crate::Gateway;
 
@@ -27,6 +27,10 @@ const MAX_BUFFERED_BYTES: usize = 4 << 20;
 const PAGE: u32 = 1_000;
 /// How long replay waits for a socket that does not drain its queue.
 const REPLAY_GIVE_UP: Duration = Duration::from_secs(30);
+/// How long replay waits for output that was published but is not durable yet, and how often
+/// it looks (output becomes durable within milliseconds unless the database is in trouble).
+const HISTORY_CATCH_UP: Duration = Duration::from_secs(5);
+const HISTORY_POLL: Duration = Duration::from_millis(20);
 
 struct Recovery {
     team: TeamId,
@@ -75,10 +79,15 @@ impl Recovering {
 
     /// Whether the live events buffered for `sid` hold `agent`'s output from `seq` on.
     fn buffered_from(&self, sid: Sid, agent: &str, seq: u64) -> bool {
+        self.first_buffered(sid, agent)
+            .is_some_and(|first| first <= seq)
+    }
+
+    /// The first seq of `agent` buffered for `sid`, if any is.
+    fn first_buffered(&self, sid: Sid, agent: &str) -> Option<u64> {
         self.sockets
             .get(&sid)
-            .and_then(|r| r.first_buffered.get(agent))
-            .is_some_and(|first| *first <= seq)
+            .and_then(|r| r.first_buffered.get(agent).copied())
     }
 
     /// Every resuming socket missed live events.
@@ -108,7 +117,9 @@ async fn deliver_waiting(socket: &SocketRef, joined: &Joined, event: &Prepared) 
     loop {
         match event.deliver(socket, joined) {
             Ok(()) => return true,
-            Err(_) if socket.connected() && tokio::time::Instant::now() < deadline => {
+            Err(Undelivered::Full)
+                if socket.connected() && tokio::time::Instant::now() < deadline =>
+            {
                 // socketioxide cannot wait for room in a socket's queue: poll, at the timer's
                 // finest step.
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -173,6 +184,7 @@ async fn replay(
         tokio::spawn(async move { orchestrator.get_output(request).await })
     };
     let mut next = from;
+    let catch_up_until = tokio::time::Instant::now() + HISTORY_CATCH_UP;
     let mut pending = Some(fetch(next));
     while let Some(fetching) = pending.take() {
         let page = match fetching.await {
@@ -187,6 +199,16 @@ async fn replay(
             }
         };
         let Some(first) = page.chunks.first() else {
+            // Live output buffered meanwhile starts further on: what lies between was published
+            // but is not durable yet (history stops at what is). It will be: read it again.
+            let ahead = gw.hub.lock().first_buffered(socket.id, agent_id);
+            if ahead.is_some_and(|first| first > next)
+                && tokio::time::Instant::now() < catch_up_until
+            {
+                tokio::time::sleep(HISTORY_POLL).await;
+                pending = Some(fetch(next));
+                continue;
+            }
             break;
         };
         if first.seq != next {
@@ -260,12 +282,21 @@ pub(crate) async fn join(
                 }
                 json!({"replayed": count, "status": status})
             }
-            Replayed::NotFound => json!({"error": "not_found"}),
+            // Live output of an agent whose history could not be replayed is sent as it comes
+            // (the acknowledgement says what went wrong), not taken for a gap.
+            Replayed::NotFound => {
+                joined.reset_delivery(&agent_id, None);
+                json!({"error": "not_found"})
+            }
             Replayed::HistoryLost { available_from } => {
+                joined.reset_delivery(&agent_id, None);
                 let _ = socket.emit("resync", &json!({"agentId": agent_id, "reason": "history_lost", "availableFrom": available_from}));
                 json!({"error": "history_lost", "availableFrom": available_from})
             }
-            Replayed::Failed => json!({"error": "unavailable"}),
+            Replayed::Failed => {
+                joined.reset_delivery(&agent_id, None);
+                json!({"error": "unavailable"})
+            }
         };
         report.insert(agent_id, outcome);
     }
@@ -288,9 +319,9 @@ pub(crate) async fn join(
             {
                 continue;
             }
-            if event.deliver(socket, joined).is_err() {
+            if let Err(undelivered) = event.deliver(socket, joined) {
                 drop(recovering);
-                fell_behind(socket.clone(), joined.team_id, Resync::SlowConsumer);
+                fell_behind(socket.clone(), joined.team_id, undelivered.resync());
                 return json!(report);
             }
         }
