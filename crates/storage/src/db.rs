@@ -44,7 +44,9 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
         .test_before_acquire_if_idle_for(Duration::from_secs(30))
         .sqlx_logging(false);
     match backend {
-        Backend::Postgres => options.max_connections(16).min_connections(1),
+        // A few connections are kept open: opening one on demand put about 100 ms on the first
+        // spawns after a start (a spawn and its vm-agent's link need several at once).
+        Backend::Postgres => options.max_connections(16).min_connections(4),
         Backend::Sqlite => options.max_connections(8).min_connections(1),
     };
     let db = Database::connect(options).await?;
