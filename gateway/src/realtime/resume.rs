@@ -27,8 +27,9 @@ const MAX_BUFFERED_BYTES: usize = 4 << 20;
 const PAGE: u32 = 1_000;
 /// How long replay waits for a socket that does not drain its queue.
 const REPLAY_GIVE_UP: Duration = Duration::from_secs(30);
-/// How long replay waits for output that was published but is not durable yet, and how often
-/// it looks (output becomes durable within milliseconds unless the database is in trouble).
+/// How long one resume waits, in all, for output that was published but is not durable yet, and
+/// how often it looks (output becomes durable within milliseconds unless the database is in
+/// trouble).
 const HISTORY_CATCH_UP: Duration = Duration::from_secs(5);
 const HISTORY_POLL: Duration = Duration::from_millis(20);
 
@@ -146,6 +147,7 @@ async fn replay(
     joined: &Joined,
     agent_id: &str,
     from: u64,
+    catch_up_until: tokio::time::Instant,
 ) -> Replayed {
     let mut orchestrator = gw.orchestrator.clone();
     let agent = match orchestrator
@@ -184,7 +186,6 @@ async fn replay(
         tokio::spawn(async move { orchestrator.get_output(request).await })
     };
     let mut next = from;
-    let catch_up_until = tokio::time::Instant::now() + HISTORY_CATCH_UP;
     let mut pending = Some(fetch(next));
     while let Some(fetching) = pending.take() {
         let page = match fetching.await {
@@ -268,12 +269,13 @@ pub(crate) async fn join(
             missed: None,
         },
     );
+    let catch_up_until = tokio::time::Instant::now() + HISTORY_CATCH_UP;
     let mut last_sent: HashMap<String, u64> = HashMap::new();
     let mut report = serde_json::Map::new();
     for (agent_id, last) in since {
         let from = u64::try_from(last.saturating_add(1)).unwrap_or(0);
         joined.reset_delivery(&agent_id, from.checked_sub(1));
-        let outcome = match replay(gw, socket, joined, &agent_id, from).await {
+        let outcome = match replay(gw, socket, joined, &agent_id, from, catch_up_until).await {
             Replayed::Sent(last, count, status) => {
                 if let Some(last) = last {
                     last_sent.insert(agent_id.clone(), last);
