@@ -32,7 +32,8 @@ fn reconnect_policy() -> ReconnectPolicy {
 
 impl RedisHotStore {
     /// Connects to `url`. Keys and channels start with `prefix` (so test runs never collide);
-    /// each agent's ring keeps `capacity` chunks for `ttl_secs` after its last write.
+    /// each agent's ring keeps `capacity` chunks (and up to a sixteenth more, trimmed in strides)
+    /// for `ttl_secs` after its last write.
     pub async fn connect(
         url: &str,
         prefix: &str,
@@ -77,13 +78,21 @@ impl RedisHotStore {
         agent: AgentId,
         chunks: &[HotChunk],
     ) -> Result<(), Error> {
+        let (Some(first), Some(last)) = (chunks.first(), chunks.last()) else {
+            return Ok(());
+        };
         let key = self.ring_key(agent);
         let members: Vec<(f64, Bytes)> = chunks.iter().map(|c| (c.seq as f64, encode(c))).collect();
-        let capacity = i64::try_from(self.capacity).unwrap_or(i64::MAX);
         let _: () = pipeline
             .zadd(&key, None, None, false, false, members)
             .await?;
-        let _: () = pipeline.zremrangebyrank(&key, 0, -(capacity + 1)).await?;
+        // Trimmed when the batch reaches a multiple of the stride, not on every append: lines
+        // mostly arrive one or two per agent per batch, and this is a third of their commands.
+        let stride = (self.capacity as u64 / 16).clamp(1, 64);
+        if first.seq.div_ceil(stride) * stride <= last.seq {
+            let capacity = i64::try_from(self.capacity).unwrap_or(i64::MAX);
+            let _: () = pipeline.zremrangebyrank(&key, 0, -(capacity + 1)).await?;
+        }
         let _: () = pipeline.expire(&key, self.ttl_secs, None).await?;
         Ok(())
     }
