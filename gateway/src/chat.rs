@@ -11,7 +11,6 @@
 //! `offline`.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -347,14 +346,11 @@ pub(crate) async fn refresh_presence(io: SocketIo, gw: Arc<Gateway>) {
         for socket in io.sockets() {
             if let Some(joined) = socket.extensions.get::<Joined>() {
                 let until = joined.expires_at_ms();
-                match members.entry((joined.team_id, joined.user_id)) {
-                    Entry::Occupied(mut best) if best.get().0 < until => {
-                        best.insert((until, socket));
-                    }
-                    Entry::Occupied(_) => {}
-                    Entry::Vacant(slot) => {
-                        slot.insert((until, socket));
-                    }
+                let best = members
+                    .entry((joined.team_id, joined.user_id))
+                    .or_insert_with(|| (until, socket.clone()));
+                if best.0 < until {
+                    *best = (until, socket);
                 }
             }
         }

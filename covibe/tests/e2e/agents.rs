@@ -56,22 +56,18 @@ async fn thin_path(gw: &str) -> Team {
     for name in ["sarah", "miguel", "chen"] {
         sio.connect(name, gw).await;
     }
-    let ack = sio
-        .emit_ack(
-            "sarah",
-            "join_team",
-            json!({"teamId": team_id, "token": sarah_token}),
-        )
-        .await;
-    assert_eq!(ack["ok"], true, "{ack}");
-    let ack = sio
-        .emit_ack(
-            "miguel",
-            "join_team",
-            json!({"teamId": team_id, "token": miguel_token}),
-        )
-        .await;
-    assert_eq!(ack["ok"], true, "{ack}");
+    join(
+        &mut sio,
+        "sarah",
+        json!({"teamId": team_id, "token": sarah_token}),
+    )
+    .await;
+    join(
+        &mut sio,
+        "miguel",
+        json!({"teamId": team_id, "token": miguel_token}),
+    )
+    .await;
     // Chen may not join Rocket's room with his own token, nor with a forged one.
     let ack = sio
         .emit_ack(
@@ -90,14 +86,12 @@ async fn thin_path(gw: &str) -> Team {
         )
         .await;
     assert_eq!(ack["ok"], false);
-    let ack = sio
-        .emit_ack(
-            "chen",
-            "join_team",
-            json!({"teamId": chen_team, "token": chen_token}),
-        )
-        .await;
-    assert_eq!(ack["ok"], true, "{ack}");
+    join(
+        &mut sio,
+        "chen",
+        json!({"teamId": chen_team, "token": chen_token}),
+    )
+    .await;
 
     // A spawn without a valid token is refused with a JSON error.
     let (status, body) = post(

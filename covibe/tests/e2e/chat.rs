@@ -50,10 +50,7 @@ async fn chat_presence_and_vms(gw: &str) {
         ("miguel", &team_id, &miguel_token),
         ("chen", &chen_team, &chen_token),
     ] {
-        let ack = sio
-            .emit_ack(name, "join_team", json!({"teamId": team, "token": token}))
-            .await;
-        assert_eq!(ack["ok"], true, "{name}: {ack}");
+        join(&mut sio, name, json!({"teamId": team, "token": token})).await;
     }
     // Joining makes both teammates online, and both see it.
     for member in ["sarah", "miguel"] {

@@ -86,10 +86,7 @@ async fn a_hundred_megabytes_reach_every_viewer_with_bounded_memory() {
         sio.connect(name, &gw).await;
         // The driver counts the output instead of shipping 100 MiB per viewer to this process.
         sio.tally(name).await;
-        let ack = sio
-            .emit_ack(name, "join_team", json!({"teamId": team, "token": token}))
-            .await;
-        assert_eq!(ack["ok"], true, "{ack}");
+        join(&mut sio, name, json!({"teamId": team, "token": token})).await;
         viewers.push(Viewer {
             name,
             token,

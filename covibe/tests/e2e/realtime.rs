@@ -41,10 +41,7 @@ async fn replicas_and_resume_with_since() {
         sio.connect(name, gw).await;
     }
     for name in ["one", "two", "late"] {
-        let ack = sio
-            .emit_ack(name, "join_team", json!({"teamId": team, "token": token}))
-            .await;
-        assert_eq!(ack["ok"], true, "{ack}");
+        join(&mut sio, name, json!({"teamId": team, "token": token})).await;
     }
     let lines = 1500;
     let total = expected_lines(lines);
@@ -78,14 +75,12 @@ async fn replicas_and_resume_with_since() {
     .await;
 
     sio.connect("back", &gw1).await;
-    let ack = sio
-        .emit_ack(
-            "back",
-            "join_team",
-            json!({"teamId": team, "token": token, "since": {&agent: last}}),
-        )
-        .await;
-    assert_eq!(ack["ok"], true, "{ack}");
+    let ack = join(
+        &mut sio,
+        "back",
+        json!({"teamId": team, "token": token, "since": {&agent: last}}),
+    )
+    .await;
     assert!(
         ack["resumed"][&agent]["replayed"].as_u64().unwrap() >= 1000,
         "{ack}"
@@ -114,10 +109,7 @@ async fn replicas_and_resume_with_since() {
         )
         .await;
     assert_eq!(ack["ok"], false);
-    let ack = sio
-        .emit_ack("stranger", "join_team", json!({"teamId": other["team"]["id"], "token": other["accessToken"], "since": {&agent: -1}}))
-        .await;
-    assert_eq!(ack["ok"], true);
+    let ack = join(&mut sio, "stranger", json!({"teamId": other["team"]["id"], "token": other["accessToken"], "since": {&agent: -1}})).await;
     assert_eq!(ack["resumed"][&agent]["error"], "not_found");
     let leaked: Vec<_> = sio
         .drain_events("stranger")
@@ -144,10 +136,7 @@ async fn a_paused_client_is_told_to_resync_and_recovers() {
     fast.connect("fast", &gw).await;
     slow.connect("slow", &gw).await;
     for (sio, name) in [(&mut fast, "fast"), (&mut slow, "slow")] {
-        let ack = sio
-            .emit_ack(name, "join_team", json!({"teamId": team, "token": token}))
-            .await;
-        assert_eq!(ack["ok"], true);
+        join(sio, name, json!({"teamId": team, "token": token})).await;
     }
     // The reading client does what a real one does if the gateway itself falls behind (a
     // `fanout_gap`): it rejoins from its last seq.
@@ -225,14 +214,12 @@ async fn a_paused_client_is_told_to_resync_and_recovers() {
         "what it got was a gap-free prefix"
     );
     let last = got.last().map_or(-1, |s| i64::try_from(*s).unwrap());
-    let ack = slow
-        .emit_ack(
-            "slow",
-            "join_team",
-            json!({"teamId": team, "token": token, "since": {&agent: last}}),
-        )
-        .await;
-    assert_eq!(ack["ok"], true, "{ack}");
+    join(
+        &mut slow,
+        "slow",
+        json!({"teamId": team, "token": token, "since": {&agent: last}}),
+    )
+    .await;
     collect_until(&mut slow, "slow", &agent, &mut got, |e, d| {
         e == "agent_output" && d["seq"].as_u64() == Some(total - 1)
     })
@@ -286,14 +273,7 @@ async fn a_joined_socket_outlives_its_token_and_takes_a_fresh_one() {
     let refresh = me["refreshToken"].as_str().unwrap().to_owned();
     let mut sio = SioClient::start().await;
     sio.connect("phone", &gw).await;
-    let ack = sio
-        .emit_ack(
-            "phone",
-            "join_team",
-            json!({"teamId": team, "token": token}),
-        )
-        .await;
-    assert_eq!(ack["ok"], true, "{ack}");
+    let ack = join(&mut sio, "phone", json!({"teamId": team, "token": token})).await;
     let expires = ack["tokenExpiresAt"].as_u64().unwrap();
 
     // Past the token's expiry (the loop is a hang guard, not a speed claim).
@@ -332,14 +312,7 @@ async fn a_joined_socket_outlives_its_token_and_takes_a_fresh_one() {
     assert_eq!(event["message"], "from the laptop");
 
     // Joining again with the fresh token restores what the socket may do.
-    let ack = sio
-        .emit_ack(
-            "phone",
-            "join_team",
-            json!({"teamId": team, "token": fresh}),
-        )
-        .await;
-    assert_eq!(ack["ok"], true, "{ack}");
+    let ack = join(&mut sio, "phone", json!({"teamId": team, "token": fresh})).await;
     assert!(ack["tokenExpiresAt"].as_u64().unwrap() > expires, "{ack}");
     let ack = sio
         .emit_ack("phone", "chat_message", json!({"message": "back"}))

@@ -472,3 +472,11 @@ pub(crate) fn assert_seqs(got: &[u64], want: std::ops::Range<u64>, what: &str) {
         );
     }
 }
+
+/// `join_team` with `data` on `name`'s socket, which must be accepted; returns the
+/// acknowledgement.
+pub(crate) async fn join(sio: &mut SioClient, name: &str, data: Value) -> Value {
+    let ack = sio.emit_ack(name, "join_team", data).await;
+    assert_eq!(ack["ok"], true, "{name}: {ack}");
+    ack
+}

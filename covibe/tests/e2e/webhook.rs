@@ -52,14 +52,12 @@ async fn standalone_push_webhook_updates_the_preview() {
     let token = sarah["accessToken"].as_str().unwrap().to_owned();
     let mut sio = SioClient::start().await;
     sio.connect("sarah", &gw).await;
-    let ack = sio
-        .emit_ack(
-            "sarah",
-            "join_team",
-            json!({"teamId": team_id, "token": token}),
-        )
-        .await;
-    assert_eq!(ack["ok"], true, "{ack}");
+    join(
+        &mut sio,
+        "sarah",
+        json!({"teamId": team_id, "token": token}),
+    )
+    .await;
 
     let hook = format!("{gw}/api/webhook/push?team={team_id}");
     let push = |commit: &str| {

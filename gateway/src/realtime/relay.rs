@@ -136,8 +136,8 @@ impl Prepared {
         }
     }
 
-    /// Queues the event on one socket.
-    pub(crate) fn deliver(&self, socket: &SocketRef, joined: &Joined) -> Result<(), Undelivered> {
+    /// Queues the event on one socket; an error says why the socket must resync instead.
+    pub(crate) fn deliver(&self, socket: &SocketRef, joined: &Joined) -> Result<(), Resync> {
         match self {
             Self::Output {
                 agent_id,
@@ -148,7 +148,7 @@ impl Prepared {
                 match joined.first_delivery(agent_id, *seq) {
                     Delivery::Next => {}
                     Delivery::Seen => return Ok(()), // already sent by another path: never twice
-                    Delivery::Gap => return Err(Undelivered::Gap),
+                    Delivery::Gap => return Err(Resync::FanoutGap),
                 }
                 let sent = if joined.user_id_str() == owner.as_str() {
                     socket.emit("agent_output", &owner_payload(viewer))
@@ -158,30 +158,11 @@ impl Prepared {
                 if sent.is_err() {
                     joined.undo_delivery(agent_id, *seq);
                 }
-                sent.map_err(|_| Undelivered::Full)
+                sent.map_err(|_| Resync::SlowConsumer)
             }
-            Self::Team { event, payload } => {
-                socket.emit(*event, payload).map_err(|_| Undelivered::Full)
-            }
-        }
-    }
-}
-
-/// Why an event was not sent to a socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Undelivered {
-    /// Its send queue is full (or it is gone).
-    Full,
-    /// It missed earlier output of the agent.
-    Gap,
-}
-
-impl Undelivered {
-    /// What the socket is told when it resyncs because of this.
-    pub(crate) fn resync(self) -> Resync {
-        match self {
-            Self::Full => Resync::SlowConsumer,
-            Self::Gap => Resync::FanoutGap,
+            Self::Team { event, payload } => socket
+                .emit(*event, payload)
+                .map_err(|_| Resync::SlowConsumer),
         }
     }
 }
@@ -280,8 +261,8 @@ fn to_team(io: &SocketIo, gateway: &Gateway, team: TeamId, prepared: &Arc<Prepar
         let Some(joined) = socket.extensions.get::<Joined>() else {
             continue;
         };
-        if let Err(undelivered) = prepared.deliver(&socket, &joined) {
-            fell_behind(socket, team, undelivered.resync());
+        if let Err(why) = prepared.deliver(&socket, &joined) {
+            fell_behind(socket, team, why);
         }
     }
     drop(recovering);
@@ -293,7 +274,7 @@ const LAGGING_GIVE_UP: Duration = Duration::from_secs(60);
 /// Why a socket is told to `resync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Resync {
-    /// Its own send queue was full.
+    /// Its own send queue was full (or it is gone).
     SlowConsumer,
     /// This gateway missed fan-out events (a hot-store outage, or it fell behind the fan-out),
     /// or output on its way to this socket was lost.

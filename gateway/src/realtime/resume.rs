@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 
-use super::relay::{Prepared, Resync, Undelivered, fell_behind};
+use super::relay::{Prepared, Resync, fell_behind};
 use super::{Joined, team_room, user_room};
 use crate::Gateway;
 
@@ -118,7 +118,7 @@ async fn deliver_waiting(socket: &SocketRef, joined: &Joined, event: &Prepared) 
     loop {
         match event.deliver(socket, joined) {
             Ok(()) => return true,
-            Err(Undelivered::Full)
+            Err(Resync::SlowConsumer)
                 if socket.connected() && tokio::time::Instant::now() < deadline =>
             {
                 // socketioxide cannot wait for room in a socket's queue: poll, at the timer's
@@ -321,9 +321,9 @@ pub(crate) async fn join(
             {
                 continue;
             }
-            if let Err(undelivered) = event.deliver(socket, joined) {
+            if let Err(why) = event.deliver(socket, joined) {
                 drop(recovering);
-                fell_behind(socket.clone(), joined.team_id, undelivered.resync());
+                fell_behind(socket.clone(), joined.team_id, why);
                 return json!(report);
             }
         }

@@ -311,15 +311,22 @@ impl Session {
     /// Acknowledges what is durable, if that is more than was acknowledged; `false` when the
     /// link is gone.
     async fn send_ack(&mut self) -> bool {
-        self.ack_due = None;
         if self.agent.output_seq <= self.acked {
+            self.ack_due = None;
             return true;
         }
-        let ack = pb::Ack {
-            next_seq: self.agent.output_seq,
-            status_stored: false,
-        };
+        self.ack_all(false).await
+    }
+
+    /// Acknowledges everything durable now (and, with `status_stored`, the status just
+    /// stored); `false` when the link is gone.
+    async fn ack_all(&mut self, status_stored: bool) -> bool {
+        self.ack_due = None;
         self.acked = self.agent.output_seq;
+        let ack = pb::Ack {
+            next_seq: self.acked,
+            status_stored,
+        };
         self.tx.send(frame(Out::Ack(ack))).await.is_ok()
     }
 
@@ -428,13 +435,7 @@ impl Session {
                 if let Some(updated) = updated {
                     self.agent.status = updated.status;
                 }
-                let ack = pb::Ack {
-                    next_seq: self.agent.output_seq,
-                    status_stored: status.is_final(),
-                };
-                self.acked = self.agent.output_seq;
-                self.ack_due = None;
-                self.tx.send(frame(Out::Ack(ack))).await.is_ok()
+                self.ack_all(status.is_final()).await
             }
             Err(err) => {
                 tracing::error!(error = %err, "could not store a status change");
