@@ -3,6 +3,9 @@
 //
 // Commands:
 //   {"op":"connect","client":"a","url":"http://127.0.0.1:PORT"}          -> {"op":"connected","client":"a"}
+//       WebSocket only unless "options" (socket.io-client's) say otherwise, e.g.
+//       {"transports":["polling","websocket"]} to start polling and upgrade, as browsers do
+//   {"op":"transport","client":"a","ref":4}  -> {"op":"transport","ref":4,"name":"polling"|"websocket"}
 //   {"op":"emit","client":"a","ref":1,"event":"join_team","data":{...}} -> {"op":"ack","ref":1,"data":...}
 //   {"op":"close","client":"a"}                                         -> {"op":"closed","client":"a"}
 //   {"op":"stress","ref":2,"url":...,"count":N,"event":"join_team","data":{...}}
@@ -34,8 +37,8 @@ const lastSeqs = new Map();
 const resumers = new Map();
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 
-function connect({ client, url }) {
-  const socket = io(url, { transports: ["websocket"], reconnection: false, forceNew: true });
+function connect({ client, url, options }) {
+  const socket = io(url, { transports: ["websocket"], reconnection: false, forceNew: true, ...options });
   clients.set(client, socket);
   socket.on("connect", () => out({ op: "connected", client }));
   socket.on("connect_error", (err) => out({ op: "connect_error", client, error: String(err && err.message) }));
@@ -120,6 +123,11 @@ rl.on("line", async (line) => {
       break;
     }
     case "stress": await stress(cmd); break;
+    case "transport": {
+      const socket = clients.get(cmd.client);
+      out({ op: "transport", ref: cmd.ref, name: socket ? socket.io.engine.transport.name : null });
+      break;
+    }
     case "tally": {
       if (!tallies.has(cmd.client)) tallies.set(cmd.client, new Map());
       out({ op: "tallying", client: cmd.client });

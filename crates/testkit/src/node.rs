@@ -98,6 +98,11 @@ impl SioClient {
         }
     }
 
+    /// Sends the driver a command as is (see `sio-driver.mjs`).
+    pub async fn send_raw(&mut self, cmd: Value) {
+        self.send(cmd).await;
+    }
+
     async fn send(&mut self, cmd: Value) {
         let mut line = cmd.to_string();
         line.push('\n');
@@ -139,13 +144,28 @@ impl SioClient {
 
     /// Connects and returns the driver's answer: `{op: "connected"}` or `{op: "connect_error", error}`.
     pub async fn try_connect(&mut self, client: &str, url: &str) -> Value {
-        self.send(json!({"op": "connect", "client": client, "url": url}))
+        self.try_connect_with(client, url, json!({})).await
+    }
+
+    /// Connects with socket.io-client `options` (WebSocket only unless they say otherwise).
+    pub async fn try_connect_with(&mut self, client: &str, url: &str, options: Value) -> Value {
+        self.send(json!({"op": "connect", "client": client, "url": url, "options": options}))
             .await;
         let c = client.to_owned();
         self.recv_where("connect", move |v| {
             v["client"] == c.as_str() && (v["op"] == "connected" || v["op"] == "connect_error")
         })
         .await
+    }
+
+    /// The transport `client` is on now: `polling` or `websocket`.
+    pub async fn transport(&mut self, client: &str) -> String {
+        self.next_ref += 1;
+        let r = self.next_ref;
+        self.send(json!({"op": "transport", "client": client, "ref": r}))
+            .await;
+        let reply = self.recv_where("transport", |v| v["op"] == "transport" && v["ref"] == r).await;
+        reply["name"].as_str().unwrap_or_default().to_owned()
     }
 
     /// Emits `event` and returns the server's acknowledgement.

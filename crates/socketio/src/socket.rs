@@ -1,0 +1,253 @@
+//! One client connection: its queue of frames to send, its state, and its room.
+//!
+//! The queue is bounded in frames and in bytes. A send never waits: a full queue is the caller's
+//! to handle (the gateway tells such a socket to resync). Frames are shared bytes, so a frame
+//! broadcast to a thousand sockets is held once.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::Notify;
+
+use crate::Registry;
+use crate::packet::{self, Frame};
+
+/// A socket's number, unique in this process.
+pub type Sid = u64;
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("the socket's send queue is full")]
+    Full,
+    #[error("the socket is closed")]
+    Closed,
+}
+
+#[derive(Default)]
+pub(crate) struct Outbox {
+    pub(crate) frames: VecDeque<Frame>,
+    pub(crate) bytes: usize,
+    /// No more frames are taken; the transport closes once the queue is written.
+    pub(crate) closing: bool,
+}
+
+pub struct Socket<S> {
+    pub id: Sid,
+    /// The Engine.IO session id (the only credential of a polling request).
+    pub(crate) wire: Box<str>,
+    pub(crate) outbox: Mutex<Outbox>,
+    /// Frames were queued (the transport's writer waits on it).
+    pub(crate) wake: Notify,
+    /// Room was made in the queue.
+    pub(crate) drained: Notify,
+    /// The client connected to the namespace (and was not refused).
+    pub(crate) connected: AtomicBool,
+    /// The transport is gone: nothing more is sent or received.
+    pub(crate) gone: AtomicBool,
+    /// The client answered the last ping.
+    pub(crate) ponged: AtomicBool,
+    /// The transport is a WebSocket (from the start, or upgraded): polling requests are refused.
+    pub(crate) websocket: AtomicBool,
+    /// A polling request is waiting for frames.
+    pub(crate) polling: AtomicBool,
+    /// Where a polling session's upgrade request hands its WebSocket to the socket's task.
+    pub(crate) upgrade: Mutex<Option<tokio::sync::oneshot::Sender<hyper::upgrade::Upgraded>>>,
+    /// Wakes the socket's task for what is not a frame to write (closing, while polling).
+    pub(crate) control: Notify,
+    /// Frames and bytes the queue holds at most.
+    limits: (usize, usize),
+    /// What the application keeps per socket.
+    pub state: Mutex<S>,
+}
+
+impl<S> std::fmt::Debug for Socket<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl<S> Socket<S> {
+    pub(crate) fn new(id: Sid, wire: Box<str>, registry: &Arc<Registry<S>>, state: S) -> Self {
+        Self {
+            limits: (registry.config.queue_frames, registry.config.queue_bytes),
+            id,
+            wire,
+            outbox: Mutex::default(),
+            wake: Notify::new(),
+            drained: Notify::new(),
+            connected: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
+            ponged: AtomicBool::new(false),
+            websocket: AtomicBool::new(false),
+            polling: AtomicBool::new(false),
+            upgrade: Mutex::new(None),
+            control: Notify::new(),
+            state: Mutex::new(state),
+        }
+    }
+
+    pub(crate) fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The application's state of this socket, locked.
+    pub fn state(&self) -> MutexGuard<'_, S> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the client is still connected to the namespace.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire) && !self.gone.load(Ordering::Acquire)
+    }
+
+    /// Queues a frame without waiting.
+    pub fn send(&self, frame: Frame) -> Result<(), SendError> {
+        let limits = self.limits;
+        let mut outbox = self.outbox();
+        if outbox.closing || self.gone.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        if outbox.frames.len() >= limits.0
+            || (outbox.bytes + frame.len() > limits.1 && !outbox.frames.is_empty()) {
+            return Err(SendError::Full);
+        }
+        self.push(&mut outbox, frame);
+        Ok(())
+    }
+
+    /// Queues a frame whatever the queue holds (control packets, which are few and small).
+    pub(crate) fn send_control(&self, frame: Frame) {
+        let mut outbox = self.outbox();
+        if !outbox.closing {
+            self.push(&mut outbox, frame);
+        }
+    }
+
+    fn push(&self, outbox: &mut Outbox, frame: Frame) {
+        let was_empty = outbox.frames.is_empty();
+        outbox.bytes += frame.len();
+        outbox.frames.push_back(frame);
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Sends an event with one argument.
+    pub fn emit(&self, event: &str, payload: &impl Serialize) -> Result<(), SendError> {
+        self.send(Frame::event(event, &raw(payload)))
+    }
+
+    /// Whether a frame would be queued now.
+    pub fn has_room(&self) -> bool {
+        let (frames, bytes) = self.limits;
+        let outbox = self.outbox();
+        outbox.frames.len() < frames && (outbox.bytes < bytes || outbox.frames.is_empty())
+    }
+
+    /// Waits until the queue has room or the socket is gone.
+    pub async fn wait_for_room(&self) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.has_room() || !self.connected() {
+                return;
+            }
+            drained.await;
+        }
+    }
+
+    /// Ends the connection: the client is told (`disconnect`), then the transport closes.
+    pub fn disconnect(&self) {
+        let mut outbox = self.outbox();
+        if outbox.closing {
+            return;
+        }
+        if self.connected.load(Ordering::Acquire) {
+            self.push(&mut outbox, packet::DISCONNECT);
+        }
+        outbox.closing = true;
+        self.wake.notify_one();
+        self.control.notify_one();
+    }
+
+    /// Ends the connection without a word to the client (it is the one leaving).
+    pub(crate) fn end(&self) {
+        self.outbox().closing = true;
+        self.wake.notify_one();
+        self.control.notify_one();
+    }
+
+    /// Takes frames to write, up to about `max_bytes` (always at least one).
+    pub(crate) fn take(&self, max_bytes: usize) -> (Vec<Frame>, bool) {
+        let mut outbox = self.outbox();
+        let mut taken = Vec::new();
+        let mut size = 0;
+        while let Some(frame) = outbox.frames.front() {
+            if !taken.is_empty() && size + frame.len() > max_bytes {
+                break;
+            }
+            size += frame.len();
+            if let Some(frame) = outbox.frames.pop_front() {
+                taken.push(frame);
+            }
+        }
+        outbox.bytes -= size;
+        if outbox.frames.is_empty() && outbox.frames.capacity() > 64 {
+            outbox.frames = VecDeque::new();
+        }
+        let closing = outbox.closing && outbox.frames.is_empty();
+        drop(outbox);
+        if !taken.is_empty() {
+            self.drained.notify_waiters();
+        }
+        (taken, closing)
+    }
+}
+
+pub(crate) fn raw(payload: &impl Serialize) -> Box<RawValue> {
+    serde_json::value::to_raw_value(payload).unwrap_or_else(|err| {
+        tracing::error!(error = %err, "socket.io payload could not be serialized");
+        RawValue::from_string("null".to_owned()).unwrap_or_default()
+    })
+}
+
+/// The answer a client asked for with its event (none if it did not ask).
+#[derive(Debug)]
+pub struct Ack<S> {
+    pub(crate) socket: Arc<Socket<S>>,
+    pub(crate) id: Option<u64>,
+}
+
+impl<S> Ack<S> {
+    /// Sends the answer; an answer to an event that asked none is dropped.
+    pub fn send(self, payload: &impl Serialize) {
+        if let Some(id) = self.id {
+            // An answer is owed whatever the queue holds: it goes past the limit.
+            self.socket.send_control(Frame::ack(id, &raw(payload)));
+        }
+    }
+}
+
+/// An event a client sent.
+#[derive(Debug)]
+pub struct Event<S> {
+    pub name: String,
+    /// Its first argument, if any.
+    pub data: Option<Box<RawValue>>,
+    pub ack: Ack<S>,
+}
+
+impl<S> Event<S> {
+    /// The first argument, as `T`.
+    pub fn data<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        match &self.data {
+            Some(data) => serde_json::from_str(data.get()),
+            None => serde_json::from_str("null"),
+        }
+    }
+}

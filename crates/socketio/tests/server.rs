@@ -1,0 +1,260 @@
+//! The server against real clients over loopback: Node's socket.io-client (polling, WebSocket,
+//! and the upgrade between them) and a raw WebSocket for what a well-behaved client never sends.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use covibe_socketio::{Config, Event, Frame, Handler, Io, Sid, Socket};
+use covibe_testkit::SioClient;
+use futures::future::BoxFuture;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Default)]
+struct Seen {
+    events: u64,
+}
+
+struct Echo {
+    refuse: AtomicBool,
+    gone: mpsc::UnboundedSender<Sid>,
+    io: OnceLock<Io<Seen>>,
+}
+
+impl Handler<Seen> for Echo {
+    fn connect(&self, _socket: &Arc<Socket<Seen>>) -> Result<(), String> {
+        if self.refuse.load(Ordering::Relaxed) {
+            return Err("the server is full, try again shortly".to_owned());
+        }
+        Ok(())
+    }
+
+    fn event(&self, socket: Arc<Socket<Seen>>, event: Event<Seen>) -> BoxFuture<'static, ()> {
+        let io = self.io.get().cloned();
+        Box::pin(async move {
+            socket.state().events += 1;
+            match event.name.as_str() {
+                "echo" => {
+                    let data: Value = event.data().unwrap_or(Value::Null);
+                    event.ack.send(&data);
+                }
+                "burst" => {
+                    let n: u64 = event.data().unwrap_or(0);
+                    for i in 0..n {
+                        socket.wait_for_room().await;
+                        socket.emit("tick", &i).unwrap();
+                    }
+                    event.ack.send(&json!({"sent": n}));
+                }
+                "shout" => {
+                    let frame = Frame::event("shout", &serde_json::value::to_raw_value(&event.data).unwrap());
+                    for other in io.map(|io| io.sockets()).unwrap_or_default() {
+                        let _ = other.send(frame.clone());
+                    }
+                    event.ack.send(&json!({"ok": true}));
+                }
+                "kick" => socket.disconnect(),
+                "count" => {
+                    let events = socket.state().events;
+                    event.ack.send(&events);
+                }
+                _ => event.ack.send(&json!({"error": "unknown event"})),
+            }
+        })
+    }
+
+    fn disconnect(&self, socket: Arc<Socket<Seen>>) -> BoxFuture<'static, ()> {
+        let _ = self.gone.send(socket.id);
+        Box::pin(async {})
+    }
+}
+
+struct Server {
+    url: String,
+    io: Io<Seen>,
+    handler: Arc<Echo>,
+    gone: mpsc::UnboundedReceiver<Sid>,
+}
+
+async fn serve(config: Config) -> Server {
+    let (tx, gone) = mpsc::unbounded_channel();
+    let handler = Arc::new(Echo {
+        refuse: AtomicBool::new(false),
+        gone: tx,
+        io: OnceLock::new(),
+    });
+    let io = Io::new(config, handler.clone());
+    let _ = handler.io.set(io.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app: axum::Router = io.router();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Server {
+        url,
+        io,
+        handler,
+        gone,
+    }
+}
+
+async fn ticks(sio: &mut SioClient, client: &str, n: u64) {
+    for i in 0..n {
+        assert_eq!(sio.next_event(client, "tick").await, json!(i), "in order, none lost");
+    }
+}
+
+/// A browser starts polling and moves to a WebSocket: events flow both ways before, during and
+/// after the move, in order, and nothing is lost on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polling_client_upgrades_to_websocket_and_loses_nothing() {
+    let server = serve(Config::default()).await;
+    let mut sio = SioClient::start().await;
+    let reply = sio
+        .try_connect_with("b", &server.url, json!({"transports": ["polling", "websocket"]}))
+        .await;
+    assert_eq!(reply["op"], "connected", "{reply}");
+    // Right away, while the upgrade may be under way.
+    assert_eq!(sio.emit_ack("b", "burst", json!(300)).await, json!({"sent": 300}));
+    ticks(&mut sio, "b", 300).await;
+    let mut upgraded = false;
+    for _ in 0..100 {
+        if sio.transport("b").await == "websocket" {
+            upgraded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(upgraded, "the client moved to the WebSocket");
+    assert_eq!(sio.emit_ack("b", "echo", json!({"x": "é"})).await, json!({"x": "é"}));
+    assert_eq!(sio.emit_ack("b", "burst", json!(300)).await, json!({"sent": 300}));
+    ticks(&mut sio, "b", 300).await;
+    assert_eq!(sio.emit_ack("b", "count", json!(null)).await, json!(4));
+}
+
+/// A client that never upgrades (a proxy that blocks WebSockets) is served by polling alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_alone_carries_events_and_acks() {
+    let mut server = serve(Config::default()).await;
+    let mut sio = SioClient::start().await;
+    let reply = sio
+        .try_connect_with("p", &server.url, json!({"transports": ["polling"]}))
+        .await;
+    assert_eq!(reply["op"], "connected", "{reply}");
+    assert_eq!(sio.transport("p").await, "polling");
+    assert_eq!(sio.emit_ack("p", "echo", json!([1, "two"])).await, json!([1, "two"]));
+    assert_eq!(sio.emit_ack("p", "burst", json!(500)).await, json!({"sent": 500}));
+    ticks(&mut sio, "p", 500).await;
+    sio.close("p").await;
+    let gone = tokio::time::timeout(Duration::from_secs(10), server.gone.recv()).await;
+    assert!(matches!(gone, Ok(Some(_))), "the server saw the polling client leave");
+}
+
+/// One frame, encoded once, reaches every socket; a client that leaves is forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_reaches_every_socket_and_leavers_are_forgotten() {
+    let mut server = serve(Config::default()).await;
+    let mut sio = SioClient::start().await;
+    for name in ["a", "b", "c"] {
+        sio.connect(name, &server.url).await;
+    }
+    assert_eq!(server.io.sockets().len(), 3);
+    assert_eq!(sio.emit_ack("a", "shout", json!({"hi": 1})).await, json!({"ok": true}));
+    for name in ["a", "b", "c"] {
+        assert_eq!(sio.next_event(name, "shout").await, json!({"hi": 1}));
+    }
+    sio.close("b").await;
+    let gone = tokio::time::timeout(Duration::from_secs(10), server.gone.recv()).await;
+    assert!(matches!(gone, Ok(Some(_))));
+    assert_eq!(server.io.sockets().len(), 2);
+}
+
+/// A refused connect reaches the client as `connect_error` with the server's message; a kicked
+/// client hears `io server disconnect`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_kicks_say_so() {
+    let server = serve(Config::default()).await;
+    let mut sio = SioClient::start().await;
+    server.handler.refuse.store(true, Ordering::Relaxed);
+    let refused = sio.try_connect("r", &server.url).await;
+    assert_eq!(refused["op"], "connect_error", "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("server is full"), "{refused}");
+    server.handler.refuse.store(false, Ordering::Relaxed);
+    sio.connect("k", &server.url).await;
+    sio.send_raw(json!({"op": "emit", "client": "k", "ref": 999, "event": "kick", "data": null, "noAck": true}))
+        .await;
+    let bye = sio
+        .recv_where("disconnect", |v| v["op"] == "disconnected" && v["client"] == "k")
+        .await;
+    assert_eq!(bye["reason"], "io server disconnect", "{bye}");
+}
+
+async fn raw_ws(url: &str) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let host = url.strip_prefix("http://").unwrap();
+    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    let ws_url = format!("ws://{host}/socket.io/?EIO=4&transport=websocket");
+    let (ws, _) = tokio_tungstenite::client_async(ws_url, tcp).await.unwrap();
+    ws
+}
+
+async fn next_text<S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin>(
+    ws: &mut S,
+) -> Option<String> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.ok()?? {
+            Ok(Message::Text(text)) => return Some(text.to_string()),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Garbage costs a client that packet, not its connection; a message over the limit closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_packets_are_dropped_and_oversized_ones_close_the_socket() {
+    let server = serve(Config {
+        max_payload: 1000,
+        ..Config::default()
+    })
+    .await;
+    let mut ws = raw_ws(&server.url).await;
+    let open = next_text(&mut ws).await.unwrap();
+    assert!(open.starts_with(r#"0{"sid":""#), "{open}");
+    ws.send(Message::text("40")).await.unwrap();
+    assert!(next_text(&mut ws).await.unwrap().starts_with("40{"));
+    for garbage in ["42{not json", "42[]", "42[7]", "4x", "47"] {
+        ws.send(Message::text(garbage)).await.unwrap();
+    }
+    ws.send(Message::text(r#"4212["echo","still here"]"#)).await.unwrap();
+    assert_eq!(next_text(&mut ws).await.unwrap(), r#"4312["still here"]"#);
+    ws.send(Message::text(format!(r#"42["echo","{}"]"#, "x".repeat(2000))))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut ws).await, None, "closed");
+}
+
+/// A client that stops answering pings is dropped; one that answers stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_clients_are_dropped_by_the_heartbeat() {
+    let mut server = serve(Config {
+        ping_interval: Duration::from_millis(200),
+        ping_timeout: Duration::from_millis(150),
+        ..Config::default()
+    })
+    .await;
+    let mut sio = SioClient::start().await;
+    sio.connect("alive", &server.url).await;
+    let mut ws = raw_ws(&server.url).await;
+    next_text(&mut ws).await.unwrap();
+    ws.send(Message::text("40")).await.unwrap();
+    next_text(&mut ws).await.unwrap();
+    // The raw client reads nothing more and answers nothing.
+    let gone = tokio::time::timeout(Duration::from_secs(10), server.gone.recv()).await;
+    assert!(matches!(gone, Ok(Some(_))), "the silent client was dropped");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(server.io.sockets().len(), 1, "the answering one stays");
+    assert_eq!(sio.emit_ack("alive", "echo", json!(1)).await, json!(1));
+    drop(ws);
+}
