@@ -26,12 +26,10 @@ use covibe_types::{ApiError, TeamId, UserId};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use socketioxide::SocketIo;
-use socketioxide::extract::{AckSender, SocketRef, TryData};
 
 use crate::Gateway;
 use crate::error::HttpError;
-use crate::realtime::{Joined, user_room};
+use crate::realtime::{Ack, Joined, SocketIo, SocketRef, SocketState, refuse};
 use crate::rest::{ApiJson, Member};
 
 /// How often a joined socket tells the team service its member is still here.
@@ -225,19 +223,15 @@ pub(crate) async fn presence(
 
 // Socket.io
 
-fn refuse(ack: AckSender, message: &str) {
-    let _ = ack.send(&json!({"ok": false, "error": message}));
-}
-
 /// `chat_message {message}` → ack `{ok, message}`; the team (this socket included) receives
 /// it as a `chat_message` event.
 pub(crate) async fn on_chat_message(
     socket: SocketRef,
-    TryData(data): TryData<PostMessage>,
-    ack: AckSender,
-    socketioxide::extract::State(gw): socketioxide::extract::State<Arc<Gateway>>,
+    data: Result<PostMessage, serde_json::Error>,
+    ack: Ack,
+    gw: Arc<Gateway>,
 ) {
-    let Some(joined) = socket.extensions.get::<Joined>() else {
+    let Some(joined) = SocketState::joined(&socket) else {
         return refuse(ack, "join a team first");
     };
     let Ok(body) = data else {
@@ -250,25 +244,21 @@ pub(crate) async fn on_chat_message(
     let request = bearer(pb::PostMessageRequest { text: body.message }, token);
     match gw.team.clone().post_message(request).await {
         Ok(message) => {
-            let _ = ack.send(&json!({"ok": true, "message": message_view(message.into_inner())}));
+            ack.send(&json!({"ok": true, "message": message_view(message.into_inner())}));
         }
         Err(status) => refuse(ack, &ApiError::from_status(&status).message),
     }
 }
 
-/// The status a socket chose with `presence_update`, repeated by its heartbeat.
-#[derive(Debug, Clone, Copy)]
-struct Chosen(pb::PresenceStatus);
-
 /// `presence_update {status}` → ack `{ok, users}`; a change reaches the team as
 /// `team_presence`.
 pub(crate) async fn on_presence_update(
     socket: SocketRef,
-    TryData(data): TryData<PresenceUpdate>,
-    ack: AckSender,
-    socketioxide::extract::State(gw): socketioxide::extract::State<Arc<Gateway>>,
+    data: Result<PresenceUpdate, serde_json::Error>,
+    ack: Ack,
+    gw: Arc<Gateway>,
 ) {
-    let Some(joined) = socket.extensions.get::<Joined>() else {
+    let Some(joined) = SocketState::joined(&socket) else {
         return refuse(ack, "join a team first");
     };
     let Some(status) = data.ok().and_then(|d| parse_status(&d.status)) else {
@@ -277,10 +267,10 @@ pub(crate) async fn on_presence_update(
             "presence_update needs {status: online | away | busy | offline}",
         );
     };
-    socket.extensions.insert(Chosen(status));
+    socket.state().presence = Some(status);
     match update(&gw, &joined, status).await {
         Ok(presence) => {
-            let _ = ack.send(&json!({"ok": true, "users": presence_view(presence).users}));
+            ack.send(&json!({"ok": true, "users": presence_view(presence).users}));
         }
         Err(err) => refuse(ack, &err.message),
     }
@@ -314,16 +304,19 @@ async fn update(
 
 /// What this socket says while it stays: its chosen status, else "still here".
 async fn refresh(gw: &Gateway, socket: &SocketRef) {
-    let Some(joined) = socket.extensions.get::<Joined>() else {
-        return;
+    let (joined, status) = {
+        let state = socket.state();
+        let Some(joined) = state.joined.clone() else {
+            return;
+        };
+        (
+            joined,
+            state.presence.unwrap_or(pb::PresenceStatus::Unspecified),
+        )
     };
-    let status = socket
-        .extensions
-        .get::<Chosen>()
-        .map_or(pb::PresenceStatus::Unspecified, |c| c.0);
     if let Err(err) = update(gw, &joined, status).await {
         // An expired token ends presence until the client joins again with a fresh one.
-        tracing::debug!(sid = %socket.id, user_id = %joined.user_id, error = %err.message, "presence refresh failed");
+        tracing::debug!(sid = socket.id, user_id = %joined.user_id, error = %err.message, "presence refresh failed");
     }
 }
 
@@ -344,7 +337,7 @@ pub(crate) async fn refresh_presence(io: SocketIo, gw: Arc<Gateway>) {
         // Per member, the socket whose token lasts longest speaks for them.
         let mut members: HashMap<(TeamId, UserId), (u64, SocketRef)> = HashMap::new();
         for socket in io.sockets() {
-            if let Some(joined) = socket.extensions.get::<Joined>() {
+            if let Some(joined) = SocketState::joined(&socket) {
                 let until = joined.expires_at_ms();
                 let best = members
                     .entry((joined.team_id, joined.user_id))
@@ -366,19 +359,14 @@ pub(crate) async fn refresh_presence(io: SocketIo, gw: Arc<Gateway>) {
 /// Called when a socket disconnects: its member goes `offline` unless another of their
 /// sockets on this gateway is still joined.
 pub(crate) async fn disconnected(gw: &Gateway, socket: &SocketRef) {
-    let Some(joined) = socket.extensions.get::<Joined>() else {
+    let Some(joined) = SocketState::joined(socket) else {
         return;
     };
-    let still_here = socket
-        .within(user_room(joined.user_id_str()))
-        .sockets()
-        .iter()
-        .any(|other| other.id != socket.id && other.extensions.get::<Joined>().is_some());
-    if still_here {
+    if gw.rooms.member_elsewhere(&joined, socket.id) {
         return;
     }
     if let Err(err) = update(gw, &joined, pb::PresenceStatus::Offline).await {
-        tracing::debug!(sid = %socket.id, user_id = %joined.user_id, error = %err.message, "presence: offline not recorded");
+        tracing::debug!(sid = socket.id, user_id = %joined.user_id, error = %err.message, "presence: offline not recorded");
     }
 }
 

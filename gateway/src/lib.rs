@@ -1,5 +1,5 @@
 //! The gateway: the only door phones and browsers use. REST (axum) and Socket.io
-//! (socketioxide) on one listener, translated into gRPC calls to the services, and the team
+//! (`covibe-socketio`) on one listener, translated into gRPC calls to the services, and the team
 //! fan-out (from the hot store) relayed to each team's sockets.
 //!
 //! `rest` holds the routes, `realtime` the Socket.io events and the fan-out relay, `dto` the
@@ -63,6 +63,7 @@ pub struct Gateway {
     pub(crate) verifier: Verifier,
     pub(crate) ready: AtomicBool,
     pub(crate) hub: realtime::Hub,
+    pub(crate) rooms: realtime::Rooms,
     pub(crate) presence_seen: chat::PresenceSeen,
     /// Presence calls to the team service in flight at once.
     pub(crate) presence_calls: tokio::sync::Semaphore,
@@ -107,6 +108,7 @@ impl Gateway {
             verifier,
             ready: AtomicBool::new(false),
             hub: realtime::Hub::default(),
+            rooms: realtime::Rooms::default(),
             presence_seen: chat::PresenceSeen::default(),
             presence_calls: tokio::sync::Semaphore::new(chat::PRESENCE_CALLS),
             max_body_bytes: config.max_body_bytes,
@@ -136,6 +138,9 @@ impl Gateway {
     }
 }
 
+/// How long a shutdown waits for sockets to hear they are disconnected.
+const SOCKETS_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves REST and Socket.io on `listener` until `shutdown` resolves, relaying the team
 /// fan-out of `hot` to the sockets.
 pub async fn serve(
@@ -144,15 +149,12 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let (layer, io) = realtime::socket_layer(gateway.clone());
+    let io = realtime::socket_io(gateway.clone());
     let subscription = hot.subscribe().await?;
-    tokio::spawn(realtime::relay(io.clone(), gateway.clone(), subscription));
+    tokio::spawn(realtime::relay(gateway.clone(), subscription));
     tokio::spawn(chat::refresh_presence(io.clone(), gateway.clone()));
     gateway.ready.store(true, Ordering::Relaxed);
-    let app = gateway
-        .app()
-        .layer(layer)
-        .layer(axum::middleware::map_request(realtime::detach_request_head));
+    let app = gateway.app().merge(io.router());
     let local: SocketAddr = listener.local_addr()?;
     tracing::info!(addr = %local, "gateway serving");
     // Every Socket.io frame is small and latency-bound: never hold one back for an ACK.
@@ -168,7 +170,7 @@ pub async fn serve(
     .with_graceful_shutdown(async move {
         shutdown.await;
         gateway.ready.store(false, Ordering::Relaxed);
-        io.close().await;
+        io.close(SOCKETS_CLOSE_GRACE).await;
     })
     .await?;
     Ok(())

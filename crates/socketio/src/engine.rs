@@ -21,7 +21,9 @@ pub(crate) fn router<S: Default + Send + 'static, T: Clone + Send + Sync + 'stat
 ) -> axum::Router<T> {
     axum::Router::new().route(
         "/socket.io/",
-        axum::routing::get(get::<S>).post(post::<S>).with_state(registry),
+        axum::routing::get(get::<S>)
+            .post(post::<S>)
+            .with_state(registry),
     )
 }
 
@@ -57,15 +59,10 @@ fn bad_request() -> Response {
     refuse(StatusCode::BAD_REQUEST, 3, "Bad request")
 }
 
-fn checked(params: &Params) -> Result<(), Response> {
-    if params.eio.as_deref() != Some("4") {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            5,
-            "Unsupported protocol version",
-        ));
-    }
-    Ok(())
+/// A refusal if the request is not Engine.IO v4.
+fn unsupported(params: &Params) -> Option<Response> {
+    (params.eio.as_deref() != Some("4"))
+        .then(|| refuse(StatusCode::BAD_REQUEST, 5, "Unsupported protocol version"))
 }
 
 fn text(body: impl Into<Body>) -> Response {
@@ -105,7 +102,7 @@ async fn get<S: Default + Send + 'static>(
     Query(params): Query<Params>,
     request: Request,
 ) -> Response {
-    if let Err(refused) = checked(&params) {
+    if let Some(refused) = unsupported(&params) {
         return refused;
     }
     match (params.transport.as_deref(), params.sid) {
@@ -161,7 +158,8 @@ async fn poll<S: Default + Send + 'static>(
         woken.as_mut().enable();
         let (frames, closing) = socket.take(registry.config.max_payload);
         if !frames.is_empty() || closing || socket.gone.load(Ordering::Acquire) {
-            let mut body = Vec::with_capacity(frames.iter().map(|f| f.len() + 1).sum::<usize>() + 2);
+            let mut body =
+                Vec::with_capacity(frames.iter().map(|f| f.len() + 1).sum::<usize>() + 2);
             for frame in &frames {
                 if !body.is_empty() {
                     body.push(packet::SEPARATOR);
@@ -187,7 +185,7 @@ async fn post<S: Default + Send + 'static>(
     Query(params): Query<Params>,
     request: Request,
 ) -> Response {
-    if let Err(refused) = checked(&params) {
+    if let Some(refused) = unsupported(&params) {
         return refused;
     }
     let Some(socket) = params.sid.as_deref().and_then(|sid| registry.find(sid)) else {
@@ -322,10 +320,8 @@ fn on_message<S: Default + Send + 'static>(
             match registry.handler.connect(socket) {
                 Ok(()) => {
                     socket.connected.store(true, Ordering::Release);
-                    socket.send_control(Frame::owned(format!(
-                        r#"40{{"sid":"{}"}}"#,
-                        new_wire_id()
-                    )));
+                    socket
+                        .send_control(Frame::owned(format!(r#"40{{"sid":"{}"}}"#, new_wire_id())));
                 }
                 Err(message) => {
                     socket.send_control(Frame::owned(format!(
@@ -368,7 +364,10 @@ fn on_message<S: Default + Send + 'static>(
         }
         packet::Socket::Ack => {}
         packet::Socket::Binary => {
-            tracing::debug!(sid = socket.id, "binary socket.io packet ignored (not supported)");
+            tracing::debug!(
+                sid = socket.id,
+                "binary socket.io packet ignored (not supported)"
+            );
         }
     }
     Flow::Continue
@@ -463,7 +462,11 @@ async fn drive<S: Default + Send + 'static>(
 }
 
 /// Polling with no upgrade possible any more.
-async fn continue_polling<S>(registry: &Registry<S>, socket: &Socket<S>, heartbeat: &mut Heartbeat) {
+async fn continue_polling<S>(
+    registry: &Registry<S>,
+    socket: &Socket<S>,
+    heartbeat: &mut Heartbeat,
+) {
     loop {
         let control = socket.control.notified();
         tokio::select! {

@@ -68,7 +68,10 @@ pub(crate) enum Socket<'a> {
 }
 
 pub(crate) fn socket(text: &str) -> Result<Socket<'_>, Malformed> {
-    let kind = *text.as_bytes().first().ok_or(Malformed("empty socket.io packet"))?;
+    let kind = *text
+        .as_bytes()
+        .first()
+        .ok_or(Malformed("empty socket.io packet"))?;
     let mut rest = &text[1..];
     if rest.starts_with('/') {
         let end = rest.find(',').unwrap_or(rest.len());
@@ -82,15 +85,19 @@ pub(crate) fn socket(text: &str) -> Result<Socket<'_>, Malformed> {
     let ack = if digits == 0 {
         None
     } else {
-        Some(rest[..digits].parse().map_err(|_| Malformed("ack id out of range"))?)
+        Some(
+            rest[..digits]
+                .parse()
+                .map_err(|_| Malformed("ack id out of range"))?,
+        )
     };
     rest = &rest[digits..];
     Ok(match kind {
         b'0' => Socket::Connect,
         b'1' => Socket::Disconnect,
         b'2' => {
-            let args: Vec<&RawValue> =
-                serde_json::from_str(rest).map_err(|_| Malformed("an event must be a JSON array"))?;
+            let args: Vec<&RawValue> = serde_json::from_str(rest)
+                .map_err(|_| Malformed("an event must be a JSON array"))?;
             let mut args = args.into_iter();
             let name = args
                 .next()
@@ -132,6 +139,16 @@ impl Frame {
 
     pub(crate) fn owned(text: String) -> Self {
         Self(Bytes::from(text))
+    }
+
+    /// A frame from its Engine.IO text (e.g. an event frame edited by the application).
+    pub fn from_text(text: String) -> Self {
+        Self(Bytes::from(text))
+    }
+
+    /// The Engine.IO text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
     /// Bytes on the wire (before WebSocket framing).
@@ -177,7 +194,10 @@ mod tests {
         let Ok(Socket::Event { name, data, ack }) = socket(r#"217["join_team",{"a":1}]"#) else {
             panic!("an event");
         };
-        assert_eq!((name.as_str(), data.map(RawValue::get), ack), ("join_team", Some(r#"{"a":1}"#), Some(17)));
+        assert_eq!(
+            (name.as_str(), data.map(RawValue::get), ack),
+            ("join_team", Some(r#"{"a":1}"#), Some(17))
+        );
         let Ok(Socket::Event { data, ack, .. }) = socket(r#"2["ping"]"#) else {
             panic!("an event");
         };
@@ -186,7 +206,10 @@ mod tests {
             panic!("the default namespace spelled out");
         };
         assert_eq!(ack, Some(3));
-        assert!(matches!(socket("0/admin,"), Ok(Socket::OtherNamespace("/admin"))));
+        assert!(matches!(
+            socket("0/admin,"),
+            Ok(Socket::OtherNamespace("/admin"))
+        ));
         assert!(matches!(socket(r#"0{"token":"x"}"#), Ok(Socket::Connect)));
         assert!(socket("2{}").is_err(), "not an array");
         assert!(socket("2[1]").is_err(), "no name");
@@ -196,7 +219,10 @@ mod tests {
     #[test]
     fn frames_are_engine_io_text() {
         let payload = RawValue::from_string(r#"{"x":"y"}"#.to_owned()).unwrap();
-        assert_eq!(&Frame::event("agent\"output", &payload).0[..], br#"42["agent\"output",{"x":"y"}]"#);
+        assert_eq!(
+            &Frame::event("agent\"output", &payload).0[..],
+            br#"42["agent\"output",{"x":"y"}]"#
+        );
         assert_eq!(&Frame::ack(5, &payload).0[..], br#"435[{"x":"y"}]"#);
     }
 }

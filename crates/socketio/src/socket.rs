@@ -66,7 +66,9 @@ pub struct Socket<S> {
 
 impl<S> std::fmt::Debug for Socket<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Socket").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Socket")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -91,12 +93,16 @@ impl<S> Socket<S> {
     }
 
     pub(crate) fn outbox(&self) -> MutexGuard<'_, Outbox> {
-        self.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.outbox
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The application's state of this socket, locked.
     pub fn state(&self) -> MutexGuard<'_, S> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether the client is still connected to the namespace.
@@ -112,7 +118,8 @@ impl<S> Socket<S> {
             return Err(SendError::Closed);
         }
         if outbox.frames.len() >= limits.0
-            || (outbox.bytes + frame.len() > limits.1 && !outbox.frames.is_empty()) {
+            || (outbox.bytes + frame.len() > limits.1 && !outbox.frames.is_empty())
+        {
             return Err(SendError::Full);
         }
         self.push(&mut outbox, frame);

@@ -34,7 +34,11 @@ pub(crate) fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, &'static st
     if !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
         return Err("a websocket transport needs a WebSocket upgrade request");
     }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
         return Err("unsupported WebSocket version (13 is)");
     }
     let key = headers
@@ -131,7 +135,10 @@ fn parse(buf: &mut [u8], max_payload: usize) -> Result<Option<Received>, u16> {
         .ok()
         .filter(|len| *len <= max_payload)
         .ok_or(TOO_BIG)?;
-    let Some(mask) = buf.get(at..at + 4).and_then(|m| <[u8; 4]>::try_from(m).ok()) else {
+    let Some(mask) = buf
+        .get(at..at + 4)
+        .and_then(|m| <[u8; 4]>::try_from(m).ok())
+    else {
         return Ok(None);
     };
     at += 4;
@@ -210,7 +217,15 @@ pub(crate) async fn run<S: Default + Send + 'static>(
                 break None;
             }
             Step::Read(Ok(bytes)) => {
-                match on_bytes(registry, socket, &mut io, &mut incoming, bytes, &mut upgraded).await
+                match on_bytes(
+                    registry,
+                    socket,
+                    &mut io,
+                    &mut incoming,
+                    bytes,
+                    &mut upgraded,
+                )
+                .await
                 {
                     Ok(Flow::Continue) => {}
                     Ok(Flow::Close) => break Some(NORMAL),
@@ -422,10 +437,22 @@ mod tests {
     fn the_accept_key_is_rfc_6455s() {
         let mut headers = HeaderMap::new();
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
-        headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-        headers.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="));
-        assert_eq!(accept_key(&headers).unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        headers.insert(
+            header::SEC_WEBSOCKET_KEY,
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        assert_eq!(
+            accept_key(&headers).unwrap(),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
         headers.remove(header::SEC_WEBSOCKET_KEY);
         assert!(accept_key(&headers).is_err());
     }

@@ -1,5 +1,6 @@
 //! The server against real clients over loopback: Node's socket.io-client (polling, WebSocket,
 //! and the upgrade between them) and a raw WebSocket for what a well-behaved client never sends.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -50,7 +51,10 @@ impl Handler<Seen> for Echo {
                     event.ack.send(&json!({"sent": n}));
                 }
                 "shout" => {
-                    let frame = Frame::event("shout", &serde_json::value::to_raw_value(&event.data).unwrap());
+                    let frame = Frame::event(
+                        "shout",
+                        &serde_json::value::to_raw_value(&event.data).unwrap(),
+                    );
                     for other in io.map(|io| io.sockets()).unwrap_or_default() {
                         let _ = other.send(frame.clone());
                     }
@@ -102,7 +106,11 @@ async fn serve(config: Config) -> Server {
 
 async fn ticks(sio: &mut SioClient, client: &str, n: u64) {
     for i in 0..n {
-        assert_eq!(sio.next_event(client, "tick").await, json!(i), "in order, none lost");
+        assert_eq!(
+            sio.next_event(client, "tick").await,
+            json!(i),
+            "in order, none lost"
+        );
     }
 }
 
@@ -113,11 +121,18 @@ async fn a_polling_client_upgrades_to_websocket_and_loses_nothing() {
     let server = serve(Config::default()).await;
     let mut sio = SioClient::start().await;
     let reply = sio
-        .try_connect_with("b", &server.url, json!({"transports": ["polling", "websocket"]}))
+        .try_connect_with(
+            "b",
+            &server.url,
+            json!({"transports": ["polling", "websocket"]}),
+        )
         .await;
     assert_eq!(reply["op"], "connected", "{reply}");
     // Right away, while the upgrade may be under way.
-    assert_eq!(sio.emit_ack("b", "burst", json!(300)).await, json!({"sent": 300}));
+    assert_eq!(
+        sio.emit_ack("b", "burst", json!(300)).await,
+        json!({"sent": 300})
+    );
     ticks(&mut sio, "b", 300).await;
     let mut upgraded = false;
     for _ in 0..100 {
@@ -128,8 +143,14 @@ async fn a_polling_client_upgrades_to_websocket_and_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(upgraded, "the client moved to the WebSocket");
-    assert_eq!(sio.emit_ack("b", "echo", json!({"x": "é"})).await, json!({"x": "é"}));
-    assert_eq!(sio.emit_ack("b", "burst", json!(300)).await, json!({"sent": 300}));
+    assert_eq!(
+        sio.emit_ack("b", "echo", json!({"x": "é"})).await,
+        json!({"x": "é"})
+    );
+    assert_eq!(
+        sio.emit_ack("b", "burst", json!(300)).await,
+        json!({"sent": 300})
+    );
     ticks(&mut sio, "b", 300).await;
     assert_eq!(sio.emit_ack("b", "count", json!(null)).await, json!(4));
 }
@@ -144,12 +165,21 @@ async fn polling_alone_carries_events_and_acks() {
         .await;
     assert_eq!(reply["op"], "connected", "{reply}");
     assert_eq!(sio.transport("p").await, "polling");
-    assert_eq!(sio.emit_ack("p", "echo", json!([1, "two"])).await, json!([1, "two"]));
-    assert_eq!(sio.emit_ack("p", "burst", json!(500)).await, json!({"sent": 500}));
+    assert_eq!(
+        sio.emit_ack("p", "echo", json!([1, "two"])).await,
+        json!([1, "two"])
+    );
+    assert_eq!(
+        sio.emit_ack("p", "burst", json!(500)).await,
+        json!({"sent": 500})
+    );
     ticks(&mut sio, "p", 500).await;
     sio.close("p").await;
     let gone = tokio::time::timeout(Duration::from_secs(10), server.gone.recv()).await;
-    assert!(matches!(gone, Ok(Some(_))), "the server saw the polling client leave");
+    assert!(
+        matches!(gone, Ok(Some(_))),
+        "the server saw the polling client leave"
+    );
 }
 
 /// One frame, encoded once, reaches every socket; a client that leaves is forgotten.
@@ -161,7 +191,10 @@ async fn a_broadcast_reaches_every_socket_and_leavers_are_forgotten() {
         sio.connect(name, &server.url).await;
     }
     assert_eq!(server.io.sockets().len(), 3);
-    assert_eq!(sio.emit_ack("a", "shout", json!({"hi": 1})).await, json!({"ok": true}));
+    assert_eq!(
+        sio.emit_ack("a", "shout", json!({"hi": 1})).await,
+        json!({"ok": true})
+    );
     for name in ["a", "b", "c"] {
         assert_eq!(sio.next_event(name, "shout").await, json!({"hi": 1}));
     }
@@ -180,13 +213,21 @@ async fn refusals_and_kicks_say_so() {
     server.handler.refuse.store(true, Ordering::Relaxed);
     let refused = sio.try_connect("r", &server.url).await;
     assert_eq!(refused["op"], "connect_error", "{refused}");
-    assert!(refused["error"].as_str().unwrap().contains("server is full"), "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("server is full"),
+        "{refused}"
+    );
     server.handler.refuse.store(false, Ordering::Relaxed);
     sio.connect("k", &server.url).await;
     sio.send_raw(json!({"op": "emit", "client": "k", "ref": 999, "event": "kick", "data": null, "noAck": true}))
         .await;
     let bye = sio
-        .recv_where("disconnect", |v| v["op"] == "disconnected" && v["client"] == "k")
+        .recv_where("disconnect", |v| {
+            v["op"] == "disconnected" && v["client"] == "k"
+        })
         .await;
     assert_eq!(bye["reason"], "io server disconnect", "{bye}");
 }
@@ -199,11 +240,16 @@ async fn raw_ws(url: &str) -> tokio_tungstenite::WebSocketStream<tokio::net::Tcp
     ws
 }
 
-async fn next_text<S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin>(
+async fn next_text<
+    S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+>(
     ws: &mut S,
 ) -> Option<String> {
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.ok()?? {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .ok()??
+        {
             Ok(Message::Text(text)) => return Some(text.to_string()),
             Ok(Message::Close(_)) | Err(_) => return None,
             Ok(_) => {}
@@ -227,11 +273,16 @@ async fn bad_packets_are_dropped_and_oversized_ones_close_the_socket() {
     for garbage in ["42{not json", "42[]", "42[7]", "4x", "47"] {
         ws.send(Message::text(garbage)).await.unwrap();
     }
-    ws.send(Message::text(r#"4212["echo","still here"]"#)).await.unwrap();
-    assert_eq!(next_text(&mut ws).await.unwrap(), r#"4312["still here"]"#);
-    ws.send(Message::text(format!(r#"42["echo","{}"]"#, "x".repeat(2000))))
+    ws.send(Message::text(r#"4212["echo","still here"]"#))
         .await
         .unwrap();
+    assert_eq!(next_text(&mut ws).await.unwrap(), r#"4312["still here"]"#);
+    ws.send(Message::text(format!(
+        r#"42["echo","{}"]"#,
+        "x".repeat(2000)
+    )))
+    .await
+    .unwrap();
     assert_eq!(next_text(&mut ws).await, None, "closed");
 }
 

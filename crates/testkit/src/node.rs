@@ -164,7 +164,9 @@ impl SioClient {
         let r = self.next_ref;
         self.send(json!({"op": "transport", "client": client, "ref": r}))
             .await;
-        let reply = self.recv_where("transport", |v| v["op"] == "transport" && v["ref"] == r).await;
+        let reply = self
+            .recv_where("transport", |v| v["op"] == "transport" && v["ref"] == r)
+            .await;
         reply["name"].as_str().unwrap_or_default().to_owned()
     }
 

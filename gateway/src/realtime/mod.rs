@@ -1,38 +1,49 @@
 //! Socket.io: `join_team` (and the other client events) and the relay of team events from the
 //! hot store's fan-out to each team's room.
 //!
-//! Event handlers are registered in a connect *middleware*: socketioxide sends CONNECT before it
-//! runs the connect handler, so handlers registered there can miss a client's first event.
-//!
-//! `relay` sends the team fan-out to sockets; `resume` replays what a reconnecting client missed.
+//! The transport is `covibe-socketio`; this module is what the gateway does with its sockets.
+//! `rooms` knows which sockets joined which team, `relay` sends the team fan-out to them, and
+//! `resume` replays what a reconnecting client missed.
 
 mod relay;
 mod resume;
+mod rooms;
 
 pub use relay::relay;
 pub use resume::Hub;
+pub(crate) use rooms::Rooms;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use covibe_bootstrap::bearer;
 use covibe_proto::orchestrator::v1 as orch;
+use covibe_proto::team::v1 as pb;
+use covibe_socketio::{Event, Handler, Io};
 use covibe_types::{TeamId, UserId};
+use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::json;
-use socketioxide::SocketIo;
-use socketioxide::extract::{AckSender, SocketRef, State, TryData};
-use socketioxide::handler::ConnectHandler;
-use socketioxide::layer::SocketIoLayer;
 
 use crate::{Gateway, dto};
 
-pub(crate) fn team_room(team: TeamId) -> String {
-    format!("t:{team}")
+/// What the gateway keeps per socket.
+#[derive(Debug, Default)]
+pub(crate) struct SocketState {
+    /// Who it joined as, once it has.
+    pub(crate) joined: Option<Joined>,
+    /// The presence status it chose (`presence_update`), repeated while it stays.
+    pub(crate) presence: Option<pb::PresenceStatus>,
 }
 
-pub(crate) fn user_room(user: &str) -> String {
-    format!("u:{user}")
+pub(crate) type SocketRef = Arc<covibe_socketio::Socket<SocketState>>;
+pub(crate) type Ack = covibe_socketio::Ack<SocketState>;
+pub(crate) type SocketIo = Io<SocketState>;
+
+impl SocketState {
+    pub(crate) fn joined(socket: &SocketRef) -> Option<Joined> {
+        socket.state().joined.clone()
+    }
 }
 
 /// Who a socket joined as. One `Arc`: the relay reads it for every event it sends.
@@ -165,10 +176,9 @@ struct SpawnEvent {
     vm_id: Option<String>,
 }
 
-/// Initial WebSocket read buffer per connection (engineioxide's default is 4 KiB).
-const WS_READ_BUFFER: usize = 1024;
-/// Packets queued per socket before it counts as fallen behind.
+/// Frames queued per socket before it counts as fallen behind, and their bytes.
 const SOCKET_QUEUE: usize = 1024;
+const SOCKET_QUEUE_BYTES: usize = 4 << 20;
 
 /// Limits on Socket.io connections.
 #[derive(Debug, Clone, Copy)]
@@ -188,91 +198,89 @@ impl Default for SocketLimits {
     }
 }
 
-/// socketioxide keeps each socket's request head for the socket's whole life, and hyper parses
-/// a head as slices of the connection's read buffer: a few hundred bytes of headers would keep
-/// that whole buffer (8-16 KiB) alive for every idle socket. Socket.io requests get a head of
-/// their own (copied headers and URI; the extensions, which carry the upgrade, are kept).
-pub async fn detach_request_head(request: axum::extract::Request) -> axum::extract::Request {
-    if !request.uri().path().starts_with("/socket.io") {
-        return request;
-    }
-    let (mut parts, body) = request.into_parts();
-    let mut headers = axum::http::HeaderMap::with_capacity(parts.headers.len());
-    for (name, value) in &parts.headers {
-        if let Ok(mut copy) = axum::http::HeaderValue::from_bytes(value.as_bytes()) {
-            copy.set_sensitive(value.is_sensitive());
-            headers.append(name.clone(), copy);
+const TOO_MANY_SOCKETS: &str = "the gateway is at its connection limit, try again shortly";
+
+pub fn socket_io(gateway: Arc<Gateway>) -> SocketIo {
+    let limits = gateway.socket_limits;
+    let config = covibe_socketio::Config {
+        max_payload: usize::try_from(limits.max_message_bytes).unwrap_or(usize::MAX),
+        queue_frames: SOCKET_QUEUE,
+        queue_bytes: SOCKET_QUEUE_BYTES,
+        // Sessions that never connect to the namespace are dropped by the connect timeout; a
+        // margin over the limit lets the refused ones hear why.
+        max_sessions: limits.max_sockets.saturating_mul(2).saturating_add(64),
+        ..covibe_socketio::Config::default()
+    };
+    Io::new(config, Arc::new(Events(gateway)))
+}
+
+/// The gateway's side of each socket.
+struct Events(Arc<Gateway>);
+
+impl Handler<SocketState> for Events {
+    fn connect(&self, _socket: &SocketRef) -> Result<(), String> {
+        let gw = &self.0;
+        let open = gw
+            .open_sockets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if open >= gw.socket_limits.max_sockets {
+            gw.open_sockets
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                open,
+                "socket.io connection refused: connection limit reached"
+            );
+            return Err(TOO_MANY_SOCKETS.to_owned());
         }
+        Ok(())
     }
-    parts.headers = headers;
-    if let Ok(uri) = parts.uri.to_string().parse() {
-        parts.uri = uri;
+
+    fn event(&self, socket: SocketRef, event: Event<SocketState>) -> BoxFuture<'static, ()> {
+        let gw = self.0.clone();
+        Box::pin(async move {
+            match event.name.as_str() {
+                "join_team" => join_team(socket, event.data(), event.ack, gw).await,
+                "agent_spawn" => agent_spawn(socket, event.data(), event.ack, gw).await,
+                "agent_control" => agent_control(socket, event.data(), event.ack, gw).await,
+                "chat_message" => {
+                    crate::chat::on_chat_message(socket, event.data(), event.ack, gw).await;
+                }
+                "presence_update" => {
+                    crate::chat::on_presence_update(socket, event.data(), event.ack, gw).await;
+                }
+                other => {
+                    tracing::debug!(event = other, "unknown socket.io event");
+                    refuse(
+                        event.ack,
+                        "unknown event: join_team, agent_spawn, agent_control, chat_message \
+                         and presence_update are",
+                    );
+                }
+            }
+        })
     }
-    axum::extract::Request::from_parts(parts, body)
-}
 
-/// Why a connection was refused.
-#[derive(Debug)]
-struct TooManySockets;
-
-impl std::fmt::Display for TooManySockets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the gateway is at its connection limit, try again shortly")
+    fn disconnect(&self, socket: SocketRef) -> BoxFuture<'static, ()> {
+        let gw = self.0.clone();
+        Box::pin(async move {
+            gw.open_sockets
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            gw.hub.forget(socket.id);
+            if let Some(joined) = SocketState::joined(&socket) {
+                gw.rooms.leave(joined.team_id, socket.id);
+            }
+            crate::chat::disconnected(&gw, &socket).await;
+        })
     }
 }
 
-pub fn socket_layer(gateway: Arc<Gateway>) -> (SocketIoLayer, SocketIo) {
-    let (layer, io) = SocketIo::builder()
-        .max_buffer_size(SOCKET_QUEUE)
-        // Clients send small events; a larger one grows the buffer while it is read.
-        .ws_read_buffer_size(WS_READ_BUFFER)
-        .max_payload(gateway.socket_limits.max_message_bytes)
-        .with_state(gateway)
-        .build_layer();
-    io.ns("/", (async |_socket: SocketRef| {}).with(register_handlers));
-    (layer, io)
+type Data<T> = Result<T, serde_json::Error>;
+
+pub(crate) fn refuse(ack: Ack, message: &str) {
+    ack.send(&json!({"ok": false, "error": message}));
 }
 
-async fn register_handlers(
-    socket: SocketRef,
-    State(gw): State<Arc<Gateway>>,
-) -> Result<(), TooManySockets> {
-    let open = gw
-        .open_sockets
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if open >= gw.socket_limits.max_sockets {
-        gw.open_sockets
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::warn!(
-            open,
-            "socket.io connection refused: connection limit reached"
-        );
-        return Err(TooManySockets);
-    }
-    socket.on_disconnect(async |socket: SocketRef, State(gw): State<Arc<Gateway>>| {
-        gw.open_sockets
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        gw.hub.forget(socket.id);
-        crate::chat::disconnected(&gw, &socket).await;
-    });
-    socket.on("join_team", join_team);
-    socket.on("agent_spawn", agent_spawn);
-    socket.on("agent_control", agent_control);
-    socket.on("chat_message", crate::chat::on_chat_message);
-    socket.on("presence_update", crate::chat::on_presence_update);
-    Ok(())
-}
-
-fn refuse(ack: AckSender, message: &str) {
-    let _ = ack.send(&json!({"ok": false, "error": message}));
-}
-
-async fn join_team(
-    socket: SocketRef,
-    TryData(data): TryData<JoinTeam>,
-    ack: AckSender,
-    State(gw): State<Arc<Gateway>>,
-) {
+async fn join_team(socket: SocketRef, data: Data<JoinTeam>, ack: Ack, gw: Arc<Gateway>) {
     let Ok(request) = data else {
         return refuse(ack, "join_team needs {teamId, token}");
     };
@@ -288,8 +296,9 @@ async fn join_team(
         tracing::warn!(user_id = %user_id, "join_team refused: not a member of the requested team");
         return refuse(ack, "not a member of this team");
     }
+    let previous = SocketState::joined(&socket);
     // One team per socket: a second join for another team replaces nothing.
-    if let Some(previous) = socket.extensions.get::<Joined>()
+    if let Some(previous) = &previous
         && previous.team_id != team_id
     {
         return refuse(ack, "this socket has already joined another team");
@@ -300,15 +309,14 @@ async fn join_team(
         user: user_id.to_string().into(),
         token: request.token.into(),
         expires_at_ms,
-        delivered: socket
-            .extensions
-            .get::<Joined>()
+        delivered: previous
             .map(|previous| previous.delivered.clone())
             .unwrap_or_default(),
     }));
-    socket.extensions.insert(joined.clone());
+    socket.state().joined = Some(joined.clone());
+    gw.rooms.seat(&socket, &joined);
     let resumed = resume::join(&gw, &socket, &joined, request.since).await;
-    let _ = ack.send(&json!({
+    ack.send(&json!({
         "ok": true,
         "teamId": team_id.to_string(),
         "userId": user_id.to_string(),
@@ -318,13 +326,8 @@ async fn join_team(
     crate::chat::joined(&gw, &socket).await;
 }
 
-async fn agent_spawn(
-    socket: SocketRef,
-    TryData(data): TryData<SpawnEvent>,
-    ack: AckSender,
-    State(gw): State<Arc<Gateway>>,
-) {
-    let Some(joined) = socket.extensions.get::<Joined>() else {
+async fn agent_spawn(socket: SocketRef, data: Data<SpawnEvent>, ack: Ack, gw: Arc<Gateway>) {
+    let Some(joined) = SocketState::joined(&socket) else {
         return refuse(ack, "join a team first");
     };
     let Ok(spawn) = data else {
@@ -346,7 +349,7 @@ async fn agent_spawn(
         .await
     {
         Ok(agent) => {
-            let _ = ack.send(&json!({"ok": true, "agent": dto::agent(agent.into_inner())}));
+            ack.send(&json!({"ok": true, "agent": dto::agent(agent.into_inner())}));
         }
         Err(status) => refuse(ack, &covibe_types::ApiError::from_status(&status).message),
     }
@@ -361,13 +364,8 @@ struct ControlEvent {
     data: Option<String>,
 }
 
-async fn agent_control(
-    socket: SocketRef,
-    TryData(data): TryData<ControlEvent>,
-    ack: AckSender,
-    State(gw): State<Arc<Gateway>>,
-) {
-    let Some(joined) = socket.extensions.get::<Joined>() else {
+async fn agent_control(socket: SocketRef, data: Data<ControlEvent>, ack: Ack, gw: Arc<Gateway>) {
+    let Some(joined) = SocketState::joined(&socket) else {
         return refuse(ack, "join a team first");
     };
     let Ok(control) = data else {
@@ -395,7 +393,7 @@ async fn agent_control(
         .await
     {
         Ok(_) => {
-            let _ = ack.send(&json!({"ok": true}));
+            ack.send(&json!({"ok": true}));
         }
         Err(status) => refuse(ack, &covibe_types::ApiError::from_status(&status).message),
     }

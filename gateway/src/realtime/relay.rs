@@ -1,25 +1,25 @@
 //! The relay: every team event from the hot store's fan-out goes to the sockets of the team.
-//! Payloads are serialized once per event and written to each socket as pre-serialized JSON
-//! (an output line's owner gets a copy with `canControl: true`, made as it is sent). A team's presence
+//! Each event is encoded once, as a frame every socket of the team is sent (an output line's
+//! owner gets a copy with `canControl: true`, made when first needed). A team's presence
 //! snapshots are coalesced over 50 ms: only the newest goes out.
 //!
-//! A socket whose send queue is full has fallen behind: it leaves the team's room, so it costs
-//! the others nothing, and once its queue drains it is told to `resync` (rejoin with `since`).
+//! A socket whose send queue is full has fallen behind: it stops taking the team's live events, so
+//! it costs the others nothing, and once its queue drains it is told to `resync` (rejoin with
+//! `since`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use covibe_proto::events::v1 as ev;
 use covibe_proto::prost::Message;
+use covibe_socketio::Frame;
 use covibe_storage::{FanoutEvent, Subscription};
 use covibe_types::TeamId;
 use serde_json::json;
 use serde_json::value::RawValue;
-use socketioxide::SocketIo;
-use socketioxide::extract::SocketRef;
 
-use super::{Delivery, Joined, team_room};
+use super::{Delivery, Joined, SocketRef};
 use crate::{Gateway, dto};
 
 /// One event ready to send.
@@ -30,13 +30,11 @@ pub(crate) enum Prepared {
         agent_id: String,
         owner: String,
         seq: u64,
-        viewer: Box<RawValue>,
+        viewer: Frame,
+        for_owner: OnceLock<Frame>,
     },
     /// Any other team event, the same for every member.
-    Team {
-        event: &'static str,
-        payload: Box<RawValue>,
-    },
+    Team(Frame),
 }
 
 fn raw(value: &impl serde::Serialize) -> Box<RawValue> {
@@ -46,10 +44,7 @@ fn raw(value: &impl serde::Serialize) -> Box<RawValue> {
 impl Prepared {
     /// A team event whose payload is the same for everyone.
     pub(crate) fn team(event: &'static str, payload: &impl serde::Serialize) -> Self {
-        Self::Team {
-            event,
-            payload: raw(payload),
-        }
+        Self::Team(Frame::event(event, &raw(payload)))
     }
     /// An `agent_output` event, from the fan-out or from history.
     pub(crate) fn output(
@@ -70,12 +65,13 @@ impl Prepared {
             event: &json,
             can_control: false,
         };
-        let viewer = raw(&payload);
+        let viewer = Frame::event("agent_output", &raw(&payload));
         Self::Output {
             agent_id,
             owner,
             seq,
             viewer,
+            for_owner: OnceLock::new(),
         }
     }
 
@@ -121,18 +117,18 @@ impl Prepared {
 
     /// About the memory the event holds.
     pub(crate) fn size(&self) -> usize {
-        let payload = match self {
-            Self::Output { viewer, .. } => viewer.get().len(),
-            Self::Team { payload, .. } => payload.get().len(),
+        let frame = match self {
+            Self::Output { viewer, .. } => viewer.len(),
+            Self::Team(frame) => frame.len(),
         };
-        payload + std::mem::size_of::<Self>()
+        frame + std::mem::size_of::<Self>()
     }
 
     /// The agent and seq of an output event.
     pub(crate) fn output_seq(&self) -> Option<(&str, u64)> {
         match self {
             Self::Output { agent_id, seq, .. } => Some((agent_id, *seq)),
-            Self::Team { .. } => None,
+            Self::Team(_) => None,
         }
     }
 
@@ -144,6 +140,7 @@ impl Prepared {
                 seq,
                 owner,
                 viewer,
+                for_owner,
             } => {
                 match joined.first_delivery(agent_id, *seq) {
                     Delivery::Next => {}
@@ -151,35 +148,31 @@ impl Prepared {
                     Delivery::Gap => return Err(Resync::FanoutGap),
                 }
                 let sent = if joined.user_id_str() == owner.as_str() {
-                    socket.emit("agent_output", &owner_payload(viewer))
+                    socket.send(for_owner.get_or_init(|| owner_frame(viewer)).clone())
                 } else {
-                    socket.emit("agent_output", viewer)
+                    socket.send(viewer.clone())
                 };
                 if sent.is_err() {
                     joined.undo_delivery(agent_id, *seq);
                 }
                 sent.map_err(|_| Resync::SlowConsumer)
             }
-            Self::Team { event, payload } => socket
-                .emit(*event, payload)
-                .map_err(|_| Resync::SlowConsumer),
+            Self::Team(frame) => socket.send(frame.clone()).map_err(|_| Resync::SlowConsumer),
         }
     }
 }
 
-/// The owner's copy of an output payload: `canControl` is its last field, so the viewer's
-/// payload with that flipped (no second serialization of the line).
-fn owner_payload(viewer: &RawValue) -> Box<RawValue> {
-    viewer
-        .get()
-        .strip_suffix(r#""canControl":false}"#)
-        .and_then(|head| RawValue::from_string(format!(r#"{head}"canControl":true}}"#)).ok())
-        .unwrap_or_else(|| {
-            let mut payload: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(viewer.get()).unwrap_or_default();
-            payload.insert("canControl".to_owned(), true.into());
-            raw(&payload)
-        })
+/// The owner's copy of an output frame: `canControl` is the payload's last field, so the
+/// viewer's frame with that flipped (no second serialization of the line).
+fn owner_frame(viewer: &Frame) -> Frame {
+    let text = viewer.as_str();
+    match text.strip_suffix(r#""canControl":false}]"#) {
+        Some(head) => Frame::from_text(format!(r#"{head}"canControl":true}}]"#)),
+        None => {
+            tracing::error!("an agent_output frame without canControl last");
+            viewer.clone()
+        }
+    }
 }
 
 /// Team presence snapshots are coalesced per team over this long: only the newest goes out
@@ -187,7 +180,7 @@ fn owner_payload(viewer: &RawValue) -> Box<RawValue> {
 const PRESENCE_EVERY: Duration = Duration::from_millis(50);
 
 /// Relays the fan-out to the team rooms until the subscription ends.
-pub async fn relay(io: SocketIo, gateway: Arc<Gateway>, mut subscription: Subscription) {
+pub async fn relay(gateway: Arc<Gateway>, mut subscription: Subscription) {
     let mut presence: HashMap<TeamId, Arc<Prepared>> = HashMap::new();
     let mut tick = tokio::time::interval(PRESENCE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -199,7 +192,7 @@ pub async fn relay(io: SocketIo, gateway: Arc<Gateway>, mut subscription: Subscr
             },
             _ = tick.tick(), if !presence.is_empty() => {
                 for (team, snapshot) in presence.drain() {
-                    to_team(&io, &gateway, team, &snapshot);
+                    to_team(&gateway, team, &snapshot);
                 }
                 continue;
             }
@@ -212,16 +205,10 @@ pub async fn relay(io: SocketIo, gateway: Arc<Gateway>, mut subscription: Subscr
                 tracing::warn!("fan-out gap: every socket resyncs from history");
                 let mut recovering = gateway.hub.lock();
                 recovering.missed(Resync::FanoutGap);
-                for socket in io.sockets() {
-                    let Some(team) = socket.extensions.get::<Joined>().map(|j| j.team_id) else {
-                        continue;
-                    };
-                    // Sockets out of the live stream already (resuming, or behind) are told
-                    // once they are done.
-                    let room = team_room(team);
-                    if socket.rooms().iter().any(|r| *r == room) {
-                        fell_behind(socket, team, Resync::FanoutGap);
-                    }
+                // Sockets out of the live stream already (resuming, or behind) are told once
+                // they are done.
+                for (socket, team) in gateway.rooms.all_live() {
+                    fell_behind(&gateway, socket, team, Resync::FanoutGap);
                 }
                 drop(recovering);
                 continue;
@@ -245,25 +232,26 @@ pub async fn relay(io: SocketIo, gateway: Arc<Gateway>, mut subscription: Subscr
         if is_presence {
             presence.insert(team, prepared);
         } else {
-            to_team(&io, &gateway, team, &prepared);
+            to_team(&gateway, team, &prepared);
         }
     }
     tracing::warn!("fan-out subscription ended");
 }
 
 /// Sends one event to the sockets of the team (and buffers it for those resuming).
-fn to_team(io: &SocketIo, gateway: &Gateway, team: TeamId, prepared: &Arc<Prepared>) {
+fn to_team(gateway: &Gateway, team: TeamId, prepared: &Arc<Prepared>) {
     // Under the hub's lock, so a socket finishing its resume is either still buffering this
-    // event or already in the room: never both, never neither.
+    // event or already live: never both, never neither.
     let mut recovering = gateway.hub.lock();
     recovering.buffer(team, prepared);
-    for socket in io.to(team_room(team)).sockets() {
-        let Some(joined) = socket.extensions.get::<Joined>() else {
-            continue;
-        };
-        if let Err(why) = prepared.deliver(&socket, &joined) {
-            fell_behind(socket, team, why);
+    let mut behind = Vec::new();
+    gateway.rooms.each_live(team, |seat| {
+        if let Err(why) = prepared.deliver(&seat.socket, &seat.joined) {
+            behind.push((seat.socket.clone(), why));
         }
+    });
+    for (socket, why) in behind {
+        fell_behind(gateway, socket, team, why);
     }
     drop(recovering);
 }
@@ -297,23 +285,23 @@ impl Resync {
 
 /// Takes a socket that missed live events out of the live stream and, once it can take a
 /// message again, tells it to resync (rejoin with `since`).
-pub(crate) fn fell_behind(socket: SocketRef, team: TeamId, why: Resync) {
+pub(crate) fn fell_behind(gateway: &Gateway, socket: SocketRef, team: TeamId, why: Resync) {
     if !socket.connected() {
         return;
     }
-    socket.leave(team_room(team));
-    tracing::info!(sid = %socket.id, team_id = %team, reason = why.reason(), "socket missed live events; it will be told to resync");
+    gateway.rooms.set_live(team, socket.id, false);
+    tracing::info!(sid = socket.id, team_id = %team, reason = why.reason(), "socket missed live events; it will be told to resync");
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + LAGGING_GIVE_UP;
         while socket.connected() && tokio::time::Instant::now() < deadline {
             if socket.emit("resync", &why.payload()).is_ok() {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = tokio::time::timeout_at(deadline, socket.wait_for_room()).await;
         }
         if socket.connected() {
-            tracing::warn!(sid = %socket.id, "socket stayed blocked; disconnecting it");
-            let _ = socket.disconnect();
+            tracing::warn!(sid = socket.id, "socket stayed blocked; disconnecting it");
+            socket.disconnect();
         }
     });
 }

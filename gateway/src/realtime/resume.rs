@@ -12,13 +12,12 @@ use std::time::Duration;
 use covibe_bootstrap::bearer;
 use covibe_proto::orchestrator::v1 as orch;
 use covibe_proto::tonic::Code;
+use covibe_socketio::Sid;
 use covibe_types::TeamId;
 use serde_json::{Value, json};
-use socketioxide::extract::SocketRef;
-use socketioxide::socket::Sid;
 
 use super::relay::{Prepared, Resync, fell_behind};
-use super::{Joined, team_room, user_room};
+use super::{Joined, SocketRef};
 use crate::Gateway;
 
 /// Bytes of live events buffered for one resuming socket before it is told to resync instead.
@@ -121,9 +120,7 @@ async fn deliver_waiting(socket: &SocketRef, joined: &Joined, event: &Prepared) 
             Err(Resync::SlowConsumer)
                 if socket.connected() && tokio::time::Instant::now() < deadline =>
             {
-                // socketioxide cannot wait for room in a socket's queue: poll, at the timer's
-                // finest step.
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                let _ = tokio::time::timeout_at(deadline, socket.wait_for_room()).await;
             }
             Err(_) => return false,
         }
@@ -254,9 +251,8 @@ pub(crate) async fn join(
     joined: &Joined,
     since: HashMap<String, i64>,
 ) -> Value {
-    let rooms = [team_room(joined.team_id), user_room(joined.user_id_str())];
     if since.is_empty() {
-        socket.join(rooms);
+        gw.rooms.set_live(joined.team_id, socket.id, true);
         return json!({});
     }
     gw.hub.lock().sockets.insert(
@@ -307,7 +303,7 @@ pub(crate) async fn join(
     let recovery = recovering.sockets.remove(&socket.id);
     if let Some(recovery) = &recovery {
         tracing::info!(
-            sid = %socket.id,
+            sid = socket.id,
             buffered = recovery.events.len(),
             missed = ?recovery.missed,
             last_sent = ?last_sent,
@@ -323,7 +319,7 @@ pub(crate) async fn join(
             }
             if let Err(why) = event.deliver(socket, joined) {
                 drop(recovering);
-                fell_behind(socket.clone(), joined.team_id, why);
+                fell_behind(gw, socket.clone(), joined.team_id, why);
                 return json!(report);
             }
         }
@@ -333,7 +329,7 @@ pub(crate) async fn join(
             return json!(report);
         }
     }
-    socket.join(rooms);
+    gw.rooms.set_live(joined.team_id, socket.id, true);
     drop(recovering);
     Value::Object(report)
 }
