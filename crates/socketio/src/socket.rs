@@ -112,6 +112,16 @@ impl<S> Socket<S> {
 
     /// Queues a frame without waiting.
     pub fn send(&self, frame: Frame) -> Result<(), SendError> {
+        if self.queue(frame)? {
+            self.flush();
+        }
+        Ok(())
+    }
+
+    /// Queues a frame without waking the socket's writer: `true` means the caller must call
+    /// [`Socket::flush`] (soon: nothing is written until then). A broadcaster queues a burst of
+    /// frames this way and wakes each socket once, so they go out in one write.
+    pub fn queue(&self, frame: Frame) -> Result<bool, SendError> {
         let limits = self.limits;
         let mut outbox = self.outbox();
         if outbox.closing || self.gone.load(Ordering::Acquire) {
@@ -122,8 +132,15 @@ impl<S> Socket<S> {
         {
             return Err(SendError::Full);
         }
-        self.push(&mut outbox, frame);
-        Ok(())
+        let was_empty = outbox.frames.is_empty();
+        outbox.bytes += frame.len();
+        outbox.frames.push_back(frame);
+        Ok(was_empty)
+    }
+
+    /// Wakes the writer for what [`Socket::queue`] queued.
+    pub fn flush(&self) {
+        self.wake.notify_one();
     }
 
     /// Queues a frame whatever the queue holds (control packets, which are few and small).

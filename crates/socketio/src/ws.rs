@@ -201,13 +201,16 @@ pub(crate) async fn run<S: Default + Send + 'static>(
 ) -> bool {
     let mut io = TokioIo::new(io);
     let mut incoming = Incoming::default();
+    // One timer for the socket's life, moved at each tick (not a new one at every wake-up).
+    let beat = tokio::time::sleep_until(heartbeat.deadline());
+    tokio::pin!(beat);
     let close_code = loop {
         let step = {
             let wake = socket.wake.notified();
             tokio::select! {
                 read = read_some(&mut io) => Step::Read(read),
                 () = wake, if upgraded => Step::Write,
-                () = tokio::time::sleep_until(heartbeat.deadline()) => Step::Tick,
+                () = &mut beat => Step::Tick,
             }
         };
         match step {
@@ -244,6 +247,7 @@ pub(crate) async fn run<S: Default + Send + 'static>(
                 if heartbeat.tick(&registry.config, socket) == Flow::Close {
                     break Some(NORMAL);
                 }
+                beat.as_mut().reset(heartbeat.deadline());
                 if !upgraded {
                     continue;
                 }

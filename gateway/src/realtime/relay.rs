@@ -132,8 +132,17 @@ impl Prepared {
         }
     }
 
-    /// Queues the event on one socket; an error says why the socket must resync instead.
+    /// Queues the event on one socket and wakes it; an error says why the socket must resync
+    /// instead.
     pub(crate) fn deliver(&self, socket: &SocketRef, joined: &Joined) -> Result<(), Resync> {
+        if self.queue(socket, joined)? {
+            socket.flush();
+        }
+        Ok(())
+    }
+
+    /// Queues the event on one socket without waking it: `true` means it must be flushed.
+    fn queue(&self, socket: &SocketRef, joined: &Joined) -> Result<bool, Resync> {
         match self {
             Self::Output {
                 agent_id,
@@ -144,20 +153,22 @@ impl Prepared {
             } => {
                 match joined.first_delivery(agent_id, *seq) {
                     Delivery::Next => {}
-                    Delivery::Seen => return Ok(()), // already sent by another path: never twice
+                    Delivery::Seen => return Ok(false), // already sent by another path: never twice
                     Delivery::Gap => return Err(Resync::FanoutGap),
                 }
-                let sent = if joined.user_id_str() == owner.as_str() {
-                    socket.send(for_owner.get_or_init(|| owner_frame(viewer)).clone())
+                let queued = if joined.user_id_str() == owner.as_str() {
+                    socket.queue(for_owner.get_or_init(|| owner_frame(viewer)).clone())
                 } else {
-                    socket.send(viewer.clone())
+                    socket.queue(viewer.clone())
                 };
-                if sent.is_err() {
+                if queued.is_err() {
                     joined.undo_delivery(agent_id, *seq);
                 }
-                sent.map_err(|_| Resync::SlowConsumer)
+                queued.map_err(|_| Resync::SlowConsumer)
             }
-            Self::Team(frame) => socket.send(frame.clone()).map_err(|_| Resync::SlowConsumer),
+            Self::Team(frame) => socket
+                .queue(frame.clone())
+                .map_err(|_| Resync::SlowConsumer),
         }
     }
 }
@@ -181,22 +192,53 @@ const PRESENCE_EVERY: Duration = Duration::from_millis(50);
 
 /// Relays the fan-out to the team rooms until the subscription ends.
 pub async fn relay(gateway: Arc<Gateway>, mut subscription: Subscription) {
-    let mut presence: HashMap<TeamId, Arc<Prepared>> = HashMap::new();
+    let mut relay = Relay {
+        gateway,
+        presence: HashMap::new(),
+        woken: Vec::new(),
+    };
     let mut tick = tokio::time::interval(PRESENCE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        let event = tokio::select! {
+        tokio::select! {
             event = subscription.recv() => match event {
-                Some(event) => event,
+                Some(event) => relay.event(event),
                 None => break,
             },
-            _ = tick.tick(), if !presence.is_empty() => {
-                for (team, snapshot) in presence.drain() {
-                    to_team(&gateway, team, &snapshot);
+            _ = tick.tick(), if !relay.presence.is_empty() => {
+                for (team, snapshot) in std::mem::take(&mut relay.presence) {
+                    relay.to_team(team, &snapshot);
                 }
-                continue;
             }
-        };
+        }
+        // What else is there already goes out with it: each socket is woken once for all of
+        // it, and writes it in one go.
+        while relay.woken.len() < WAKE_AFTER
+            && let Some(event) = subscription.try_recv()
+        {
+            relay.event(event);
+        }
+        for socket in relay.woken.drain(..) {
+            socket.flush();
+        }
+    }
+    tracing::warn!("fan-out subscription ended");
+}
+
+/// Sockets queued for before they are woken, at most.
+const WAKE_AFTER: usize = 4096;
+
+struct Relay {
+    gateway: Arc<Gateway>,
+    /// Per team, the newest presence snapshot not sent yet.
+    presence: HashMap<TeamId, Arc<Prepared>>,
+    /// Sockets with frames queued and their writer not woken yet.
+    woken: Vec<SocketRef>,
+}
+
+impl Relay {
+    fn event(&mut self, event: FanoutEvent) {
+        let gateway = &self.gateway;
         let bytes = match event {
             FanoutEvent::Message(bytes) => bytes,
             FanoutEvent::Gap => {
@@ -208,52 +250,55 @@ pub async fn relay(gateway: Arc<Gateway>, mut subscription: Subscription) {
                 // Sockets out of the live stream already (resuming, or behind) are told once
                 // they are done.
                 for (socket, team) in gateway.rooms.all_live() {
-                    fell_behind(&gateway, socket, team, Resync::FanoutGap);
+                    fell_behind(gateway, socket, team, Resync::FanoutGap);
                 }
                 drop(recovering);
-                continue;
+                return;
             }
         };
         let Ok(event) = ev::TeamEvent::decode(bytes) else {
             tracing::warn!("undecodable team event dropped");
-            continue;
+            return;
         };
         let Ok(team) = event.team_id.parse::<TeamId>() else {
-            continue;
+            return;
         };
         if !gateway.presence_seen.fresh(team, &event) {
-            continue;
+            return;
         }
         let is_presence = matches!(event.event, Some(ev::team_event::Event::TeamPresence(_)));
         let Some(prepared) = Prepared::from_event(event) else {
-            continue;
+            return;
         };
         let prepared = Arc::new(prepared);
         if is_presence {
-            presence.insert(team, prepared);
+            self.presence.insert(team, prepared);
         } else {
-            to_team(&gateway, team, &prepared);
+            self.to_team(team, &prepared);
         }
     }
-    tracing::warn!("fan-out subscription ended");
-}
 
-/// Sends one event to the sockets of the team (and buffers it for those resuming).
-fn to_team(gateway: &Gateway, team: TeamId, prepared: &Arc<Prepared>) {
-    // Under the hub's lock, so a socket finishing its resume is either still buffering this
-    // event or already live: never both, never neither.
-    let mut recovering = gateway.hub.lock();
-    recovering.buffer(team, prepared);
-    let mut behind = Vec::new();
-    gateway.rooms.each_live(team, |seat| {
-        if let Err(why) = prepared.deliver(&seat.socket, &seat.joined) {
-            behind.push((seat.socket.clone(), why));
+    /// Queues one event on the live sockets of the team (and buffers it for those resuming).
+    fn to_team(&mut self, team: TeamId, prepared: &Arc<Prepared>) {
+        let gateway = &self.gateway;
+        // Under the hub's lock, so a socket finishing its resume is either still buffering this
+        // event or already live: never both, never neither.
+        let mut recovering = gateway.hub.lock();
+        recovering.buffer(team, prepared);
+        let mut behind = Vec::new();
+        let woken = &mut self.woken;
+        gateway.rooms.each_live(team, |seat| {
+            match prepared.queue(&seat.socket, &seat.joined) {
+                Ok(true) => woken.push(seat.socket.clone()),
+                Ok(false) => {}
+                Err(why) => behind.push((seat.socket.clone(), why)),
+            }
+        });
+        for (socket, why) in behind {
+            fell_behind(gateway, socket, team, why);
         }
-    });
-    for (socket, why) in behind {
-        fell_behind(gateway, socket, team, why);
+        drop(recovering);
     }
-    drop(recovering);
 }
 
 /// How long a socket may stay unable to take a single message before it is disconnected.

@@ -109,6 +109,15 @@ impl Subscription {
         }
         Some(event)
     }
+
+    /// The next event if one is there now.
+    pub fn try_recv(&mut self) -> Option<FanoutEvent> {
+        let event = self.rx.try_recv().ok()?;
+        if let FanoutEvent::Message(bytes) = &event {
+            self.queued.fetch_sub(weight(bytes), Ordering::AcqRel);
+        }
+        Some(event)
+    }
 }
 
 #[cfg(test)]
