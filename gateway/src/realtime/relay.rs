@@ -207,7 +207,7 @@ pub async fn relay(gateway: Arc<Gateway>, mut subscription: Subscription) {
             },
             _ = tick.tick(), if !relay.presence.is_empty() => {
                 for (team, snapshot) in std::mem::take(&mut relay.presence) {
-                    relay.to_team(team, &snapshot);
+                    relay.send_to_team(team, &snapshot);
                 }
             }
         }
@@ -274,12 +274,12 @@ impl Relay {
         if is_presence {
             self.presence.insert(team, prepared);
         } else {
-            self.to_team(team, &prepared);
+            self.send_to_team(team, &prepared);
         }
     }
 
     /// Queues one event on the live sockets of the team (and buffers it for those resuming).
-    fn to_team(&mut self, team: TeamId, prepared: &Arc<Prepared>) {
+    fn send_to_team(&mut self, team: TeamId, prepared: &Arc<Prepared>) {
         let gateway = &self.gateway;
         // Under the hub's lock, so a socket finishing its resume is either still buffering this
         // event or already live: never both, never neither.
