@@ -159,8 +159,9 @@ fn parse(buf: &mut [u8], max_payload: usize) -> Result<Option<Received>, u16> {
 /// Reads what is there, with a buffer that exists only while the read is polled.
 async fn read_some<T: AsyncRead + Unpin>(io: &mut T) -> std::io::Result<Vec<u8>> {
     std::future::poll_fn(|cx| {
-        let mut buf = [0u8; 4096];
-        let mut read = ReadBuf::new(&mut buf);
+        // Not zeroed: this runs at every wake-up of the socket's task, mostly to find nothing.
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut read = ReadBuf::uninit(&mut buf);
         match Pin::new(&mut *io).poll_read(cx, &mut read) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(read.filled().to_vec())),
             Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
