@@ -132,6 +132,18 @@ impl Frame {
         Self(Bytes::from(text))
     }
 
+    /// `42["name",payload]`, the payload serialized straight into the frame (`None` if it
+    /// cannot be serialized, e.g. a map with non-string keys).
+    pub fn event_of(name: &str, payload: &impl serde::Serialize) -> Option<Self> {
+        let mut text = Vec::with_capacity(256);
+        text.extend_from_slice(b"42[");
+        serde_json::to_writer(&mut text, name).ok()?;
+        text.push(b',');
+        serde_json::to_writer(&mut text, payload).ok()?;
+        text.push(b']');
+        Some(Self(Bytes::from(text)))
+    }
+
     /// `43<id>[payload]`: the answer to an event.
     pub(crate) fn ack(id: u64, payload: &RawValue) -> Self {
         Self(Bytes::from(format!("43{id}[{}]", payload.get())))
@@ -224,5 +236,7 @@ mod tests {
             br#"42["agent\"output",{"x":"y"}]"#
         );
         assert_eq!(&Frame::ack(5, &payload).0[..], br#"435[{"x":"y"}]"#);
+        let direct = Frame::event_of("agent\"output", &serde_json::json!({"x": "y"})).unwrap();
+        assert_eq!(direct, Frame::event("agent\"output", &payload));
     }
 }

@@ -37,14 +37,21 @@ pub(crate) enum Prepared {
     Team(Frame),
 }
 
-fn raw(value: &impl serde::Serialize) -> Box<RawValue> {
-    serde_json::value::to_raw_value(value).unwrap_or_default()
+/// The event's frame, its payload serialized once, straight into it.
+fn frame(event: &str, payload: &impl serde::Serialize) -> Frame {
+    Frame::event_of(event, payload).unwrap_or_else(|| {
+        tracing::error!(event, "a team event's payload could not be serialized");
+        Frame::event(
+            event,
+            &RawValue::from_string("null".to_owned()).unwrap_or_default(),
+        )
+    })
 }
 
 impl Prepared {
     /// A team event whose payload is the same for everyone.
     pub(crate) fn team(event: &'static str, payload: &impl serde::Serialize) -> Self {
-        Self::Team(Frame::event(event, &raw(payload)))
+        Self::Team(frame(event, payload))
     }
     /// An `agent_output` event, from the fan-out or from history.
     pub(crate) fn output(
@@ -61,11 +68,11 @@ impl Prepared {
             owner: &owner,
             seq,
             stream: dto::stream_name(stream),
-            data: String::from_utf8_lossy(data),
+            data: dto::text_ref(data),
             event: &json,
             can_control: false,
         };
-        let viewer = Frame::event("agent_output", &raw(&payload));
+        let viewer = frame("agent_output", &payload);
         Self::Output {
             agent_id,
             owner,
