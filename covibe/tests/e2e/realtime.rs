@@ -320,3 +320,57 @@ async fn a_joined_socket_outlives_its_token_and_takes_a_fresh_one() {
     assert_eq!(ack["ok"], true, "{ack}");
     assert_eq!(ack["message"]["message"], "back", "{ack}");
 }
+
+/// Browsers start on HTTP long-polling and move to a WebSocket; behind a proxy that blocks
+/// WebSockets they stay on polling. Either way a member joins, acts over the socket, and sees
+/// every line of an agent once and in order, the owner's copy saying it may control it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_on_polling_and_after_the_upgrade_see_every_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_proc, gw) = start_standalone(dir.path()).await;
+    let http = reqwest::Client::new();
+    let (_, me) = create_team(&http, &gw, "P", "p@example.com", "P").await;
+    let team = me["team"]["id"].clone();
+    let token = me["accessToken"].as_str().unwrap().to_owned();
+    let mut sio = SioClient::start().await;
+    for (name, transports) in [
+        ("upgrading", json!(["polling", "websocket"])),
+        ("polling", json!(["polling"])),
+    ] {
+        let reply = sio
+            .try_connect_with(name, &gw, json!({"transports": transports}))
+            .await;
+        assert_eq!(reply["op"], "connected", "{reply}");
+        join(&mut sio, name, json!({"teamId": team, "token": token})).await;
+    }
+    let lines = 300;
+    let total = expected_lines(lines);
+    let ack = sio
+        .emit_ack(
+            "polling",
+            "agent_spawn",
+            json!({"task": format!("lines={lines} delay_ms=1 over polling")}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let agent = ack["agent"]["id"].as_str().unwrap().to_owned();
+    for name in ["upgrading", "polling"] {
+        let mut got = Vec::new();
+        let viewer_copies = std::cell::Cell::new(0);
+        collect_until(&mut sio, name, &agent, &mut got, |e, d| {
+            if e == "agent_output" && d["canControl"] != true {
+                viewer_copies.set(viewer_copies.get() + 1);
+            }
+            e == "agent_output" && d["seq"].as_u64() == Some(total - 1)
+        })
+        .await;
+        assert_seqs(&got, 0..total, name);
+        assert_eq!(
+            viewer_copies.get(),
+            0,
+            "{name}: the owner's lines say canControl"
+        );
+    }
+    assert_eq!(sio.transport("upgrading").await, "websocket");
+    assert_eq!(sio.transport("polling").await, "polling");
+}
