@@ -72,7 +72,10 @@ pub(crate) fn socket(text: &str) -> Result<Socket<'_>, Malformed> {
         .as_bytes()
         .first()
         .ok_or(Malformed("empty socket.io packet"))?;
-    let mut rest = &text[1..];
+    // A type that is not one byte (not ASCII) is no type at all.
+    let mut rest = text
+        .get(1..)
+        .ok_or(Malformed("unknown socket.io packet type"))?;
     if rest.starts_with('/') {
         let end = rest.find(',').unwrap_or(rest.len());
         let namespace = &rest[..end];
@@ -224,6 +227,7 @@ mod tests {
         ));
         assert!(matches!(socket(r#"0{"token":"x"}"#), Ok(Socket::Connect)));
         assert!(socket("2{}").is_err(), "not an array");
+        assert!(socket("é[]").is_err(), "a type that is not one byte");
         assert!(socket("2[1]").is_err(), "no name");
         assert!(socket("299999999999999999999999[\"a\"]").is_err());
     }
@@ -238,5 +242,43 @@ mod tests {
         assert_eq!(&Frame::ack(5, &payload).0[..], br#"435[{"x":"y"}]"#);
         let direct = Frame::event_of("agent\"output", &serde_json::json!({"x": "y"})).unwrap();
         assert_eq!(direct, Frame::event("agent\"output", &payload));
+    }
+
+    /// Random and mutated packets: every one is parsed or refused, never a panic.
+    #[test]
+    fn arbitrary_text_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        let seeds = [
+            r#"42["join_team",{"teamId":"t","since":{"a":1}}]"#,
+            r#"4217["chat_message",{"message":"é"}]"#,
+            "40",
+            r#"40{"token":"x"}"#,
+            "2probe",
+            r#"451-["x",{"_placeholder":true,"num":0}]"#,
+        ];
+        let alphabet = b"0123456789[]{}\",:/-\\ ae\xc3";
+        for round in 0..50_000 {
+            let mut text: Vec<u8> = seeds[round % seeds.len()].as_bytes().to_vec();
+            for _ in 0..rng.gen_range(0..6) {
+                let at = rng.gen_range(0..=text.len());
+                match rng.gen_range(0..4) {
+                    0 => text.insert(at, alphabet[rng.gen_range(0..alphabet.len())]),
+                    1 => {
+                        text.splice(at..at, "é".bytes());
+                    }
+                    2 if at < text.len() => {
+                        text.remove(at);
+                    }
+                    _ => text.truncate(at),
+                }
+            }
+            let Ok(text) = std::str::from_utf8(&text) else {
+                continue;
+            };
+            if let Ok(Engine::Message(message)) = engine(text) {
+                let _ = socket(message);
+            }
+        }
     }
 }

@@ -461,4 +461,32 @@ mod tests {
         headers.remove(header::SEC_WEBSOCKET_KEY);
         assert!(accept_key(&headers).is_err());
     }
+
+    /// Random and mutated bytes: a frame is found whole within the buffer, or none is, or the
+    /// connection is refused with a close code; never a panic, never more than the limit.
+    #[test]
+    fn arbitrary_bytes_never_panic_or_overrun() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for round in 0..50_000 {
+            let mut buf = if round % 2 == 0 {
+                let len = rng.gen_range(0..300);
+                masked(TEXT, rng.r#gen(), &vec![b'x'; len])
+            } else {
+                (0..rng.gen_range(0..40)).map(|_| rng.r#gen()).collect()
+            };
+            for _ in 0..rng.gen_range(0..4) {
+                if buf.is_empty() {
+                    break;
+                }
+                let at = rng.gen_range(0..buf.len());
+                buf[at] = rng.r#gen();
+            }
+            if let Ok(Some(received)) = parse(&mut buf, 200) {
+                assert!(received.len <= buf.len());
+                assert!(received.payload.end <= received.len);
+                assert!(received.payload.len() <= 200);
+            }
+        }
+    }
 }
