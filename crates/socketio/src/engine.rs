@@ -360,7 +360,18 @@ fn on_message<S: Default + Send + 'static>(
                     id: ack,
                 },
             };
-            tokio::spawn(registry.handler.event(socket.clone(), event));
+            // Past the limit the event is refused, not waited for: waiting would stop this
+            // task, which also writes what the events being handled are waiting to send.
+            let Ok(permit) = socket.events.clone().try_acquire_owned() else {
+                tracing::debug!(sid = socket.id, "too many events in flight; refused");
+                registry.handler.overloaded(event);
+                return Flow::Continue;
+            };
+            let handled = registry.handler.event(socket.clone(), event);
+            tokio::spawn(async move {
+                handled.await;
+                drop(permit);
+            });
         }
         packet::Socket::Ack => {}
         packet::Socket::Binary => {
@@ -425,6 +436,10 @@ async fn drive<S: Default + Send + 'static>(
     socket: Arc<Socket<S>>,
     transport: Transport,
 ) {
+    let ended = Ended {
+        registry: registry.clone(),
+        socket: socket.clone(),
+    };
     let mut heartbeat = Heartbeat::new(&registry.config);
     match transport {
         Transport::WebSocket(io) => {
@@ -458,7 +473,23 @@ async fn drive<S: Default + Send + 'static>(
             }
         },
     }
-    registry.close(&socket).await;
+    drop(ended);
+}
+
+/// Ends a session when its task ends, however it ends (a panic included): the session is
+/// forgotten and the application told, so a bug costs one connection, not a leaked place.
+struct Ended<S: Default + Send + 'static> {
+    registry: Arc<Registry<S>>,
+    socket: Arc<Socket<S>>,
+}
+
+impl<S: Default + Send + 'static> Drop for Ended<S> {
+    fn drop(&mut self) {
+        let (registry, socket) = (self.registry.clone(), self.socket.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { registry.close(&socket).await });
+        }
+    }
 }
 
 /// Polling with no upgrade possible any more.

@@ -43,6 +43,9 @@ pub struct Config {
     pub queue_bytes: usize,
     /// Engine.IO sessions open at once; past it a handshake is refused.
     pub max_sessions: usize,
+    /// A client's events handled at once; past it an event is refused
+    /// ([`Handler::overloaded`]).
+    pub max_events_in_flight: usize,
 }
 
 impl Default for Config {
@@ -55,6 +58,7 @@ impl Default for Config {
             queue_frames: 1024,
             queue_bytes: 4 << 20,
             max_sessions: 100_000,
+            max_events_in_flight: 16,
         }
     }
 }
@@ -66,6 +70,11 @@ pub trait Handler<S>: Send + Sync + 'static {
     fn connect(&self, socket: &Arc<Socket<S>>) -> Result<(), String>;
     /// A client's event. Each runs on a task of its own.
     fn event(&self, socket: Arc<Socket<S>>, event: Event<S>) -> BoxFuture<'static, ()>;
+    /// An event refused because the client has too many being handled already: answer it
+    /// with an error the client understands (the default drops it).
+    fn overloaded(&self, event: Event<S>) {
+        drop(event);
+    }
     /// A connected socket is gone, whichever side ended it.
     fn disconnect(&self, socket: Arc<Socket<S>>) -> BoxFuture<'static, ()>;
 }

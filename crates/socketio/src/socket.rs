@@ -58,6 +58,8 @@ pub struct Socket<S> {
     pub(crate) upgrade: Mutex<Option<tokio::sync::oneshot::Sender<hyper::upgrade::Upgraded>>>,
     /// Wakes the socket's task for what is not a frame to write (closing, while polling).
     pub(crate) control: Notify,
+    /// Places for the client's events being handled at once.
+    pub(crate) events: Arc<tokio::sync::Semaphore>,
     /// Frames and bytes the queue holds at most.
     limits: (usize, usize),
     /// What the application keeps per socket.
@@ -88,6 +90,9 @@ impl<S> Socket<S> {
             polling: AtomicBool::new(false),
             upgrade: Mutex::new(None),
             control: Notify::new(),
+            events: Arc::new(tokio::sync::Semaphore::new(
+                registry.config.max_events_in_flight,
+            )),
             state: Mutex::new(state),
         }
     }

@@ -21,6 +21,8 @@ struct Seen {
 
 struct Echo {
     refuse: AtomicBool,
+    /// `hold` events wait here until the test lets them go.
+    gate: Arc<tokio::sync::Semaphore>,
     gone: mpsc::UnboundedSender<Sid>,
     io: OnceLock<Io<Seen>>,
 }
@@ -35,6 +37,7 @@ impl Handler<Seen> for Echo {
 
     fn event(&self, socket: Arc<Socket<Seen>>, event: Event<Seen>) -> BoxFuture<'static, ()> {
         let io = self.io.get().cloned();
+        let gate = self.gate.clone();
         Box::pin(async move {
             socket.state().events += 1;
             match event.name.as_str() {
@@ -61,6 +64,10 @@ impl Handler<Seen> for Echo {
                     event.ack.send(&json!({"ok": true}));
                 }
                 "kick" => socket.disconnect(),
+                "hold" => {
+                    let _pass = gate.acquire().await.unwrap();
+                    event.ack.send(&"held");
+                }
                 "count" => {
                     let events = socket.state().events;
                     event.ack.send(&events);
@@ -68,6 +75,10 @@ impl Handler<Seen> for Echo {
                 _ => event.ack.send(&json!({"error": "unknown event"})),
             }
         })
+    }
+
+    fn overloaded(&self, event: Event<Seen>) {
+        event.ack.send(&"overloaded");
     }
 
     fn disconnect(&self, socket: Arc<Socket<Seen>>) -> BoxFuture<'static, ()> {
@@ -87,6 +98,7 @@ async fn serve(config: Config) -> Server {
     let (tx, gone) = mpsc::unbounded_channel();
     let handler = Arc::new(Echo {
         refuse: AtomicBool::new(false),
+        gate: Arc::new(tokio::sync::Semaphore::new(0)),
         gone: tx,
         io: OnceLock::new(),
     });
@@ -308,4 +320,42 @@ async fn silent_clients_are_dropped_by_the_heartbeat() {
     assert_eq!(server.io.sockets().len(), 1, "the answering one stays");
     assert_eq!(sio.emit_ack("alive", "echo", json!(1)).await, json!(1));
     drop(ws);
+}
+
+/// A client that sends events faster than they are handled gets, past the limit in flight, an
+/// answer saying so at once; the ones taken are all answered, and the connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_past_the_limit_in_flight_are_refused_with_an_answer() {
+    let server = serve(Config {
+        max_events_in_flight: 4,
+        ..Config::default()
+    })
+    .await;
+    let mut ws = raw_ws(&server.url).await;
+    next_text(&mut ws).await.unwrap();
+    ws.send(Message::text("40")).await.unwrap();
+    next_text(&mut ws).await.unwrap();
+    for id in 0..10 {
+        ws.send(Message::text(format!(r#"42{id}["hold"]"#)))
+            .await
+            .unwrap();
+    }
+    let mut refused = Vec::new();
+    while refused.len() < 6 {
+        let text = next_text(&mut ws).await.unwrap();
+        if text.ends_with(r#"["overloaded"]"#) {
+            refused.push(text);
+        }
+    }
+    server.handler.gate.add_permits(10);
+    let mut held = 0;
+    while held < 4 {
+        let text = next_text(&mut ws).await.unwrap();
+        assert!(text.ends_with(r#"["held"]"#), "{text}");
+        held += 1;
+    }
+    ws.send(Message::text(r#"4299["echo","after"]"#))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut ws).await.unwrap(), r#"4399["after"]"#);
 }

@@ -260,6 +260,13 @@ impl Handler<SocketState> for Events {
         })
     }
 
+    fn overloaded(&self, event: Event<SocketState>) {
+        refuse(
+            event.ack,
+            "too many requests at once on this socket: wait for their answers before sending more",
+        );
+    }
+
     fn disconnect(&self, socket: SocketRef) -> BoxFuture<'static, ()> {
         let gw = self.0.clone();
         Box::pin(async move {
