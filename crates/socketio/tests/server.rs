@@ -252,6 +252,17 @@ async fn raw_ws(url: &str) -> tokio_tungstenite::WebSocketStream<tokio::net::Tcp
     ws
 }
 
+/// A raw WebSocket client connected to the namespace (the open packet checked).
+async fn connected_raw_ws(url: &str) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let mut ws = raw_ws(url).await;
+    let open = next_text(&mut ws).await.unwrap();
+    assert!(open.starts_with(r#"0{"sid":""#), "{open}");
+    ws.send(Message::text("40")).await.unwrap();
+    let connected = next_text(&mut ws).await.unwrap();
+    assert!(connected.starts_with("40{"), "{connected}");
+    ws
+}
+
 async fn next_text<
     S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 >(
@@ -277,11 +288,7 @@ async fn bad_packets_are_dropped_and_oversized_ones_close_the_socket() {
         ..Config::default()
     })
     .await;
-    let mut ws = raw_ws(&server.url).await;
-    let open = next_text(&mut ws).await.unwrap();
-    assert!(open.starts_with(r#"0{"sid":""#), "{open}");
-    ws.send(Message::text("40")).await.unwrap();
-    assert!(next_text(&mut ws).await.unwrap().starts_with("40{"));
+    let mut ws = connected_raw_ws(&server.url).await;
     for garbage in ["42{not json", "42[]", "42[7]", "4x", "47"] {
         ws.send(Message::text(garbage)).await.unwrap();
     }
@@ -309,10 +316,7 @@ async fn silent_clients_are_dropped_by_the_heartbeat() {
     .await;
     let mut sio = SioClient::start().await;
     sio.connect("alive", &server.url).await;
-    let mut ws = raw_ws(&server.url).await;
-    next_text(&mut ws).await.unwrap();
-    ws.send(Message::text("40")).await.unwrap();
-    next_text(&mut ws).await.unwrap();
+    let ws = connected_raw_ws(&server.url).await;
     // The raw client reads nothing more and answers nothing.
     let gone = tokio::time::timeout(Duration::from_secs(10), server.gone.recv()).await;
     assert!(matches!(gone, Ok(Some(_))), "the silent client was dropped");
@@ -331,10 +335,7 @@ async fn events_past_the_limit_in_flight_are_refused_with_an_answer() {
         ..Config::default()
     })
     .await;
-    let mut ws = raw_ws(&server.url).await;
-    next_text(&mut ws).await.unwrap();
-    ws.send(Message::text("40")).await.unwrap();
-    next_text(&mut ws).await.unwrap();
+    let mut ws = connected_raw_ws(&server.url).await;
     for id in 0..10 {
         ws.send(Message::text(format!(r#"42{id}["hold"]"#)))
             .await
