@@ -29,7 +29,7 @@ use serde_json::json;
 
 use crate::Gateway;
 use crate::error::HttpError;
-use crate::realtime::{Ack, Joined, SocketIo, SocketRef, SocketState, refuse};
+use crate::realtime::{Ack, Data, Joined, SocketIo, SocketRef, SocketState, refuse};
 use crate::rest::{ApiJson, Member};
 
 /// How often a joined socket tells the team service its member is still here.
@@ -227,7 +227,7 @@ pub(crate) async fn presence(
 /// it as a `chat_message` event.
 pub(crate) async fn on_chat_message(
     socket: SocketRef,
-    data: Result<PostMessage, serde_json::Error>,
+    data: Data<PostMessage>,
     ack: Ack,
     gw: Arc<Gateway>,
 ) {
@@ -254,7 +254,7 @@ pub(crate) async fn on_chat_message(
 /// `team_presence`.
 pub(crate) async fn on_presence_update(
     socket: SocketRef,
-    data: Result<PresenceUpdate, serde_json::Error>,
+    data: Data<PresenceUpdate>,
     ack: Ack,
     gw: Arc<Gateway>,
 ) {

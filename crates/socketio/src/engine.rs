@@ -79,7 +79,7 @@ fn text(body: impl Into<Body>) -> Response {
 /// The open packet.
 pub(crate) fn open<S>(registry: &Registry<S>, socket: &Socket<S>, upgrades: bool) -> Frame {
     let config = &registry.config;
-    Frame::owned(format!(
+    Frame::from_text(format!(
         r#"0{{"sid":"{}","upgrades":[{}],"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
         socket.wire,
         if upgrades { r#""websocket""# } else { "" },
@@ -292,7 +292,7 @@ pub(crate) fn on_packet<S: Default + Send + 'static>(
     match packet {
         packet::Engine::Close => return Flow::Close,
         packet::Engine::Pong => socket.ponged.store(true, Ordering::Release),
-        packet::Engine::Ping(data) => socket.send_control(Frame::owned(format!("3{data}"))),
+        packet::Engine::Ping(data) => socket.send_control(Frame::from_text(format!("3{data}"))),
         packet::Engine::Upgrade | packet::Engine::Noop => {}
         packet::Engine::Message(message) => return on_message(registry, socket, message),
     }
@@ -320,11 +320,13 @@ fn on_message<S: Default + Send + 'static>(
             match registry.handler.connect(socket) {
                 Ok(()) => {
                     socket.connected.store(true, Ordering::Release);
-                    socket
-                        .send_control(Frame::owned(format!(r#"40{{"sid":"{}"}}"#, new_wire_id())));
+                    socket.send_control(Frame::from_text(format!(
+                        r#"40{{"sid":"{}"}}"#,
+                        new_wire_id()
+                    )));
                 }
                 Err(message) => {
-                    socket.send_control(Frame::owned(format!(
+                    socket.send_control(Frame::from_text(format!(
                         "44{}",
                         serde_json::json!({ "message": message })
                     )));
@@ -333,7 +335,7 @@ fn on_message<S: Default + Send + 'static>(
             }
         }
         packet::Socket::OtherNamespace(namespace) => {
-            socket.send_control(Frame::owned(format!(
+            socket.send_control(Frame::from_text(format!(
                 r#"44{namespace},{{"message":"Invalid namespace"}}"#
             )));
         }
@@ -430,6 +432,14 @@ impl Heartbeat {
 /// How long a closing polling session waits for its last frames to be fetched.
 const POLL_FLUSH: Duration = Duration::from_secs(2);
 
+/// What woke a polling session's task.
+enum Polled {
+    /// A WebSocket was handed over (`None`: the upgrade request failed).
+    Upgrade(Option<hyper::upgrade::Upgraded>),
+    Control,
+    Tick,
+}
+
 /// The socket's task: it owns the transport until the session ends.
 async fn drive<S: Default + Send + 'static>(
     registry: Arc<Registry<S>>,
@@ -446,32 +456,49 @@ async fn drive<S: Default + Send + 'static>(
             socket.send_control(open(&registry, &socket, false));
             let _ = ws::run(&registry, &socket, io, &mut heartbeat, true).await;
         }
-        Transport::Polling(mut upgraded) => loop {
-            let control = socket.control.notified();
-            tokio::select! {
-                io = &mut upgraded => {
-                    let upgraded = match io {
-                        Ok(io) => ws::run(&registry, &socket, io, &mut heartbeat, false).await,
-                        Err(_) => false,
-                    };
-                    if !upgraded && !socket.outbox().closing {
-                        continue_polling(&registry, &socket, &mut heartbeat).await;
+        Transport::Polling(upgrade) => {
+            // Until a WebSocket is handed over (or the chance of one is gone).
+            let mut upgrade = Some(upgrade);
+            loop {
+                let control = socket.control.notified();
+                let upgraded = async {
+                    match upgrade.as_mut() {
+                        Some(handoff) => handoff.await.ok(),
+                        None => std::future::pending().await,
                     }
-                    break;
-                }
-                () = control => {
-                    if socket.outbox().closing {
+                };
+                let step = tokio::select! {
+                    io = upgraded => Polled::Upgrade(io),
+                    () = control => Polled::Control,
+                    () = tokio::time::sleep_until(heartbeat.deadline()) => Polled::Tick,
+                };
+                match step {
+                    Polled::Upgrade(io) => {
+                        upgrade = None;
+                        let moved = match io {
+                            Some(io) => {
+                                ws::run(&registry, &socket, io, &mut heartbeat, false).await
+                            }
+                            None => false,
+                        };
+                        // A failed probe leaves the client polling.
+                        if moved || socket.outbox().closing {
+                            break;
+                        }
+                    }
+                    Polled::Control if socket.outbox().closing => {
                         flush_polling(&socket).await;
                         break;
                     }
-                }
-                () = tokio::time::sleep_until(heartbeat.deadline()) => {
-                    if heartbeat.tick(&registry.config, &socket) == Flow::Close {
-                        break;
+                    Polled::Control => {}
+                    Polled::Tick => {
+                        if heartbeat.tick(&registry.config, &socket) == Flow::Close {
+                            break;
+                        }
                     }
                 }
             }
-        },
+        }
     }
     drop(ended);
 }
@@ -488,30 +515,6 @@ impl<S: Default + Send + 'static> Drop for Ended<S> {
         let (registry, socket) = (self.registry.clone(), self.socket.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { registry.close(&socket).await });
-        }
-    }
-}
-
-/// Polling with no upgrade possible any more.
-async fn continue_polling<S>(
-    registry: &Registry<S>,
-    socket: &Socket<S>,
-    heartbeat: &mut Heartbeat,
-) {
-    loop {
-        let control = socket.control.notified();
-        tokio::select! {
-            () = control => {
-                if socket.outbox().closing {
-                    flush_polling(socket).await;
-                    return;
-                }
-            }
-            () = tokio::time::sleep_until(heartbeat.deadline()) => {
-                if heartbeat.tick(&registry.config, socket) == Flow::Close {
-                    return;
-                }
-            }
         }
     }
 }

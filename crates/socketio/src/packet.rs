@@ -123,36 +123,22 @@ pub(crate) fn socket(text: &str) -> Result<Socket<'_>, Malformed> {
 pub struct Frame(pub(crate) Bytes);
 
 impl Frame {
-    /// `42["name",payload]`: an event with one argument.
-    pub fn event(name: &str, payload: &RawValue) -> Self {
-        let payload = payload.get();
-        let mut text = String::with_capacity(name.len() + payload.len() + 8);
-        text.push_str("42[");
-        push_json_string(&mut text, name);
-        text.push(',');
-        text.push_str(payload);
-        text.push(']');
+    /// `42["name",payload]`: an event with one argument, serialized straight into the frame.
+    pub fn event(name: &str, payload: &impl serde::Serialize) -> Self {
+        let mut text = Vec::with_capacity(256);
+        text.extend_from_slice(b"42[");
+        write_json(&mut text, name, b"\"\"");
+        text.push(b',');
+        write_json(&mut text, payload, b"null");
+        text.push(b']');
         Self(Bytes::from(text))
     }
 
-    /// `42["name",payload]`, the payload serialized straight into the frame (`None` if it
-    /// cannot be serialized, e.g. a map with non-string keys).
-    pub fn event_of(name: &str, payload: &impl serde::Serialize) -> Option<Self> {
-        let mut text = Vec::with_capacity(256);
-        text.extend_from_slice(b"42[");
-        serde_json::to_writer(&mut text, name).ok()?;
-        text.push(b',');
-        serde_json::to_writer(&mut text, payload).ok()?;
-        text.push(b']');
-        Some(Self(Bytes::from(text)))
-    }
-
     /// `43<id>[payload]`: the answer to an event.
-    pub(crate) fn ack(id: u64, payload: &RawValue) -> Self {
-        Self(Bytes::from(format!("43{id}[{}]", payload.get())))
-    }
-
-    pub(crate) fn owned(text: String) -> Self {
+    pub(crate) fn ack(id: u64, payload: &impl serde::Serialize) -> Self {
+        let mut text = format!("43{id}[").into_bytes();
+        write_json(&mut text, payload, b"null");
+        text.push(b']');
         Self(Bytes::from(text))
     }
 
@@ -176,10 +162,14 @@ impl Frame {
     }
 }
 
-fn push_json_string(out: &mut String, s: &str) {
-    match serde_json::to_string(s) {
-        Ok(quoted) => out.push_str(&quoted),
-        Err(_) => out.push_str("\"\""),
+/// Appends the JSON of `value`, or `fallback` (logged) if it cannot be serialized (a map with
+/// non-string keys, a failing `Serialize`).
+fn write_json(text: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized), fallback: &[u8]) {
+    let start = text.len();
+    if let Err(err) = serde_json::to_writer(&mut *text, value) {
+        tracing::error!(error = %err, "socket.io payload could not be serialized");
+        text.truncate(start);
+        text.extend_from_slice(fallback);
     }
 }
 
@@ -234,14 +224,17 @@ mod tests {
 
     #[test]
     fn frames_are_engine_io_text() {
-        let payload = RawValue::from_string(r#"{"x":"y"}"#.to_owned()).unwrap();
+        let payload = serde_json::json!({"x": "y"});
         assert_eq!(
             &Frame::event("agent\"output", &payload).0[..],
             br#"42["agent\"output",{"x":"y"}]"#
         );
         assert_eq!(&Frame::ack(5, &payload).0[..], br#"435[{"x":"y"}]"#);
-        let direct = Frame::event_of("agent\"output", &serde_json::json!({"x": "y"})).unwrap();
-        assert_eq!(direct, Frame::event("agent\"output", &payload));
+        let unserializable: std::collections::HashMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        assert_eq!(
+            &Frame::event("e", &unserializable).0[..],
+            br#"42["e",null]"#
+        );
     }
 
     /// Random and mutated packets: every one is parsed or refused, never a panic.

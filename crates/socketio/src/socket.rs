@@ -127,20 +127,20 @@ impl<S> Socket<S> {
     /// [`Socket::flush`] (soon: nothing is written until then). A broadcaster queues a burst of
     /// frames this way and wakes each socket once, so they go out in one write.
     pub fn queue(&self, frame: Frame) -> Result<bool, SendError> {
-        let limits = self.limits;
         let mut outbox = self.outbox();
         if outbox.closing || self.gone.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
-        if outbox.frames.len() >= limits.0
-            || (outbox.bytes + frame.len() > limits.1 && !outbox.frames.is_empty())
-        {
+        if self.full(&outbox, frame.len()) {
             return Err(SendError::Full);
         }
-        let was_empty = outbox.frames.is_empty();
-        outbox.bytes += frame.len();
-        outbox.frames.push_back(frame);
-        Ok(was_empty)
+        Ok(push(&mut outbox, frame))
+    }
+
+    /// Whether a frame of `len` bytes is past the queue's limits (one frame always fits).
+    fn full(&self, outbox: &Outbox, len: usize) -> bool {
+        let (frames, bytes) = self.limits;
+        outbox.frames.len() >= frames || (outbox.bytes + len > bytes && !outbox.frames.is_empty())
     }
 
     /// Wakes the writer for what [`Socket::queue`] queued.
@@ -151,30 +151,19 @@ impl<S> Socket<S> {
     /// Queues a frame whatever the queue holds (control packets, which are few and small).
     pub(crate) fn send_control(&self, frame: Frame) {
         let mut outbox = self.outbox();
-        if !outbox.closing {
-            self.push(&mut outbox, frame);
-        }
-    }
-
-    fn push(&self, outbox: &mut Outbox, frame: Frame) {
-        let was_empty = outbox.frames.is_empty();
-        outbox.bytes += frame.len();
-        outbox.frames.push_back(frame);
-        if was_empty {
-            self.wake.notify_one();
+        if !outbox.closing && push(&mut outbox, frame) {
+            self.flush();
         }
     }
 
     /// Sends an event with one argument.
     pub fn emit(&self, event: &str, payload: &impl Serialize) -> Result<(), SendError> {
-        self.send(Frame::event(event, &raw(payload)))
+        self.send(Frame::event(event, payload))
     }
 
     /// Whether a frame would be queued now.
     pub fn has_room(&self) -> bool {
-        let (frames, bytes) = self.limits;
-        let outbox = self.outbox();
-        outbox.frames.len() < frames && (outbox.bytes < bytes || outbox.frames.is_empty())
+        !self.full(&self.outbox(), 1)
     }
 
     /// Waits until the queue has room or the socket is gone.
@@ -197,10 +186,10 @@ impl<S> Socket<S> {
             return;
         }
         if self.connected.load(Ordering::Acquire) {
-            self.push(&mut outbox, packet::DISCONNECT);
+            push(&mut outbox, packet::DISCONNECT);
         }
         outbox.closing = true;
-        self.wake.notify_one();
+        self.flush();
         self.control.notify_one();
     }
 
@@ -238,11 +227,12 @@ impl<S> Socket<S> {
     }
 }
 
-pub(crate) fn raw(payload: &impl Serialize) -> Box<RawValue> {
-    serde_json::value::to_raw_value(payload).unwrap_or_else(|err| {
-        tracing::error!(error = %err, "socket.io payload could not be serialized");
-        RawValue::from_string("null".to_owned()).unwrap_or_default()
-    })
+/// Appends a frame; `true` if the queue was empty (its writer may be waiting for a wake-up).
+fn push(outbox: &mut Outbox, frame: Frame) -> bool {
+    let was_empty = outbox.frames.is_empty();
+    outbox.bytes += frame.len();
+    outbox.frames.push_back(frame);
+    was_empty
 }
 
 /// The answer a client asked for with its event (none if it did not ask).
@@ -257,7 +247,7 @@ impl<S> Ack<S> {
     pub fn send(self, payload: &impl Serialize) {
         if let Some(id) = self.id {
             // An answer is owed whatever the queue holds: it goes past the limit.
-            self.socket.send_control(Frame::ack(id, &raw(payload)));
+            self.socket.send_control(Frame::ack(id, payload));
         }
     }
 }

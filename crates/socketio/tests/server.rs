@@ -54,10 +54,7 @@ impl Handler<Seen> for Echo {
                     event.ack.send(&json!({"sent": n}));
                 }
                 "shout" => {
-                    let frame = Frame::event(
-                        "shout",
-                        &serde_json::value::to_raw_value(&event.data).unwrap(),
-                    );
+                    let frame = Frame::event("shout", &event.data);
                     for other in io.map(|io| io.sockets()).unwrap_or_default() {
                         let _ = other.send(frame.clone());
                     }

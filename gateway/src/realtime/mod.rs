@@ -281,7 +281,8 @@ impl Handler<SocketState> for Events {
     }
 }
 
-type Data<T> = Result<T, serde_json::Error>;
+/// An event's argument, or why it is not what the event needs.
+pub(crate) type Data<T> = Result<T, serde_json::Error>;
 
 pub(crate) fn refuse(ack: Ack, message: &str) {
     ack.send(&json!({"ok": false, "error": message}));

@@ -17,7 +17,6 @@ use covibe_socketio::Frame;
 use covibe_storage::{FanoutEvent, Subscription};
 use covibe_types::TeamId;
 use serde_json::json;
-use serde_json::value::RawValue;
 
 use super::{Delivery, Joined, SocketRef};
 use crate::{Gateway, dto};
@@ -37,21 +36,10 @@ pub(crate) enum Prepared {
     Team(Frame),
 }
 
-/// The event's frame, its payload serialized once, straight into it.
-fn frame(event: &str, payload: &impl serde::Serialize) -> Frame {
-    Frame::event_of(event, payload).unwrap_or_else(|| {
-        tracing::error!(event, "a team event's payload could not be serialized");
-        Frame::event(
-            event,
-            &RawValue::from_string("null".to_owned()).unwrap_or_default(),
-        )
-    })
-}
-
 impl Prepared {
     /// A team event whose payload is the same for everyone.
     pub(crate) fn team(event: &'static str, payload: &impl serde::Serialize) -> Self {
-        Self::Team(frame(event, payload))
+        Self::Team(Frame::event(event, payload))
     }
     /// An `agent_output` event, from the fan-out or from history.
     pub(crate) fn output(
@@ -72,7 +60,7 @@ impl Prepared {
             event: &json,
             can_control: false,
         };
-        let viewer = frame("agent_output", &payload);
+        let viewer = Frame::event("agent_output", &payload);
         Self::Output {
             agent_id,
             owner,

@@ -12,6 +12,8 @@ use super::{Joined, SocketRef};
 /// One joined socket.
 pub(crate) struct Seat {
     pub(crate) socket: SocketRef,
+    /// The socket's `SocketState::joined`, kept here too (both set by `join_team`) so the relay
+    /// reads it for every event without locking each socket's state.
     pub(crate) joined: Joined,
     live: bool,
 }

@@ -104,19 +104,21 @@ impl Subscription {
     /// The next event; `None` once the store is gone.
     pub async fn recv(&mut self) -> Option<FanoutEvent> {
         let event = self.rx.recv().await?;
-        if let FanoutEvent::Message(bytes) = &event {
-            self.queued.fetch_sub(weight(bytes), Ordering::AcqRel);
-        }
-        Some(event)
+        Some(self.taken(event))
     }
 
     /// The next event if one is there now.
     pub fn try_recv(&mut self) -> Option<FanoutEvent> {
         let event = self.rx.try_recv().ok()?;
+        Some(self.taken(event))
+    }
+
+    /// An event left the queue: what it weighed is no longer queued.
+    fn taken(&self, event: FanoutEvent) -> FanoutEvent {
         if let FanoutEvent::Message(bytes) = &event {
             self.queued.fetch_sub(weight(bytes), Ordering::AcqRel);
         }
-        Some(event)
+        event
     }
 }
 
