@@ -2,14 +2,15 @@
 //!
 //! 1. One gathering task takes whatever output has arrived from every link as one group
 //!    (lingering a few milliseconds when little is waiting), appends it to the hot ring buffers
-//!    and publishes it on the fan-out (one round trip each, at the same time), and tells each
-//!    link its batch is published: the link may hand over its next batch at once. (Waiting for
-//!    that keeps a link from running ahead of the fan-out: without it a flood piles up in the
-//!    publishers' and Redis's buffers.)
+//!    and publishes it on the fan-out (one round trip each, at the same time). A link hands a
+//!    batch over without waiting for any of that; what is handed over and not yet durable is
+//!    bounded, in all and per link, so a flood cannot pile up in the publishers' and Redis's
+//!    buffers.
 //! 2. One storing task writes the published groups durably, in the order they were gathered:
 //!    all the groups waiting for it in one statement, each agent's lines merged into one
-//!    gap-free run. Then it tells each link what is now durable, which the link acknowledges
-//!    to its vm-agent.
+//!    gap-free run. Then it notes on each link's [`Progress`] what is now durable, which the
+//!    link acknowledges to its vm-agent: it looks when it acknowledges (a link is woken only
+//!    when it waits for it), so a line costs its link one wake-up, to read it.
 //!
 //! Viewers so get a line without waiting for its commit, and the database still sees each
 //! agent's lines in order. That never shows a line twice: a line published but not stored (the
@@ -17,24 +18,22 @@
 //! seq with the same bytes, and every socket is sent a given (agent, seq) at most once (the
 //! gateway's per-socket delivery record). The hot ring dedupes by seq too, and history reads
 //! stop at the agent's durable `output_seq`. Backpressure: a slow database fills the queue of
-//! published groups, the gatherer waits, links (each with a few batches in flight at most) stop
-//! reading, vm-agents wait.
+//! published groups, the gatherer waits, the budget of what may be in flight runs out, links
+//! stop reading, vm-agents wait.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use covibe_storage::HotChunk;
 use covibe_types::{AgentId, ApiError, TeamId, UserId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::Error;
 use crate::agents::Agents;
 use crate::events;
-use crate::store::{Appended, OutputBatch, StoredChunk};
+use crate::store::{OutputBatch, StoredChunk};
 use crate::stream_json::{self, Outcome};
 
 /// How the gatherer makes a group: lingering up to 3 ms while fewer than 32 lines wait, at most
@@ -56,8 +55,12 @@ const STORE: Take = Take {
 };
 /// Published groups waiting to be stored before the gatherer waits.
 const STORE_QUEUE: usize = 8;
-/// Links waiting for the gatherer at once before `write` waits to queue.
+/// Batches waiting for the gatherer at once before `write` waits to queue.
 const QUEUE: usize = 1_024;
+/// What may be handed over and not yet durable, in all: in units of a line or a KiB of output,
+/// whichever is more (8 MiB of output: two statements' worth; each byte is held two or three
+/// times on its way, as received, as published and as stored).
+const IN_FLIGHT_UNITS: usize = 8 * 1024;
 /// Tries of one statement before its links are told to resend (a deadlock with another
 /// replica's writer, a database fail-over).
 const ATTEMPTS: u32 = 3;
@@ -73,27 +76,76 @@ pub(crate) struct Source {
 struct Job {
     source: Source,
     chunks: Vec<StoredChunk>,
-    published: Option<oneshot::Sender<()>>,
-    stored: oneshot::Sender<Result<u64, Error>>,
+    /// Its place in the in-flight budget, freed when the job is done with.
+    _budget: Option<OwnedSemaphorePermit>,
+    /// Told what is durable once the job is stored, or that it could not be (also when the job
+    /// is dropped unstored: the ingest tasks ended).
+    progress: Option<Arc<Progress>>,
 }
 
-/// A batch handed over: resolves to the agent's `output_seq` once the batch is durable (every
-/// chunk below it is stored), or to the error that kept it from being stored.
-pub(crate) struct Stored(oneshot::Receiver<Result<u64, Error>>);
+impl Drop for Job {
+    fn drop(&mut self) {
+        if let Some(progress) = self.progress.take() {
+            progress.fail();
+        }
+    }
+}
 
-impl Future for Stored {
-    type Output = Result<u64, Error>;
+impl Job {
+    fn stored(mut self, next: u64) {
+        if let Some(progress) = self.progress.take() {
+            progress.advance(next);
+        }
+    }
+}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|stored| stored.map_err(|_| not_stored()).and_then(|r| r))
+/// What of one link's output is durable: the agent's `output_seq` as the store last reported
+/// it, or that some of it could not be stored (the link must ask for a resend).
+#[derive(Default)]
+pub(crate) struct Progress {
+    durable: AtomicU64,
+    failed: AtomicBool,
+    changed: Notify,
+}
+
+impl Progress {
+    pub(crate) fn new(durable: u64) -> Self {
+        Self {
+            durable: AtomicU64::new(durable),
+            ..Self::default()
+        }
+    }
+
+    /// Everything below this seq is durable.
+    pub(crate) fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Some output handed over could not be stored.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Resolves at the next change (at once if one happened since the last call returned).
+    pub(crate) async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    fn advance(&self, next: u64) {
+        self.durable.fetch_max(next, Ordering::AcqRel);
+        self.changed.notify_one();
+    }
+
+    fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+        self.changed.notify_one();
     }
 }
 
 #[derive(Clone)]
 pub(crate) struct Ingest {
     jobs: mpsc::Sender<Job>,
+    budget: Arc<Semaphore>,
 }
 
 fn not_stored() -> Error {
@@ -107,27 +159,35 @@ impl Ingest {
         let (groups, published) = mpsc::channel(STORE_QUEUE);
         tokio::spawn(gather(agents.clone(), rx, groups));
         tokio::spawn(store_in_order(agents, published));
-        Self { jobs }
+        Self {
+            jobs,
+            budget: Arc::new(Semaphore::new(IN_FLIGHT_UNITS)),
+        }
     }
 
     /// Hands over `chunks` (ascending, gap-free, following what this link handed over before)
-    /// and returns once they are published, with what resolves once they are durable.
+    /// once the in-flight budget has room for them; `progress` learns when they are durable.
     pub(crate) async fn write(
         &self,
         source: Source,
         chunks: Vec<StoredChunk>,
-    ) -> Result<Stored, Error> {
-        let (stored, stored_rx) = oneshot::channel();
-        let (published, published_rx) = oneshot::channel();
+        progress: &Arc<Progress>,
+    ) -> Result<(), Error> {
+        let units: usize = chunks.iter().map(|c| 1 + c.data.len() / 1024).sum();
+        let units = u32::try_from(units.min(IN_FLIGHT_UNITS)).unwrap_or(u32::MAX);
+        let budget = self
+            .budget
+            .clone()
+            .acquire_many_owned(units)
+            .await
+            .map_err(|_| not_stored())?;
         let job = Job {
             source,
             chunks,
-            published: Some(published),
-            stored,
+            _budget: Some(budget),
+            progress: Some(progress.clone()),
         };
-        self.jobs.send(job).await.map_err(|_| not_stored())?;
-        published_rx.await.map_err(|_| not_stored())?;
-        Ok(Stored(stored_rx))
+        self.jobs.send(job).await.map_err(|_| not_stored())
     }
 }
 
@@ -143,12 +203,7 @@ async fn gather(agents: Arc<Agents>, mut jobs: mpsc::Receiver<Job>, groups: mpsc
         // several lines: a few milliseconds of latency for a fraction of the work per line.
         // Under load the group is big already and goes at once.
         let group = take(&mut jobs, first, job_weight, GATHER).await;
-        let mut group = publish(&agents, group).await;
-        for job in &mut group.jobs {
-            if let Some(published) = job.published.take() {
-                let _ = published.send(());
-            }
-        }
+        let group = publish(&agents, group).await;
         if groups.send(group).await.is_err() {
             return;
         }
@@ -277,20 +332,19 @@ async fn store_in_order(agents: Arc<Agents>, mut groups: mpsc::Receiver<Group>) 
             store_us = started.elapsed().as_micros(),
             "output stored"
         );
-        let Some(appended) = stored else {
-            for job in waiting.into_iter().flat_map(|g| g.jobs) {
-                let _ = job.stored.send(Err(not_stored()));
-            }
+        let Some(positions_after) = stored else {
+            // Dropping the jobs unstored tells their links.
+            drop(waiting);
             continue;
         };
         // An agent's position is the lowest reported for any of its runs (a later run after a
         // gap does not move it).
         let mut positions: HashMap<AgentId, u64> = HashMap::new();
-        for (batch, appended) in batches.iter().zip(&appended) {
+        for (batch, next) in batches.iter().zip(positions_after) {
             positions
                 .entry(batch.agent)
-                .and_modify(|p| *p = (*p).min(appended.next))
-                .or_insert(appended.next);
+                .and_modify(|p| *p = (*p).min(next))
+                .or_insert(next);
         }
         for group in waiting {
             for (agent, outcome) in group.outcomes {
@@ -300,7 +354,7 @@ async fn store_in_order(agents: Arc<Agents>, mut groups: mpsc::Receiver<Group>) 
             }
             for job in group.jobs {
                 let next = positions.get(&job.source.id).copied().unwrap_or(0);
-                let _ = job.stored.send(Ok(next));
+                job.stored(next);
             }
         }
     }
@@ -338,12 +392,12 @@ fn merge(groups: &[Group]) -> Vec<(AgentId, Vec<StoredChunk>)> {
 }
 
 /// One statement, retried a few times; `None` when it could not be stored.
-async fn store(agents: &Agents, batches: &[OutputBatch<'_>]) -> Option<Vec<Appended>> {
+async fn store(agents: &Agents, batches: &[OutputBatch<'_>]) -> Option<Vec<u64>> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         match agents.store().append_output(batches).await {
-            Ok(appended) => return Some(appended),
+            Ok(positions) => return Some(positions),
             Err(err) if attempt < ATTEMPTS => {
                 tracing::warn!(error = %err, attempt, agents = batches.len(), "output write failed; retrying");
                 tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
@@ -375,8 +429,8 @@ mod tests {
                     data: Bytes::from(format!("line {seq}")),
                 })
                 .collect(),
-            published: None,
-            stored: oneshot::channel().0,
+            _budget: None,
+            progress: None,
         }
     }
 

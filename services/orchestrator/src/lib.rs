@@ -20,5 +20,5 @@ pub use agents::{Agent, Agents, Limits, OutputPage};
 pub use error::Error;
 pub use grpc::OrchestratorGrpc;
 pub use link::LinkService;
-pub use store::{AgentStore, Appended, OutputBatch, SeaAgentStore, StoredChunk};
+pub use store::{AgentStore, OutputBatch, SeaAgentStore, StoredChunk};
 pub use stream_json::{Outcome, Parsed, parse as parse_stream_json};

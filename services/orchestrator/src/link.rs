@@ -1,9 +1,10 @@
 //! `covibe.vmagent.v1.AgentLink`: one bidirectional stream per running agent. The vm-agent says
 //! hello with its agent token and what it has seen acknowledged; we answer where to resume,
-//! store each batch of output durably, and only then acknowledge it. At most a few batches are
-//! in flight per link: past that no more frames are read, so a slow database slows the vm-agent
-//! down (backpressure through HTTP/2 flow control) instead of growing memory.
+//! store each batch of output durably, and only then acknowledge it. At most a bounded number of
+//! lines per link are not yet durable: past that no more frames are read, so a slow database
+//! slows the vm-agent down (backpressure through HTTP/2 flow control) instead of growing memory.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,14 +15,13 @@ use covibe_proto::vmagent::v1::agent_link_server::{AgentLink, AgentLinkServer};
 use covibe_proto::vmagent::v1::server_frame::Frame as Out;
 use covibe_proto::vmagent::v1::{self as pb, AgentFrame, ServerFrame};
 use covibe_types::{AgentId, AgentStatus, ApiError, Code, now_ms};
-use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
 use crate::agents::{Agent, Agents, hash_token};
-use crate::ingest::{Ingest, Source, Stored};
+use crate::ingest::{Ingest, Progress, Source};
 use crate::links::Links;
 use crate::store::StoredChunk;
 
@@ -149,10 +149,11 @@ impl AgentLink for LinkService {
             ingest: self.ingest.clone(),
             submitted: agent.output_seq,
             acked: agent.output_seq,
-            ack_due: None,
+            progress: Arc::new(Progress::new(agent.output_seq)),
+            ack_timer: Box::pin(tokio::time::sleep(ACK_DELAY)),
+            ack_armed: false,
             agent,
             tx: tx.clone(),
-            in_flight: FuturesOrdered::new(),
         };
         tokio::spawn(
             async move {
@@ -165,54 +166,62 @@ impl AgentLink for LinkService {
     }
 }
 
-/// One link: reads the vm-agent's frames, hands output over to ingest, and acknowledges each
-/// batch once it is durable, in order. One task does it all (no hand-off per frame).
+/// One link: reads the vm-agent's frames, hands output over to ingest, and acknowledges what
+/// is durable, in order. One task does it all (no hand-off per frame).
 struct Session {
     agents: Arc<Agents>,
     ingest: Ingest,
-    /// `output_seq` is what is durable (and acknowledged) as far as this link knows.
+    /// `output_seq` is what is durable as far as this link has looked.
     agent: Agent,
     /// The seq after the last chunk handed over to ingest (maybe not yet durable).
     submitted: u64,
+    /// What of the output handed over is durable, kept up to date by ingest.
+    progress: Arc<Progress>,
     tx: mpsc::Sender<Result<ServerFrame, Status>>,
-    /// Batches handed over and not yet durable, in order.
-    in_flight: FuturesOrdered<Stored>,
     /// The `next_seq` last acknowledged to the vm-agent (`agent.output_seq` may be ahead: an
     /// acknowledgement waits a moment so one carries several batches).
     acked: u64,
-    /// When the durable output not yet acknowledged must be, if any is waiting.
-    ack_due: Option<tokio::time::Instant>,
+    /// When output handed over and not yet acknowledged is looked at next, if `ack_armed`.
+    ack_timer: Pin<Box<tokio::time::Sleep>>,
+    ack_armed: bool,
 }
 
-/// Batches of one link handed over and not yet durable, at most; past it the link reads no
-/// more frames until the oldest is durable (backpressure down to the vm-agent).
-const ACKS_IN_FLIGHT: usize = 8;
-/// How long durable output may wait to be acknowledged, so that one acknowledgement carries
-/// several batches (one write to the vm-agent instead of one per line when lines trickle in)...
-const ACK_DELAY: Duration = Duration::from_millis(250);
-/// ...unless this many chunks wait: then at once (the vm-agent's spool is freed by acks).
+/// Lines handed over and not yet durable, at most; past it the link reads no more frames until
+/// some are durable (backpressure down to the vm-agent).
+const MAX_NOT_DURABLE: u64 = 512;
+/// How long output handed over may wait to be acknowledged, so that one acknowledgement
+/// carries several batches (one write to the vm-agent instead of one per line when lines
+/// trickle in)...
+const ACK_DELAY: Duration = Duration::from_secs(1);
+/// ...unless this many durable chunks wait: then at once (the vm-agent's spool is freed by
+/// acks).
 const ACK_AT_CHUNKS: u64 = 64;
 
 impl Session {
     async fn run(mut self, mut inbound: Streaming<AgentFrame>) {
         let mut batch: Vec<StoredChunk> = Vec::with_capacity(MAX_BATCH);
         loop {
-            let ack_due = self.ack_due;
+            let not_durable = self.submitted.saturating_sub(self.agent.output_seq);
+            // Woken by ingest only when the link waits for it: held back, or with enough
+            // durable output waiting to be acknowledged at once.
+            let waits =
+                not_durable >= MAX_NOT_DURABLE || self.submitted >= self.acked + ACK_AT_CHUNKS;
             let first = tokio::select! {
                 biased;
-                Some(durable) = self.in_flight.next(), if !self.in_flight.is_empty() => {
-                    if !self.acknowledge(durable).await {
+                () = self.progress.changed(), if waits => {
+                    if !self.look(false).await {
                         return;
                     }
                     continue;
                 }
-                () = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => {
-                    if !self.send_ack().await {
+                () = &mut self.ack_timer, if self.ack_armed => {
+                    self.ack_armed = false;
+                    if !self.look(true).await {
                         return;
                     }
                     continue;
                 }
-                first = inbound.next(), if self.in_flight.len() < ACKS_IN_FLIGHT => first,
+                first = inbound.next(), if not_durable < MAX_NOT_DURABLE => first,
             };
             let Some(first) = first else { break };
             // Take whatever else has arrived already, up to a batch, and hand it over at once.
@@ -285,43 +294,38 @@ impl Session {
         tracing::info!("vm-agent detached");
     }
 
-    /// Takes note of a batch that became durable: it is acknowledged within [`ACK_DELAY`], or
-    /// at once when [`ACK_AT_CHUNKS`] wait. `false` (after telling the vm-agent to resend) when
-    /// it could not be stored.
-    async fn acknowledge(&mut self, durable: Result<u64, crate::Error>) -> bool {
-        match durable {
-            Ok(next) => {
-                self.agent.output_seq = self.agent.output_seq.max(next);
-                if self.agent.output_seq >= self.acked + ACK_AT_CHUNKS {
-                    return self.send_ack().await;
-                }
-                if self.agent.output_seq > self.acked && self.ack_due.is_none() {
-                    self.ack_due = Some(tokio::time::Instant::now() + ACK_DELAY);
-                }
-                true
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "could not store output; the vm-agent will resend it");
-                self.ask_for_resend().await;
-                false
-            }
+    /// Takes note of what is durable and acknowledges it: at once when [`ACK_AT_CHUNKS`] wait
+    /// or `due` (the acknowledgement delay is over), else within [`ACK_DELAY`]. `false` when
+    /// some output could not be stored (the vm-agent has been told to resend it) or the link is
+    /// gone.
+    async fn look(&mut self, due: bool) -> bool {
+        if self.progress.failed() {
+            tracing::error!("could not store output; the vm-agent will resend it");
+            self.ask_for_resend().await;
+            return false;
         }
+        self.agent.output_seq = self.agent.output_seq.max(self.progress.durable());
+        let waiting = self.agent.output_seq.saturating_sub(self.acked);
+        if waiting > 0 && (due || waiting >= ACK_AT_CHUNKS) && !self.ack_all(false).await {
+            return false;
+        }
+        self.arm_ack_timer();
+        true
     }
 
-    /// Acknowledges what is durable, if that is more than was acknowledged; `false` when the
-    /// link is gone.
-    async fn send_ack(&mut self) -> bool {
-        if self.agent.output_seq <= self.acked {
-            self.ack_due = None;
-            return true;
+    /// Looks again within [`ACK_DELAY`] while output handed over is not acknowledged.
+    fn arm_ack_timer(&mut self) {
+        if self.submitted > self.acked && !self.ack_armed {
+            self.ack_timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + ACK_DELAY);
+            self.ack_armed = true;
         }
-        self.ack_all(false).await
     }
 
     /// Acknowledges everything durable now (and, with `status_stored`, the status just
     /// stored); `false` when the link is gone.
     async fn ack_all(&mut self, status_stored: bool) -> bool {
-        self.ack_due = None;
         self.acked = self.agent.output_seq;
         let ack = pb::Ack {
             next_seq: self.acked,
@@ -373,8 +377,8 @@ impl Session {
         Ok(())
     }
 
-    /// Hands the batch over to ingest (returning once it is published; it is acknowledged once
-    /// durable, from `in_flight`). `false` when the link must close.
+    /// Hands the batch over to ingest (it is acknowledged once durable). `false` when the link
+    /// must close.
     async fn flush(&mut self, batch: &mut Vec<StoredChunk>) -> bool {
         let Some(last) = batch.last().map(|c| c.seq) else {
             return true;
@@ -384,11 +388,16 @@ impl Session {
             team_id: self.agent.team_id,
             owner_id: self.agent.owner_id,
         };
-        match self.ingest.write(source, std::mem::take(batch)).await {
-            Ok(stored) => {
+        match self
+            .ingest
+            .write(source, std::mem::take(batch), &self.progress)
+            .await
+        {
+            Ok(()) => {
                 self.submitted = last + 1;
-                self.in_flight.push_back(stored);
-                true
+                self.arm_ack_timer();
+                // A failure of an earlier batch is noticed here at the latest.
+                !self.progress.failed() || self.look(false).await
             }
             Err(err) => {
                 tracing::error!(error = %err, "could not hand output over; the vm-agent will resend it");
@@ -452,14 +461,18 @@ impl Session {
     }
 
     /// Waits until everything handed over is durable, and acknowledges it; `false` if some of
-    /// it could not be stored (the vm-agent has been told to resend).
+    /// it could not be stored (the vm-agent has been told to resend) or the link is gone.
     async fn handed_over_settled(&mut self) -> bool {
-        while let Some(durable) = self.in_flight.next().await {
-            if !self.acknowledge(durable).await {
+        loop {
+            if !self.look(false).await {
                 return false;
             }
+            if self.agent.output_seq >= self.submitted {
+                return self.agent.output_seq <= self.acked || self.ack_all(false).await;
+            }
+            // A change since the look was noted by ingest: this returns at once then.
+            self.progress.changed().await;
         }
-        self.send_ack().await
     }
 
     /// Closes the link with an error, after acknowledging whatever was handed over and is

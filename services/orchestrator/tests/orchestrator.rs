@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
-use covibe_orchestrator::{Agent, AgentStore, Appended, OutputBatch, SeaAgentStore, StoredChunk};
+use covibe_orchestrator::{Agent, AgentStore, OutputBatch, SeaAgentStore, StoredChunk};
 use covibe_testkit::TestDb;
 use covibe_types::{AgentId, AgentStatus, TeamId, UserId};
 
@@ -43,8 +43,8 @@ fn seqs(stored: &[StoredChunk]) -> Vec<u64> {
     stored.iter().map(|c| c.seq).collect()
 }
 
-/// One agent's `append_output`.
-async fn append(store: &SeaAgentStore, agent: AgentId, chunks: &[StoredChunk]) -> Appended {
+/// One agent's `append_output`: its position afterwards.
+async fn append(store: &SeaAgentStore, agent: AgentId, chunks: &[StoredChunk]) -> u64 {
     let mut appended = store
         .append_output(&[OutputBatch { agent, chunks }])
         .await
@@ -154,11 +154,14 @@ async fn suite(db: TestDb) {
         (Some(3), Some(2_200))
     );
 
-    // Output: a resend overlapping what is stored is taken once.
-    let first = append(&store, a.id, &chunks(0..10)).await;
-    assert_eq!((first.next, first.inserted), (10, (0..10).collect()));
-    let resend = append(&store, a.id, &chunks(5..15)).await;
-    assert_eq!((resend.next, resend.inserted), (15, (10..15).collect()));
+    // Output: a resend overlapping what is stored is taken once, and never replaces what is
+    // stored (even with other bytes).
+    assert_eq!(append(&store, a.id, &chunks(0..10)).await, 10);
+    let mut resend = chunks(5..15);
+    for chunk in &mut resend[..5] {
+        chunk.data = bytes::Bytes::from_static(b"not the first copy");
+    }
+    assert_eq!(append(&store, a.id, &resend).await, 15);
     assert_eq!(store.get(a.id).await.unwrap().unwrap().output_seq, 15);
     let all = store.output(a.id, 0, 100).await.unwrap();
     assert_eq!(all, chunks(0..15));
@@ -166,22 +169,21 @@ async fn suite(db: TestDb) {
     assert_eq!(seqs(&page), vec![3, 4, 5, 6]);
     assert_eq!(page, chunks(3..7));
     // An empty batch changes nothing.
-    assert_eq!(append(&store, a.id, &[]).await.next, 15);
+    assert_eq!(append(&store, a.id, &[]).await, 15);
     // A batch past the end leaves a gap: the agent's position stays before it.
-    assert_eq!(append(&store, a.id, &chunks(17..19)).await.next, 15);
+    assert_eq!(append(&store, a.id, &chunks(17..19)).await, 15);
     assert_eq!(store.get(a.id).await.unwrap().unwrap().output_seq, 15);
     assert_eq!(
         seqs(&store.output(a.id, 0, 15).await.unwrap()),
         (0..15).collect::<Vec<_>>()
     );
     // Filling the gap moves it over the batch; the resend beyond it then moves it on.
-    assert_eq!(append(&store, a.id, &chunks(15..17)).await.next, 17);
-    let beyond = append(&store, a.id, &chunks(17..19)).await;
-    assert_eq!((beyond.next, beyond.inserted), (19, vec![]));
+    assert_eq!(append(&store, a.id, &chunks(15..17)).await, 17);
+    assert_eq!(append(&store, a.id, &chunks(17..19)).await, 19);
     assert_eq!(store.get(a.id).await.unwrap().unwrap().output_seq, 19);
 
-    // Several agents in one transaction, each told what is its own; an agent twice in one
-    // call (two links racing) gets each newly stored seq reported once.
+    // Several agents in one transaction, each told its own position; an agent twice in one
+    // call (two links racing) is stored once.
     let more = chunks(19..21);
     let other = chunks(0..3);
     let twice = store
@@ -201,10 +203,8 @@ async fn suite(db: TestDb) {
         ])
         .await
         .unwrap();
-    assert_eq!(twice[0].next, 21);
-    assert_eq!(twice[0].inserted, vec![19, 20]);
-    assert_eq!((twice[1].next, twice[1].inserted.len()), (3, 3));
-    assert_eq!((twice[2].next, twice[2].inserted.clone()), (21, vec![]));
+    assert_eq!(twice, vec![21, 3, 21]);
+    assert_eq!(store.output(a.id, 19, 10).await.unwrap(), more);
     assert_eq!(store.output(stranger.id, 0, 10).await.unwrap(), other);
     // Another agent's output is its own.
     assert!(store.output(b.id, 0, 100).await.unwrap().is_empty());
@@ -218,8 +218,8 @@ async fn suite(db: TestDb) {
             data: Bytes::from(vec![0, 0xff, u8::try_from(seq % 256).unwrap(), b'\n']),
         })
         .collect();
-    assert_eq!(append(&store, c.id, &big).await.next, 500);
-    assert_eq!(append(&store, c.id, &big).await.next, 500);
+    assert_eq!(append(&store, c.id, &big).await, 500);
+    assert_eq!(append(&store, c.id, &big).await, 500);
     assert_eq!(store.output(c.id, 0, 1_000).await.unwrap(), big);
     assert_eq!(store.output(c.id, 495, 100).await.unwrap(), big[495..]);
     assert!(store.output(c.id, 500, 100).await.unwrap().is_empty());

@@ -6,7 +6,7 @@ mod migration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use covibe_types::{AgentId, AgentStatus, TeamId, UserId};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use sea_orm::sea_query::{CaseStatement, Expr};
 use sea_orm::{
@@ -29,16 +29,6 @@ const ALL_STATUSES: [AgentStatus; 7] = [
 use crate::agents::Agent;
 use crate::stream_json::Outcome;
 use entities::{agent, output};
-
-/// What one `append_output` stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Appended {
-    /// The agent's `output_seq` afterwards: every chunk below it is stored.
-    pub next: u64,
-    /// The seqs this call stored for the first time, ascending. Only these are news: a chunk
-    /// stored earlier (a resend, or a second link racing the first) was already announced.
-    pub inserted: Vec<u64>,
-}
 
 /// One agent's chunks in a multi-agent `append_output`.
 #[derive(Debug, Clone, Copy)]
@@ -88,11 +78,12 @@ pub trait AgentStore: Send + Sync + 'static {
         exit_code: Option<i32>,
         at_ms: i64,
     ) -> Result<Option<Agent>, DbErr>;
-    /// Stores the chunks of several agents in one transaction (ignoring any already stored).
-    /// Each batch's chunks are ascending and gap-free; an agent's `output_seq` moves past its
-    /// batch when the batch starts at or below it. Returns, per batch in order, the agent's
-    /// `output_seq` afterwards and the seqs stored for the first time.
-    async fn append_output(&self, batches: &[OutputBatch<'_>]) -> Result<Vec<Appended>, DbErr>;
+    /// Stores the chunks of several agents in one transaction (ignoring any already stored: a
+    /// resend, or a second link racing the first). Each batch's chunks are ascending and
+    /// gap-free; an agent's `output_seq` moves past its batch when the batch starts at or below
+    /// it. Returns, per batch in order, the agent's `output_seq` afterwards (every chunk below
+    /// it is stored).
+    async fn append_output(&self, batches: &[OutputBatch<'_>]) -> Result<Vec<u64>, DbErr>;
     async fn output(&self, id: AgentId, from: u64, limit: u64) -> Result<Vec<StoredChunk>, DbErr>;
 }
 
@@ -109,7 +100,7 @@ impl SeaAgentStore {
     /// `append_output` on PostgreSQL, the hot path of a multi-process deployment: one statement
     /// taking its rows as arrays (`UNNEST`), so it has a fixed text, is prepared once per
     /// connection, costs seven parameters whatever the batch size, and one round trip.
-    async fn append_output_pg(&self, batches: &[OutputBatch<'_>]) -> Result<Vec<Appended>, DbErr> {
+    async fn append_output_pg(&self, batches: &[OutputBatch<'_>]) -> Result<Vec<u64>, DbErr> {
         let rows = batches.iter().map(|b| b.chunks.len()).sum();
         let (mut agent_ids, mut seqs, mut streams, mut data) = (
             Vec::with_capacity(rows),
@@ -139,23 +130,21 @@ impl SeaAgentStore {
                 nexts.push(next);
             }
         }
-        // One statement, so one round trip and its own transaction: the insert (RETURNING lists
-        // only the rows it inserted, not the ones it skipped) and the move of each agent's
-        // position over its batch when the batch starts at or below it (contiguous with what is
-        // stored; never backwards).
-        let rows: Vec<(bool, String, i64)> = sea_orm::sqlx::query_as(
+        // One statement, so one round trip and its own transaction: the insert and the move of
+        // each agent's position over its batch when the batch starts at or below it (contiguous
+        // with what is stored; never backwards). (The insert's data-modifying CTE runs to
+        // completion whether or not its rows are read.)
+        let rows: Vec<(String, i64)> = sea_orm::sqlx::query_as(
             "WITH stored AS ( \
                INSERT INTO agent_output (agent_id, seq, stream, data) \
                SELECT * FROM UNNEST($1::varchar[], $2::bigint[], $3::int[], $4::bytea[]) \
-               ON CONFLICT (agent_id, seq) DO NOTHING RETURNING agent_id, seq \
-             ), moved AS ( \
-               UPDATE agents AS a SET output_seq = CASE \
-                 WHEN a.output_seq >= v.first AND a.output_seq < v.next THEN v.next \
-                 ELSE a.output_seq END \
-               FROM UNNEST($5::varchar[], $6::bigint[], $7::bigint[]) AS v(id, first, next) \
-               WHERE a.id = v.id RETURNING a.id, a.output_seq \
+               ON CONFLICT (agent_id, seq) DO NOTHING \
              ) \
-             SELECT true, agent_id, seq FROM stored UNION ALL SELECT false, id, output_seq FROM moved",
+             UPDATE agents AS a SET output_seq = CASE \
+               WHEN a.output_seq >= v.first AND a.output_seq < v.next THEN v.next \
+               ELSE a.output_seq END \
+             FROM UNNEST($5::varchar[], $6::bigint[], $7::bigint[]) AS v(id, first, next) \
+             WHERE a.id = v.id RETURNING a.id, a.output_seq",
         )
         .bind(&agent_ids)
         .bind(&seqs)
@@ -167,16 +156,7 @@ impl SeaAgentStore {
         .fetch_all(self.db.get_postgres_connection_pool())
         .await
         .map_err(|e| DbErr::Custom(format!("append output: {e}")))?;
-        let mut inserted: HashMap<String, BTreeSet<u64>> = HashMap::new();
-        let mut positions: HashMap<String, i64> = HashMap::new();
-        for (stored, agent_id, seq) in rows {
-            if stored {
-                inserted.entry(agent_id).or_default().insert(to_u64(seq));
-            } else {
-                positions.insert(agent_id, seq);
-            }
-        }
-        report(batches, inserted, &positions)
+        report(batches, &rows.into_iter().collect())
     }
 }
 
@@ -386,7 +366,7 @@ impl AgentStore for SeaAgentStore {
         self.get(id).await
     }
 
-    async fn append_output(&self, batches: &[OutputBatch<'_>]) -> Result<Vec<Appended>, DbErr> {
+    async fn append_output(&self, batches: &[OutputBatch<'_>]) -> Result<Vec<u64>, DbErr> {
         if self.db.get_database_backend() == DbBackend::Postgres {
             return self.append_output_pg(batches).await;
         }
@@ -403,18 +383,11 @@ impl AgentStore for SeaAgentStore {
                 })
             })
             .collect();
-        let mut inserted: HashMap<String, BTreeSet<u64>> = HashMap::new();
         if !rows.is_empty() {
-            // RETURNING lists only the rows this statement inserted, not the ones it skipped.
-            let keys = output::Entity::insert_many(rows)
+            output::Entity::insert_many(rows)
                 .on_conflict_do_nothing_on([output::Column::AgentId, output::Column::Seq])
-                .exec_with_returning_keys(&txn)
+                .exec_without_returning(&txn)
                 .await?;
-            if let sea_orm::TryInsertResult::Inserted(keys) = keys {
-                for (agent_id, seq) in keys {
-                    inserted.entry(agent_id).or_default().insert(to_u64(seq));
-                }
-            }
         }
         // One statement moves every agent's position: over its batch when the batch starts at
         // or below it (contiguous with what is stored), never backwards.
@@ -460,7 +433,7 @@ impl AgentStore for SeaAgentStore {
                 .collect(),
         };
         txn.commit().await?;
-        report(batches, inserted, &positions)
+        report(batches, &positions)
     }
 
     async fn output(&self, id: AgentId, from: u64, limit: u64) -> Result<Vec<StoredChunk>, DbErr> {
@@ -481,36 +454,19 @@ impl AgentStore for SeaAgentStore {
     }
 }
 
-/// Per batch, the agent's position afterwards and the seqs it stored first: each newly stored
-/// seq is reported once, to the first batch holding it.
+/// Per batch, the agent's position afterwards.
 fn report(
     batches: &[OutputBatch<'_>],
-    mut inserted: HashMap<String, BTreeSet<u64>>,
     positions: &HashMap<String, i64>,
-) -> Result<Vec<Appended>, DbErr> {
+) -> Result<Vec<u64>, DbErr> {
     batches
         .iter()
         .map(|batch| {
             let id = batch.agent.to_string();
-            let next = positions
+            positions
                 .get(&id)
-                .copied()
-                .ok_or_else(|| DbErr::RecordNotFound(format!("agent {id}")))?;
-            // Each newly stored seq is reported once, to the first batch holding it.
-            let fresh = inserted.get_mut(&id);
-            let inserted = match fresh {
-                Some(fresh) => batch
-                    .chunks
-                    .iter()
-                    .filter(|c| fresh.remove(&c.seq))
-                    .map(|c| c.seq)
-                    .collect(),
-                None => Vec::new(),
-            };
-            Ok(Appended {
-                next: to_u64(next),
-                inserted,
-            })
+                .map(|next| to_u64(*next))
+                .ok_or_else(|| DbErr::RecordNotFound(format!("agent {id}")))
         })
         .collect()
 }
