@@ -166,6 +166,13 @@ impl<S> Socket<S> {
         !self.full(&self.outbox(), 1)
     }
 
+    /// Whether `frames` more frames, of `bytes` in all, would be queued now.
+    pub fn has_room_for(&self, frames: usize, bytes: usize) -> bool {
+        let (max_frames, max_bytes) = self.limits;
+        let outbox = self.outbox();
+        outbox.frames.len() + frames <= max_frames && outbox.bytes + bytes <= max_bytes
+    }
+
     /// Waits until the queue has room or the socket is gone.
     pub async fn wait_for_room(&self) {
         loop {

@@ -298,7 +298,47 @@ pub(crate) async fn join(
         };
         report.insert(agent_id, outcome);
     }
-    // Flush what arrived live meanwhile and join the room, atomically with respect to the relay.
+    // What arrived live meanwhile goes out in turns while the relay keeps buffering, each
+    // event when the socket's queue has room, as replay does (a long replay can leave more
+    // buffered than the queue holds); the last turn, once the queue has room for all of it, is
+    // sent and the room joined atomically with respect to the relay.
+    let give_up = tokio::time::Instant::now() + REPLAY_GIVE_UP;
+    loop {
+        let turn = {
+            let mut recovering = gw.hub.lock();
+            let Some(recovery) = recovering.sockets.get_mut(&socket.id) else {
+                break;
+            };
+            if recovery.missed.is_some()
+                || !socket.connected()
+                || socket.has_room_for(recovery.events.len(), recovery.bytes)
+            {
+                break;
+            }
+            recovery.bytes = 0;
+            std::mem::take(&mut recovery.events)
+        };
+        for event in &turn {
+            if let Some((agent, seq)) = event.output_seq()
+                && last_sent.get(agent).is_some_and(|last| seq <= *last)
+            {
+                continue;
+            }
+            while !socket.has_room() && socket.connected() {
+                if tokio::time::timeout_at(give_up, socket.wait_for_room())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            if let Err(why) = event.deliver(socket, joined) {
+                gw.hub.lock().sockets.remove(&socket.id);
+                fell_behind(gw, socket.clone(), joined.team_id, why);
+                return json!(report);
+            }
+        }
+    }
     let mut recovering = gw.hub.lock();
     let recovery = recovering.sockets.remove(&socket.id);
     if let Some(recovery) = &recovery {
