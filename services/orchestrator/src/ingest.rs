@@ -44,12 +44,14 @@ const GATHER: Take = Take {
     max_lines: 2_048,
     max_bytes: 2 << 20,
 };
-/// How the storing task takes published groups: what waits, lingering up to 10 ms while fewer
-/// than 128 lines wait, at most 4,096 lines or 4 MiB in one statement (the database driver
-/// keeps each connection's buffer at the largest statement it sent).
+/// How the storing task takes published groups: what waits, lingering up to 100 ms while fewer
+/// than 1,024 lines wait, at most 4,096 lines or 4 MiB in one statement (the database driver
+/// keeps each connection's buffer at the largest statement it sent). Viewers have the lines
+/// already and acknowledgements wait up to a second anyway: fewer, larger statements cost the
+/// database less per line (a tenth less than with 10 ms, at 5,000 lines a second).
 const STORE: Take = Take {
-    linger: Duration::from_millis(10),
-    linger_until: 128,
+    linger: Duration::from_millis(100),
+    linger_until: 1_024,
     max_lines: 4_096,
     max_bytes: 4 << 20,
 };
