@@ -187,7 +187,8 @@ struct Session {
 }
 
 /// Lines handed over and not yet durable, at most; past it the link reads no more frames until
-/// some are durable (backpressure down to the vm-agent).
+/// some are durable (backpressure down to the vm-agent). Above what makes the storing task stop
+/// lingering (`ingest::STORE`), so that one fast agent alone never waits out the linger.
 const MAX_NOT_DURABLE: u64 = 512;
 /// How long output handed over may wait to be acknowledged, so that one acknowledgement
 /// carries several batches (one write to the vm-agent instead of one per line when lines
