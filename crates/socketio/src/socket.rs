@@ -131,16 +131,18 @@ impl<S> Socket<S> {
         if outbox.closing || self.gone.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
-        if self.full(&outbox, frame.len()) {
+        if self.full(&outbox, 1, frame.len()) {
             return Err(SendError::Full);
         }
         Ok(push(&mut outbox, frame))
     }
 
-    /// Whether a frame of `len` bytes is past the queue's limits (one frame always fits).
-    fn full(&self, outbox: &Outbox, len: usize) -> bool {
-        let (frames, bytes) = self.limits;
-        outbox.frames.len() >= frames || (outbox.bytes + len > bytes && !outbox.frames.is_empty())
+    /// Whether `frames` more frames of `bytes` in all are past the queue's limits (one frame
+    /// always fits an empty queue).
+    fn full(&self, outbox: &Outbox, frames: usize, bytes: usize) -> bool {
+        let (max_frames, max_bytes) = self.limits;
+        outbox.frames.len() + frames > max_frames
+            || (outbox.bytes + bytes > max_bytes && !(frames == 1 && outbox.frames.is_empty()))
     }
 
     /// Wakes the writer for what [`Socket::queue`] queued.
@@ -163,14 +165,12 @@ impl<S> Socket<S> {
 
     /// Whether a frame would be queued now.
     pub fn has_room(&self) -> bool {
-        !self.full(&self.outbox(), 1)
+        !self.full(&self.outbox(), 1, 1)
     }
 
     /// Whether `frames` more frames, of `bytes` in all, would be queued now.
     pub fn has_room_for(&self, frames: usize, bytes: usize) -> bool {
-        let (max_frames, max_bytes) = self.limits;
-        let outbox = self.outbox();
-        outbox.frames.len() + frames <= max_frames && outbox.bytes + bytes <= max_bytes
+        !self.full(&self.outbox(), frames, bytes)
     }
 
     /// Waits until the queue has room or the socket is gone.

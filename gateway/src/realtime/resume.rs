@@ -111,20 +111,32 @@ impl Hub {
 }
 
 /// Queues an event on a socket, waiting while its queue is full (replay is the one place where
-/// we wait for a client: it asked for this history).
-async fn deliver_waiting(socket: &SocketRef, joined: &Joined, event: &Prepared) -> bool {
+/// we wait for a client: it asked for this history); an error says why the socket must resync
+/// instead.
+async fn deliver_waiting(
+    socket: &SocketRef,
+    joined: &Joined,
+    event: &Prepared,
+) -> Result<(), Resync> {
     let deadline = tokio::time::Instant::now() + REPLAY_GIVE_UP;
     loop {
         match event.deliver(socket, joined) {
-            Ok(()) => return true,
+            Ok(()) => return Ok(()),
             Err(Resync::SlowConsumer)
                 if socket.connected() && tokio::time::Instant::now() < deadline =>
             {
                 let _ = tokio::time::timeout_at(deadline, socket.wait_for_room()).await;
             }
-            Err(_) => return false,
+            Err(why) => return Err(why),
         }
     }
+}
+
+/// Whether the event is output the replay sent already (`last_sent`: per agent, the last seq).
+fn replayed(event: &Prepared, last_sent: &HashMap<String, u64>) -> bool {
+    event
+        .output_seq()
+        .is_some_and(|(agent, seq)| last_sent.get(agent).is_some_and(|last| seq <= *last))
 }
 
 enum Replayed {
@@ -229,7 +241,7 @@ async fn replay(
                 &chunk.data,
                 chunk.event_json,
             );
-            if !deliver_waiting(socket, joined, &event).await {
+            if deliver_waiting(socket, joined, &event).await.is_err() {
                 if let Some(fetching) = pending {
                     fetching.abort();
                 }
@@ -302,7 +314,6 @@ pub(crate) async fn join(
     // event when the socket's queue has room, as replay does (a long replay can leave more
     // buffered than the queue holds); the last turn, once the queue has room for all of it, is
     // sent and the room joined atomically with respect to the relay.
-    let give_up = tokio::time::Instant::now() + REPLAY_GIVE_UP;
     loop {
         let turn = {
             let mut recovering = gw.hub.lock();
@@ -318,21 +329,8 @@ pub(crate) async fn join(
             recovery.bytes = 0;
             std::mem::take(&mut recovery.events)
         };
-        for event in &turn {
-            if let Some((agent, seq)) = event.output_seq()
-                && last_sent.get(agent).is_some_and(|last| seq <= *last)
-            {
-                continue;
-            }
-            while !socket.has_room() && socket.connected() {
-                if tokio::time::timeout_at(give_up, socket.wait_for_room())
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            if let Err(why) = event.deliver(socket, joined) {
+        for event in turn.iter().filter(|e| !replayed(e, &last_sent)) {
+            if let Err(why) = deliver_waiting(socket, joined, event).await {
                 gw.hub.lock().sockets.remove(&socket.id);
                 fell_behind(gw, socket.clone(), joined.team_id, why);
                 return json!(report);
@@ -351,12 +349,7 @@ pub(crate) async fn join(
         );
     }
     if let Some(recovery) = recovery {
-        for event in &recovery.events {
-            if let Some((agent, seq)) = event.output_seq()
-                && last_sent.get(agent).is_some_and(|last| seq <= *last)
-            {
-                continue;
-            }
+        for event in recovery.events.iter().filter(|e| !replayed(e, &last_sent)) {
             if let Err(why) = event.deliver(socket, joined) {
                 drop(recovering);
                 fell_behind(gw, socket.clone(), joined.team_id, why);

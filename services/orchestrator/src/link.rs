@@ -396,9 +396,9 @@ impl Session {
         {
             Ok(()) => {
                 self.submitted = last + 1;
-                self.arm_ack_timer();
-                // A failure of an earlier batch is noticed here at the latest.
-                !self.progress.failed() || self.look(false).await
+                // Arms the acknowledgement timer; a failure of an earlier batch is noticed here
+                // at the latest.
+                self.look(false).await
             }
             Err(err) => {
                 tracing::error!(error = %err, "could not hand output over; the vm-agent will resend it");
