@@ -315,3 +315,43 @@ async fn redis_hot_store_conforms() {
         .unwrap();
     suite(&store).await;
 }
+
+/// A ring's TTL is set at its first write and refreshed when it is trimmed, not on every
+/// append: a ring that starts anywhere (a resumed agent) still never lives forever.
+#[tokio::test]
+async fn redis_rings_always_have_a_ttl() {
+    use fred::prelude::*;
+    let prefix = covibe_testkit::unique_prefix();
+    let url = covibe_testkit::redis_url();
+    // 1,024 lines: trimmed in strides of 64.
+    let store = RedisHotStore::connect(&url, &prefix, 1024, 60)
+        .await
+        .unwrap();
+    let admin = Builder::from_config(Config::from_url(&url).unwrap())
+        .build()
+        .unwrap();
+    admin.init().await.unwrap();
+    let ttl = |agent: AgentId| {
+        let admin = admin.clone();
+        let key = format!("{prefix}out:{agent}");
+        async move { admin.ttl::<i64, _>(key).await.unwrap() }
+    };
+
+    // Started mid-stride, as a resumed agent's ring is.
+    let agent = AgentId::new();
+    store.append(agent, &[chunk(100), chunk(101)]).await.unwrap();
+    let first = ttl(agent).await;
+    assert!((1..=60).contains(&first), "a new ring has a TTL, got {first}");
+
+    // Lines within the stride leave it; crossing the stride (128) sets it again.
+    admin
+        .expire::<(), _>(format!("{prefix}out:{agent}"), 5, None)
+        .await
+        .unwrap();
+    store.append(agent, &[chunk(102)]).await.unwrap();
+    assert!(ttl(agent).await <= 5, "no TTL refresh within a stride");
+    let lines: Vec<_> = (103..130).map(chunk).collect();
+    store.append(agent, &lines).await.unwrap();
+    assert!(ttl(agent).await > 5, "the trim at a stride refreshes the TTL");
+    assert_eq!(store.range(agent, 100, 100).await.unwrap().len(), 30);
+}

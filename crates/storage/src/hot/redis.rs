@@ -4,6 +4,8 @@
 //! team for presence (field = member, value = `{expiry ms}:{entry}`; scripts stamp and check
 //! expiries with the Redis server's clock, so every process agrees on them).
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -23,7 +25,15 @@ pub struct RedisHotStore {
     prefix: String,
     capacity: usize,
     ttl_secs: i64,
+    /// Agents whose ring this process has given a TTL since the connection to Redis was last
+    /// made. A ring's TTL is set at its first write here, then each time it is trimmed, instead
+    /// of on every append (a command per line otherwise: half of them). Forgotten at every
+    /// reconnect (Redis may have lost every key) and when it grows past [`TTL_SET_MAX`].
+    ttl_set: Arc<Mutex<HashSet<AgentId>>>,
 }
+
+/// Agents remembered in [`RedisHotStore::ttl_set`] at most.
+const TTL_SET_MAX: usize = 1 << 16;
 
 fn reconnect_policy() -> ReconnectPolicy {
     // Retry forever, 100 ms doubling up to 2 s.
@@ -33,7 +43,7 @@ fn reconnect_policy() -> ReconnectPolicy {
 impl RedisHotStore {
     /// Connects to `url`. Keys and channels start with `prefix` (so test runs never collide);
     /// each agent's ring keeps `capacity` chunks (and up to a sixteenth more, trimmed in strides)
-    /// for `ttl_secs` after its last write.
+    /// for `ttl_secs` after its last trim (a stride of lines, at most, before its last write).
     pub async fn connect(
         url: &str,
         prefix: &str,
@@ -53,6 +63,15 @@ impl RedisHotStore {
             })
             .set_policy(reconnect_policy())
             .build()?;
+        let ttl_set: Arc<Mutex<HashSet<AgentId>>> = Arc::default();
+        let forget = ttl_set.clone();
+        // Subscribed before the first connection, whose event clears an empty set.
+        let _listener = client.on_reconnect(move |_| {
+            if let Ok(mut set) = forget.lock() {
+                set.clear();
+            }
+            std::future::ready(Ok(()))
+        });
         client.init().await?;
         Ok(Self {
             client,
@@ -60,6 +79,7 @@ impl RedisHotStore {
             prefix: prefix.to_owned(),
             capacity: capacity.max(1),
             ttl_secs,
+            ttl_set,
         })
     }
 
@@ -89,12 +109,29 @@ impl RedisHotStore {
         // Trimmed when the batch reaches a multiple of the stride, not on every append: lines
         // mostly arrive one or two per agent per batch, and this is a third of their commands.
         let stride = (self.capacity as u64 / 16).clamp(1, 64);
-        if first.seq.div_ceil(stride) * stride <= last.seq {
+        let trim = first.seq.div_ceil(stride) * stride <= last.seq;
+        if trim {
             let capacity = i64::try_from(self.capacity).unwrap_or(i64::MAX);
             let _: () = pipeline.zremrangebyrank(&key, 0, -(capacity + 1)).await?;
         }
-        let _: () = pipeline.expire(&key, self.ttl_secs, None).await?;
+        // So a ring lives `ttl_secs` after it was last trimmed (at most a stride of lines
+        // before its last write), and never without a TTL.
+        if trim || self.first_write(agent) {
+            let _: () = pipeline.expire(&key, self.ttl_secs, None).await?;
+        }
         Ok(())
+    }
+
+    /// Whether this is the first write of `agent`'s ring since the connection was made (and
+    /// so its TTL is due); notes it.
+    fn first_write(&self, agent: AgentId) -> bool {
+        let Ok(mut set) = self.ttl_set.lock() else {
+            return true;
+        };
+        if set.len() >= TTL_SET_MAX {
+            set.clear();
+        }
+        set.insert(agent)
     }
 
     fn presence_key(&self, team: TeamId) -> String {
