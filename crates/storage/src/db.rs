@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use sea_orm_migration::MigratorTrait;
 
 use crate::Error;
@@ -49,14 +49,21 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
         // ACK (fixed upstream, not yet released). On demand, that landed on the first spawns
         // after a start (a spawn and its vm-agent's link need several connections at once).
         Backend::Postgres => options.max_connections(16).min_connections(4),
-        Backend::Sqlite => options.max_connections(8).min_connections(1),
+        // Every connection of the pool gets these (a `PRAGMA` run once set them on one
+        // connection only: the others waited out a full sync on every commit).
+        Backend::Sqlite => options
+            .max_connections(8)
+            .min_connections(1)
+            .map_sqlx_sqlite_opts(|sqlite| {
+                use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+                sqlite
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+            }),
     };
-    let db = Database::connect(options).await?;
-    if backend == Backend::Sqlite {
-        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
-            .await?;
-    }
-    Ok(db)
+    Ok(Database::connect(options).await?)
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {

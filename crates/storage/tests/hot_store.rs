@@ -339,9 +339,15 @@ async fn redis_rings_always_have_a_ttl() {
 
     // Started mid-stride, as a resumed agent's ring is.
     let agent = AgentId::new();
-    store.append(agent, &[chunk(100), chunk(101)]).await.unwrap();
+    store
+        .append(agent, &[chunk(100), chunk(101)])
+        .await
+        .unwrap();
     let first = ttl(agent).await;
-    assert!((1..=60).contains(&first), "a new ring has a TTL, got {first}");
+    assert!(
+        (1..=60).contains(&first),
+        "a new ring has a TTL, got {first}"
+    );
 
     // Lines within the stride leave it; crossing the stride (128) sets it again.
     admin
@@ -352,6 +358,9 @@ async fn redis_rings_always_have_a_ttl() {
     assert!(ttl(agent).await <= 5, "no TTL refresh within a stride");
     let lines: Vec<_> = (103..130).map(chunk).collect();
     store.append(agent, &lines).await.unwrap();
-    assert!(ttl(agent).await > 5, "the trim at a stride refreshes the TTL");
+    assert!(
+        ttl(agent).await > 5,
+        "the trim at a stride refreshes the TTL"
+    );
     assert_eq!(store.range(agent, 100, 100).await.unwrap().len(), 30);
 }

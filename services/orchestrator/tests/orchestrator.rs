@@ -224,6 +224,40 @@ async fn suite(db: TestDb) {
     assert_eq!(store.output(c.id, 495, 100).await.unwrap(), big[495..]);
     assert!(store.output(c.id, 500, 100).await.unwrap().is_empty());
     assert_eq!(store.get(c.id).await.unwrap().unwrap().output_seq, 500);
+
+    // Many agents in one call (more than one statement's worth of rows and of agents), each
+    // with its own run, one of them after a gap: each is told its own position.
+    let many: Vec<Agent> = (0..70)
+        .map(|i| agent(team, owner, "one of many", 4_000 + i))
+        .collect();
+    for x in &many {
+        store.insert(x, "hash-m").await.unwrap();
+    }
+    let runs: Vec<Vec<StoredChunk>> = (0..70u64)
+        .map(|i| {
+            if i == 69 {
+                chunks(1..3)
+            } else {
+                chunks(0..i % 5 + 1)
+            }
+        })
+        .collect();
+    let batches: Vec<OutputBatch<'_>> = many
+        .iter()
+        .zip(&runs)
+        .map(|(x, run)| OutputBatch {
+            agent: x.id,
+            chunks: run,
+        })
+        .collect();
+    let positions = store.append_output(&batches).await.unwrap();
+    let expected: Vec<u64> = (0..70u64)
+        .map(|i| if i == 69 { 0 } else { i % 5 + 1 })
+        .collect();
+    assert_eq!(positions, expected);
+    for (x, run) in many.iter().zip(&runs).take(69) {
+        assert_eq!(&store.output(x.id, 0, 10).await.unwrap(), run);
+    }
 }
 
 #[tokio::test]

@@ -7,11 +7,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use covibe_types::{AgentId, AgentStatus, TeamId, UserId};
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
-use sea_orm::sea_query::{CaseStatement, Expr};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
 pub use migration::Migrator;
@@ -108,27 +109,17 @@ impl SeaAgentStore {
             Vec::with_capacity(rows),
             Vec::with_capacity(rows),
         );
+        for (id, chunk) in rows_of(batches) {
+            agent_ids.push(id);
+            seqs.push(to_i64(chunk.seq));
+            streams.push(chunk.stream);
+            data.push(chunk.data.as_ref());
+        }
         let (mut ids, mut firsts, mut nexts) = (Vec::new(), Vec::new(), Vec::new());
-        let mut moved = std::collections::HashSet::new();
-        for batch in batches {
-            let id = batch.agent.to_string();
-            for chunk in batch.chunks {
-                agent_ids.push(id.clone());
-                seqs.push(to_i64(chunk.seq));
-                streams.push(chunk.stream);
-                data.push(chunk.data.as_ref());
-            }
-            // A batch without chunks only reads the position: its range is empty.
-            let (first, next) = match (batch.chunks.first(), batch.chunks.last()) {
-                (Some(first), Some(last)) => (to_i64(first.seq), to_i64(last.seq + 1)),
-                _ => (i64::MAX, i64::MAX),
-            };
-            // One position move per agent: its first batch (a later one after a gap cannot move it).
-            if moved.insert(batch.agent) {
-                ids.push(id);
-                firsts.push(first);
-                nexts.push(next);
-            }
+        for (id, first, next) in moves(batches) {
+            ids.push(id);
+            firsts.push(first);
+            nexts.push(next);
         }
         // One statement, so one round trip and its own transaction: the insert and the move of
         // each agent's position over its batch when the batch starts at or below it (contiguous
@@ -158,6 +149,131 @@ impl SeaAgentStore {
         .map_err(|e| DbErr::Custom(format!("append output: {e}")))?;
         report(batches, &rows.into_iter().collect())
     }
+
+    /// `append_output` on SQLite, the hot path of standalone: in one transaction, statements of
+    /// fixed text only (so each is prepared once per connection), each of a fixed number of
+    /// rows. SQLite plans a statement in time quadratic in its parameters: one shaped by each
+    /// batch (a multi-row insert and a `CASE` arm per agent) was planned again every time, and
+    /// that was a third of standalone's CPU under load.
+    async fn append_output_sqlite(&self, batches: &[OutputBatch<'_>]) -> Result<Vec<u64>, DbErr> {
+        use sea_orm::sqlx::{self, AssertSqlSafe};
+        let failed = |e: sqlx::Error| DbErr::Custom(format!("append output: {e}"));
+        let mut txn = self
+            .db
+            .get_sqlite_connection_pool()
+            .begin()
+            .await
+            .map_err(failed)?;
+        let rows: Vec<(String, &StoredChunk)> = rows_of(batches).collect();
+        for (statement, rows) in sqlite_runs(&rows, &SQLITE_INSERTS) {
+            let mut query = sqlx::query(AssertSqlSafe(statement));
+            for (id, chunk) in rows {
+                query = query
+                    .bind(id.as_str())
+                    .bind(to_i64(chunk.seq))
+                    .bind(chunk.stream)
+                    .bind(chunk.data.as_ref());
+            }
+            query.execute(&mut *txn).await.map_err(failed)?;
+        }
+        let moves: Vec<(String, i64, i64)> = moves(batches).collect();
+        let mut positions = HashMap::with_capacity(moves.len());
+        for (statement, moves) in sqlite_runs(&moves, &SQLITE_MOVES) {
+            let mut query = sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(statement));
+            for (id, first, next) in moves {
+                query = query.bind(id.as_str()).bind(*first).bind(*next);
+            }
+            positions.extend(query.fetch_all(&mut *txn).await.map_err(failed)?);
+        }
+        txn.commit().await.map_err(failed)?;
+        report(batches, &positions)
+    }
+}
+
+/// Every chunk of `batches` with its agent's id.
+fn rows_of<'a>(
+    batches: &'a [OutputBatch<'_>],
+) -> impl Iterator<Item = (String, &'a StoredChunk)> + 'a {
+    batches.iter().flat_map(|batch| {
+        let id = batch.agent.to_string();
+        batch.chunks.iter().map(move |chunk| (id.clone(), chunk))
+    })
+}
+
+/// Per agent, its first batch's range `(id, first seq, next seq)`: what may move the agent's
+/// `output_seq` (a later batch of the agent, after a gap, cannot). A batch without chunks only
+/// reads the position: its range is empty.
+fn moves<'a>(batches: &'a [OutputBatch<'_>]) -> impl Iterator<Item = (String, i64, i64)> + 'a {
+    let mut seen = std::collections::HashSet::new();
+    batches
+        .iter()
+        .filter(move |batch| seen.insert(batch.agent))
+        .map(|batch| {
+            let (first, next) = match (batch.chunks.first(), batch.chunks.last()) {
+                (Some(first), Some(last)) => (to_i64(first.seq), to_i64(last.seq + 1)),
+                _ => (i64::MAX, i64::MAX),
+            };
+            (batch.agent.to_string(), first, next)
+        })
+}
+
+/// Rows per statement of `append_output` on SQLite: as many of the largest as fit, then the
+/// next size down.
+const SQLITE_ROWS: [usize; 4] = [64, 16, 4, 1];
+
+/// `append_output`'s inserts on SQLite, one per size in [`SQLITE_ROWS`].
+static SQLITE_INSERTS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    SQLITE_ROWS
+        .iter()
+        .map(|rows| {
+            format!(
+                "INSERT INTO agent_output (agent_id, seq, stream, data) VALUES {} \
+                 ON CONFLICT (agent_id, seq) DO NOTHING",
+                sqlite_values(*rows, 4)
+            )
+        })
+        .collect()
+});
+
+/// `append_output`'s moves of `output_seq` on SQLite (over the batch when it starts at or
+/// below it; never backwards), one per size in [`SQLITE_ROWS`].
+static SQLITE_MOVES: LazyLock<Vec<String>> = LazyLock::new(|| {
+    SQLITE_ROWS
+        .iter()
+        .map(|rows| {
+            format!(
+                "WITH v(id, first, next) AS (VALUES {}) \
+                 UPDATE agents SET output_seq = CASE \
+                   WHEN output_seq >= v.first AND output_seq < v.next THEN v.next \
+                   ELSE output_seq END \
+                 FROM v WHERE agents.id = v.id RETURNING agents.id, agents.output_seq",
+                sqlite_values(*rows, 3)
+            )
+        })
+        .collect()
+});
+
+/// `(?, ?), (?, ?)` for `rows` rows of `columns` columns.
+fn sqlite_values(rows: usize, columns: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; rows].join(", ")
+}
+
+/// `items` cut into runs of the sizes in [`SQLITE_ROWS`], largest first, each with the
+/// statement (of `statements`, one per size) for its size.
+fn sqlite_runs<'a, T>(
+    mut items: &'a [T],
+    statements: &'static [String],
+) -> impl Iterator<Item = (&'static str, &'a [T])> {
+    std::iter::from_fn(move || {
+        let (size, statement) = SQLITE_ROWS
+            .iter()
+            .zip(statements)
+            .find(|(size, _)| **size <= items.len())?;
+        let (run, rest) = items.split_at(*size);
+        items = rest;
+        Some((statement.as_str(), run))
+    })
 }
 
 fn to_u64(v: i64) -> u64 {
@@ -368,72 +484,10 @@ impl AgentStore for SeaAgentStore {
 
     async fn append_output(&self, batches: &[OutputBatch<'_>]) -> Result<Vec<u64>, DbErr> {
         if self.db.get_database_backend() == DbBackend::Postgres {
-            return self.append_output_pg(batches).await;
+            self.append_output_pg(batches).await
+        } else {
+            self.append_output_sqlite(batches).await
         }
-        let txn = self.db.begin().await?;
-        let rows: Vec<output::ActiveModel> = batches
-            .iter()
-            .flat_map(|b| {
-                let agent_id = b.agent.to_string();
-                b.chunks.iter().map(move |c| output::ActiveModel {
-                    agent_id: Set(agent_id.clone()),
-                    seq: Set(to_i64(c.seq)),
-                    stream: Set(c.stream),
-                    data: Set(c.data.to_vec()),
-                })
-            })
-            .collect();
-        if !rows.is_empty() {
-            output::Entity::insert_many(rows)
-                .on_conflict_do_nothing_on([output::Column::AgentId, output::Column::Seq])
-                .exec_without_returning(&txn)
-                .await?;
-        }
-        // One statement moves every agent's position: over its batch when the batch starts at
-        // or below it (contiguous with what is stored), never backwards.
-        let mut advance: Option<CaseStatement> = None;
-        for batch in batches {
-            let (Some(first), Some(last)) = (batch.chunks.first(), batch.chunks.last()) else {
-                continue;
-            };
-            let next = to_i64(last.seq + 1);
-            let when = Condition::all()
-                .add(agent::Column::Id.eq(batch.agent.to_string()))
-                .add(agent::Column::OutputSeq.gte(to_i64(first.seq)))
-                .add(agent::Column::OutputSeq.lt(next));
-            advance = Some(match advance {
-                None => Expr::case(when, next),
-                Some(case) => case.case(when, next),
-            });
-        }
-        let mut ids: Vec<String> = batches.iter().map(|b| b.agent.to_string()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let positions: HashMap<String, i64> = match advance {
-            Some(case) => agent::Entity::update_many()
-                .col_expr(
-                    agent::Column::OutputSeq,
-                    case.finally(Expr::col(agent::Column::OutputSeq)).into(),
-                )
-                .filter(agent::Column::Id.is_in(ids))
-                .exec_with_returning(&txn)
-                .await?
-                .into_iter()
-                .map(|m| (m.id, m.output_seq))
-                .collect(),
-            None => agent::Entity::find()
-                .select_only()
-                .column(agent::Column::Id)
-                .column(agent::Column::OutputSeq)
-                .filter(agent::Column::Id.is_in(ids))
-                .into_tuple::<(String, i64)>()
-                .all(&txn)
-                .await?
-                .into_iter()
-                .collect(),
-        };
-        txn.commit().await?;
-        report(batches, &positions)
     }
 
     async fn output(&self, id: AgentId, from: u64, limit: u64) -> Result<Vec<StoredChunk>, DbErr> {
