@@ -20,7 +20,7 @@ use covibe_bootstrap::bearer;
 use covibe_proto::orchestrator::v1 as orch;
 use covibe_proto::team::v1 as pb;
 use covibe_socketio::{Event, Handler, Io};
-use covibe_types::{TeamId, UserId};
+use covibe_types::{AgentId, TeamId, UserId};
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::json;
@@ -55,7 +55,6 @@ pub(crate) struct Joined(Arc<Member>);
 pub(crate) struct Member {
     pub(crate) user_id: UserId,
     pub(crate) team_id: TeamId,
-    user: Box<str>,
     pub(crate) token: Box<str>,
     /// When `token` expires (ms since the epoch).
     expires_at_ms: u64,
@@ -76,8 +75,8 @@ pub(crate) enum Delivery {
     Gap,
 }
 
-/// Per agent id, the last seq sent (agent ids are ours, so a fast hash is fine).
-type Delivered = HashMap<Box<str>, u64, foldhash::fast::RandomState>;
+/// Per agent, the last seq sent (agent ids are ours, so a fast hash is fine).
+type Delivered = HashMap<AgentId, u64, foldhash::fast::RandomState>;
 
 impl std::ops::Deref for Joined {
     type Target = Member;
@@ -88,10 +87,6 @@ impl std::ops::Deref for Joined {
 }
 
 impl Joined {
-    pub(crate) fn user_id_str(&self) -> &str {
-        &self.user
-    }
-
     pub(crate) fn expires_at_ms(&self) -> u64 {
         self.expires_at_ms
     }
@@ -109,12 +104,12 @@ impl Joined {
     }
 
     /// Records `seq` of `agent` as sent if it is the next one this socket needs.
-    pub(crate) fn first_delivery(&self, agent: &str, seq: u64) -> Delivery {
+    pub(crate) fn first_delivery(&self, agent: AgentId, seq: u64) -> Delivery {
         let mut delivered = self
             .delivered
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match delivered.get_mut(agent) {
+        match delivered.get_mut(&agent) {
             Some(last) if seq <= *last => Delivery::Seen,
             Some(last) if seq > *last + 1 => Delivery::Gap,
             Some(last) => {
@@ -122,35 +117,35 @@ impl Joined {
                 Delivery::Next
             }
             None => {
-                delivered.insert(agent.into(), seq);
+                delivered.insert(agent, seq);
                 Delivery::Next
             }
         }
     }
 
     /// What the client says it has of `agent` is the truth from here on (`None`: nothing).
-    pub(crate) fn reset_delivery(&self, agent: &str, last: Option<u64>) {
+    pub(crate) fn reset_delivery(&self, agent: AgentId, last: Option<u64>) {
         let mut delivered = self
             .delivered
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match last {
             Some(last) => {
-                delivered.insert(agent.into(), last);
+                delivered.insert(agent, last);
             }
             None => {
-                delivered.remove(agent);
+                delivered.remove(&agent);
             }
         }
     }
 
     /// Forgets a delivery that did not happen after all (the socket's queue was full).
-    pub(crate) fn undo_delivery(&self, agent: &str, seq: u64) {
+    pub(crate) fn undo_delivery(&self, agent: AgentId, seq: u64) {
         let mut delivered = self
             .delivered
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(last) = delivered.get_mut(agent)
+        if let Some(last) = delivered.get_mut(&agent)
             && *last == seq
         {
             *last = seq.saturating_sub(1);
@@ -314,7 +309,6 @@ async fn join_team(socket: SocketRef, data: Data<JoinTeam>, ack: Ack, gw: Arc<Ga
     let joined = Joined(Arc::new(Member {
         user_id,
         team_id,
-        user: user_id.to_string().into(),
         token: request.token.into(),
         expires_at_ms,
         delivered: previous
@@ -416,7 +410,6 @@ mod tests {
         Joined(Arc::new(Member {
             user_id,
             team_id: TeamId::new(),
-            user: user_id.to_string().into(),
             token: "t".into(),
             expires_at_ms: u64::MAX,
             delivered: Arc::default(),
@@ -426,24 +419,25 @@ mod tests {
     #[test]
     fn a_socket_gets_each_chunk_once_and_never_past_a_hole() {
         let socket = joined();
+        let (a, b) = (AgentId::new(), AgentId::new());
         // The first chunk of an agent a socket sees may be any (it joined mid-stream).
-        assert_eq!(socket.first_delivery("a", 7), Delivery::Next);
-        assert_eq!(socket.first_delivery("a", 8), Delivery::Next);
-        assert_eq!(socket.first_delivery("a", 8), Delivery::Seen);
-        assert_eq!(socket.first_delivery("a", 3), Delivery::Seen);
+        assert_eq!(socket.first_delivery(a, 7), Delivery::Next);
+        assert_eq!(socket.first_delivery(a, 8), Delivery::Next);
+        assert_eq!(socket.first_delivery(a, 8), Delivery::Seen);
+        assert_eq!(socket.first_delivery(a, 3), Delivery::Seen);
         // 9 was lost on the way: 10 is not sent (the socket resyncs from history instead).
-        assert_eq!(socket.first_delivery("a", 10), Delivery::Gap);
-        assert_eq!(socket.first_delivery("a", 9), Delivery::Next);
-        assert_eq!(socket.first_delivery("a", 10), Delivery::Next);
+        assert_eq!(socket.first_delivery(a, 10), Delivery::Gap);
+        assert_eq!(socket.first_delivery(a, 9), Delivery::Next);
+        assert_eq!(socket.first_delivery(a, 10), Delivery::Next);
         // A queue-full undo makes the chunk due again.
-        socket.undo_delivery("a", 10);
-        assert_eq!(socket.first_delivery("a", 10), Delivery::Next);
+        socket.undo_delivery(a, 10);
+        assert_eq!(socket.first_delivery(a, 10), Delivery::Next);
         // What a resuming client says it has is the truth from there on.
-        socket.reset_delivery("a", Some(4));
-        assert_eq!(socket.first_delivery("a", 6), Delivery::Gap);
-        assert_eq!(socket.first_delivery("a", 5), Delivery::Next);
-        socket.reset_delivery("a", None);
-        assert_eq!(socket.first_delivery("a", 42), Delivery::Next);
-        assert_eq!(socket.first_delivery("b", 0), Delivery::Next);
+        socket.reset_delivery(a, Some(4));
+        assert_eq!(socket.first_delivery(a, 6), Delivery::Gap);
+        assert_eq!(socket.first_delivery(a, 5), Delivery::Next);
+        socket.reset_delivery(a, None);
+        assert_eq!(socket.first_delivery(a, 42), Delivery::Next);
+        assert_eq!(socket.first_delivery(b, 0), Delivery::Next);
     }
 }

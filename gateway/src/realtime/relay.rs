@@ -15,7 +15,7 @@ use covibe_proto::events::v1 as ev;
 use covibe_proto::prost::Message;
 use covibe_socketio::Frame;
 use covibe_storage::{FanoutEvent, Subscription};
-use covibe_types::TeamId;
+use covibe_types::{AgentId, TeamId, UserId};
 use serde_json::json;
 
 use super::{Delivery, Joined, SocketRef};
@@ -27,7 +27,10 @@ pub(crate) enum Prepared {
     /// `canControl: true`.
     Output {
         agent_id: String,
-        owner: String,
+        /// `agent_id` and `owner` parsed once, for every socket's delivery record and owner
+        /// check.
+        agent: AgentId,
+        owner: UserId,
         seq: u64,
         viewer: Frame,
         for_owner: OnceLock<Frame>,
@@ -41,7 +44,8 @@ impl Prepared {
     pub(crate) fn team(event: &'static str, payload: &impl serde::Serialize) -> Self {
         Self::Team(Frame::event(event, payload))
     }
-    /// An `agent_output` event, from the fan-out or from history.
+    /// An `agent_output` event, from the fan-out or from history; `None` when its agent or
+    /// owner is not an id of ours.
     pub(crate) fn output(
         agent_id: String,
         owner: String,
@@ -49,7 +53,11 @@ impl Prepared {
         stream: i32,
         data: &[u8],
         event_json: String,
-    ) -> Self {
+    ) -> Option<Self> {
+        let (Ok(agent), Ok(owner_id)) = (agent_id.parse(), owner.parse()) else {
+            tracing::warn!(agent_id, owner, "agent output with a malformed id dropped");
+            return None;
+        };
         let json = dto::event_value(event_json);
         let payload = dto::AgentOutput {
             agent_id: &agent_id,
@@ -61,25 +69,28 @@ impl Prepared {
             can_control: false,
         };
         let viewer = Frame::event("agent_output", &payload);
-        Self::Output {
+        Some(Self::Output {
             agent_id,
-            owner,
+            agent,
+            owner: owner_id,
             seq,
             viewer,
             for_owner: OnceLock::new(),
-        }
+        })
     }
 
     fn from_event(event: ev::TeamEvent) -> Option<Self> {
         Some(match event.event? {
-            ev::team_event::Event::AgentOutput(out) => Self::output(
-                out.agent_id,
-                out.owner_id,
-                out.seq,
-                out.stream,
-                &out.data,
-                out.event_json,
-            ),
+            ev::team_event::Event::AgentOutput(out) => {
+                return Self::output(
+                    out.agent_id,
+                    out.owner_id,
+                    out.seq,
+                    out.stream,
+                    &out.data,
+                    out.event_json,
+                );
+            }
             ev::team_event::Event::AgentStatus(status) => Self::team(
                 "agent_status",
                 &json!({
@@ -140,24 +151,25 @@ impl Prepared {
     fn queue(&self, socket: &SocketRef, joined: &Joined) -> Result<bool, Resync> {
         match self {
             Self::Output {
-                agent_id,
+                agent,
                 seq,
                 owner,
                 viewer,
                 for_owner,
+                ..
             } => {
-                match joined.first_delivery(agent_id, *seq) {
+                match joined.first_delivery(*agent, *seq) {
                     Delivery::Next => {}
                     Delivery::Seen => return Ok(false), // already sent by another path: never twice
                     Delivery::Gap => return Err(Resync::FanoutGap),
                 }
-                let queued = if joined.user_id_str() == owner.as_str() {
+                let queued = if joined.user_id == *owner {
                     socket.queue(for_owner.get_or_init(|| owner_frame(viewer)).clone())
                 } else {
                     socket.queue(viewer.clone())
                 };
                 if queued.is_err() {
-                    joined.undo_delivery(agent_id, *seq);
+                    joined.undo_delivery(*agent, *seq);
                 }
                 queued.map_err(|_| Resync::SlowConsumer)
             }

@@ -13,7 +13,7 @@ use covibe_bootstrap::bearer;
 use covibe_proto::orchestrator::v1 as orch;
 use covibe_proto::tonic::Code;
 use covibe_socketio::Sid;
-use covibe_types::TeamId;
+use covibe_types::{AgentId, TeamId};
 use serde_json::{Value, json};
 
 use super::relay::{Prepared, Resync, fell_behind};
@@ -241,7 +241,11 @@ async fn replay(
                 &chunk.data,
                 chunk.event_json,
             );
-            if deliver_waiting(socket, joined, &event).await.is_err() {
+            let sent = match &event {
+                Some(event) => deliver_waiting(socket, joined, event).await.is_ok(),
+                None => false,
+            };
+            if !sent {
                 if let Some(fetching) = pending {
                     fetching.abort();
                 }
@@ -281,8 +285,12 @@ pub(crate) async fn join(
     let mut last_sent: HashMap<String, u64> = HashMap::new();
     let mut report = serde_json::Map::new();
     for (agent_id, last) in since {
+        let Ok(agent) = agent_id.parse::<AgentId>() else {
+            report.insert(agent_id, json!({"error": "not_found"}));
+            continue;
+        };
         let from = u64::try_from(last.saturating_add(1)).unwrap_or(0);
-        joined.reset_delivery(&agent_id, from.checked_sub(1));
+        joined.reset_delivery(agent, from.checked_sub(1));
         let outcome = match replay(gw, socket, joined, &agent_id, from, catch_up_until).await {
             Replayed::Sent(last, count, status) => {
                 if let Some(last) = last {
@@ -295,16 +303,16 @@ pub(crate) async fn join(
             // Live output of an agent whose history could not be replayed is sent as it comes
             // (the acknowledgement says what went wrong), not taken for a gap.
             Replayed::NotFound => {
-                joined.reset_delivery(&agent_id, None);
+                joined.reset_delivery(agent, None);
                 json!({"error": "not_found"})
             }
             Replayed::HistoryLost { available_from } => {
-                joined.reset_delivery(&agent_id, None);
+                joined.reset_delivery(agent, None);
                 let _ = socket.emit("resync", &json!({"agentId": agent_id, "reason": "history_lost", "availableFrom": available_from}));
                 json!({"error": "history_lost", "availableFrom": available_from})
             }
             Replayed::Failed => {
-                joined.reset_delivery(&agent_id, None);
+                joined.reset_delivery(agent, None);
                 json!({"error": "unavailable"})
             }
         };
