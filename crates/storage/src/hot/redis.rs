@@ -122,6 +122,17 @@ impl RedisHotStore {
         Ok(())
     }
 
+    /// The result of a pipeline of ring appends. When it failed, the TTLs it carried may not
+    /// have been set: every ring's is set again at its next write.
+    fn sent<T>(&self, result: Result<T, fred::error::Error>) -> Result<T, Error> {
+        if result.is_err()
+            && let Ok(mut set) = self.ttl_set.lock()
+        {
+            set.clear();
+        }
+        Ok(result?)
+    }
+
     /// Whether this is the first write of `agent`'s ring since the connection was made (and
     /// so its TTL is due); notes it.
     fn first_write(&self, agent: AgentId) -> bool {
@@ -217,7 +228,7 @@ impl HotStore for RedisHotStore {
         }
         let pipeline = self.client.pipeline();
         self.queue_append(&pipeline, agent, chunks).await?;
-        let _: Vec<Value> = pipeline.all().await?;
+        self.sent(pipeline.all::<Vec<Value>>().await)?;
         Ok(())
     }
 
@@ -229,7 +240,7 @@ impl HotStore for RedisHotStore {
             queued = true;
         }
         if queued {
-            let _: Vec<Value> = pipeline.all().await?;
+            self.sent(pipeline.all::<Vec<Value>>().await)?;
         }
         Ok(())
     }
