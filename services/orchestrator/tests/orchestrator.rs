@@ -269,3 +269,41 @@ async fn agent_store_on_sqlite() {
 async fn agent_store_on_postgres() {
     suite(TestDb::postgres().await).await;
 }
+
+/// A database from before `agent_positions` keeps each agent's position through the migration.
+async fn positions_survive_the_migration(db: TestDb) {
+    use covibe_orchestrator::store::Migrator;
+    use sea_orm::ConnectionTrait;
+    use sea_orm_migration::MigratorTrait;
+
+    let conn = covibe_storage::connect(&db.url).await.unwrap();
+    // The schema as it was before the position moved to a table of its own.
+    Migrator::up(&conn, Some(4)).await.unwrap();
+    let (id, team, owner) = (AgentId::new(), TeamId::new(), UserId::new());
+    conn.execute_unprepared(&format!(
+        "INSERT INTO agents (id, team_id, owner_id, vm_id, task, status, created_at_ms, \
+         output_seq, token_hash) \
+         VALUES ('{id}', '{team}', '{owner}', 'local', 'old', 'running', 1, 42, 'hash')"
+    ))
+    .await
+    .unwrap();
+
+    let store = SeaAgentStore::new(conn).await.unwrap();
+    assert_eq!(store.get(id).await.unwrap().unwrap().output_seq, 42);
+    assert_eq!(append(&store, id, &chunks(42..45)).await, 45);
+    let listed = store.list(team).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|a| (a.id, a.output_seq)).collect::<Vec<_>>(),
+        vec![(id, 45)]
+    );
+}
+
+#[tokio::test]
+async fn positions_survive_the_migration_on_sqlite() {
+    positions_survive_the_migration(TestDb::sqlite()).await;
+}
+
+#[tokio::test]
+async fn positions_survive_the_migration_on_postgres() {
+    positions_survive_the_migration(TestDb::postgres().await).await;
+}

@@ -17,7 +17,6 @@ pub mod agent {
         pub created_at_ms: i64,
         pub started_at_ms: Option<i64>,
         pub finished_at_ms: Option<i64>,
-        pub output_seq: i64,
         pub token_hash: String,
         pub kill_requested_ms: Option<i64>,
         pub cost_usd: Option<f64>,
@@ -44,6 +43,26 @@ pub mod output {
         pub seq: i64,
         pub stream: i32,
         pub data: Vec<u8>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Each agent's `output_seq`, in a narrow table of its own: every stored group of output moves
+/// it, and PostgreSQL writes a whole new row version at each update (an agents row is some
+/// 300 bytes; this one some 60).
+pub mod position {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "agent_positions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub agent_id: String,
+        pub output_seq: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0002KillRequested),
             Box::new(M0003Outcome),
             Box::new(M0004LastSeen),
+            Box::new(M0005Positions),
         ]
     }
 
@@ -199,6 +200,70 @@ impl MigrationTrait for M0004LastSeen {
                 Table::alter()
                     .table(Alias::new("agents"))
                     .drop_column(Alias::new("last_seen_ms"))
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// `agents.output_seq` moves to `agent_positions` (see `entities::position`).
+struct M0005Positions;
+
+impl MigrationName for M0005Positions {
+    fn name(&self) -> &str {
+        "m0005_agent_positions"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005Positions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("agent_positions"))
+                    .col(col("agent_id").string_len(40).not_null().primary_key())
+                    .col(col("output_seq").big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "INSERT INTO agent_positions (agent_id, output_seq) \
+                 SELECT id, output_seq FROM agents",
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("agents"))
+                    .drop_column(Alias::new("output_seq"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("agents"))
+                    .add_column(col("output_seq").big_integer().not_null().default(0))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "UPDATE agents SET output_seq = \
+                 (SELECT p.output_seq FROM agent_positions p WHERE p.agent_id = agents.id)",
+            )
+            .await?;
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(Alias::new("agent_positions"))
                     .to_owned(),
             )
             .await

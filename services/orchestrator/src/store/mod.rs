@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
 pub use migration::Migrator;
@@ -29,7 +29,7 @@ const ALL_STATUSES: [AgentStatus; 7] = [
 
 use crate::agents::Agent;
 use crate::stream_json::Outcome;
-use entities::{agent, output};
+use entities::{agent, output, position};
 
 /// One agent's chunks in a multi-agent `append_output`.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +98,20 @@ impl SeaAgentStore {
         Ok(Self { db })
     }
 
+    /// The `output_seq` of each of `rows`' agents.
+    async fn positions(&self, rows: &[agent::Model]) -> Result<HashMap<String, i64>, DbErr> {
+        if rows.is_empty() {
+            return Ok(HashMap::new());
+        }
+        Ok(position::Entity::find()
+            .filter(position::Column::AgentId.is_in(rows.iter().map(|row| row.id.clone())))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|p| (p.agent_id, p.output_seq))
+            .collect())
+    }
+
     /// `append_output` on PostgreSQL, the hot path of a multi-process deployment: one statement
     /// taking its rows as arrays (`UNNEST`), so it has a fixed text, is prepared once per
     /// connection, costs seven parameters whatever the batch size, and one round trip.
@@ -131,11 +145,11 @@ impl SeaAgentStore {
                SELECT * FROM UNNEST($1::varchar[], $2::bigint[], $3::int[], $4::bytea[]) \
                ON CONFLICT (agent_id, seq) DO NOTHING \
              ) \
-             UPDATE agents AS a SET output_seq = CASE \
+             UPDATE agent_positions AS a SET output_seq = CASE \
                WHEN a.output_seq >= v.first AND a.output_seq < v.next THEN v.next \
                ELSE a.output_seq END \
              FROM UNNEST($5::varchar[], $6::bigint[], $7::bigint[]) AS v(id, first, next) \
-             WHERE a.id = v.id RETURNING a.id, a.output_seq",
+             WHERE a.agent_id = v.id RETURNING a.agent_id, a.output_seq",
         )
         .bind(&agent_ids)
         .bind(&seqs)
@@ -243,10 +257,11 @@ static SQLITE_MOVES: LazyLock<Vec<String>> = LazyLock::new(|| {
         .map(|rows| {
             format!(
                 "WITH v(id, first, next) AS (VALUES {}) \
-                 UPDATE agents SET output_seq = CASE \
+                 UPDATE agent_positions SET output_seq = CASE \
                    WHEN output_seq >= v.first AND output_seq < v.next THEN v.next \
                    ELSE output_seq END \
-                 FROM v WHERE agents.id = v.id RETURNING agents.id, agents.output_seq",
+                 FROM v WHERE agent_positions.agent_id = v.id \
+                 RETURNING agent_positions.agent_id, agent_positions.output_seq",
                 sqlite_values(*rows, 3)
             )
         })
@@ -284,7 +299,8 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn agent_of(m: agent::Model) -> Result<Agent, DbErr> {
+/// The agent of a row, at `output_seq` (its row in `agent_positions`).
+fn agent_of(m: agent::Model, output_seq: i64) -> Result<Agent, DbErr> {
     let bad = |what: &str| DbErr::Custom(format!("bad {what} in agents row {}", m.id));
     Ok(Agent {
         id: m.id.parse().map_err(|_| bad("id"))?,
@@ -297,7 +313,7 @@ fn agent_of(m: agent::Model) -> Result<Agent, DbErr> {
         created_at_ms: m.created_at_ms,
         started_at_ms: m.started_at_ms,
         finished_at_ms: m.finished_at_ms,
-        output_seq: to_u64(m.output_seq),
+        output_seq: to_u64(output_seq),
         outcome: m.cost_usd.map(|cost_usd| Outcome {
             cost_usd,
             turns: m.num_turns.unwrap_or(0),
@@ -309,6 +325,7 @@ fn agent_of(m: agent::Model) -> Result<Agent, DbErr> {
 #[async_trait]
 impl AgentStore for SeaAgentStore {
     async fn insert(&self, a: &Agent, token_hash: &str) -> Result<(), DbErr> {
+        let txn = self.db.begin().await?;
         agent::ActiveModel {
             id: Set(a.id.to_string()),
             team_id: Set(a.team_id.to_string()),
@@ -320,7 +337,6 @@ impl AgentStore for SeaAgentStore {
             created_at_ms: Set(a.created_at_ms),
             started_at_ms: Set(a.started_at_ms),
             finished_at_ms: Set(a.finished_at_ms),
-            output_seq: Set(to_i64(a.output_seq)),
             token_hash: Set(token_hash.to_owned()),
             kill_requested_ms: Set(None),
             cost_usd: Set(None),
@@ -328,17 +344,27 @@ impl AgentStore for SeaAgentStore {
             duration_ms: Set(None),
             last_seen_ms: Set(None),
         }
-        .insert(&self.db)
-        .await
-        .map(|_| ())
+        .insert(&txn)
+        .await?;
+        position::ActiveModel {
+            agent_id: Set(a.id.to_string()),
+            output_seq: Set(to_i64(a.output_seq)),
+        }
+        .insert(&txn)
+        .await?;
+        txn.commit().await
     }
 
     async fn get(&self, id: AgentId) -> Result<Option<Agent>, DbErr> {
-        agent::Entity::find_by_id(id.to_string())
+        let Some(row) = agent::Entity::find_by_id(id.to_string())
             .one(&self.db)
             .await?
-            .map(agent_of)
-            .transpose()
+        else {
+            return Ok(None);
+        };
+        let mut positions = self.positions(std::slice::from_ref(&row)).await?;
+        let output_seq = positions.remove(&row.id).unwrap_or(0);
+        agent_of(row, output_seq).map(Some)
     }
 
     async fn token_hash(&self, id: AgentId) -> Result<Option<String>, DbErr> {
@@ -349,14 +375,18 @@ impl AgentStore for SeaAgentStore {
     }
 
     async fn list(&self, team: TeamId) -> Result<Vec<Agent>, DbErr> {
-        agent::Entity::find()
+        let rows = agent::Entity::find()
             .filter(agent::Column::TeamId.eq(team.to_string()))
             .order_by_desc(agent::Column::CreatedAtMs)
             .limit(500)
             .all(&self.db)
-            .await?
-            .into_iter()
-            .map(agent_of)
+            .await?;
+        let positions = self.positions(&rows).await?;
+        rows.into_iter()
+            .map(|row| {
+                let output_seq = positions.get(&row.id).copied().unwrap_or(0);
+                agent_of(row, output_seq)
+            })
             .collect()
     }
 
