@@ -293,7 +293,10 @@ async fn positions_survive_the_migration(db: TestDb) {
     assert_eq!(append(&store, id, &chunks(42..45)).await, 45);
     let listed = store.list(team).await.unwrap();
     assert_eq!(
-        listed.iter().map(|a| (a.id, a.output_seq)).collect::<Vec<_>>(),
+        listed
+            .iter()
+            .map(|a| (a.id, a.output_seq))
+            .collect::<Vec<_>>(),
         vec![(id, 45)]
     );
 }
