@@ -81,4 +81,5 @@ multi:
 # `just bench --quick` or `just bench --stacks seed,standalone --secs 10`. See BENCHMARKS.md.
 bench *ARGS:
     mkdir -p target/covibe-bench
-    cargo run --release -p covibe-bench -- all --out target/covibe-bench/results.jsonl {{ARGS}}
+    cargo build --release -p covibe -p covibe-bench
+    target/release/covibe-bench all --out target/covibe-bench/results.jsonl {{ARGS}}
