@@ -98,7 +98,8 @@ impl Prepared {
                     "owner": status.owner_id,
                     "status": dto::status_name(status.status),
                     "exitCode": status.exit_code,
-                    "task": status.task,                    "at": status.at_ms,
+                    "task": status.task,
+                    "at": status.at_ms,
                 }),
             ),
             ev::team_event::Event::ChatMessage(message) => {
