@@ -217,6 +217,15 @@ impl MigrationName for M0005Positions {
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0005Positions {
+    /// In one transaction on SQLite too (PostgreSQL's migrations always are): the new table,
+    /// its rows and the dropped column land together or not at all. On PostgreSQL, an
+    /// orchestrator replica still running the code from before fails to store output from then
+    /// on (its vm-agents are told to resend, and reconnect to a replica that can), rather than
+    /// moving a position that is no longer read.
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .create_table(
