@@ -26,7 +26,17 @@ pub mod agent {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub enum Relation {
+        /// Read with the agent in one query (`find_also_related`).
+        #[sea_orm(has_one = "super::position::Entity")]
+        Position,
+    }
+
+    impl Related<super::position::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Position.def()
+        }
+    }
 
     impl ActiveModelBehavior for ActiveModel {}
 }
@@ -66,7 +76,20 @@ pub mod position {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub enum Relation {
+        #[sea_orm(
+            belongs_to = "super::agent::Entity",
+            from = "Column::AgentId",
+            to = "super::agent::Column::Id"
+        )]
+        Agent,
+    }
+
+    impl Related<super::agent::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Agent.def()
+        }
+    }
 
     impl ActiveModelBehavior for ActiveModel {}
 }

@@ -98,20 +98,6 @@ impl SeaAgentStore {
         Ok(Self { db })
     }
 
-    /// The `output_seq` of each of `rows`' agents.
-    async fn positions(&self, rows: &[agent::Model]) -> Result<HashMap<String, i64>, DbErr> {
-        if rows.is_empty() {
-            return Ok(HashMap::new());
-        }
-        Ok(position::Entity::find()
-            .filter(position::Column::AgentId.is_in(rows.iter().map(|row| row.id.clone())))
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|p| (p.agent_id, p.output_seq))
-            .collect())
-    }
-
     /// `append_output` on PostgreSQL, the hot path of a multi-process deployment: one statement
     /// taking its rows as arrays (`UNNEST`), so it has a fixed text, is prepared once per
     /// connection, costs seven parameters whatever the batch size, and one round trip.
@@ -299,8 +285,9 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// The agent of a row, at `output_seq` (its row in `agent_positions`).
-fn agent_of(m: agent::Model, output_seq: i64) -> Result<Agent, DbErr> {
+/// The agent of a row and its position (its row in `agent_positions`, read with it).
+fn agent_of((m, position): (agent::Model, Option<position::Model>)) -> Result<Agent, DbErr> {
+    let output_seq = position.map_or(0, |p| p.output_seq);
     let bad = |what: &str| DbErr::Custom(format!("bad {what} in agents row {}", m.id));
     Ok(Agent {
         id: m.id.parse().map_err(|_| bad("id"))?,
@@ -356,15 +343,12 @@ impl AgentStore for SeaAgentStore {
     }
 
     async fn get(&self, id: AgentId) -> Result<Option<Agent>, DbErr> {
-        let Some(row) = agent::Entity::find_by_id(id.to_string())
+        agent::Entity::find_by_id(id.to_string())
+            .find_also_related(position::Entity)
             .one(&self.db)
             .await?
-        else {
-            return Ok(None);
-        };
-        let mut positions = self.positions(std::slice::from_ref(&row)).await?;
-        let output_seq = positions.remove(&row.id).unwrap_or(0);
-        agent_of(row, output_seq).map(Some)
+            .map(agent_of)
+            .transpose()
     }
 
     async fn token_hash(&self, id: AgentId) -> Result<Option<String>, DbErr> {
@@ -375,18 +359,15 @@ impl AgentStore for SeaAgentStore {
     }
 
     async fn list(&self, team: TeamId) -> Result<Vec<Agent>, DbErr> {
-        let rows = agent::Entity::find()
+        agent::Entity::find()
             .filter(agent::Column::TeamId.eq(team.to_string()))
             .order_by_desc(agent::Column::CreatedAtMs)
             .limit(500)
+            .find_also_related(position::Entity)
             .all(&self.db)
-            .await?;
-        let positions = self.positions(&rows).await?;
-        rows.into_iter()
-            .map(|row| {
-                let output_seq = positions.get(&row.id).copied().unwrap_or(0);
-                agent_of(row, output_seq)
-            })
+            .await?
+            .into_iter()
+            .map(agent_of)
             .collect()
     }
 
