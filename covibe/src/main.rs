@@ -82,18 +82,16 @@ fn load(common: &Common) -> anyhow::Result<Option<Config>> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let code = runtime.block_on(run(cli))?;
-    std::process::exit(code);
-}
-
-async fn run(cli: Cli) -> anyhow::Result<i32> {
     let (common, role) = match cli.command {
         Command::VmAgent(agent) => {
-            let _telemetry = covibe_telemetry::init("covibe-vm-agent", false);
-            return covibe_vm_agent::run_cli(agent).await;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let code = runtime.block_on(async {
+                let _telemetry = covibe_telemetry::init("covibe-vm-agent", false);
+                covibe_vm_agent::run_cli(agent).await
+            })?;
+            std::process::exit(code);
         }
         Command::Standalone(c) => (c, node::Role::Standalone),
         Command::Auth(c) => (c, node::Role::Auth),
@@ -104,10 +102,31 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Gateway(c) => (c, node::Role::Gateway),
     };
     let Some(config) = load(&common)? else {
-        return Ok(0);
+        return Ok(());
     };
+    let runtime = runtime(config.workers)?;
+    runtime.block_on(run(role, config))?;
+    // Not waiting for blocking work still running (a SQLite connection's thread, say).
+    std::process::exit(0);
+}
+
+/// The runtime of a service process: with one worker, every task on the main thread.
+fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
+}
+
+async fn run(role: node::Role, config: Config) -> anyhow::Result<()> {
     let telemetry = covibe_telemetry::init(role.service_name(), config.log_format == "json");
     let result = node::run(role, config).await;
     telemetry.shutdown();
-    result.map(|()| 0)
+    result
 }
