@@ -424,13 +424,15 @@ fn layering() {
 }
 
 /// A member may run only so many agents at once and spawn only so many a minute; the limits
-/// answer with a clear error and leave the member's running agents alone.
+/// answer with a clear error and leave the member's running agents alone. (This mesh runs on
+/// three worker threads, the multi-thread runtime a raised `workers` builds; the others on one.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawn_limits_per_member() {
     let dir = tempfile::tempdir().unwrap();
     let limits = [
         ("COVIBE_LIMITS__MAX_RUNNING_AGENTS", "2"),
         ("COVIBE_LIMITS__SPAWNS_PER_MINUTE", "3"),
+        ("COVIBE_WORKERS", "3"),
     ];
     let (_proc, gw) = start_standalone_with(dir.path(), &limits).await;
     let http = reqwest::Client::new();
