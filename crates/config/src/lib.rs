@@ -52,11 +52,11 @@ pub struct Config {
     /// `text` or `json`.
     pub log_format: String,
     /// Threads running the process's tasks. With one (the default) every task runs on the
-    /// main thread: no task is ever handed to another thread, which on a busy machine costs
-    /// a fifth of the CPU of the fan-out path in wake-ups. One thread carries a replica's share
-    /// of a large deployment (some 50,000 deliveries/s, or the whole standalone mesh, at a
-    /// third of a core); scale out with replicas, or raise this for a process that has a
-    /// machine to itself. Blocking work (SQLite, files) has threads of its own.
+    /// main thread: no task is ever handed to another thread, which on a busy machine cost
+    /// up to a fifth of the CPU of the fan-out path in wake-ups. At 50,000 deliveries/s the
+    /// busiest service takes a fifth of a core and the whole standalone mesh under half of
+    /// one; scale out with replicas, or raise this for a process that has a machine to
+    /// itself. Blocking work (SQLite, files) has threads of its own.
     pub workers: usize,
     /// Browser origins allowed to call gRPC-web (`*` for any); empty means same-origin only.
     pub cors_allowed_origins: Vec<String>,
