@@ -84,10 +84,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (common, role) = match cli.command {
         Command::VmAgent(agent) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let code = runtime.block_on(async {
+            let code = runtime(None)?.block_on(async {
                 let _telemetry = covibe_telemetry::init("covibe-vm-agent", false);
                 covibe_vm_agent::run_cli(agent).await
             })?;
@@ -104,24 +101,24 @@ fn main() -> anyhow::Result<()> {
     let Some(config) = load(&common)? else {
         return Ok(());
     };
-    let runtime = runtime(config.workers)?;
-    runtime.block_on(run(role, config))?;
+    runtime(Some(config.workers))?.block_on(run(role, config))?;
     // Not waiting for blocking work still running (a SQLite connection's thread, say).
     std::process::exit(0);
 }
 
-/// The runtime of a service process: with one worker, every task on the main thread.
-fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    if workers <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .enable_all()
-            .build()
-    }
+/// The process's runtime: with one worker, every task on the main thread; `None` is tokio's
+/// default (a worker per core; the vm-agent, which has no configuration).
+fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build()
 }
 
 async fn run(role: node::Role, config: Config) -> anyhow::Result<()> {
