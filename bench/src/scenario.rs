@@ -975,12 +975,14 @@ pub async fn replay(
         "fetch_ms_median": median(&mut rest_fetch_ms.clone()),
         "response_bytes": rest_bytes,
         "server_cpu_ms_per_replay": round3(rest_usage.cpu_s * 1000.0 / f64::from(repeats.max(1))),
+        "server": rest_usage.to_json(),
     }));
     out.insert("socket".into(), json!({
         "ms_median": median(&mut socket_ms.clone()),
         "ms": socket_ms,
         "ack_ms_median": median(&mut ack_ms.clone()),
         "server_cpu_ms_per_replay": round3(socket_usage.cpu_s * 1000.0 / f64::from(repeats.max(1))),
+        "server": socket_usage.to_json(),
     }));
     let summary = format!(
         "replay {}: {backlog} lines × {bytes} B (stored in {ingest_s:.2}s): REST pages of 5,000 {:.1} ms (fetch {:.1} ms, {:.1} MB), Socket.io resume {:.1} ms to the last line (ack {:.1} ms); median of {repeats}",
