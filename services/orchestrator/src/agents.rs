@@ -381,6 +381,7 @@ impl Agents {
                 })
                 .collect()
         } else {
+            tracing::debug!(agent_id = %id, from, wanted, held = hot.len(), "history: the hot buffer does not hold the range; reading the database");
             self.store.output(id, from, wanted).await?
         };
         let next_seq = chunks.last().map_or(from, |c| c.seq + 1);

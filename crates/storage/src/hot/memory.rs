@@ -109,11 +109,12 @@ impl HotStore for MemoryHotStore {
             return Ok(Vec::new());
         };
         let start = ring.chunks.partition_point(|c| c.seq < from);
+        let end = from.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX));
         Ok(ring
             .chunks
             .iter()
             .skip(start)
-            .take(limit)
+            .take_while(|c| c.seq < end)
             .cloned()
             .collect())
     }

@@ -52,9 +52,9 @@ pub trait HotStore: Send + Sync + 'static {
     /// `seq` is already held changes nothing.
     async fn append(&self, agent: AgentId, chunks: &[HotChunk]) -> Result<(), Error>;
 
-    /// Chunks with `seq >= from`, in order, at most `limit`. The buffer may no longer hold the
-    /// start of the range (evicted, expired, or lost in a restart): callers compare the first
-    /// `seq` with `from` and fall back to the database.
+    /// The chunks held with `seq` in `from..from + limit`, in order. The buffer may no longer
+    /// hold all of them (evicted, expired, or lost in a restart): callers check that the range
+    /// is whole and otherwise read the database.
     async fn range(&self, agent: AgentId, from: u64, limit: usize) -> Result<Vec<HotChunk>, Error>;
 
     /// `append` for several agents at once: one round trip where the store has them.
