@@ -109,7 +109,7 @@ impl HotStore for MemoryHotStore {
             return Ok(Vec::new());
         };
         let start = ring.chunks.partition_point(|c| c.seq < from);
-        let end = from.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX));
+        let end = super::range_end(from, limit);
         Ok(ring
             .chunks
             .iter()

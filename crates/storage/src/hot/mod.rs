@@ -36,6 +36,11 @@ pub enum FanoutEvent {
     Gap,
 }
 
+/// Where [`HotStore::range`] stops: the first seq past `from..from + limit`.
+fn range_end(from: u64, limit: usize) -> u64 {
+    from.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX))
+}
+
 /// A team's live presence entries right after one write, taken atomically with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceSnapshot {

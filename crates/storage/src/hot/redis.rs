@@ -257,11 +257,11 @@ impl HotStore for RedisHotStore {
         // Read as several smaller replies at once: one reply of thousands of chunks costs Redis
         // and the client more than its parts together (5,000 chunks of 512 B: ~4.5 ms in one
         // reply, ~2.5 ms in parts of 256).
-        let limit = u64::try_from(limit).unwrap_or(u64::MAX);
-        let end = from.saturating_add(limit);
-        let part = RANGE_PART.max(limit.div_ceil(RANGE_PARTS_MAX));
+        let end = super::range_end(from, limit);
+        let len = end - from;
+        let part = RANGE_PART.max(len.div_ceil(RANGE_PARTS_MAX));
         let key = self.ring_key(agent);
-        let reads = (0..limit.div_ceil(part)).map(|i| {
+        let reads = (0..len.div_ceil(part)).map(|i| {
             let lo = from.saturating_add(i.saturating_mul(part));
             let hi = lo.saturating_add(part).min(end) - 1;
             self.client.zrangebyscore::<Vec<Bytes>, _, _, _>(
