@@ -1,11 +1,18 @@
-//! The Ed25519 key pair: PKCS#8 PEM for the private half, SPKI PEM for the public half.
+//! Key files. The signing file holds the one Ed25519 key tokens are signed with (PKCS#8 PEM,
+//! auth only); the verifying file holds every public key tokens may be verified with (SPKI PEM
+//! blocks, one after another), so that during a rotation the old and the new key both verify.
+//!
+//! `rotate` adds a key: its public half joins the verifying file first, then it replaces the
+//! signing key, so a token it signs always verifies. `retire` takes old public keys out.
+//! Both replace files atomically (write, then rename); running processes pick the change up.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
+use ed25519_dalek::VerifyingKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 
 use crate::{Error, Signer, Verifier};
 
@@ -22,51 +29,168 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Loads the key pair, creating it (mode 0600) if neither file exists yet. Several processes
-/// may race here: the pair is written under temporary names and linked into place atomically,
-/// and whoever loses the race loads the winner's pair.
-pub fn load_or_generate(files: &KeyFiles) -> Result<(Signer, Verifier), Error> {
-    if !files.signing.exists() {
-        generate(files)?;
-    }
-    let private = std::fs::read(&files.signing).map_err(io_err(&files.signing))?;
-    let public = std::fs::read(&files.verifying).map_err(io_err(&files.verifying))?;
-    Ok((
-        Signer::from_pem(&private, &public)?,
-        Verifier::from_pem(&public)?,
-    ))
+const PUBLIC_END: &str = "-----END PUBLIC KEY-----";
+
+/// The id a key is known by in a token's `kid`: the start of a hash of its public half.
+pub(crate) fn key_id(key: &VerifyingKey) -> Result<String, Error> {
+    use sha2::Digest;
+    let pem = public_pem(key)?;
+    let digest = sha2::Sha256::digest(pem.as_bytes());
+    Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
 }
 
-/// Loads only the public half, for services that verify tokens. Generates the pair when it is
-/// missing and the signing file's directory is writable (one-machine set-ups); in a cluster only
-/// the public key is mounted and must exist.
+fn public_pem(key: &VerifyingKey) -> Result<String, Error> {
+    key.to_public_key_pem(LineEnding::LF)
+        .map_err(|e| Error::Key(e.to_string()))
+}
+
+/// Every public key of a verifying file, with its id.
+pub(crate) fn read_public_keys(path: &Path) -> Result<Vec<(String, VerifyingKey)>, Error> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    let mut keys = Vec::new();
+    for block in text.split_inclusive(PUBLIC_END) {
+        if !block.contains("-----BEGIN PUBLIC KEY-----") {
+            continue;
+        }
+        let key = VerifyingKey::from_public_key_pem(block.trim()).map_err(|e| {
+            Error::Key(format!("a public key in {} is not valid: {e}", path.display()))
+        })?;
+        keys.push((key_id(&key)?, key));
+    }
+    if keys.is_empty() {
+        return Err(Error::Key(format!(
+            "{} holds no public key",
+            path.display()
+        )));
+    }
+    Ok(keys)
+}
+
+/// The signing key of a signing file, with its id.
+pub(crate) fn read_signing_key(path: &Path) -> Result<(String, SigningKey), Error> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    let key = SigningKey::from_pkcs8_pem(text.trim())
+        .map_err(|e| Error::Key(format!("{} is not a valid signing key: {e}", path.display())))?;
+    Ok((key_id(&key.verifying_key())?, key))
+}
+
+fn missing(path: &Path, what: &str) -> Error {
+    Error::Missing {
+        path: path.display().to_string(),
+        what: what.to_owned(),
+    }
+}
+
+/// Loads the signer and a verifier, creating the first key if there is none yet: for
+/// `covibe standalone`, where one process is the whole mesh. Several processes may race here:
+/// whoever loses loads the winner's key.
+pub fn load_or_generate(files: &KeyFiles) -> Result<(Signer, Verifier), Error> {
+    if !files.signing.exists() && !files.verifying.exists() {
+        generate_first(files)?;
+    }
+    Ok((load_signer(files)?, load_verifier(files)?))
+}
+
+/// The auth service's signer. A missing file is an error naming it: a service never makes up
+/// a key of its own (`covibe admin rotate-signing-key` creates the first one).
+pub fn load_signer(files: &KeyFiles) -> Result<Signer, Error> {
+    if !files.signing.exists() {
+        return Err(missing(&files.signing, "token signing key"));
+    }
+    Signer::load(&files.signing)
+}
+
+/// Every service's verifier. A missing file is an error naming it.
 pub fn load_verifier(files: &KeyFiles) -> Result<Verifier, Error> {
     if !files.verifying.exists() {
-        return load_or_generate(files).map(|(_, verifier)| verifier);
+        return Err(missing(&files.verifying, "token verifying keys"));
     }
-    let public = std::fs::read(&files.verifying).map_err(io_err(&files.verifying))?;
-    Verifier::from_pem(&public)
+    Verifier::load(&files.verifying)
 }
 
-fn generate(files: &KeyFiles) -> Result<(), Error> {
+/// Adds a new signing key and returns its id: from now on tokens are signed with it, and those
+/// of the keys before it verify until they are retired. Creates the first key on a new set-up.
+pub fn rotate(files: &KeyFiles) -> Result<String, Error> {
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
-    let private = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| Error::Key(e.to_string()))?;
-    let public = key
-        .verifying_key()
-        .to_public_key_pem(LineEnding::LF)
-        .map_err(|e| Error::Key(e.to_string()))?;
-    let dir = files.signing.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    if let Some(pub_dir) = files.verifying.parent() {
-        std::fs::create_dir_all(pub_dir).map_err(io_err(pub_dir))?;
+    let kid = key_id(&key.verifying_key())?;
+    let mut public = match files.verifying.exists() {
+        true => std::fs::read_to_string(&files.verifying).map_err(io_err(&files.verifying))?,
+        false => String::new(),
+    };
+    if !public.is_empty() && !public.ends_with('\n') {
+        public.push('\n');
     }
+    public.push_str(&public_pem(&key.verifying_key())?);
+    // The public half first: a token signed with the new key always finds it.
+    replace(&files.verifying, public.as_bytes(), false)?;
+    replace(&files.signing, private_pem(&key)?.as_bytes(), true)?;
+    tracing::info!(kid = %kid, "added a token signing key");
+    Ok(kid)
+}
+
+/// Takes public keys out of the verifying file: the one named, or every one but the current
+/// signing key's. Tokens they signed are refused from then on. Returns the ids retired.
+pub fn retire(files: &KeyFiles, kid: Option<&str>) -> Result<Vec<String>, Error> {
+    let (current, _) = read_signing_key(&files.signing)?;
+    if kid == Some(current.as_str()) {
+        return Err(Error::Key(format!(
+            "{current} is the current signing key: rotate first, then retire it"
+        )));
+    }
+    let keys = read_public_keys(&files.verifying)?;
+    let (retired, kept): (Vec<_>, Vec<_>) = keys.into_iter().partition(|(id, _)| match kid {
+        Some(kid) => id == kid,
+        None => *id != current,
+    });
+    if let Some(kid) = kid
+        && retired.is_empty()
+    {
+        return Err(Error::Key(format!("no verifying key has the id {kid}")));
+    }
+    let mut text = String::new();
+    for (_, key) in &kept {
+        text.push_str(&public_pem(key)?);
+    }
+    replace(&files.verifying, text.as_bytes(), false)?;
+    Ok(retired.into_iter().map(|(id, _)| id).collect())
+}
+
+fn private_pem(key: &SigningKey) -> Result<String, Error> {
+    Ok(key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| Error::Key(e.to_string()))?
+        .to_string())
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it into place.
+fn replace(path: &Path, bytes: &[u8], private: bool) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let tmp = tmp_path(path);
+    write_new(&tmp, bytes, private)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io_err(path)(e)
+    })
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
     let suffix = uuid::Uuid::new_v4().simple().to_string();
-    let tmp_private = files.signing.with_extension(format!("tmp-{suffix}"));
-    let tmp_public = files.verifying.with_extension(format!("tmp-{suffix}"));
-    write_private(&tmp_private, private.as_bytes())?;
-    std::fs::write(&tmp_public, public.as_bytes()).map_err(io_err(&tmp_public))?;
+    path.with_extension(format!("tmp-{suffix}"))
+}
+
+/// The first key pair, linked into place so that, of processes racing, exactly one wins.
+fn generate_first(files: &KeyFiles) -> Result<(), Error> {
+    let key = SigningKey::generate(&mut rand::rngs::OsRng);
+    for dir in [files.signing.parent(), files.verifying.parent()]
+        .into_iter()
+        .flatten()
+    {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    let (tmp_private, tmp_public) = (tmp_path(&files.signing), tmp_path(&files.verifying));
+    write_new(&tmp_private, private_pem(&key)?.as_bytes(), true)?;
+    write_new(&tmp_public, public_pem(&key.verifying_key())?.as_bytes(), false)?;
     // The public key goes first: a reader that sees the private key always finds its partner.
     let linked_public = std::fs::hard_link(&tmp_public, &files.verifying).is_ok();
     let linked_private = linked_public && std::fs::hard_link(&tmp_private, &files.signing).is_ok();
@@ -86,14 +210,22 @@ fn generate(files: &KeyFiles) -> Result<(), Error> {
     Err(Error::Key("signing key files are incomplete".to_owned()))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<(), Error> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options.mode(if private { 0o600 } else { 0o644 });
     }
+    #[cfg(not(unix))]
+    let _ = private;
     let mut file = options.open(path).map_err(io_err(path))?;
-    file.write_all(bytes).map_err(io_err(path))
+    file.write_all(bytes).map_err(io_err(path))?;
+    file.sync_all().map_err(io_err(path))
+}
+
+/// When a file last changed, to notice a rotation.
+pub(crate) fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }

@@ -1,11 +1,15 @@
 //! Who is calling. Access tokens are short-lived JWTs signed with Ed25519 (algorithm pinned to
-//! EdDSA, `kid`, `iss`, `aud`, `exp` and `nbf` all checked). Only the auth service holds the
-//! signing key; every other service verifies with the public key and decides for itself.
+//! EdDSA, `kid`, `iss`, `aud`, `exp` and `nbf` all checked), each naming the member's sign-in
+//! session. Only the auth service holds the signing key; every other service verifies with the
+//! public keys, refuses the sessions that ended (`revocation`), and decides for itself.
 
+pub mod code;
 mod keys;
+pub mod revocation;
 mod token;
 
-pub use keys::{KeyFiles, load_or_generate, load_verifier};
+pub use keys::{KeyFiles, load_or_generate, load_signer, load_verifier, retire, rotate};
+pub use revocation::{Ended, Revocations};
 pub use token::{Principal, Signer, TokenKind, Verifier, bearer_from_metadata};
 
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +19,10 @@ pub enum Error {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "{what} file {path} does not exist: create the keys with `covibe admin rotate-signing-key` (standalone creates them itself)"
+    )]
+    Missing { path: String, what: String },
     #[error("key material: {0}")]
     Key(String),
     #[error("token: {0}")]

@@ -1,17 +1,23 @@
 //! Signing and verifying tokens.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use covibe_proto::tonic;
-use covibe_types::{ApiError, TeamId, UserId};
+use covibe_types::{ApiError, SessionId, TeamId, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
-use crate::Error;
+use crate::keys::{modified, read_public_keys, read_signing_key};
+use crate::{Error, Revocations};
 
 const ISSUER: &str = "covibe";
 const AUDIENCE: &str = "covibe";
+
+/// How often a key file is looked at for a change (a rotation or a retirement).
+const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -29,6 +35,9 @@ struct Claims {
     sub: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     team: Option<String>,
+    /// The member's sign-in session (one per device): ending it refuses its access tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
     kind: TokenKind,
     iat: u64,
     nbf: u64,
@@ -39,15 +48,31 @@ struct Claims {
 /// The verified caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    Member { user_id: UserId, team_id: TeamId },
-    Service { name: String },
+    Member {
+        user_id: UserId,
+        team_id: TeamId,
+        session_id: SessionId,
+    },
+    Service {
+        name: String,
+    },
 }
 
 impl Principal {
     /// The member, or a `permission_denied` error for a service token.
     pub fn member(&self) -> Result<(UserId, TeamId), ApiError> {
         match self {
-            Self::Member { user_id, team_id } => Ok((*user_id, *team_id)),
+            Self::Member {
+                user_id, team_id, ..
+            } => Ok((*user_id, *team_id)),
+            Self::Service { .. } => Err(ApiError::forbidden("this call needs a member's token")),
+        }
+    }
+
+    /// The member's session, or a `permission_denied` error for a service token.
+    pub fn session(&self) -> Result<SessionId, ApiError> {
+        match self {
+            Self::Member { session_id, .. } => Ok(*session_id),
             Self::Service { .. } => Err(ApiError::forbidden("this call needs a member's token")),
         }
     }
@@ -61,116 +86,291 @@ impl Principal {
 }
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now()
+    SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-fn key_id(public_pem: &[u8]) -> String {
-    let digest = sha2::Sha256::digest(public_pem);
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+/// A file that is looked at again now and then, and reloaded when it changed.
+struct Watched {
+    path: PathBuf,
+    modified: Option<SystemTime>,
+    checked: Instant,
 }
 
-/// Issues tokens. Only the auth service holds one.
-#[derive(Clone)]
-pub struct Signer {
+impl Watched {
+    fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            modified: modified(path),
+            checked: Instant::now(),
+        }
+    }
+
+    /// Whether the file changed since it was last loaded; looks at most every `RELOAD_EVERY`,
+    /// unless `now` is set.
+    fn changed(&mut self, now: bool) -> bool {
+        if !now && self.checked.elapsed() < RELOAD_EVERY {
+            return false;
+        }
+        self.checked = Instant::now();
+        let modified = modified(&self.path);
+        if modified == self.modified {
+            return false;
+        }
+        self.modified = modified;
+        true
+    }
+}
+
+struct SigningState {
     key: EncodingKey,
     kid: String,
+}
+
+/// Issues tokens. Only the auth service holds one. It follows its key file: after a
+/// rotation, tokens are signed with the new key.
+#[derive(Clone)]
+pub struct Signer {
+    state: Arc<RwLock<SigningState>>,
+    watched: Option<Arc<Mutex<Watched>>>,
 }
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Signer")
-            .field("kid", &self.kid)
+            .field("kid", &self.kid())
             .finish_non_exhaustive()
     }
 }
 
+fn signing_state(path: &Path) -> Result<SigningState, Error> {
+    let (kid, _) = read_signing_key(path)?;
+    let pem = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(SigningState {
+        key: EncodingKey::from_ed_pem(&pem)?,
+        kid,
+    })
+}
+
 impl Signer {
-    pub fn from_pem(private_pem: &[u8], public_pem: &[u8]) -> Result<Self, Error> {
+    pub(crate) fn load(path: &Path) -> Result<Self, Error> {
         Ok(Self {
-            key: EncodingKey::from_ed_pem(private_pem)?,
-            kid: key_id(public_pem),
+            state: Arc::new(RwLock::new(signing_state(path)?)),
+            watched: Some(Arc::new(Mutex::new(Watched::new(path)))),
         })
     }
 
-    /// A member's access token and its expiry (seconds since the epoch).
+    /// The id of the key tokens are signed with now.
+    pub fn kid(&self) -> String {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .kid
+            .clone()
+    }
+
+    fn follow_file(&self) {
+        let Some(watched) = &self.watched else { return };
+        let mut watched = watched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !watched.changed(false) {
+            return;
+        }
+        match signing_state(&watched.path) {
+            Ok(state) => {
+                tracing::info!(kid = %state.kid, "token signing key changed");
+                *self
+                    .state
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = state;
+            }
+            // Half-written or unreadable: keep signing with the key we have.
+            Err(err) => tracing::warn!(error = %err, "could not reload the token signing key"),
+        }
+    }
+
+    /// A member's access token for one session, and its expiry (seconds since the epoch).
     pub fn access_token(
         &self,
         user: UserId,
         team: TeamId,
+        session: SessionId,
         ttl: Duration,
     ) -> Result<(String, u64), Error> {
-        self.sign(
-            user.to_string(),
-            Some(team.to_string()),
-            TokenKind::Access,
-            ttl,
-        )
+        let jti = uuid::Uuid::new_v4().to_string();
+        self.access_token_at(user, team, session, now_secs(), ttl, jti)
+    }
+
+    /// An access token with a given issue time and id: signing is deterministic (Ed25519), so
+    /// the same inputs give the same token, which lets a retried refresh get the same pair.
+    pub fn access_token_at(
+        &self,
+        user: UserId,
+        team: TeamId,
+        session: SessionId,
+        issued_at_secs: u64,
+        ttl: Duration,
+        jti: String,
+    ) -> Result<(String, u64), Error> {
+        self.sign(Claims {
+            iss: ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
+            sub: user.to_string(),
+            team: Some(team.to_string()),
+            sid: Some(session.to_string()),
+            kind: TokenKind::Access,
+            iat: issued_at_secs,
+            nbf: issued_at_secs,
+            exp: issued_at_secs + ttl.as_secs().max(1),
+            jti,
+        })
     }
 
     /// A short-lived token for a service calling another service on its own behalf.
     pub fn service_token(&self, service: &str, ttl: Duration) -> Result<String, Error> {
-        self.sign(format!("service:{service}"), None, TokenKind::Service, ttl)
-            .map(|(t, _)| t)
-    }
-
-    fn sign(
-        &self,
-        sub: String,
-        team: Option<String>,
-        kind: TokenKind,
-        ttl: Duration,
-    ) -> Result<(String, u64), Error> {
         let now = now_secs();
-        let exp = now + ttl.as_secs().max(1);
-        let claims = Claims {
+        self.sign(Claims {
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
-            sub,
-            team,
-            kind,
+            sub: format!("service:{service}"),
+            team: None,
+            sid: None,
+            kind: TokenKind::Service,
             iat: now,
             nbf: now,
-            exp,
+            exp: now + ttl.as_secs().max(1),
             jti: uuid::Uuid::new_v4().to_string(),
-        };
+        })
+        .map(|(t, _)| t)
+    }
+
+    fn sign(&self, claims: Claims) -> Result<(String, u64), Error> {
+        self.follow_file();
+        let state = self
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        Ok((jsonwebtoken::encode(&header, &claims, &self.key)?, exp))
+        header.kid = Some(state.kid.clone());
+        let exp = claims.exp;
+        Ok((jsonwebtoken::encode(&header, &claims, &state.key)?, exp))
     }
 }
 
-/// Checks tokens. Every service holds one.
+/// Checks tokens. Every service holds one. It knows every key of the verifying file (two at
+/// once during a rotation; a token with an unknown `kid` makes it look at the file again) and
+/// the sessions that ended (`Revocations`), whose tokens it refuses.
 #[derive(Clone)]
 pub struct Verifier {
-    key: DecodingKey,
-    kid: String,
-    validation: Validation,
+    keys: Arc<RwLock<HashMap<String, DecodingKey>>>,
+    watched: Option<Arc<Mutex<Watched>>>,
+    validation: Arc<Validation>,
+    revocations: Revocations,
 }
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids: Vec<String> = self.read_keys().keys().cloned().collect();
         f.debug_struct("Verifier")
-            .field("kid", &self.kid)
+            .field("kids", &kids)
             .finish_non_exhaustive()
     }
 }
 
+fn decoding_keys(path: &Path) -> Result<HashMap<String, DecodingKey>, Error> {
+    Ok(read_public_keys(path)?
+        .into_iter()
+        // EdDSA verifies with the raw 32-byte public key.
+        .map(|(kid, key)| (kid, DecodingKey::from_ed_der(key.as_bytes())))
+        .collect())
+}
+
+fn validation() -> Validation {
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_issuer(&[ISSUER]);
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+    validation.validate_nbf = true;
+    validation.leeway = 5;
+    validation
+}
+
 impl Verifier {
-    pub fn from_pem(public_pem: &[u8]) -> Result<Self, Error> {
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[ISSUER]);
-        validation.set_audience(&[AUDIENCE]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation.leeway = 5;
+    pub(crate) fn load(path: &Path) -> Result<Self, Error> {
         Ok(Self {
-            key: DecodingKey::from_ed_pem(public_pem)?,
-            kid: key_id(public_pem),
-            validation,
+            keys: Arc::new(RwLock::new(decoding_keys(path)?)),
+            watched: Some(Arc::new(Mutex::new(Watched::new(path)))),
+            validation: Arc::new(validation()),
+            revocations: Revocations::default(),
         })
+    }
+
+    /// A verifier of one public key (SPKI PEM) that never reloads: for tests and tools.
+    pub fn from_pem(public_pem: &[u8]) -> Result<Self, Error> {
+        let dir = std::env::temp_dir().join(format!("covibe-key-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let path = dir.join("public.pem");
+        let loaded = std::fs::write(&path, public_pem)
+            .map_err(|source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            })
+            .and_then(|()| decoding_keys(&path));
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(Self {
+            keys: Arc::new(RwLock::new(loaded?)),
+            watched: None,
+            validation: Arc::new(validation()),
+            revocations: Revocations::default(),
+        })
+    }
+
+    /// The same verifier, refusing the sessions `revocations` holds.
+    pub fn with_revocations(mut self, revocations: Revocations) -> Self {
+        self.revocations = revocations;
+        self
+    }
+
+    /// The ended sessions this verifier refuses.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
+    }
+
+    fn read_keys(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, DecodingKey>> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reloads the keys if the file changed (looked at every few seconds, or at once when a
+    /// token names a key we do not know).
+    fn follow_file(&self, unknown_kid: bool) {
+        let Some(watched) = &self.watched else { return };
+        let mut watched = watched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !watched.changed(unknown_kid) {
+            return;
+        }
+        match decoding_keys(&watched.path) {
+            Ok(keys) => {
+                tracing::info!(keys = keys.len(), "token verifying keys changed");
+                *self
+                    .keys
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+            }
+            Err(err) => tracing::warn!(error = %err, "could not reload the token verifying keys"),
+        }
     }
 
     /// The principal a token names, or `unauthenticated` with a message that says nothing of why.
@@ -182,26 +382,49 @@ impl Verifier {
     pub fn verify_expiring(&self, token: &str) -> Result<(Principal, u64), ApiError> {
         let denied = || ApiError::unauthenticated("invalid or expired token");
         let header = jsonwebtoken::decode_header(token).map_err(|_| denied())?;
-        if header.alg != Algorithm::EdDSA || header.kid.as_deref() != Some(self.kid.as_str()) {
+        if header.alg != Algorithm::EdDSA {
             return Err(denied());
         }
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
-                tracing::debug!(error = %e, "token rejected");
-                denied()
-            })?;
-        let claims = data.claims;
+        let kid = header.kid.ok_or_else(denied)?;
+        let known = self.read_keys().contains_key(&kid);
+        self.follow_file(!known);
+        let claims = {
+            let keys = self.read_keys();
+            let key = keys.get(&kid).ok_or_else(denied)?;
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+                .map_err(|e| {
+                    tracing::debug!(error = %e, "token rejected");
+                    denied()
+                })?
+                .claims
+        };
         let expires_at_ms = claims.exp.saturating_mul(1000);
         let principal = match claims.kind {
             TokenKind::Access => {
-                let user_id = claims.sub.parse().map_err(|_| denied())?;
-                let team_id = claims
+                let user_id: UserId = claims.sub.parse().map_err(|_| denied())?;
+                let team_id: TeamId = claims
                     .team
                     .as_deref()
                     .ok_or_else(denied)?
                     .parse()
                     .map_err(|_| denied())?;
-                Principal::Member { user_id, team_id }
+                // Every access token names its session: one without is not ours to honour.
+                let session_id: SessionId = claims
+                    .sid
+                    .as_deref()
+                    .ok_or_else(denied)?
+                    .parse()
+                    .map_err(|_| denied())?;
+                if self.revocations.is_revoked(session_id, user_id) {
+                    return Err(ApiError::unauthenticated(
+                        "this session has ended: sign in again",
+                    ));
+                }
+                Principal::Member {
+                    user_id,
+                    team_id,
+                    session_id,
+                }
             }
             TokenKind::Service => {
                 let name = claims.sub.strip_prefix("service:").ok_or_else(denied)?;
@@ -239,31 +462,34 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     use super::*;
-    use crate::{KeyFiles, load_or_generate, load_verifier};
+    use crate::{KeyFiles, load_or_generate, load_verifier, retire, rotate};
 
-    fn pair(dir: &std::path::Path) -> (Signer, Verifier) {
-        let files = KeyFiles {
+    fn files(dir: &std::path::Path) -> KeyFiles {
+        KeyFiles {
             signing: dir.join("k/s.pem"),
             verifying: dir.join("k/v.pem"),
+        }
+    }
+
+    fn member(signer: &Signer, ttl: u64) -> (String, Principal) {
+        let (user, team, session) = (UserId::new(), TeamId::new(), SessionId::new());
+        let (token, _) = signer
+            .access_token(user, team, session, Duration::from_secs(ttl))
+            .unwrap();
+        let principal = Principal::Member {
+            user_id: user,
+            team_id: team,
+            session_id: session,
         };
-        load_or_generate(&files).unwrap()
+        (token, principal)
     }
 
     #[test]
     fn access_tokens_round_trip_and_forgeries_fail() {
         let dir = tempfile::tempdir().unwrap();
-        let (signer, verifier) = pair(dir.path());
-        let (user, team) = (UserId::new(), TeamId::new());
-        let (token, _) = signer
-            .access_token(user, team, Duration::from_secs(60))
-            .unwrap();
-        assert_eq!(
-            verifier.verify(&token).unwrap(),
-            Principal::Member {
-                user_id: user,
-                team_id: team
-            }
-        );
+        let (signer, verifier) = load_or_generate(&files(dir.path())).unwrap();
+        let (token, principal) = member(&signer, 60);
+        assert_eq!(verifier.verify(&token).unwrap(), principal);
 
         // alg none with the same claims
         let payload = token.split('.').nth(1).unwrap();
@@ -288,10 +514,8 @@ mod tests {
 
         // a token from another key pair
         let other = tempfile::tempdir().unwrap();
-        let (other_signer, _) = pair(other.path());
-        let (foreign, _) = other_signer
-            .access_token(user, team, Duration::from_secs(60))
-            .unwrap();
+        let (other_signer, _) = load_or_generate(&files(other.path())).unwrap();
+        let (foreign, _) = member(&other_signer, 60);
         assert!(verifier.verify(&foreign).is_err());
 
         // service tokens are not member tokens
@@ -304,19 +528,68 @@ mod tests {
     }
 
     #[test]
-    fn a_second_load_reuses_the_pair_and_verifier_only_loads_public() {
+    fn the_same_inputs_sign_the_same_token() {
         let dir = tempfile::tempdir().unwrap();
-        let files = KeyFiles {
-            signing: dir.path().join("s.pem"),
-            verifying: dir.path().join("v.pem"),
-        };
-        let (signer, _) = load_or_generate(&files).unwrap();
-        let verifier = load_verifier(&files).unwrap();
-        let (token, _) = signer
-            .access_token(UserId::new(), TeamId::new(), Duration::from_secs(5))
+        let (signer, _) = load_or_generate(&files(dir.path())).unwrap();
+        let (user, team, session) = (UserId::new(), TeamId::new(), SessionId::new());
+        let ttl = Duration::from_secs(60);
+        let a = signer
+            .access_token_at(user, team, session, now_secs(), ttl, "j".to_owned())
             .unwrap();
-        assert!(verifier.verify(&token).is_ok());
-        let (_, again) = load_or_generate(&files).unwrap();
-        assert!(again.verify(&token).is_ok());
+        let b = signer
+            .access_token_at(user, team, session, now_secs(), ttl, "j".to_owned())
+            .unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_until_their_key_is_retired() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        // No key at all: a verifier refuses to start, naming the file.
+        let err = load_verifier(&files).unwrap_err().to_string();
+        assert!(err.contains("v.pem"), "{err}");
+        let first = rotate(&files).unwrap();
+        let signer = crate::load_signer(&files).unwrap();
+        let verifier = load_verifier(&files).unwrap();
+        let (old, principal) = member(&signer, 600);
+        assert_eq!(signer.kid(), first);
+
+        let second = rotate(&files).unwrap();
+        assert_ne!(first, second);
+        // A process started before the rotation follows the files.
+        std::thread::sleep(RELOAD_EVERY + Duration::from_millis(100));
+        let (new, _) = member(&signer, 600);
+        let kid = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
+        assert_eq!(kid(&new), second);
+        assert!(verifier.verify(&new).is_ok(), "the new key verifies at once");
+        assert_eq!(verifier.verify(&old).unwrap(), principal, "the old one still");
+
+        // The current key cannot be retired; the old one can, and its tokens then fail.
+        assert!(retire(&files, Some(&second)).is_err());
+        assert_eq!(retire(&files, None).unwrap(), vec![first]);
+        std::thread::sleep(RELOAD_EVERY + Duration::from_millis(100));
+        assert!(verifier.verify(&old).is_err());
+        assert!(verifier.verify(&new).is_ok());
+        assert!(load_verifier(&files).unwrap().verify(&old).is_err());
+    }
+
+    #[test]
+    fn ended_sessions_and_removed_members_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (signer, verifier) = load_or_generate(&files(dir.path())).unwrap();
+        let revocations = Revocations::default();
+        let verifier = verifier.with_revocations(revocations.clone());
+        let (a, pa) = member(&signer, 60);
+        let (b, pb) = member(&signer, 60);
+        let (c, pc) = member(&signer, 60);
+        revocations.apply(&crate::Ended {
+            sessions: vec![pa.session().unwrap()],
+            users: vec![pb.member().unwrap().0],
+            reason: "test".to_owned(),
+        });
+        assert!(verifier.verify(&a).is_err());
+        assert!(verifier.verify(&b).is_err());
+        assert_eq!(verifier.verify(&c).unwrap(), pc);
     }
 }

@@ -68,6 +68,7 @@ id_type!(UserId, "user");
 id_type!(AgentId, "agent");
 id_type!(VmId, "vm");
 id_type!(MessageId, "message");
+id_type!(SessionId, "session");
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@ mod ids;
 mod status;
 
 pub use code::{ApiError, Code};
-pub use ids::{AgentId, IdError, MessageId, TeamId, UserId, VmId};
+pub use ids::{AgentId, IdError, MessageId, SessionId, TeamId, UserId, VmId};
 pub use status::AgentStatus;
 
 /// Milliseconds since the Unix epoch, the one time representation on the wire.

@@ -10,7 +10,7 @@ use covibe_storage::HotStore;
 use covibe_types::{ApiError, MessageId, TeamId, UserId, now_ms};
 
 use crate::Error;
-use crate::domain::Member;
+use crate::model::Member;
 use crate::events;
 use crate::store::TeamStore;
 

@@ -1,87 +1,26 @@
-//! The rules: who may join which team, and how invite codes work. Codes are 80 random bits from
-//! the OS, shown as `XXXX-XXXX-XXXX-XXXX` (Crockford base32) and stored only as a SHA-256 hash;
-//! an unknown, expired, revoked or used-up code all get the same answer.
+//! The rules: who may join which team, who may manage it, and how invite codes work. Codes are
+//! `covibe_identity::code`s (80 random bits, stored only as a hash); an unknown, expired,
+//! revoked or used-up code, and a code used with a member's email, all get the same answer.
 
 use std::sync::Arc;
 
 use covibe_types::{ApiError, TeamId, UserId, now_ms};
-use rand::RngCore;
-use sha2::Digest;
 
 use crate::Error;
+use crate::model::{Invite, Member, Role, Team};
 use crate::store::TeamStore;
-
-const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Team {
-    pub id: TeamId,
-    pub name: String,
-    pub created_at_ms: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    pub id: UserId,
-    pub team_id: TeamId,
-    pub email: String,
-    pub display_name: String,
-    pub created_at_ms: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invite {
-    pub code_hash: String,
-    pub team_id: TeamId,
-    pub created_by: UserId,
-    pub expires_at_ms: i64,
-    pub max_uses: u32,
-    pub uses: u32,
-    pub revoked: bool,
-}
-
-impl Invite {
-    pub fn usable(&self, now: i64) -> bool {
-        !self.revoked && now < self.expires_at_ms && self.uses < self.max_uses
-    }
-}
 
 /// Invite codes compare without dashes, spaces or case, and with Crockford's look-alikes folded.
 pub fn normalize_invite_code(code: &str) -> String {
-    code.chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| match c.to_ascii_uppercase() {
-            'O' => '0',
-            'I' | 'L' => '1',
-            other => other,
-        })
-        .collect()
+    covibe_identity::code::normalize(code)
 }
 
 fn hash_code(code: &str) -> String {
-    let digest = sha2::Sha256::digest(normalize_invite_code(code).as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    covibe_identity::code::hash_code(code)
 }
 
 fn new_invite_code() -> String {
-    let mut bytes = [0u8; 10];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    // 80 bits -> 16 base32 digits.
-    let mut value = u128::from_be_bytes({
-        let mut wide = [0u8; 16];
-        wide[6..].copy_from_slice(&bytes);
-        wide
-    });
-    let mut digits = [0u8; 16];
-    for d in digits.iter_mut().rev() {
-        *d = CROCKFORD[(value & 31) as usize];
-        value >>= 5;
-    }
-    let s: Vec<String> = digits
-        .chunks(4)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect();
-    s.join("-")
+    covibe_identity::code::new_code()
 }
 
 fn clean_email(email: &str) -> Result<String, ApiError> {
@@ -118,6 +57,55 @@ pub struct InvitePolicy {
 pub struct TeamDomain {
     store: Arc<dyn TeamStore>,
     policy: InvitePolicy,
+    /// Invite redemptions per team: a leaked code cannot fill a team in a burst.
+    joins: JoinLimiter,
+    sessions: Option<covibe_identity::revocation::Ender>,
+}
+
+/// Redemptions one team takes per minute, and at once after a quiet spell.
+const JOINS_PER_MINUTE: f64 = 20.0;
+const JOINS_BURST: f64 = 20.0;
+
+/// A token bucket per team, in this process.
+#[derive(Default)]
+struct JoinLimiter(std::sync::Mutex<std::collections::HashMap<TeamId, (f64, i64)>>);
+
+impl JoinLimiter {
+    /// Takes one redemption of `team`'s budget, or says how many seconds until there is one.
+    fn take(&self, team: TeamId, now: i64) -> Result<(), u64> {
+        let mut buckets = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() > 10_000 {
+            buckets.retain(|_, (_, at)| now - *at < 60_000);
+        }
+        let (tokens, at) = buckets.entry(team).or_insert((JOINS_BURST, now));
+        #[allow(clippy::cast_precision_loss)]
+        let elapsed_min = (now - *at).max(0) as f64 / 60_000.0;
+        *tokens = (*tokens + elapsed_min * JOINS_PER_MINUTE).min(JOINS_BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            return Ok(());
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let wait = ((1.0 - *tokens) / JOINS_PER_MINUTE * 60.0).ceil() as u64;
+        Err(wait.max(1))
+    }
+}
+
+/// The answer to every unusable invite code, and to a code used with a member's email: the
+/// caller learns nothing about which it was.
+fn refused() -> ApiError {
+    ApiError::new(
+        covibe_types::Code::Unauthenticated,
+        "invalid or expired invite code",
+    )
+}
+
+fn denied(what: &str) -> Error {
+    ApiError::forbidden(format!("only the team's {what} may do this")).into()
 }
 
 impl TeamDomain {
@@ -129,7 +117,15 @@ impl TeamDomain {
                 ttl_ms,
                 max_uses: invite_max_uses.max(1),
             },
+            joins: JoinLimiter::default(),
+            sessions: None,
         }
+    }
+
+    /// Removing a member ends their sessions everywhere through `ender`.
+    pub fn with_session_ender(mut self, ender: covibe_identity::revocation::Ender) -> Self {
+        self.sessions = Some(ender);
+        self
     }
 
     fn invite(
@@ -140,11 +136,14 @@ impl TeamDomain {
         max_uses: u32,
     ) -> (String, Invite) {
         let code = new_invite_code();
+        let now = now_ms();
         let invite = Invite {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            created_at_ms: now,
             code_hash: hash_code(&code),
             team_id,
             created_by,
-            expires_at_ms: now_ms().saturating_add(ttl_ms),
+            expires_at_ms: now.saturating_add(ttl_ms),
             max_uses,
             uses: 0,
             revoked: false,
@@ -174,6 +173,7 @@ impl TeamDomain {
             email,
             display_name,
             created_at_ms: now,
+            role: Role::Owner,
         };
         let (code, invite) =
             self.invite(team.id, member.id, self.policy.ttl_ms, self.policy.max_uses);
@@ -182,22 +182,18 @@ impl TeamDomain {
         Ok((team, member, code))
     }
 
-    /// Joins the invite's team as `email`, or signs that member in again.
+    /// Joins the invite's team as a new member named `email`. An email that already belongs to
+    /// a member of the team gets the answer of an unusable code: an invite never signs anybody
+    /// in, and nobody learns who is a member.
     pub async fn redeem(
         &self,
         code: &str,
         email: &str,
         display_name: &str,
     ) -> Result<(Team, Member), Error> {
-        let refused = || {
-            ApiError::new(
-                covibe_types::Code::Unauthenticated,
-                "invalid or expired invite code",
-            )
-        };
         let email = clean_email(email)?;
         let display_name = clean_name("display name", display_name)?;
-        if normalize_invite_code(code).len() != 16 {
+        if !covibe_identity::code::well_formed(code) {
             return Err(refused().into());
         }
         let now = now_ms();
@@ -206,18 +202,30 @@ impl TeamDomain {
             .find_invite(&hash_code(code))
             .await?
             .ok_or_else(refused)?;
-        // A member who already belongs signs in again without using up the code, but the code
-        // must still be valid: a stale code is no way back in.
         if !invite.usable(now) {
             return Err(refused().into());
+        }
+        if let Err(wait) = self.joins.take(invite.team_id, now) {
+            tracing::warn!(team_id = %invite.team_id, "invite redemptions rate limited");
+            return Err(ApiError::new(
+                covibe_types::Code::RateLimited,
+                format!("too many sign-ups for this team, try again in {wait} s"),
+            )
+            .into());
         }
         let team = self
             .store
             .find_team(invite.team_id)
             .await?
             .ok_or_else(refused)?;
-        if let Some(member) = self.store.find_member_by_email(team.id, &email).await? {
-            return Ok((team, member));
+        if self
+            .store
+            .find_member_by_email(team.id, &email)
+            .await?
+            .is_some()
+        {
+            tracing::warn!(team_id = %team.id, "invite redeemed with a member's email: refused");
+            return Err(refused().into());
         }
         let member = Member {
             id: UserId::new(),
@@ -225,7 +233,9 @@ impl TeamDomain {
             email,
             display_name,
             created_at_ms: now,
+            role: Role::Member,
         };
+        // Refused too when the email joined meanwhile (the unique index).
         if !self.store.redeem(&invite.code_hash, now, &member).await? {
             return Err(refused().into());
         }
@@ -233,18 +243,41 @@ impl TeamDomain {
         Ok((team, member))
     }
 
-    pub async fn member(&self, user: UserId) -> Result<(Team, Member), Error> {
-        let gone = || ApiError::not_found("no such member");
-        let member = self.store.find_member(user).await?.ok_or_else(gone)?;
-        let team = self
+    /// The caller, who must be a present member of `team`.
+    async fn caller(&self, user: UserId, team: TeamId) -> Result<Member, Error> {
+        let member = self
             .store
-            .find_team(member.team_id)
+            .find_member(user)
             .await?
-            .ok_or_else(gone)?;
-        Ok((team, member))
+            .filter(|m| m.team_id == team)
+            .ok_or_else(|| ApiError::forbidden("not a member of this team"))?;
+        Ok(member)
     }
 
-    /// A new invite code for the caller's team.
+    /// The caller, who must be an owner or admin of `team`.
+    async fn manager(&self, user: UserId, team: TeamId) -> Result<Member, Error> {
+        let caller = self.caller(user, team).await?;
+        if !caller.role.manages() {
+            return Err(denied("owners and admins"));
+        }
+        Ok(caller)
+    }
+
+    /// Another present member of the caller's team (`not_found` otherwise, whoever it is).
+    async fn other(&self, caller: &Member, user: UserId) -> Result<Member, Error> {
+        let member = self
+            .store
+            .find_member(user)
+            .await?
+            .filter(|m| m.team_id == caller.team_id)
+            .ok_or_else(|| ApiError::not_found("no such member in your team"))?;
+        if member.id == caller.id {
+            return Err(ApiError::invalid("you cannot do this to yourself").into());
+        }
+        Ok(member)
+    }
+
+    /// A new invite code for the caller's team (owners and admins).
     pub async fn create_invite(
         &self,
         user: UserId,
@@ -252,10 +285,7 @@ impl TeamDomain {
         max_uses: u32,
         ttl_secs: u32,
     ) -> Result<(String, Invite), Error> {
-        let (_, member) = self.member(user).await?;
-        if member.team_id != team {
-            return Err(ApiError::forbidden("not a member of this team").into());
-        }
+        self.manager(user, team).await?;
         let max_uses = if max_uses == 0 {
             self.policy.max_uses
         } else {
@@ -268,37 +298,180 @@ impl TeamDomain {
         };
         let (code, invite) = self.invite(team, user, ttl_ms, max_uses);
         self.store.add_invite(&invite).await?;
+        tracing::info!(team_id = %team, user_id = %user, invite_id = %invite.id, "invite created");
         Ok((code, invite))
     }
 
+    /// The team's invites, newest first (owners and admins).
+    pub async fn invites(&self, user: UserId, team: TeamId) -> Result<Vec<Invite>, Error> {
+        self.manager(user, team).await?;
+        Ok(self.store.invites(team).await?)
+    }
+
+    /// Revokes one of the team's invites (owners and admins).
+    pub async fn revoke_invite(
+        &self,
+        user: UserId,
+        team: TeamId,
+        invite_id: &str,
+    ) -> Result<Invite, Error> {
+        self.manager(user, team).await?;
+        let invite = self
+            .store
+            .revoke_invite(team, invite_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("no such invite in your team"))?;
+        tracing::info!(team_id = %team, user_id = %user, invite_id, "invite revoked");
+        Ok(invite)
+    }
+
+    /// The present member `user`, with their team.
+    pub async fn member(&self, user: UserId) -> Result<(Team, Member), Error> {
+        let gone = || ApiError::not_found("no such member");
+        let member = self.store.find_member(user).await?.ok_or_else(gone)?;
+        let team = self
+            .store
+            .find_team(member.team_id)
+            .await?
+            .ok_or_else(gone)?;
+        Ok((team, member))
+    }
+
+    /// The team and its members. Only owners and admins see the others' emails.
     pub async fn team_with_members(
         &self,
         user: UserId,
         team: TeamId,
     ) -> Result<(Team, Vec<Member>), Error> {
-        let (found, member) = self.member(user).await?;
-        if member.team_id != team {
-            return Err(ApiError::forbidden("not a member of this team").into());
+        let caller = self.caller(user, team).await?;
+        let found = self
+            .store
+            .find_team(team)
+            .await?
+            .ok_or_else(|| ApiError::not_found("no such team"))?;
+        let mut members = self.store.members(team).await?;
+        if !caller.role.manages() {
+            for member in members.iter_mut().filter(|m| m.id != caller.id) {
+                member.email.clear();
+            }
         }
-        let members = self.store.members(team).await?;
         Ok((found, members))
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// Removes a member: owners remove admins and members, admins only members, nobody the
+    /// owner. Every session of theirs ends at once, everywhere. Removing a member already
+    /// removed ends their sessions again and succeeds (a retry after a failure).
+    pub async fn remove_member(
+        &self,
+        user: UserId,
+        team: TeamId,
+        target: UserId,
+    ) -> Result<(), Error> {
+        let caller = self.manager(user, team).await?;
+        if target == caller.id {
+            return Err(ApiError::invalid("you cannot remove yourself").into());
+        }
+        match self.store.find_member_any(target).await? {
+            Some((member, removed)) if member.team_id == team => {
+                if !removed {
+                    if member.role >= caller.role {
+                        return Err(denied(if member.role == Role::Owner {
+                            "nobody: the owner hands the team over first"
+                        } else {
+                            "owner"
+                        }));
+                    }
+                    self.store.remove_member(team, target, now_ms()).await?;
+                    tracing::info!(team_id = %team, user_id = %user, removed = %target, "member removed");
+                }
+            }
+            _ => return Err(ApiError::not_found("no such member in your team").into()),
+        }
+        self.end_sessions_of(vec![target]).await
+    }
 
-    #[test]
-    fn codes_are_long_random_and_normalize() {
-        let a = new_invite_code();
-        let b = new_invite_code();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 19);
-        assert_eq!(
-            normalize_invite_code(&a.to_lowercase().replace('-', " ")),
-            normalize_invite_code(&a)
-        );
-        assert_eq!(hash_code(&a), hash_code(&a.to_lowercase()));
+    async fn end_sessions_of(&self, users: Vec<UserId>) -> Result<(), Error> {
+        let Some(ender) = &self.sessions else {
+            return Ok(());
+        };
+        let ended = covibe_identity::Ended {
+            sessions: Vec::new(),
+            users,
+            reason: "member_removed".to_owned(),
+        };
+        ender.end(ended).await.map_err(|err| {
+                tracing::error!(error = %err, "could not end a removed member's sessions");
+                ApiError::unavailable(
+                    "the member is removed, but their sessions could not be ended yet: try again",
+                )
+                .into()
+            })
+    }
+
+    /// Records again every removed member as revoked (after a hot-store restart lost them).
+    pub async fn reassert_removed(&self) -> Result<usize, Error> {
+        let Some(ender) = &self.sessions else {
+            return Ok(0);
+        };
+        let users = self.store.removed_members().await?;
+        let count = users.len();
+        let ended = covibe_identity::Ended {
+            sessions: Vec::new(),
+            users,
+            reason: "member_removed".to_owned(),
+        };
+        ender
+            .reassert(&ended)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(count)
+    }
+
+    /// The owner makes a member an admin, or an admin a member.
+    pub async fn set_role(
+        &self,
+        user: UserId,
+        team: TeamId,
+        target: UserId,
+        role: Role,
+    ) -> Result<Member, Error> {
+        let caller = self.caller(user, team).await?;
+        if caller.role != Role::Owner {
+            return Err(denied("owner"));
+        }
+        if role == Role::Owner {
+            return Err(ApiError::invalid(
+                "ownership moves with a transfer (POST /api/team/transfer-ownership)",
+            )
+            .into());
+        }
+        let mut member = self.other(&caller, target).await?;
+        self.store.set_role(team, target, role).await?;
+        member.role = role;
+        tracing::info!(team_id = %team, user_id = %user, member = %target, role = role.as_str(), "role changed");
+        Ok(member)
+    }
+
+    /// The owner hands the team over to another member and becomes an admin.
+    pub async fn transfer_ownership(
+        &self,
+        user: UserId,
+        team: TeamId,
+        target: UserId,
+    ) -> Result<(Team, Vec<Member>), Error> {
+        let caller = self.caller(user, team).await?;
+        if caller.role != Role::Owner {
+            return Err(denied("owner"));
+        }
+        self.other(&caller, target).await?;
+        if !self.store.transfer_ownership(team, user, target).await? {
+            return Err(ApiError::new(
+                covibe_types::Code::Conflict,
+                "the team changed meanwhile: try again",
+            )
+            .into());
+        }
+        tracing::info!(team_id = %team, from = %user, to = %target, "ownership transferred");
+        self.team_with_members(user, team).await
     }
 }

@@ -10,7 +10,8 @@ use covibe_proto::tonic::{self, Request, Response, Status};
 use covibe_types::{ApiError, MessageId, TeamId, UserId};
 
 use crate::chat::{Before, Chat};
-use crate::domain::{Member, Team, TeamDomain};
+use crate::domain::TeamDomain;
+use crate::model::{Invite, Member, Role, Team};
 use crate::events;
 
 pub struct TeamGrpc {
@@ -58,6 +59,14 @@ fn team_pb(t: &Team) -> common::Team {
     }
 }
 
+fn role_pb(role: Role) -> common::Role {
+    match role {
+        Role::Owner => common::Role::Owner,
+        Role::Admin => common::Role::Admin,
+        Role::Member => common::Role::Member,
+    }
+}
+
 fn user_pb(m: &Member) -> common::User {
     common::User {
         id: m.id.to_string(),
@@ -65,7 +74,26 @@ fn user_pb(m: &Member) -> common::User {
         email: m.email.clone(),
         display_name: m.display_name.clone(),
         created_at_ms: m.created_at_ms,
+        role: role_pb(m.role) as i32,
     }
+}
+
+fn invite_pb(i: &Invite) -> pb::Invite {
+    pb::Invite {
+        id: i.id.clone(),
+        created_by: i.created_by.to_string(),
+        created_at_ms: i.created_at_ms,
+        expires_at_ms: i.expires_at_ms,
+        max_uses: i.max_uses,
+        uses: i.uses,
+        revoked: i.revoked,
+        usable: i.usable(covibe_types::now_ms()),
+    }
+}
+
+fn user_id(raw: &str) -> Result<UserId, Status> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found("no such member in your team").into())
 }
 
 #[tonic::async_trait]
@@ -137,6 +165,68 @@ impl TeamService for TeamGrpc {
             invite_code: code,
             expires_at_ms: invite.expires_at_ms,
             max_uses: invite.max_uses,
+            invite_id: invite.id,
+        }))
+    }
+
+    async fn list_invites(
+        &self,
+        request: Request<pb::ListInvitesRequest>,
+    ) -> Result<Response<pb::ListInvitesResponse>, Status> {
+        let (user, team) = self.member(&request)?;
+        let invites = self.domain.invites(user, team).await?;
+        Ok(Response::new(pb::ListInvitesResponse {
+            invites: invites.iter().map(invite_pb).collect(),
+        }))
+    }
+
+    async fn revoke_invite(
+        &self,
+        request: Request<pb::RevokeInviteRequest>,
+    ) -> Result<Response<pb::Invite>, Status> {
+        let (user, team) = self.member(&request)?;
+        let id = request.into_inner().invite_id;
+        let invite = self.domain.revoke_invite(user, team, &id).await?;
+        Ok(Response::new(invite_pb(&invite)))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
+        let (user, team) = self.member(&request)?;
+        let target = user_id(&request.into_inner().user_id)?;
+        self.domain.remove_member(user, team, target).await?;
+        Ok(Response::new(pb::RemoveMemberResponse {}))
+    }
+
+    async fn set_member_role(
+        &self,
+        request: Request<pb::SetMemberRoleRequest>,
+    ) -> Result<Response<common::User>, Status> {
+        let (user, team) = self.member(&request)?;
+        let r = request.into_inner();
+        let target = user_id(&r.user_id)?;
+        let role = match common::Role::try_from(r.role) {
+            Ok(common::Role::Admin) => Role::Admin,
+            Ok(common::Role::Member) => Role::Member,
+            Ok(common::Role::Owner) => Role::Owner,
+            _ => return Err(ApiError::invalid("role must be admin or member").into()),
+        };
+        let member = self.domain.set_role(user, team, target, role).await?;
+        Ok(Response::new(user_pb(&member)))
+    }
+
+    async fn transfer_ownership(
+        &self,
+        request: Request<pb::TransferOwnershipRequest>,
+    ) -> Result<Response<pb::GetTeamResponse>, Status> {
+        let (user, team) = self.member(&request)?;
+        let target = user_id(&request.into_inner().user_id)?;
+        let (found, members) = self.domain.transfer_ownership(user, team, target).await?;
+        Ok(Response::new(pb::GetTeamResponse {
+            team: Some(team_pb(&found)),
+            members: members.iter().map(user_pb).collect(),
         }))
     }
 

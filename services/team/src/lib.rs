@@ -7,6 +7,7 @@
 
 mod chat;
 mod domain;
+mod model;
 mod error;
 mod events;
 mod grpc;
@@ -16,7 +17,8 @@ pub use chat::{
     Before, Chat, ChatMessage, ChatPage, MAX_MESSAGE_CHARS, MemberPresence, PRESENCE_TTL,
     PresenceStatus, TeamPresence,
 };
-pub use domain::{Invite, Member, Team, TeamDomain, normalize_invite_code};
+pub use domain::{TeamDomain, normalize_invite_code};
+pub use model::{Invite, Member, Role, Team};
 pub use error::Error;
 pub use grpc::TeamGrpc;
 pub use store::{SeaTeamStore, TeamStore};

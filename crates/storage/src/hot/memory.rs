@@ -27,6 +27,7 @@ pub struct MemoryHotStore {
     fanout: Subscribers,
     control: Subscribers,
     presence: Mutex<Presence>,
+    revoked: Mutex<HashMap<String, i64>>,
 }
 
 #[derive(Default)]
@@ -57,6 +58,7 @@ impl MemoryHotStore {
             fanout: Subscribers::default(),
             control: Subscribers::default(),
             presence: Mutex::new(Presence::default()),
+            revoked: Mutex::default(),
         }
     }
     fn rings(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Ring>> {
@@ -174,6 +176,28 @@ impl HotStore for MemoryHotStore {
             presence.teams.remove(&team);
         }
         Ok(live)
+    }
+
+    async fn revoke(&self, entries: &[(String, i64)]) -> Result<(), Error> {
+        let mut revoked = self
+            .revoked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (key, until) in entries {
+            let at = revoked.entry(key.clone()).or_insert(*until);
+            *at = (*at).max(*until);
+        }
+        Ok(())
+    }
+
+    async fn revocations(&self) -> Result<Vec<(String, i64)>, Error> {
+        let now = covibe_types::now_ms();
+        let mut revoked = self
+            .revoked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        revoked.retain(|_, until| *until > now);
+        Ok(revoked.iter().map(|(k, v)| (k.clone(), *v)).collect())
     }
 }
 

@@ -107,4 +107,11 @@ pub trait HotStore: Send + Sync + 'static {
     /// The team's live presence entries, one per member, in no particular order. Expired
     /// entries are never returned (and are pruned).
     async fn presence(&self, team: TeamId) -> Result<Vec<Bytes>, Error>;
+
+    /// Records revocation entries (opaque keys), each held until its time (ms since the
+    /// epoch); an entry recorded twice keeps the later time.
+    async fn revoke(&self, entries: &[(String, i64)]) -> Result<(), Error>;
+
+    /// Every revocation entry whose time has not passed (expired ones are pruned).
+    async fn revocations(&self) -> Result<Vec<(String, i64)>, Error>;
 }

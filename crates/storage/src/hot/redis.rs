@@ -95,6 +95,10 @@ impl RedisHotStore {
         format!("{}out:{agent}", self.prefix)
     }
 
+    fn revoked_key(&self) -> String {
+        format!("{}revoked", self.prefix)
+    }
+
     fn fanout_channel(&self) -> String {
         format!("{}fanout", self.prefix)
     }
@@ -349,6 +353,49 @@ impl HotStore for RedisHotStore {
             .eval(READ_PRESENCE, self.presence_key(team), Vec::<Value>::new())
             .await?;
         Ok(live)
+    }
+
+    async fn revoke(&self, entries: &[(String, i64)]) -> Result<(), Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        // Scores are doubles: "for good" (i64::MAX) stays far in the future all the same.
+        #[allow(clippy::cast_precision_loss)]
+        let values: Vec<(f64, String)> = entries
+            .iter()
+            .map(|(key, until)| (*until as f64, key.clone()))
+            .collect();
+        let _: i64 = self
+            .client
+            .zadd(
+                self.revoked_key(),
+                None,
+                Some(fred::types::sorted_sets::Ordering::GreaterThan),
+                false,
+                false,
+                values,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn revocations(&self) -> Result<Vec<(String, i64)>, Error> {
+        let key = self.revoked_key();
+        #[allow(clippy::cast_precision_loss)]
+        let now = covibe_types::now_ms() as f64;
+        let _: i64 = self
+            .client
+            .zremrangebyscore(&key, f64::NEG_INFINITY, now)
+            .await?;
+        let entries: Vec<(String, f64)> = self
+            .client
+            .zrange(&key, 0, -1, None, false, None, true)
+            .await?;
+        #[allow(clippy::cast_possible_truncation)]
+        Ok(entries
+            .into_iter()
+            .map(|(key, until)| (key, until as i64))
+            .collect())
     }
 }
 

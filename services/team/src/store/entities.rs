@@ -30,6 +30,8 @@ pub mod member {
         pub email: String,
         pub display_name: String,
         pub created_at_ms: i64,
+        pub role: String,
+        pub removed_at_ms: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -52,6 +54,8 @@ pub mod invite {
         pub max_uses: i64,
         pub uses: i64,
         pub revoked: bool,
+        pub id: String,
+        pub created_at_ms: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -8,7 +8,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Teams), Box::new(M0002ChatMessages)]
+        vec![
+            Box::new(M0001Teams),
+            Box::new(M0002ChatMessages),
+            Box::new(M0003Roles),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -182,5 +186,120 @@ impl MigrationTrait for M0002ChatMessages {
         manager
             .drop_table(Table::drop().table(Alias::new("chat_messages")).to_owned())
             .await
+    }
+}
+
+/// Roles (the creator of each existing team, its first member, becomes its owner), removed
+/// members (kept, so their messages keep their names, but no longer members; their email may
+/// join again), and invites with an id of their own for listing and revoking.
+struct M0003Roles;
+
+impl MigrationName for M0003Roles {
+    fn name(&self) -> &str {
+        "m0003_roles_removals_invite_ids"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003Roles {
+    /// All or nothing on SQLite too (PostgreSQL's migrations always are).
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let add = |table: &str, column: ColumnDef| {
+            Table::alter()
+                .table(Alias::new(table))
+                .add_column(column)
+                .to_owned()
+        };
+        manager
+            .alter_table(add(
+                "members",
+                ColumnDef::new(Alias::new("role"))
+                    .string_len(16)
+                    .not_null()
+                    .default("member")
+                    .to_owned(),
+            ))
+            .await?;
+        manager
+            .alter_table(add(
+                "members",
+                ColumnDef::new(Alias::new("removed_at_ms"))
+                    .big_integer()
+                    .null()
+                    .to_owned(),
+            ))
+            .await?;
+        manager
+            .alter_table(add(
+                "invites",
+                ColumnDef::new(Alias::new("id"))
+                    .string_len(40)
+                    .not_null()
+                    .default("")
+                    .to_owned(),
+            ))
+            .await?;
+        manager
+            .alter_table(add(
+                "invites",
+                ColumnDef::new(Alias::new("created_at_ms"))
+                    .big_integer()
+                    .not_null()
+                    .default(0)
+                    .to_owned(),
+            ))
+            .await?;
+        let db = manager.get_connection();
+        for statement in [
+            // Each team's first member (by join time, then id) created it.
+            "UPDATE members SET role = 'owner' WHERE id IN (SELECT m.id FROM members m \
+             WHERE NOT EXISTS (SELECT 1 FROM members o WHERE o.team_id = m.team_id \
+             AND (o.created_at_ms < m.created_at_ms \
+             OR (o.created_at_ms = m.created_at_ms AND o.id < m.id))))",
+            // Existing invites: an id from their hash (which says nothing of the code).
+            "UPDATE invites SET id = substr(code_hash, 1, 32) WHERE id = ''",
+            "CREATE UNIQUE INDEX invites_id ON invites (id)",
+            "CREATE INDEX invites_team ON invites (team_id)",
+            // One present member per email and team; a removed member's email may join again.
+            "DROP INDEX members_team_email",
+            "CREATE UNIQUE INDEX members_team_email_present ON members (team_id, email) \
+             WHERE removed_at_ms IS NULL",
+        ] {
+            db.execute_unprepared(statement).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for statement in [
+            "DROP INDEX members_team_email_present",
+            "DELETE FROM members WHERE removed_at_ms IS NOT NULL",
+            "CREATE UNIQUE INDEX members_team_email ON members (team_id, email)",
+            "DROP INDEX invites_team",
+            "DROP INDEX invites_id",
+        ] {
+            db.execute_unprepared(statement).await?;
+        }
+        for (table, column) in [
+            ("members", "role"),
+            ("members", "removed_at_ms"),
+            ("invites", "id"),
+            ("invites", "created_at_ms"),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Alias::new(table))
+                        .drop_column(Alias::new(column))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -14,7 +14,7 @@ use sea_orm::{
 pub use migration::Migrator;
 
 use crate::chat::{Before, ChatMessage};
-use crate::domain::{Invite, Member, Team};
+use crate::model::{Invite, Member, Role, Team};
 use entities::{chat_message, invite, member, team};
 
 #[async_trait]
@@ -22,18 +22,42 @@ pub trait TeamStore: Send + Sync + 'static {
     /// Stores a team, its first member and its first invite, all or nothing.
     async fn create_team(&self, team: &Team, owner: &Member, invite: &Invite) -> Result<(), DbErr>;
     async fn find_team(&self, id: TeamId) -> Result<Option<Team>, DbErr>;
+    /// A present member (not one removed).
     async fn find_member(&self, id: UserId) -> Result<Option<Member>, DbErr>;
+    /// A member, present or removed (`true`).
+    async fn find_member_any(&self, id: UserId) -> Result<Option<(Member, bool)>, DbErr>;
+    /// The present member of `team` with this email.
     async fn find_member_by_email(
         &self,
         team: TeamId,
         email: &str,
     ) -> Result<Option<Member>, DbErr>;
+    /// The team's present members, in the order they joined.
     async fn members(&self, team: TeamId) -> Result<Vec<Member>, DbErr>;
     async fn add_invite(&self, invite: &Invite) -> Result<(), DbErr>;
     async fn find_invite(&self, code_hash: &str) -> Result<Option<Invite>, DbErr>;
+    /// The team's invites, newest first.
+    async fn invites(&self, team: TeamId) -> Result<Vec<Invite>, DbErr>;
+    /// Revokes the team's invite `id`; `None` if the team has no such invite.
+    async fn revoke_invite(&self, team: TeamId, id: &str) -> Result<Option<Invite>, DbErr>;
     /// Uses one use of the invite and adds `member`, atomically. `false` when the invite was
-    /// used up, revoked or expired in the meantime (nothing is written then).
+    /// used up, revoked or expired in the meantime, or the email joined meanwhile (nothing is
+    /// written then).
     async fn redeem(&self, code_hash: &str, now_ms: i64, member: &Member) -> Result<bool, DbErr>;
+    /// Marks a present member of `team` removed.
+    async fn remove_member(&self, team: TeamId, user: UserId, now_ms: i64) -> Result<(), DbErr>;
+    /// Every member ever removed, of every team.
+    async fn removed_members(&self) -> Result<Vec<UserId>, DbErr>;
+    /// Sets a present member's role.
+    async fn set_role(&self, team: TeamId, user: UserId, role: Role) -> Result<(), DbErr>;
+    /// Makes `to` the owner and `from` (the owner now) an admin, atomically; `false` if `from`
+    /// was no longer the owner or `to` no longer present.
+    async fn transfer_ownership(
+        &self,
+        team: TeamId,
+        from: UserId,
+        to: UserId,
+    ) -> Result<bool, DbErr>;
     async fn add_message(&self, message: &ChatMessage) -> Result<(), DbErr>;
     /// The team's newest `limit` messages before `before` (all of them when `None`), NEWEST
     /// first, ordered by `(created_at_ms, id)`.
@@ -78,11 +102,15 @@ fn member_of(m: member::Model) -> Result<Member, DbErr> {
         email: m.email,
         display_name: m.display_name,
         created_at_ms: m.created_at_ms,
+        role: Role::parse(&m.role)
+            .ok_or_else(|| DbErr::Custom(format!("bad role in database: {}", m.role)))?,
     })
 }
 
 fn invite_of(m: invite::Model) -> Result<Invite, DbErr> {
     Ok(Invite {
+        id: m.id,
+        created_at_ms: m.created_at_ms,
         code_hash: m.code_hash,
         team_id: parse(&m.team_id)?,
         created_by: parse(&m.created_by)?,
@@ -111,6 +139,8 @@ fn member_row(m: &Member) -> member::ActiveModel {
         email: Set(m.email.clone()),
         display_name: Set(m.display_name.clone()),
         created_at_ms: Set(m.created_at_ms),
+        role: Set(m.role.as_str().to_owned()),
+        removed_at_ms: Set(None),
     }
 }
 
@@ -123,6 +153,8 @@ fn invite_row(i: &Invite) -> invite::ActiveModel {
         max_uses: Set(i64::from(i.max_uses)),
         uses: Set(i64::from(i.uses)),
         revoked: Set(i.revoked),
+        id: Set(i.id.clone()),
+        created_at_ms: Set(i.created_at_ms),
     }
 }
 
@@ -151,11 +183,21 @@ impl TeamStore for SeaTeamStore {
     }
 
     async fn find_member(&self, id: UserId) -> Result<Option<Member>, DbErr> {
-        member::Entity::find_by_id(id.to_string())
+        Ok(self
+            .find_member_any(id)
+            .await?
+            .and_then(|(member, removed)| (!removed).then_some(member)))
+    }
+
+    async fn find_member_any(&self, id: UserId) -> Result<Option<(Member, bool)>, DbErr> {
+        let Some(row) = member::Entity::find_by_id(id.to_string())
             .one(&self.db)
             .await?
-            .map(member_of)
-            .transpose()
+        else {
+            return Ok(None);
+        };
+        let removed = row.removed_at_ms.is_some();
+        Ok(Some((member_of(row)?, removed)))
     }
 
     async fn find_member_by_email(
@@ -166,6 +208,7 @@ impl TeamStore for SeaTeamStore {
         member::Entity::find()
             .filter(member::Column::TeamId.eq(team.to_string()))
             .filter(member::Column::Email.eq(email))
+            .filter(member::Column::RemovedAtMs.is_null())
             .one(&self.db)
             .await?
             .map(member_of)
@@ -175,6 +218,7 @@ impl TeamStore for SeaTeamStore {
     async fn members(&self, team: TeamId) -> Result<Vec<Member>, DbErr> {
         member::Entity::find()
             .filter(member::Column::TeamId.eq(team.to_string()))
+            .filter(member::Column::RemovedAtMs.is_null())
             .order_by_asc(member::Column::CreatedAtMs)
             // Members who joined in the same millisecond: ids are time-ordered (UUIDv7).
             .order_by_asc(member::Column::Id)
@@ -197,6 +241,94 @@ impl TeamStore for SeaTeamStore {
             .transpose()
     }
 
+    async fn invites(&self, team: TeamId) -> Result<Vec<Invite>, DbErr> {
+        invite::Entity::find()
+            .filter(invite::Column::TeamId.eq(team.to_string()))
+            .order_by_desc(invite::Column::CreatedAtMs)
+            .order_by_desc(invite::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(invite_of)
+            .collect()
+    }
+
+    async fn revoke_invite(&self, team: TeamId, id: &str) -> Result<Option<Invite>, DbErr> {
+        invite::Entity::update_many()
+            .col_expr(invite::Column::Revoked, Expr::value(true))
+            .filter(invite::Column::TeamId.eq(team.to_string()))
+            .filter(invite::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        invite::Entity::find()
+            .filter(invite::Column::TeamId.eq(team.to_string()))
+            .filter(invite::Column::Id.eq(id))
+            .one(&self.db)
+            .await?
+            .map(invite_of)
+            .transpose()
+    }
+
+    async fn remove_member(&self, team: TeamId, user: UserId, now_ms: i64) -> Result<(), DbErr> {
+        member::Entity::update_many()
+            .col_expr(member::Column::RemovedAtMs, Expr::value(now_ms))
+            .filter(member::Column::TeamId.eq(team.to_string()))
+            .filter(member::Column::Id.eq(user.to_string()))
+            .filter(member::Column::RemovedAtMs.is_null())
+            .exec(&self.db)
+            .await
+            .map(|_| ())
+    }
+
+    async fn removed_members(&self) -> Result<Vec<UserId>, DbErr> {
+        member::Entity::find()
+            .filter(member::Column::RemovedAtMs.is_not_null())
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| parse(&m.id))
+            .collect()
+    }
+
+    async fn set_role(&self, team: TeamId, user: UserId, role: Role) -> Result<(), DbErr> {
+        member::Entity::update_many()
+            .col_expr(member::Column::Role, Expr::value(role.as_str()))
+            .filter(member::Column::TeamId.eq(team.to_string()))
+            .filter(member::Column::Id.eq(user.to_string()))
+            .filter(member::Column::RemovedAtMs.is_null())
+            .exec(&self.db)
+            .await
+            .map(|_| ())
+    }
+
+    async fn transfer_ownership(
+        &self,
+        team: TeamId,
+        from: UserId,
+        to: UserId,
+    ) -> Result<bool, DbErr> {
+        let txn = self.db.begin().await?;
+        let step = |user: UserId, from_role: Option<Role>, role: Role| {
+            let mut update = member::Entity::update_many()
+                .col_expr(member::Column::Role, Expr::value(role.as_str()))
+                .filter(member::Column::TeamId.eq(team.to_string()))
+                .filter(member::Column::Id.eq(user.to_string()))
+                .filter(member::Column::RemovedAtMs.is_null());
+            if let Some(from_role) = from_role {
+                update = update.filter(member::Column::Role.eq(from_role.as_str()));
+            }
+            update
+        };
+        let demoted = step(from, Some(Role::Owner), Role::Admin).exec(&txn).await?;
+        let promoted = step(to, None, Role::Owner).exec(&txn).await?;
+        if demoted.rows_affected != 1 || promoted.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        txn.commit().await?;
+        Ok(true)
+    }
+
     async fn redeem(&self, code_hash: &str, now_ms: i64, m: &Member) -> Result<bool, DbErr> {
         let txn = self.db.begin().await?;
         // The guard in the WHERE clause makes concurrent redemptions of the last use safe.
@@ -212,7 +344,14 @@ impl TeamStore for SeaTeamStore {
             txn.rollback().await?;
             return Ok(false);
         }
-        member_row(m).insert(&txn).await?;
+        if let Err(err) = member_row(m).insert(&txn).await {
+            txn.rollback().await?;
+            // The email joined meanwhile (the unique index on present members' emails).
+            return match err.sql_err() {
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => Ok(false),
+                _ => Err(err),
+            };
+        }
         txn.commit().await?;
         Ok(true)
     }
