@@ -1,14 +1,20 @@
-//! The auth service: creates sessions for members (sign-up through the team service, or an
-//! invite code), issues short-lived access tokens and rotating refresh tokens with reuse
-//! detection, and verifies tokens for callers that want a second opinion.
+//! The auth service: sessions for members (sign-up through the team service, an invite code,
+//! a device code or a recovery code), short-lived access tokens and rotating refresh tokens
+//! with reuse detection, and the end of sessions (logout, revocation, removal) everywhere.
 //!
-//! `sessions` holds the rules over the `RefreshStore` trait; `store` implements it with SeaORM;
-//! `grpc` is the thin adapter for `covibe.auth.v1.AuthService`.
+//! `sessions` holds the rules over the `SessionStore` trait; `store` implements it with
+//! SeaORM; `grpc` is the thin adapter for `covibe.auth.v1.AuthService`.
 
+mod error;
 mod grpc;
+mod model;
 mod sessions;
 pub mod store;
 
+pub use error::Error;
 pub use grpc::AuthGrpc;
-pub use sessions::{Error, IssuedTokens, Sessions};
-pub use store::{RefreshStore, SeaRefreshStore};
+pub use model::{CodeKind, IssuedTokens, RefreshRecord, Session, SignInCode};
+pub use sessions::{
+    DEVICE_CODE_TTL, RECOVERY_CODE_TTL, REFRESH_GRACE, Sessions, clean_device_name, create_code,
+};
+pub use store::{SeaSessionStore, SessionStore};
