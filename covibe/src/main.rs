@@ -1,6 +1,7 @@
 //! `covibe`: the whole mesh in one process (`covibe standalone`), or one service per process
 //! (`covibe auth`, `covibe team`, ...), or the vm-agent (`covibe vm-agent run ...`).
 
+mod admin;
 mod node;
 
 use std::path::PathBuf;
@@ -62,6 +63,9 @@ enum Command {
     Gateway(Common),
     /// The vm-agent that runs on a member's VM.
     VmAgent(covibe_vm_agent::Cli),
+    /// Operator tasks on the server: signing keys, recovery codes.
+    #[command(subcommand)]
+    Admin(admin::Admin),
 }
 
 fn load(common: &Common) -> anyhow::Result<Option<Config>> {
@@ -89,6 +93,12 @@ fn main() -> anyhow::Result<()> {
                 covibe_vm_agent::run_cli(agent).await
             })?;
             std::process::exit(code);
+        }
+        Command::Admin(task) => {
+            return runtime(Some(1))?.block_on(async {
+                let _telemetry = covibe_telemetry::init("covibe-admin", false);
+                admin::run(task).await
+            });
         }
         Command::Standalone(c) => (c, node::Role::Standalone),
         Command::Auth(c) => (c, node::Role::Auth),

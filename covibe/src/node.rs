@@ -9,10 +9,12 @@ use std::time::Duration;
 use anyhow::Context;
 use covibe_bootstrap::{GrpcServer, Shutdown, shutdown_signal};
 use covibe_config::Config;
-use covibe_identity::{KeyFiles, Signer, Verifier};
+use covibe_identity::revocation::Ender;
+use covibe_identity::{KeyFiles, Revocations, Signer, Verifier};
 use covibe_proto::team::v1::team_service_client::TeamServiceClient;
 use covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServiceClient;
 use covibe_storage::{HotStore, MemoryHotStore, RedisHotStore};
+use covibe_types::ApiError;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
@@ -51,12 +53,50 @@ fn key_files(config: &Config) -> KeyFiles {
     }
 }
 
-fn verifier(config: &Config) -> anyhow::Result<Verifier> {
-    covibe_identity::load_verifier(&key_files(config)).context("loading the token verifying key")
+/// What every service of a process shares about identity: the verifier (its keys and the
+/// ended sessions, kept in step with the hot store), and how to end sessions everywhere.
+#[derive(Clone)]
+struct Identity {
+    verifier: Verifier,
+    ender: Ender,
 }
 
-fn signer(config: &Config) -> anyhow::Result<(Signer, Verifier)> {
-    covibe_identity::load_or_generate(&key_files(config)).context("loading the token signing key")
+impl Identity {
+    /// Loads the verifying keys (standalone creates the first key pair if there is none; a
+    /// service alone never makes up a key) and follows the ended sessions in `hot`.
+    async fn load(
+        config: &Config,
+        hot: &Arc<dyn HotStore>,
+        standalone: bool,
+    ) -> anyhow::Result<Self> {
+        let files = key_files(config);
+        let verifier = if standalone {
+            covibe_identity::load_or_generate(&files).map(|(_, verifier)| verifier)
+        } else {
+            covibe_identity::load_verifier(&files)
+        }
+        .context("loading the token verifying keys")?;
+        let revocations = Revocations::default();
+        covibe_identity::revocation::follow(hot.clone(), revocations.clone())
+            .await
+            .context("following ended sessions in the hot store")?;
+        Ok(Self {
+            verifier: verifier.with_revocations(revocations.clone()),
+            ender: Ender {
+                hot: hot.clone(),
+                revocations,
+                hold: Duration::from_secs(config.auth.access_ttl_secs),
+            },
+        })
+    }
+}
+
+/// How often the owners of ended sessions (auth, team) record them again in the hot store,
+/// in case it restarted and lost them.
+const REASSERT_EVERY: Duration = Duration::from_secs(60);
+
+fn signer(config: &Config) -> anyhow::Result<Signer> {
+    covibe_identity::load_signer(&key_files(config)).context("loading the token signing key")
 }
 
 async fn database(config: &Config) -> anyhow::Result<DatabaseConnection> {
@@ -141,20 +181,35 @@ async fn team(
     db: DatabaseConnection,
     hot: Arc<dyn HotStore>,
     server: GrpcServer,
+    identity: &Identity,
 ) -> anyhow::Result<Built> {
     let store = Arc::new(
         covibe_team::SeaTeamStore::new(db)
             .await
             .context("team storage")?,
     );
-    let domain = Arc::new(covibe_team::TeamDomain::new(
-        store.clone(),
-        config.auth.invite_ttl_secs,
-        config.auth.invite_max_uses,
-    ));
+    let domain = Arc::new(
+        covibe_team::TeamDomain::new(
+            store.clone(),
+            config.auth.invite_ttl_secs,
+            config.auth.invite_max_uses,
+        )
+        .with_session_ender(identity.ender.clone()),
+    );
+    {
+        let domain = domain.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(err) = domain.reassert_removed().await {
+                    tracing::warn!(error = %ApiError::from(err), "could not record removed members again");
+                }
+                tokio::time::sleep(REASSERT_EVERY).await;
+            }
+        });
+    }
     // Chat is durable in the team store; presence and the chat fan-out go through the hot store.
     let chat = Arc::new(covibe_team::Chat::new(store, hot));
-    let grpc = covibe_team::TeamGrpc::new(domain, chat, verifier(config)?);
+    let grpc = covibe_team::TeamGrpc::new(domain, chat, identity.verifier.clone());
     Ok(Built {
         server: server.add_service(grpc.into_server()),
         name: "team",
@@ -166,19 +221,34 @@ async fn auth(
     db: DatabaseConnection,
     server: GrpcServer,
     team_url: &str,
+    identity: &Identity,
 ) -> anyhow::Result<Built> {
-    let (signer, verifier) = signer(config)?;
-    let store = covibe_auth::SeaRefreshStore::new(db)
+    let signer = signer(config)?;
+    let store = covibe_auth::SeaSessionStore::new(db)
         .await
         .context("auth storage")?;
-    let sessions = Arc::new(covibe_auth::Sessions::new(
-        signer,
-        Arc::new(store),
-        Duration::from_secs(config.auth.access_ttl_secs),
-        Duration::from_secs(config.auth.refresh_ttl_secs),
-    ));
+    let sessions = Arc::new(
+        covibe_auth::Sessions::new(
+            signer,
+            Arc::new(store),
+            Duration::from_secs(config.auth.access_ttl_secs),
+            Duration::from_secs(config.auth.refresh_ttl_secs),
+        )
+        .with_ender(identity.ender.clone()),
+    );
+    {
+        let sessions = sessions.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(err) = sessions.reassert_ended().await {
+                    tracing::warn!(error = %ApiError::from(err), "could not record ended sessions again");
+                }
+                tokio::time::sleep(REASSERT_EVERY).await;
+            }
+        });
+    }
     let team = TeamServiceClient::new(covibe_bootstrap::channel(team_url)?);
-    let grpc = covibe_auth::AuthGrpc::new(sessions, verifier, team);
+    let grpc = covibe_auth::AuthGrpc::new(sessions, identity.verifier.clone(), team);
     Ok(Built {
         server: server.add_service(grpc.into_server()),
         name: "auth",
@@ -191,6 +261,7 @@ async fn orchestrator(
     hot: Arc<dyn HotStore>,
     server: GrpcServer,
     vm_connector_url: &str,
+    identity: &Identity,
 ) -> anyhow::Result<Built> {
     let store = covibe_orchestrator::SeaAgentStore::new(db)
         .await
@@ -214,10 +285,11 @@ async fn orchestrator(
         limits,
     ));
     agents.spawn_lost_sweeper();
+    agents.spawn_removal_watcher(identity.verifier.revocations().clone());
     let link = covibe_orchestrator::LinkService::start(agents.clone())
         .await
         .context("orchestrator control channel")?;
-    let grpc = covibe_orchestrator::OrchestratorGrpc::new(agents, verifier(config)?);
+    let grpc = covibe_orchestrator::OrchestratorGrpc::new(agents, identity.verifier.clone());
     Ok(Built {
         server: server
             .add_service(grpc.into_server())
@@ -231,6 +303,7 @@ async fn vm_connector(
     db: DatabaseConnection,
     hot: Arc<dyn HotStore>,
     server: GrpcServer,
+    identity: &Identity,
 ) -> anyhow::Result<Built> {
     let store = covibe_vm_connector::SeaVmStore::new(db)
         .await
@@ -255,7 +328,7 @@ async fn vm_connector(
     .context("vm-connector control channel")?;
     let grpc = covibe_vm_connector::VmConnectorGrpc::new(
         Arc::new(store),
-        verifier(config)?,
+        identity.verifier.clone(),
         local,
         daemons,
     );
@@ -270,6 +343,7 @@ async fn preview(
     db: DatabaseConnection,
     hot: Arc<dyn HotStore>,
     server: GrpcServer,
+    identity: &Identity,
 ) -> anyhow::Result<Built> {
     let store = covibe_preview::SeaPreviewStore::new(db)
         .await
@@ -280,7 +354,7 @@ async fn preview(
     // The hot store carries `preview_updated` on the team's fan-out.
     let grpc = covibe_preview::PreviewGrpc::new(
         Arc::new(store),
-        verifier(config)?,
+        identity.verifier.clone(),
         hot,
         config.preview.webhook_secret.clone(),
     );
@@ -314,6 +388,7 @@ async fn gateway(
     hot: Arc<dyn HotStore>,
     endpoints: &covibe_config::Endpoints,
     shutdown: &Shutdown,
+    identity: &Identity,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     raise_fd_limit();
     let listener = TcpListener::bind(config.http_addr)
@@ -344,7 +419,7 @@ async fn gateway(
             max_message_bytes: config.limits.max_socket_message_bytes,
         },
     };
-    let gw = covibe_gateway::Gateway::new(&gw_config, verifier(config)?)?;
+    let gw = covibe_gateway::Gateway::new(&gw_config, identity.verifier.clone())?;
     let addr = listener.local_addr()?;
     let wait = shutdown.wait();
     let task = tokio::spawn(async move {
@@ -373,6 +448,7 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             })?;
             let db = database(&config).await?;
             let hot = hot_store(&config, false).await?;
+            let identity = Identity::load(&config, &hot, true).await?;
             let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
             let (team_srv, auth_srv, orch_srv, vmc_srv, prev_srv) = (
                 GrpcServer::bind(loopback).await?,
@@ -395,44 +471,40 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
                 vm_connector: vmc_url.clone(),
                 preview: prev_url,
             };
-            // Auth first: it creates the signing key pair the others verify with.
+            let id = &identity;
             let built = vec![
-                auth(&config, db.clone(), auth_srv, &team_url).await?,
-                team(&config, db.clone(), hot.clone(), team_srv).await?,
-                orchestrator(&config, db.clone(), hot.clone(), orch_srv, &vmc_url).await?,
-                vm_connector(&config, db.clone(), hot.clone(), vmc_srv).await?,
-                preview(&config, db, hot.clone(), prev_srv).await?,
+                auth(&config, db.clone(), auth_srv, &team_url, id).await?,
+                team(&config, db.clone(), hot.clone(), team_srv, id).await?,
+                orchestrator(&config, db.clone(), hot.clone(), orch_srv, &vmc_url, id).await?,
+                vm_connector(&config, db.clone(), hot.clone(), vmc_srv, id).await?,
+                preview(&config, db, hot.clone(), prev_srv, id).await?,
             ];
             for b in built {
                 tasks.push(serve(b, &shutdown));
             }
-            tasks.push(gateway(&config, hot, &loopback_endpoints, &shutdown).await?);
+            tasks.push(gateway(&config, hot, &loopback_endpoints, &shutdown, id).await?);
         }
         Role::Gateway => {
             let hot = hot_store(&config, true).await?;
-            tasks.push(gateway(&config, hot, &config.endpoints, &shutdown).await?);
+            let identity = Identity::load(&config, &hot, false).await?;
+            tasks.push(gateway(&config, hot, &config.endpoints, &shutdown, &identity).await?);
         }
         Role::Auth | Role::Team | Role::Orchestrator | Role::VmConnector | Role::Preview => {
             let server = GrpcServer::bind(config.grpc_addr).await?;
+            // Every service follows the ended sessions, which live in the hot store.
+            let hot = hot_store(&config, true).await?;
+            let identity = Identity::load(&config, &hot, false).await?;
+            let id = &identity;
             let db = database(&config).await?;
             let built = match role {
-                Role::Auth => auth(&config, db, server, &config.endpoints.team).await?,
-                Role::Team => {
-                    let hot = hot_store(&config, true).await?;
-                    team(&config, db, hot, server).await?
-                }
+                Role::Auth => auth(&config, db, server, &config.endpoints.team, id).await?,
+                Role::Team => team(&config, db, hot, server, id).await?,
                 Role::Orchestrator => {
-                    let hot = hot_store(&config, true).await?;
-                    orchestrator(&config, db, hot, server, &config.endpoints.vm_connector).await?
+                    let vmc = &config.endpoints.vm_connector;
+                    orchestrator(&config, db, hot, server, vmc, id).await?
                 }
-                Role::VmConnector => {
-                    let hot = hot_store(&config, true).await?;
-                    vm_connector(&config, db, hot, server).await?
-                }
-                _ => {
-                    let hot = hot_store(&config, true).await?;
-                    preview(&config, db, hot, server).await?
-                }
+                Role::VmConnector => vm_connector(&config, db, hot, server, id).await?,
+                _ => preview(&config, db, hot, server, id).await?,
             };
             tasks.push(serve(built, &shutdown));
         }

@@ -29,7 +29,9 @@ use serde_json::json;
 
 use crate::Gateway;
 use crate::error::HttpError;
-use crate::realtime::{Ack, Data, Joined, SocketIo, SocketRef, SocketState, refuse};
+use crate::realtime::{
+    Ack, Data, Joined, SocketIo, SocketRef, SocketState, invalid, not_joined, refuse, refuse_status,
+};
 use crate::rest::{ApiJson, Member};
 
 /// How often a joined socket tells the team service its member is still here.
@@ -232,21 +234,21 @@ pub(crate) async fn on_chat_message(
     gw: Arc<Gateway>,
 ) {
     let Some(joined) = SocketState::joined(&socket) else {
-        return refuse(ack, "join a team first");
+        return refuse(ack, not_joined());
     };
     let Ok(body) = data else {
-        return refuse(ack, "chat_message needs {message}");
+        return refuse(ack, invalid("chat_message needs {message}"));
     };
     let token = match joined.live_token() {
         Ok(token) => token,
-        Err(err) => return refuse(ack, &err.message),
+        Err(err) => return refuse(ack, err),
     };
     let request = bearer(pb::PostMessageRequest { text: body.message }, token);
     match gw.team.clone().post_message(request).await {
         Ok(message) => {
             ack.send(&json!({"ok": true, "message": message_view(message.into_inner())}));
         }
-        Err(status) => refuse(ack, &ApiError::from_status(&status).message),
+        Err(status) => refuse_status(ack, status),
     }
 }
 
@@ -259,12 +261,12 @@ pub(crate) async fn on_presence_update(
     gw: Arc<Gateway>,
 ) {
     let Some(joined) = SocketState::joined(&socket) else {
-        return refuse(ack, "join a team first");
+        return refuse(ack, not_joined());
     };
     let Some(status) = data.ok().and_then(|d| parse_status(&d.status)) else {
         return refuse(
             ack,
-            "presence_update needs {status: online | away | busy | offline}",
+            invalid("presence_update needs {status: online | away | busy | offline}"),
         );
     };
     socket.state().presence = Some(status);
@@ -272,7 +274,7 @@ pub(crate) async fn on_presence_update(
         Ok(presence) => {
             ack.send(&json!({"ok": true, "users": presence_view(presence).users}));
         }
-        Err(err) => refuse(ack, &err.message),
+        Err(err) => refuse(ack, err),
     }
 }
 

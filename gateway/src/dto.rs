@@ -12,6 +12,8 @@ pub struct CreateTeam {
     pub name: String,
     pub email: String,
     pub display_name: String,
+    #[serde(default)]
+    pub device_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -20,21 +22,14 @@ pub struct Login {
     pub invite_code: String,
     pub email: String,
     pub display_name: String,
+    #[serde(default)]
+    pub device_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Refresh {
     pub refresh_token: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateInvite {
-    #[serde(default)]
-    pub max_uses: u32,
-    #[serde(default)]
-    pub ttl_seconds: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +65,8 @@ pub struct User {
     pub email: String,
     pub display_name: String,
     pub created_at: i64,
+    /// `owner`, `admin` or `member`.
+    pub role: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -146,6 +143,7 @@ pub fn team(t: common::Team) -> Team {
 
 pub fn user(u: common::User) -> User {
     User {
+        role: crate::account::role(u.role),
         id: u.id,
         team_id: u.team_id,
         email: u.email,

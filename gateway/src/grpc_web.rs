@@ -18,13 +18,31 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 const EXPOSED: &[(&str, &[&str])] = &[
     (
         "covibe.auth.v1.AuthService",
-        &["Register", "Login", "Refresh", "Verify"],
+        &[
+            "Register",
+            "Login",
+            "Refresh",
+            "Verify",
+            "Me",
+            "CreateDeviceCode",
+            "CreateRecoveryCode",
+            "ListSessions",
+            "RevokeSession",
+            "Logout",
+            "LogoutAll",
+            "RedeemSignInCode",
+        ],
     ),
     (
         "covibe.team.v1.TeamService",
         &[
             "CreateInvite",
+            "ListInvites",
+            "RevokeInvite",
             "GetTeam",
+            "RemoveMember",
+            "SetMemberRole",
+            "TransferOwnership",
             "PostMessage",
             "ChatHistory",
             "UpdatePresence",

@@ -5,6 +5,7 @@
 //! `rest` holds the routes, `realtime` the Socket.io events and the fan-out relay, `dto` the
 //! JSON shapes clients see, `error` the one error body every route answers with.
 
+mod account;
 mod chat;
 mod control;
 mod dto;
@@ -152,6 +153,7 @@ pub async fn serve(
     let io = realtime::socket_io(gateway.clone());
     let subscription = hot.subscribe().await?;
     tokio::spawn(realtime::relay(gateway.clone(), subscription));
+    tokio::spawn(realtime::close_ended_sessions(gateway.clone()));
     tokio::spawn(chat::refresh_presence(io.clone(), gateway.clone()));
     gateway.ready.store(true, Ordering::Relaxed);
     let app = gateway.app().merge(io.router());

@@ -26,7 +26,12 @@ use crate::rate_limit::{KeyedBuckets, Rate};
 const MAX_TRACKED_KEYS: usize = 100_000;
 
 /// Sign-in, over REST and over gRPC-web: its own, tighter per-address limit.
-const LOGIN_PATHS: [&str; 2] = ["/api/auth/login", "/covibe.auth.v1.AuthService/Login"];
+const LOGIN_PATHS: [&str; 4] = [
+    "/api/auth/login",
+    "/covibe.auth.v1.AuthService/Login",
+    "/api/auth/device/redeem",
+    "/covibe.auth.v1.AuthService/RedeemSignInCode",
+];
 
 /// The gateway's limits, from `limits` in the configuration.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use covibe_bootstrap::bearer;
 use covibe_proto::auth::v1 as auth;
@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::Gateway;
+use crate::account;
 use crate::dto;
 use crate::error::HttpError;
 
@@ -30,10 +31,29 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     let max_body = gateway.max_body_bytes;
     Router::new()
         .route("/api/team/create", post(create_team))
-        .route("/api/team/invite", post(create_invite))
+        .route("/api/team/invite", post(account::create_invite))
+        .route("/api/team/invites", get(account::invites))
+        .route("/api/team/invite/{id}", delete(account::revoke_invite))
         .route("/api/team", get(get_team))
+        .route("/api/team/members/{id}", delete(account::remove_member))
+        .route("/api/team/members/{id}/role", put(account::set_role))
+        .route(
+            "/api/team/members/{id}/recovery-code",
+            post(account::recovery_code),
+        )
+        .route(
+            "/api/team/transfer-ownership",
+            post(account::transfer_ownership),
+        )
         .route("/api/auth/login", post(login))
         .route("/api/auth/refresh", post(refresh))
+        .route("/api/auth/me", get(account::me))
+        .route("/api/auth/device", post(account::create_device_code))
+        .route("/api/auth/device/redeem", post(account::redeem_code))
+        .route("/api/auth/sessions", get(account::sessions))
+        .route("/api/auth/sessions/{id}", delete(account::revoke_session))
+        .route("/api/auth/logout", post(account::logout))
+        .route("/api/auth/logout-all", post(account::logout_all))
         .route("/api/agent/spawn", post(spawn))
         .route("/api/agent/list", get(list_agents))
         .route("/api/agent/{id}", get(get_agent).delete(kill_agent))
@@ -87,6 +107,15 @@ pub struct Member {
     pub token: String,
 }
 
+/// An optional JSON body: none (or only whitespace) means the defaults.
+pub(crate) fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")).into())
+}
+
 impl FromRequestParts<Arc<Gateway>> for Member {
     type Rejection = HttpError;
 
@@ -110,22 +139,29 @@ impl FromRequestParts<Arc<Gateway>> for Member {
 
 async fn create_team(
     State(gw): Shared,
+    headers: http::HeaderMap,
     ApiJson(body): ApiJson<dto::CreateTeam>,
 ) -> Result<impl IntoResponse> {
     let request = auth::RegisterRequest {
         team_name: body.name,
         email: body.email,
         display_name: body.display_name,
+        device_name: account::device_name(body.device_name, &headers),
     };
     let session = gw.auth.clone().register(request).await?.into_inner();
     Ok((StatusCode::CREATED, Json(dto::session(session))))
 }
 
-async fn login(State(gw): Shared, ApiJson(body): ApiJson<dto::Login>) -> Result<impl IntoResponse> {
+async fn login(
+    State(gw): Shared,
+    headers: http::HeaderMap,
+    ApiJson(body): ApiJson<dto::Login>,
+) -> Result<impl IntoResponse> {
     let request = auth::LoginRequest {
         invite_code: body.invite_code,
         email: body.email,
         display_name: body.display_name,
+        device_name: account::device_name(body.device_name, &headers),
     };
     let session = gw.auth.clone().login(request).await?.into_inner();
     Ok(Json(dto::session(session)))
@@ -148,34 +184,6 @@ async fn refresh(
         "refreshToken": pair.refresh_token,
         "accessExpiresAt": pair.access_expires_at_ms,
     })))
-}
-
-async fn create_invite(
-    State(gw): Shared,
-    member: Member,
-    body: axum::body::Bytes,
-) -> Result<impl IntoResponse> {
-    // The body is optional: no body means the defaults.
-    let body: dto::CreateInvite = if body.iter().all(u8::is_ascii_whitespace) {
-        dto::CreateInvite::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?
-    };
-    let request = bearer(
-        team_pb::CreateInviteRequest {
-            max_uses: body.max_uses,
-            ttl_seconds: body.ttl_seconds,
-        },
-        &member.token,
-    );
-    let invite = gw.team.clone().create_invite(request).await?.into_inner();
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            json!({"inviteCode": invite.invite_code, "expiresAt": invite.expires_at_ms, "maxUses": invite.max_uses}),
-        ),
-    ))
 }
 
 async fn get_team(State(gw): Shared, member: Member) -> Result<impl IntoResponse> {

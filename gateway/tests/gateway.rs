@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use covibe_gateway::{Gateway, GatewayConfig, HttpLimits};
 use covibe_identity::{KeyFiles, Signer};
-use covibe_types::{TeamId, UserId};
+use covibe_types::{SessionId, TeamId, UserId};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -40,7 +40,12 @@ struct Server {
 impl Server {
     fn token(&self, user: UserId) -> String {
         self.signer
-            .access_token(user, TeamId::new(), Duration::from_secs(600))
+            .access_token(
+                user,
+                TeamId::new(),
+                SessionId::new(),
+                Duration::from_secs(600),
+            )
             .unwrap()
             .0
     }

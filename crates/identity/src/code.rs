@@ -90,7 +90,10 @@ mod tests {
         assert_eq!(a.len(), 19);
         assert!(well_formed(&a));
         assert!(!well_formed("ABCD"));
-        assert_eq!(normalize(&a.to_lowercase().replace('-', " ")), normalize(&a));
+        assert_eq!(
+            normalize(&a.to_lowercase().replace('-', " ")),
+            normalize(&a)
+        );
         assert_eq!(hash_code(&a), hash_code(&a.to_lowercase()));
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));

@@ -53,7 +53,10 @@ pub(crate) fn read_public_keys(path: &Path) -> Result<Vec<(String, VerifyingKey)
             continue;
         }
         let key = VerifyingKey::from_public_key_pem(block.trim()).map_err(|e| {
-            Error::Key(format!("a public key in {} is not valid: {e}", path.display()))
+            Error::Key(format!(
+                "a public key in {} is not valid: {e}",
+                path.display()
+            ))
         })?;
         keys.push((key_id(&key)?, key));
     }
@@ -69,8 +72,12 @@ pub(crate) fn read_public_keys(path: &Path) -> Result<Vec<(String, VerifyingKey)
 /// The signing key of a signing file, with its id.
 pub(crate) fn read_signing_key(path: &Path) -> Result<(String, SigningKey), Error> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    let key = SigningKey::from_pkcs8_pem(text.trim())
-        .map_err(|e| Error::Key(format!("{} is not a valid signing key: {e}", path.display())))?;
+    let key = SigningKey::from_pkcs8_pem(text.trim()).map_err(|e| {
+        Error::Key(format!(
+            "{} is not a valid signing key: {e}",
+            path.display()
+        ))
+    })?;
     Ok((key_id(&key.verifying_key())?, key))
 }
 
@@ -190,7 +197,11 @@ fn generate_first(files: &KeyFiles) -> Result<(), Error> {
     }
     let (tmp_private, tmp_public) = (tmp_path(&files.signing), tmp_path(&files.verifying));
     write_new(&tmp_private, private_pem(&key)?.as_bytes(), true)?;
-    write_new(&tmp_public, public_pem(&key.verifying_key())?.as_bytes(), false)?;
+    write_new(
+        &tmp_public,
+        public_pem(&key.verifying_key())?.as_bytes(),
+        false,
+    )?;
     // The public key goes first: a reader that sees the private key always finds its partner.
     let linked_public = std::fs::hard_link(&tmp_public, &files.verifying).is_ok();
     let linked_private = linked_public && std::fs::hard_link(&tmp_private, &files.signing).is_ok();

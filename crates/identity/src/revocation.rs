@@ -39,7 +39,11 @@ impl Ended {
 
     fn from_pb(pb: &events::SessionsEnded) -> Self {
         Self {
-            sessions: pb.session_ids.iter().filter_map(|s| s.parse().ok()).collect(),
+            sessions: pb
+                .session_ids
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
             users: pb.user_ids.iter().filter_map(|s| s.parse().ok()).collect(),
             reason: pb.reason.clone(),
         }
@@ -122,6 +126,11 @@ impl Revocations {
     /// Whether the member was removed from their team.
     pub fn is_removed(&self, user: UserId) -> bool {
         self.read().users.contains(&user)
+    }
+
+    /// Every member removed from their team.
+    pub fn removed_users(&self) -> Vec<UserId> {
+        self.read().users.iter().copied().collect()
     }
 
     /// Announcements of sessions that ended, from the moment of the call.
@@ -249,7 +258,8 @@ impl Ender {
     /// Writes entries again, without announcing them: for the owner of the truth (the
     /// database) after a hot-store restart lost them. Sessions are held for `hold` from now.
     pub async fn reassert(&self, ended: &Ended) -> Result<(), covibe_storage::Error> {
-        let until = now_ms().saturating_add(i64::try_from(self.hold.as_millis()).unwrap_or(i64::MAX));
+        let until =
+            now_ms().saturating_add(i64::try_from(self.hold.as_millis()).unwrap_or(i64::MAX));
         let entries = entries(ended, until);
         if entries.is_empty() {
             return Ok(());

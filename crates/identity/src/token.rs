@@ -562,8 +562,15 @@ mod tests {
         let (new, _) = member(&signer, 600);
         let kid = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
         assert_eq!(kid(&new), second);
-        assert!(verifier.verify(&new).is_ok(), "the new key verifies at once");
-        assert_eq!(verifier.verify(&old).unwrap(), principal, "the old one still");
+        assert!(
+            verifier.verify(&new).is_ok(),
+            "the new key verifies at once"
+        );
+        assert_eq!(
+            verifier.verify(&old).unwrap(),
+            principal,
+            "the old one still"
+        );
 
         // The current key cannot be retired; the old one can, and its tokens then fail.
         assert!(retire(&files, Some(&second)).is_err());

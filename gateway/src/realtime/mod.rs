@@ -10,6 +10,7 @@ mod resume;
 mod rooms;
 
 pub use relay::relay;
+
 pub use resume::Hub;
 pub(crate) use rooms::Rooms;
 
@@ -20,7 +21,7 @@ use covibe_bootstrap::bearer;
 use covibe_proto::orchestrator::v1 as orch;
 use covibe_proto::team::v1 as pb;
 use covibe_socketio::{Event, Handler, Io};
-use covibe_types::{AgentId, TeamId, UserId};
+use covibe_types::{AgentId, SessionId, TeamId, UserId};
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::json;
@@ -55,6 +56,8 @@ pub(crate) struct Joined(Arc<Member>);
 pub(crate) struct Member {
     pub(crate) user_id: UserId,
     pub(crate) team_id: TeamId,
+    /// The sign-in session its token belongs to: when it ends, the socket is closed.
+    pub(crate) session_id: SessionId,
     pub(crate) token: Box<str>,
     /// When `token` expires (ms since the epoch).
     expires_at_ms: u64,
@@ -247,8 +250,10 @@ impl Handler<SocketState> for Events {
                     tracing::debug!(event = other, "unknown socket.io event");
                     refuse(
                         event.ack,
-                        "unknown event: join_team, agent_spawn, agent_control, chat_message \
-                         and presence_update are",
+                        invalid(
+                            "unknown event: join_team, agent_spawn, agent_control, chat_message \
+                             and presence_update are",
+                        ),
                     );
                 }
             }
@@ -258,7 +263,10 @@ impl Handler<SocketState> for Events {
     fn overloaded(&self, event: Event<SocketState>) {
         refuse(
             event.ack,
-            "too many requests at once on this socket: wait for their answers before sending more",
+            covibe_types::ApiError::new(
+                covibe_types::Code::RateLimited,
+                "too many requests at once on this socket: wait for their answers before sending more",
+            ),
         );
     }
 
@@ -279,36 +287,59 @@ impl Handler<SocketState> for Events {
 /// An event's argument, or why it is not what the event needs.
 pub(crate) type Data<T> = Result<T, serde_json::Error>;
 
-pub(crate) fn refuse(ack: Ack, message: &str) {
-    ack.send(&json!({"ok": false, "error": message}));
+/// Refuses an event with the error REST would answer: `{ok: false, error: {code, message}}`.
+pub(crate) fn refuse(ack: Ack, err: covibe_types::ApiError) {
+    ack.send(&json!({
+        "ok": false,
+        "error": {"code": err.code.as_str(), "message": err.message},
+    }));
+}
+
+/// Refuses an event with a service's answer, hiding what REST hides (transport details).
+pub(crate) fn refuse_status(ack: Ack, status: covibe_proto::tonic::Status) {
+    refuse(ack, crate::HttpError::from(status).0);
+}
+
+pub(crate) fn invalid(message: &str) -> covibe_types::ApiError {
+    covibe_types::ApiError::invalid(message)
+}
+
+pub(crate) fn not_joined() -> covibe_types::ApiError {
+    covibe_types::ApiError::unauthenticated("join a team first (join_team {teamId, token})")
 }
 
 async fn join_team(socket: SocketRef, data: Data<JoinTeam>, ack: Ack, gw: Arc<Gateway>) {
     let Ok(request) = data else {
-        return refuse(ack, "join_team needs {teamId, token}");
+        return refuse(ack, invalid("join_team needs {teamId, token}"));
     };
-    let verified = gw
-        .verifier
-        .verify_expiring(&request.token)
-        .and_then(|(principal, expires_at_ms)| Ok((principal.member()?, expires_at_ms)));
-    let ((user_id, team_id), expires_at_ms) = match verified {
+    let verified =
+        gw.verifier
+            .verify_expiring(&request.token)
+            .and_then(|(principal, expires_at_ms)| {
+                Ok((principal.member()?, principal.session()?, expires_at_ms))
+            });
+    let ((user_id, team_id), session_id, expires_at_ms) = match verified {
         Ok(verified) => verified,
-        Err(err) => return refuse(ack, &err.message),
+        Err(err) => return refuse(ack, err),
     };
     if request.team_id != team_id.to_string() {
         tracing::warn!(user_id = %user_id, "join_team refused: not a member of the requested team");
-        return refuse(ack, "not a member of this team");
+        return refuse(
+            ack,
+            covibe_types::ApiError::forbidden("not a member of this team"),
+        );
     }
     let previous = SocketState::joined(&socket);
     // One team per socket: a second join for another team replaces nothing.
     if let Some(previous) = &previous
         && previous.team_id != team_id
     {
-        return refuse(ack, "this socket has already joined another team");
+        return refuse(ack, invalid("this socket has already joined another team"));
     }
     let joined = Joined(Arc::new(Member {
         user_id,
         team_id,
+        session_id,
         token: request.token.into(),
         expires_at_ms,
         delivered: previous
@@ -330,14 +361,14 @@ async fn join_team(socket: SocketRef, data: Data<JoinTeam>, ack: Ack, gw: Arc<Ga
 
 async fn agent_spawn(socket: SocketRef, data: Data<SpawnEvent>, ack: Ack, gw: Arc<Gateway>) {
     let Some(joined) = SocketState::joined(&socket) else {
-        return refuse(ack, "join a team first");
+        return refuse(ack, not_joined());
     };
     let Ok(spawn) = data else {
-        return refuse(ack, "agent_spawn needs {task, vmId?}");
+        return refuse(ack, invalid("agent_spawn needs {task, vmId?}"));
     };
     let token = match joined.live_token() {
         Ok(token) => token,
-        Err(err) => return refuse(ack, &err.message),
+        Err(err) => return refuse(ack, err),
     };
     tracing::info!(user_id = %joined.user_id, team_id = %joined.team_id, "spawn requested over socket.io");
     let request = orch::SpawnAgentRequest {
@@ -353,7 +384,7 @@ async fn agent_spawn(socket: SocketRef, data: Data<SpawnEvent>, ack: Ack, gw: Ar
         Ok(agent) => {
             ack.send(&json!({"ok": true, "agent": dto::agent(agent.into_inner())}));
         }
-        Err(status) => refuse(ack, &covibe_types::ApiError::from_status(&status).message),
+        Err(status) => refuse_status(ack, status),
     }
 }
 
@@ -368,21 +399,21 @@ struct ControlEvent {
 
 async fn agent_control(socket: SocketRef, data: Data<ControlEvent>, ack: Ack, gw: Arc<Gateway>) {
     let Some(joined) = SocketState::joined(&socket) else {
-        return refuse(ack, "join a team first");
+        return refuse(ack, not_joined());
     };
     let Ok(control) = data else {
         return refuse(
             ack,
-            "agent_control needs {agentId, command: kill | interrupt | input, data?}",
+            invalid("agent_control needs {agentId, command: kill | interrupt | input, data?}"),
         );
     };
     let token = match joined.live_token() {
         Ok(token) => token,
-        Err(err) => return refuse(ack, &err.message),
+        Err(err) => return refuse(ack, err),
     };
     let command = match crate::control::command(&control.command, control.data) {
         Ok(command) => command,
-        Err(err) => return refuse(ack, &err.message),
+        Err(err) => return refuse(ack, err),
     };
     let request = orch::ControlAgentRequest {
         agent_id: control.agent_id,
@@ -397,7 +428,35 @@ async fn agent_control(socket: SocketRef, data: Data<ControlEvent>, ack: Ack, gw
         Ok(_) => {
             ack.send(&json!({"ok": true}));
         }
-        Err(status) => refuse(ack, &covibe_types::ApiError::from_status(&status).message),
+        Err(status) => refuse_status(ack, status),
+    }
+}
+
+/// Closes the sockets of sessions that end (logout, revocation, a replayed refresh token, a
+/// member removed), on this gateway, as soon as it hears of it: each is told why
+/// (`session_ended {reason}`) and disconnected, and receives nothing more.
+pub async fn close_ended_sessions(gw: Arc<Gateway>) {
+    let revocations = gw.verifier.revocations().clone();
+    let mut ended = revocations.subscribe();
+    loop {
+        let reason = match ended.recv().await {
+            Ok(ended) => ended.reason.clone(),
+            // Missed some: every seat is checked against the mirror all the same.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => "revoked".to_owned(),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let closing = gw
+            .rooms
+            .seated_where(|joined| revocations.is_revoked(joined.session_id, joined.user_id));
+        for socket in closing {
+            if let Some(joined) = SocketState::joined(&socket) {
+                gw.rooms.leave(joined.team_id, socket.id);
+                tracing::info!(user_id = %joined.user_id, session_id = %joined.session_id, %reason, "closing the socket of an ended session");
+            }
+            // A full queue cannot take the notice; the disconnect still ends it.
+            let _ = socket.emit("session_ended", &json!({"reason": reason}));
+            socket.disconnect();
+        }
     }
 }
 
@@ -410,6 +469,7 @@ mod tests {
         Joined(Arc::new(Member {
             user_id,
             team_id: TeamId::new(),
+            session_id: SessionId::new(),
             token: "t".into(),
             expires_at_ms: u64::MAX,
             delivered: Arc::default(),

@@ -97,6 +97,16 @@ impl Rooms {
             .collect()
     }
 
+    /// Every seated socket whose member `pred` accepts.
+    pub(crate) fn seated_where(&self, pred: impl Fn(&Joined) -> bool) -> Vec<SocketRef> {
+        self.read()
+            .values()
+            .flatten()
+            .filter(|seat| pred(&seat.joined))
+            .map(|seat| seat.socket.clone())
+            .collect()
+    }
+
     /// Whether another socket than `sid` is seated for this member.
     pub(crate) fn member_elsewhere(&self, joined: &Joined, sid: Sid) -> bool {
         self.read().get(&joined.team_id).is_some_and(|seats| {

@@ -90,7 +90,9 @@ impl AuthGrpc {
                 let found = found.into_inner();
                 match (found.team, found.user) {
                     (Some(team), Some(user)) => Ok(Some(Membership { team, user })),
-                    _ => Err(ApiError::internal("team service answered without team or user").into()),
+                    _ => {
+                        Err(ApiError::internal("team service answered without team or user").into())
+                    }
                 }
             }
             Err(status) if status.code() == Code::NotFound => Ok(None),
@@ -293,7 +295,9 @@ impl AuthService for AuthGrpc {
             .await?
             .ok_or_else(|| ApiError::forbidden("not a member of this team"))?;
         if caller.rank() < 2 {
-            return Err(ApiError::forbidden("only the team's owners and admins may do this").into());
+            return Err(
+                ApiError::forbidden("only the team's owners and admins may do this").into(),
+            );
         }
         if target == user {
             return Err(ApiError::invalid(

@@ -32,6 +32,7 @@ pub struct Sessions {
     store: Arc<dyn SessionStore>,
     access_ttl: Duration,
     refresh_ttl: Duration,
+    refresh_grace: Duration,
     ender: Option<Ender>,
 }
 
@@ -118,8 +119,15 @@ impl Sessions {
             store,
             access_ttl,
             refresh_ttl,
+            refresh_grace: REFRESH_GRACE,
             ender: None,
         }
+    }
+
+    /// Another grace for retried refreshes than [`REFRESH_GRACE`] (tests).
+    pub fn with_refresh_grace(mut self, grace: Duration) -> Self {
+        self.refresh_grace = grace;
+        self
     }
 
     /// Ended sessions are announced to every process through `ender`.
@@ -255,7 +263,7 @@ impl Sessions {
             record = self.store.find_refresh(&hash).await?.ok_or_else(refused)?;
         }
         let retry = record.used_at_ms.and_then(|used_at| {
-            let within = now.saturating_sub(used_at) <= ms(REFRESH_GRACE);
+            let within = now.saturating_sub(used_at) <= ms(self.refresh_grace);
             let successor = record.successor.as_deref().and_then(|s| open(token, s))?;
             within.then_some((used_at, successor))
         });
@@ -323,7 +331,9 @@ impl Sessions {
                 .await
                 .map_err(|err| {
                     tracing::error!(error = %err, "could not announce ended sessions");
-                    ApiError::unavailable("the session could not be ended everywhere yet: try again")
+                    ApiError::unavailable(
+                        "the session could not be ended everywhere yet: try again",
+                    )
                 })?;
         }
         Ok(ended.len())

@@ -145,6 +145,13 @@ impl Agents {
             )
             .into());
         }
+        tracing::info!(target: "audit", agent_id = %id, caller = %caller, kind, "agent control");
+        self.send(id, command).await
+    }
+
+    /// Passes a command down to the agent's vm-agent (a kill is also remembered, for a
+    /// vm-agent that reconnects later).
+    async fn send(&self, id: AgentId, command: Command) -> Result<(), Error> {
         let mut command = command;
         if let Some(command::Command::Kill(kill)) = &mut command.command {
             if kill.grace_ms == 0 {
@@ -152,7 +159,6 @@ impl Agents {
             }
             self.store.request_kill(id, now_ms()).await?;
         }
-        tracing::info!(target: "audit", agent_id = %id, caller = %caller, kind, "agent control");
         let envelope = ControlMessage {
             message: Some(control_message::Message::Agent(AgentCommand {
                 agent_id: id.to_string(),
@@ -163,6 +169,51 @@ impl Agents {
             .publish_control(Bytes::from(envelope.encode_to_vec()))
             .await?;
         Ok(())
+    }
+
+    /// Stops every agent of a member removed from their team (pending, starting or running).
+    pub async fn stop_agents_of(&self, owner: UserId) -> Result<usize, Error> {
+        let ids = self.store.active_of(owner).await?;
+        for id in &ids {
+            let kill = Command {
+                command: Some(command::Command::Kill(covibe_proto::vmagent::v1::Kill {
+                    grace_ms: 0,
+                })),
+            };
+            self.send(*id, kill).await?;
+        }
+        if !ids.is_empty() {
+            tracing::info!(target: "audit", user_id = %owner, agents = ids.len(), "stopped a removed member's agents");
+        }
+        Ok(ids.len())
+    }
+
+    /// Stops the agents of members removed from their team: those already removed (the
+    /// orchestrator may have been down when it happened), then each as it is announced.
+    pub fn spawn_removal_watcher(self: &Arc<Self>, revocations: covibe_identity::Revocations) {
+        let agents = self.clone();
+        let mut ended = revocations.subscribe();
+        tokio::spawn(async move {
+            for user in revocations.removed_users() {
+                if let Err(err) = agents.stop_agents_of(user).await {
+                    tracing::warn!(error = %ApiError::from(err), "could not stop a removed member's agents");
+                }
+            }
+            loop {
+                let users = match ended.recv().await {
+                    Ok(ended) => ended.users.clone(),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        revocations.removed_users()
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                for user in users {
+                    if let Err(err) = agents.stop_agents_of(user).await {
+                        tracing::warn!(error = %ApiError::from(err), "could not stop a removed member's agents");
+                    }
+                }
+            }
+        });
     }
 
     /// Creates the agent and asks the vm-connector to start a vm-agent for it on the owner's VM.

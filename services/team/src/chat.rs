@@ -10,8 +10,8 @@ use covibe_storage::HotStore;
 use covibe_types::{ApiError, MessageId, TeamId, UserId, now_ms};
 
 use crate::Error;
-use crate::model::Member;
 use crate::events;
+use crate::model::Member;
 use crate::store::TeamStore;
 
 /// The longest message, in characters (after trimming).

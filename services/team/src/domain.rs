@@ -400,12 +400,12 @@ impl TeamDomain {
             reason: "member_removed".to_owned(),
         };
         ender.end(ended).await.map_err(|err| {
-                tracing::error!(error = %err, "could not end a removed member's sessions");
-                ApiError::unavailable(
-                    "the member is removed, but their sessions could not be ended yet: try again",
-                )
-                .into()
-            })
+            tracing::error!(error = %err, "could not end a removed member's sessions");
+            ApiError::unavailable(
+                "the member is removed, but their sessions could not be ended yet: try again",
+            )
+            .into()
+        })
     }
 
     /// Records again every removed member as revoked (after a hot-store restart lost them).
@@ -420,10 +420,7 @@ impl TeamDomain {
             users,
             reason: "member_removed".to_owned(),
         };
-        ender
-            .reassert(&ended)
-            .await
-            .map_err(ApiError::internal)?;
+        ender.reassert(&ended).await.map_err(ApiError::internal)?;
         Ok(count)
     }
 

@@ -11,8 +11,8 @@ use covibe_types::{ApiError, MessageId, TeamId, UserId};
 
 use crate::chat::{Before, Chat};
 use crate::domain::TeamDomain;
-use crate::model::{Invite, Member, Role, Team};
 use crate::events;
+use crate::model::{Invite, Member, Role, Team};
 
 pub struct TeamGrpc {
     domain: Arc<TeamDomain>,

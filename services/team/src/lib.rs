@@ -7,10 +7,10 @@
 
 mod chat;
 mod domain;
-mod model;
 mod error;
 mod events;
 mod grpc;
+mod model;
 pub mod store;
 
 pub use chat::{
@@ -18,7 +18,7 @@ pub use chat::{
     PresenceStatus, TeamPresence,
 };
 pub use domain::{TeamDomain, normalize_invite_code};
-pub use model::{Invite, Member, Role, Team};
 pub use error::Error;
 pub use grpc::TeamGrpc;
+pub use model::{Invite, Member, Role, Team};
 pub use store::{SeaTeamStore, TeamStore};

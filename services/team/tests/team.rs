@@ -4,64 +4,81 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use covibe_identity::Revocations;
+use covibe_identity::revocation::Ender;
 use covibe_proto::events::v1 as ev;
 use covibe_proto::prost::Message;
 use covibe_storage::{FanoutEvent, HotStore, MemoryHotStore, Subscription};
-use covibe_team::{Before, Chat, PresenceStatus, SeaTeamStore, TeamDomain};
+use covibe_team::{Before, Chat, PresenceStatus, Role, SeaTeamStore, TeamDomain};
 use covibe_testkit::TestDb;
 use covibe_types::{ApiError, Code, UserId};
 
-async fn domain(db: &TestDb, max_uses: u32) -> TeamDomain {
+async fn domain(db: &TestDb, max_uses: u32, revocations: &Revocations) -> TeamDomain {
     let conn = covibe_storage::connect(&db.url).await.unwrap();
     let store = SeaTeamStore::new(conn).await.unwrap();
-    TeamDomain::new(Arc::new(store), 3600, max_uses)
+    TeamDomain::new(Arc::new(store), 3600, max_uses).with_session_ender(Ender {
+        hot: Arc::new(MemoryHotStore::new(16)),
+        revocations: revocations.clone(),
+        hold: Duration::from_secs(600),
+    })
+}
+
+fn api(err: covibe_team::Error) -> ApiError {
+    ApiError::from(err)
 }
 
 async fn suite(db: TestDb) {
-    let teams = domain(&db, 2).await;
-    let (team, owner, code) = teams
+    let revocations = Revocations::default();
+    let teams = domain(&db, 2, &revocations).await;
+    let (team, sarah, code) = teams
         .create_team("Rocket", "Sarah@Example.com ", "Sarah")
         .await
         .unwrap();
-    assert_eq!(owner.email, "sarah@example.com");
-    assert_eq!(owner.team_id, team.id);
+    assert_eq!(sarah.email, "sarah@example.com");
+    assert_eq!((sarah.team_id, sarah.role), (team.id, Role::Owner));
 
-    // A newcomer joins with the code, typed sloppily.
+    // A newcomer joins with the code, typed sloppily, as a plain member.
     let sloppy = code.to_lowercase().replace('-', " ");
     let (joined, miguel) = teams
         .redeem(&sloppy, "miguel@example.com", "Miguel")
         .await
         .unwrap();
-    assert_eq!(joined.id, team.id);
-    // Signing in again is the same member and uses nothing up.
-    let (_, again) = teams
-        .redeem(&code, "MIGUEL@example.com", "Miguel")
+    assert_eq!((joined.id, miguel.role), (team.id, Role::Member));
+    // The code never signs anybody in: a member's email (the owner's included) is refused
+    // exactly like a made-up code, and uses nothing up.
+    let made_up = api(teams
+        .redeem("AAAA-BBBB-CCCC-DDDD", "dana@example.com", "Dana")
         .await
-        .unwrap();
-    assert_eq!(again.id, miguel.id);
+        .unwrap_err());
+    assert_eq!(made_up.code, Code::Unauthenticated);
+    for email in ["MIGUEL@example.com", "sarah@example.com"] {
+        let err = api(teams.redeem(&code, email, "X").await.unwrap_err());
+        assert_eq!(err, made_up, "{email}: no way to learn who is a member");
+    }
     let (_, chen) = teams
         .redeem(&code, "chen@example.com", "Chen")
         .await
         .unwrap();
     // Two uses are spent: a third newcomer is refused the same way as a made-up code.
-    let used_up = teams
+    let used_up = api(teams
         .redeem(&code, "dana@example.com", "Dana")
         .await
-        .unwrap_err();
-    let made_up = teams
-        .redeem("AAAA-BBBB-CCCC-DDDD", "dana@example.com", "Dana")
-        .await
-        .unwrap_err();
-    let (a, b) = (
-        covibe_types::ApiError::from(used_up),
-        covibe_types::ApiError::from(made_up),
+        .unwrap_err());
+    assert_eq!(
+        used_up, made_up,
+        "no way to tell a used-up code from an unknown one"
     );
-    assert_eq!(a, b, "no way to tell a used-up code from an unknown one");
-    assert_eq!(a.code, Code::Unauthenticated);
 
-    let (_, members) = teams.team_with_members(owner.id, team.id).await.unwrap();
+    // Everyone sees the members and their roles; only owners and admins see others' emails.
+    let (_, members) = teams.team_with_members(sarah.id, team.id).await.unwrap();
     let ids: Vec<UserId> = members.iter().map(|m| m.id).collect();
-    assert_eq!(ids, vec![owner.id, miguel.id, chen.id]);
+    assert_eq!(ids, vec![sarah.id, miguel.id, chen.id]);
+    assert!(members.iter().all(|m| !m.email.is_empty()));
+    let (_, seen) = teams.team_with_members(miguel.id, team.id).await.unwrap();
+    let emails: Vec<&str> = seen.iter().map(|m| m.email.as_str()).collect();
+    assert_eq!(emails, ["", "miguel@example.com", ""]);
+    let roles: Vec<Role> = seen.iter().map(|m| m.role).collect();
+    assert_eq!(roles, [Role::Owner, Role::Member, Role::Member]);
 
     // Another team's member cannot see this team or mint codes for it.
     let (other_team, stranger, _) = teams
@@ -69,57 +86,217 @@ async fn suite(db: TestDb) {
         .await
         .unwrap();
     assert_ne!(other_team.id, team.id);
-    let err = covibe_types::ApiError::from(
-        teams
+    for err in [
+        api(teams
             .team_with_members(stranger.id, team.id)
             .await
-            .unwrap_err(),
-    );
-    assert_eq!(err.code, Code::PermissionDenied);
-    let err = covibe_types::ApiError::from(
-        teams
+            .unwrap_err()),
+        api(teams
             .create_invite(stranger.id, team.id, 1, 60)
             .await
-            .unwrap_err(),
-    );
-    assert_eq!(err.code, Code::PermissionDenied);
+            .unwrap_err()),
+        api(teams.invites(stranger.id, team.id).await.unwrap_err()),
+        api(teams
+            .remove_member(stranger.id, team.id, chen.id)
+            .await
+            .unwrap_err()),
+    ] {
+        assert_eq!(err.code, Code::PermissionDenied, "{err:?}");
+    }
+    // A plain member manages nothing.
+    for err in [
+        api(teams
+            .create_invite(miguel.id, team.id, 1, 60)
+            .await
+            .unwrap_err()),
+        api(teams.invites(miguel.id, team.id).await.unwrap_err()),
+        api(teams
+            .remove_member(miguel.id, team.id, chen.id)
+            .await
+            .unwrap_err()),
+        api(teams
+            .set_role(miguel.id, team.id, chen.id, Role::Admin)
+            .await
+            .unwrap_err()),
+        api(teams
+            .transfer_ownership(miguel.id, team.id, miguel.id)
+            .await
+            .unwrap_err()),
+    ] {
+        assert_eq!(err.code, Code::PermissionDenied, "{err:?}");
+    }
 
-    // A fresh code from a member works once.
-    let (fresh, invite) = teams.create_invite(owner.id, team.id, 1, 60).await.unwrap();
+    // The owner's invites: listed (never with their code), revoked, then refused like any.
+    let (fresh, invite) = teams.create_invite(sarah.id, team.id, 1, 60).await.unwrap();
     assert_eq!(invite.max_uses, 1);
-    teams
-        .redeem(&fresh, "dana@example.com", "Dana")
+    let listed = teams.invites(sarah.id, team.id).await.unwrap();
+    assert_eq!(listed[0].id, invite.id, "newest first");
+    assert!(listed[0].usable(covibe_types::now_ms()));
+    let revoked = teams
+        .revoke_invite(sarah.id, team.id, &invite.id)
         .await
         .unwrap();
-    assert!(
-        teams
-            .redeem(&fresh, "eve@example.com", "Eve")
-            .await
-            .is_err()
+    assert!(revoked.revoked);
+    let err = api(teams
+        .redeem(&fresh, "dana@example.com", "Dana")
+        .await
+        .unwrap_err());
+    assert_eq!(err, made_up);
+    let err = api(teams
+        .revoke_invite(stranger.id, other_team.id, &invite.id)
+        .await
+        .unwrap_err());
+    assert_eq!(
+        err.code,
+        Code::NotFound,
+        "another team's invite does not exist for them"
     );
 
+    // The owner makes Miguel an admin: he mints invites and removes members, not admins nor
+    // the owner, and changes no roles.
+    let promoted = teams
+        .set_role(sarah.id, team.id, miguel.id, Role::Admin)
+        .await
+        .unwrap();
+    assert_eq!(promoted.role, Role::Admin);
+    let err = api(teams
+        .set_role(sarah.id, team.id, miguel.id, Role::Owner)
+        .await
+        .unwrap_err());
+    assert_eq!(err.code, Code::InvalidArgument);
+    let (code, _) = teams
+        .create_invite(miguel.id, team.id, 5, 60)
+        .await
+        .unwrap();
+    assert_eq!(teams.invites(miguel.id, team.id).await.unwrap().len(), 3);
+    let (_, dana) = teams
+        .redeem(&code, "dana@example.com", "Dana")
+        .await
+        .unwrap();
+    let err = api(teams
+        .set_role(miguel.id, team.id, dana.id, Role::Admin)
+        .await
+        .unwrap_err());
+    assert_eq!(err.code, Code::PermissionDenied);
+    let err = api(teams
+        .remove_member(miguel.id, team.id, sarah.id)
+        .await
+        .unwrap_err());
+    assert_eq!(err.code, Code::PermissionDenied);
+    teams
+        .remove_member(miguel.id, team.id, dana.id)
+        .await
+        .unwrap();
+    // Removed: no longer a member anywhere, every session of theirs ended, and a retry is
+    // harmless.
+    assert!(revocations.is_removed(dana.id));
+    assert!(teams.member(dana.id).await.is_err());
+    teams
+        .remove_member(miguel.id, team.id, dana.id)
+        .await
+        .unwrap();
+    let err = api(teams.team_with_members(dana.id, team.id).await.unwrap_err());
+    assert_eq!(err.code, Code::PermissionDenied);
+    // Their email may join again, as a new member.
+    let (_, dana_again) = teams
+        .redeem(&code, "dana@example.com", "Dana")
+        .await
+        .unwrap();
+    assert_ne!(dana_again.id, dana.id);
+    assert!(!revocations.is_removed(dana_again.id));
+    // Nobody removes themselves this way, nor a member of another team.
+    let err = api(teams
+        .remove_member(sarah.id, team.id, sarah.id)
+        .await
+        .unwrap_err());
+    assert_eq!(err.code, Code::InvalidArgument);
+    let err = api(teams
+        .remove_member(sarah.id, team.id, stranger.id)
+        .await
+        .unwrap_err());
+    assert_eq!(err.code, Code::NotFound);
+
+    // Ownership moves to Chen; Sarah becomes an admin and can no longer change roles.
+    let (_, after) = teams
+        .transfer_ownership(sarah.id, team.id, chen.id)
+        .await
+        .unwrap();
+    let role_of = |id| after.iter().find(|m| m.id == id).map(|m| m.role);
+    assert_eq!(role_of(chen.id), Some(Role::Owner));
+    assert_eq!(role_of(sarah.id), Some(Role::Admin));
+    let err = api(teams
+        .set_role(sarah.id, team.id, miguel.id, Role::Member)
+        .await
+        .unwrap_err());
+    assert_eq!(err.code, Code::PermissionDenied);
+    teams
+        .remove_member(chen.id, team.id, sarah.id)
+        .await
+        .unwrap();
+    assert!(revocations.is_removed(sarah.id));
+
     // Bad input is refused with a clear message.
-    let err = covibe_types::ApiError::from(teams.create_team("", "a@b.c", "A").await.unwrap_err());
+    let err = api(teams.create_team("", "a@b.c", "A").await.unwrap_err());
     assert_eq!(err.code, Code::InvalidArgument);
     assert!(err.message.contains("team name"));
-    let err = covibe_types::ApiError::from(
-        teams
-            .create_team("T", "not-an-email", "A")
-            .await
-            .unwrap_err(),
-    );
+    let err = api(teams
+        .create_team("T", "not-an-email", "A")
+        .await
+        .unwrap_err());
     assert!(err.message.contains("email"));
     assert!(teams.member(UserId::new()).await.is_err());
+}
+
+/// Teams created before roles existed: their creator (the first member) becomes the owner,
+/// the others members, and their invites get ids.
+async fn migration_suite(db: TestDb) {
+    let conn = covibe_storage::connect(&db.url).await.unwrap();
+    for statement in [
+        "CREATE TABLE teams (id varchar(40) NOT NULL PRIMARY KEY, name varchar(128) NOT NULL, \
+         created_at_ms bigint NOT NULL)",
+        "CREATE TABLE members (id varchar(40) NOT NULL PRIMARY KEY, team_id varchar(40) NOT NULL, \
+         email varchar(254) NOT NULL, display_name varchar(128) NOT NULL, created_at_ms bigint NOT NULL)",
+        "CREATE UNIQUE INDEX members_team_email ON members (team_id, email)",
+        "CREATE TABLE invites (code_hash varchar(64) NOT NULL PRIMARY KEY, team_id varchar(40) NOT NULL, \
+         created_by varchar(40) NOT NULL, expires_at_ms bigint NOT NULL, max_uses bigint NOT NULL, \
+         uses bigint NOT NULL, revoked boolean NOT NULL)",
+        "INSERT INTO teams VALUES ('00000000-0000-7000-8000-000000000001', 'Old', 1)",
+        "INSERT INTO members VALUES ('00000000-0000-7000-8000-000000000003', \
+         '00000000-0000-7000-8000-000000000001', 'later@example.com', 'Later', 20)",
+        "INSERT INTO members VALUES ('00000000-0000-7000-8000-000000000002', \
+         '00000000-0000-7000-8000-000000000001', 'creator@example.com', 'Creator', 10)",
+        "INSERT INTO invites VALUES ('abababababababababababababababababababababababababababababababab', \
+         '00000000-0000-7000-8000-000000000001', '00000000-0000-7000-8000-000000000002', \
+         99999999999999, 5, 1, FALSE)",
+    ] {
+        sea_orm::ConnectionTrait::execute_unprepared(&conn, statement)
+            .await
+            .unwrap();
+    }
+    let teams = domain(&db, 2, &Revocations::default()).await;
+    let creator: UserId = "00000000-0000-7000-8000-000000000002".parse().unwrap();
+    let team = "00000000-0000-7000-8000-000000000001".parse().unwrap();
+    let (_, members) = teams.team_with_members(creator, team).await.unwrap();
+    let roles: Vec<(&str, Role)> = members
+        .iter()
+        .map(|m| (m.display_name.as_str(), m.role))
+        .collect();
+    assert_eq!(roles, [("Creator", Role::Owner), ("Later", Role::Member)]);
+    let invites = teams.invites(creator, team).await.unwrap();
+    assert_eq!(invites.len(), 1);
+    assert!(!invites[0].id.is_empty());
 }
 
 #[tokio::test]
 async fn team_domain_on_sqlite() {
     suite(TestDb::sqlite()).await;
+    migration_suite(TestDb::sqlite()).await;
 }
 
 #[tokio::test]
 async fn team_domain_on_postgres() {
     suite(TestDb::postgres().await).await;
+    migration_suite(TestDb::postgres().await).await;
 }
 
 async fn next_event(fanout: &mut Subscription) -> ev::team_event::Event {

@@ -212,6 +212,7 @@ fn out(frame: Out) -> Result<ConnectorFrame, Status> {
 pub(crate) async fn dial(
     store: Arc<dyn VmStore>,
     daemons: Arc<Daemons>,
+    revocations: covibe_identity::Revocations,
     mut inbound: Streaming<DaemonFrame>,
 ) -> Result<DialStream, Status> {
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
@@ -224,11 +225,14 @@ pub(crate) async fn dial(
     let refused = || Status::from(ApiError::unauthenticated("unknown vm or wrong vm token"));
     let vm: VmId = hello.vm_id.trim().parse().map_err(|_| refused())?;
     let internal = |e: sea_orm::DbErr| Status::from(ApiError::internal(e));
-    let known = store
+    let record = store
         .get(vm)
         .await
         .map_err(internal)?
-        .is_some_and(|v| v.strategy == DIAL_IN);
+        .filter(|v| v.strategy == DIAL_IN);
+    // A member removed from their team: their VMs can no longer be used.
+    let owner = record.as_ref().map(|v| v.user_id);
+    let known = owner.is_some_and(|owner| !revocations.is_removed(owner));
     let expected = store.token_hash(vm).await.map_err(internal)?;
     let good = expected.is_some_and(|hash| same(&hash, &hash_token(&hello.vm_token)));
     if !(known && good) {
@@ -250,6 +254,10 @@ pub(crate) async fn dial(
             match inbound.message().await {
                 Ok(Some(DaemonFrame { frame: Some(frame) })) => match frame {
                     In::Heartbeat(_) => {
+                        if owner.is_some_and(|owner| revocations.is_removed(owner)) {
+                            tracing::info!(%vm, "closing the daemon stream of a removed member's vm");
+                            break;
+                        }
                         if let Err(err) = store.touch(vm).await {
                             tracing::warn!(%vm, error = %err, "could not record a heartbeat");
                         }

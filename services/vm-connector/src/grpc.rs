@@ -265,6 +265,7 @@ impl VmConnectorService for VmConnectorGrpc {
         let stream = dial_in::dial(
             self.store.clone(),
             self.daemons.clone(),
+            self.verifier.revocations().clone(),
             request.into_inner(),
         )
         .await?;

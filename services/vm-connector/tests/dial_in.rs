@@ -14,7 +14,7 @@ use covibe_proto::vmconnector::v1::daemon_frame::Frame as Out;
 use covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServiceClient;
 use covibe_storage::MemoryHotStore;
 use covibe_testkit::TestDb;
-use covibe_types::{TeamId, UserId};
+use covibe_types::{SessionId, TeamId, UserId};
 use covibe_vm_connector::{
     Daemons, LocalLauncher, SeaVmStore, VmAgentCommand, VmConnectorGrpc, VmStore,
 };
@@ -81,7 +81,7 @@ struct Member {
 fn member(signer: &Signer, team: TeamId) -> Member {
     let user = UserId::new();
     let (token, _) = signer
-        .access_token(user, team, Duration::from_secs(600))
+        .access_token(user, team, SessionId::new(), Duration::from_secs(600))
         .unwrap();
     Member { user, team, token }
 }

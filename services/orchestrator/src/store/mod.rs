@@ -59,6 +59,8 @@ pub trait AgentStore: Send + Sync + 'static {
     async fn kill_requested(&self, id: AgentId) -> Result<bool, DbErr>;
     /// The owner's agents that are pending, starting or running.
     async fn count_active(&self, owner: UserId) -> Result<u64, DbErr>;
+    /// The owner's agents that are pending, starting or running.
+    async fn active_of(&self, owner: UserId) -> Result<Vec<AgentId>, DbErr>;
     /// The owner's agents created at or after `since_ms`.
     async fn count_created_since(&self, owner: UserId, since_ms: i64) -> Result<u64, DbErr>;
     /// Notes that the agent's vm-agent was heard from at `at_ms`.
@@ -400,6 +402,27 @@ impl AgentStore for SeaAgentStore {
             .filter(agent::Column::Status.is_in(active))
             .count(&self.db)
             .await
+    }
+
+    async fn active_of(&self, owner: UserId) -> Result<Vec<AgentId>, DbErr> {
+        let active = [
+            AgentStatus::Pending,
+            AgentStatus::Starting,
+            AgentStatus::Running,
+        ]
+        .map(AgentStatus::as_str);
+        agent::Entity::find()
+            .filter(agent::Column::OwnerId.eq(owner.to_string()))
+            .filter(agent::Column::Status.is_in(active))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| {
+                row.id
+                    .parse()
+                    .map_err(|_| DbErr::Custom(format!("bad agent id in database: {}", row.id)))
+            })
+            .collect()
     }
 
     async fn count_created_since(&self, owner: UserId, since_ms: i64) -> Result<u64, DbErr> {

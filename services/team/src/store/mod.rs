@@ -319,7 +319,9 @@ impl TeamStore for SeaTeamStore {
             }
             update
         };
-        let demoted = step(from, Some(Role::Owner), Role::Admin).exec(&txn).await?;
+        let demoted = step(from, Some(Role::Owner), Role::Admin)
+            .exec(&txn)
+            .await?;
         let promoted = step(to, None, Role::Owner).exec(&txn).await?;
         if demoted.rows_affected != 1 || promoted.rows_affected != 1 {
             txn.rollback().await?;

@@ -1,0 +1,119 @@
+//! `covibe admin ...`: what an operator does on the server, with the service's own files and
+//! database (no running mesh needed): rotate and retire token signing keys, and make a
+//! one-time recovery code for a member who has no signed-in device left (the last owner
+//! included).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use covibe_config::Config;
+use covibe_identity::KeyFiles;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Admin {
+    /// Adds a token signing key: tokens are signed with it from now on, those of the keys
+    /// before it verify until they are retired. Creates the first key on a new set-up.
+    RotateSigningKey(super::Common),
+    /// Removes verifying keys: the one named, or every one but the current signing key's.
+    /// Tokens they signed are refused from then on (wait an access token's lifetime first).
+    RetireSigningKey {
+        #[command(flatten)]
+        common: super::Common,
+        /// The key id (`kid`) to retire.
+        #[arg(long)]
+        kid: Option<String>,
+    },
+    /// Prints a one-time recovery code for a member (valid for a day): they redeem it at
+    /// `POST /api/auth/device/redeem` on a new device.
+    RecoveryCode {
+        #[command(flatten)]
+        common: super::Common,
+        /// The team's id.
+        #[arg(long)]
+        team: String,
+        /// The member's email.
+        #[arg(long)]
+        email: String,
+    },
+}
+
+fn key_files(config: &Config) -> KeyFiles {
+    KeyFiles {
+        signing: config.signing_key_file(),
+        verifying: config.verifying_key_file(),
+    }
+}
+
+pub async fn run(admin: Admin) -> anyhow::Result<()> {
+    match admin {
+        Admin::RotateSigningKey(common) => {
+            let Some(config) = super::load(&common)? else {
+                return Ok(());
+            };
+            let files = key_files(&config);
+            let kid = covibe_identity::rotate(&files).context("rotating the signing key")?;
+            println!(
+                "new signing key {kid}: signing from now on ({}); verifying keys in {}",
+                files.signing.display(),
+                files.verifying.display()
+            );
+        }
+        Admin::RetireSigningKey { common, kid } => {
+            let Some(config) = super::load(&common)? else {
+                return Ok(());
+            };
+            let retired = covibe_identity::retire(&key_files(&config), kid.as_deref())
+                .context("retiring signing keys")?;
+            if retired.is_empty() {
+                println!("no key to retire");
+            }
+            for kid in retired {
+                println!("retired {kid}: its tokens are refused from now on");
+            }
+        }
+        Admin::RecoveryCode {
+            common,
+            team,
+            email,
+        } => {
+            let Some(config) = super::load(&common)? else {
+                return Ok(());
+            };
+            let team: covibe_types::TeamId = team.parse().context("--team is not a team id")?;
+            let db = covibe_storage::connect(&config.database_url())
+                .await
+                .context("connecting to the database")?;
+            let teams = covibe_team::SeaTeamStore::new(db.clone())
+                .await
+                .context("team storage")?;
+            let member = covibe_team::TeamStore::find_member_by_email(
+                &teams,
+                team,
+                &email.trim().to_lowercase(),
+            )
+            .await
+            .context("looking up the member")?
+            .with_context(|| format!("team {team} has no member {email}"))?;
+            let sessions: Arc<dyn covibe_auth::SessionStore> = Arc::new(
+                covibe_auth::SeaSessionStore::new(db)
+                    .await
+                    .context("auth storage")?,
+            );
+            let (code, expires_at_ms) = covibe_auth::create_code(
+                &*sessions,
+                covibe_auth::CodeKind::Recovery,
+                member.id,
+                team,
+                None,
+            )
+            .await
+            .map_err(|err| anyhow::anyhow!("{}", covibe_types::ApiError::from(err)))?;
+            tracing::info!(target: "audit", user_id = %member.id, "recovery code made by an operator");
+            println!(
+                "recovery code for {} ({}): {code}\nvalid once, until {} (ms since the epoch); redeem it at POST /api/auth/device/redeem",
+                member.display_name, member.email, expires_at_ms
+            );
+        }
+    }
+    Ok(())
+}
