@@ -60,12 +60,79 @@ pub(crate) const ROUTES: &[Route] = &[
         method: "post",
         path: "/api/team/invite",
         id: "createInvite",
-        summary: "create an invite code for the caller's team",
+        summary: "create an invite code for the caller's team (owners and admins)",
         auth: true,
         query: &[],
         body: Body::OptionalJson("CreateInvite"),
         ok: (201, Reply::Json("Invite")),
         errors: &[403],
+    },
+    Route {
+        method: "get",
+        path: "/api/team/invites",
+        id: "listInvites",
+        summary: "the team's invites, newest first, never their codes (owners and admins)",
+        auth: true,
+        query: &[],
+        body: Body::None,
+        ok: (200, Reply::Json("InviteList")),
+        errors: &[403],
+    },
+    Route {
+        method: "delete",
+        path: "/api/team/invite/{id}",
+        id: "revokeInvite",
+        summary: "revoke an invite: it can no longer be redeemed (owners and admins)",
+        auth: true,
+        query: &[],
+        body: Body::None,
+        ok: (200, Reply::Json("InviteEnvelope")),
+        errors: &[403, 404],
+    },
+    Route {
+        method: "delete",
+        path: "/api/team/members/{id}",
+        id: "removeMember",
+        summary: "remove a member: their sessions end, their sockets close, their agents stop \
+                  (owners remove admins and members, admins members)",
+        auth: true,
+        query: &[],
+        body: Body::None,
+        ok: (200, Reply::Json("Ok")),
+        errors: &[403, 404],
+    },
+    Route {
+        method: "put",
+        path: "/api/team/members/{id}/role",
+        id: "setMemberRole",
+        summary: "make a member an admin or an admin a member (the owner)",
+        auth: true,
+        query: &[],
+        body: Body::Json("SetRole"),
+        ok: (200, Reply::Json("MemberEnvelope")),
+        errors: &[403, 404],
+    },
+    Route {
+        method: "post",
+        path: "/api/team/members/{id}/recovery-code",
+        id: "createRecoveryCode",
+        summary: "a one-time recovery code for a member the caller outranks (owners and admins)",
+        auth: true,
+        query: &[],
+        body: Body::None,
+        ok: (201, Reply::Json("SignInCode")),
+        errors: &[403, 404],
+    },
+    Route {
+        method: "post",
+        path: "/api/team/transfer-ownership",
+        id: "transferOwnership",
+        summary: "hand the team over to another member; the owner becomes an admin (the owner)",
+        auth: true,
+        query: &[],
+        body: Body::Json("TransferOwnership"),
+        ok: (200, Reply::Json("TeamView")),
+        errors: &[403, 404, 409],
     },
     Route {
         method: "get",
@@ -99,6 +166,83 @@ pub(crate) const ROUTES: &[Route] = &[
         body: Body::Json("Refresh"),
         ok: (200, Reply::Json("TokenPair")),
         errors: &[401],
+    },
+    Route {
+        method: "get",
+        path: "/api/auth/me",
+        id: "me",
+        summary: "the caller, their team and this session",
+        auth: true,
+        query: &[],
+        body: Body::None,
+        ok: (200, Reply::Json("Me")),
+        errors: &[],
+    },
+    Route {
+        method: "post",
+        path: "/api/auth/device",
+        id: "createDeviceCode",
+        summary: "a one-time code (minutes; text and a QR payload) a new device signs in with",
+        auth: true,
+        query: &[],
+        body: Body::None,
+        ok: (201, Reply::Json("SignInCode")),
+        errors: &[],
+    },
+    Route {
+        method: "post",
+        path: "/api/auth/device/redeem",
+        id: "redeemSignInCode",
+        summary: "sign this device in with a device or recovery code (tighter rate limit per address)",
+        auth: false,
+        query: &[],
+        body: Body::Json("RedeemCode"),
+        ok: (200, Reply::Json("Session")),
+        errors: &[401],
+    },
+    Route {
+        method: "get",
+        path: "/api/auth/sessions",
+        id: "listSessions",
+        summary: "the caller's sessions, one per signed-in device, newest first",
+        auth: true,
+        query: &[],
+        body: Body::None,
+        ok: (200, Reply::Json("SessionList")),
+        errors: &[],
+    },
+    Route {
+        method: "delete",
+        path: "/api/auth/sessions/{id}",
+        id: "revokeSession",
+        summary: "end one of the caller's sessions: its tokens are refused and its sockets closed",
+        auth: true,
+        query: &[],
+        body: Body::None,
+        ok: (200, Reply::Json("Ended")),
+        errors: &[404],
+    },
+    Route {
+        method: "post",
+        path: "/api/auth/logout",
+        id: "logout",
+        summary: "end this session",
+        auth: true,
+        query: &[],
+        body: Body::None,
+        ok: (200, Reply::Json("Ended")),
+        errors: &[],
+    },
+    Route {
+        method: "post",
+        path: "/api/auth/logout-all",
+        id: "logoutAll",
+        summary: "end every session of the caller",
+        auth: true,
+        query: &[],
+        body: Body::None,
+        ok: (200, Reply::Json("Ended")),
+        errors: &[],
     },
     Route {
         method: "post",
@@ -446,6 +590,10 @@ fn millis() -> Value {
     json!({"type": "integer", "format": "int64", "description": "milliseconds since the Unix epoch"})
 }
 
+fn device_name() -> Value {
+    json!({"type": "string", "description": "what the sessions list calls this device; left out: from the User-Agent"})
+}
+
 fn nullable(schema: Value) -> Value {
     json!({"anyOf": [schema, {"type": "null"}]})
 }
@@ -465,8 +613,51 @@ fn object(required: &[(&str, Value)], optional: &[(&str, Value)], closed: bool) 
     schema
 }
 
+/// The JSON bodies of accounts: sessions, codes, invites, members.
+fn account_schemas() -> Value {
+    let uint = || json!({"type": "integer", "minimum": 0});
+    json!({
+        "RedeemCode": object(&[("code", string())], &[("deviceName", device_name())], true),
+        "SignInCode": object(&[
+            ("code", json!({"type": "string", "description": "XXXX-XXXX-XXXX-XXXX, shown once"})),
+            ("expiresAt", millis()),
+            ("qrPayload", json!({"type": "string", "description": "what to show as a QR code"})),
+        ], &[], false),
+        "SessionInfo": object(&[
+            ("id", string()),
+            ("deviceName", string()),
+            ("createdAt", millis()),
+            ("lastUsedAt", millis()),
+            ("current", json!({"type": "boolean", "description": "the session of this request"})),
+        ], &[], false),
+        "SessionList": object(&[("sessions", json!({"type": "array", "items": schema_ref("SessionInfo")}))], &[], false),
+        "Me": object(&[("team", nullable(schema_ref("Team"))), ("user", nullable(schema_ref("User"))),
+                       ("session", nullable(schema_ref("SessionInfo")))], &[], false),
+        "Ended": object(&[("ended", json!({"type": "integer", "minimum": 0,
+                                             "description": "how many sessions ended"}))], &[], false),
+        "InviteInfo": object(&[
+            ("id", string()), ("createdBy", string()), ("createdAt", millis()), ("expiresAt", millis()),
+            ("maxUses", uint()), ("uses", uint()), ("revoked", json!({"type": "boolean"})),
+            ("usable", json!({"type": "boolean"})),
+        ], &[], false),
+        "InviteList": object(&[("invites", json!({"type": "array", "items": schema_ref("InviteInfo")}))], &[], false),
+        "InviteEnvelope": object(&[("invite", schema_ref("InviteInfo"))], &[], false),
+        "SetRole": object(&[("role", json!({"type": "string", "enum": ["admin", "member"]}))], &[], true),
+        "TransferOwnership": object(&[("userId", string())], &[], true),
+        "MemberEnvelope": object(&[("member", schema_ref("User"))], &[], false),
+    })
+}
+
 /// The JSON bodies, as `dto` reads and writes them.
 fn schemas() -> Value {
+    let mut all = base_schemas();
+    if let (Some(all), Value::Object(more)) = (all.as_object_mut(), account_schemas()) {
+        all.extend(more);
+    }
+    all
+}
+
+fn base_schemas() -> Value {
     let codes = [
         "invalid_argument",
         "unauthenticated",
@@ -505,6 +696,10 @@ fn schemas() -> Value {
             ("email", string()),
             ("displayName", string()),
             ("createdAt", millis()),
+            (
+                "role",
+                json!({"type": "string", "enum": ["owner", "admin", "member"]}),
+            ),
         ],
         &[],
         false,
@@ -570,20 +765,23 @@ fn schemas() -> Value {
             &[("code", json!({"type": "string", "enum": codes})), ("message", string())],
             &[], false))], &[], false),
         "CreateTeam": object(
-            &[("name", string()), ("email", string()), ("displayName", string())], &[], true),
+            &[("name", string()), ("email", string()), ("displayName", string())],
+            &[("deviceName", device_name())], true),
         "Login": object(
-            &[("inviteCode", string()), ("email", string()), ("displayName", string())], &[], true),
+            &[("inviteCode", string()), ("email", string()), ("displayName", string())],
+            &[("deviceName", device_name())], true),
         "Refresh": object(&[("refreshToken", string())], &[], true),
         "CreateInvite": object(&[], &[
             ("maxUses", json!({"type": "integer", "minimum": 0, "description": "0: the server's default"})),
-            ("ttlSeconds", json!({"type": "integer", "minimum": 0, "description": "0: the server's default"})),
+            ("expiresInHours", json!({"type": "integer", "minimum": 0, "description": "0: the server's default"})),
+            ("ttlSeconds", json!({"type": "integer", "minimum": 0, "description": "the older spelling of expiresInHours, in seconds"})),
         ], true),
         "Spawn": object(&[("task", string())], &[("vmId", nullable(string()))], true),
         "Team": team,
         "User": user,
         "Session": object(&session_fields, &[("inviteCode", string())], false),
         "TokenPair": object(&tokens, &[], false),
-        "Invite": object(&[("inviteCode", string()), ("expiresAt", millis()), ("maxUses", uint())], &[], false),
+        "Invite": object(&[("id", string()), ("inviteCode", string()), ("expiresAt", millis()), ("maxUses", uint())], &[], false),
         "TeamView": object(&[("team", nullable(schema_ref("Team"))),
                              ("members", json!({"type": "array", "items": schema_ref("User")}))], &[], false),
         "Agent": agent,

@@ -530,6 +530,9 @@ fn sample(schema: &Value, doc: &Value) -> Value {
     if let Some(first) = schema["anyOf"].get(0) {
         return sample(first, doc);
     }
+    if let Some(first) = schema["enum"].get(0) {
+        return first.clone();
+    }
     match schema["type"].as_str() {
         Some("object") => Value::Object(
             schema["properties"]

@@ -77,7 +77,13 @@ async fn thin_path(gw: &str) -> Team {
         )
         .await;
     assert_eq!(ack["ok"], false, "{ack}");
-    assert!(ack["error"].as_str().unwrap().contains("not a member"));
+    assert_eq!(ack["error"]["code"], "permission_denied", "{ack}");
+    assert!(
+        ack["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a member")
+    );
     let ack = sio
         .emit_ack(
             "chen",
@@ -300,7 +306,11 @@ async fn control_path(gw: &str, team: &mut Team) {
         )
         .await;
     assert_eq!(ack["ok"], false);
-    assert!(ack["error"].as_str().unwrap().contains("owner"), "{ack}");
+    assert_eq!(ack["error"]["code"], "permission_denied", "{ack}");
+    assert!(
+        ack["error"]["message"].as_str().unwrap().contains("owner"),
+        "{ack}"
+    );
 
     // Still alive: the owner's input reaches it and its echo reaches everyone.
     let ack = sio

@@ -39,7 +39,13 @@ async fn chat_presence_and_vms(gw: &str) {
         .emit_ack("chen", "chat_message", json!({"message": "hi"}))
         .await;
     assert_eq!(ack["ok"], false, "{ack}");
-    assert!(ack["error"].as_str().unwrap().contains("join a team"));
+    assert_eq!(ack["error"]["code"], "unauthenticated", "{ack}");
+    assert!(
+        ack["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("join a team")
+    );
     let ack = sio
         .emit_ack("chen", "presence_update", json!({"status": "away"}))
         .await;
@@ -111,7 +117,14 @@ async fn chat_presence_and_vms(gw: &str) {
         )
         .await;
     assert_eq!(ack["ok"], false);
-    assert!(ack["error"].as_str().unwrap().contains("too long"), "{ack}");
+    assert_eq!(ack["error"]["code"], "invalid_argument", "{ack}");
+    assert!(
+        ack["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too long"),
+        "{ack}"
+    );
     let ack = sio
         .emit_ack("sarah", "chat_message", json!({"text": "x"}))
         .await;

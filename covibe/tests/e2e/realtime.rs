@@ -284,7 +284,8 @@ async fn a_joined_socket_outlives_its_token_and_takes_a_fresh_one() {
         .emit_ack("phone", "chat_message", json!({"message": "hello?"}))
         .await;
     assert_eq!(ack["ok"], false, "{ack}");
-    let error = ack["error"].as_str().unwrap();
+    assert_eq!(ack["error"]["code"], "unauthenticated", "{ack}");
+    let error = ack["error"]["message"].as_str().unwrap();
     assert!(
         error.contains("expired") && error.contains("join_team"),
         "{error}"

@@ -93,6 +93,14 @@ impl Mesh {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect()
         };
+        // A service alone never makes up a signing key: the operator creates it first.
+        let status = mesh
+            .command("admin", &[])
+            .arg("rotate-signing-key")
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "covibe admin rotate-signing-key failed");
         let team = mesh.launch("team", Vec::new()).await;
         let auth = mesh
             .launch("auth", env(&[("COVIBE_ENDPOINTS__TEAM", &team)]))
