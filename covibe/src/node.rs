@@ -194,6 +194,7 @@ async fn team(
             config.auth.invite_ttl_secs,
             config.auth.invite_max_uses,
         )
+        .with_join_limit(config.limits.team_joins_per_minute)
         .with_session_ender(identity.ender.clone()),
     );
     {

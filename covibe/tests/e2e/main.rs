@@ -9,6 +9,7 @@ mod chat;
 mod faults;
 mod flood;
 mod grpc_web;
+mod identity;
 mod realtime;
 mod support;
 mod webhook;

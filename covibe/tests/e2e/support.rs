@@ -46,6 +46,10 @@ pub(crate) struct Mesh {
     pub(crate) orchestrator_addr: String,
     pub(crate) procs: Vec<(String, Env, Proc)>,
     pub(crate) gateway: String,
+    /// Each launched process's name and URL, in launch order.
+    pub(crate) urls: Vec<(String, String)>,
+    /// Environment every process of the mesh gets.
+    pub(crate) extra: Env,
 }
 
 impl Mesh {
@@ -64,7 +68,7 @@ impl Mesh {
             .env("COVIBE_REDIS_KEY_PREFIX", &self.redis_prefix)
             .env("COVIBE_AGENT_COMMAND", fake_agent_command())
             .env("COVIBE_PROJECT_DIR", &self.dir);
-        for (k, v) in extra {
+        for (k, v) in self.extra.iter().chain(extra) {
             cmd.env(k, v);
         }
         cmd
@@ -74,10 +78,20 @@ impl Mesh {
         let mut proc = Proc::spawn(name, self.command(name, &extra));
         let url = proc.wait_for_url(&format!("{name} listening on")).await;
         self.procs.push((name.to_owned(), extra, proc));
+        self.urls.push((name.to_owned(), url.clone()));
         url
     }
 
     pub(crate) async fn start(dir: &Path, database_url: &str, redis_url: &str) -> Self {
+        Self::start_with(dir, database_url, redis_url, Vec::new()).await
+    }
+
+    pub(crate) async fn start_with(
+        dir: &Path,
+        database_url: &str,
+        redis_url: &str,
+        extra: Env,
+    ) -> Self {
         let mut mesh = Self {
             dir: dir.to_owned(),
             database_url: database_url.to_owned(),
@@ -86,6 +100,8 @@ impl Mesh {
             orchestrator_addr: format!("127.0.0.1:{}", free_port()),
             procs: Vec::new(),
             gateway: String::new(),
+            urls: Vec::new(),
+            extra,
         };
         let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
             pairs
@@ -130,6 +146,24 @@ impl Mesh {
             )
             .await;
         mesh
+    }
+
+    /// The URL of the (first) process launched as `name`.
+    pub(crate) fn url(&self, name: &str) -> String {
+        self.urls
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, url)| url.clone())
+            .unwrap_or_else(|| panic!("no {name} in the mesh"))
+    }
+
+    /// The environment the gateway was launched with (to start another replica).
+    pub(crate) fn gateway_env(&self) -> Env {
+        self.procs
+            .iter()
+            .find(|(n, _, _)| n == "gateway")
+            .map(|(_, env, _)| env.clone())
+            .unwrap_or_default()
     }
 
     /// Kills a service with SIGKILL (no drain, no goodbye).
@@ -487,4 +521,112 @@ pub(crate) async fn join(sio: &mut SioClient, name: &str, data: Value) -> Value 
     let ack = sio.emit_ack(name, "join_team", data).await;
     assert_eq!(ack["ok"], true, "{name}: {ack}");
     ack
+}
+
+/// A running CoVibe (standalone or a mesh) as the identity tests see it: the gateway, each
+/// service's own gRPC address, and how to run `covibe admin` against it.
+pub(crate) struct Stack {
+    pub(crate) gw: String,
+    pub(crate) auth: String,
+    pub(crate) team: String,
+    pub(crate) orchestrator: String,
+    pub(crate) vm_connector: String,
+    pub(crate) preview: String,
+    /// The environment `covibe admin ...` needs to reach this stack's keys and database.
+    pub(crate) admin_env: Env,
+    pub(crate) data_dir: PathBuf,
+    _standalone: Option<Proc>,
+}
+
+/// Generous limits: these tests make many sign-ins and spawns from one address.
+pub(crate) const ROOMY: &[(&str, &str)] = &[
+    ("COVIBE_LIMITS__RATE_PER_IP_PER_SEC", "100000"),
+    ("COVIBE_LIMITS__BURST_PER_IP", "100000"),
+    ("COVIBE_LIMITS__RATE_PER_USER_PER_SEC", "100000"),
+    ("COVIBE_LIMITS__BURST_PER_USER", "100000"),
+    ("COVIBE_LIMITS__LOGIN_PER_IP_PER_MIN", "100000"),
+    ("COVIBE_LIMITS__LOGIN_BURST_PER_IP", "100000"),
+    ("COVIBE_LIMITS__TEAM_JOINS_PER_MINUTE", "100000"),
+    ("COVIBE_LIMITS__MAX_RUNNING_AGENTS", "1000"),
+    ("COVIBE_LIMITS__SPAWNS_PER_MINUTE", "100000"),
+];
+
+fn env_of(pairs: &[(&str, &str)]) -> Env {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+impl Stack {
+    /// `covibe standalone` in `dir`, every service's address read from what it prints.
+    pub(crate) async fn standalone(dir: &Path, extra: &[(&str, &str)]) -> Self {
+        let mut cmd = clean_command(Path::new(COVIBE));
+        for (k, v) in ROOMY.iter().chain(extra) {
+            cmd.env(k, v);
+        }
+        cmd.arg("standalone")
+            .env("COVIBE_HTTP_ADDR", "127.0.0.1:0")
+            .env("COVIBE_DATA_DIR", dir)
+            .env("COVIBE_AGENT_COMMAND", fake_agent_command())
+            .env("COVIBE_PROJECT_DIR", dir);
+        let mut proc = Proc::spawn("standalone", cmd);
+        // Announced in this order.
+        let auth = proc.wait_for_url("auth listening on").await;
+        let team = proc.wait_for_url("team listening on").await;
+        let orchestrator = proc.wait_for_url("orchestrator listening on").await;
+        let vm_connector = proc.wait_for_url("vm-connector listening on").await;
+        let preview = proc.wait_for_url("preview listening on").await;
+        let gw = proc.wait_for_url("gateway listening on").await;
+        Self {
+            gw,
+            auth,
+            team,
+            orchestrator,
+            vm_connector,
+            preview,
+            admin_env: env_of(&[("COVIBE_DATA_DIR", &dir.display().to_string())]),
+            data_dir: dir.to_owned(),
+            _standalone: Some(proc),
+        }
+    }
+
+    /// The addresses of a running mesh (which stays the caller's to keep alive).
+    pub(crate) fn of_mesh(mesh: &Mesh) -> Self {
+        Self {
+            gw: mesh.gateway.clone(),
+            auth: mesh.url("auth"),
+            team: mesh.url("team"),
+            orchestrator: mesh.url("orchestrator"),
+            vm_connector: mesh.url("vm-connector"),
+            preview: mesh.url("preview"),
+            admin_env: env_of(&[
+                ("COVIBE_DATA_DIR", &mesh.dir.display().to_string()),
+                ("COVIBE_DATABASE_URL", &mesh.database_url),
+            ]),
+            data_dir: mesh.dir.clone(),
+            _standalone: None,
+        }
+    }
+
+    /// Runs `covibe admin ARGS...`; returns its exit success and what it printed.
+    pub(crate) async fn admin(&self, args: &[&str]) -> (bool, String) {
+        let mut cmd = clean_command(Path::new(COVIBE));
+        cmd.arg("admin").args(args);
+        for (k, v) in &self.admin_env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().await.unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+}
+
+/// A roomy mesh: every service in its own process over PostgreSQL and Redis.
+pub(crate) async fn roomy_mesh(dir: &Path, database_url: &str) -> Mesh {
+    Mesh::start_with(dir, database_url, &redis_url(), env_of(ROOMY)).await
 }

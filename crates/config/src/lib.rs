@@ -125,9 +125,13 @@ pub struct Limits {
     /// Gateway requests per second from one member (by their access token).
     pub rate_per_user_per_sec: u32,
     pub burst_per_user: u32,
-    /// Sign-ins (`POST /api/auth/login`) per minute from one address: stops invite-code guessing.
+    /// Sign-ins (`POST /api/auth/login`, `/api/auth/device/redeem`) per minute from one
+    /// address: stops code guessing.
     pub login_per_ip_per_min: u32,
     pub login_burst_per_ip: u32,
+    /// New members one team takes per minute through invites (and at once after a quiet
+    /// spell): a leaked code cannot fill a team in a burst.
+    pub team_joins_per_minute: u32,
     /// Milliseconds a gateway request may take before it is answered 503.
     pub request_timeout_ms: u64,
     /// Gateway requests in flight at once; past that, requests are answered 503 at once.
@@ -207,6 +211,7 @@ impl Default for Limits {
             burst_per_user: 100,
             login_per_ip_per_min: 20,
             login_burst_per_ip: 20,
+            team_joins_per_minute: 20,
             request_timeout_ms: 30_000,
             max_concurrent_requests: 1024,
             max_sockets: 50_000,
@@ -319,6 +324,7 @@ impl Config {
             || self.limits.burst_per_user == 0
             || self.limits.login_per_ip_per_min == 0
             || self.limits.login_burst_per_ip == 0
+            || self.limits.team_joins_per_minute == 0
             || self.limits.request_timeout_ms == 0
             || self.limits.max_concurrent_requests == 0
             || self.limits.max_sockets == 0

@@ -62,35 +62,43 @@ pub struct TeamDomain {
     sessions: Option<covibe_identity::revocation::Ender>,
 }
 
-/// Redemptions one team takes per minute, and at once after a quiet spell.
-const JOINS_PER_MINUTE: f64 = 20.0;
-const JOINS_BURST: f64 = 20.0;
+/// Redemptions one team takes per minute by default, and at once after a quiet spell.
+pub const JOINS_PER_MINUTE: u32 = 20;
 
 /// A token bucket per team, in this process.
-#[derive(Default)]
-struct JoinLimiter(std::sync::Mutex<std::collections::HashMap<TeamId, (f64, i64)>>);
+struct JoinLimiter {
+    per_minute: f64,
+    buckets: std::sync::Mutex<std::collections::HashMap<TeamId, (f64, i64)>>,
+}
 
 impl JoinLimiter {
+    fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute: f64::from(per_minute.max(1)),
+            buckets: std::sync::Mutex::default(),
+        }
+    }
+
     /// Takes one redemption of `team`'s budget, or says how many seconds until there is one.
     fn take(&self, team: TeamId, now: i64) -> Result<(), u64> {
         let mut buckets = self
-            .0
+            .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if buckets.len() > 10_000 {
             buckets.retain(|_, (_, at)| now - *at < 60_000);
         }
-        let (tokens, at) = buckets.entry(team).or_insert((JOINS_BURST, now));
+        let (tokens, at) = buckets.entry(team).or_insert((self.per_minute, now));
         #[allow(clippy::cast_precision_loss)]
         let elapsed_min = (now - *at).max(0) as f64 / 60_000.0;
-        *tokens = (*tokens + elapsed_min * JOINS_PER_MINUTE).min(JOINS_BURST);
+        *tokens = (*tokens + elapsed_min * self.per_minute).min(self.per_minute);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
             return Ok(());
         }
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let wait = ((1.0 - *tokens) / JOINS_PER_MINUTE * 60.0).ceil() as u64;
+        let wait = ((1.0 - *tokens) / self.per_minute * 60.0).ceil() as u64;
         Err(wait.max(1))
     }
 }
@@ -117,9 +125,15 @@ impl TeamDomain {
                 ttl_ms,
                 max_uses: invite_max_uses.max(1),
             },
-            joins: JoinLimiter::default(),
+            joins: JoinLimiter::new(JOINS_PER_MINUTE),
             sessions: None,
         }
+    }
+
+    /// At most `per_minute` new members per team through invites (default [`JOINS_PER_MINUTE`]).
+    pub fn with_join_limit(mut self, per_minute: u32) -> Self {
+        self.joins = JoinLimiter::new(per_minute);
+        self
     }
 
     /// Removing a member ends their sessions everywhere through `ender`.
@@ -470,5 +484,24 @@ impl TeamDomain {
         }
         tracing::info!(team_id = %team, from = %user, to = %target, "ownership transferred");
         self.team_with_members(user, team).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_team_takes_its_burst_then_waits() {
+        let limiter = JoinLimiter::new(3);
+        let (team, other) = (TeamId::new(), TeamId::new());
+        let now = 1_000_000;
+        for _ in 0..3 {
+            assert!(limiter.take(team, now).is_ok());
+        }
+        let wait = limiter.take(team, now).unwrap_err();
+        assert_eq!(wait, 20, "a third of a minute for the next one");
+        assert!(limiter.take(other, now).is_ok(), "teams are limited apart");
+        assert!(limiter.take(team, now + 20_000).is_ok());
     }
 }
