@@ -31,9 +31,9 @@ k8s-validate:
 # auth :50051, team :50052, orchestrator :50053, vm-connector :50054, preview :50055 (gRPC) and
 # the gateway on http://127.0.0.1:8080, wired like the Kubernetes deployment. Separate processes
 # share state only through PostgreSQL and Redis, so both must be running; set
-# COVIBE_DATABASE_URL / COVIBE_REDIS_URL to yours (the database must exist). Auth creates the JWT
-# key pair under COVIBE_DATA_DIR/keys (default .covibe-multi) and the others start once its public
-# key is there. Ctrl-C stops them all.
+# COVIBE_DATABASE_URL / COVIBE_REDIS_URL to yours (the database must exist). The token signing key
+# is created first (`covibe admin rotate-signing-key --if-missing`) under COVIBE_DATA_DIR/keys
+# (default .covibe-multi): no service makes up a key of its own. Ctrl-C stops them all.
 #
 # Every service as its own process (needs PostgreSQL and Redis): http://127.0.0.1:8080
 multi:
@@ -54,13 +54,8 @@ multi:
     mkdir -p "$COVIBE_DATA_DIR"
     bin=target/release/covibe
     trap 'trap - EXIT INT TERM; kill $(jobs -p) 2>/dev/null || true; wait' EXIT INT TERM
+    "$bin" admin rotate-signing-key --if-missing
     COVIBE_GRPC_ADDR=127.0.0.1:50051 "$bin" auth &
-    for _ in $(seq 300); do
-        [[ -s "$COVIBE_AUTH__VERIFYING_KEY_FILE" ]] && break
-        kill -0 $! 2>/dev/null || { echo "multi: auth exited" >&2; exit 1; }
-        sleep 0.1
-    done
-    [[ -s "$COVIBE_AUTH__VERIFYING_KEY_FILE" ]] || { echo "multi: no key from auth after 30 s" >&2; exit 1; }
     COVIBE_GRPC_ADDR=127.0.0.1:50052 "$bin" team &
     COVIBE_GRPC_ADDR=127.0.0.1:50053 "$bin" orchestrator &
     COVIBE_GRPC_ADDR=127.0.0.1:50054 "$bin" vm-connector &

@@ -361,13 +361,22 @@ impl Stack {
                     keys.join("jwt-signing.pub.pem"),
                 );
         };
+        // A service alone never makes up a signing key: create it first, as an operator does.
+        let mut keygen = covibe_command(bins, "admin", &dir);
+        configure(&mut keygen);
+        let status = keygen
+            .args(["rotate-signing-key", "--if-missing"])
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("covibe admin rotate-signing-key failed: {status}");
+        }
         let roles = ["auth", "team", "orchestrator", "vm-connector", "preview"];
         for (i, role) in roles.iter().enumerate() {
             let mut command = covibe_command(bins, role, &dir);
             configure(&mut command);
             command.env("COVIBE_GRPC_ADDR", grpc(i));
             let mut proc = Proc::spawn(role, command, &dir)?;
-            // Auth creates the key pair the others verify with: wait for it first.
             proc.wait_for(&format!("{role} listening on"), Duration::from_secs(120))
                 .await?;
             stack.procs.push(proc);

@@ -13,7 +13,14 @@ use covibe_identity::KeyFiles;
 pub enum Admin {
     /// Adds a token signing key: tokens are signed with it from now on, those of the keys
     /// before it verify until they are retired. Creates the first key on a new set-up.
-    RotateSigningKey(super::Common),
+    RotateSigningKey {
+        #[command(flatten)]
+        common: super::Common,
+        /// Only create the first key: do nothing when a signing key exists (for set-up
+        /// scripts that run at every start).
+        #[arg(long)]
+        if_missing: bool,
+    },
     /// Removes verifying keys: the one named, or every one but the current signing key's.
     /// Tokens they signed are refused from then on (wait an access token's lifetime first).
     RetireSigningKey {
@@ -46,11 +53,18 @@ fn key_files(config: &Config) -> KeyFiles {
 
 pub async fn run(admin: Admin) -> anyhow::Result<()> {
     match admin {
-        Admin::RotateSigningKey(common) => {
+        Admin::RotateSigningKey { common, if_missing } => {
             let Some(config) = super::load(&common)? else {
                 return Ok(());
             };
             let files = key_files(&config);
+            if if_missing && files.signing.exists() {
+                println!(
+                    "a signing key exists ({}): nothing to do",
+                    files.signing.display()
+                );
+                return Ok(());
+            }
             let kid = covibe_identity::rotate(&files).context("rotating the signing key")?;
             println!(
                 "new signing key {kid}: signing from now on ({}); verifying keys in {}",
