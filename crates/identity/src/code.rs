@@ -63,6 +63,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A fresh bearer token: 256 random bits from the OS, URL-safe base64 (43 characters).
+pub fn new_token() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+}
+
+/// Whether two token hashes are the same, in constant time.
+pub fn same_hash(a: &str, b: &str) -> bool {
+    constant_time_eq(a.as_bytes(), b.as_bytes())
+}
+
 /// `n` random bytes from the OS.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
@@ -98,5 +109,10 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
+        let (x, y) = (new_token(), new_token());
+        assert_ne!(x, y);
+        assert_eq!(x.len(), 43);
+        assert!(same_hash(&hash_token(&x), &hash_token(&x)));
+        assert!(!same_hash(&hash_token(&x), &hash_token(&y)));
     }
 }

@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use covibe_bootstrap::{Client, bearer};
 use covibe_proto::events::v1::{AgentCommand, ControlMessage, control_message};
@@ -14,8 +12,6 @@ use covibe_proto::vmconnector::v1 as vmc;
 use covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServiceClient;
 use covibe_storage::HotStore;
 use covibe_types::{AgentId, AgentStatus, ApiError, Code, TeamId, UserId, now_ms};
-use rand::RngCore;
-use sha2::Digest;
 
 use crate::Error;
 use crate::events;
@@ -82,10 +78,7 @@ pub struct Agents {
     limits: Limits,
 }
 
-pub(crate) fn hash_token(token: &str) -> String {
-    let digest = sha2::Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub(crate) use covibe_identity::code::hash_token;
 
 impl Agents {
     pub fn new(
@@ -263,9 +256,7 @@ impl Agents {
             )
             .into());
         }
-        let mut secret = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut secret);
-        let agent_token = URL_SAFE_NO_PAD.encode(secret);
+        let agent_token = covibe_identity::code::new_token();
         let agent = Agent {
             id: AgentId::new(),
             team_id: team,

@@ -66,13 +66,7 @@ fn link_error(code: Code, message: &str) -> Result<ServerFrame, Status> {
     }))
 }
 
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
+use covibe_identity::code::same_hash as same;
 
 #[tonic::async_trait]
 impl AgentLink for LinkService {

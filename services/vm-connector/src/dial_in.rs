@@ -24,7 +24,6 @@ use covibe_proto::vmconnector::v1::{
 };
 use covibe_storage::{FanoutEvent, HotStore, Subscription};
 use covibe_types::{ApiError, VmId, now_ms};
-use sha2::Digest;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -40,28 +39,10 @@ pub const DEFAULT_SPAWN_TIMEOUT: Duration = Duration::from_secs(5);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Hex SHA-256 of a VM token: only this is stored.
-pub(crate) fn hash_token(token: &str) -> String {
-    let digest = sha2::Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Constant-time comparison (for equal lengths) of two token hashes.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
+pub(crate) use covibe_identity::code::hash_token;
 /// A fresh VM token: 256 random bits, URL-safe base64.
-pub(crate) fn new_token() -> String {
-    use base64::Engine;
-    use rand::RngCore;
-    let mut secret = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut secret);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
-}
+pub(crate) use covibe_identity::code::new_token;
+use covibe_identity::code::same_hash as same;
 
 /// The daemon streams this replica holds, and the spawns this replica is waiting on.
 pub struct Daemons {
@@ -286,19 +267,4 @@ pub(crate) async fn dial(
         tracing::info!(%vm, "vm-agent daemon detached");
     });
     Ok(ReceiverStream::new(rx))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_random_and_compared_by_hash() {
-        let (a, b) = (new_token(), new_token());
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 43);
-        assert!(same(&hash_token(&a), &hash_token(&a)));
-        assert!(!same(&hash_token(&a), &hash_token(&b)));
-        assert!(!same("ab", "abc"));
-    }
 }
