@@ -29,14 +29,20 @@ impl From<tonic::Status> for HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let ApiError { code, message } = self.0;
+        let ApiError {
+            code,
+            message,
+            retry_after_secs,
+        } = self.0;
         let body = Json(json!({"error": {"code": code.as_str(), "message": message}}));
         let mut response = (code.http_status(), body).into_response();
         if code == Code::RateLimited {
-            response.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
+            let secs = retry_after_secs.unwrap_or(1);
+            if let Ok(value) = http::HeaderValue::from_str(&secs.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, value);
+            }
         }
         response
     }

@@ -832,3 +832,88 @@ async fn signing_keys_rotate_in_standalone_and_the_mesh() {
         "{said}"
     );
 }
+
+/// Guessing and flooding: a team takes only so many new members a minute, whatever addresses
+/// they come from (429 with `Retry-After`), one address only so many sign-in attempts; neither
+/// locks a member out of signing in on a new device.
+#[tokio::test]
+async fn sign_in_limits_never_lock_members_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::standalone(
+        dir.path(),
+        &[
+            ("COVIBE_LIMITS__TEAM_JOINS_PER_MINUTE", "2"),
+            ("COVIBE_LIMITS__LOGIN_PER_IP_PER_MIN", "3"),
+            ("COVIBE_LIMITS__LOGIN_BURST_PER_IP", "3"),
+            ("COVIBE_LIMITS__TRUST_FORWARDED_FOR", "true"),
+        ],
+    )
+    .await;
+    let gw = &stack.gw;
+    let http = reqwest::Client::new();
+    let (sarah, code) = new_team(&http, gw, "Rocket", "sarah@example.com").await;
+    let join_from = |address: String, email: String| {
+        let (http, code) = (http.clone(), code.clone());
+        let url = format!("{gw}/api/auth/login");
+        async move {
+            let response = http
+                .post(url)
+                .header("x-forwarded-for", address)
+                .json(&json!({"inviteCode": code, "email": email, "displayName": "N"}))
+                .send()
+                .await
+                .unwrap();
+            let retry = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+            (response.status().as_u16(), retry)
+        }
+    };
+    // Each from an address of its own: the team's own limit stops the third.
+    for n in 1..=2 {
+        let (status, _) = join_from(format!("10.0.0.{n}"), format!("n{n}@example.com")).await;
+        assert_eq!(status, 200);
+    }
+    let (status, retry) = join_from("10.0.0.3".into(), "n3@example.com".into()).await;
+    assert_eq!(status, 429);
+    assert!(retry.is_some_and(|secs| secs >= 1), "{retry:?}");
+    // One address guessing codes: stopped after its burst, with Retry-After.
+    let mut limited = None;
+    for n in 0..10 {
+        let response = http
+            .post(format!("{gw}/api/auth/login"))
+            .header("x-forwarded-for", "10.9.9.9")
+            .json(&json!({"inviteCode": format!("AAAA-BBBB-CCCC-{n:04}"), "email": "g@example.com", "displayName": "G"}))
+            .send()
+            .await
+            .unwrap();
+        if response.status().as_u16() == 429 {
+            limited = Some(response.headers().contains_key("retry-after"));
+            break;
+        }
+        assert_eq!(response.status().as_u16(), 401);
+    }
+    assert_eq!(
+        limited,
+        Some(true),
+        "one address is limited, with Retry-After"
+    );
+    // Sarah still signs in on a new device, from another address.
+    let (status, code) = post(
+        &http,
+        &format!("{gw}/api/auth/device"),
+        Some(&sarah.token),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 201, "{code}");
+    let response = http
+        .post(format!("{gw}/api/auth/device/redeem"))
+        .header("x-forwarded-for", "10.1.1.1")
+        .json(&json!({"code": code["code"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+}

@@ -18,6 +18,13 @@ pub(crate) async fn start_standalone(dir: &Path) -> (Proc, String) {
 }
 
 pub(crate) async fn start_standalone_with(dir: &Path, extra: &[(&str, &str)]) -> (Proc, String) {
+    let mut proc = Proc::spawn("standalone", standalone_command(dir, extra));
+    let url = proc.wait_for_url("gateway listening on").await;
+    (proc, url)
+}
+
+/// `covibe standalone` in `dir` with the fake agent, the gateway on a free port.
+fn standalone_command(dir: &Path, extra: &[(&str, &str)]) -> tokio::process::Command {
     let mut cmd = clean_command(Path::new(COVIBE));
     for (k, v) in extra {
         cmd.env(k, v);
@@ -27,9 +34,7 @@ pub(crate) async fn start_standalone_with(dir: &Path, extra: &[(&str, &str)]) ->
         .env("COVIBE_DATA_DIR", dir)
         .env("COVIBE_AGENT_COMMAND", fake_agent_command())
         .env("COVIBE_PROJECT_DIR", dir);
-    let mut proc = Proc::spawn("standalone", cmd);
-    let url = proc.wait_for_url("gateway listening on").await;
-    (proc, url)
+    cmd
 }
 
 /// Extra environment of one service process.
@@ -561,16 +566,8 @@ fn env_of(pairs: &[(&str, &str)]) -> Env {
 impl Stack {
     /// `covibe standalone` in `dir`, every service's address read from what it prints.
     pub(crate) async fn standalone(dir: &Path, extra: &[(&str, &str)]) -> Self {
-        let mut cmd = clean_command(Path::new(COVIBE));
-        for (k, v) in ROOMY.iter().chain(extra) {
-            cmd.env(k, v);
-        }
-        cmd.arg("standalone")
-            .env("COVIBE_HTTP_ADDR", "127.0.0.1:0")
-            .env("COVIBE_DATA_DIR", dir)
-            .env("COVIBE_AGENT_COMMAND", fake_agent_command())
-            .env("COVIBE_PROJECT_DIR", dir);
-        let mut proc = Proc::spawn("standalone", cmd);
+        let env: Vec<(&str, &str)> = ROOMY.iter().chain(extra).copied().collect();
+        let mut proc = Proc::spawn("standalone", standalone_command(dir, &env));
         // Announced in this order.
         let auth = proc.wait_for_url("auth listening on").await;
         let team = proc.wait_for_url("team listening on").await;

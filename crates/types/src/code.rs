@@ -104,6 +104,8 @@ impl fmt::Display for Code {
 pub struct ApiError {
     pub code: Code,
     pub message: String,
+    /// For `rate_limited`: seconds until a retry may succeed (HTTP's `Retry-After`).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -111,6 +113,15 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    /// `rate_limited`, retry in `secs` seconds (at least one).
+    pub fn rate_limited(message: impl Into<String>, secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(secs.max(1)),
+            ..Self::new(Code::RateLimited, message)
         }
     }
 
@@ -148,14 +159,31 @@ impl ApiError {
             Code::Unavailable if status.message().is_empty() => {
                 Self::new(code, "a service is unavailable, try again")
             }
+            Code::RateLimited => {
+                let secs = status
+                    .metadata()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(1);
+                Self::rate_limited(status.message(), secs)
+            }
             _ => Self::new(code, status.message()),
         }
     }
 }
 
+/// The gRPC metadata a `rate_limited` status carries its retry delay in.
+const RETRY_AFTER: &str = "retry-after";
+
 impl From<ApiError> for tonic::Status {
     fn from(err: ApiError) -> Self {
-        tonic::Status::new(err.code.grpc(), err.message)
+        let mut status = tonic::Status::new(err.code.grpc(), err.message);
+        if let Some(secs) = err.retry_after_secs
+            && let Ok(value) = secs.to_string().parse()
+        {
+            status.metadata_mut().insert(RETRY_AFTER, value);
+        }
+        status
     }
 }
 
@@ -179,6 +207,14 @@ mod tests {
         ] {
             assert_eq!(Code::from_grpc(code.grpc()), code);
         }
+    }
+
+    #[test]
+    fn a_retry_delay_crosses_grpc() {
+        let status = tonic::Status::from(ApiError::rate_limited("slow down", 17));
+        let back = ApiError::from_status(&status);
+        assert_eq!(back.code, Code::RateLimited);
+        assert_eq!(back.retry_after_secs, Some(17));
     }
 
     #[test]

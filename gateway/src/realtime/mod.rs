@@ -289,10 +289,11 @@ pub(crate) type Data<T> = Result<T, serde_json::Error>;
 
 /// Refuses an event with the error REST would answer: `{ok: false, error: {code, message}}`.
 pub(crate) fn refuse(ack: Ack, err: covibe_types::ApiError) {
-    ack.send(&json!({
-        "ok": false,
-        "error": {"code": err.code.as_str(), "message": err.message},
-    }));
+    let mut error = json!({"code": err.code.as_str(), "message": err.message});
+    if let Some(secs) = err.retry_after_secs {
+        error["retryAfter"] = json!(secs);
+    }
+    ack.send(&json!({"ok": false, "error": error}));
 }
 
 /// Refuses an event with a service's answer, hiding what REST hides (transport details).

@@ -221,9 +221,9 @@ impl TeamDomain {
         }
         if let Err(wait) = self.joins.take(invite.team_id, now) {
             tracing::warn!(team_id = %invite.team_id, "invite redemptions rate limited");
-            return Err(ApiError::new(
-                covibe_types::Code::RateLimited,
+            return Err(ApiError::rate_limited(
                 format!("too many sign-ups for this team, try again in {wait} s"),
+                wait,
             )
             .into());
         }

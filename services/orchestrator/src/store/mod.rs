@@ -90,6 +90,19 @@ pub trait AgentStore: Send + Sync + 'static {
     async fn output(&self, id: AgentId, from: u64, limit: u64) -> Result<Vec<StoredChunk>, DbErr>;
 }
 
+/// The owner's agents that are pending, starting or running.
+fn active_query(owner: UserId) -> sea_orm::Select<agent::Entity> {
+    let active = [
+        AgentStatus::Pending,
+        AgentStatus::Starting,
+        AgentStatus::Running,
+    ]
+    .map(AgentStatus::as_str);
+    agent::Entity::find()
+        .filter(agent::Column::OwnerId.eq(owner.to_string()))
+        .filter(agent::Column::Status.is_in(active))
+}
+
 pub struct SeaAgentStore {
     db: DatabaseConnection,
 }
@@ -391,29 +404,11 @@ impl AgentStore for SeaAgentStore {
     }
 
     async fn count_active(&self, owner: UserId) -> Result<u64, DbErr> {
-        let active = [
-            AgentStatus::Pending,
-            AgentStatus::Starting,
-            AgentStatus::Running,
-        ]
-        .map(AgentStatus::as_str);
-        agent::Entity::find()
-            .filter(agent::Column::OwnerId.eq(owner.to_string()))
-            .filter(agent::Column::Status.is_in(active))
-            .count(&self.db)
-            .await
+        active_query(owner).count(&self.db).await
     }
 
     async fn active_of(&self, owner: UserId) -> Result<Vec<AgentId>, DbErr> {
-        let active = [
-            AgentStatus::Pending,
-            AgentStatus::Starting,
-            AgentStatus::Running,
-        ]
-        .map(AgentStatus::as_str);
-        agent::Entity::find()
-            .filter(agent::Column::OwnerId.eq(owner.to_string()))
-            .filter(agent::Column::Status.is_in(active))
+        active_query(owner)
             .all(&self.db)
             .await?
             .into_iter()
