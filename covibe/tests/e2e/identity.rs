@@ -354,7 +354,7 @@ async fn flows(stack: &Stack) {
     let (status, _) = get(&http, &format!("{gw}/api/auth/me"), &sarah.token).await;
     assert_eq!(status, 200);
 
-    forged_tokens(stack, &sarah, &miguel).await;
+    forged_tokens(stack, &sarah, &miguel, &agent).await;
 
     let (status, body) = post(
         &http,
@@ -394,7 +394,7 @@ fn now_secs() -> i64 {
 
 /// Every forged or misused token is refused over HTTP and by each service's own gRPC port,
 /// and none of the calls changes anything.
-async fn forged_tokens(stack: &Stack, sarah: &Signed, removed: &Signed) {
+async fn forged_tokens(stack: &Stack, sarah: &Signed, removed: &Signed, agent: &str) {
     let http = reqwest::Client::new();
     let gw = &stack.gw;
     let kid = kid_of(&sarah.token);
@@ -488,7 +488,7 @@ async fn forged_tokens(stack: &Stack, sarah: &Signed, removed: &Signed) {
             sign(stack, &kid, &claims)
         }),
         ("a refresh token", sarah.refresh.clone()),
-        ("an agent link token", URL_SAFE_NO_PAD.encode([7u8; 32])),
+        ("an agent link token", link_token_of(agent)),
         ("a dial-in VM token", vm_token),
         ("a removed member's token", removed.token.clone()),
     ];
@@ -629,6 +629,28 @@ async fn forged_tokens(stack: &Stack, sarah: &Signed, removed: &Signed) {
         }
     }
     assert_eq!(snapshot(&http, gw, sarah).await, before, "nothing changed");
+}
+
+/// The link token of a running agent, read from its vm-agent's environment (the only place
+/// it exists in clear).
+fn link_token_of(agent: &str) -> String {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if !String::from_utf8_lossy(&cmdline).contains(agent) {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        for var in environ.split(|b| *b == 0) {
+            if let Some(token) = var.strip_prefix(b"COVIBE_AGENT_TOKEN=") {
+                return String::from_utf8(token.to_vec()).unwrap();
+            }
+        }
+    }
+    panic!("no vm-agent process runs agent {agent}");
 }
 
 /// What the forged calls could have changed: the team, its chat, agents, VMs, invites and
