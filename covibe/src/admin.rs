@@ -15,7 +15,7 @@ pub enum Admin {
     /// before it verify until they are retired. Creates the first key on a new set-up.
     RotateSigningKey {
         #[command(flatten)]
-        common: super::Common,
+        common: crate::options::Common,
         /// Only create the first key: do nothing when a signing key exists (for set-up
         /// scripts that run at every start).
         #[arg(long)]
@@ -25,7 +25,7 @@ pub enum Admin {
     /// Tokens they signed are refused from then on (wait an access token's lifetime first).
     RetireSigningKey {
         #[command(flatten)]
-        common: super::Common,
+        common: crate::options::Common,
         /// The key id (`kid`) to retire.
         #[arg(long)]
         kid: Option<String>,
@@ -34,7 +34,7 @@ pub enum Admin {
     /// `POST /api/auth/device/redeem` on a new device.
     RecoveryCode {
         #[command(flatten)]
-        common: super::Common,
+        common: crate::options::Common,
         /// The team's id.
         #[arg(long)]
         team: String,
@@ -54,7 +54,7 @@ fn key_files(config: &Config) -> KeyFiles {
 pub async fn run(admin: Admin) -> anyhow::Result<()> {
     match admin {
         Admin::RotateSigningKey { common, if_missing } => {
-            let Some(config) = super::load(&common)? else {
+            let Some(config) = crate::options::load(&common)? else {
                 return Ok(());
             };
             let files = key_files(&config);
@@ -73,7 +73,7 @@ pub async fn run(admin: Admin) -> anyhow::Result<()> {
             );
         }
         Admin::RetireSigningKey { common, kid } => {
-            let Some(config) = super::load(&common)? else {
+            let Some(config) = crate::options::load(&common)? else {
                 return Ok(());
             };
             let retired = covibe_identity::retire(&key_files(&config), kid.as_deref())
@@ -90,7 +90,7 @@ pub async fn run(admin: Admin) -> anyhow::Result<()> {
             team,
             email,
         } => {
-            let Some(config) = super::load(&common)? else {
+            let Some(config) = crate::options::load(&common)? else {
                 return Ok(());
             };
             let team: covibe_types::TeamId = team.parse().context("--team is not a team id")?;

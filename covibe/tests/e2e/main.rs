@@ -10,6 +10,7 @@ mod faults;
 mod flood;
 mod grpc_web;
 mod identity;
+mod layering;
 mod permissions;
 mod realtime;
 mod support;

@@ -14,7 +14,7 @@ use ed25519_dalek::VerifyingKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 
-use crate::{Error, Signer, Verifier};
+use crate::Error;
 
 #[derive(Debug, Clone)]
 pub struct KeyFiles {
@@ -81,38 +81,11 @@ pub(crate) fn read_signing_key(path: &Path) -> Result<(String, SigningKey), Erro
     Ok((key_id(&key.verifying_key())?, key))
 }
 
-fn missing(path: &Path, what: &str) -> Error {
+pub(crate) fn missing(path: &Path, what: &str) -> Error {
     Error::Missing {
         path: path.display().to_string(),
         what: what.to_owned(),
     }
-}
-
-/// Loads the signer and a verifier, creating the first key if there is none yet: for
-/// `covibe standalone`, where one process is the whole mesh. Several processes may race here:
-/// whoever loses loads the winner's key.
-pub fn load_or_generate(files: &KeyFiles) -> Result<(Signer, Verifier), Error> {
-    if !files.signing.exists() && !files.verifying.exists() {
-        generate_first(files)?;
-    }
-    Ok((load_signer(files)?, load_verifier(files)?))
-}
-
-/// The auth service's signer. A missing file is an error naming it: a service never makes up
-/// a key of its own (`covibe admin rotate-signing-key` creates the first one).
-pub fn load_signer(files: &KeyFiles) -> Result<Signer, Error> {
-    if !files.signing.exists() {
-        return Err(missing(&files.signing, "token signing key"));
-    }
-    Signer::load(&files.signing)
-}
-
-/// Every service's verifier. A missing file is an error naming it.
-pub fn load_verifier(files: &KeyFiles) -> Result<Verifier, Error> {
-    if !files.verifying.exists() {
-        return Err(missing(&files.verifying, "token verifying keys"));
-    }
-    Verifier::load(&files.verifying)
 }
 
 /// Adds a new signing key and returns its id: from now on tokens are signed with it, and those
@@ -187,7 +160,7 @@ fn tmp_path(path: &Path) -> PathBuf {
 }
 
 /// The first key pair, linked into place so that, of processes racing, exactly one wins.
-fn generate_first(files: &KeyFiles) -> Result<(), Error> {
+pub(crate) fn generate_first(files: &KeyFiles) -> Result<(), Error> {
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
     for dir in [files.signing.parent(), files.verifying.parent()]
         .into_iter()

@@ -5,10 +5,12 @@
 
 pub mod code;
 mod keys;
+mod load;
 pub mod revocation;
 mod token;
 
-pub use keys::{KeyFiles, load_or_generate, load_signer, load_verifier, retire, rotate};
+pub use keys::{KeyFiles, retire, rotate};
+pub use load::{load_or_generate, load_signer, load_verifier};
 pub use revocation::{Ended, Revocations};
 pub use token::{Principal, Signer, TokenKind, Verifier, bearer_from_metadata};
 

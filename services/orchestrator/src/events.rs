@@ -4,9 +4,7 @@ use bytes::Bytes;
 use covibe_proto::events::v1 as ev;
 use covibe_proto::prost::Message;
 
-use crate::agents::Agent;
-use crate::ingest::Source;
-use crate::store::StoredChunk;
+use crate::model::{Agent, Source, StoredChunk};
 
 pub fn status(agent: &Agent) -> Bytes {
     let event = ev::TeamEvent {

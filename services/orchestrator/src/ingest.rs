@@ -27,13 +27,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use covibe_storage::HotChunk;
-use covibe_types::{AgentId, ApiError, TeamId, UserId};
+use covibe_types::{AgentId, ApiError};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::Error;
 use crate::agents::Agents;
 use crate::events;
-use crate::store::{OutputBatch, StoredChunk};
+use crate::model::{OutputBatch, Source, StoredChunk};
 use crate::stream_json::{self, Outcome};
 
 /// How the gatherer makes a group: lingering up to 3 ms while fewer than 32 lines wait, at most
@@ -73,14 +73,6 @@ const IN_FLIGHT_UNITS: usize = 8 * 1024;
 /// Tries of one statement before its links are told to resend (a deadlock with another
 /// replica's writer, a database fail-over).
 const ATTEMPTS: u32 = 3;
-
-/// Whose output a batch is, as the fan-out needs it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Source {
-    pub id: AgentId,
-    pub team_id: TeamId,
-    pub owner_id: UserId,
-}
 
 struct Job {
     source: Source,
@@ -435,6 +427,7 @@ async fn store(agents: &Agents, batches: &[OutputBatch<'_>]) -> Option<Vec<u64>>
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use covibe_types::{TeamId, UserId};
 
     fn job(agent: AgentId, seqs: std::ops::Range<u64>) -> Job {
         Job {

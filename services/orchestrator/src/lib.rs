@@ -13,12 +13,14 @@ mod grpc;
 mod ingest;
 mod link;
 mod links;
+mod model;
 pub mod store;
 mod stream_json;
 
-pub use agents::{Agent, Agents, Limits, OutputPage};
+pub use agents::Agents;
 pub use error::Error;
 pub use grpc::OrchestratorGrpc;
 pub use link::LinkService;
-pub use store::{AgentStore, OutputBatch, SeaAgentStore, StoredChunk};
+pub use model::{Agent, Limits, OutputBatch, OutputPage, StoredChunk};
+pub use store::{AgentStore, SeaAgentStore};
 pub use stream_json::{Outcome, Parsed, parse as parse_stream_json};

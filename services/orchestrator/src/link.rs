@@ -20,10 +20,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
-use crate::agents::{Agent, Agents, hash_token};
-use crate::ingest::{Ingest, Progress, Source};
+use crate::agents::{Agents, hash_token};
+use crate::ingest::{Ingest, Progress};
 use crate::links::Links;
-use crate::store::StoredChunk;
+use crate::model::{Agent, Source, StoredChunk};
 
 /// Largest output chunk accepted from a vm-agent.
 pub const MAX_CHUNK_BYTES: usize = 256 * 1024;

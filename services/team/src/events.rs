@@ -6,7 +6,7 @@ use covibe_proto::events::v1 as ev;
 use covibe_proto::prost::Message;
 use covibe_proto::team::v1 as pb;
 
-use crate::chat::{ChatMessage, MemberPresence, PresenceStatus, TeamPresence};
+use crate::model::{ChatMessage, MemberPresence, PresenceStatus, TeamPresence};
 
 pub(crate) fn status_pb(status: PresenceStatus) -> pb::PresenceStatus {
     match status {

@@ -9,9 +9,10 @@ use covibe_proto::team::v1::team_service_server::{TeamService, TeamServiceServer
 use covibe_proto::tonic::{self, Request, Response, Status};
 use covibe_types::{ApiError, MessageId, TeamId, UserId};
 
-use crate::chat::{Before, Chat};
+use crate::chat::Chat;
 use crate::domain::TeamDomain;
 use crate::events;
+use crate::model::Before;
 use crate::model::{Invite, Member, Role, Team};
 
 pub struct TeamGrpc {

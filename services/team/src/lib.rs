@@ -13,12 +13,12 @@ mod grpc;
 mod model;
 pub mod store;
 
-pub use chat::{
-    Before, Chat, ChatMessage, ChatPage, MAX_MESSAGE_CHARS, MemberPresence, PRESENCE_TTL,
-    PresenceStatus, TeamPresence,
-};
+pub use chat::{Chat, MAX_MESSAGE_CHARS};
 pub use domain::{TeamDomain, normalize_invite_code};
 pub use error::Error;
 pub use grpc::TeamGrpc;
-pub use model::{Invite, Member, Role, Team};
+pub use model::{
+    Before, ChatMessage, ChatPage, Invite, Member, MemberPresence, PRESENCE_TTL, PresenceStatus,
+    Role, Team, TeamPresence,
+};
 pub use store::{SeaTeamStore, TeamStore};

@@ -27,24 +27,9 @@ const ALL_STATUSES: [AgentStatus; 7] = [
     AgentStatus::Lost,
 ];
 
-use crate::agents::Agent;
+use crate::model::{Agent, OutputBatch, StoredChunk};
 use crate::stream_json::Outcome;
 use entities::{agent, output, position};
-
-/// One agent's chunks in a multi-agent `append_output`.
-#[derive(Debug, Clone, Copy)]
-pub struct OutputBatch<'a> {
-    pub agent: AgentId,
-    pub chunks: &'a [StoredChunk],
-}
-
-/// One stored output chunk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredChunk {
-    pub seq: u64,
-    pub stream: i32,
-    pub data: Bytes,
-}
 
 #[async_trait]
 pub trait AgentStore: Send + Sync + 'static {

@@ -13,8 +13,7 @@ use sea_orm::{
 
 pub use migration::Migrator;
 
-use crate::chat::{Before, ChatMessage};
-use crate::model::{Invite, Member, Role, Team};
+use crate::model::{Before, ChatMessage, Invite, Member, Role, Team};
 use entities::{chat_message, invite, member, team};
 
 #[async_trait]
