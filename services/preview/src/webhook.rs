@@ -7,7 +7,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use crate::Preview;
+use crate::model::Preview;
 
 /// Why a signature was refused (the audit log names it; the caller gets [`Self::message`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,106 @@
+//! The preview service's schema, with its own migration table.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001Previews), Box::new(M0002Deliveries)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        Alias::new("covibe_preview_migrations").into_iden()
+    }
+}
+
+struct M0001Previews;
+
+impl MigrationName for M0001Previews {
+    fn name(&self) -> &str {
+        "m0001_previews"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Previews {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let text = covibe_storage::text_column;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("previews"))
+                    .if_not_exists()
+                    .col(text("team_id", 40).primary_key())
+                    .col(text("url", 512))
+                    .col(text("commit", 64))
+                    .col(text("status", 32))
+                    .col(
+                        ColumnDef::new(Alias::new("updated_at_ms"))
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Alias::new("previews")).to_owned())
+            .await
+    }
+}
+
+/// Webhook deliveries already received, by GitHub's delivery id.
+struct M0002Deliveries;
+
+impl MigrationName for M0002Deliveries {
+    fn name(&self) -> &str {
+        "m0002_preview_deliveries"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002Deliveries {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let text = covibe_storage::text_column;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("preview_deliveries"))
+                    .if_not_exists()
+                    .col(text("delivery_id", 128).primary_key())
+                    .col(text("team_id", 40))
+                    .col(text("commit", 64))
+                    .col(
+                        ColumnDef::new(Alias::new("received_at_ms"))
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("preview_deliveries_team")
+                    .table(Alias::new("preview_deliveries"))
+                    .col(Alias::new("team_id"))
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(Alias::new("preview_deliveries"))
+                    .to_owned(),
+            )
+            .await
+    }
+}
