@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
-use crate::Registry;
+use crate::config::Config;
 use crate::packet::{self, Frame};
 
 /// A socket's number, unique in this process.
@@ -75,9 +75,9 @@ impl<S> std::fmt::Debug for Socket<S> {
 }
 
 impl<S> Socket<S> {
-    pub(crate) fn new(id: Sid, wire: Box<str>, registry: &Arc<Registry<S>>, state: S) -> Self {
+    pub(crate) fn new(id: Sid, wire: Box<str>, config: &Config, state: S) -> Self {
         Self {
-            limits: (registry.config.queue_frames, registry.config.queue_bytes),
+            limits: (config.queue_frames, config.queue_bytes),
             id,
             wire,
             outbox: Mutex::default(),
@@ -90,9 +90,7 @@ impl<S> Socket<S> {
             polling: AtomicBool::new(false),
             upgrade: Mutex::new(None),
             control: Notify::new(),
-            events: Arc::new(tokio::sync::Semaphore::new(
-                registry.config.max_events_in_flight,
-            )),
+            events: Arc::new(tokio::sync::Semaphore::new(config.max_events_in_flight)),
             state: Mutex::new(state),
         }
     }

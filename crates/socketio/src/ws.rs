@@ -17,8 +17,9 @@ use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
-use crate::engine::{Flow, Heartbeat, on_packet};
-use crate::{Registry, Socket};
+use crate::protocol::{Flow, Heartbeat, on_packet};
+use crate::registry::Registry;
+use crate::socket::Socket;
 
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 

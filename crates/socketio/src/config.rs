@@ -1,0 +1,38 @@
+//! How the server behaves.
+
+use std::time::Duration;
+
+/// How the server behaves; the defaults are Socket.IO's own.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// A client that has not connected to the namespace by then is dropped.
+    pub connect_timeout: Duration,
+    /// The largest packet (or polling body) a client may send.
+    pub max_payload: usize,
+    /// Frames a socket's send queue holds before a send fails.
+    pub queue_frames: usize,
+    /// Bytes a socket's send queue holds before a send fails (one frame always fits).
+    pub queue_bytes: usize,
+    /// Engine.IO sessions open at once; past it a handshake is refused.
+    pub max_sessions: usize,
+    /// A client's events handled at once; past it an event is refused
+    /// ([`Handler::overloaded`]).
+    pub max_events_in_flight: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(45),
+            max_payload: 1_000_000,
+            queue_frames: 1024,
+            queue_bytes: 4 << 20,
+            max_sessions: 100_000,
+            max_events_in_flight: 16,
+        }
+    }
+}
