@@ -59,10 +59,6 @@ fn crates_depend_downwards() {
     assert!(checked >= 13, "only {checked} crates checked");
 }
 
-/// Crates whose modules are still tangled, each to be untangled (issue 16); the list only
-/// shrinks: a crate on it that has no cycle any more fails the test too.
-const STILL_TANGLED: &[&str] = &["gateway"];
-
 /// Every crate of the workspace: no cycle between its modules.
 #[test]
 fn no_module_cycles_in_any_crate() {
@@ -81,14 +77,6 @@ fn no_module_cycles_in_any_crate() {
         }
         crates += 1;
         let graph = Graph::of(&src);
-        let name = dir.strip_prefix(&root).unwrap().display().to_string();
-        if STILL_TANGLED.contains(&name.as_str()) {
-            assert!(
-                graph.cycle().is_some(),
-                "{name} has no cycle any more: take it off STILL_TANGLED"
-            );
-            continue;
-        }
         if let Some(cycle) = graph.cycle() {
             found.push(format!(
                 "{}: {} (modules tangled together: {:?})",

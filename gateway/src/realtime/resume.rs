@@ -6,22 +6,21 @@
 //! joins the room. History it asks for that is gone is reported, never skipped silently.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use covibe_bootstrap::bearer;
 use covibe_proto::orchestrator::v1 as orch;
 use covibe_proto::tonic::Code;
-use covibe_socketio::Sid;
-use covibe_types::{AgentId, TeamId};
+use covibe_types::AgentId;
 use serde_json::{Value, json};
 
-use super::relay::{Prepared, Resync, fell_behind};
-use super::{Joined, SocketRef};
-use crate::Gateway;
+use crate::agents::json as agents_json;
+use crate::realtime::frames::{Prepared, Resync};
+use crate::realtime::hub::Recovery;
+use crate::realtime::relay::fell_behind;
+use crate::realtime::socket::{Joined, SocketRef};
+use crate::state::Gateway;
 
-/// Bytes of live events buffered for one resuming socket before it is told to resync instead.
-const MAX_BUFFERED_BYTES: usize = 4 << 20;
 /// History chunks fetched per call.
 const PAGE: u32 = 1_000;
 /// How long replay waits for a socket that does not drain its queue.
@@ -31,84 +30,6 @@ const REPLAY_GIVE_UP: Duration = Duration::from_secs(30);
 /// trouble).
 const HISTORY_CATCH_UP: Duration = Duration::from_secs(5);
 const HISTORY_POLL: Duration = Duration::from_millis(20);
-
-struct Recovery {
-    team: TeamId,
-    events: Vec<Arc<Prepared>>,
-    /// What `events` hold, in bytes.
-    bytes: usize,
-    /// Per agent, the first seq buffered: from there on the buffer has its output, so replay
-    /// stops there.
-    first_buffered: HashMap<String, u64>,
-    /// Live events were lost while it replayed: it must resync instead of joining.
-    missed: Option<Resync>,
-}
-
-/// Sockets that are replaying history, and the live events buffered for them.
-#[derive(Default)]
-pub struct Hub {
-    recovering: Mutex<Recovering>,
-}
-
-#[derive(Default)]
-pub(crate) struct Recovering {
-    sockets: HashMap<Sid, Recovery>,
-}
-
-impl Recovering {
-    pub(crate) fn buffer(&mut self, team: TeamId, event: &Arc<Prepared>) {
-        let size = event.size();
-        for recovery in self.sockets.values_mut().filter(|r| r.team == team) {
-            if recovery.missed.is_some() {
-                continue;
-            }
-            if recovery.bytes + size > MAX_BUFFERED_BYTES {
-                recovery.missed = Some(Resync::SlowConsumer);
-                recovery.events = Vec::new();
-                continue;
-            }
-            if let Some((agent, seq)) = event.output_seq()
-                && !recovery.first_buffered.contains_key(agent)
-            {
-                recovery.first_buffered.insert(agent.to_owned(), seq);
-            }
-            recovery.bytes += size;
-            recovery.events.push(event.clone());
-        }
-    }
-
-    /// Whether the live events buffered for `sid` hold `agent`'s output from `seq` on.
-    fn buffered_from(&self, sid: Sid, agent: &str, seq: u64) -> bool {
-        self.first_buffered(sid, agent)
-            .is_some_and(|first| first <= seq)
-    }
-
-    /// The first seq of `agent` buffered for `sid`, if any is.
-    fn first_buffered(&self, sid: Sid, agent: &str) -> Option<u64> {
-        self.sockets
-            .get(&sid)
-            .and_then(|r| r.first_buffered.get(agent).copied())
-    }
-
-    /// Every resuming socket missed live events.
-    pub(crate) fn missed(&mut self, why: Resync) {
-        for recovery in self.sockets.values_mut() {
-            recovery.missed.get_or_insert(why);
-        }
-    }
-}
-
-impl Hub {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Recovering> {
-        self.recovering
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    pub(crate) fn forget(&self, sid: Sid) {
-        self.lock().sockets.remove(&sid);
-    }
-}
 
 /// Queues an event on a socket, waiting while its queue is full (replay is the one place where
 /// we wait for a client: it asked for this history); an error says why the socket must resync
@@ -255,7 +176,7 @@ async fn replay(
             count += 1;
         }
     }
-    Replayed::Sent(last, count, crate::dto::status_name(agent.status))
+    Replayed::Sent(last, count, agents_json::status_name(agent.status))
 }
 
 /// Joins `socket` to its team's rooms, first replaying what it missed of each agent in `since`
@@ -290,7 +211,7 @@ pub(crate) async fn join(
             continue;
         };
         let from = u64::try_from(last.saturating_add(1)).unwrap_or(0);
-        joined.reset_delivery(agent, from.checked_sub(1));
+        joined.delivered.reset(agent, from.checked_sub(1));
         let outcome = match replay(gw, socket, joined, &agent_id, from, catch_up_until).await {
             Replayed::Sent(last, count, status) => {
                 if let Some(last) = last {
@@ -303,16 +224,16 @@ pub(crate) async fn join(
             // Live output of an agent whose history could not be replayed is sent as it comes
             // (the acknowledgement says what went wrong), not taken for a gap.
             Replayed::NotFound => {
-                joined.reset_delivery(agent, None);
+                joined.delivered.reset(agent, None);
                 json!({"error": "not_found"})
             }
             Replayed::HistoryLost { available_from } => {
-                joined.reset_delivery(agent, None);
+                joined.delivered.reset(agent, None);
                 let _ = socket.emit("resync", &json!({"agentId": agent_id, "reason": "history_lost", "availableFrom": available_from}));
                 json!({"error": "history_lost", "availableFrom": available_from})
             }
             Replayed::Failed => {
-                joined.reset_delivery(agent, None);
+                joined.delivered.reset(agent, None);
                 json!({"error": "unavailable"})
             }
         };

@@ -7,7 +7,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use covibe_socketio::Sid;
 use covibe_types::TeamId;
 
-use super::{Joined, SocketRef};
+use crate::realtime::socket::{Joined, SocketRef};
 
 /// One joined socket.
 pub(crate) struct Seat {

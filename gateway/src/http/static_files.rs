@@ -4,10 +4,9 @@
 //! probes never fall through to files: they answer the API's 404.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use covibe_types::ApiError;
 use http::Method;
@@ -15,8 +14,7 @@ use serde_json::json;
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
 
-use crate::Gateway;
-use crate::error::HttpError;
+use crate::http::error::HttpError;
 
 /// The web client's files, when configured.
 #[derive(Debug, Clone)]
@@ -52,13 +50,19 @@ fn reserved(path: &str) -> bool {
         })
 }
 
-/// The router's fallback.
-pub(crate) async fn fallback(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
+impl Site {
+    /// The answer to a request the API does not route.
+    pub(crate) async fn respond(&self, request: Request) -> Response {
+        respond(self, request).await
+    }
+}
+
+async fn respond(site: &Site, request: Request) -> Response {
     let path = request.uri().path();
     if reserved(path) {
         return HttpError(ApiError::not_found("no such route")).into_response();
     }
-    let Some(dir) = &gw.site.dir else {
+    let Some(dir) = &site.dir else {
         if path == "/" && matches!(*request.method(), Method::GET | Method::HEAD) {
             return Json(json!({"name": "covibe", "api": "/api/openapi.json"})).into_response();
         }

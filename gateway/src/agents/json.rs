@@ -1,36 +1,10 @@
-//! The JSON shapes of the REST and Socket.io API (camelCase, the seed's names).
+//! The JSON shapes of agents: what a client sends to spawn and control, and how agents, their
+//! output and its history look.
 
-use covibe_proto::auth::v1 as auth;
 use covibe_proto::common::v1 as common;
 use covibe_proto::orchestrator::v1 as orch;
 use covibe_types::AgentStatus;
 use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateTeam {
-    pub name: String,
-    pub email: String,
-    pub display_name: String,
-    #[serde(default)]
-    pub device_name: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Login {
-    pub invite_code: String,
-    pub email: String,
-    pub display_name: String,
-    #[serde(default)]
-    pub device_name: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Refresh {
-    pub refresh_token: String,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -49,24 +23,13 @@ pub struct OutputQuery {
     pub limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Team {
-    pub id: String,
-    pub name: String,
-    pub created_at: i64,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct User {
-    pub id: String,
-    pub team_id: String,
-    pub email: String,
-    pub display_name: String,
-    pub created_at: i64,
-    /// `owner`, `admin` or `member`.
-    pub role: &'static str,
+pub struct ControlEvent {
+    pub agent_id: String,
+    pub command: String,
+    #[serde(default)]
+    pub data: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -88,18 +51,6 @@ pub struct Agent {
     pub cost_usd: Option<f64>,
     pub turns: Option<i64>,
     pub duration_ms: Option<i64>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Session {
-    pub team: Option<Team>,
-    pub user: Option<User>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub invite_code: Option<String>,
-    pub access_token: String,
-    pub refresh_token: String,
-    pub access_expires_at: i64,
 }
 
 /// One `agent_output` Socket.io event.
@@ -133,25 +84,6 @@ pub struct OutputPage {
     pub next_seq: u64,
 }
 
-pub fn team(t: common::Team) -> Team {
-    Team {
-        id: t.id,
-        name: t.name,
-        created_at: t.created_at_ms,
-    }
-}
-
-pub fn user(u: common::User) -> User {
-    User {
-        role: crate::account::role(u.role),
-        id: u.id,
-        team_id: u.team_id,
-        email: u.email,
-        display_name: u.display_name,
-        created_at: u.created_at_ms,
-    }
-}
-
 pub fn status_name(raw: i32) -> &'static str {
     common::AgentStatus::try_from(raw)
         .ok()
@@ -182,18 +114,6 @@ pub fn agent(a: common::Agent) -> Agent {
         cost_usd: a.cost_usd,
         turns: a.num_turns,
         duration_ms: a.duration_ms,
-    }
-}
-
-pub fn session(s: auth::SessionResponse) -> Session {
-    let tokens = s.tokens.unwrap_or_default();
-    Session {
-        team: s.team.map(team),
-        user: s.user.map(user),
-        invite_code: (!s.invite_code.is_empty()).then_some(s.invite_code),
-        access_token: tokens.access_token,
-        refresh_token: tokens.refresh_token,
-        access_expires_at: tokens.access_expires_at_ms,
     }
 }
 

@@ -14,9 +14,10 @@ use covibe_proto::vmconnector::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::Gateway;
-use crate::error::HttpError;
-use crate::rest::{ApiJson, Member};
+use crate::http::error::HttpError;
+use crate::http::extract::ApiJson;
+use crate::member::Member;
+use crate::state::Gateway;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -18,8 +18,8 @@ use covibe_types::{ApiError, Code};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::Gateway;
-use crate::error::HttpError;
+use crate::http::error::HttpError;
+use crate::state::Gateway;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct WebhookQuery {

@@ -18,9 +18,9 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::Gateway;
-use crate::error::HttpError;
-use crate::rate_limit::{KeyedBuckets, Rate};
+use crate::http::error::HttpError;
+use crate::http::rate_limit::{KeyedBuckets, Rate};
+use covibe_identity::Verifier as TokenVerifier;
 
 /// Most keys each rate limiter tracks at once (about 100 bytes each).
 const MAX_TRACKED_KEYS: usize = 100_000;
@@ -49,8 +49,9 @@ pub struct HttpLimits {
 }
 
 /// The limiters' state, one per gateway.
-#[derive(Debug)]
 pub(crate) struct Limiters {
+    /// Names the member of a bearer token, for the per-member limit.
+    verifier: TokenVerifier,
     per_ip: KeyedBuckets<IpAddr>,
     login_per_ip: KeyedBuckets<IpAddr>,
     per_user: KeyedBuckets<UserId>,
@@ -60,8 +61,9 @@ pub(crate) struct Limiters {
 }
 
 impl Limiters {
-    pub(crate) fn new(limits: &HttpLimits) -> Self {
+    pub(crate) fn new(limits: &HttpLimits, verifier: TokenVerifier) -> Self {
         Self {
+            verifier,
             per_ip: KeyedBuckets::new(
                 Rate::new(limits.rate_per_ip_per_sec, limits.burst_per_ip),
                 MAX_TRACKED_KEYS,
@@ -84,9 +86,9 @@ impl Limiters {
     }
 }
 
-/// The middleware: `axum::middleware::from_fn_with_state(gateway, guard)`.
+/// The middleware: `axum::middleware::from_fn_with_state(limiters, guard)`.
 pub(crate) async fn guard(
-    State(gw): State<Arc<Gateway>>,
+    State(limits): State<Arc<Limiters>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -94,7 +96,6 @@ pub(crate) async fn guard(
     if path == "/healthz" || path == "/readyz" {
         return next.run(request).await;
     }
-    let limits = &gw.limits;
     let now = Instant::now();
     let ip = client_ip(&request, limits.trust_forwarded_for);
     if let Err(wait) = limits.per_ip.check(ip, now) {
@@ -108,7 +109,7 @@ pub(crate) async fn guard(
         tracing::warn!(%ip, "sign-in attempts rate limited");
         return too_many(wait, "too many sign-in attempts, wait before trying again");
     }
-    if let Some(user) = bearer_user(request.headers(), &gw.verifier)
+    if let Some(user) = bearer_user(request.headers(), &limits.verifier)
         && let Err(wait) = limits.per_user.check(user, now)
     {
         tracing::debug!(user_id = %user, "rate limited by member");

@@ -10,8 +10,10 @@
 //! repeats from then on; the member's last socket on this gateway disconnecting makes them
 //! `offline`.
 
+pub(crate) mod json;
+
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -19,154 +21,26 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use covibe_bootstrap::bearer;
-use covibe_proto::events::v1 as ev;
 use covibe_proto::team::v1 as pb;
 use covibe_proto::tonic;
 use covibe_types::{ApiError, TeamId, UserId};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::Gateway;
-use crate::error::HttpError;
-use crate::realtime::{
+use crate::http::error::HttpError;
+use crate::http::extract::ApiJson;
+use crate::member::Member;
+use crate::realtime::socket::{
     Ack, Data, Joined, SocketIo, SocketRef, SocketState, invalid, not_joined, refuse, refuse_status,
 };
-use crate::rest::{ApiJson, Member};
+use crate::state::Gateway;
+use json::{HistoryQuery, PostMessage, PresenceUpdate, message_view, parse_status, presence_view};
 
 /// How often a joined socket tells the team service its member is still here.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(30);
-/// Presence calls one gateway makes to the team service at once.
-pub(crate) const PRESENCE_CALLS: usize = 32;
 /// Presence calls made on a socket's behalf give up after this long (they never hold up a
 /// disconnect for long).
 const PRESENCE_CALL: Duration = Duration::from_secs(5);
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct PostMessage {
-    pub message: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct HistoryQuery {
-    /// Only messages before this instant (ms since the epoch).
-    #[serde(default)]
-    pub before: Option<i64>,
-    /// With `before`: at that same instant, only messages with a smaller id.
-    #[serde(default)]
-    pub before_id: Option<String>,
-    #[serde(default)]
-    pub limit: Option<u32>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct PresenceUpdate {
-    status: String,
-}
-
-/// One chat message, as REST answers it and as the `chat_message` event carries it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ChatMessageView {
-    pub id: String,
-    pub user_id: String,
-    pub display_name: String,
-    pub message: String,
-    /// Milliseconds since the Unix epoch.
-    pub timestamp: i64,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct PresenceUserView {
-    pub user_id: String,
-    pub display_name: String,
-    pub status: &'static str,
-    /// Milliseconds since the Unix epoch; 0 when unknown.
-    pub last_seen: i64,
-}
-
-/// The `team_presence` event: every member of the team with their status.
-#[derive(Debug, Serialize)]
-pub(crate) struct TeamPresenceView {
-    pub users: Vec<PresenceUserView>,
-}
-
-/// The newest presence snapshot version relayed per team: two members' concurrent updates can
-/// be published out of order, and an older snapshot must not overwrite a newer one.
-#[derive(Debug, Default)]
-pub(crate) struct PresenceSeen(Mutex<HashMap<TeamId, u64>>);
-
-impl PresenceSeen {
-    /// Whether `event` should be relayed: anything but a presence snapshot, or a snapshot newer
-    /// than every one relayed for its team so far (which it then becomes).
-    pub(crate) fn fresh(&self, team: TeamId, event: &ev::TeamEvent) -> bool {
-        let Some(ev::team_event::Event::TeamPresence(presence)) = &event.event else {
-            return true;
-        };
-        if presence.version == 0 {
-            return true;
-        }
-        let mut seen = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let newest = seen.entry(team).or_insert(0);
-        if presence.version <= *newest {
-            tracing::debug!(team_id = %team, version = presence.version, "older presence snapshot dropped");
-            return false;
-        }
-        *newest = presence.version;
-        true
-    }
-}
-
-pub(crate) fn message_view(m: pb::ChatMessage) -> ChatMessageView {
-    ChatMessageView {
-        id: m.id,
-        user_id: m.user_id,
-        display_name: m.display_name,
-        message: m.text,
-        timestamp: m.created_at_ms,
-    }
-}
-
-pub(crate) fn presence_view(p: pb::TeamPresence) -> TeamPresenceView {
-    TeamPresenceView {
-        users: p
-            .users
-            .into_iter()
-            .map(|u| PresenceUserView {
-                status: status_name(u.status),
-                user_id: u.user_id,
-                display_name: u.display_name,
-                last_seen: u.last_seen_ms,
-            })
-            .collect(),
-    }
-}
-
-fn status_name(raw: i32) -> &'static str {
-    match pb::PresenceStatus::try_from(raw) {
-        Ok(pb::PresenceStatus::Online) => "online",
-        Ok(pb::PresenceStatus::Away) => "away",
-        Ok(pb::PresenceStatus::Busy) => "busy",
-        _ => "offline",
-    }
-}
-
-fn parse_status(status: &str) -> Option<pb::PresenceStatus> {
-    match status.trim().to_ascii_lowercase().as_str() {
-        "online" => Some(pb::PresenceStatus::Online),
-        "away" => Some(pb::PresenceStatus::Away),
-        "busy" => Some(pb::PresenceStatus::Busy),
-        "offline" => Some(pb::PresenceStatus::Offline),
-        _ => None,
-    }
-}
 
 // REST
 
@@ -375,6 +249,9 @@ pub(crate) async fn disconnected(gw: &Gateway, socket: &SocketRef) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::json::status_name;
+    use crate::realtime::seen::PresenceSeen;
+    use covibe_proto::events::v1 as ev;
 
     fn snapshot(team: TeamId, version: u64) -> ev::TeamEvent {
         ev::TeamEvent {

@@ -1,0 +1,101 @@
+//! The JSON shapes of the team chat and presence.
+
+use covibe_proto::team::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct PostMessage {
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct HistoryQuery {
+    /// Only messages before this instant (ms since the epoch).
+    #[serde(default)]
+    pub before: Option<i64>,
+    /// With `before`: at that same instant, only messages with a smaller id.
+    #[serde(default)]
+    pub before_id: Option<String>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PresenceUpdate {
+    pub status: String,
+}
+
+/// One chat message, as REST answers it and as the `chat_message` event carries it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ChatMessageView {
+    pub id: String,
+    pub user_id: String,
+    pub display_name: String,
+    pub message: String,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PresenceUserView {
+    pub user_id: String,
+    pub display_name: String,
+    pub status: &'static str,
+    /// Milliseconds since the Unix epoch; 0 when unknown.
+    pub last_seen: i64,
+}
+
+/// The `team_presence` event: every member of the team with their status.
+#[derive(Debug, Serialize)]
+pub(crate) struct TeamPresenceView {
+    pub users: Vec<PresenceUserView>,
+}
+
+pub(crate) fn message_view(m: pb::ChatMessage) -> ChatMessageView {
+    ChatMessageView {
+        id: m.id,
+        user_id: m.user_id,
+        display_name: m.display_name,
+        message: m.text,
+        timestamp: m.created_at_ms,
+    }
+}
+
+pub(crate) fn presence_view(p: pb::TeamPresence) -> TeamPresenceView {
+    TeamPresenceView {
+        users: p
+            .users
+            .into_iter()
+            .map(|u| PresenceUserView {
+                status: status_name(u.status),
+                user_id: u.user_id,
+                display_name: u.display_name,
+                last_seen: u.last_seen_ms,
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn status_name(raw: i32) -> &'static str {
+    match pb::PresenceStatus::try_from(raw) {
+        Ok(pb::PresenceStatus::Online) => "online",
+        Ok(pb::PresenceStatus::Away) => "away",
+        Ok(pb::PresenceStatus::Busy) => "busy",
+        _ => "offline",
+    }
+}
+
+pub(crate) fn parse_status(status: &str) -> Option<pb::PresenceStatus> {
+    match status.trim().to_ascii_lowercase().as_str() {
+        "online" => Some(pb::PresenceStatus::Online),
+        "away" => Some(pb::PresenceStatus::Away),
+        "busy" => Some(pb::PresenceStatus::Busy),
+        "offline" => Some(pb::PresenceStatus::Offline),
+        _ => None,
+    }
+}

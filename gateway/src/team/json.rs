@@ -1,0 +1,99 @@
+//! The JSON shapes of teams, members and invites.
+
+use covibe_proto::common::v1 as common;
+use covibe_proto::team::v1 as team_pb;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateTeam {
+    pub name: String,
+    pub email: String,
+    pub display_name: String,
+    #[serde(default)]
+    pub device_name: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Team {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: String,
+    pub team_id: String,
+    pub email: String,
+    pub display_name: String,
+    pub created_at: i64,
+    /// `owner`, `admin` or `member`.
+    pub role: &'static str,
+}
+
+pub fn team(t: common::Team) -> Team {
+    Team {
+        id: t.id,
+        name: t.name,
+        created_at: t.created_at_ms,
+    }
+}
+
+pub fn user(u: common::User) -> User {
+    User {
+        role: role(u.role),
+        id: u.id,
+        team_id: u.team_id,
+        email: u.email,
+        display_name: u.display_name,
+        created_at: u.created_at_ms,
+    }
+}
+
+/// A role's JSON name.
+pub fn role(raw: i32) -> &'static str {
+    match common::Role::try_from(raw) {
+        Ok(common::Role::Owner) => "owner",
+        Ok(common::Role::Admin) => "admin",
+        _ => "member",
+    }
+}
+
+pub fn invite_json(i: team_pb::Invite) -> serde_json::Value {
+    json!({
+        "id": i.id,
+        "createdBy": i.created_by,
+        "createdAt": i.created_at_ms,
+        "expiresAt": i.expires_at_ms,
+        "maxUses": i.max_uses,
+        "uses": i.uses,
+        "revoked": i.revoked,
+        "usable": i.usable,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateInvite {
+    #[serde(default)]
+    pub max_uses: u32,
+    #[serde(default)]
+    pub expires_in_hours: u32,
+    /// The older spelling, in seconds.
+    #[serde(default)]
+    pub ttl_seconds: u32,
+}
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetRole {
+    pub role: String,
+}
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Transfer {
+    pub user_id: String,
+}

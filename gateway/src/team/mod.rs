@@ -1,0 +1,206 @@
+//! Teams: creating one, its members and their roles, its invites. The team service checks the
+//! caller itself (read all; invites and removal for owners and admins; roles and ownership for
+//! the owner).
+
+pub(crate) mod json;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use covibe_bootstrap::bearer;
+use covibe_proto::auth::v1 as auth;
+use covibe_proto::common::v1 as common;
+use covibe_proto::team::v1 as team_pb;
+use covibe_types::ApiError;
+use serde_json::json;
+
+use crate::auth::json::code_json;
+use crate::http::error::HttpError;
+use crate::http::extract::{ApiJson, optional_json};
+use crate::member::Member;
+use crate::state::Gateway;
+use json::{CreateInvite, SetRole, Transfer, invite_json};
+
+type Result<T> = std::result::Result<T, HttpError>;
+type Shared = State<Arc<Gateway>>;
+
+pub(crate) async fn create_team(
+    State(gw): State<Arc<Gateway>>,
+    headers: http::HeaderMap,
+    ApiJson(body): ApiJson<json::CreateTeam>,
+) -> Result<impl IntoResponse> {
+    let request = auth::RegisterRequest {
+        team_name: body.name,
+        email: body.email,
+        display_name: body.display_name,
+        device_name: crate::auth::device_name(body.device_name, &headers),
+    };
+    let session = gw.auth.clone().register(request).await?.into_inner();
+    Ok((
+        StatusCode::CREATED,
+        Json(crate::auth::json::session(session)),
+    ))
+}
+
+pub(crate) async fn get_team(
+    State(gw): State<Arc<Gateway>>,
+    member: Member,
+) -> Result<impl IntoResponse> {
+    let team = gw
+        .team
+        .clone()
+        .get_team(bearer(team_pb::GetTeamRequest {}, &member.token))
+        .await?
+        .into_inner();
+    Ok(Json(json!({
+        "team": team.team.map(json::team),
+        "members": team.members.into_iter().map(json::user).collect::<Vec<_>>(),
+    })))
+}
+
+pub(crate) async fn create_invite(
+    State(gw): Shared,
+    member: Member,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
+    let body: CreateInvite = optional_json(&body)?;
+    let ttl_seconds = match body.expires_in_hours {
+        0 => body.ttl_seconds,
+        hours => hours.saturating_mul(3600),
+    };
+    let request = bearer(
+        team_pb::CreateInviteRequest {
+            max_uses: body.max_uses,
+            ttl_seconds,
+        },
+        &member.token,
+    );
+    let invite = gw.team.clone().create_invite(request).await?.into_inner();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": invite.invite_id,
+            "inviteCode": invite.invite_code,
+            "expiresAt": invite.expires_at_ms,
+            "maxUses": invite.max_uses,
+        })),
+    ))
+}
+
+pub(crate) async fn invites(State(gw): Shared, member: Member) -> Result<impl IntoResponse> {
+    let list = gw
+        .team
+        .clone()
+        .list_invites(bearer(team_pb::ListInvitesRequest {}, &member.token))
+        .await?
+        .into_inner();
+    Ok(Json(json!({
+        "invites": list.invites.into_iter().map(invite_json).collect::<Vec<_>>(),
+    })))
+}
+
+pub(crate) async fn revoke_invite(
+    State(gw): Shared,
+    member: Member,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse> {
+    let invite = gw
+        .team
+        .clone()
+        .revoke_invite(bearer(
+            team_pb::RevokeInviteRequest { invite_id: id },
+            &member.token,
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(json!({"invite": invite_json(invite)})))
+}
+
+pub(crate) async fn remove_member(
+    State(gw): Shared,
+    member: Member,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse> {
+    gw.team
+        .clone()
+        .remove_member(bearer(
+            team_pb::RemoveMemberRequest { user_id: id },
+            &member.token,
+        ))
+        .await?;
+    Ok(Json(json!({"ok": true})))
+}
+
+pub(crate) async fn set_role(
+    State(gw): Shared,
+    member: Member,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SetRole>,
+) -> Result<impl IntoResponse> {
+    let role = match body.role.as_str() {
+        "admin" => common::Role::Admin,
+        "member" => common::Role::Member,
+        "owner" => {
+            return Err(ApiError::invalid(
+                "ownership moves with POST /api/team/transfer-ownership",
+            )
+            .into());
+        }
+        _ => return Err(ApiError::invalid("role must be admin or member").into()),
+    };
+    let user = gw
+        .team
+        .clone()
+        .set_member_role(bearer(
+            team_pb::SetMemberRoleRequest {
+                user_id: id,
+                role: role as i32,
+            },
+            &member.token,
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(json!({"member": json::user(user)})))
+}
+
+pub(crate) async fn transfer_ownership(
+    State(gw): Shared,
+    member: Member,
+    ApiJson(body): ApiJson<Transfer>,
+) -> Result<impl IntoResponse> {
+    let team = gw
+        .team
+        .clone()
+        .transfer_ownership(bearer(
+            team_pb::TransferOwnershipRequest {
+                user_id: body.user_id,
+            },
+            &member.token,
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(json!({
+        "team": team.team.map(json::team),
+        "members": team.members.into_iter().map(json::user).collect::<Vec<_>>(),
+    })))
+}
+
+pub(crate) async fn recovery_code(
+    State(gw): Shared,
+    member: Member,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse> {
+    let code = gw
+        .auth
+        .clone()
+        .create_recovery_code(bearer(
+            auth::CreateRecoveryCodeRequest { user_id: id },
+            &member.token,
+        ))
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, Json(code_json(code))))
+}
