@@ -1,4 +1,3 @@
-use covibe_proto::tonic;
 use covibe_types::ApiError;
 
 #[derive(Debug, thiserror::Error)]
@@ -11,17 +10,4 @@ pub enum Error {
     Signing(#[from] covibe_identity::Error),
 }
 
-impl From<Error> for ApiError {
-    fn from(err: Error) -> Self {
-        match err {
-            Error::Api(api) => api,
-            other => ApiError::internal(other),
-        }
-    }
-}
-
-impl From<Error> for tonic::Status {
-    fn from(err: Error) -> Self {
-        ApiError::from(err).into()
-    }
-}
+covibe_types::api_error!(Error);

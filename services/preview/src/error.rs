@@ -1,4 +1,3 @@
-use covibe_proto::tonic;
 use covibe_types::ApiError;
 
 #[derive(Debug, thiserror::Error)]
@@ -9,17 +8,4 @@ pub enum Error {
     Storage(#[from] sea_orm::DbErr),
 }
 
-impl From<Error> for ApiError {
-    fn from(err: Error) -> Self {
-        match err {
-            Error::Api(api) => api,
-            Error::Storage(e) => ApiError::internal(e),
-        }
-    }
-}
-
-impl From<Error> for tonic::Status {
-    fn from(err: Error) -> Self {
-        ApiError::from(err).into()
-    }
-}
+covibe_types::api_error!(Error);

@@ -27,13 +27,12 @@ use covibe_types::{ApiError, VmId, now_ms};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::model::Strategy;
 use crate::store::VmStore;
 
 pub(crate) type FrameTx = mpsc::Sender<Result<ConnectorFrame, Status>>;
 pub(crate) type DialStream = ReceiverStream<Result<ConnectorFrame, Status>>;
 
-/// The strategy name.
-pub const DIAL_IN: &str = "dial_in";
 /// How long `StartAgent` waits for the VM's daemon to answer a spawn.
 pub const DEFAULT_SPAWN_TIMEOUT: Duration = Duration::from_secs(5);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -210,7 +209,7 @@ pub(crate) async fn dial(
         .get(vm)
         .await
         .map_err(internal)?
-        .filter(|v| v.strategy == DIAL_IN);
+        .filter(|v| v.strategy == Strategy::DialIn);
     // A member removed from their team: their VMs can no longer be used.
     let owner = record.as_ref().map(|v| v.user_id);
     let known = owner.is_some_and(|owner| !revocations.is_removed(owner));

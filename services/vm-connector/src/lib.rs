@@ -3,34 +3,19 @@
 //! `covibe standalone`); `dial_in` sends spawns to a `vm-agent daemon` that dialled in from the
 //! VM (see [`dial_in`]); `ssh_proxy` comes with later work.
 
+mod convert;
 pub mod dial_in;
+mod domain;
+mod error;
 mod grpc;
 mod local;
+mod model;
 pub mod store;
 
 pub use dial_in::Daemons;
+pub use domain::VmDomain;
+pub use error::Error;
 pub use grpc::VmConnectorGrpc;
 pub use local::{LocalLauncher, VmAgentCommand};
-pub use store::{SeaVmStore, Vm, VmStore};
-
-use covibe_proto::tonic;
-use covibe_types::ApiError;
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Api(#[from] ApiError),
-    #[error("vm storage: {0}")]
-    Storage(#[from] sea_orm::DbErr),
-    #[error("starting vm-agent: {0}")]
-    Launch(#[from] std::io::Error),
-}
-
-impl From<Error> for tonic::Status {
-    fn from(err: Error) -> Self {
-        match err {
-            Error::Api(api) => api.into(),
-            other => ApiError::internal(other).into(),
-        }
-    }
-}
+pub use model::{StartAgent, Strategy, Vm};
+pub use store::{SeaVmStore, VmStore};

@@ -1,21 +1,13 @@
 //! Members' VMs, over SeaORM.
 
 use async_trait::async_trait;
-use covibe_types::{TeamId, UserId, VmId, now_ms};
+use covibe_types::{UserId, VmId, now_ms};
+
+use crate::model::{Strategy, Vm};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
     Set,
 };
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Vm {
-    pub id: VmId,
-    pub user_id: UserId,
-    pub team_id: TeamId,
-    pub name: String,
-    pub strategy: String,
-    pub last_seen_ms: i64,
-}
 
 #[async_trait]
 pub trait VmStore: Send + Sync + 'static {
@@ -194,7 +186,8 @@ fn vm_of(m: entity::Model) -> Result<Vm, DbErr> {
         user_id: m.user_id.parse().map_err(|_| bad())?,
         team_id: m.team_id.parse().map_err(|_| bad())?,
         name: m.name.clone(),
-        strategy: m.strategy.clone(),
+        strategy: Strategy::parse(&m.strategy)
+            .ok_or_else(|| DbErr::Custom(format!("bad strategy in database: {}", m.strategy)))?,
         last_seen_ms: m.last_seen_ms,
     })
 }
@@ -218,7 +211,7 @@ impl VmStore for SeaVmStore {
             user_id: Set(vm.user_id.to_string()),
             team_id: Set(vm.team_id.to_string()),
             name: Set(vm.name.clone()),
-            strategy: Set(vm.strategy.clone()),
+            strategy: Set(vm.strategy.as_str().to_owned()),
             last_seen_ms: Set(vm.last_seen_ms),
         }
         .insert(&self.db)
@@ -246,7 +239,7 @@ impl VmStore for SeaVmStore {
             )
             .col_expr(
                 entity::Column::Strategy,
-                sea_orm::sea_query::Expr::value(vm.strategy.clone()),
+                sea_orm::sea_query::Expr::value(vm.strategy.as_str()),
             )
             .filter(entity::Column::Id.eq(vm.id.to_string()))
             .filter(entity::Column::UserId.eq(vm.user_id.to_string()))

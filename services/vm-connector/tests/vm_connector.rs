@@ -3,7 +3,7 @@
 
 use covibe_testkit::TestDb;
 use covibe_types::{TeamId, UserId, VmId};
-use covibe_vm_connector::{SeaVmStore, Vm, VmStore};
+use covibe_vm_connector::{SeaVmStore, Strategy, Vm, VmStore};
 
 fn vm(user: UserId, team: TeamId, name: &str) -> Vm {
     Vm {
@@ -11,7 +11,7 @@ fn vm(user: UserId, team: TeamId, name: &str) -> Vm {
         user_id: user,
         team_id: team,
         name: name.to_owned(),
-        strategy: "local".to_owned(),
+        strategy: Strategy::Local,
         last_seen_ms: 0,
     }
 }
