@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::http::error::HttpError;
 use crate::http::extract::ApiJson;
 use crate::member::Member;
-use crate::realtime::socket::{Ack, Data, SocketRef, SocketState, invalid, not_joined, refuse};
+use crate::realtime::socket::{Ack, Data, SocketRef, acting, refuse};
 use crate::state::Gateway;
 use json::{ControlEvent, OutputQuery, Spawn};
 
@@ -178,18 +178,12 @@ pub(crate) async fn output(
 
 /// `agent_spawn {task, vmId?}` → ack `{ok, agent}`.
 pub(crate) async fn on_spawn(socket: SocketRef, data: Data<Spawn>, ack: Ack, gw: Arc<Gateway>) {
-    let Some(joined) = SocketState::joined(&socket) else {
-        return refuse(ack, not_joined());
-    };
-    let Ok(spawn) = data else {
-        return refuse(ack, invalid("agent_spawn needs {task, vmId?}"));
-    };
-    let token = match joined.live_token() {
-        Ok(token) => token,
-        Err(err) => return refuse(ack, err),
+    let Some((joined, spawn, ack)) = acting(&socket, data, ack, "agent_spawn needs {task, vmId?}")
+    else {
+        return;
     };
     tracing::info!(user_id = %joined.user_id, team_id = %joined.team_id, "spawn requested over socket.io");
-    match spawn_agent(&gw, token, spawn).await {
+    match spawn_agent(&gw, &joined.token, spawn).await {
         Ok(agent) => ack.send(&json!({"ok": true, "agent": json::agent(agent)})),
         Err(err) => refuse(ack, err.0),
     }
@@ -202,20 +196,19 @@ pub(crate) async fn on_control(
     ack: Ack,
     gw: Arc<Gateway>,
 ) {
-    let Some(joined) = SocketState::joined(&socket) else {
-        return refuse(ack, not_joined());
+    let usage = "agent_control needs {agentId, command: kill | interrupt | input, data?}";
+    let Some((joined, control, ack)) = acting(&socket, data, ack, usage) else {
+        return;
     };
-    let Ok(control) = data else {
-        return refuse(
-            ack,
-            invalid("agent_control needs {agentId, command: kill | interrupt | input, data?}"),
-        );
-    };
-    let token = match joined.live_token() {
-        Ok(token) => token,
-        Err(err) => return refuse(ack, err),
-    };
-    match control_agent(&gw, token, control.agent_id, &control.command, control.data).await {
+    let result = control_agent(
+        &gw,
+        &joined.token,
+        control.agent_id,
+        &control.command,
+        control.data,
+    )
+    .await;
+    match result {
         Ok(()) => ack.send(&json!({"ok": true})),
         Err(err) => refuse(ack, err.0),
     }

@@ -31,7 +31,7 @@ use crate::http::error::HttpError;
 use crate::http::extract::ApiJson;
 use crate::member::Member;
 use crate::realtime::socket::{
-    Ack, Data, Joined, SocketIo, SocketRef, SocketState, invalid, not_joined, refuse, refuse_status,
+    Ack, Data, Joined, SocketIo, SocketRef, SocketState, acting, invalid, not_joined, refuse,
 };
 use crate::state::Gateway;
 use json::{HistoryQuery, PostMessage, PresenceUpdate, message_view, parse_status, presence_view};
@@ -44,18 +44,21 @@ const PRESENCE_CALL: Duration = Duration::from_secs(5);
 
 // REST
 
+/// Posts to the caller's team chat: the one call behind REST and Socket.io.
+async fn post(gw: &Gateway, token: &str, text: String) -> Result<json::ChatMessageView, HttpError> {
+    let request = bearer(pb::PostMessageRequest { text }, token);
+    let message = gw.team.clone().post_message(request).await?.into_inner();
+    Ok(message_view(message))
+}
+
 /// `POST /api/chat/message {message}` → 201 `{message}`.
 pub(crate) async fn post_message(
     State(gw): State<Arc<Gateway>>,
     member: Member,
     ApiJson(body): ApiJson<PostMessage>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let request = bearer(pb::PostMessageRequest { text: body.message }, &member.token);
-    let message = gw.team.clone().post_message(request).await?.into_inner();
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"message": message_view(message)})),
-    ))
+    let message = post(&gw, &member.token, body.message).await?;
+    Ok((StatusCode::CREATED, Json(json!({"message": message}))))
 }
 
 /// `GET /api/chat/history?before=&beforeId=&limit=` → `{messages, hasMore}`, oldest first.
@@ -107,22 +110,13 @@ pub(crate) async fn on_chat_message(
     ack: Ack,
     gw: Arc<Gateway>,
 ) {
-    let Some(joined) = SocketState::joined(&socket) else {
-        return refuse(ack, not_joined());
+    let Some((joined, body, ack)) = acting(&socket, data, ack, "chat_message needs {message}")
+    else {
+        return;
     };
-    let Ok(body) = data else {
-        return refuse(ack, invalid("chat_message needs {message}"));
-    };
-    let token = match joined.live_token() {
-        Ok(token) => token,
-        Err(err) => return refuse(ack, err),
-    };
-    let request = bearer(pb::PostMessageRequest { text: body.message }, token);
-    match gw.team.clone().post_message(request).await {
-        Ok(message) => {
-            ack.send(&json!({"ok": true, "message": message_view(message.into_inner())}));
-        }
-        Err(status) => refuse_status(ack, status),
+    match post(&gw, &joined.token, body.message).await {
+        Ok(message) => ack.send(&json!({"ok": true, "message": message})),
+        Err(err) => refuse(ack, err.0),
     }
 }
 

@@ -116,15 +116,34 @@ pub(crate) fn refuse(ack: Ack, err: ApiError) {
     ack.send(&json!({"ok": false, "error": error}));
 }
 
-/// Refuses an event with a service's answer, hiding what REST hides (transport details).
-pub(crate) fn refuse_status(ack: Ack, status: covibe_proto::tonic::Status) {
-    refuse(ack, crate::HttpError::from(status).0);
-}
-
 pub(crate) fn invalid(message: &str) -> ApiError {
     ApiError::invalid(message)
 }
 
 pub(crate) fn not_joined() -> ApiError {
     ApiError::unauthenticated("join a team first (join_team {teamId, token})")
+}
+
+/// The start of every event a member acts with: the socket must have joined, the event's
+/// argument must parse (else `usage` is the answer) and the member's token must still be live.
+/// `None` when the event was refused (the acknowledgement is sent).
+pub(crate) fn acting<T>(
+    socket: &SocketRef,
+    data: Data<T>,
+    ack: Ack,
+    usage: &str,
+) -> Option<(Joined, T, Ack)> {
+    let Some(joined) = SocketState::joined(socket) else {
+        refuse(ack, not_joined());
+        return None;
+    };
+    let Ok(data) = data else {
+        refuse(ack, invalid(usage));
+        return None;
+    };
+    if let Err(err) = joined.live_token() {
+        refuse(ack, err);
+        return None;
+    }
+    Some((joined, data, ack))
 }
