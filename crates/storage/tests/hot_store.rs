@@ -12,6 +12,12 @@ fn chunk(seq: u64) -> HotChunk {
         seq,
         stream: 1,
         data: Bytes::from(format!("line {seq}")),
+        // Every third chunk without an event, as an older orchestrator wrote them.
+        event: if seq.is_multiple_of(3) {
+            Bytes::new()
+        } else {
+            Bytes::from(format!(r#"{{"kind":"raw","n":{seq}}}"#))
+        },
     }
 }
 

@@ -369,6 +369,7 @@ impl Agents {
                     seq: c.seq,
                     stream: c.stream,
                     data: c.data,
+                    event: c.event,
                 })
                 .collect()
         } else {

@@ -138,7 +138,11 @@ impl OrchestratorService for OrchestratorGrpc {
                 .map(|c| pb::OutputChunk {
                     seq: c.seq,
                     stream: c.stream,
-                    event_json: crate::stream_json::parse(&c.data).event.to_string(),
+                    // Parsed at ingest; lines stored before that are parsed now.
+                    event_json: match std::str::from_utf8(&c.event) {
+                        Ok(event) if !event.is_empty() => event.to_owned(),
+                        _ => crate::stream_json::parse(&c.data).event.to_string(),
+                    },
                     data: c.data.to_vec(),
                 })
                 .collect(),

@@ -282,11 +282,22 @@ async fn take<T>(
 }
 
 /// Keeps a group hot and publishes it: one round trip each, at the same time.
-async fn publish(agents: &Agents, jobs: Vec<Job>) -> Group {
+async fn publish(agents: &Agents, mut jobs: Vec<Job>) -> Group {
     let mut hot: Vec<(AgentId, Vec<HotChunk>)> = Vec::with_capacity(jobs.len());
     let mut published = Vec::new();
     let mut outcomes = Vec::new();
-    for job in &jobs {
+    for job in &mut jobs {
+        // Each line is understood once, here: the event travels with it to the fan-out, the
+        // hot ring and the database, and history never parses it again.
+        for chunk in &mut job.chunks {
+            let parsed = stream_json::parse(&chunk.data);
+            if let Some(outcome) = parsed.outcome {
+                outcomes.push((job.source.id, outcome));
+            }
+            let event = parsed.event.to_string();
+            chunk.event = bytes::Bytes::from(event.clone());
+            published.push((job.source.team_id, events::output(job.source, chunk, event)));
+        }
         hot.push((
             job.source.id,
             job.chunks
@@ -295,17 +306,10 @@ async fn publish(agents: &Agents, jobs: Vec<Job>) -> Group {
                     seq: c.seq,
                     stream: c.stream,
                     data: c.data.clone(),
+                    event: c.event.clone(),
                 })
                 .collect(),
         ));
-        for chunk in &job.chunks {
-            let parsed = stream_json::parse(&chunk.data);
-            if let Some(outcome) = parsed.outcome {
-                outcomes.push((job.source.id, outcome));
-            }
-            let event = events::output(job.source, chunk, parsed.event.to_string());
-            published.push((job.source.team_id, event));
-        }
     }
     let (kept, told) = tokio::join!(
         agents.hot().append_many(&hot),
@@ -441,6 +445,7 @@ mod tests {
                     seq,
                     stream: 1,
                     data: Bytes::from(format!("line {seq}")),
+                    event: Bytes::new(),
                 })
                 .collect(),
             _budget: None,

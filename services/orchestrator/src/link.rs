@@ -368,6 +368,7 @@ impl Session {
             seq: output.seq,
             stream,
             data: output.data,
+            event: bytes::Bytes::new(),
         });
         Ok(())
     }

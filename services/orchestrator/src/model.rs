@@ -69,6 +69,9 @@ pub struct StoredChunk {
     pub seq: u64,
     pub stream: i32,
     pub data: Bytes,
+    /// The line understood as Claude Code stream-json (our event JSON), parsed once at ingest;
+    /// empty until then, and for lines stored by an older version.
+    pub event: Bytes,
 }
 
 /// Whose output a batch is, as the fan-out needs it.

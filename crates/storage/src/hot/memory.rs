@@ -92,13 +92,13 @@ impl HotStore for MemoryHotStore {
                 }
             };
             if kept {
-                ring.bytes += chunk.data.len();
+                ring.bytes += chunk.data.len() + chunk.event.len();
             }
             while ring.chunks.len() > self.capacity
                 || (ring.bytes > RING_MAX_BYTES && ring.chunks.len() > 1)
             {
                 if let Some(evicted) = ring.chunks.pop_front() {
-                    ring.bytes -= evicted.data.len();
+                    ring.bytes -= evicted.data.len() + evicted.event.len();
                 }
             }
         }

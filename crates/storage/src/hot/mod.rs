@@ -24,6 +24,9 @@ pub struct HotChunk {
     /// 1 = stdout, 2 = stderr (the proto's `OutputStream` numbering).
     pub stream: i32,
     pub data: Bytes,
+    /// The line understood (the orchestrator's event JSON), parsed once at ingest; empty when
+    /// unknown (written by an older version).
+    pub event: Bytes,
 }
 
 /// What a fan-out subscriber receives.

@@ -210,10 +210,22 @@ return collect(now, {version})
 /// Returns the live entries and deletes the expired ones.
 const READ_PRESENCE: &str = concat!(presence_prune!(), "return collect(now, {})\n");
 
+/// The stream byte's flag saying a length-prefixed event comes before the data (the streams
+/// are 1 and 2: the high bit is free, and chunks written without it still decode).
+const WITH_EVENT: u8 = 0x80;
+
 fn encode(chunk: &HotChunk) -> Bytes {
-    let mut buf = BytesMut::with_capacity(9 + chunk.data.len());
+    let mut buf = BytesMut::with_capacity(13 + chunk.event.len() + chunk.data.len());
     buf.put_u64(chunk.seq);
-    buf.put_u8(u8::try_from(chunk.stream).unwrap_or(0));
+    let stream = u8::try_from(chunk.stream).unwrap_or(0) & !WITH_EVENT;
+    match u32::try_from(chunk.event.len()) {
+        Ok(len) if len > 0 => {
+            buf.put_u8(stream | WITH_EVENT);
+            buf.put_u32(len);
+            buf.put_slice(&chunk.event);
+        }
+        _ => buf.put_u8(stream),
+    }
     buf.put_slice(&chunk.data);
     buf.freeze()
 }
@@ -225,10 +237,23 @@ fn decode(mut raw: Bytes) -> Option<HotChunk> {
     let head = raw.split_to(9);
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&head[..8]);
+    let mut event = Bytes::new();
+    if head[8] & WITH_EVENT != 0 {
+        if raw.len() < 4 {
+            return None;
+        }
+        let len = raw.split_to(4);
+        let len = usize::try_from(u32::from_be_bytes([len[0], len[1], len[2], len[3]])).ok()?;
+        if raw.len() < len {
+            return None;
+        }
+        event = raw.split_to(len);
+    }
     Some(HotChunk {
         seq: u64::from_be_bytes(seq),
-        stream: i32::from(head[8]),
+        stream: i32::from(head[8] & !WITH_EVENT),
         data: raw,
+        event,
     })
 }
 

@@ -53,6 +53,8 @@ pub mod output {
         pub seq: i64,
         pub stream: i32,
         pub data: Vec<u8>,
+        /// The line understood, parsed at ingest; NULL for lines stored before it was kept.
+        pub event: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

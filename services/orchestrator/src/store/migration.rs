@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0003Outcome),
             Box::new(M0004LastSeen),
             Box::new(M0005Positions),
+            Box::new(M0006OutputEvents),
         ]
     }
 
@@ -273,6 +274,41 @@ impl MigrationTrait for M0005Positions {
             .drop_table(
                 Table::drop()
                     .table(Alias::new("agent_positions"))
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Each stored line keeps the event it was understood as at ingest, so history never parses it
+/// again. Lines stored before stay NULL (they are parsed when read).
+struct M0006OutputEvents;
+
+impl MigrationName for M0006OutputEvents {
+    fn name(&self) -> &str {
+        "m0006_output_events"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0006OutputEvents {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("agent_output"))
+                    .add_column(col("event").text().null())
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("agent_output"))
+                    .drop_column(Alias::new("event"))
                     .to_owned(),
             )
             .await

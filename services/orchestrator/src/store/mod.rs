@@ -100,10 +100,11 @@ impl SeaAgentStore {
 
     /// `append_output` on PostgreSQL, the hot path of a multi-process deployment: one statement
     /// taking its rows as arrays (`UNNEST`), so it has a fixed text, is prepared once per
-    /// connection, costs seven parameters whatever the batch size, and one round trip.
+    /// connection, costs eight parameters whatever the batch size, and one round trip.
     async fn append_output_pg(&self, batches: &[OutputBatch<'_>]) -> Result<Vec<u64>, DbErr> {
         let rows = batches.iter().map(|b| b.chunks.len()).sum();
-        let (mut agent_ids, mut seqs, mut streams, mut data) = (
+        let (mut agent_ids, mut seqs, mut streams, mut data, mut events) = (
+            Vec::with_capacity(rows),
             Vec::with_capacity(rows),
             Vec::with_capacity(rows),
             Vec::with_capacity(rows),
@@ -114,6 +115,11 @@ impl SeaAgentStore {
             seqs.push(to_i64(chunk.seq));
             streams.push(chunk.stream);
             data.push(chunk.data.as_ref());
+            events.push(
+                std::str::from_utf8(&chunk.event)
+                    .ok()
+                    .filter(|e| !e.is_empty()),
+            );
         }
         let (mut ids, mut firsts, mut nexts) = (Vec::new(), Vec::new(), Vec::new());
         for (id, first, next) in moves(batches) {
@@ -127,8 +133,9 @@ impl SeaAgentStore {
         // completion whether or not its rows are read.)
         let rows: Vec<(String, i64)> = sea_orm::sqlx::query_as(
             "WITH stored AS ( \
-               INSERT INTO agent_output (agent_id, seq, stream, data) \
-               SELECT * FROM UNNEST($1::varchar[], $2::bigint[], $3::int[], $4::bytea[]) \
+               INSERT INTO agent_output (agent_id, seq, stream, data, event) \
+               SELECT * FROM UNNEST($1::varchar[], $2::bigint[], $3::int[], $4::bytea[], \
+                 $8::text[]) \
                ON CONFLICT (agent_id, seq) DO NOTHING \
              ) \
              UPDATE agent_positions AS a SET output_seq = CASE \
@@ -144,6 +151,7 @@ impl SeaAgentStore {
         .bind(&ids)
         .bind(&firsts)
         .bind(&nexts)
+        .bind(&events)
         .fetch_all(self.db.get_postgres_connection_pool())
         .await
         .map_err(|e| DbErr::Custom(format!("append output: {e}")))?;
@@ -172,7 +180,12 @@ impl SeaAgentStore {
                     .bind(id.as_str())
                     .bind(to_i64(chunk.seq))
                     .bind(chunk.stream)
-                    .bind(chunk.data.as_ref());
+                    .bind(chunk.data.as_ref())
+                    .bind(
+                        std::str::from_utf8(&chunk.event)
+                            .ok()
+                            .filter(|e| !e.is_empty()),
+                    );
             }
             query.execute(&mut *txn).await.map_err(failed)?;
         }
@@ -227,9 +240,9 @@ static SQLITE_INSERTS: LazyLock<Vec<String>> = LazyLock::new(|| {
         .iter()
         .map(|rows| {
             format!(
-                "INSERT INTO agent_output (agent_id, seq, stream, data) VALUES {} \
+                "INSERT INTO agent_output (agent_id, seq, stream, data, event) VALUES {} \
                  ON CONFLICT (agent_id, seq) DO NOTHING",
-                sqlite_values(*rows, 4)
+                sqlite_values(*rows, 5)
             )
         })
         .collect()
@@ -517,6 +530,7 @@ impl AgentStore for SeaAgentStore {
                 seq: to_u64(m.seq),
                 stream: m.stream,
                 data: Bytes::from(m.data),
+                event: m.event.map(Bytes::from).unwrap_or_default(),
             })
             .collect())
     }
