@@ -277,6 +277,10 @@ struct World<'a> {
     /// Ids of the team under test that a caller from another team must never see.
     secret_ids: Vec<String>,
     fresh: u32,
+    /// The OpenAPI document every REST answer is checked against.
+    doc: Value,
+    /// The operations whose answers were checked.
+    validated: BTreeSet<String>,
     auth: AuthServiceClient<covibe_bootstrap::Client>,
     team: TeamServiceClient<covibe_bootstrap::Client>,
     orch: OrchestratorServiceClient<covibe_bootstrap::Client>,
@@ -326,7 +330,57 @@ impl World<'_> {
         format!("fresh{}@example.com", self.fresh)
     }
 
-    async fn rest(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Outcome {
+    /// A REST call whose answer (success or error) must be what the OpenAPI document says the
+    /// operation `row` answers with that status.
+    async fn checked(
+        &mut self,
+        row: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Outcome {
+        let (method, template) = row.split_once(' ').unwrap();
+        let (status, text) = match self.rest_unchecked(method, path, token, body).await {
+            Ok(answer) => answer,
+            Err((status, code, text)) => {
+                self.conform(method, template, status, &text);
+                return Err(code);
+            }
+        };
+        self.conform(method, template, status, &text);
+        Ok(text)
+    }
+
+    /// Checks an answer against the document: the status is documented for the operation, and
+    /// a JSON body matches the schema documented for it.
+    fn conform(&mut self, method: &str, template: &str, status: u16, text: &str) {
+        let operation = &self.doc["paths"][template][method.to_lowercase()];
+        assert!(
+            !operation.is_null(),
+            "{method} {template} is not in the OpenAPI document"
+        );
+        let response = &operation["responses"][status.to_string()];
+        assert!(
+            !response.is_null(),
+            "{method} {template} answered {status}, which the document does not list: {text}"
+        );
+        if let Some(schema) = response["content"]["application/json"].get("schema") {
+            let value: Value = serde_json::from_str(text)
+                .unwrap_or_else(|e| panic!("{method} {template} {status}: not JSON ({e}): {text}"));
+            if let Err(why) = conforms(&value, schema, &self.doc) {
+                panic!("{method} {template} {status} does not match the document: {why}\n{text}");
+            }
+        }
+        self.validated.insert(format!("{method} {template}"));
+    }
+
+    async fn rest_unchecked(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, String), (u16, String, String)> {
         let url = format!("{}{path}", self.stack.gw);
         let mut request = self.http.request(method.parse().unwrap(), &url);
         if !token.is_empty() {
@@ -339,12 +393,13 @@ impl World<'_> {
         let status = response.status();
         let text = response.text().await.unwrap();
         if status.is_success() {
-            return Ok(text);
+            return Ok((status.as_u16(), text));
         }
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Err(body["error"]["code"]
+        let code = body["error"]["code"]
             .as_str()
-            .map_or_else(|| status.as_str().to_owned(), str::to_owned))
+            .map_or_else(|| status.as_str().to_owned(), str::to_owned);
+        Err((status.as_u16(), code, text))
     }
 
     async fn socket(&mut self, who: usize, event: &str, data: Value) -> Outcome {
@@ -492,28 +547,28 @@ impl World<'_> {
             "POST /api/team/create" => {
                 let email = self.email();
                 let body = json!({"name": "New", "email": email, "displayName": "N"});
-                self.rest("POST", "/api/team/create", t, Some(body)).await
+                self.checked(row, "/api/team/create", t, Some(body)).await
             }
             "POST /api/team/invite" => {
-                self.rest(
-                    "POST",
+                self.checked(
+                    row,
                     "/api/team/invite",
                     t,
                     Some(json!({"maxUses": 1, "expiresInHours": 1})),
                 )
                 .await
             }
-            "GET /api/team/invites" => self.rest("GET", "/api/team/invites", t, None).await,
+            "GET /api/team/invites" => self.checked(row, "/api/team/invites", t, None).await,
             "DELETE /api/team/invite/{id}" => {
                 let (id, _) = self.invite().await;
-                self.rest("DELETE", &format!("/api/team/invite/{id}"), t, None)
+                self.checked(row, &format!("/api/team/invite/{id}"), t, None)
                     .await
             }
-            "GET /api/team" => self.rest("GET", "/api/team", t, None).await,
+            "GET /api/team" => self.checked(row, "/api/team", t, None).await,
             "DELETE /api/team/members/{id}" => {
                 let victim = self.victim().await;
-                self.rest(
-                    "DELETE",
+                self.checked(
+                    row,
                     &format!("/api/team/members/{}", victim.user_id),
                     t,
                     None,
@@ -523,82 +578,77 @@ impl World<'_> {
             "PUT /api/team/members/{id}/role" => {
                 let victim = self.victim().await;
                 let path = format!("/api/team/members/{}/role", victim.user_id);
-                self.rest("PUT", &path, t, Some(json!({"role": "admin"})))
+                self.checked(row, &path, t, Some(json!({"role": "admin"})))
                     .await
             }
             "POST /api/team/members/{id}/recovery-code" => {
                 let victim = self.victim().await;
                 let path = format!("/api/team/members/{}/recovery-code", victim.user_id);
-                self.rest("POST", &path, t, None).await
+                self.checked(row, &path, t, None).await
             }
             "POST /api/team/transfer-ownership" => {
                 let victim = self.victim().await;
                 let body = json!({"userId": victim.user_id});
                 let outcome = self
-                    .rest("POST", "/api/team/transfer-ownership", t, Some(body))
+                    .checked(row, "/api/team/transfer-ownership", t, Some(body))
                     .await;
                 if outcome.is_ok() {
                     self.transfer_back(&victim).await;
                 }
                 outcome
             }
-            "GET /api/team/presence" => self.rest("GET", "/api/team/presence", t, None).await,
+            "GET /api/team/presence" => self.checked(row, "/api/team/presence", t, None).await,
             "POST /api/auth/login" => {
                 let (_, code) = self.invite().await;
                 let email = self.email();
                 let body = json!({"inviteCode": code, "email": email, "displayName": "L"});
-                self.rest("POST", "/api/auth/login", t, Some(body)).await
+                self.checked(row, "/api/auth/login", t, Some(body)).await
             }
             "POST /api/auth/refresh" => {
                 let temp = second_device(&self.http, &self.stack.gw, self.person(OWN), "r").await;
                 let body = json!({"refreshToken": temp.refresh});
-                self.rest("POST", "/api/auth/refresh", t, Some(body)).await
+                self.checked(row, "/api/auth/refresh", t, Some(body)).await
             }
-            "GET /api/auth/me" => self.rest("GET", "/api/auth/me", t, None).await,
-            "POST /api/auth/device" => self.rest("POST", "/api/auth/device", t, None).await,
+            "GET /api/auth/me" => self.checked(row, "/api/auth/me", t, None).await,
+            "POST /api/auth/device" => self.checked(row, "/api/auth/device", t, None).await,
             "POST /api/auth/device/redeem" => {
                 let code = self.rita_code().await;
-                self.rest(
-                    "POST",
+                self.checked(
+                    row,
                     "/api/auth/device/redeem",
                     t,
                     Some(json!({"code": code})),
                 )
                 .await
             }
-            "GET /api/auth/sessions" => self.rest("GET", "/api/auth/sessions", t, None).await,
+            "GET /api/auth/sessions" => self.checked(row, "/api/auth/sessions", t, None).await,
             "DELETE /api/auth/sessions/{id}" => {
                 let id = self.rita_session().await;
-                self.rest("DELETE", &format!("/api/auth/sessions/{id}"), t, None)
+                self.checked(row, &format!("/api/auth/sessions/{id}"), t, None)
                     .await
             }
             "POST /api/auth/logout" => {
                 let temp = self.temp(who).await;
-                self.rest("POST", "/api/auth/logout", &temp, None).await
+                self.checked(row, "/api/auth/logout", &temp, None).await
             }
-            "POST /api/auth/logout-all" => self.rest("POST", "/api/auth/logout-all", t, None).await,
+            "POST /api/auth/logout-all" => self.checked(row, "/api/auth/logout-all", t, None).await,
             "POST /api/agent/spawn" => {
-                self.rest(
-                    "POST",
-                    "/api/agent/spawn",
-                    t,
-                    Some(json!({"task": "lines=1"})),
-                )
-                .await
+                self.checked(row, "/api/agent/spawn", t, Some(json!({"task": "lines=1"})))
+                    .await
             }
-            "GET /api/agent/list" => self.rest("GET", "/api/agent/list", t, None).await,
+            "GET /api/agent/list" => self.checked(row, "/api/agent/list", t, None).await,
             "GET /api/agent/{id}" => {
-                self.rest("GET", &format!("/api/agent/{}", self.rita_agent), t, None)
+                self.checked(row, &format!("/api/agent/{}", self.rita_agent), t, None)
                     .await
             }
             "DELETE /api/agent/{id}" => {
                 let agent = self.control_target(who, allowed).await;
-                self.rest("DELETE", &format!("/api/agent/{agent}"), t, None)
+                self.checked(row, &format!("/api/agent/{agent}"), t, None)
                     .await
             }
             "GET /api/agent/{id}/output" => {
-                self.rest(
-                    "GET",
+                self.checked(
+                    row,
                     &format!("/api/agent/{}/output", self.rita_agent),
                     t,
                     None,
@@ -606,41 +656,36 @@ impl World<'_> {
                 .await
             }
             "POST /api/chat/message" => {
-                self.rest(
-                    "POST",
-                    "/api/chat/message",
-                    t,
-                    Some(json!({"message": "hi"})),
-                )
-                .await
+                self.checked(row, "/api/chat/message", t, Some(json!({"message": "hi"})))
+                    .await
             }
-            "GET /api/chat/history" => self.rest("GET", "/api/chat/history", t, None).await,
+            "GET /api/chat/history" => self.checked(row, "/api/chat/history", t, None).await,
             "POST /api/vm/register" => {
-                self.rest("POST", "/api/vm/register", t, Some(json!({"name": "mine"})))
+                self.checked(row, "/api/vm/register", t, Some(json!({"name": "mine"})))
                     .await
             }
             "PUT /api/vm/update" => {
                 let body = json!({"vmId": self.rita_dial_vm, "name": "renamed"});
-                self.rest("PUT", "/api/vm/update", t, Some(body)).await
+                self.checked(row, "/api/vm/update", t, Some(body)).await
             }
             "POST /api/vm/token" => {
                 let body = json!({"vmId": self.rita_dial_vm});
-                self.rest("POST", "/api/vm/token", t, Some(body)).await
+                self.checked(row, "/api/vm/token", t, Some(body)).await
             }
-            "GET /api/vm/list" => self.rest("GET", "/api/vm/list", t, None).await,
+            "GET /api/vm/list" => self.checked(row, "/api/vm/list", t, None).await,
             "POST /api/webhook/push" => {
                 let team = &self.owner().team_id;
-                self.rest(
-                    "POST",
+                self.checked(
+                    row,
                     &format!("/api/webhook/push?team={team}"),
                     t,
                     Some(json!({})),
                 )
                 .await
             }
-            "GET /api/openapi.json" => self.rest("GET", "/api/openapi.json", t, None).await,
-            "GET /healthz" => self.rest("GET", "/healthz", t, None).await,
-            "GET /readyz" => self.rest("GET", "/readyz", t, None).await,
+            "GET /api/openapi.json" => self.checked(row, "/api/openapi.json", t, None).await,
+            "GET /healthz" => self.checked(row, "/healthz", t, None).await,
+            "GET /readyz" => self.checked(row, "/readyz", t, None).await,
 
             "socket join_team" => {
                 let data = json!({"teamId": self.owner().team_id, "token": t});
@@ -996,6 +1041,80 @@ fn uuid_like() -> String {
     covibe_types::AgentId::new().to_string()
 }
 
+/// Whether `value` matches `schema` (the subset of JSON Schema the gateway's document uses:
+/// `$ref`, `anyOf`, `enum`, `type`, `required`, `properties`, `additionalProperties: false`,
+/// `items`, `minimum`); the error says where it does not.
+fn conforms(value: &Value, schema: &Value, doc: &Value) -> Result<(), String> {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        let target = &doc["components"]["schemas"][name];
+        if target.is_null() {
+            return Err(format!("unknown schema {reference}"));
+        }
+        return conforms(value, target, doc).map_err(|e| format!("{name}: {e}"));
+    }
+    if let Some(options) = schema["anyOf"].as_array() {
+        return if options.iter().any(|o| conforms(value, o, doc).is_ok()) {
+            Ok(())
+        } else {
+            Err(format!("{value} matches none of {schema}"))
+        };
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        return Err(format!("{value} is not one of {allowed:?}"));
+    }
+    let kind = schema["type"].as_str().unwrap_or("any");
+    let fits = match kind {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "null" => value.is_null(),
+        _ => true,
+    };
+    if !fits {
+        return Err(format!("{value} is not {kind}"));
+    }
+    if let Some(minimum) = schema["minimum"].as_f64()
+        && value.as_f64().is_some_and(|v| v < minimum)
+    {
+        return Err(format!("{value} is below {minimum}"));
+    }
+    if let Some(items) = schema.get("items") {
+        for (i, item) in value.as_array().into_iter().flatten().enumerate() {
+            conforms(item, items, doc).map_err(|e| format!("[{i}]: {e}"))?;
+        }
+    }
+    if kind == "object" {
+        let object = value
+            .as_object()
+            .map_or_else(Default::default, Clone::clone);
+        for name in schema["required"].as_array().into_iter().flatten() {
+            let name = name.as_str().unwrap_or_default();
+            if !object.contains_key(name) {
+                return Err(format!("missing {name}"));
+            }
+        }
+        let properties = schema["properties"].as_object();
+        for (name, field) in &object {
+            match properties.and_then(|p| p.get(name)) {
+                Some(field_schema) => {
+                    conforms(field, field_schema, doc).map_err(|e| format!("{name}: {e}"))?;
+                }
+                None if schema["additionalProperties"] == false => {
+                    return Err(format!("{name} is not in the document"));
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every REST route of the OpenAPI document, every Socket.io event the gateway knows, and
 /// every RPC of the services' protos.
 async fn surface(world: &mut World<'_>) -> BTreeSet<String> {
@@ -1109,6 +1228,8 @@ async fn matrix(stack: &Stack) {
         rita_local_vm,
         rita_dial_vm,
         fresh: 0,
+        doc: get(&http, &format!("{gw}/api/openapi.json"), "").await.1,
+        validated: BTreeSet::new(),
         auth: AuthServiceClient::new(channel(&stack.auth)),
         team: TeamServiceClient::new(channel(&stack.team)),
         orch: OrchestratorServiceClient::new(channel(&stack.orchestrator)),
@@ -1197,6 +1318,18 @@ async fn matrix(stack: &Stack) {
             assert!(answers[0].is_err(), "{row}: {answers:?}");
         }
     }
+
+    // Every REST route's answers were checked against the OpenAPI document.
+    let rest_rows: BTreeSet<String> = MATRIX
+        .iter()
+        .filter(|(name, _)| name.starts_with(['G', 'P', 'D']))
+        .map(|(name, _)| (*name).to_owned())
+        .collect();
+    let unchecked: Vec<_> = rest_rows.difference(&world.validated).collect();
+    assert!(
+        unchecked.is_empty(),
+        "answers never checked against the document: {unchecked:?}"
+    );
 
     // Every refused control left Rita's agent running.
     let (_, agent) = get(
