@@ -13,7 +13,7 @@ use covibe_proto::tonic::{self, Code, Request, Response, Status};
 use covibe_types::{ApiError, SessionId, TeamId, UserId};
 
 use crate::Error;
-use crate::model::{CodeKind, IssuedTokens, Session};
+use crate::model::{CodeKind, Session};
 use crate::sessions::Sessions;
 
 pub struct AuthGrpc {
@@ -118,32 +118,6 @@ impl AuthGrpc {
     }
 }
 
-fn tokens_pb(t: IssuedTokens) -> pb::TokenPair {
-    pb::TokenPair {
-        access_token: t.access_token,
-        refresh_token: t.refresh_token,
-        access_expires_at_ms: t.access_expires_at_ms,
-    }
-}
-
-fn session_pb(s: &Session, current: SessionId) -> pb::Session {
-    pb::Session {
-        id: s.id.to_string(),
-        device_name: s.device_name.clone(),
-        created_at_ms: s.created_at_ms,
-        last_used_at_ms: s.last_used_at_ms,
-        current: s.id == current,
-    }
-}
-
-fn code_pb(code: String, expires_at_ms: i64) -> pb::SignInCode {
-    pb::SignInCode {
-        qr_payload: format!("covibe:sign-in?code={code}"),
-        code,
-        expires_at_ms,
-    }
-}
-
 fn ids(
     team: Option<&common::Team>,
     user: Option<&common::User>,
@@ -166,6 +140,8 @@ fn ids(
 fn upstream(status: Status) -> Status {
     ApiError::from_status(&status).into()
 }
+
+use crate::convert::{code_pb, session_pb, tokens_pb};
 
 #[tonic::async_trait]
 impl AuthService for AuthGrpc {

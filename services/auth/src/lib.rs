@@ -5,6 +5,7 @@
 //! `sessions` holds the rules over the `SessionStore` trait; `store` implements it with
 //! SeaORM; `grpc` is the thin adapter for `covibe.auth.v1.AuthService`.
 
+mod convert;
 mod error;
 mod grpc;
 mod model;

@@ -12,7 +12,6 @@ use covibe_proto::tonic::{self, Request, Response, Status};
 use covibe_types::{AgentId, ApiError, TeamId, UserId};
 
 use crate::agents::Agents;
-use crate::model::Agent;
 
 pub struct OrchestratorGrpc {
     agents: Arc<Agents>,
@@ -36,29 +35,12 @@ impl OrchestratorGrpc {
     }
 }
 
-pub fn agent_pb(a: &Agent) -> common::Agent {
-    common::Agent {
-        id: a.id.to_string(),
-        team_id: a.team_id.to_string(),
-        owner_id: a.owner_id.to_string(),
-        vm_id: a.vm_id.clone(),
-        task: a.task.clone(),
-        status: a.status.to_proto().into(),
-        exit_code: a.exit_code,
-        created_at_ms: a.created_at_ms,
-        started_at_ms: a.started_at_ms,
-        finished_at_ms: a.finished_at_ms,
-        output_seq: a.output_seq,
-        cost_usd: a.outcome.map(|o| o.cost_usd),
-        num_turns: a.outcome.map(|o| o.turns),
-        duration_ms: a.outcome.map(|o| o.duration_ms),
-    }
-}
-
 fn agent_id(raw: &str) -> Result<AgentId, Status> {
     raw.parse()
         .map_err(|_| ApiError::invalid("invalid agent id").into())
 }
+
+use crate::convert::agent_pb;
 
 #[tonic::async_trait]
 impl OrchestratorService for OrchestratorGrpc {

@@ -7,6 +7,7 @@
 //! `covibe.orchestrator.v1.OrchestratorService`.
 
 mod agents;
+mod convert;
 mod error;
 mod events;
 mod grpc;

@@ -13,7 +13,7 @@ use crate::chat::Chat;
 use crate::domain::TeamDomain;
 use crate::events;
 use crate::model::Before;
-use crate::model::{Invite, Member, Role, Team};
+use crate::model::Role;
 
 pub struct TeamGrpc {
     domain: Arc<TeamDomain>,
@@ -52,50 +52,12 @@ impl TeamGrpc {
     }
 }
 
-fn team_pb(t: &Team) -> common::Team {
-    common::Team {
-        id: t.id.to_string(),
-        name: t.name.clone(),
-        created_at_ms: t.created_at_ms,
-    }
-}
-
-fn role_pb(role: Role) -> common::Role {
-    match role {
-        Role::Owner => common::Role::Owner,
-        Role::Admin => common::Role::Admin,
-        Role::Member => common::Role::Member,
-    }
-}
-
-fn user_pb(m: &Member) -> common::User {
-    common::User {
-        id: m.id.to_string(),
-        team_id: m.team_id.to_string(),
-        email: m.email.clone(),
-        display_name: m.display_name.clone(),
-        created_at_ms: m.created_at_ms,
-        role: role_pb(m.role) as i32,
-    }
-}
-
-fn invite_pb(i: &Invite) -> pb::Invite {
-    pb::Invite {
-        id: i.id.clone(),
-        created_by: i.created_by.to_string(),
-        created_at_ms: i.created_at_ms,
-        expires_at_ms: i.expires_at_ms,
-        max_uses: i.max_uses,
-        uses: i.uses,
-        revoked: i.revoked,
-        usable: i.usable(covibe_types::now_ms()),
-    }
-}
-
 fn user_id(raw: &str) -> Result<UserId, Status> {
     raw.parse()
         .map_err(|_| ApiError::not_found("no such member in your team").into())
 }
+
+use crate::convert::{invite_pb, team_pb, user_pb};
 
 #[tonic::async_trait]
 impl TeamService for TeamGrpc {

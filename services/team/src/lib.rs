@@ -6,6 +6,7 @@
 //! SQLite); `grpc` is the thin adapter for `covibe.team.v1.TeamService`.
 
 mod chat;
+mod convert;
 mod domain;
 mod error;
 mod events;
