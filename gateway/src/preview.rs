@@ -16,10 +16,20 @@ use axum::response::IntoResponse;
 use covibe_proto::preview::v1 as pb;
 use covibe_types::{ApiError, Code};
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::http::error::HttpError;
 use crate::state::Gateway;
+
+/// What a webhook delivery became.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct WebhookAck {
+    /// `false`: not a push (or a branch deletion), ignored.
+    pub accepted: bool,
+    /// This delivery was received before.
+    pub duplicate: bool,
+    /// The pushed commit.
+    pub commit: Option<String>,
+}
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct WebhookQuery {
@@ -68,10 +78,10 @@ pub(crate) async fn push(
     };
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({
-            "accepted": answer.accepted,
-            "duplicate": answer.duplicate,
-            "commit": answer.preview.map(|p| p.commit),
-        })),
+        Json(WebhookAck {
+            accepted: answer.accepted,
+            duplicate: answer.duplicate,
+            commit: answer.preview.map(|p| p.commit),
+        }),
     ))
 }

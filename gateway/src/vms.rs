@@ -12,7 +12,6 @@ use axum::response::IntoResponse;
 use covibe_bootstrap::bearer;
 use covibe_proto::vmconnector::v1 as pb;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::http::error::HttpError;
 use crate::http::extract::ApiJson;
@@ -52,6 +51,25 @@ pub(crate) struct VmView {
     pub last_seen: i64,
 }
 
+/// `{vm}`.
+#[derive(Debug, Serialize)]
+pub(crate) struct VmEnvelope {
+    pub vm: VmView,
+}
+
+/// `{vms}`.
+#[derive(Debug, Serialize)]
+pub(crate) struct VmList {
+    pub vms: Vec<VmView>,
+}
+
+/// A VM's dial-in token, shown once.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct VmToken {
+    pub vm_token: String,
+}
+
 fn view(vm: pb::Vm) -> VmView {
     VmView {
         id: vm.id,
@@ -78,7 +96,7 @@ pub(crate) async fn register(
         .register_vm(bearer(request, &member.token))
         .await?
         .into_inner();
-    Ok((StatusCode::CREATED, Json(json!({"vm": view(vm)}))))
+    Ok((StatusCode::CREATED, Json(VmEnvelope { vm: view(vm) })))
 }
 
 /// `PUT /api/vm/update {vmId, name}` → `{vm}`; another member's VM is 404.
@@ -97,7 +115,7 @@ pub(crate) async fn update(
         .update_vm(bearer(request, &member.token))
         .await?
         .into_inner();
-    Ok(Json(json!({"vm": view(vm)})))
+    Ok(Json(VmEnvelope { vm: view(vm) }))
 }
 
 /// `POST /api/vm/token {vmId}` → 201 `{vmToken}`: a fresh token for one of the caller's own
@@ -116,7 +134,9 @@ pub(crate) async fn create_token(
         .into_inner();
     Ok((
         StatusCode::CREATED,
-        Json(json!({"vmToken": minted.vm_token})),
+        Json(VmToken {
+            vm_token: minted.vm_token,
+        }),
     ))
 }
 
@@ -131,7 +151,7 @@ pub(crate) async fn list(
         .list_vms(bearer(pb::ListVmsRequest {}, &member.token))
         .await?
         .into_inner();
-    Ok(Json(
-        json!({"vms": list.vms.into_iter().map(view).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(VmList {
+        vms: list.vms.into_iter().map(view).collect(),
+    }))
 }

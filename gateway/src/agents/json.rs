@@ -84,6 +84,24 @@ pub struct OutputPage {
     pub next_seq: u64,
 }
 
+/// `{agent}`.
+#[derive(Debug, Serialize)]
+pub struct AgentEnvelope {
+    pub agent: Agent,
+}
+
+/// `{agents}`.
+#[derive(Debug, Serialize)]
+pub struct AgentList {
+    pub agents: Vec<Agent>,
+}
+
+/// `{ok: true}`: the command was passed on.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub ok: bool,
+}
+
 pub fn status_name(raw: i32) -> &'static str {
     common::AgentStatus::try_from(raw)
         .ok()

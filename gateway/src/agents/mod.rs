@@ -104,7 +104,9 @@ pub(crate) async fn spawn(
     let agent = spawn_agent(&gw, &member.token, body).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"agent": json::agent(agent)})),
+        Json(json::AgentEnvelope {
+            agent: json::agent(agent),
+        }),
     ))
 }
 
@@ -119,9 +121,9 @@ pub(crate) async fn list(
         .list_agents(bearer(orch::ListAgentsRequest {}, &member.token))
         .await?
         .into_inner();
-    Ok(Json(
-        json!({"agents": list.agents.into_iter().map(json::agent).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(json::AgentList {
+        agents: list.agents.into_iter().map(json::agent).collect(),
+    }))
 }
 
 /// `GET /api/agent/{id}` → `{agent}`.
@@ -138,7 +140,9 @@ pub(crate) async fn get(
             &member.token,
         ))
         .await?;
-    Ok(Json(json!({"agent": json::agent(agent.into_inner())})))
+    Ok(Json(json::AgentEnvelope {
+        agent: json::agent(agent.into_inner()),
+    }))
 }
 
 /// `DELETE /api/agent/{id}` → 202: kills one of the caller's agents.
@@ -148,7 +152,7 @@ pub(crate) async fn kill(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse> {
     control_agent(&gw, &member.token, id, "kill", None).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"ok": true}))))
+    Ok((StatusCode::ACCEPTED, Json(json::Accepted { ok: true })))
 }
 
 /// `GET /api/agent/{id}/output?fromSeq&limit` → a page of history.

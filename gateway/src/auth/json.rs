@@ -2,7 +2,6 @@
 
 use covibe_proto::auth::v1 as auth;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::team::json::{Team, User, team, user};
 
@@ -46,18 +45,73 @@ pub fn session(s: auth::SessionResponse) -> Session {
     }
 }
 
-pub fn session_json(s: auth::Session) -> serde_json::Value {
-    json!({
-        "id": s.id,
-        "deviceName": s.device_name,
-        "createdAt": s.created_at_ms,
-        "lastUsedAt": s.last_used_at_ms,
-        "current": s.current,
-    })
+/// One signed-in device.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfo {
+    pub id: String,
+    pub device_name: String,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    /// The session of this request.
+    pub current: bool,
 }
 
-pub fn code_json(c: auth::SignInCode) -> serde_json::Value {
-    json!({"code": c.code, "expiresAt": c.expires_at_ms, "qrPayload": c.qr_payload})
+pub fn session_json(s: auth::Session) -> SessionInfo {
+    SessionInfo {
+        id: s.id,
+        device_name: s.device_name,
+        created_at: s.created_at_ms,
+        last_used_at: s.last_used_at_ms,
+        current: s.current,
+    }
+}
+
+/// A one-time sign-in code, shown once.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignInCode {
+    pub code: String,
+    pub expires_at: i64,
+    /// What a client shows as a QR code.
+    pub qr_payload: String,
+}
+
+pub fn code_json(c: auth::SignInCode) -> SignInCode {
+    SignInCode {
+        code: c.code,
+        expires_at: c.expires_at_ms,
+        qr_payload: c.qr_payload,
+    }
+}
+
+/// A refreshed pair.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub access_expires_at: i64,
+}
+
+/// The caller, their team and this session.
+#[derive(Debug, Serialize)]
+pub struct Me {
+    pub team: Option<Team>,
+    pub user: Option<User>,
+    pub session: Option<SessionInfo>,
+}
+
+/// `{sessions}`, newest first.
+#[derive(Debug, Serialize)]
+pub struct SessionList {
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// How many sessions ended.
+#[derive(Debug, Serialize)]
+pub struct Ended {
+    pub ended: u32,
 }
 
 #[derive(Debug, Deserialize)]

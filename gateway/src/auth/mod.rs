@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use covibe_bootstrap::bearer;
 use covibe_proto::auth::v1 as auth;
-use serde_json::json;
 
 use crate::http::error::HttpError;
 use crate::http::extract::ApiJson;
@@ -86,11 +85,11 @@ pub(crate) async fn refresh(
         })
         .await?
         .into_inner();
-    Ok(Json(json!({
-        "accessToken": pair.access_token,
-        "refreshToken": pair.refresh_token,
-        "accessExpiresAt": pair.access_expires_at_ms,
-    })))
+    Ok(Json(json::TokenPair {
+        access_token: pair.access_token,
+        refresh_token: pair.refresh_token,
+        access_expires_at: pair.access_expires_at_ms,
+    }))
 }
 
 pub(crate) async fn me(State(gw): Shared, member: Member) -> Result<impl IntoResponse> {
@@ -100,11 +99,11 @@ pub(crate) async fn me(State(gw): Shared, member: Member) -> Result<impl IntoRes
         .me(bearer(auth::MeRequest {}, &member.token))
         .await?
         .into_inner();
-    Ok(Json(json!({
-        "team": me.team.map(crate::team::json::team),
-        "user": me.user.map(crate::team::json::user),
-        "session": me.session.map(session_json),
-    })))
+    Ok(Json(json::Me {
+        team: me.team.map(crate::team::json::team),
+        user: me.user.map(crate::team::json::user),
+        session: me.session.map(session_json),
+    }))
 }
 
 pub(crate) async fn create_device_code(
@@ -145,9 +144,9 @@ pub(crate) async fn sessions(State(gw): Shared, member: Member) -> Result<impl I
         .list_sessions(bearer(auth::ListSessionsRequest {}, &member.token))
         .await?
         .into_inner();
-    Ok(Json(json!({
-        "sessions": list.sessions.into_iter().map(session_json).collect::<Vec<_>>(),
-    })))
+    Ok(Json(json::SessionList {
+        sessions: list.sessions.into_iter().map(session_json).collect(),
+    }))
 }
 
 pub(crate) async fn revoke_session(
@@ -164,7 +163,7 @@ pub(crate) async fn revoke_session(
         ))
         .await?
         .into_inner();
-    Ok(Json(json!({"ended": ended.ended})))
+    Ok(Json(json::Ended { ended: ended.ended }))
 }
 
 pub(crate) async fn logout(State(gw): Shared, member: Member) -> Result<impl IntoResponse> {
@@ -174,7 +173,7 @@ pub(crate) async fn logout(State(gw): Shared, member: Member) -> Result<impl Int
         .logout(bearer(auth::LogoutRequest {}, &member.token))
         .await?
         .into_inner();
-    Ok(Json(json!({"ended": ended.ended})))
+    Ok(Json(json::Ended { ended: ended.ended }))
 }
 
 pub(crate) async fn logout_all(State(gw): Shared, member: Member) -> Result<impl IntoResponse> {
@@ -184,5 +183,5 @@ pub(crate) async fn logout_all(State(gw): Shared, member: Member) -> Result<impl
         .logout_all(bearer(auth::LogoutRequest {}, &member.token))
         .await?
         .into_inner();
-    Ok(Json(json!({"ended": ended.ended})))
+    Ok(Json(json::Ended { ended: ended.ended }))
 }

@@ -56,6 +56,21 @@ pub(crate) struct TeamPresenceView {
     pub users: Vec<PresenceUserView>,
 }
 
+/// `{message}`.
+#[derive(Debug, Serialize)]
+pub(crate) struct MessageEnvelope {
+    pub message: ChatMessageView,
+}
+
+/// A page of chat, oldest first.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ChatHistory {
+    pub messages: Vec<ChatMessageView>,
+    /// Older messages exist before the first one.
+    pub has_more: bool,
+}
+
 pub(crate) fn message_view(m: pb::ChatMessage) -> ChatMessageView {
     ChatMessageView {
         id: m.id,

@@ -58,7 +58,7 @@ pub(crate) async fn post_message(
     ApiJson(body): ApiJson<PostMessage>,
 ) -> Result<impl IntoResponse, HttpError> {
     let message = post(&gw, &member.token, body.message).await?;
-    Ok((StatusCode::CREATED, Json(json!({"message": message}))))
+    Ok((StatusCode::CREATED, Json(json::MessageEnvelope { message })))
 }
 
 /// `GET /api/chat/history?before=&beforeId=&limit=` → `{messages, hasMore}`, oldest first.
@@ -80,10 +80,10 @@ pub(crate) async fn history(
         .chat_history(bearer(request, &member.token))
         .await?
         .into_inner();
-    Ok(Json(json!({
-        "messages": page.messages.into_iter().map(message_view).collect::<Vec<_>>(),
-        "hasMore": page.has_more,
-    })))
+    Ok(Json(json::ChatHistory {
+        messages: page.messages.into_iter().map(message_view).collect(),
+        has_more: page.has_more,
+    }))
 }
 
 /// `GET /api/team/presence` → `{users}`.

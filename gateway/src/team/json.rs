@@ -3,7 +3,6 @@
 use covibe_proto::common::v1 as common;
 use covibe_proto::team::v1 as team_pb;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -63,17 +62,79 @@ pub fn role(raw: i32) -> &'static str {
     }
 }
 
-pub fn invite_json(i: team_pb::Invite) -> serde_json::Value {
-    json!({
-        "id": i.id,
-        "createdBy": i.created_by,
-        "createdAt": i.created_at_ms,
-        "expiresAt": i.expires_at_ms,
-        "maxUses": i.max_uses,
-        "uses": i.uses,
-        "revoked": i.revoked,
-        "usable": i.usable,
-    })
+/// An invite as owners and admins see it: never its code.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InviteInfo {
+    pub id: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub max_uses: u32,
+    pub uses: u32,
+    pub revoked: bool,
+    pub usable: bool,
+}
+
+pub fn invite_json(i: team_pb::Invite) -> InviteInfo {
+    InviteInfo {
+        id: i.id,
+        created_by: i.created_by,
+        created_at: i.created_at_ms,
+        expires_at: i.expires_at_ms,
+        max_uses: i.max_uses,
+        uses: i.uses,
+        revoked: i.revoked,
+        usable: i.usable,
+    }
+}
+
+/// A new invite, with its code (shown once).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewInvite {
+    pub id: String,
+    pub invite_code: String,
+    pub expires_at: i64,
+    pub max_uses: u32,
+}
+
+/// `{invites}`, newest first.
+#[derive(Debug, Serialize)]
+pub struct InviteList {
+    pub invites: Vec<InviteInfo>,
+}
+
+/// `{invite}`.
+#[derive(Debug, Serialize)]
+pub struct InviteEnvelope {
+    pub invite: InviteInfo,
+}
+
+/// The team and its members.
+#[derive(Debug, Serialize)]
+pub struct TeamView {
+    pub team: Option<Team>,
+    pub members: Vec<User>,
+}
+
+pub fn team_view(team: team_pb::GetTeamResponse) -> TeamView {
+    TeamView {
+        team: team.team.map(self::team),
+        members: team.members.into_iter().map(user).collect(),
+    }
+}
+
+/// `{member}`.
+#[derive(Debug, Serialize)]
+pub struct MemberEnvelope {
+    pub member: User,
+}
+
+/// `{ok: true}`.
+#[derive(Debug, Serialize)]
+pub struct Done {
+    pub ok: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -15,7 +15,6 @@ use covibe_proto::auth::v1 as auth;
 use covibe_proto::common::v1 as common;
 use covibe_proto::team::v1 as team_pb;
 use covibe_types::ApiError;
-use serde_json::json;
 
 use crate::auth::json::code_json;
 use crate::http::error::HttpError;
@@ -55,10 +54,7 @@ pub(crate) async fn get_team(
         .get_team(bearer(team_pb::GetTeamRequest {}, &member.token))
         .await?
         .into_inner();
-    Ok(Json(json!({
-        "team": team.team.map(json::team),
-        "members": team.members.into_iter().map(json::user).collect::<Vec<_>>(),
-    })))
+    Ok(Json(json::team_view(team)))
 }
 
 pub(crate) async fn create_invite(
@@ -81,12 +77,12 @@ pub(crate) async fn create_invite(
     let invite = gw.team.clone().create_invite(request).await?.into_inner();
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "id": invite.invite_id,
-            "inviteCode": invite.invite_code,
-            "expiresAt": invite.expires_at_ms,
-            "maxUses": invite.max_uses,
-        })),
+        Json(json::NewInvite {
+            id: invite.invite_id,
+            invite_code: invite.invite_code,
+            expires_at: invite.expires_at_ms,
+            max_uses: invite.max_uses,
+        }),
     ))
 }
 
@@ -97,9 +93,9 @@ pub(crate) async fn invites(State(gw): Shared, member: Member) -> Result<impl In
         .list_invites(bearer(team_pb::ListInvitesRequest {}, &member.token))
         .await?
         .into_inner();
-    Ok(Json(json!({
-        "invites": list.invites.into_iter().map(invite_json).collect::<Vec<_>>(),
-    })))
+    Ok(Json(json::InviteList {
+        invites: list.invites.into_iter().map(invite_json).collect(),
+    }))
 }
 
 pub(crate) async fn revoke_invite(
@@ -116,7 +112,9 @@ pub(crate) async fn revoke_invite(
         ))
         .await?
         .into_inner();
-    Ok(Json(json!({"invite": invite_json(invite)})))
+    Ok(Json(json::InviteEnvelope {
+        invite: invite_json(invite),
+    }))
 }
 
 pub(crate) async fn remove_member(
@@ -131,7 +129,7 @@ pub(crate) async fn remove_member(
             &member.token,
         ))
         .await?;
-    Ok(Json(json!({"ok": true})))
+    Ok(Json(json::Done { ok: true }))
 }
 
 pub(crate) async fn set_role(
@@ -163,7 +161,9 @@ pub(crate) async fn set_role(
         ))
         .await?
         .into_inner();
-    Ok(Json(json!({"member": json::user(user)})))
+    Ok(Json(json::MemberEnvelope {
+        member: json::user(user),
+    }))
 }
 
 pub(crate) async fn transfer_ownership(
@@ -182,10 +182,7 @@ pub(crate) async fn transfer_ownership(
         ))
         .await?
         .into_inner();
-    Ok(Json(json!({
-        "team": team.team.map(json::team),
-        "members": team.members.into_iter().map(json::user).collect::<Vec<_>>(),
-    })))
+    Ok(Json(json::team_view(team)))
 }
 
 pub(crate) async fn recovery_code(
