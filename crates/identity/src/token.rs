@@ -311,29 +311,6 @@ impl Verifier {
         })
     }
 
-    /// A verifier of one public key (SPKI PEM) that never reloads: for tests and tools.
-    pub fn from_pem(public_pem: &[u8]) -> Result<Self, Error> {
-        let dir = std::env::temp_dir().join(format!("covibe-key-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        let path = dir.join("public.pem");
-        let loaded = std::fs::write(&path, public_pem)
-            .map_err(|source| Error::Io {
-                path: path.display().to_string(),
-                source,
-            })
-            .and_then(|()| decoding_keys(&path));
-        let _ = std::fs::remove_dir_all(&dir);
-        Ok(Self {
-            keys: Arc::new(RwLock::new(loaded?)),
-            watched: None,
-            validation: Arc::new(validation()),
-            revocations: Revocations::default(),
-        })
-    }
-
     /// The same verifier, refusing the sessions `revocations` holds.
     pub fn with_revocations(mut self, revocations: Revocations) -> Self {
         self.revocations = revocations;
