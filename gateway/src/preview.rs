@@ -20,8 +20,28 @@ use serde::Deserialize;
 use crate::http::error::HttpError;
 use crate::state::Gateway;
 
+/// What GitHub sends for a push. The gateway forwards the body unparsed (the preview service
+/// verifies and reads it): this is its description for the document.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)] // described, never read here
+pub(crate) struct GithubPush {
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// The pushed commit's sha.
+    pub after: String,
+    pub repository: GithubRepository,
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)] // described, never read here
+pub(crate) struct GithubRepository {
+    pub full_name: String,
+}
+
 /// What a webhook delivery became.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct WebhookAck {
     /// `false`: not a push (or a branch deletion), ignored.
     pub accepted: bool,

@@ -18,7 +18,7 @@ use crate::http::extract::ApiJson;
 use crate::member::Member;
 use crate::state::Gateway;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct RegisterVm {
     pub name: String,
@@ -27,20 +27,20 @@ pub(crate) struct RegisterVm {
     pub strategy: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct UpdateVm {
     pub vm_id: String,
     pub name: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CreateVmToken {
     pub vm_id: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct VmView {
     pub id: String,
@@ -52,19 +52,19 @@ pub(crate) struct VmView {
 }
 
 /// `{vm}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct VmEnvelope {
     pub vm: VmView,
 }
 
 /// `{vms}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct VmList {
     pub vms: Vec<VmView>,
 }
 
 /// A VM's dial-in token, shown once.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct VmToken {
     pub vm_token: String,

@@ -553,6 +553,59 @@ fn sample(schema: &Value, doc: &Value) -> Value {
     }
 }
 
+/// The document is a valid OpenAPI 3.1 document, by an independent validator
+/// (`openapi-spec-validator`, installed for the user with pip when it is missing).
+#[tokio::test]
+async fn openapi_document_passes_a_validator() {
+    let server = start(generous(), None, None).await;
+    let doc = Client::new()
+        .get(server.at("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, doc).unwrap();
+    let python = |args: &[&str]| {
+        std::process::Command::new("python3")
+            .args(args)
+            .output()
+            .expect("python3 (the README's test set-up needs it)")
+    };
+    if !python(&["-c", "import openapi_spec_validator"])
+        .status
+        .success()
+    {
+        let installed = python(&[
+            "-m",
+            "pip",
+            "install",
+            "--user",
+            "--quiet",
+            "--disable-pip-version-check",
+            "openapi-spec-validator",
+        ]);
+        assert!(
+            installed.status.success(),
+            "pip install openapi-spec-validator: {}",
+            String::from_utf8_lossy(&installed.stderr)
+        );
+    }
+    let checked = python(&[
+        "-c",
+        "import json, sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(open(sys.argv[1])))",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        checked.status.success(),
+        "the OpenAPI document is not valid: {}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
 #[tokio::test]
 async fn openapi_document_matches_the_router() {
     let server = start(generous(), None, None).await;

@@ -1042,8 +1042,8 @@ fn uuid_like() -> String {
 }
 
 /// Whether `value` matches `schema` (the subset of JSON Schema the gateway's document uses:
-/// `$ref`, `anyOf`, `enum`, `type`, `required`, `properties`, `additionalProperties: false`,
-/// `items`, `minimum`); the error says where it does not.
+/// `$ref`, `anyOf`, `oneOf`, `enum`, `type` (a name or a list), `required`, `properties`,
+/// `additionalProperties: false`, `items`, `minimum`); the error says where it does not.
 fn conforms(value: &Value, schema: &Value, doc: &Value) -> Result<(), String> {
     if let Some(reference) = schema["$ref"].as_str() {
         let name = reference.trim_start_matches("#/components/schemas/");
@@ -1053,7 +1053,7 @@ fn conforms(value: &Value, schema: &Value, doc: &Value) -> Result<(), String> {
         }
         return conforms(value, target, doc).map_err(|e| format!("{name}: {e}"));
     }
-    if let Some(options) = schema["anyOf"].as_array() {
+    if let Some(options) = schema["anyOf"].as_array().or(schema["oneOf"].as_array()) {
         return if options.iter().any(|o| conforms(value, o, doc).is_ok()) {
             Ok(())
         } else {
@@ -1065,8 +1065,7 @@ fn conforms(value: &Value, schema: &Value, doc: &Value) -> Result<(), String> {
     {
         return Err(format!("{value} is not one of {allowed:?}"));
     }
-    let kind = schema["type"].as_str().unwrap_or("any");
-    let fits = match kind {
+    let fits = |kind: &str| match kind {
         "object" => value.is_object(),
         "array" => value.is_array(),
         "string" => value.is_string(),
@@ -1076,9 +1075,16 @@ fn conforms(value: &Value, schema: &Value, doc: &Value) -> Result<(), String> {
         "null" => value.is_null(),
         _ => true,
     };
-    if !fits {
-        return Err(format!("{value} is not {kind}"));
+    // `type` is a name, or (JSON Schema 2020-12, OpenAPI 3.1) a list of them.
+    let kinds: Vec<&str> = match &schema["type"] {
+        Value::String(kind) => vec![kind.as_str()],
+        Value::Array(kinds) => kinds.iter().filter_map(Value::as_str).collect(),
+        _ => vec!["any"],
+    };
+    if !kinds.iter().any(|kind| fits(kind)) {
+        return Err(format!("{value} is not {kinds:?}"));
     }
+    let kind = if value.is_object() { "object" } else { "other" };
     if let Some(minimum) = schema["minimum"].as_f64()
         && value.as_f64().is_some_and(|v| v < minimum)
     {

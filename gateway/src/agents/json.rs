@@ -6,7 +6,7 @@ use covibe_proto::orchestrator::v1 as orch;
 use covibe_types::AgentStatus;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Spawn {
     pub task: String,
@@ -32,7 +32,7 @@ pub struct ControlEvent {
     pub data: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Agent {
     pub id: String,
@@ -41,6 +41,7 @@ pub struct Agent {
     pub owner: String,
     pub vm_id: String,
     pub task: String,
+    #[schema(value_type = AgentStatusName)]
     pub status: &'static str,
     pub exit_code: Option<i32>,
     pub created_at: i64,
@@ -67,16 +68,19 @@ pub struct AgentOutput<'a> {
     pub can_control: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutputChunk {
     pub seq: u64,
+    #[schema(value_type = StreamName)]
     pub stream: &'static str,
     pub data: String,
+    /// The line as Claude Code stream-json (`{"kind": "raw"}` when it is not).
+    #[schema(value_type = Object)]
     pub event: Box<serde_json::value::RawValue>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutputPage {
     pub agent_id: String,
@@ -85,21 +89,45 @@ pub struct OutputPage {
 }
 
 /// `{agent}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AgentEnvelope {
     pub agent: Agent,
 }
 
 /// `{agents}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AgentList {
     pub agents: Vec<Agent>,
 }
 
 /// `{ok: true}`: the command was passed on.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     pub ok: bool,
+}
+
+/// An agent's status, as the API names it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // names for the document; the values are written as text
+pub enum AgentStatusName {
+    Pending,
+    Starting,
+    Running,
+    Completed,
+    Failed,
+    Killed,
+    Lost,
+    Unknown,
+}
+
+/// Which of the agent's outputs a line came from.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // names for the document; the values are written as text
+pub enum StreamName {
+    Stdout,
+    Stderr,
 }
 
 pub fn status_name(raw: i32) -> &'static str {

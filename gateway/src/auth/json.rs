@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::team::json::{Team, User, team, user};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Login {
     pub invite_code: String,
@@ -15,13 +15,13 @@ pub struct Login {
     pub device_name: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Refresh {
     pub refresh_token: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Session {
     pub team: Option<Team>,
@@ -46,7 +46,7 @@ pub fn session(s: auth::SessionResponse) -> Session {
 }
 
 /// One signed-in device.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionInfo {
     pub id: String,
@@ -68,7 +68,7 @@ pub fn session_json(s: auth::Session) -> SessionInfo {
 }
 
 /// A one-time sign-in code, shown once.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignInCode {
     pub code: String,
@@ -86,7 +86,7 @@ pub fn code_json(c: auth::SignInCode) -> SignInCode {
 }
 
 /// A refreshed pair.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenPair {
     pub access_token: String,
@@ -95,7 +95,7 @@ pub struct TokenPair {
 }
 
 /// The caller, their team and this session.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Me {
     pub team: Option<Team>,
     pub user: Option<User>,
@@ -103,18 +103,18 @@ pub struct Me {
 }
 
 /// `{sessions}`, newest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionList {
     pub sessions: Vec<SessionInfo>,
 }
 
 /// How many sessions ended.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Ended {
     pub ended: u32,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RedeemCode {
     pub code: String,

@@ -3,7 +3,7 @@
 use covibe_proto::team::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct PostMessage {
     pub message: String,
@@ -29,7 +29,7 @@ pub(crate) struct PresenceUpdate {
 }
 
 /// One chat message, as REST answers it and as the `chat_message` event carries it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ChatMessageView {
     pub id: String,
@@ -40,35 +40,47 @@ pub(crate) struct ChatMessageView {
     pub timestamp: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PresenceUserView {
     pub user_id: String,
     pub display_name: String,
+    #[schema(value_type = PresenceName)]
     pub status: &'static str,
     /// Milliseconds since the Unix epoch; 0 when unknown.
     pub last_seen: i64,
 }
 
 /// The `team_presence` event: every member of the team with their status.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct TeamPresenceView {
     pub users: Vec<PresenceUserView>,
 }
 
 /// `{message}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct MessageEnvelope {
     pub message: ChatMessageView,
 }
 
 /// A page of chat, oldest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ChatHistory {
     pub messages: Vec<ChatMessageView>,
     /// Older messages exist before the first one.
     pub has_more: bool,
+}
+
+/// A member's presence.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // names for the document; the values are written as text
+pub(crate) enum PresenceName {
+    Online,
+    Away,
+    Busy,
+    Offline,
 }
 
 pub(crate) fn message_view(m: pb::ChatMessage) -> ChatMessageView {

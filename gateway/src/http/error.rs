@@ -4,7 +4,6 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use covibe_proto::tonic;
 use covibe_types::{ApiError, Code};
-use serde_json::json;
 
 #[derive(Debug)]
 pub struct HttpError(pub ApiError);
@@ -27,6 +26,23 @@ impl From<tonic::Status> for HttpError {
     }
 }
 
+/// Every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// `invalid_argument`, `unauthenticated`, `permission_denied`, `not_found`,
+    /// `already_exists`, `conflict`, `payload_too_large`, `rate_limited`, `unavailable` or
+    /// `internal`.
+    pub code: &'static str,
+    /// What went wrong, for a person to act on.
+    pub message: String,
+}
+
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let ApiError {
@@ -34,7 +50,12 @@ impl IntoResponse for HttpError {
             message,
             retry_after_secs,
         } = self.0;
-        let body = Json(json!({"error": {"code": code.as_str(), "message": message}}));
+        let body = Json(ErrorBody {
+            error: ErrorDetail {
+                code: code.as_str(),
+                message,
+            },
+        });
         let mut response = (code.http_status(), body).into_response();
         if code == Code::RateLimited {
             let secs = retry_after_secs.unwrap_or(1);

@@ -1,8 +1,12 @@
-//! The OpenAPI 3.1 description served at `GET /api/openapi.json`, built from [`ROUTES`].
+//! The OpenAPI 3.1 description served at `GET /api/openapi.json`: the operations from
+//! [`ROUTES`] (path, method, summary, parameters, statuses), the bodies derived from the types
+//! the handlers read and write (`utoipa::ToSchema` on each feature's JSON shapes).
 //!
-//! Adding a route to `rest::router` means adding a row here (and its body's schema to
-//! [`schemas`] if it is new): `gateway/tests/gateway.rs` calls every row against the router and
-//! fails on any `.route(...)` in `src/` that has no row, and on any row the router lacks.
+//! Adding a route to `http::router` means adding a row here (and its body types to [`schemas`]
+//! if they are new): `gateway/tests/gateway.rs` calls every row against the router, fails on any
+//! `.route(...)` in `src/` that has no row and on any row the router lacks, and validates the
+//! document; the permission matrix (`covibe/tests/e2e/permissions.rs`) checks every route's
+//! real answers against it.
 
 use std::sync::LazyLock;
 
@@ -64,7 +68,7 @@ pub(crate) const ROUTES: &[Route] = &[
         auth: true,
         query: &[],
         body: Body::OptionalJson("CreateInvite"),
-        ok: (201, Reply::Json("Invite")),
+        ok: (201, Reply::Json("NewInvite")),
         errors: &[403],
     },
     Route {
@@ -98,7 +102,7 @@ pub(crate) const ROUTES: &[Route] = &[
         auth: true,
         query: &[],
         body: Body::None,
-        ok: (200, Reply::Json("Ok")),
+        ok: (200, Reply::Json("Done")),
         errors: &[403, 404],
     },
     Route {
@@ -130,7 +134,7 @@ pub(crate) const ROUTES: &[Route] = &[
         summary: "hand the team over to another member; the owner becomes an admin (the owner)",
         auth: true,
         query: &[],
-        body: Body::Json("TransferOwnership"),
+        body: Body::Json("Transfer"),
         ok: (200, Reply::Json("TeamView")),
         errors: &[403, 404, 409],
     },
@@ -285,7 +289,7 @@ pub(crate) const ROUTES: &[Route] = &[
         auth: true,
         query: &[],
         body: Body::None,
-        ok: (202, Reply::Json("Ok")),
+        ok: (202, Reply::Json("Accepted")),
         errors: &[400, 403, 404, 409],
     },
     Route {
@@ -351,7 +355,7 @@ pub(crate) const ROUTES: &[Route] = &[
         auth: true,
         query: &[],
         body: Body::Json("PostMessage"),
-        ok: (201, Reply::Json("ChatMessageEnvelope")),
+        ok: (201, Reply::Json("MessageEnvelope")),
         errors: &[403],
     },
     Route {
@@ -389,7 +393,7 @@ pub(crate) const ROUTES: &[Route] = &[
         auth: true,
         query: &[],
         body: Body::None,
-        ok: (200, Reply::Json("TeamPresence")),
+        ok: (200, Reply::Json("TeamPresenceView")),
         errors: &[403],
     },
     Route {
@@ -451,7 +455,7 @@ pub(crate) const ROUTES: &[Route] = &[
             schema: "string",
             description: "the team whose preview this repository feeds",
         }],
-        body: Body::Json("PushEvent"),
+        body: Body::Json("GithubPush"),
         ok: (202, Reply::Json("WebhookAck")),
         errors: &[401],
     },
@@ -582,256 +586,73 @@ fn document() -> Value {
     })
 }
 
-fn string() -> Value {
-    json!({"type": "string"})
-}
-
-fn millis() -> Value {
-    json!({"type": "integer", "format": "int64", "description": "milliseconds since the Unix epoch"})
-}
-
-fn device_name() -> Value {
-    json!({"type": "string", "description": "what the sessions list calls this device; left out: from the User-Agent"})
-}
-
-fn nullable(schema: Value) -> Value {
-    json!({"anyOf": [schema, {"type": "null"}]})
-}
-
-/// An object schema: `required` names first, then the optional ones.
-fn object(required: &[(&str, Value)], optional: &[(&str, Value)], closed: bool) -> Value {
-    let properties: Map<String, Value> = required
-        .iter()
-        .chain(optional)
-        .map(|(name, schema)| ((*name).to_owned(), schema.clone()))
-        .collect();
-    let names: Vec<&str> = required.iter().map(|(name, _)| *name).collect();
-    let mut schema = json!({"type": "object", "required": names, "properties": properties});
-    if closed {
-        schema["additionalProperties"] = Value::Bool(false);
-    }
-    schema
-}
-
-/// The JSON bodies of accounts: sessions, codes, invites, members.
-fn account_schemas() -> Value {
-    let uint = || json!({"type": "integer", "minimum": 0});
-    json!({
-        "RedeemCode": object(&[("code", string())], &[("deviceName", device_name())], true),
-        "SignInCode": object(&[
-            ("code", json!({"type": "string", "description": "XXXX-XXXX-XXXX-XXXX, shown once"})),
-            ("expiresAt", millis()),
-            ("qrPayload", json!({"type": "string", "description": "what to show as a QR code"})),
-        ], &[], false),
-        "SessionInfo": object(&[
-            ("id", string()),
-            ("deviceName", string()),
-            ("createdAt", millis()),
-            ("lastUsedAt", millis()),
-            ("current", json!({"type": "boolean", "description": "the session of this request"})),
-        ], &[], false),
-        "SessionList": object(&[("sessions", json!({"type": "array", "items": schema_ref("SessionInfo")}))], &[], false),
-        "Me": object(&[("team", nullable(schema_ref("Team"))), ("user", nullable(schema_ref("User"))),
-                       ("session", nullable(schema_ref("SessionInfo")))], &[], false),
-        "Ended": object(&[("ended", json!({"type": "integer", "minimum": 0,
-                                             "description": "how many sessions ended"}))], &[], false),
-        "InviteInfo": object(&[
-            ("id", string()), ("createdBy", string()), ("createdAt", millis()), ("expiresAt", millis()),
-            ("maxUses", uint()), ("uses", uint()), ("revoked", json!({"type": "boolean"})),
-            ("usable", json!({"type": "boolean"})),
-        ], &[], false),
-        "InviteList": object(&[("invites", json!({"type": "array", "items": schema_ref("InviteInfo")}))], &[], false),
-        "InviteEnvelope": object(&[("invite", schema_ref("InviteInfo"))], &[], false),
-        "SetRole": object(&[("role", json!({"type": "string", "enum": ["admin", "member"]}))], &[], true),
-        "TransferOwnership": object(&[("userId", string())], &[], true),
-        "MemberEnvelope": object(&[("member", schema_ref("User"))], &[], false),
-    })
-}
-
-/// The JSON bodies, as `dto` reads and writes them.
+/// The JSON bodies, derived from the types the handlers read and write (each feature's
+/// `json` module): the document describes what is serialized, field by field.
 fn schemas() -> Value {
-    let mut all = base_schemas();
-    if let (Some(all), Value::Object(more)) = (all.as_object_mut(), account_schemas()) {
-        all.extend(more);
-    }
-    all
-}
-
-fn base_schemas() -> Value {
-    let codes = [
-        "invalid_argument",
-        "unauthenticated",
-        "permission_denied",
-        "not_found",
-        "already_exists",
-        "conflict",
-        "payload_too_large",
-        "rate_limited",
-        "unavailable",
-        "internal",
-    ];
-    let statuses = [
-        "pending",
-        "starting",
-        "running",
-        "completed",
-        "failed",
-        "killed",
-        "lost",
-        "unknown",
-    ];
-    let team = object(
-        &[
-            ("id", string()),
-            ("name", string()),
-            ("createdAt", millis()),
-        ],
-        &[],
-        false,
-    );
-    let user = object(
-        &[
-            ("id", string()),
-            ("teamId", string()),
-            ("email", string()),
-            ("displayName", string()),
-            ("createdAt", millis()),
-            (
-                "role",
-                json!({"type": "string", "enum": ["owner", "admin", "member"]}),
-            ),
-        ],
-        &[],
-        false,
-    );
-    let tokens = [
-        ("accessToken", string()),
-        ("refreshToken", string()),
-        ("accessExpiresAt", millis()),
-    ];
-    let mut session_fields = vec![
-        ("team", nullable(schema_ref("Team"))),
-        ("user", nullable(schema_ref("User"))),
-    ];
-    session_fields.extend(tokens.iter().cloned());
-    let int = || json!({"type": "integer"});
-    let uint = || json!({"type": "integer", "minimum": 0});
-    let agent = object(
-        &[
-            ("id", string()),
-            ("teamId", string()),
-            (
-                "owner",
-                json!({"type": "string", "description": "the owner's user id"}),
-            ),
-            ("vmId", string()),
-            ("task", string()),
-            ("status", json!({"type": "string", "enum": statuses})),
-            ("exitCode", nullable(int())),
-            ("createdAt", millis()),
-            ("startedAt", nullable(millis())),
-            ("finishedAt", nullable(millis())),
-            (
-                "outputSeq",
-                json!({"type": "integer", "minimum": 0,
-                                 "description": "output chunks stored so far (the next seq)"}),
-            ),
-            ("costUsd", nullable(json!({"type": "number"}))),
-            ("turns", nullable(int())),
-            ("durationMs", nullable(int())),
-        ],
-        &[],
-        false,
-    );
-    let chunk = object(
-        &[
-            ("seq", uint()),
-            (
-                "stream",
-                json!({"type": "string", "enum": ["stdout", "stderr"]}),
-            ),
-            ("data", string()),
-            (
-                "event",
-                json!({"type": "object",
-                             "description": "the line as Claude Code stream-json ({\"kind\": \"raw\"} when it is not)"}),
-            ),
-        ],
-        &[],
-        false,
-    );
-    json!({
-        "Error": object(&[("error", object(
-            &[("code", json!({"type": "string", "enum": codes})), ("message", string())],
-            &[], false))], &[], false),
-        "CreateTeam": object(
-            &[("name", string()), ("email", string()), ("displayName", string())],
-            &[("deviceName", device_name())], true),
-        "Login": object(
-            &[("inviteCode", string()), ("email", string()), ("displayName", string())],
-            &[("deviceName", device_name())], true),
-        "Refresh": object(&[("refreshToken", string())], &[], true),
-        "CreateInvite": object(&[], &[
-            ("maxUses", json!({"type": "integer", "minimum": 0, "description": "0: the server's default"})),
-            ("expiresInHours", json!({"type": "integer", "minimum": 0, "description": "0: the server's default"})),
-            ("ttlSeconds", json!({"type": "integer", "minimum": 0, "description": "the older spelling of expiresInHours, in seconds"})),
-        ], true),
-        "Spawn": object(&[("task", string())], &[("vmId", nullable(string()))], true),
-        "Team": team,
-        "User": user,
-        "Session": object(&session_fields, &[("inviteCode", string())], false),
-        "TokenPair": object(&tokens, &[], false),
-        "Invite": object(&[("id", string()), ("inviteCode", string()), ("expiresAt", millis()), ("maxUses", uint())], &[], false),
-        "TeamView": object(&[("team", nullable(schema_ref("Team"))),
-                             ("members", json!({"type": "array", "items": schema_ref("User")}))], &[], false),
-        "Agent": agent,
-        "AgentEnvelope": object(&[("agent", schema_ref("Agent"))], &[], false),
-        "AgentList": object(&[("agents", json!({"type": "array", "items": schema_ref("Agent")}))], &[], false),
-        "OutputChunk": chunk,
-        "OutputPage": object(&[("agentId", string()),
-                               ("chunks", json!({"type": "array", "items": schema_ref("OutputChunk")})),
-                               ("nextSeq", uint())], &[], false),
-        "Ok": object(&[("ok", json!({"type": "boolean"}))], &[], false),
-        "OpenApi": json!({"type": "object", "description": "an OpenAPI 3.1 document"}),
-        "PostMessage": object(&[("message", string())], &[], true),
-        "ChatMessage": object(&[("id", string()), ("userId", string()), ("displayName", string()),
-                                ("message", string()), ("timestamp", millis())], &[], false),
-        "ChatMessageEnvelope": object(&[("message", schema_ref("ChatMessage"))], &[], false),
-        "ChatHistory": object(&[
-            ("messages", json!({"type": "array", "items": schema_ref("ChatMessage"),
-                                "description": "oldest first"})),
-            ("hasMore", json!({"type": "boolean", "description": "older messages exist"})),
-        ], &[], false),
-        "PresenceUser": object(&[
-            ("userId", string()),
-            ("displayName", string()),
-            ("status", json!({"type": "string", "enum": ["online", "away", "busy", "offline"]})),
-            ("lastSeen", json!({"type": "integer", "format": "int64",
-                                "description": "milliseconds since the Unix epoch; 0 when unknown"})),
-        ], &[], false),
-        "TeamPresence": object(&[("users", json!({"type": "array", "items": schema_ref("PresenceUser")}))], &[], false),
-        "RegisterVm": object(&[("name", string())], &[
-            ("strategy", nullable(json!({"type": "string", "enum": ["local", "dial_in"],
-                                         "description": "left out: local"}))),
-        ], true),
-        "UpdateVm": object(&[("vmId", string()), ("name", string())], &[], true),
-        "CreateVmToken": object(&[("vmId", string())], &[], true),
-        "VmToken": object(&[("vmToken", string())], &[], false),
-        "Vm": object(&[("id", string()), ("userId", string()), ("name", string()),
-                       ("strategy", string()), ("lastSeen", millis())], &[], false),
-        "VmEnvelope": object(&[("vm", schema_ref("Vm"))], &[], false),
-        "VmList": object(&[("vms", json!({"type": "array", "items": schema_ref("Vm")}))], &[], false),
-        "PushEvent": object(&[
-            ("ref", string()),
-            ("after", json!({"type": "string", "description": "the pushed commit's sha"})),
-            ("repository", object(&[("full_name", string())], &[], false)),
-        ], &[("deleted", json!({"type": "boolean"}))], false),
-        "WebhookAck": object(&[
-            ("accepted", json!({"type": "boolean", "description": "false: not a push, ignored"})),
-            ("duplicate", json!({"type": "boolean", "description": "this delivery was already received"})),
-            ("commit", nullable(string())),
-        ], &[], false),
-    })
+    use crate::{
+        agents::json as agents, auth::json as auth, chat::json as chat, team::json as team,
+    };
+    let components = utoipa::openapi::ComponentsBuilder::new()
+        .schema_from::<crate::http::error::ErrorBody>()
+        .schema_from::<crate::http::error::ErrorDetail>()
+        .schema_from::<team::Team>()
+        .schema_from::<team::RoleName>()
+        .schema_from::<team::AssignableRole>()
+        .schema_from::<team::User>()
+        .schema_from::<team::InviteInfo>()
+        .schema_from::<auth::SessionInfo>()
+        .schema_from::<agents::Agent>()
+        .schema_from::<agents::AgentStatusName>()
+        .schema_from::<agents::StreamName>()
+        .schema_from::<chat::PresenceName>()
+        .schema_from::<agents::OutputChunk>()
+        .schema_from::<chat::ChatMessageView>()
+        .schema_from::<chat::PresenceUserView>()
+        .schema_from::<crate::vms::VmView>()
+        .schema_from::<crate::preview::GithubRepository>()
+        .schema_from::<team::CreateTeam>()
+        .schema_from::<team::CreateInvite>()
+        .schema_from::<team::NewInvite>()
+        .schema_from::<team::InviteList>()
+        .schema_from::<team::InviteEnvelope>()
+        .schema_from::<team::TeamView>()
+        .schema_from::<team::MemberEnvelope>()
+        .schema_from::<team::Done>()
+        .schema_from::<team::SetRole>()
+        .schema_from::<team::Transfer>()
+        .schema_from::<auth::Login>()
+        .schema_from::<auth::Refresh>()
+        .schema_from::<auth::Session>()
+        .schema_from::<auth::TokenPair>()
+        .schema_from::<auth::Me>()
+        .schema_from::<auth::SignInCode>()
+        .schema_from::<auth::RedeemCode>()
+        .schema_from::<auth::SessionList>()
+        .schema_from::<auth::Ended>()
+        .schema_from::<agents::Spawn>()
+        .schema_from::<agents::AgentEnvelope>()
+        .schema_from::<agents::AgentList>()
+        .schema_from::<agents::Accepted>()
+        .schema_from::<agents::OutputPage>()
+        .schema_from::<chat::PostMessage>()
+        .schema_from::<chat::MessageEnvelope>()
+        .schema_from::<chat::ChatHistory>()
+        .schema_from::<chat::TeamPresenceView>()
+        .schema_from::<crate::vms::RegisterVm>()
+        .schema_from::<crate::vms::UpdateVm>()
+        .schema_from::<crate::vms::CreateVmToken>()
+        .schema_from::<crate::vms::VmToken>()
+        .schema_from::<crate::vms::VmEnvelope>()
+        .schema_from::<crate::vms::VmList>()
+        .schema_from::<crate::preview::GithubPush>()
+        .schema_from::<crate::preview::WebhookAck>()
+        .build();
+    let mut schemas = serde_json::to_value(&components)
+        .map(|c| c["schemas"].clone())
+        .unwrap_or_default();
+    // The one answer that is not ours to describe field by field.
+    schemas["OpenApi"] = json!({"type": "object", "description": "an OpenAPI 3.1 document"});
+    schemas
 }
 
 #[cfg(test)]

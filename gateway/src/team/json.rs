@@ -4,7 +4,7 @@ use covibe_proto::common::v1 as common;
 use covibe_proto::team::v1 as team_pb;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTeam {
     pub name: String,
@@ -14,7 +14,7 @@ pub struct CreateTeam {
     pub device_name: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Team {
     pub id: String,
@@ -22,7 +22,7 @@ pub struct Team {
     pub created_at: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
     pub id: String,
@@ -30,7 +30,7 @@ pub struct User {
     pub email: String,
     pub display_name: String,
     pub created_at: i64,
-    /// `owner`, `admin` or `member`.
+    #[schema(value_type = RoleName)]
     pub role: &'static str,
 }
 
@@ -63,7 +63,7 @@ pub fn role(raw: i32) -> &'static str {
 }
 
 /// An invite as owners and admins see it: never its code.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InviteInfo {
     pub id: String,
@@ -90,7 +90,7 @@ pub fn invite_json(i: team_pb::Invite) -> InviteInfo {
 }
 
 /// A new invite, with its code (shown once).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewInvite {
     pub id: String,
@@ -100,19 +100,19 @@ pub struct NewInvite {
 }
 
 /// `{invites}`, newest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct InviteList {
     pub invites: Vec<InviteInfo>,
 }
 
 /// `{invite}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct InviteEnvelope {
     pub invite: InviteInfo,
 }
 
 /// The team and its members.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TeamView {
     pub team: Option<Team>,
     pub members: Vec<User>,
@@ -126,18 +126,18 @@ pub fn team_view(team: team_pb::GetTeamResponse) -> TeamView {
 }
 
 /// `{member}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MemberEnvelope {
     pub member: User,
 }
 
 /// `{ok: true}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Done {
     pub ok: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateInvite {
     #[serde(default)]
@@ -148,12 +148,33 @@ pub struct CreateInvite {
     #[serde(default)]
     pub ttl_seconds: u32,
 }
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SetRole {
+    /// Read as text, so that `owner` gets an answer saying how ownership moves.
+    #[schema(value_type = AssignableRole)]
     pub role: String,
 }
-#[derive(Debug, Deserialize)]
+
+/// The roles `PUT /api/team/members/{id}/role` gives.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // names for the document; the values are written as text
+pub enum AssignableRole {
+    Admin,
+    Member,
+}
+
+/// What a member may do in their team.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // names for the document; the values are written as text
+pub enum RoleName {
+    Owner,
+    Admin,
+    Member,
+}
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Transfer {
     pub user_id: String,
