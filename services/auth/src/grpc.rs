@@ -13,8 +13,8 @@ use covibe_proto::tonic::{self, Code, Request, Response, Status};
 use covibe_types::{ApiError, SessionId, TeamId, UserId};
 
 use crate::Error;
+use crate::domain::Sessions;
 use crate::model::{CodeKind, Session};
-use crate::sessions::Sessions;
 
 pub struct AuthGrpc {
     sessions: Arc<Sessions>,

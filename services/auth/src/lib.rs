@@ -2,20 +2,20 @@
 //! a device code or a recovery code), short-lived access tokens and rotating refresh tokens
 //! with reuse detection, and the end of sessions (logout, revocation, removal) everywhere.
 //!
-//! `sessions` holds the rules over the `SessionStore` trait; `store` implements it with
+//! `domain` holds the rules over the `SessionStore` trait; `store` implements it with
 //! SeaORM; `grpc` is the thin adapter for `covibe.auth.v1.AuthService`.
 
 mod convert;
+mod domain;
 mod error;
 mod grpc;
 mod model;
-mod sessions;
 pub mod store;
 
+pub use domain::{
+    DEVICE_CODE_TTL, RECOVERY_CODE_TTL, REFRESH_GRACE, Sessions, clean_device_name, create_code,
+};
 pub use error::Error;
 pub use grpc::AuthGrpc;
 pub use model::{CodeKind, IssuedTokens, RefreshRecord, Session, SignInCode};
-pub use sessions::{
-    DEVICE_CODE_TTL, RECOVERY_CODE_TTL, REFRESH_GRACE, Sessions, clean_device_name, create_code,
-};
 pub use store::{SeaSessionStore, SessionStore};

@@ -11,7 +11,7 @@ use covibe_proto::orchestrator::v1::orchestrator_service_server::{
 use covibe_proto::tonic::{self, Request, Response, Status};
 use covibe_types::{AgentId, ApiError, TeamId, UserId};
 
-use crate::agents::Agents;
+use crate::domain::Agents;
 
 pub struct OrchestratorGrpc {
     agents: Arc<Agents>,

@@ -31,7 +31,7 @@ use covibe_types::{AgentId, ApiError};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::Error;
-use crate::agents::Agents;
+use crate::domain::Agents;
 use crate::events;
 use crate::model::{OutputBatch, Source, StoredChunk};
 use crate::stream_json::{self, Outcome};

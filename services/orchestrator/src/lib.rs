@@ -2,12 +2,12 @@
 //! stream per running agent), output ingest (de-duplicated by sequence number, stored durably,
 //! then kept hot and fanned out to the team), and output history.
 //!
-//! `agents` is the domain over the `AgentStore` trait and the hot store; `store` implements the
+//! `domain` holds the agents over the `AgentStore` trait and the hot store; `store` implements the
 //! trait with SeaORM; `link` serves `covibe.vmagent.v1.AgentLink`; `grpc` serves
 //! `covibe.orchestrator.v1.OrchestratorService`.
 
-mod agents;
 mod convert;
+mod domain;
 mod error;
 mod events;
 mod grpc;
@@ -18,7 +18,7 @@ mod model;
 pub mod store;
 mod stream_json;
 
-pub use agents::Agents;
+pub use domain::Agents;
 pub use error::Error;
 pub use grpc::OrchestratorGrpc;
 pub use link::LinkService;

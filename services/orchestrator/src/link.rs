@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
-use crate::agents::{Agents, hash_token};
+use crate::domain::{Agents, hash_token};
 use crate::ingest::{Ingest, Progress};
 use crate::links::Links;
 use crate::model::{Agent, Source, StoredChunk};
