@@ -95,6 +95,23 @@ impl Identity {
 /// in case it restarted and lost them.
 const REASSERT_EVERY: Duration = Duration::from_secs(60);
 
+/// Records `what` again in the hot store now and every `period` (its owner's database is the
+/// truth; a hot store that restarted forgot it).
+fn every<F, Fut>(period: Duration, what: &'static str, mut record: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<usize, ApiError>> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            if let Err(err) = record().await {
+                tracing::warn!(error = %err, what, "could not record again in the hot store");
+            }
+            tokio::time::sleep(period).await;
+        }
+    });
+}
+
 fn signer(config: &Config) -> anyhow::Result<Signer> {
     covibe_identity::load_signer(&key_files(config)).context("loading the token signing key")
 }
@@ -197,17 +214,13 @@ async fn team(
         .with_join_limit(config.limits.team_joins_per_minute)
         .with_session_ender(identity.ender.clone()),
     );
-    {
+    every(REASSERT_EVERY, "removed members", {
         let domain = domain.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Err(err) = domain.reassert_removed().await {
-                    tracing::warn!(error = %ApiError::from(err), "could not record removed members again");
-                }
-                tokio::time::sleep(REASSERT_EVERY).await;
-            }
-        });
-    }
+        move || {
+            let domain = domain.clone();
+            async move { domain.reassert_removed().await.map_err(ApiError::from) }
+        }
+    });
     // Chat is durable in the team store; presence and the chat fan-out go through the hot store.
     let chat = Arc::new(covibe_team::Chat::new(store, hot));
     let grpc = covibe_team::TeamGrpc::new(domain, chat, identity.verifier.clone());
@@ -237,17 +250,13 @@ async fn auth(
         )
         .with_ender(identity.ender.clone()),
     );
-    {
+    every(REASSERT_EVERY, "ended sessions", {
         let sessions = sessions.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Err(err) = sessions.reassert_ended().await {
-                    tracing::warn!(error = %ApiError::from(err), "could not record ended sessions again");
-                }
-                tokio::time::sleep(REASSERT_EVERY).await;
-            }
-        });
-    }
+        move || {
+            let sessions = sessions.clone();
+            async move { sessions.reassert_ended().await.map_err(ApiError::from) }
+        }
+    });
     let team = TeamServiceClient::new(covibe_bootstrap::channel(team_url)?);
     let grpc = covibe_auth::AuthGrpc::new(sessions, identity.verifier.clone(), team);
     Ok(Built {
