@@ -52,11 +52,10 @@ pub struct Config {
     /// `text` or `json`.
     pub log_format: String,
     /// Threads running the process's tasks. With one (the default) every task runs on the
-    /// main thread: no task is ever handed to another thread, which on a busy machine cost
-    /// up to a fifth of the CPU of the fan-out path in wake-ups. At 50,000 deliveries/s the
-    /// busiest service takes a fifth of a core and the whole standalone mesh under half of
-    /// one; scale out with replicas, or raise this for a process that has a machine to
-    /// itself. Blocking work (SQLite, files) has threads of its own.
+    /// main thread: no task is ever handed to another thread, whose wake-ups cost the fan-out
+    /// path dearly on a busy machine (BENCHMARKS.md has the figures). Scale out with replicas,
+    /// or raise this for a process that has a machine to itself. Blocking work (SQLite, files)
+    /// has threads of its own.
     pub workers: usize,
     /// Browser origins allowed to call gRPC-web (`*` for any); empty means same-origin only.
     pub cors_allowed_origins: Vec<String>,

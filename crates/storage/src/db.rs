@@ -44,7 +44,7 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
         .test_before_acquire_if_idle_for(Duration::from_secs(30))
         .sqlx_logging(false);
     match backend {
-        // A few connections are kept open. Opening one takes ~90 ms with TLS: sqlx 0.9.0 leaves
+        // A few connections are kept open. Opening one is slow with TLS: sqlx 0.9.0 leaves
         // Nagle's algorithm on, and two TLS handshake flights each wait out the server's delayed
         // ACK (fixed upstream, not yet released). On demand, that landed on the first spawns
         // after a start (a spawn and its vm-agent's link need several connections at once).

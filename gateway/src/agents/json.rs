@@ -181,7 +181,7 @@ pub fn output_page(agent_id: String, page: orch::GetOutputResponse) -> OutputPag
 }
 
 /// An agent's output bytes as text: valid UTF-8 as it is (no copy), anything else with U+FFFD
-/// where it is not. (`from_utf8_lossy` alone checks byte by byte: 5 % of a replay's CPU.)
+/// where it is not (`from_utf8_lossy` alone checks byte by byte, slowly, on the replay path).
 pub fn text(data: Vec<u8>) -> String {
     String::from_utf8(data)
         .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())

@@ -53,8 +53,8 @@ const GATHER: Take = Take {
 /// never waits out the linger), at most 4,096 lines or 4 MiB in one statement (the database
 /// driver keeps each connection's buffer at the largest statement it sent). Viewers have the
 /// lines already and acknowledgements wait up to a second anyway: fewer, larger statements
-/// cost the database less per line. (100 ms cost a tenth less again, but its bursts of work
-/// cost the latency of everything else at the ceiling.)
+/// cost the database less per line; a longer linger's bursts of work cost the latency of
+/// everything else at the ceiling.
 const STORE: Take = Take {
     linger: Duration::from_millis(30),
     linger_until: 256,

@@ -284,8 +284,7 @@ impl HotStore for RedisHotStore {
 
     async fn range(&self, agent: AgentId, from: u64, limit: usize) -> Result<Vec<HotChunk>, Error> {
         // Read as several smaller replies at once: one reply of thousands of chunks costs Redis
-        // and the client more than its parts together (5,000 chunks of 512 B: ~4.5 ms in one
-        // reply, ~2.5 ms in parts of 256).
+        // and the client more than its parts together.
         let end = super::range_end(from, limit);
         let len = end - from;
         let part = RANGE_PART.max(len.div_ceil(RANGE_PARTS_MAX));
