@@ -40,7 +40,7 @@ fn agent_id(raw: &str) -> Result<AgentId, Status> {
         .map_err(|_| ApiError::invalid("invalid agent id").into())
 }
 
-use crate::convert::agent_pb;
+use crate::convert::{Control, agent_pb};
 
 #[tonic::async_trait]
 impl OrchestratorService for OrchestratorGrpc {
@@ -88,12 +88,9 @@ impl OrchestratorService for OrchestratorGrpc {
         request: Request<pb::ControlAgentRequest>,
     ) -> Result<Response<pb::ControlAgentResponse>, Status> {
         let (user, team) = self.member(&request)?;
-        let r = request.into_inner();
-        let command = r
-            .command
-            .ok_or_else(|| ApiError::invalid("a command is required"))?;
+        let control = Control::try_from(request.into_inner())?;
         self.agents
-            .control(user, team, agent_id(&r.agent_id)?, command)
+            .control(user, team, control.agent, control.command)
             .await?;
         Ok(Response::new(pb::ControlAgentResponse { accepted: true }))
     }
