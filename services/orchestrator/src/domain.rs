@@ -191,17 +191,23 @@ impl Agents {
             )
             .into());
         }
-        let recent = self
-            .store
-            .count_created_since(owner, now_ms() - 60_000)
-            .await?;
+        let window_start = now_ms() - 60_000;
+        let recent = self.store.count_created_since(owner, window_start).await?;
         if recent >= u64::from(self.limits.spawns_per_minute) {
-            return Err(ApiError::new(
-                Code::RateLimited,
+            // A place frees when the oldest spawn of the minute leaves it.
+            let oldest = self
+                .store
+                .oldest_created_since(owner, window_start)
+                .await?
+                .unwrap_or(window_start);
+            let wait_ms = oldest.saturating_sub(window_start).max(0);
+            let wait_secs = u64::try_from(wait_ms).map_or(60, |ms| ms.div_ceil(1000));
+            return Err(ApiError::rate_limited(
                 format!(
-                    "at most {} spawns a minute; try again shortly",
+                    "at most {} spawns a minute; try again in {wait_secs} s",
                     self.limits.spawns_per_minute
                 ),
+                wait_secs,
             )
             .into());
         }

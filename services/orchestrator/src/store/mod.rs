@@ -48,6 +48,12 @@ pub trait AgentStore: Send + Sync + 'static {
     async fn active_of(&self, owner: UserId) -> Result<Vec<AgentId>, DbErr>;
     /// The owner's agents created at or after `since_ms`.
     async fn count_created_since(&self, owner: UserId, since_ms: i64) -> Result<u64, DbErr>;
+    /// When the owner's oldest agent created at or after `since_ms` was created.
+    async fn oldest_created_since(
+        &self,
+        owner: UserId,
+        since_ms: i64,
+    ) -> Result<Option<i64>, DbErr>;
     /// Notes that the agent's vm-agent was heard from at `at_ms`.
     async fn touch(&self, id: AgentId, at_ms: i64) -> Result<(), DbErr>;
     /// Agents still starting or running whose vm-agent was last heard from (or, never heard
@@ -425,6 +431,20 @@ impl AgentStore for SeaAgentStore {
             .count(&self.db)
             .await
     }
+    async fn oldest_created_since(
+        &self,
+        owner: UserId,
+        since_ms: i64,
+    ) -> Result<Option<i64>, DbErr> {
+        Ok(agent::Entity::find()
+            .filter(agent::Column::OwnerId.eq(owner.to_string()))
+            .filter(agent::Column::CreatedAtMs.gte(since_ms))
+            .order_by_asc(agent::Column::CreatedAtMs)
+            .one(&self.db)
+            .await?
+            .map(|a| a.created_at_ms))
+    }
+
     async fn touch(&self, id: AgentId, at_ms: i64) -> Result<(), DbErr> {
         agent::Entity::update_many()
             .col_expr(agent::Column::LastSeenMs, Expr::value(at_ms))
