@@ -184,6 +184,17 @@ impl<S> Socket<S> {
         }
     }
 
+    /// Drops the frames queued and not yet taken by the transport: what must no longer reach
+    /// the client (its session ended, say).
+    pub fn discard_queued(&self) {
+        {
+            let mut outbox = self.outbox();
+            outbox.frames.clear();
+            outbox.bytes = 0;
+        }
+        self.drained.notify_waiters();
+    }
+
     /// Ends the connection: the client is told (`disconnect`), then the transport closes.
     pub fn disconnect(&self) {
         let mut outbox = self.outbox();

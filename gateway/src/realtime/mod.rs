@@ -140,7 +140,8 @@ pub async fn close_ended_sessions(gw: Arc<Gateway>) {
                 gw.rooms.leave(joined.team_id, socket.id);
                 tracing::info!(user_id = %joined.user_id, session_id = %joined.session_id, %reason, "closing the socket of an ended session");
             }
-            // A full queue cannot take the notice; the disconnect still ends it.
+            // Nothing queued for it goes out any more: the notice, then the disconnect.
+            socket.discard_queued();
             let _ = socket.emit("session_ended", &json!({"reason": reason}));
             socket.disconnect();
         }
