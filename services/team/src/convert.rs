@@ -1,9 +1,11 @@
-//! Domain -> proto.
+//! Proto <-> domain: requests refused when a field they need is missing or malformed.
 
 use covibe_proto::common::v1 as common;
 use covibe_proto::team::v1 as pb;
 
-use crate::model::{Invite, Member, Role, Team};
+use covibe_types::{ApiError, MessageId};
+
+use crate::model::{Before, Invite, Member, Role, Team};
 
 pub(crate) fn team_pb(t: &Team) -> common::Team {
     common::Team {
@@ -42,5 +44,43 @@ pub(crate) fn invite_pb(i: &Invite) -> pb::Invite {
         uses: i.uses,
         revoked: i.revoked,
         usable: i.usable(covibe_types::now_ms()),
+    }
+}
+
+/// A role as a request names it; `UNSPECIFIED` is refused.
+impl TryFrom<common::Role> for Role {
+    type Error = ApiError;
+
+    fn try_from(role: common::Role) -> Result<Self, ApiError> {
+        match role {
+            common::Role::Owner => Ok(Self::Owner),
+            common::Role::Admin => Ok(Self::Admin),
+            common::Role::Member => Ok(Self::Member),
+            common::Role::Unspecified => Err(ApiError::invalid("role must be admin or member")),
+        }
+    }
+}
+
+/// The history cursor of a `ChatHistoryRequest`.
+pub(crate) struct Cursor(pub pb::ChatHistoryRequest);
+
+impl TryFrom<Cursor> for Option<Before> {
+    type Error = ApiError;
+
+    fn try_from(Cursor(r): Cursor) -> Result<Self, ApiError> {
+        let id = if r.before_id.is_empty() {
+            None
+        } else {
+            Some(
+                r.before_id
+                    .parse::<MessageId>()
+                    .map_err(|_| ApiError::invalid("invalid before_id: not a message id"))?,
+            )
+        };
+        match (r.before_ms, id) {
+            (Some(at_ms), id) => Ok(Some(Before { at_ms, id })),
+            (None, Some(_)) => Err(ApiError::invalid("before_id needs before_ms")),
+            (None, None) => Ok(None),
+        }
     }
 }

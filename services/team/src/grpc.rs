@@ -7,7 +7,7 @@ use covibe_proto::common::v1 as common;
 use covibe_proto::team::v1 as pb;
 use covibe_proto::team::v1::team_service_server::{TeamService, TeamServiceServer};
 use covibe_proto::tonic::{self, Request, Response, Status};
-use covibe_types::{ApiError, MessageId, TeamId, UserId};
+use covibe_types::{ApiError, TeamId, UserId};
 
 use crate::chat::Chat;
 use crate::domain::TeamDomain;
@@ -57,7 +57,7 @@ fn user_id(raw: &str) -> Result<UserId, Status> {
         .map_err(|_| ApiError::not_found("no such member in your team").into())
 }
 
-use crate::convert::{invite_pb, team_pb, user_pb};
+use crate::convert::{Cursor, invite_pb, team_pb, user_pb};
 
 #[tonic::async_trait]
 impl TeamService for TeamGrpc {
@@ -170,12 +170,7 @@ impl TeamService for TeamGrpc {
         let (user, team) = self.member(&request)?;
         let r = request.into_inner();
         let target = user_id(&r.user_id)?;
-        let role = match common::Role::try_from(r.role) {
-            Ok(common::Role::Admin) => Role::Admin,
-            Ok(common::Role::Member) => Role::Member,
-            Ok(common::Role::Owner) => Role::Owner,
-            _ => return Err(ApiError::invalid("role must be admin or member").into()),
-        };
+        let role = Role::try_from(common::Role::try_from(r.role).unwrap_or_default())?;
         let member = self.domain.set_role(user, team, target, role).await?;
         Ok(Response::new(user_pb(&member)))
     }
@@ -226,23 +221,9 @@ impl TeamService for TeamGrpc {
     ) -> Result<Response<pb::ChatHistoryResponse>, Status> {
         let (user, team) = self.member(&request)?;
         let r = request.into_inner();
-        let before_id = if r.before_id.is_empty() {
-            None
-        } else {
-            Some(
-                r.before_id
-                    .parse::<MessageId>()
-                    .map_err(|_| ApiError::invalid("invalid before_id: not a message id"))?,
-            )
-        };
-        let before = match (r.before_ms, before_id) {
-            (Some(at_ms), id) => Some(Before { at_ms, id }),
-            (None, Some(_)) => {
-                return Err(ApiError::invalid("before_id needs before_ms").into());
-            }
-            (None, None) => None,
-        };
-        let page = self.chat.history(user, team, before, r.limit).await?;
+        let limit = r.limit;
+        let before = Option::<Before>::try_from(Cursor(r))?;
+        let page = self.chat.history(user, team, before, limit).await?;
         Ok(Response::new(pb::ChatHistoryResponse {
             messages: page.messages.iter().map(events::message_pb).collect(),
             has_more: page.has_more,
