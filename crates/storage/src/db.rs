@@ -80,6 +80,13 @@ pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), Er
     Ok(())
 }
 
+/// An id (or any value stored as text) read back from a row; a malformed one is a database
+/// error naming it.
+pub fn parse_stored<T: std::str::FromStr>(s: &str) -> Result<T, sea_orm::DbErr> {
+    s.parse()
+        .map_err(|_| sea_orm::DbErr::Custom(format!("bad id in database: {s}")))
+}
+
 /// A `NOT NULL` string column of at most `len` characters, for the services' migrations.
 pub fn text_column(name: &str, len: u32) -> sea_orm_migration::prelude::ColumnDef {
     use sea_orm_migration::prelude::{Alias, ColumnDef};

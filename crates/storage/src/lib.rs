@@ -5,7 +5,7 @@
 mod db;
 pub mod hot;
 
-pub use db::{Backend, connect, migrate, text_column};
+pub use db::{Backend, connect, migrate, parse_stored, text_column};
 pub use hot::{
     FanoutEvent, HotChunk, HotStore, MemoryHotStore, PresenceSnapshot, RedisHotStore, Subscription,
 };

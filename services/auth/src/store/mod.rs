@@ -62,10 +62,7 @@ impl SeaSessionStore {
     }
 }
 
-fn parse<T: std::str::FromStr>(s: &str) -> Result<T, DbErr> {
-    s.parse()
-        .map_err(|_| DbErr::Custom(format!("bad id in database: {s}")))
-}
+use covibe_storage::parse_stored as parse;
 
 fn refresh_of(m: refresh_token::Model) -> Result<RefreshRecord, DbErr> {
     Ok(RefreshRecord {

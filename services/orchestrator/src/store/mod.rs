@@ -416,11 +416,7 @@ impl AgentStore for SeaAgentStore {
             .all(&self.db)
             .await?
             .into_iter()
-            .map(|row| {
-                row.id
-                    .parse()
-                    .map_err(|_| DbErr::Custom(format!("bad agent id in database: {}", row.id)))
-            })
+            .map(|row| covibe_storage::parse_stored(&row.id))
             .collect()
     }
 

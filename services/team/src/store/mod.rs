@@ -81,10 +81,7 @@ impl SeaTeamStore {
     }
 }
 
-fn parse<T: std::str::FromStr>(s: &str) -> Result<T, DbErr> {
-    s.parse()
-        .map_err(|_| DbErr::Custom(format!("bad id in database: {s}")))
-}
+use covibe_storage::parse_stored as parse;
 
 fn team_of(m: team::Model) -> Result<Team, DbErr> {
     Ok(Team {
