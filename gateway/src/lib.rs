@@ -21,6 +21,7 @@ mod vms;
 
 pub use http::error::HttpError;
 pub use http::limits::HttpLimits;
+pub use http::static_files::EmbeddedSite;
 pub use realtime::socket::SocketLimits;
 pub use server::serve;
 pub use state::{Error, Gateway, GatewayConfig};

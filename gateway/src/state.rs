@@ -32,8 +32,10 @@ pub struct GatewayConfig {
     pub preview_url: String,
     pub max_body_bytes: usize,
     pub limits: HttpLimits,
-    /// The web client's files, served at `/`; unset means a JSON pointer to the API.
+    /// The web client's files, served at `/`; wins over `embedded_site`.
     pub static_dir: Option<std::path::PathBuf>,
+    /// The web client built into the binary; with neither, `/` is a JSON pointer to the API.
+    pub embedded_site: Option<crate::http::static_files::EmbeddedSite>,
     /// Origins allowed to call gRPC-web from a browser (`*` for any; empty for same-origin only).
     pub cors_origins: Vec<String>,
     pub sockets: SocketLimits,
@@ -100,7 +102,7 @@ impl Gateway {
             presence_calls: tokio::sync::Semaphore::new(PRESENCE_CALLS),
             max_body_bytes: config.max_body_bytes,
             limits,
-            site: Site::new(config.static_dir.as_deref()),
+            site: Site::new(config.static_dir.as_deref(), config.embedded_site),
         }))
     }
 

@@ -80,6 +80,7 @@ async fn start(limits: HttpLimits, static_dir: Option<&Path>, auth_url: Option<S
         max_body_bytes: MAX_BODY,
         limits,
         static_dir: static_dir.map(Path::to_path_buf),
+        embedded_site: None,
         cors_origins: Vec::new(),
         sockets: covibe_gateway::SocketLimits::default(),
     };

@@ -688,4 +688,22 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), before, "operation ids are unique");
     }
+
+    /// The web client's types are generated from `web/openapi.json`: it must be this document.
+    /// `COVIBE_UPDATE_OPENAPI=1 cargo nextest run -p covibe-gateway -E 'test(web_client)'`
+    /// rewrites it after an API change.
+    #[test]
+    fn the_web_clients_copy_is_this_document() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/openapi.json");
+        let ours = serde_json::to_string_pretty(&*DOCUMENT).unwrap() + "\n";
+        if std::env::var_os("COVIBE_UPDATE_OPENAPI").is_some() {
+            std::fs::write(&path, &ours).unwrap();
+        }
+        let theirs = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            theirs == ours,
+            "web/openapi.json is not the gateway's OpenAPI document; regenerate it with \
+             COVIBE_UPDATE_OPENAPI=1 cargo nextest run -p covibe-gateway -E 'test(web_client)'"
+        );
+    }
 }
