@@ -8,6 +8,16 @@
 #   docker run --rm covibe:local auth                       # one service (see docker-compose.yml)
 
 # ---------------------------------------------------------------------------------------------
+# The web client, built here; the Rust stage embeds this build (COVIBE_WEB_DIST), as its image
+# has no Node.
+FROM node:20-bookworm-slim AS web
+WORKDIR /src/web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web ./
+RUN npm run build -- --outDir /web-dist
+
+# ---------------------------------------------------------------------------------------------
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 
@@ -23,6 +33,8 @@ COPY covibe covibe
 # Protos are compiled with protox (pure Rust), so no protoc is needed. The cache mounts keep the
 # registry and target directory between builds; the binaries are copied out of the cache mount
 # in the same step.
+COPY --from=web /web-dist /web-dist
+ENV COVIBE_WEB_DIST=/web-dist
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \

@@ -4,6 +4,7 @@
 mod admin;
 mod node;
 mod options;
+mod web;
 
 use clap::{Parser, Subcommand};
 use covibe_config::Config;

@@ -222,7 +222,8 @@ async fn team(
         }
     });
     // Chat is durable in the team store; presence and the chat fan-out go through the hot store.
-    let chat = Arc::new(covibe_team::Chat::new(store, hot));
+    let chat =
+        Arc::new(covibe_team::Chat::new(store, hot).with_presence_ttl(config.presence_ttl()));
     let grpc = covibe_team::TeamGrpc::new(domain, chat, identity.verifier.clone());
     Ok(Built {
         server: server.add_service(grpc.into_server()),
@@ -423,10 +424,12 @@ async fn gateway(
             trust_forwarded_for: config.limits.trust_forwarded_for,
         },
         static_dir: config.static_dir.clone(),
+        embedded_site: Some(covibe_gateway::EmbeddedSite(crate::web::WEB_ASSETS)),
         cors_origins: config.cors_allowed_origins.clone(),
         sockets: covibe_gateway::SocketLimits {
             max_sockets: config.limits.max_sockets,
             max_message_bytes: config.limits.max_socket_message_bytes,
+            presence_heartbeat: config.presence_heartbeat(),
         },
     };
     let gw = covibe_gateway::Gateway::new(&gw_config, identity.verifier.clone())?;

@@ -15,6 +15,7 @@ use covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServi
 use crate::http::grpc_web::Upstreams;
 use crate::http::limits::{HttpLimits, Limiters};
 use crate::http::static_files::Site;
+use crate::realtime::holder::PresenceHolder;
 use crate::realtime::hub::Hub;
 use crate::realtime::rooms::Rooms;
 use crate::realtime::seen::PresenceSeen;
@@ -55,6 +56,8 @@ pub struct Gateway {
     pub(crate) presence_seen: PresenceSeen,
     /// Presence calls to the team service in flight at once.
     pub(crate) presence_calls: tokio::sync::Semaphore,
+    /// This gateway as a holder of its members' presence.
+    pub(crate) presence_holder: PresenceHolder,
     pub(crate) max_body_bytes: usize,
     pub(crate) limits: Arc<Limiters>,
     pub(crate) site: Site,
@@ -100,6 +103,7 @@ impl Gateway {
             rooms: Rooms::default(),
             presence_seen: PresenceSeen::default(),
             presence_calls: tokio::sync::Semaphore::new(PRESENCE_CALLS),
+            presence_holder: PresenceHolder::new(config.sockets.presence_heartbeat),
             max_body_bytes: config.max_body_bytes,
             limits,
             site: Site::new(config.static_dir.as_deref(), config.embedded_site),

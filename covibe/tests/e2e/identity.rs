@@ -557,6 +557,7 @@ async fn forged_tokens(stack: &Stack, sarah: &Signed, removed: &Signed, agent: &
                     .post_message(bearer(
                         team_pb::PostMessageRequest {
                             text: "forged".into(),
+                            ..Default::default()
                         },
                         token,
                     ))

@@ -14,4 +14,6 @@ mod layering;
 mod permissions;
 mod realtime;
 mod support;
+mod web_client;
 mod webhook;
+mod workshop;

@@ -109,6 +109,7 @@ const MATRIX: &[(&str, [E; 6])] = &[
     ("socket agent_control", [D, D, D, D, D, A]),
     ("socket chat_message", [D, A, A, A, A, A]),
     ("socket presence_update", [D, A, A, A, A, A]),
+    ("socket agent_watch", [D, A, A, A, A, A]),
     // gRPC, on each service's own port
     (
         "grpc covibe.auth.v1.AuthService/Register",
@@ -712,6 +713,10 @@ impl World<'_> {
                 self.socket(who, "presence_update", json!({"status": "away"}))
                     .await
             }
+            "socket agent_watch" => {
+                self.socket(who, "agent_watch", json!({"agentId": null}))
+                    .await
+            }
 
             "grpc covibe.auth.v1.AuthService/Register" => {
                 let email = self.email();
@@ -871,7 +876,10 @@ impl World<'_> {
                 outcome
             }
             "grpc covibe.team.v1.TeamService/PostMessage" => {
-                let r = team_pb::PostMessageRequest { text: "hi".into() };
+                let r = team_pb::PostMessageRequest {
+                    text: "hi".into(),
+                    ..Default::default()
+                };
                 grpc_outcome(self.team.clone().post_message(req(r, t)).await)
             }
             "grpc covibe.team.v1.TeamService/ChatHistory" => grpc_outcome(
@@ -883,6 +891,7 @@ impl World<'_> {
             "grpc covibe.team.v1.TeamService/UpdatePresence" => {
                 let r = team_pb::UpdatePresenceRequest {
                     status: team_pb::PresenceStatus::Away as i32,
+                    ..Default::default()
                 };
                 grpc_outcome(self.team.clone().update_presence(req(r, t)).await)
             }

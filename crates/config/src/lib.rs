@@ -141,6 +141,10 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
     /// Key rate limits by the last `X-Forwarded-For` entry: set only behind a proxy that sets it.
     pub trust_forwarded_for: bool,
+    /// Seconds a member's presence lives after a gateway last repeated it (the team service's
+    /// and every gateway's setting must agree). Gateways repeat it every third of that, so the
+    /// members of a gateway that died turn offline for the others within about 4/3 of it.
+    pub presence_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -216,6 +220,7 @@ impl Default for Limits {
             max_sockets: 50_000,
             max_socket_message_bytes: 256 * 1024,
             trust_forwarded_for: false,
+            presence_ttl_secs: 90,
         }
     }
 }
@@ -328,6 +333,7 @@ impl Config {
             || self.limits.max_concurrent_requests == 0
             || self.limits.max_sockets == 0
             || self.limits.max_socket_message_bytes == 0
+            || self.limits.presence_ttl_secs == 0
         {
             return invalid("limits must be positive".to_owned());
         }
@@ -348,6 +354,17 @@ impl Config {
                 self.data_dir.join("covibe.db").display()
             ),
         }
+    }
+
+    /// How long a member's presence lives after a gateway last repeated it.
+    pub fn presence_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.limits.presence_ttl_secs)
+    }
+
+    /// How often a gateway repeats the presence of its members: a third of the TTL, so an
+    /// entry survives two missed repeats.
+    pub fn presence_heartbeat(&self) -> std::time::Duration {
+        self.presence_ttl() / 3
     }
 
     pub fn signing_key_file(&self) -> PathBuf {
@@ -466,6 +483,11 @@ mod tests {
         let shown = secret.to_toml().unwrap();
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("postgres://app:***@db:5432/covibe"));
+        assert_eq!(cfg.presence_ttl().as_secs(), 90);
+        assert_eq!(cfg.presence_heartbeat().as_secs(), 30);
+        let mut bad = cfg.clone();
+        bad.limits.presence_ttl_secs = 0;
+        assert!(bad.validate().is_err(), "presence would never live");
         let mut bad = cfg.clone();
         bad.limits.login_burst_per_ip = 0;
         assert!(

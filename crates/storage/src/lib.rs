@@ -7,7 +7,8 @@ pub mod hot;
 
 pub use db::{Backend, connect, migrate, parse_stored, text_column};
 pub use hot::{
-    FanoutEvent, HotChunk, HotStore, MemoryHotStore, PresenceSnapshot, RedisHotStore, Subscription,
+    FanoutEvent, HotChunk, HotStore, MemoryHotStore, PresenceEntry, PresenceSnapshot,
+    PresenceWrite, RedisHotStore, Subscription,
 };
 
 #[derive(Debug, thiserror::Error)]

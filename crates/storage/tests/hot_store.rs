@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use covibe_storage::{FanoutEvent, HotChunk, HotStore, MemoryHotStore, RedisHotStore};
+use covibe_storage::{
+    FanoutEvent, HotChunk, HotStore, MemoryHotStore, PresenceEntry, PresenceWrite, RedisHotStore,
+};
 use covibe_types::{AgentId, TeamId, UserId};
 
 fn chunk(seq: u64) -> HotChunk {
@@ -193,111 +195,196 @@ async fn a_subscriber_that_stops_reading_gets_a_gap(store: &dyn HotStore) {
     }
 }
 
-async fn live_presence(store: &dyn HotStore, team: TeamId) -> Vec<Bytes> {
-    let mut live = store.presence(team).await.unwrap();
-    live.sort();
-    live
+fn write(user: UserId, holder: &str, value: &'static [u8], ttl: Duration) -> PresenceWrite {
+    PresenceWrite {
+        user,
+        holder: holder.to_owned(),
+        value: Bytes::from_static(value),
+        ttl,
+        remove: None,
+    }
 }
 
-async fn presence_is_per_team_per_member_and_expires(store: &dyn HotStore) {
+fn entry(user: UserId, holder: &str, value: &'static [u8]) -> PresenceEntry {
+    PresenceEntry {
+        user,
+        holder: holder.to_owned(),
+        value: Bytes::from_static(value),
+    }
+}
+
+fn sorted(mut entries: Vec<PresenceEntry>) -> Vec<PresenceEntry> {
+    entries.sort();
+    entries
+}
+
+async fn live_presence(store: &dyn HotStore, team: TeamId) -> Vec<PresenceEntry> {
+    sorted(store.presence(team).await.unwrap().entries)
+}
+
+/// Entries are per member and holder (a gateway replica), each expiring on its own; every
+/// call answers what it took away (replaced, removed, or pruned as expired: the last reported
+/// by exactly one call), so the team service can tell when a holder's entries vanished.
+async fn presence_is_per_member_and_holder_and_expires(store: &dyn HotStore) {
     let (team, other) = (TeamId::new(), TeamId::new());
     let (sarah, miguel, chen) = (UserId::new(), UserId::new(), UserId::new());
     let long = Duration::from_secs(60);
-    assert!(store.presence(team).await.unwrap().is_empty());
+    let empty = store.presence(team).await.unwrap();
+    assert!(empty.entries.is_empty() && empty.gone.is_empty());
+    assert_eq!(
+        empty.version, 0,
+        "a read that changes nothing is not versioned"
+    );
 
     store
-        .set_presence(team, sarah, Bytes::from("sarah online"), long)
+        .set_presence(team, write(sarah, "gw-a", b"sarah online", long))
         .await
         .unwrap();
     store
-        .set_presence(team, miguel, Bytes::from("miguel away"), long)
+        .set_presence(team, write(miguel, "gw-a", b"miguel away", long))
         .await
         .unwrap();
-    // A member's new entry replaces the old one; binary entries come back intact.
-    store
-        .set_presence(team, sarah, Bytes::from_static(b"sarah\0busy:\xff"), long)
+    // The same member through another holder: a second entry.
+    let both = store
+        .set_presence(team, write(sarah, "gw-b", b"sarah phone", long))
         .await
         .unwrap();
-    assert_eq!(
-        live_presence(store, team).await,
-        vec![
-            Bytes::from("miguel away"),
-            Bytes::from_static(b"sarah\0busy:\xff")
-        ]
-    );
+    assert!(both.gone.is_empty(), "{:?}", both.gone);
+    // A holder's new entry replaces its old one, which is answered as gone; binary entries
+    // come back intact.
+    let replaced = store
+        .set_presence(team, write(sarah, "gw-a", b"sarah\0busy:\xff", long))
+        .await
+        .unwrap();
+    assert_eq!(replaced.gone, vec![entry(sarah, "gw-a", b"sarah online")]);
+    assert!(replaced.version > both.version);
+    let want = sorted(vec![
+        entry(miguel, "gw-a", b"miguel away"),
+        entry(sarah, "gw-a", b"sarah\0busy:\xff"),
+        entry(sarah, "gw-b", b"sarah phone"),
+    ]);
+    assert_eq!(sorted(replaced.entries), want);
+    assert_eq!(live_presence(store, team).await, want);
+
     // Nothing crosses teams.
-    assert!(store.presence(other).await.unwrap().is_empty());
-    store
-        .set_presence(other, chen, Bytes::from("chen online"), long)
-        .await
-        .unwrap();
-    assert_eq!(
-        live_presence(store, other).await,
-        vec![Bytes::from("chen online")]
-    );
-    // Every write answers the team's live entries just after it, with a version that only
-    // grows: the later snapshot holds every earlier write.
-    let first = store
-        .set_presence(team, miguel, Bytes::from("miguel away"), long)
-        .await
-        .unwrap();
-    let mut entries = first.entries.clone();
-    entries.sort();
-    assert_eq!(entries, live_presence(store, team).await);
-    let second = store
-        .set_presence(team, miguel, Bytes::from("miguel online"), long)
-        .await
-        .unwrap();
-    assert!(second.version > first.version);
-    assert!(second.entries.contains(&Bytes::from("miguel online")));
-    assert!(!second.entries.contains(&Bytes::from("miguel away")));
-    assert_eq!(second.entries.len(), 2);
+    assert!(store.presence(other).await.unwrap().entries.is_empty());
     let elsewhere = store
-        .set_presence(other, chen, Bytes::from("chen away"), long)
+        .set_presence(other, write(chen, "gw-a", b"chen online", long))
         .await
         .unwrap();
-    assert_eq!(elsewhere.entries, vec![Bytes::from("chen away")]);
+    assert_eq!(elsewhere.entries, vec![entry(chen, "gw-a", b"chen online")]);
+    assert!(elsewhere.version > replaced.version, "versions only grow");
 
-    // Each entry expires on its own: a short-lived one goes, the others stay.
-    store
+    // One step sets one holder's entry and removes another's (a device gone: its holder's
+    // entry makes way for the member's last-seen one); removing what is not there is nothing.
+    let moved = store
         .set_presence(
             team,
-            miguel,
-            Bytes::from("miguel gone soon"),
-            Duration::from_millis(1),
+            PresenceWrite {
+                remove: Some("gw-b".to_owned()),
+                ..write(sarah, "seen", b"sarah last seen", long)
+            },
         )
         .await
         .unwrap();
-    let expired = tokio::time::timeout(Duration::from_secs(10), async {
+    assert_eq!(moved.gone, vec![entry(sarah, "gw-b", b"sarah phone")]);
+    let want = sorted(vec![
+        entry(miguel, "gw-a", b"miguel away"),
+        entry(sarah, "gw-a", b"sarah\0busy:\xff"),
+        entry(sarah, "seen", b"sarah last seen"),
+    ]);
+    assert_eq!(sorted(moved.entries), want);
+    let again = store
+        .set_presence(
+            team,
+            PresenceWrite {
+                remove: Some("gw-b".to_owned()),
+                ..write(sarah, "seen", b"sarah last seen", long)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.gone, vec![entry(sarah, "seen", b"sarah last seen")]);
+    assert_eq!(sorted(again.entries), want);
+
+    // Each entry expires on its own; the read that finds it expired prunes it, reports it
+    // and is versioned; the next read reports nothing more.
+    store
+        .set_presence(
+            team,
+            write(
+                miguel,
+                "gw-a",
+                b"miguel gone soon",
+                Duration::from_millis(1),
+            ),
+        )
+        .await
+        .unwrap();
+    let pruned = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let live = live_presence(store, team).await;
-            if !live.contains(&Bytes::from("miguel gone soon")) {
-                return live;
+            let read = store.presence(team).await.unwrap();
+            if !read.gone.is_empty() {
+                return read;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
     .expect("a 1 ms entry expires");
-    assert_eq!(expired, vec![Bytes::from_static(b"sarah\0busy:\xff")]);
-    // A short entry set first does not shorten a long one set after it.
+    assert_eq!(
+        pruned.gone,
+        vec![entry(miguel, "gw-a", b"miguel gone soon")]
+    );
+    assert!(pruned.version > again.version);
+    let want = sorted(vec![
+        entry(sarah, "gw-a", b"sarah\0busy:\xff"),
+        entry(sarah, "seen", b"sarah last seen"),
+    ]);
+    assert_eq!(sorted(pruned.entries), want);
+    let quiet = store.presence(team).await.unwrap();
+    assert!(quiet.gone.is_empty());
+    assert_eq!(quiet.version, 0);
+    assert_eq!(sorted(quiet.entries), want);
+
+    // A write prunes too, and answers the expired entries it found; a short entry set first
+    // does not shorten a long one set after it.
     let fresh = TeamId::new();
     store
-        .set_presence(fresh, chen, Bytes::from("short"), Duration::from_millis(1))
+        .set_presence(
+            fresh,
+            write(chen, "gw-x", b"short", Duration::from_millis(1)),
+        )
         .await
         .unwrap();
-    store
-        .set_presence(fresh, miguel, Bytes::from("long"), long)
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while live_presence(store, fresh).await.len() > 1 {
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let snapshot = store
+                .set_presence(fresh, write(miguel, "gw-a", b"long", long))
+                .await
+                .unwrap();
+            if snapshot
+                .gone
+                .iter()
+                .any(|e| e.user == chen && e.holder == "gw-x")
+            {
+                return snapshot;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
     .expect("the short entry expires");
-    assert_eq!(live_presence(store, fresh).await, vec![Bytes::from("long")]);
+    assert_eq!(found.entries, vec![entry(miguel, "gw-a", b"long")]);
+    assert_eq!(
+        found.gone.iter().filter(|e| e.user == chen).count(),
+        1,
+        "reported once"
+    );
+    assert_eq!(
+        live_presence(store, fresh).await,
+        vec![entry(miguel, "gw-a", b"long")]
+    );
 }
 
 /// A range longer than one read (the Redis store reads in parts) comes whole and in order, and
@@ -331,7 +418,7 @@ async fn suite(store: &dyn HotStore) {
     ring_keeps_the_newest_in_order_without_duplicates(store).await;
     fanout_reaches_every_subscriber_in_order(store).await;
     control_reaches_every_subscriber_and_not_the_team_channel(store).await;
-    presence_is_per_team_per_member_and_expires(store).await;
+    presence_is_per_member_and_holder_and_expires(store).await;
     a_subscriber_that_stops_reading_gets_a_gap(store).await;
 }
 

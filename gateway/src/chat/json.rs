@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct PostMessage {
     pub message: String,
+    /// Chosen by the client (1 to 64 of `[A-Za-z0-9_-]`, e.g. a UUID made once per message)
+    /// and sent again with every retry: the message is stored and broadcast once.
+    #[serde(default)]
+    #[schema(max_length = 64, min_length = 1, pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub client_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -28,6 +33,14 @@ pub(crate) struct PresenceUpdate {
     pub status: String,
 }
 
+/// `agent_watch {agentId}`: the agent a socket watches, or `null` for none.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct AgentWatch {
+    #[serde(default)]
+    pub agent_id: Option<String>,
+}
+
 /// One chat message, as REST answers it and as the `chat_message` event carries it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -38,6 +51,9 @@ pub(crate) struct ChatMessageView {
     pub message: String,
     /// Milliseconds since the Unix epoch.
     pub timestamp: i64,
+    /// The client id it was sent with; `null` when none.
+    #[schema(required = true)]
+    pub client_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -49,9 +65,12 @@ pub(crate) struct PresenceUserView {
     pub status: &'static str,
     /// Milliseconds since the Unix epoch; 0 when unknown.
     pub last_seen: i64,
+    /// The agents the member watches on any of their devices (agent ids, sorted).
+    pub watching: Vec<String>,
 }
 
-/// The `team_presence` event: every member of the team with their status.
+/// The `team_presence` event: every member of the team with their status and the agents they
+/// watch.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct TeamPresenceView {
     pub users: Vec<PresenceUserView>,
@@ -90,6 +109,7 @@ pub(crate) fn message_view(m: pb::ChatMessage) -> ChatMessageView {
         display_name: m.display_name,
         message: m.text,
         timestamp: m.created_at_ms,
+        client_id: m.client_id,
     }
 }
 
@@ -103,6 +123,7 @@ pub(crate) fn presence_view(p: pb::TeamPresence) -> TeamPresenceView {
                 user_id: u.user_id,
                 display_name: u.display_name,
                 last_seen: u.last_seen_ms,
+                watching: u.watching,
             })
             .collect(),
     }

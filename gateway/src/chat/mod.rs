@@ -1,20 +1,17 @@
 //! Team chat and presence at the gateway: the REST routes, the Socket.io events
-//! (`chat_message`, `presence_update` in; `chat_message`, `team_presence` out) and the
-//! presence of each joined socket. The team service checks and stores everything; this module
-//! only translates.
+//! (`chat_message`, `presence_update`, `agent_watch` in; `chat_message`, `team_presence` out)
+//! and, in `presence`, what this gateway tells the team service of the members joined on it.
+//! The team service checks and stores everything; this module only translates.
 //!
-//! Presence of a socket: joining a team makes its member present ("still here": `away` and
-//! `busy` are kept, anything else becomes `online`); while it stays connected the gateway
-//! repeats that every [`HEARTBEAT`] for each member joined on it (the team service forgets an
-//! entry 90 s after its last update); a `presence_update` sets the status the member's socket
-//! repeats from then on; the member's last socket on this gateway disconnecting makes them
-//! `offline`.
+//! A socket's presence: joining a team makes its member present ("still here": `away` and
+//! `busy` are kept, anything else becomes `online`); `presence_update` sets the status the
+//! socket stands for from then on, `agent_watch` the agent it watches (the agent view open on
+//! it); the member's sockets here are merged into this gateway's word on them.
 
 pub(crate) mod json;
+mod presence;
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -22,42 +19,49 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use covibe_bootstrap::bearer;
 use covibe_proto::team::v1 as pb;
-use covibe_proto::tonic;
-use covibe_types::{ApiError, TeamId, UserId};
-use futures::StreamExt;
+use covibe_types::{AgentId, ApiError};
 use serde_json::json;
 
 use crate::http::error::HttpError;
 use crate::http::extract::ApiJson;
 use crate::member::Member;
 use crate::realtime::socket::{
-    Ack, Data, Joined, SocketIo, SocketRef, SocketState, acting, invalid, not_joined, refuse,
+    Ack, Data, SocketRef, SocketState, acting, invalid, not_joined, refuse,
 };
 use crate::state::Gateway;
-use json::{HistoryQuery, PostMessage, PresenceUpdate, message_view, parse_status, presence_view};
-
-/// How often a joined socket tells the team service its member is still here.
-pub(crate) const HEARTBEAT: Duration = Duration::from_secs(30);
-/// Presence calls made on a socket's behalf give up after this long (they never hold up a
-/// disconnect for long).
-const PRESENCE_CALL: Duration = Duration::from_secs(5);
+use json::{
+    AgentWatch, HistoryQuery, PostMessage, PresenceUpdate, message_view, parse_status,
+    presence_view,
+};
+pub(crate) use presence::{disconnected, joined, refresh_presence};
 
 // REST
 
 /// Posts to the caller's team chat: the one call behind REST and Socket.io.
-async fn post(gw: &Gateway, token: &str, text: String) -> Result<json::ChatMessageView, HttpError> {
-    let request = bearer(pb::PostMessageRequest { text }, token);
+async fn post(
+    gw: &Gateway,
+    token: &str,
+    body: PostMessage,
+) -> Result<json::ChatMessageView, HttpError> {
+    let request = bearer(
+        pb::PostMessageRequest {
+            text: body.message,
+            client_id: body.client_id,
+        },
+        token,
+    );
     let message = gw.team.clone().post_message(request).await?.into_inner();
     Ok(message_view(message))
 }
 
-/// `POST /api/chat/message {message}` → 201 `{message}`.
+/// `POST /api/chat/message {message, clientId?}` → 201 `{message}` (a retry with the same
+/// `clientId` gets the message stored the first time).
 pub(crate) async fn post_message(
     State(gw): State<Arc<Gateway>>,
     member: Member,
     ApiJson(body): ApiJson<PostMessage>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let message = post(&gw, &member.token, body.message).await?;
+    let message = post(&gw, &member.token, body).await?;
     Ok((StatusCode::CREATED, Json(json::MessageEnvelope { message })))
 }
 
@@ -102,19 +106,19 @@ pub(crate) async fn presence(
 
 // Socket.io
 
-/// `chat_message {message}` → ack `{ok, message}`; the team (this socket included) receives
-/// it as a `chat_message` event.
+/// `chat_message {message, clientId?}` → ack `{ok, message}`; the team (this socket
+/// included) receives it as a `chat_message` event, once per `clientId`.
 pub(crate) async fn on_chat_message(
     socket: SocketRef,
     data: Data<PostMessage>,
     ack: Ack,
     gw: Arc<Gateway>,
 ) {
-    let Some((joined, body, ack)) = acting(&socket, data, ack, "chat_message needs {message}")
-    else {
+    let usage = "chat_message needs {message, clientId?}";
+    let Some((joined, body, ack)) = acting(&socket, data, ack, usage) else {
         return;
     };
-    match post(&gw, &joined.token, body.message).await {
+    match post(&gw, &joined.token, body).await {
         Ok(message) => ack.send(&json!({"ok": true, "message": message})),
         Err(err) => refuse(ack, err.0),
     }
@@ -138,7 +142,7 @@ pub(crate) async fn on_presence_update(
         );
     };
     socket.state().presence = Some(status);
-    match update(&gw, &joined, status).await {
+    match presence::speak_for(&gw, &joined).await {
         Ok(presence) => {
             ack.send(&json!({"ok": true, "users": presence_view(presence).users}));
         }
@@ -146,97 +150,28 @@ pub(crate) async fn on_presence_update(
     }
 }
 
-async fn update(
-    gw: &Gateway,
-    joined: &Joined,
-    status: pb::PresenceStatus,
-) -> Result<pb::TeamPresence, ApiError> {
-    let request = bearer(
-        pb::UpdatePresenceRequest {
-            status: status.into(),
-        },
-        joined.live_token()?,
-    );
-    let call = async {
-        // A burst of joins (a reconnect storm) queues here rather than opening thousands of
-        // calls at once, whose buffers the allocator would keep long after.
-        let _permit = gw.presence_calls.acquire().await;
-        gw.team.clone().update_presence(request).await
-    };
-    match tokio::time::timeout(PRESENCE_CALL, call).await {
-        Ok(Ok(presence)) => Ok(presence.into_inner()),
-        Ok(Err(status)) => Err(ApiError::from_status(&status)),
-        Err(_) => Err(ApiError::from_status(&tonic::Status::unavailable(
-            "the team service did not answer in time",
-        ))),
-    }
-}
-
-/// What this socket says while it stays: its chosen status, else "still here".
-async fn refresh(gw: &Gateway, socket: &SocketRef) {
-    let (joined, status) = {
-        let state = socket.state();
-        let Some(joined) = state.joined.clone() else {
-            return;
-        };
-        (
-            joined,
-            state.presence.unwrap_or(pb::PresenceStatus::Unspecified),
-        )
-    };
-    if let Err(err) = update(gw, &joined, status).await {
-        // An expired token ends presence until the client joins again with a fresh one.
-        tracing::debug!(sid = socket.id, user_id = %joined.user_id, error = %err.message, "presence refresh failed");
-    }
-}
-
-/// Called once a socket has joined its team: its member is present, and stays so while the
-/// socket is connected.
-pub(crate) async fn joined(gw: &Arc<Gateway>, socket: &SocketRef) {
-    refresh(gw, socket).await;
-}
-
-/// Every [`HEARTBEAT`], refreshes the presence of each member joined on this gateway: one call
-/// per member (not per socket), from one task (not one per socket).
-pub(crate) async fn refresh_presence(io: SocketIo, gw: Arc<Gateway>) {
-    let mut tick = tokio::time::interval(HEARTBEAT);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        // Per member, the socket whose token lasts longest speaks for them.
-        let mut members: HashMap<(TeamId, UserId), (u64, SocketRef)> = HashMap::new();
-        for socket in io.sockets() {
-            if let Some(joined) = SocketState::joined(&socket) {
-                let until = joined.expires_at_ms();
-                let best = members
-                    .entry((joined.team_id, joined.user_id))
-                    .or_insert_with(|| (until, socket.clone()));
-                if best.0 < until {
-                    *best = (until, socket);
-                }
-            }
-        }
-        futures::stream::iter(members.into_values().map(|(_, socket)| socket))
-            .for_each_concurrent(16, |socket| {
-                let gw = gw.clone();
-                async move { refresh(&gw, &socket).await }
-            })
-            .await;
-    }
-}
-
-/// Called when a socket disconnects: its member goes `offline` unless another of their
-/// sockets on this gateway is still joined.
-pub(crate) async fn disconnected(gw: &Gateway, socket: &SocketRef) {
-    let Some(joined) = SocketState::joined(socket) else {
+/// `agent_watch {agentId: string | null}` → ack `{ok: true}`: the agent this socket watches
+/// (the agent view open on it), or none. The team sees it in the member's `watching` (a
+/// `team_presence` event when that changes); a socket that disconnects watches nothing.
+pub(crate) async fn on_agent_watch(
+    socket: SocketRef,
+    data: Data<AgentWatch>,
+    ack: Ack,
+    gw: Arc<Gateway>,
+) {
+    let usage = "agent_watch needs {agentId: an agent id, or null}";
+    let Some((joined, body, ack)) = acting(&socket, data, ack, usage) else {
         return;
     };
-    if gw.rooms.member_elsewhere(&joined, socket.id) {
-        return;
-    }
-    if let Err(err) = update(gw, &joined, pb::PresenceStatus::Offline).await {
-        tracing::debug!(sid = socket.id, user_id = %joined.user_id, error = %err.message, "presence: offline not recorded");
+    let watching = match body.agent_id.as_deref().map(str::parse::<AgentId>) {
+        None => None,
+        Some(Ok(agent)) => Some(agent),
+        Some(Err(_)) => return refuse(ack, invalid(usage)),
+    };
+    socket.state().watching = watching;
+    match presence::speak_for(&gw, &joined).await {
+        Ok(_) => ack.send(&json!({"ok": true})),
+        Err(err) => refuse(ack, err),
     }
 }
 
@@ -246,6 +181,7 @@ mod tests {
     use crate::chat::json::status_name;
     use crate::realtime::seen::PresenceSeen;
     use covibe_proto::events::v1 as ev;
+    use covibe_types::TeamId;
 
     fn snapshot(team: TeamId, version: u64) -> ev::TeamEvent {
         ev::TeamEvent {

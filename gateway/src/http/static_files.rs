@@ -48,7 +48,7 @@ pub(crate) struct Site {
 #[derive(Debug, Clone)]
 enum Source {
     None,
-    Dir(SiteDir),
+    Dir(Box<SiteDir>),
     Embedded(Arc<HashMap<&'static str, &'static [u8]>>),
 }
 
@@ -64,12 +64,12 @@ impl Site {
     /// `dir` wins over `embedded`, so a developer can serve a client they are changing.
     pub(crate) fn new(dir: Option<&Path>, embedded: Option<EmbeddedSite>) -> Self {
         let source = match (dir, embedded) {
-            (Some(dir), _) => Source::Dir(SiteDir {
+            (Some(dir), _) => Source::Dir(Box::new(SiteDir {
                 files: ServeDir::new(dir).precompressed_gzip(),
                 app: ServeDir::new(dir)
                     .precompressed_gzip()
                     .fallback(ServeFile::new(dir.join("index.html")).precompressed_gzip()),
-            }),
+            })),
             (None, Some(site)) if site.0.iter().any(|(name, _)| *name == "index.html") => {
                 Source::Embedded(Arc::new(site.0.iter().copied().collect()))
             }

@@ -4,10 +4,12 @@
 //!
 //! `socket` is what the gateway keeps per socket, `delivery` what a socket has been sent,
 //! `join` the `join_team` event, `rooms` which sockets joined which team, `relay` the team
-//! fan-out to them, `hub` and `resume` the replay of history, `frames` events encoded once.
+//! fan-out to them, `hub` and `resume` the replay of history, `frames` events encoded once,
+//! `holder` this gateway as the holder of its members' presence.
 
 pub(crate) mod delivery;
 pub(crate) mod frames;
+pub(crate) mod holder;
 pub(crate) mod hub;
 mod join;
 pub(crate) mod relay;
@@ -81,13 +83,16 @@ impl Handler<SocketState> for Events {
                 "presence_update" => {
                     crate::chat::on_presence_update(socket, event.data(), event.ack, gw).await;
                 }
+                "agent_watch" => {
+                    crate::chat::on_agent_watch(socket, event.data(), event.ack, gw).await;
+                }
                 other => {
                     tracing::debug!(event = other, "unknown socket.io event");
                     refuse(
                         event.ack,
                         invalid(
-                            "unknown event: join_team, agent_spawn, agent_control, chat_message \
-                             and presence_update are",
+                            "unknown event: join_team, agent_spawn, agent_control, chat_message, \
+                             presence_update and agent_watch are",
                         ),
                     );
                 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use covibe_socketio::Sid;
-use covibe_types::TeamId;
+use covibe_types::{TeamId, UserId};
 
 use crate::realtime::socket::{Joined, SocketRef};
 
@@ -107,12 +107,14 @@ impl Rooms {
             .collect()
     }
 
-    /// Whether another socket than `sid` is seated for this member.
-    pub(crate) fn member_elsewhere(&self, joined: &Joined, sid: Sid) -> bool {
-        self.read().get(&joined.team_id).is_some_and(|seats| {
+    /// Every socket seated for this member.
+    pub(crate) fn member_sockets(&self, team: TeamId, user: UserId) -> Vec<SocketRef> {
+        self.read().get(&team).map_or_else(Vec::new, |seats| {
             seats
                 .iter()
-                .any(|seat| seat.socket.id != sid && seat.joined.user_id == joined.user_id)
+                .filter(|seat| seat.joined.user_id == user)
+                .map(|seat| seat.socket.clone())
+                .collect()
         })
     }
 }

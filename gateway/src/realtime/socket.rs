@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use covibe_proto::team::v1 as pb;
 use covibe_socketio::Io;
-use covibe_types::ApiError;
+use covibe_types::{AgentId, ApiError};
 use serde_json::json;
 
 use crate::member::Member;
@@ -18,6 +18,8 @@ pub(crate) struct SocketState {
     pub(crate) joined: Option<Joined>,
     /// The presence status it chose (`presence_update`), repeated while it stays.
     pub(crate) presence: Option<pb::PresenceStatus>,
+    /// The agent it watches (`agent_watch`): part of its member's presence.
+    pub(crate) watching: Option<AgentId>,
 }
 
 pub(crate) type SocketRef = Arc<covibe_socketio::Socket<SocketState>>;
@@ -86,13 +88,16 @@ impl Joined {
     }
 }
 
-/// Limits on Socket.io connections.
+/// Limits and timings of Socket.io connections.
 #[derive(Debug, Clone, Copy)]
 pub struct SocketLimits {
     /// Connections one gateway accepts at once; past it a connect is refused.
     pub max_sockets: usize,
     /// Largest message a client may send.
     pub max_message_bytes: u64,
+    /// How often the gateway repeats the presence of the members joined on it: a third of the
+    /// team service's presence TTL.
+    pub presence_heartbeat: std::time::Duration,
 }
 
 impl Default for SocketLimits {
@@ -100,6 +105,7 @@ impl Default for SocketLimits {
         Self {
             max_sockets: 50_000,
             max_message_bytes: 256 * 1024,
+            presence_heartbeat: std::time::Duration::from_secs(30),
         }
     }
 }

@@ -1,18 +1,16 @@
 //! Team chat and presence. Messages are durable (the team store); presence is hot state with a
-//! TTL (the hot store). Both are published on the team's fan-out channel as team events. Only
-//! a member of the team can read or write either.
+//! TTL (the hot store; its rules in `presence.rs`). Both are published on the team's fan-out
+//! channel as team events. Only a member of the team can read or write either.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use covibe_storage::HotStore;
 use covibe_types::{ApiError, MessageId, TeamId, UserId, now_ms};
 
 use crate::Error;
 use crate::events;
-use crate::model::{
-    Before, ChatMessage, ChatPage, Member, MemberPresence, PresenceStatus, TeamPresence,
-};
+use crate::model::{Before, ChatMessage, ChatPage, Member, PRESENCE_TTL};
 use crate::store::TeamStore;
 
 /// The longest message, in characters (after trimming).
@@ -45,39 +43,72 @@ pub fn clean_message(text: &str) -> Result<String, ApiError> {
     Ok(text.to_owned())
 }
 
-fn decode_entries(raw: Vec<bytes::Bytes>) -> HashMap<UserId, MemberPresence> {
-    raw.into_iter()
-        .filter_map(events::decode_presence_entry)
-        .map(|e| (e.user_id, e))
-        .collect()
+/// The longest client id of a message or holder id of a presence entry.
+pub const MAX_CLIENT_ID: usize = 64;
+
+/// Whether `id` is 1 to 64 of `[A-Za-z0-9_-]`: what a client chooses to name a message (or a
+/// gateway itself as a presence holder).
+pub(crate) fn is_client_chosen_id(id: &str) -> bool {
+    (1..=MAX_CLIENT_ID).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn hot_unavailable(err: covibe_storage::Error) -> ApiError {
-    tracing::warn!(error = %err, "presence: hot store unavailable");
-    ApiError::unavailable("presence is unavailable right now; try again")
+/// Checks a message's client id.
+pub fn clean_client_id(id: Option<&str>) -> Result<Option<String>, ApiError> {
+    match id {
+        None => Ok(None),
+        Some(id) if is_client_chosen_id(id) => Ok(Some(id.to_owned())),
+        Some(_) => Err(ApiError::invalid(
+            "clientId must be 1 to 64 characters, each a letter, a digit, '_' or '-'",
+        )),
+    }
 }
 
 pub struct Chat {
-    store: Arc<dyn TeamStore>,
-    hot: Arc<dyn HotStore>,
+    pub(crate) store: Arc<dyn TeamStore>,
+    pub(crate) hot: Arc<dyn HotStore>,
+    /// How long a holder's presence entry lives after its last update.
+    pub(crate) presence_ttl: Duration,
 }
 
 impl Chat {
     pub fn new(store: Arc<dyn TeamStore>, hot: Arc<dyn HotStore>) -> Self {
-        Self { store, hot }
+        Self {
+            store,
+            hot,
+            presence_ttl: PRESENCE_TTL,
+        }
+    }
+
+    /// Presence entries live `ttl` after their last update (holders repeat them about every
+    /// third of it).
+    pub fn with_presence_ttl(mut self, ttl: Duration) -> Self {
+        self.presence_ttl = ttl;
+        self
     }
 
     /// The caller as a member of `team`, or `permission_denied`.
-    async fn member_of(&self, user: UserId, team: TeamId) -> Result<Member, Error> {
+    pub(crate) async fn member_of(&self, user: UserId, team: TeamId) -> Result<Member, Error> {
         match self.store.find_member(user).await? {
             Some(member) if member.team_id == team => Ok(member),
             _ => Err(ApiError::forbidden("not a member of this team").into()),
         }
     }
 
-    /// Stores a message in the caller's team chat and tells the team.
-    pub async fn post(&self, user: UserId, team: TeamId, text: &str) -> Result<ChatMessage, Error> {
+    /// Stores a message in the caller's team chat and tells the team. A message with a client
+    /// id the member used before is not stored again: the first one is the answer, and the
+    /// team is not told twice.
+    pub async fn post(
+        &self,
+        user: UserId,
+        team: TeamId,
+        text: &str,
+        client_id: Option<&str>,
+    ) -> Result<ChatMessage, Error> {
         let text = clean_message(text)?;
+        let client_id = clean_client_id(client_id)?;
         let member = self.member_of(user, team).await?;
         let message = ChatMessage {
             id: MessageId::new(),
@@ -86,8 +117,12 @@ impl Chat {
             display_name: member.display_name,
             text,
             created_at_ms: now_ms(),
+            client_id,
         };
-        self.store.add_message(&message).await?;
+        if let Some(earlier) = self.store.add_message(&message).await? {
+            tracing::debug!(team_id = %team, message_id = %earlier.id, "chat message retried");
+            return Ok(earlier);
+        }
         if let Err(err) = self.hot.publish(team, events::chat_message(&message)).await {
             // The message is stored: viewers find it in the history.
             tracing::warn!(team_id = %team, error = %err, "could not publish a chat message");
@@ -118,98 +153,12 @@ impl Chat {
         messages.reverse();
         Ok(ChatPage { messages, has_more })
     }
-
-    /// Sets the caller's presence and returns the team's. `None` means "still here": it keeps
-    /// `away` or `busy` and otherwise makes the caller `online`. The team is told only when the
-    /// caller's status changes; repeating it just keeps it alive.
-    pub async fn update_presence(
-        &self,
-        user: UserId,
-        team: TeamId,
-        status: Option<PresenceStatus>,
-    ) -> Result<TeamPresence, Error> {
-        let member = self.member_of(user, team).await?;
-        let live = self.live_entries(team).await?;
-        let before = live
-            .get(&user)
-            .map_or(PresenceStatus::Offline, |e| e.status);
-        let status = status.unwrap_or(match before {
-            PresenceStatus::Away | PresenceStatus::Busy => before,
-            PresenceStatus::Online | PresenceStatus::Offline => PresenceStatus::Online,
-        });
-        let entry = MemberPresence {
-            user_id: user,
-            display_name: member.display_name,
-            status,
-            last_seen_ms: now_ms(),
-        };
-        // The snapshot is taken with the write: of two concurrent updates, the one with the
-        // higher version shows both, and receivers keep the highest version they have seen.
-        let snapshot = self
-            .hot
-            .set_presence(team, user, events::presence_entry(&entry), status.ttl())
-            .await
-            .map_err(hot_unavailable)?;
-        let live = decode_entries(snapshot.entries);
-        let mut presence = self.roster(team, live).await?;
-        presence.version = snapshot.version;
-        if before != status
-            && let Err(err) = self
-                .hot
-                .publish(team, events::team_presence(&presence))
-                .await
-        {
-            tracing::warn!(team_id = %team, error = %err, "could not publish presence");
-        }
-        Ok(presence)
-    }
-
-    /// Every member of the caller's team with their presence.
-    pub async fn presence(&self, user: UserId, team: TeamId) -> Result<TeamPresence, Error> {
-        self.member_of(user, team).await?;
-        let live = self.live_entries(team).await?;
-        self.roster(team, live).await
-    }
-
-    async fn live_entries(&self, team: TeamId) -> Result<HashMap<UserId, MemberPresence>, Error> {
-        let raw = self.hot.presence(team).await.map_err(hot_unavailable)?;
-        Ok(decode_entries(raw))
-    }
-
-    async fn roster(
-        &self,
-        team: TeamId,
-        mut live: HashMap<UserId, MemberPresence>,
-    ) -> Result<TeamPresence, Error> {
-        let users = self
-            .store
-            .members(team)
-            .await?
-            .into_iter()
-            .map(|m| match live.remove(&m.id) {
-                Some(entry) => MemberPresence {
-                    display_name: m.display_name,
-                    ..entry
-                },
-                None => MemberPresence {
-                    user_id: m.id,
-                    display_name: m.display_name,
-                    status: PresenceStatus::Offline,
-                    last_seen_ms: 0,
-                },
-            })
-            .collect();
-        Ok(TeamPresence {
-            team_id: team,
-            users,
-            version: 0,
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::PresenceStatus;
 
     #[test]
     fn messages_are_trimmed_and_bounded() {
@@ -222,6 +171,24 @@ mod tests {
         let err = clean_message(&"x".repeat(MAX_MESSAGE_CHARS + 1)).err();
         assert!(err.is_some_and(|e| e.message.contains("too long")));
         assert!(clean_message("nul\0byte").is_err());
+    }
+
+    #[test]
+    fn client_ids_are_short_and_plain() {
+        assert_eq!(clean_client_id(None).ok(), Some(None));
+        let uuid = "0190a8e2-7c1d-7bbb-8000-1234567890ab";
+        assert_eq!(
+            clean_client_id(Some(uuid)).ok().flatten().as_deref(),
+            Some(uuid)
+        );
+        assert!(clean_client_id(Some(&"a".repeat(64))).is_ok());
+        for bad in ["", "has space", "émoji", "semi;colon", &"a".repeat(65)] {
+            let err = clean_client_id(Some(bad)).err();
+            assert!(
+                err.is_some_and(|e| e.message.contains("clientId")),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@ use covibe_proto::team::v1 as pb;
 
 use covibe_types::{ApiError, MessageId};
 
-use crate::model::{Before, Invite, Member, Role, Team};
+use crate::events;
+use crate::model::{Before, Invite, Member, PresenceUpdate, Role, Team};
+use crate::presence::{clean_holder, clean_watching};
 
 pub(crate) fn team_pb(t: &Team) -> common::Team {
     common::Team {
@@ -82,5 +84,25 @@ impl TryFrom<Cursor> for Option<Before> {
             (None, Some(_)) => Err(ApiError::invalid("before_id needs before_ms")),
             (None, None) => Ok(None),
         }
+    }
+}
+
+/// A holder's presence update; an unknown status number is refused (UNSPECIFIED is "still
+/// here").
+impl TryFrom<pb::UpdatePresenceRequest> for PresenceUpdate {
+    type Error = ApiError;
+
+    fn try_from(r: pb::UpdatePresenceRequest) -> Result<Self, ApiError> {
+        let status = events::status_of(r.status);
+        if status.is_none() && r.status != pb::PresenceStatus::Unspecified as i32 {
+            return Err(ApiError::invalid(
+                "status must be one of online, away, busy, offline",
+            ));
+        }
+        Ok(Self {
+            status,
+            holder: clean_holder(&r.holder)?,
+            watching: clean_watching(&r.watching)?,
+        })
     }
 }

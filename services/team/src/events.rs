@@ -35,6 +35,7 @@ pub(crate) fn message_pb(m: &ChatMessage) -> pb::ChatMessage {
         display_name: m.display_name.clone(),
         text: m.text.clone(),
         created_at_ms: m.created_at_ms,
+        client_id: m.client_id.clone(),
     }
 }
 
@@ -44,6 +45,7 @@ fn user_pb(u: &MemberPresence) -> pb::PresenceUser {
         display_name: u.display_name.clone(),
         status: status_pb(u.status).into(),
         last_seen_ms: u.last_seen_ms,
+        watching: u.watching.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -55,7 +57,7 @@ pub(crate) fn presence_pb(p: &TeamPresence) -> pb::TeamPresence {
     }
 }
 
-/// A member's presence as kept in the hot store.
+/// A holder's entry of a member's presence as kept in the hot store.
 pub(crate) fn presence_entry(u: &MemberPresence) -> Bytes {
     Bytes::from(user_pb(u).encode_to_vec())
 }
@@ -67,6 +69,7 @@ pub(crate) fn decode_presence_entry(raw: Bytes) -> Option<MemberPresence> {
         display_name: u.display_name,
         status: status_of(u.status)?,
         last_seen_ms: u.last_seen_ms,
+        watching: u.watching.iter().filter_map(|id| id.parse().ok()).collect(),
     })
 }
 

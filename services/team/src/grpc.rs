@@ -13,7 +13,7 @@ use crate::chat::Chat;
 use crate::domain::TeamDomain;
 use crate::events;
 use crate::model::Before;
-use crate::model::Role;
+use crate::model::{PresenceUpdate, Role};
 
 pub struct TeamGrpc {
     domain: Arc<TeamDomain>,
@@ -208,9 +208,10 @@ impl TeamService for TeamGrpc {
         request: Request<pb::PostMessageRequest>,
     ) -> Result<Response<pb::ChatMessage>, Status> {
         let (user, team) = self.member(&request)?;
+        let r = request.into_inner();
         let message = self
             .chat
-            .post(user, team, &request.into_inner().text)
+            .post(user, team, &r.text, r.client_id.as_deref())
             .await?;
         Ok(Response::new(events::message_pb(&message)))
     }
@@ -235,15 +236,8 @@ impl TeamService for TeamGrpc {
         request: Request<pb::UpdatePresenceRequest>,
     ) -> Result<Response<pb::TeamPresence>, Status> {
         let (user, team) = self.member(&request)?;
-        let raw = request.into_inner().status;
-        // Unspecified is the refresh of a connected client; an unknown number is a mistake.
-        let status = events::status_of(raw);
-        if status.is_none() && raw != pb::PresenceStatus::Unspecified as i32 {
-            return Err(
-                ApiError::invalid("status must be one of online, away, busy, offline").into(),
-            );
-        }
-        let presence = self.chat.update_presence(user, team, status).await?;
+        let update = PresenceUpdate::try_from(request.into_inner())?;
+        let presence = self.chat.update_presence(user, team, update).await?;
         Ok(Response::new(events::presence_pb(&presence)))
     }
 

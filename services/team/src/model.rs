@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
-use covibe_types::{ApiError, MessageId, TeamId, UserId};
+use covibe_types::{AgentId, ApiError, MessageId, TeamId, UserId};
 
-/// A present member's entry lives this long after its last update; clients repeat their status
-/// well within it (the gateway every 30 s per socket).
+/// A holder's entry of a present member lives this long after its last update unless
+/// configured otherwise; holders repeat it well within it (a gateway every third of it).
 pub const PRESENCE_TTL: Duration = Duration::from_secs(90);
-/// An `offline` entry is kept this long, so the team still sees when a member was last there.
+/// A member's last-seen entry (written when a holder's last device of theirs goes) is kept
+/// this long, so the team still sees when they were last there.
 pub const OFFLINE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +90,8 @@ pub struct ChatMessage {
     pub display_name: String,
     pub text: String,
     pub created_at_ms: i64,
+    /// The id its client chose, so a retry is stored once.
+    pub client_id: Option<String>,
 }
 
 /// A history cursor: messages strictly before `(at_ms, id)`; without an id, strictly before
@@ -125,10 +128,14 @@ impl PresenceStatus {
         }
     }
 
-    pub(crate) fn ttl(self) -> Duration {
+    /// Which status a member's devices that disagree show: `busy` over `online` over `away`
+    /// (over `offline`, which is no device at all).
+    pub(crate) const fn rank(self) -> u8 {
         match self {
-            Self::Offline => OFFLINE_TTL,
-            _ => PRESENCE_TTL,
+            Self::Busy => 3,
+            Self::Online => 2,
+            Self::Away => 1,
+            Self::Offline => 0,
         }
     }
 }
@@ -156,6 +163,19 @@ pub struct MemberPresence {
     pub status: PresenceStatus,
     /// When the member's presence was last updated; 0 when unknown.
     pub last_seen_ms: i64,
+    /// The agents the member watches, sorted, without duplicates.
+    pub watching: Vec<AgentId>,
+}
+
+/// One holder's word on a member's presence (`UpdatePresence`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceUpdate {
+    /// `None` is "still here": the holder's `away` or `busy` is kept, else `online`.
+    pub status: Option<PresenceStatus>,
+    /// Who holds the entry (a gateway replica's instance id).
+    pub holder: String,
+    /// The agents the member watches through this holder.
+    pub watching: Vec<AgentId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,8 +9,9 @@ use covibe_identity::revocation::Ender;
 use covibe_proto::events::v1 as ev;
 use covibe_proto::prost::Message;
 use covibe_storage::{FanoutEvent, HotStore, MemoryHotStore, Subscription};
-use covibe_team::{Before, Chat, PresenceStatus, Role, SeaTeamStore, TeamDomain};
+use covibe_team::{Before, Chat, PresenceStatus, PresenceUpdate, Role, SeaTeamStore, TeamDomain};
 use covibe_testkit::TestDb;
+use covibe_types::AgentId;
 use covibe_types::{ApiError, Code, UserId};
 
 async fn domain(db: &TestDb, max_uses: u32, revocations: &Revocations) -> TeamDomain {
@@ -310,6 +311,15 @@ async fn next_event(fanout: &mut Subscription) -> ev::team_event::Event {
     ev::TeamEvent::decode(bytes).unwrap().event.unwrap()
 }
 
+/// A presence update from `holder`, watching nothing.
+fn from(holder: &str, status: Option<PresenceStatus>) -> PresenceUpdate {
+    PresenceUpdate {
+        status,
+        holder: holder.to_owned(),
+        watching: Vec::new(),
+    }
+}
+
 async fn chat_suite(db: TestDb) {
     let conn = covibe_storage::connect(&db.url).await.unwrap();
     let store = Arc::new(SeaTeamStore::new(conn).await.unwrap());
@@ -333,7 +343,7 @@ async fn chat_suite(db: TestDb) {
 
     // A message is trimmed, stored with its author's name, and published to the team.
     let first = chat
-        .post(sarah.id, team.id, "  hello team \n")
+        .post(sarah.id, team.id, "  hello team \n", None)
         .await
         .unwrap();
     assert_eq!(first.text, "hello team");
@@ -351,7 +361,7 @@ async fn chat_suite(db: TestDb) {
     for i in 0..9 {
         let author = if i % 2 == 0 { miguel.id } else { sarah.id };
         posted.push(
-            chat.post(author, team.id, &format!("message {i}"))
+            chat.post(author, team.id, &format!("message {i}"), None)
                 .await
                 .unwrap(),
         );
@@ -399,13 +409,16 @@ async fn chat_suite(db: TestDb) {
         (&*"x".repeat(4001), "too long"),
         ("a\u{0}b", "control"),
     ] {
-        let err = ApiError::from(chat.post(sarah.id, team.id, bad).await.unwrap_err());
+        let err = ApiError::from(chat.post(sarah.id, team.id, bad, None).await.unwrap_err());
         assert_eq!(err.code, Code::InvalidArgument, "{bad:?}");
         assert!(err.message.contains(needle), "{}", err.message);
     }
     let longest = "y".repeat(4000);
     assert_eq!(
-        chat.post(sarah.id, team.id, &longest).await.unwrap().text,
+        chat.post(sarah.id, team.id, &longest, None)
+            .await
+            .unwrap()
+            .text,
         longest
     );
     posted.push(
@@ -425,10 +438,10 @@ async fn chat_suite(db: TestDb) {
 
     // Another team's member can neither read nor write this chat, and sees none of it.
     for err in [
-        chat.post(chen.id, team.id, "hi").await.unwrap_err(),
+        chat.post(chen.id, team.id, "hi", None).await.unwrap_err(),
         chat.history(chen.id, team.id, None, 10).await.unwrap_err(),
         chat.presence(chen.id, team.id).await.unwrap_err(),
-        chat.update_presence(chen.id, team.id, Some(PresenceStatus::Online))
+        chat.update_presence(chen.id, team.id, from("gw-a", Some(PresenceStatus::Online)))
             .await
             .unwrap_err(),
     ] {
@@ -436,7 +449,11 @@ async fn chat_suite(db: TestDb) {
     }
     let theirs = chat.history(chen.id, other.id, None, 10).await.unwrap();
     assert!(theirs.messages.is_empty());
-    assert!(chat.post(UserId::new(), team.id, "ghost").await.is_err());
+    assert!(
+        chat.post(UserId::new(), team.id, "ghost", None)
+            .await
+            .is_err()
+    );
 
     // Drain the events of the posts above.
     for _ in 1..posted.len() {
@@ -460,7 +477,10 @@ async fn chat_suite(db: TestDb) {
         ]
     );
     // "Still here" from someone with no live status makes them online.
-    let now = chat.update_presence(sarah.id, team.id, None).await.unwrap();
+    let now = chat
+        .update_presence(sarah.id, team.id, from("gw-a", None))
+        .await
+        .unwrap();
     assert_eq!(now.status_of(sarah.id), Some(PresenceStatus::Online));
     assert!(now.users[0].last_seen_ms > 0);
     let ev::team_event::Event::TeamPresence(published) = next_event(&mut fanout).await else {
@@ -472,11 +492,15 @@ async fn chat_suite(db: TestDb) {
     assert_eq!(published.users[0].user_id, sarah.id.to_string());
     assert_eq!(published.users[0].display_name, "Sarah");
     // Repeating a status keeps it alive and tells nobody: the next event is Miguel's change.
-    chat.update_presence(sarah.id, team.id, Some(PresenceStatus::Online))
-        .await
-        .unwrap();
+    chat.update_presence(
+        sarah.id,
+        team.id,
+        from("gw-a", Some(PresenceStatus::Online)),
+    )
+    .await
+    .unwrap();
     let now = chat
-        .update_presence(miguel.id, team.id, Some(PresenceStatus::Away))
+        .update_presence(miguel.id, team.id, from("gw-a", Some(PresenceStatus::Away)))
         .await
         .unwrap();
     assert_eq!(now.status_of(miguel.id), Some(PresenceStatus::Away));
@@ -499,12 +523,16 @@ async fn chat_suite(db: TestDb) {
     // Going offline is a change too, and keeps when the member was last seen.
     // "Still here" keeps away as it is, and tells nobody (the next event is Sarah's).
     let now = chat
-        .update_presence(miguel.id, team.id, None)
+        .update_presence(miguel.id, team.id, from("gw-a", None))
         .await
         .unwrap();
     assert_eq!(now.status_of(miguel.id), Some(PresenceStatus::Away));
     let now = chat
-        .update_presence(sarah.id, team.id, Some(PresenceStatus::Offline))
+        .update_presence(
+            sarah.id,
+            team.id,
+            from("gw-a", Some(PresenceStatus::Offline)),
+        )
         .await
         .unwrap();
     assert_eq!(now.status_of(sarah.id), Some(PresenceStatus::Offline));
@@ -518,6 +546,168 @@ async fn chat_suite(db: TestDb) {
     assert_eq!(theirs.users.len(), 1);
     assert_eq!(theirs.users[0].user_id, chen.id);
     assert_eq!(theirs.users[0].status, PresenceStatus::Offline);
+
+    retried_messages_are_stored_once(&chat, &mut fanout, team.id, sarah.id, miguel.id).await;
+    presence_is_per_device(
+        &store,
+        &hot,
+        &chat,
+        &mut fanout,
+        team.id,
+        sarah.id,
+        miguel.id,
+    )
+    .await;
+}
+
+async fn next_message(fanout: &mut Subscription) -> covibe_proto::team::v1::ChatMessage {
+    match next_event(fanout).await {
+        ev::team_event::Event::ChatMessage(message) => message,
+        other => panic!("expected a chat message, got {other:?}"),
+    }
+}
+
+async fn next_presence(fanout: &mut Subscription) -> covibe_proto::team::v1::TeamPresence {
+    match next_event(fanout).await {
+        ev::team_event::Event::TeamPresence(presence) => presence,
+        other => panic!("expected presence, got {other:?}"),
+    }
+}
+
+/// A send retried with its client id (after a lost answer, or twice at once) is one message,
+/// published once; client ids are per author.
+async fn retried_messages_are_stored_once(
+    chat: &Chat,
+    fanout: &mut Subscription,
+    team: covibe_types::TeamId,
+    sarah: UserId,
+    miguel: UserId,
+) {
+    let sent = chat
+        .post(miguel, team, "on a train", Some("c-1"))
+        .await
+        .unwrap();
+    assert_eq!(sent.client_id.as_deref(), Some("c-1"));
+    let retried = chat
+        .post(miguel, team, "on a train", Some("c-1"))
+        .await
+        .unwrap();
+    assert_eq!(retried, sent, "the first one, same id and time");
+    let (x, y) = tokio::join!(
+        chat.post(sarah, team, "twice", Some("c-2")),
+        chat.post(sarah, team, "twice", Some("c-2"))
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x, y, "two copies at once: one message");
+    let hers = chat.post(sarah, team, "mine", Some("c-1")).await.unwrap();
+    assert_ne!(hers.id, sent.id, "another author's client id is theirs");
+    for bad in ["", "a b", "ü", &"x".repeat(65)] {
+        let err = ApiError::from(chat.post(sarah, team, "x", Some(bad)).await.unwrap_err());
+        assert_eq!(err.code, Code::InvalidArgument, "{bad:?}");
+        assert!(err.message.contains("clientId"), "{}", err.message);
+    }
+    for want in [&sent, &x, &hers] {
+        let got = next_message(fanout).await;
+        assert_eq!(got.id, want.id.to_string(), "each published once, in order");
+        assert_eq!(got.client_id, want.client_id);
+    }
+    let page = chat.history(sarah, team, None, 3).await.unwrap();
+    assert_eq!(page.messages, vec![sent, x, hers]);
+}
+
+/// Presence per holder (gateway replica): merged across a member's devices, with the agents
+/// they watch; a holder that dies is noticed by the next call of anyone once its entries
+/// expire.
+async fn presence_is_per_device(
+    store: &Arc<SeaTeamStore>,
+    hot: &Arc<MemoryHotStore>,
+    chat: &Chat,
+    fanout: &mut Subscription,
+    team: covibe_types::TeamId,
+    sarah: UserId,
+    miguel: UserId,
+) {
+    use covibe_proto::team::v1::PresenceStatus as Pb;
+    let of = |p: &covibe_proto::team::v1::TeamPresence, user: UserId| {
+        let u = p
+            .users
+            .iter()
+            .find(|u| u.user_id == user.to_string())
+            .unwrap();
+        (Pb::try_from(u.status).unwrap(), u.watching.clone())
+    };
+    let agent = AgentId::new();
+    let watching = |on: &[AgentId]| on.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let mut version = 0;
+    let mut step = async |update: PresenceUpdate, want: (Pb, Vec<String>)| {
+        let got = chat.update_presence(sarah, team, update).await.unwrap();
+        let published = next_presence(fanout).await;
+        assert_eq!(of(&published, sarah), want);
+        assert_eq!(published.version, got.version);
+        assert!(published.version > version, "versions only grow");
+        version = published.version;
+    };
+    // Sarah's laptop on gateway A watches an agent; her phone on gateway B says busy.
+    step(
+        PresenceUpdate {
+            watching: vec![agent],
+            ..from("gw-a", None)
+        },
+        (Pb::Online, watching(&[agent])),
+    )
+    .await;
+    step(
+        from("gw-b", Some(PresenceStatus::Busy)),
+        (Pb::Busy, watching(&[agent])),
+    )
+    .await;
+    // The phone goes: the laptop keeps her online, still watching.
+    step(
+        from("gw-b", Some(PresenceStatus::Offline)),
+        (Pb::Online, watching(&[agent])),
+    )
+    .await;
+    // She closes the agent view: news too.
+    step(from("gw-a", None), (Pb::Online, Vec::new())).await;
+    // The laptop goes: offline.
+    step(
+        from("gw-a", Some(PresenceStatus::Offline)),
+        (Pb::Offline, Vec::new()),
+    )
+    .await;
+
+    // Gateway C dies holding her: its entry expires, and Miguel's next heartbeat (through
+    // gateway A) is what finds it: the team is told she is offline.
+    let dying = Chat::new(store.clone(), hot.clone()).with_presence_ttl(Duration::from_millis(1));
+    dying
+        .update_presence(sarah, team, from("gw-c", None))
+        .await
+        .unwrap();
+    assert_eq!(of(&next_presence(fanout).await, sarah).0, Pb::Online);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let seen = chat
+                .update_presence(miguel, team, from("gw-a", None))
+                .await
+                .unwrap();
+            if seen.status_of(sarah) == Some(PresenceStatus::Offline) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the dead holder's entry expires");
+    let told = next_presence(fanout).await;
+    assert_eq!(of(&told, sarah).0, Pb::Offline);
+    assert_eq!(of(&told, miguel).0, Pb::Away, "kept by his heartbeats");
+
+    // A holder must be a plain name.
+    let err = chat
+        .update_presence(sarah, team, from("~seen", None))
+        .await
+        .err();
+    assert!(err.is_some());
 }
 
 #[tokio::test]

@@ -2,13 +2,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use covibe_types::{AgentId, TeamId, UserId};
 
 use super::feed::{Feed, feed};
-use super::{HotChunk, HotStore, PresenceSnapshot, Subscription};
+use super::{HotChunk, HotStore, PresenceEntry, PresenceSnapshot, PresenceWrite, Subscription};
 use crate::Error;
 
 /// Bytes of output kept per agent, whatever the chunk count: long lines cannot grow memory.
@@ -30,12 +30,33 @@ pub struct MemoryHotStore {
     revoked: Mutex<HashMap<String, i64>>,
 }
 
+/// Per team, per (member, holder): when the entry expires, and the entry.
+type Entries = HashMap<(UserId, String), (Instant, Bytes)>;
+
 #[derive(Default)]
 struct Presence {
-    /// Per team, per member: the entry and when it expires.
-    teams: HashMap<TeamId, HashMap<UserId, (Instant, Bytes)>>,
+    teams: HashMap<TeamId, Entries>,
     /// The last snapshot version handed out (store-wide, so it never goes back).
     version: u64,
+}
+
+fn entry(((user, holder), (_, value)): (&(UserId, String), &(Instant, Bytes))) -> PresenceEntry {
+    PresenceEntry {
+        user: *user,
+        holder: holder.clone(),
+        value: value.clone(),
+    }
+}
+
+/// Removes the expired entries, returning them.
+fn prune(entries: &mut Entries, now: Instant) -> Vec<PresenceEntry> {
+    let expired: Vec<PresenceEntry> = entries
+        .iter()
+        .filter(|(_, (until, _))| *until <= now)
+        .map(entry)
+        .collect();
+    entries.retain(|_, (until, _)| *until > now);
+    expired
 }
 
 impl Presence {
@@ -61,6 +82,13 @@ impl MemoryHotStore {
             revoked: Mutex::default(),
         }
     }
+
+    fn presence(&self) -> std::sync::MutexGuard<'_, Presence> {
+        self.presence
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn rings(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Ring>> {
         // A panic while holding the lock cannot leave a ring half-updated in a way that matters.
         self.rings
@@ -143,39 +171,58 @@ impl HotStore for MemoryHotStore {
     async fn set_presence(
         &self,
         team: TeamId,
-        user: UserId,
-        entry: Bytes,
-        ttl: Duration,
+        write: PresenceWrite,
     ) -> Result<PresenceSnapshot, Error> {
         let now = Instant::now();
-        let expires = now.checked_add(ttl).unwrap_or(now);
-        let mut presence = self
-            .presence
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let expires = now.checked_add(write.ttl).unwrap_or(now);
+        let mut presence = self.presence();
         let version = presence.next_version();
-        let members = presence.teams.entry(team).or_default();
-        members.retain(|_, (until, _)| *until > now);
-        members.insert(user, (expires, entry));
-        let entries = members.values().map(|(_, entry)| entry.clone()).collect();
-        Ok(PresenceSnapshot { version, entries })
+        let entries = presence.teams.entry(team).or_default();
+        let mut gone = prune(entries, now);
+        let written = entries.insert((write.user, write.holder.clone()), (expires, write.value));
+        let removed = write
+            .remove
+            .filter(|holder| *holder != write.holder)
+            .and_then(|holder| entries.remove_entry(&(write.user, holder)));
+        for (key, value) in written
+            .map(|value| ((write.user, write.holder), value))
+            .into_iter()
+            .chain(removed)
+        {
+            gone.push(entry((&key, &value)));
+        }
+        Ok(PresenceSnapshot {
+            version,
+            entries: entries.iter().map(entry).collect(),
+            gone,
+        })
     }
 
-    async fn presence(&self, team: TeamId) -> Result<Vec<Bytes>, Error> {
+    async fn presence(&self, team: TeamId) -> Result<PresenceSnapshot, Error> {
         let now = Instant::now();
-        let mut presence = self
-            .presence
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(members) = presence.teams.get_mut(&team) else {
-            return Ok(Vec::new());
+        let mut presence = self.presence();
+        let Some(entries) = presence.teams.get_mut(&team) else {
+            return Ok(PresenceSnapshot {
+                version: 0,
+                entries: Vec::new(),
+                gone: Vec::new(),
+            });
         };
-        members.retain(|_, (until, _)| *until > now);
-        let live = members.values().map(|(_, entry)| entry.clone()).collect();
-        if members.is_empty() {
+        let gone = prune(entries, now);
+        let live = entries.iter().map(entry).collect();
+        if entries.is_empty() {
             presence.teams.remove(&team);
         }
-        Ok(live)
+        let version = if gone.is_empty() {
+            0
+        } else {
+            presence.next_version()
+        };
+        Ok(PresenceSnapshot {
+            version,
+            entries: live,
+            gone,
+        })
     }
 
     async fn revoke(&self, entries: &[(String, i64)]) -> Result<(), Error> {

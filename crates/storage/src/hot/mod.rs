@@ -44,14 +44,43 @@ fn range_end(from: u64, limit: usize) -> u64 {
     from.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX))
 }
 
-/// A team's live presence entries right after one write, taken atomically with it.
+/// One member's presence entry as one holder keeps it (a gateway replica, for the member's
+/// sockets there): a member has as many entries as holders.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PresenceEntry {
+    pub user: UserId,
+    pub holder: String,
+    /// Opaque to the store (the team service keeps an encoded `covibe.team.v1.PresenceUser`).
+    pub value: Bytes,
+}
+
+/// One write of a member's presence: `value` becomes `holder`'s entry for `ttl` from now and,
+/// in the same step, the member's entry from `remove` (another holder) goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceWrite {
+    pub user: UserId,
+    pub holder: String,
+    pub value: Bytes,
+    pub ttl: Duration,
+    pub remove: Option<String>,
+}
+
+/// A team's live presence entries right after one call, taken atomically with it, and what the
+/// call took away.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceSnapshot {
-    /// Strictly greater than the version of every snapshot of the team taken before it (it is
-    /// time-based, so it keeps growing even after the team's entries all expired): of two
-    /// snapshots, the one with the higher version holds every write the other holds.
+    /// For a call that changed something (a write, or a read that pruned): strictly greater
+    /// than the version of every snapshot of the team taken before it (it is time-based, so it
+    /// keeps growing even after the team's entries all expired), so of two snapshots the one
+    /// with the higher version holds every change the other holds. 0 when the call changed
+    /// nothing.
     pub version: u64,
-    pub entries: Vec<Bytes>,
+    /// Every live entry, in no particular order.
+    pub entries: Vec<PresenceEntry>,
+    /// The entries this call took away, as they were: the expired ones it pruned (each is
+    /// reported by exactly one call, the one that prunes it, so its holder's disappearance can
+    /// be told) and the live ones it replaced or removed.
+    pub gone: Vec<PresenceEntry>,
 }
 
 #[async_trait::async_trait]
@@ -95,21 +124,18 @@ pub trait HotStore: Send + Sync + 'static {
     /// Subscribes to the control channel.
     async fn subscribe_control(&self) -> Result<Subscription, Error>;
 
-    /// Sets `user`'s presence entry in `team` (opaque bytes; the team service stores an encoded
-    /// `covibe.team.v1.PresenceUser`), replacing the previous one. It lives for `ttl` from now,
-    /// each member's entry expiring on its own. Returns the team's live entries just after the
-    /// write, versioned, so concurrent writers can tell whose snapshot is the newer one.
+    /// Applies `write` to the team's presence: expired entries are pruned first (and reported
+    /// in `gone`), then the write's holder entry is set and its `remove` entry deleted. Each
+    /// entry expires on its own. Returns the team's live entries just after, versioned.
     async fn set_presence(
         &self,
         team: TeamId,
-        user: UserId,
-        entry: Bytes,
-        ttl: Duration,
+        write: PresenceWrite,
     ) -> Result<PresenceSnapshot, Error>;
 
-    /// The team's live presence entries, one per member, in no particular order. Expired
-    /// entries are never returned (and are pruned).
-    async fn presence(&self, team: TeamId) -> Result<Vec<Bytes>, Error>;
+    /// The team's live presence entries. Expired entries are never returned: they are pruned
+    /// and reported in `gone` (the snapshot is versioned then).
+    async fn presence(&self, team: TeamId) -> Result<PresenceSnapshot, Error>;
 
     /// Records revocation entries (opaque keys), each held until its time (ms since the
     /// epoch); an entry recorded twice keeps the later time.

@@ -1,12 +1,11 @@
 //! The Redis hot store: a sorted set per agent (score = seq) trimmed to a fixed size with a TTL,
 //! one pub/sub channel for every team's events (each gateway relays every team, and one channel
 //! lets a batch of events travel as one message: length-prefixed frames), and a hash per
-//! team for presence (field = member, value = `{expiry ms}:{entry}`; scripts stamp and check
-//! expiries with the Redis server's clock, so every process agrees on them).
+//! team for presence (field = `{member}/{holder}`, value = `{expiry ms}:{entry}`; scripts stamp
+//! and check expiries with the Redis server's clock, so every process agrees on them).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use covibe_types::{AgentId, TeamId, UserId};
@@ -15,7 +14,7 @@ use fred::types::sorted_sets::ZRange;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::feed::feed;
-use super::{HotChunk, HotStore, PresenceSnapshot, Subscription};
+use super::{HotChunk, HotStore, PresenceEntry, PresenceSnapshot, PresenceWrite, Subscription};
 use crate::Error;
 
 pub struct RedisHotStore {
@@ -162,53 +161,144 @@ impl RedisHotStore {
     }
 }
 
-/// Prunes the team's presence hash (KEYS[1]) of expired entries and appends the live ones to
-/// `live`. Field `~v` (never a member id) holds the last snapshot version.
+/// The start of both presence scripts: prunes the team's presence hash (KEYS[1]) of expired
+/// entries, noting them in `gone`, and puts the live ones in `live` (field => entry). Field
+/// `~v` (never a member's) holds the last snapshot version; the others are `{user}/{holder}`.
+/// `bump` takes the next version; `reply` answers `[version, live count, live field, entry...,
+/// gone field, entry...]`.
 macro_rules! presence_prune {
     () => {
         r"
-local function collect(now, live)
+local function collect(now, live, gone)
   local all = redis.call('HGETALL', KEYS[1])
   for i = 1, #all, 2 do
-    if all[i] ~= '~v' then
+    local field = all[i]
+    if field ~= '~v' then
       local value = all[i + 1]
       local sep = string.find(value, ':', 1, true)
       local expires = sep and tonumber(string.sub(value, 1, sep - 1))
       if expires and expires > now then
-        live[#live + 1] = string.sub(value, sep + 1)
+        live[field] = string.sub(value, sep + 1)
       else
-        redis.call('HDEL', KEYS[1], all[i])
+        redis.call('HDEL', KEYS[1], field)
+        if sep then
+          gone[#gone + 1] = field
+          gone[#gone + 1] = string.sub(value, sep + 1)
+        end
       end
     end
   end
-  return live
+end
+local function bump(now_us)
+  local last = tonumber(redis.call('HGET', KEYS[1], '~v') or '0') or 0
+  local version = string.format('%.0f', math.max(now_us, last + 1))
+  redis.call('HSET', KEYS[1], '~v', version)
+  return version
+end
+local function reply(version, live, gone)
+  local out = {version, '0'}
+  local n = 0
+  for field, value in pairs(live) do
+    out[#out + 1] = field
+    out[#out + 1] = value
+    n = n + 1
+  end
+  out[2] = tostring(n)
+  for i = 1, #gone do
+    out[#out + 1] = gone[i]
+  end
+  return out
 end
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now = math.floor(now_us / 1000)
+local live, gone = {}, {}
+collect(now, live, gone)
 "
     };
 }
 
-/// ARGV = member, entry, ttl ms. Stores the entry stamped with its expiry, keeps the hash alive
-/// as long as its longest-lived entry, and returns the new version followed by the live
-/// entries: one atomic step, so the snapshot holds exactly the writes up to its version.
+/// ARGV = field, entry, ttl ms, field to remove (empty for none), grace ms. Stores the entry
+/// stamped with its expiry, removes the other, keeps the hash alive a grace past its
+/// longest-lived entry (so the next call still finds, and reports, the entries that expired)
+/// and answers the new version, the live entries and what went: one atomic step, so the
+/// snapshot holds exactly the changes up to its version.
 const SET_PRESENCE: &str = concat!(
     presence_prune!(),
     r"
 local ttl = tonumber(ARGV[3])
-local last = tonumber(redis.call('HGET', KEYS[1], '~v') or '0') or 0
-local version = string.format('%.0f', math.max(now_us, last + 1))
-redis.call('HSET', KEYS[1], ARGV[1], string.format('%.0f', now + ttl) .. ':' .. ARGV[2], '~v', version)
-if redis.call('PTTL', KEYS[1]) < ttl then
-  redis.call('PEXPIRE', KEYS[1], ttl)
+if live[ARGV[1]] then
+  gone[#gone + 1] = ARGV[1]
+  gone[#gone + 1] = live[ARGV[1]]
 end
-return collect(now, {version})
+live[ARGV[1]] = ARGV[2]
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%.0f', now + ttl) .. ':' .. ARGV[2])
+if ARGV[4] ~= '' and ARGV[4] ~= ARGV[1] and live[ARGV[4]] then
+  gone[#gone + 1] = ARGV[4]
+  gone[#gone + 1] = live[ARGV[4]]
+  live[ARGV[4]] = nil
+  redis.call('HDEL', KEYS[1], ARGV[4])
+end
+local version = bump(now_us)
+local keep = ttl + tonumber(ARGV[5])
+if redis.call('PTTL', KEYS[1]) < keep then
+  redis.call('PEXPIRE', KEYS[1], keep)
+end
+return reply(version, live, gone)
 "
 );
 
-/// Returns the live entries and deletes the expired ones.
-const READ_PRESENCE: &str = concat!(presence_prune!(), "return collect(now, {})\n");
+/// Answers the live entries and what expired (deleted, and versioned, if anything did).
+const READ_PRESENCE: &str = concat!(
+    presence_prune!(),
+    r"
+local version = '0'
+if #gone > 0 then
+  version = bump(now_us)
+end
+return reply(version, live, gone)
+"
+);
+
+/// How long a team's presence hash outlives its longest-lived entry: the call that comes
+/// within it reports the expired entries, as the in-process store's would.
+const PRESENCE_GRACE_MS: i64 = 60_000;
+
+/// A presence hash field: the member and the holder.
+fn presence_field(user: UserId, holder: &str) -> String {
+    format!("{user}/{holder}")
+}
+
+/// Reads a presence script's answer (see [`presence_prune`]). Fields that name no member
+/// (written by an older version) are skipped.
+fn presence_snapshot(reply: Vec<Bytes>) -> Result<PresenceSnapshot, Error> {
+    let malformed = || Error::Other("malformed presence script answer".to_owned());
+    let number =
+        |raw: Option<&Bytes>| -> Option<u64> { std::str::from_utf8(raw?).ok()?.parse().ok() };
+    let version = number(reply.first()).ok_or_else(malformed)?;
+    let live =
+        usize::try_from(number(reply.get(1)).ok_or_else(malformed)?).map_err(|_| malformed())?;
+    let rest = reply.get(2..).unwrap_or_default();
+    if rest.len() % 2 != 0 || rest.len() / 2 < live {
+        return Err(malformed());
+    }
+    let entry = |pair: &[Bytes]| -> Option<PresenceEntry> {
+        let (user, holder) = std::str::from_utf8(&pair[0]).ok()?.split_once('/')?;
+        Some(PresenceEntry {
+            user: user.parse().ok()?,
+            holder: holder.to_owned(),
+            value: pair[1].clone(),
+        })
+    };
+    let (live, gone) = rest.split_at(live * 2);
+    let entries = live.chunks_exact(2).filter_map(entry).collect();
+    let gone = gone.chunks_exact(2).filter_map(entry).collect();
+    Ok(PresenceSnapshot {
+        version,
+        entries,
+        gone,
+    })
+}
 
 /// The stream byte's flag saying a length-prefixed event comes before the data (the streams
 /// are 1 and 2: the high bit is free, and chunks written without it still decode).
@@ -346,37 +436,35 @@ impl HotStore for RedisHotStore {
     async fn set_presence(
         &self,
         team: TeamId,
-        user: UserId,
-        entry: Bytes,
-        ttl: Duration,
+        write: PresenceWrite,
     ) -> Result<PresenceSnapshot, Error> {
-        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let ttl_ms = i64::try_from(write.ttl.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let remove = write
+            .remove
+            .map(|holder| presence_field(write.user, &holder))
+            .unwrap_or_default();
         let args: Vec<Value> = vec![
-            Value::from(user.to_string()),
-            Value::Bytes(entry),
+            Value::from(presence_field(write.user, &write.holder)),
+            Value::Bytes(write.value),
             Value::Integer(ttl_ms),
+            Value::from(remove),
+            Value::Integer(PRESENCE_GRACE_MS),
         ];
-        let live: Vec<Bytes> = self
+        let reply: Vec<Bytes> = self
             .client
             .eval(SET_PRESENCE, self.presence_key(team), args)
             .await?;
-        let mut live = live.into_iter();
-        let version = live
-            .next()
-            .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
-            .ok_or_else(|| Error::Other("presence script returned no version".to_owned()))?;
-        Ok(PresenceSnapshot {
-            version,
-            entries: live.collect(),
-        })
+        presence_snapshot(reply)
     }
 
-    async fn presence(&self, team: TeamId) -> Result<Vec<Bytes>, Error> {
-        let live: Vec<Bytes> = self
+    async fn presence(&self, team: TeamId) -> Result<PresenceSnapshot, Error> {
+        let reply: Vec<Bytes> = self
             .client
             .eval(READ_PRESENCE, self.presence_key(team), Vec::<Value>::new())
             .await?;
-        Ok(live)
+        presence_snapshot(reply)
     }
 
     async fn revoke(&self, entries: &[(String, i64)]) -> Result<(), Error> {

@@ -77,6 +77,7 @@ pub mod chat_message {
         pub display_name: String,
         pub text: String,
         pub created_at_ms: i64,
+        pub client_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0001Teams),
             Box::new(M0002ChatMessages),
             Box::new(M0003Roles),
+            Box::new(M0004ChatClientIds),
         ]
     }
 
@@ -301,5 +302,61 @@ impl MigrationTrait for M0003Roles {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Chat messages carry the id their client chose, unique per author and team: a retried send
+/// is stored once. Messages without one are not constrained.
+struct M0004ChatClientIds;
+
+impl MigrationName for M0004ChatClientIds {
+    fn name(&self) -> &str {
+        "m0004_chat_client_ids"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004ChatClientIds {
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("chat_messages"))
+                    .add_column(
+                        ColumnDef::new(Alias::new("client_id"))
+                            .string_len(64)
+                            .null()
+                            .to_owned(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE UNIQUE INDEX chat_messages_client ON chat_messages \
+                 (team_id, user_id, client_id) WHERE client_id IS NOT NULL",
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared("DROP INDEX chat_messages_client")
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("chat_messages"))
+                    .drop_column(Alias::new("client_id"))
+                    .to_owned(),
+            )
+            .await
     }
 }

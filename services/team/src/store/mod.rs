@@ -57,7 +57,10 @@ pub trait TeamStore: Send + Sync + 'static {
         from: UserId,
         to: UserId,
     ) -> Result<bool, DbErr>;
-    async fn add_message(&self, message: &ChatMessage) -> Result<(), DbErr>;
+    /// Stores a message. When it has a client id its author already used in the team, nothing
+    /// is stored and the message stored with it first is returned (so a retry, or two copies
+    /// sent at once, make one message).
+    async fn add_message(&self, message: &ChatMessage) -> Result<Option<ChatMessage>, DbErr>;
     /// The team's newest `limit` messages before `before` (all of them when `None`), NEWEST
     /// first, ordered by `(created_at_ms, id)`.
     async fn messages(
@@ -125,6 +128,7 @@ fn message_of(m: chat_message::Model) -> Result<ChatMessage, DbErr> {
         display_name: m.display_name,
         text: m.text,
         created_at_ms: m.created_at_ms,
+        client_id: m.client_id,
     })
 }
 
@@ -354,18 +358,39 @@ impl TeamStore for SeaTeamStore {
         Ok(true)
     }
 
-    async fn add_message(&self, m: &ChatMessage) -> Result<(), DbErr> {
-        chat_message::ActiveModel {
+    async fn add_message(&self, m: &ChatMessage) -> Result<Option<ChatMessage>, DbErr> {
+        let inserted = chat_message::ActiveModel {
             id: Set(m.id.to_string()),
             team_id: Set(m.team_id.to_string()),
             user_id: Set(m.user_id.to_string()),
             display_name: Set(m.display_name.clone()),
             text: Set(m.text.clone()),
             created_at_ms: Set(m.created_at_ms),
+            client_id: Set(m.client_id.clone()),
         }
         .insert(&self.db)
-        .await
-        .map(|_| ())
+        .await;
+        let err = match inserted {
+            Ok(_) => return Ok(None),
+            Err(err) => err,
+        };
+        // A retry, or a copy that won the race: the unique index on the client id refused it,
+        // and the message stored first is the answer.
+        let (Some(client_id), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) =
+            (&m.client_id, err.sql_err())
+        else {
+            return Err(err);
+        };
+        let first = chat_message::Entity::find()
+            .filter(chat_message::Column::TeamId.eq(m.team_id.to_string()))
+            .filter(chat_message::Column::UserId.eq(m.user_id.to_string()))
+            .filter(chat_message::Column::ClientId.eq(client_id.as_str()))
+            .one(&self.db)
+            .await?;
+        match first {
+            Some(first) => message_of(first).map(Some),
+            None => Err(err),
+        }
     }
 
     async fn messages(

@@ -1,0 +1,58 @@
+//! The web client: its own unit tests (Vitest), and the browser suite (`web/e2e/run.mjs`: Debian's
+//! Chromium driven by playwright-core) against a real `covibe standalone` serving the client built
+//! into this binary, with the fake agent. Screenshots land in `web/e2e/out/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use crate::support::Stack;
+
+fn web_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../web")
+}
+
+fn report(what: &str, output: &Output) -> String {
+    format!(
+        "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test]
+async fn web_client_unit_tests_pass() {
+    let output = tokio::process::Command::new("npm")
+        .args(["test", "--silent"])
+        .current_dir(web_dir())
+        .output()
+        .await
+        .expect("npm (Node 20) is needed to test the web client");
+    assert!(output.status.success(), "{}", report("npm test", &output));
+}
+
+#[tokio::test]
+async fn web_client_works_in_a_browser() {
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "the browser suite drives Debian's Chromium: apt-get install chromium (.ci/run does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::standalone(dir.path(), &[]).await;
+    let out = web_dir().join("e2e/out");
+    let output = tokio::process::Command::new("node")
+        .arg("e2e/run.mjs")
+        .arg("--base")
+        .arg(&stack.gw)
+        .arg("--out")
+        .arg(&out)
+        .current_dir(web_dir())
+        .output()
+        .await
+        .expect("node runs the browser suite");
+    assert!(
+        output.status.success(),
+        "{}",
+        report("the browser suite", &output)
+    );
+}

@@ -1,0 +1,346 @@
+// The web client in a real browser: Debian's Chromium driven by playwright-core against a running
+// `covibe standalone` (the fake agent as its agent command) that serves the client built into the
+// binary. Run by covibe's end-to-end tests (`cargo nextest run --workspace`); by hand:
+//   node e2e/run.mjs --base http://127.0.0.1:8080 [--out e2e/out]
+// Two members at 390×844 create and join a team, watch an agent, chat, go offline and come back;
+// every screen is scanned with axe-core and photographed at 390×844 and 1280×800.
+import { mkdir, readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DESKTOP, PHONE, arg, launch } from './browser.mjs';
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+const base = arg('--base', 'http://127.0.0.1:8080');
+const out = arg('--out', join(here, 'out'));
+await mkdir(out, { recursive: true });
+
+// Generous: the suite waits for things to happen, it never measures how fast they do.
+const WAIT = 30_000;
+// What the fake agent prints for `edit lines=N`: N text lines, its five fixed lines and the edit.
+const EDIT_LINES = 11;
+
+const axeSource = await readFile(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+const browser = await launch();
+const problems = [];
+let step = 'start';
+
+/** A member's browser context: one page, its console watched for CSP violations and errors. */
+async function member(name, viewport = PHONE) {
+  const context = await browser.newContext({ viewport, deviceScaleFactor: 1, hasTouch: viewport === PHONE });
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  page.on('console', (message) => {
+    const text = message.text();
+    if (/Content Security Policy|Refused to (execute|load|apply|connect)/i.test(text)) {
+      problems.push(`${name}: CSP violation: ${text}`);
+    }
+  });
+  page.on('pageerror', (error) => problems.push(`${name}: uncaught error: ${error.message}`));
+  return { name, context, page };
+}
+
+async function check(label, fn) {
+  step = label;
+  process.stdout.write(`· ${label}\n`);
+  await fn();
+}
+
+function expectEqual(got, want, what) {
+  const a = JSON.stringify(got);
+  const b = JSON.stringify(want);
+  if (a !== b) throw new Error(`${what}: got ${a.slice(0, 400)}, want ${b.slice(0, 400)}`);
+}
+
+/** axe-core on the current screen: serious and critical violations fail the run. */
+async function scan(page, screen) {
+  // Evaluated through the debugging protocol, which the page's CSP does not govern.
+  await page.evaluate(axeSource);
+  const result = await page.evaluate(async () => {
+    // eslint-disable-next-line no-undef
+    const r = await axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.map((v) => ({
+      id: v.id,
+      impact: v.impact,
+      help: v.help,
+      nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ')),
+    }));
+  });
+  const bad = result.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  for (const v of bad) problems.push(`axe on ${screen}: ${v.impact} ${v.id} (${v.help}) at ${v.nodes.join(', ')}`);
+}
+
+async function shoot(page, name) {
+  await page.screenshot({ path: join(out, `${name}.png`) });
+}
+
+async function tab(page, name) {
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name }).click();
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name }).and(page.locator('[aria-current="page"]')).waitFor();
+}
+
+async function agentSeqs(page, agentId) {
+  return page.evaluate((id) => window.covibe.agentSeqs(id), agentId);
+}
+
+async function waitFor(page, fn, arg, what) {
+  try {
+    await page.waitForFunction(fn, arg, { timeout: WAIT, polling: 100 });
+  } catch (error) {
+    throw new Error(`${what}: ${error.message.split('\n')[0]}`);
+  }
+}
+
+const sarah = await member('sarah');
+const miguel = await member('miguel');
+let agentId = '';
+const LINES = 400;
+const task = `edit lines=${LINES} delay_ms=30 Add a login page`;
+
+try {
+  await check('the sign-in screen loads under the CSP and scans clean', async () => {
+    await sarah.page.goto(base + '/');
+    await sarah.page.getByRole('heading', { name: 'CoVibe' }).waitFor();
+    await scan(sarah.page, 'sign-in');
+    await shoot(sarah.page, 'sign-in-390x844');
+  });
+
+  await check('Sarah creates a team', async () => {
+    const { page } = sarah;
+    await page.getByRole('button', { name: 'Create a team' }).click();
+    await page.getByLabel('Team name').fill('Rocket');
+    await page.getByLabel('Your email').fill('sarah@example.com');
+    await page.getByLabel('Your name').fill('Sarah');
+    await page.getByRole('button', { name: 'Create team' }).click();
+    await page.getByRole('navigation', { name: 'Main' }).waitFor();
+  });
+
+  let code = '';
+  await check('Sarah makes an invite on the Team screen', async () => {
+    const { page } = sarah;
+    await tab(page, 'Team');
+    await page.getByRole('button', { name: 'Create invite' }).click();
+    const invite = page.getByTestId('invite-code');
+    await invite.waitFor();
+    code = (await invite.innerText()).trim();
+    if (!code) throw new Error('no invite code shown');
+  });
+
+  await check('Miguel joins with the invite code', async () => {
+    const { page } = miguel;
+    await page.goto(base + '/');
+    await page.getByRole('button', { name: 'Join a team' }).click();
+    await page.getByLabel('Invite code').fill(code);
+    await page.getByLabel('Your email').fill('miguel@example.com');
+    await page.getByLabel('Your name').fill('Miguel');
+    await page.getByRole('button', { name: 'Join team' }).click();
+    await page.getByRole('navigation', { name: 'Main' }).waitFor();
+  });
+
+  await check('Sarah spawns an agent from the spawn sheet', async () => {
+    const { page } = sarah;
+    await tab(page, 'Command Deck');
+    await page.getByRole('button', { name: 'New agent' }).click();
+    const sheet = page.getByRole('dialog', { name: 'New agent' });
+    await sheet.getByLabel('Task').fill(task);
+    await sheet.getByRole('button', { name: 'Start agent' }).click();
+    const item = page.getByRole('list', { name: 'Agents' }).locator('li[data-agent-id]').first();
+    await item.waitFor();
+    agentId = await item.getAttribute('data-agent-id');
+  });
+
+  await check('both see the agent on the deck, and open it', async () => {
+    for (const { page } of [miguel, sarah]) {
+      await tab(page, 'Command Deck');
+      const item = page.locator(`li[data-agent-id="${agentId}"]`);
+      await item.waitFor();
+      await item.getByRole('link').first().click();
+      await page.getByRole('log', { name: 'Agent output' }).waitFor();
+    }
+  });
+
+  await check('both see the output live, rendered from its events', async () => {
+    for (const { page } of [sarah, miguel]) {
+      const log = page.getByRole('log', { name: 'Agent output' });
+      // Its assistant text as prose at the bottom; at the top (only visible rows are in the
+      // list), its first tool call shown by name.
+      await log.getByText('Working on the task', { exact: false }).first().waitFor();
+      await log.evaluate((el) => {
+        el.scrollTop = 0;
+      });
+      await log.getByText('Bash', { exact: false }).first().waitFor();
+      const raw = await log.innerText();
+      if (raw.includes('"type":"assistant"')) throw new Error(`${page === sarah.page ? 'sarah' : 'miguel'} sees raw JSON`);
+    }
+  });
+
+  await check('only the owner has Kill, Interrupt and input', async () => {
+    await sarah.page.getByRole('button', { name: 'Kill' }).waitFor();
+    await sarah.page.getByRole('button', { name: 'Interrupt' }).waitFor();
+    await sarah.page.getByLabel('Send input to the agent').waitFor();
+    for (const name of ['Kill', 'Interrupt', 'Send input']) {
+      const count = await miguel.page.getByRole('button', { name, exact: true }).count();
+      if (count !== 0) throw new Error(`Miguel sees ${name} on Sarah's agent`);
+    }
+    if ((await miguel.page.getByLabel('Send input to the agent').count()) !== 0) throw new Error("Miguel sees Sarah's input box");
+  });
+
+  await check('presence shows both members and who watches the agent', async () => {
+    const { page } = sarah;
+    // Miguel keeps the agent open; Sarah looks at the team.
+    await tab(page, 'Workshop');
+    const roster = page.getByRole('list', { name: 'Team presence' });
+    for (const name of ['Sarah', 'Miguel']) {
+      await roster.locator('li', { hasText: name }).filter({ hasText: 'online' }).waitFor();
+    }
+    await roster.locator('li', { hasText: 'Miguel' }).filter({ hasText: 'watching' }).waitFor();
+  });
+
+  await check('Miguel goes offline during the stream and comes back with every line', async () => {
+    const { page, context } = miguel;
+    const held = (await agentSeqs(page, agentId)).length;
+    if (held >= LINES) throw new Error('the agent finished before Miguel went offline: nothing to test');
+    await context.setOffline(true);
+    await page.getByRole('status').filter({ hasText: /Offline|Reconnecting/ }).first().waitFor();
+    await page.waitForTimeout(1500);
+    await context.setOffline(false);
+    await page.getByRole('status').filter({ hasText: /Offline|Reconnecting/ }).first().waitFor({ state: 'hidden' });
+  });
+
+  await check("Miguel's agent view equals the owner's line for line", async () => {
+    await tab(sarah.page, 'Command Deck');
+    await sarah.page.locator(`li[data-agent-id="${agentId}"][data-status="completed"]`).waitFor();
+    await sarah.page.locator(`li[data-agent-id="${agentId}"]`).getByRole('link').first().click();
+    const total = LINES + 5 + EDIT_LINES;
+    await waitFor(sarah.page, ([id, n]) => window.covibe.agentSeqs(id).length >= n, [agentId, total], 'Sarah holds the whole agent');
+    const want = await agentSeqs(sarah.page, agentId);
+    await waitFor(miguel.page, ([id, n]) => window.covibe.agentSeqs(id).length >= n, [agentId, want.length], 'Miguel holds the whole agent');
+    const got = await agentSeqs(miguel.page, agentId);
+    expectEqual(got, want, "Miguel's lines");
+    expectEqual(want, want.map((_, i) => i), "Sarah's lines (no gap, no duplicate)");
+  });
+
+  await check('chat typed by one shows in the other', async () => {
+    await tab(miguel.page, 'Workshop');
+    await tab(sarah.page, 'Workshop');
+    const text = `Looks good, shipping it ${Date.now()}`;
+    await sarah.page.getByLabel('Message').fill(text);
+    await sarah.page.getByRole('button', { name: 'Send', exact: true }).click();
+    for (const { page } of [sarah, miguel]) {
+      await page.getByRole('log', { name: 'Team chat' }).getByText(text).waitFor();
+    }
+  });
+
+  await check('a message sent twice with the same client id shows once in both', async () => {
+    const text = `Sent twice, shown once ${Date.now()}`;
+    const clientId = `retry-${Date.now()}`;
+    await sarah.page.evaluate(
+      async ([t, id]) => {
+        await window.covibe.sendChat(t, id);
+        await window.covibe.sendChat(t, id);
+      },
+      [text, clientId],
+    );
+    for (const { page } of [sarah, miguel]) {
+      const log = page.getByRole('log', { name: 'Team chat' });
+      await log.getByText(text).first().waitFor();
+      // A little more time for a second copy to arrive, if there were one.
+      await page.waitForTimeout(500);
+      const copies = await log.getByText(text).count();
+      if (copies !== 1) throw new Error(`the message shows ${copies} times`);
+    }
+  });
+
+  await check('the owner kills a running agent', async () => {
+    const { page } = sarah;
+    await tab(page, 'Command Deck');
+    await page.getByRole('button', { name: 'New agent' }).click();
+    const sheet = page.getByRole('dialog', { name: 'New agent' });
+    await sheet.getByLabel('Task').fill('lines=100000 delay_ms=200 A long refactor');
+    await sheet.getByRole('button', { name: 'Start agent' }).click();
+    const item = page.locator('li[data-agent-id][data-status="running"]', { hasText: 'A long refactor' });
+    await item.waitFor();
+    await item.getByRole('link').first().click();
+    await page.getByRole('button', { name: 'Kill', exact: true }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Kill agent' }).click();
+    await tab(page, 'Command Deck');
+    await page.locator('li[data-agent-id][data-status="killed"]', { hasText: 'A long refactor' }).waitFor();
+    await tab(miguel.page, 'Command Deck');
+    await miguel.page.locator('li[data-agent-id][data-status="killed"]', { hasText: 'A long refactor' }).waitFor();
+  });
+
+  await check('every screen scans clean and is photographed at 390×844 and 1280×800', async () => {
+    const { page } = sarah;
+    const screens = [
+      ['deck', () => tab(page, 'Command Deck')],
+      ['workshop', () => tab(page, 'Workshop')],
+      ['showcase', () => tab(page, 'Showcase')],
+      ['team', () => tab(page, 'Team')],
+      [
+        'agent',
+        async () => {
+          await tab(page, 'Command Deck');
+          await page.locator(`li[data-agent-id="${agentId}"]`).getByRole('link').first().click();
+          await page.getByRole('log', { name: 'Agent output' }).waitFor();
+        },
+      ],
+    ];
+    for (const viewport of [PHONE, DESKTOP]) {
+      await page.setViewportSize(viewport);
+      for (const [name, open] of screens) {
+        await open();
+        await page.waitForTimeout(300);
+        if (viewport === PHONE) await scan(page, name);
+        await shoot(page, `${name}-${viewport.width}x${viewport.height}`);
+      }
+    }
+    await page.setViewportSize(PHONE);
+    await page.getByRole('button', { name: 'Raw' }).click();
+    await shoot(page, 'agent-raw-390x844');
+    await scan(page, 'agent raw');
+  });
+
+  await check('a device code signs in another device, shown as text and QR', async () => {
+    const { page } = sarah;
+    await tab(page, 'Team');
+    await page.getByRole('button', { name: 'Sign in another device' }).click();
+    const shown = page.getByTestId('device-code');
+    await shown.waitFor();
+    await page.getByRole('img', { name: 'QR code' }).waitFor();
+    await scan(page, 'team with device code');
+    await shoot(page, 'device-code-390x844');
+    const code = (await shown.innerText()).trim();
+    const tablet = await member('tablet');
+    await tablet.page.goto(base + '/');
+    await tablet.page.getByRole('button', { name: 'Use a device code' }).click();
+    await tablet.page.getByLabel('Device code').fill(code);
+    const deviceName = tablet.page.getByLabel('Device name');
+    if (await deviceName.count()) await deviceName.fill('Tablet');
+    await tablet.page.getByRole('button', { name: 'Sign in' }).click();
+    await tablet.page.getByRole('navigation', { name: 'Main' }).waitFor();
+    await tab(tablet.page, 'Command Deck');
+    await tablet.page.locator(`li[data-agent-id="${agentId}"]`).waitFor();
+    await tablet.context.close();
+  });
+
+  await check('signing out returns to the sign-in screen, and a reload stays out', async () => {
+    const { page } = miguel;
+    await tab(page, 'Team');
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('heading', { name: 'CoVibe' }).waitFor();
+    await page.reload();
+    await page.getByRole('heading', { name: 'CoVibe' }).waitFor();
+  });
+} catch (error) {
+  problems.push(`step "${step}" failed: ${error.message}`);
+  await shoot(sarah.page, 'failure-sarah').catch(() => {});
+  await shoot(miguel.page, 'failure-miguel').catch(() => {});
+}
+
+await browser.close();
+if (problems.length) {
+  console.error(`\n${problems.length} problem(s):\n- ${problems.join('\n- ')}`);
+  process.exit(1);
+}
+console.log(`\nall browser checks passed; screenshots in ${out}`);

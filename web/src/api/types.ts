@@ -1,0 +1,20 @@
+// Names for the API's JSON shapes, all from the generated schema (never copied by hand).
+
+import type { components } from './schema.gen';
+
+type Schemas = components['schemas'];
+
+export type Team = Schemas['Team'];
+export type User = Schemas['User'];
+export type Role = Schemas['RoleName'];
+export type ApiSession = Schemas['Session'];
+export type TokenPair = Schemas['TokenPair'];
+export type SessionInfo = Schemas['SessionInfo'];
+export type InviteInfo = Schemas['InviteInfo'];
+export type NewInvite = Schemas['NewInvite'];
+export type SignInCode = Schemas['SignInCode'];
+export type VmView = Schemas['VmView'];
+export type PresenceName = Schemas['PresenceName'];
+
+export type ChatMessage = Schemas['ChatMessageView'];
+export type PresenceUser = Schemas['PresenceUserView'];
