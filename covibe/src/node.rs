@@ -410,6 +410,10 @@ async fn gateway(
         team_url: endpoints.team.clone(),
         orchestrator_url: endpoints.orchestrator.clone(),
         vm_connector_url: endpoints.vm_connector.clone(),
+        dial_in_url: config
+            .dial_in_url
+            .clone()
+            .unwrap_or_else(|| endpoints.vm_connector.clone()),
         preview_url: endpoints.preview.clone(),
         max_body_bytes: config.limits.max_body_bytes,
         limits: covibe_gateway::HttpLimits {

@@ -37,6 +37,8 @@ pub struct GatewayConfig {
     pub static_dir: Option<std::path::PathBuf>,
     /// The web client built into the binary; with neither, `/` is a JSON pointer to the API.
     pub embedded_site: Option<crate::http::static_files::EmbeddedSite>,
+    /// The vm-connector's address for dial-in daemons, returned with their tokens.
+    pub dial_in_url: String,
     /// Origins allowed to call gRPC-web from a browser (`*` for any; empty for same-origin only).
     pub cors_origins: Vec<String>,
     pub sockets: SocketLimits,
@@ -63,6 +65,7 @@ pub struct Gateway {
     pub(crate) site: Site,
     pub(crate) upstreams: Upstreams,
     pub(crate) cors_origins: Vec<String>,
+    pub(crate) dial_in_url: String,
     pub(crate) socket_limits: SocketLimits,
     pub(crate) open_sockets: std::sync::atomic::AtomicUsize,
 }
@@ -95,6 +98,7 @@ impl Gateway {
             preview: PreviewServiceClient::new(covibe_bootstrap::channel(&config.preview_url)?),
             upstreams,
             cors_origins: config.cors_origins.clone(),
+            dial_in_url: config.dial_in_url.clone(),
             socket_limits: config.sockets,
             open_sockets: std::sync::atomic::AtomicUsize::new(0),
             verifier,

@@ -68,6 +68,8 @@ pub(crate) struct VmList {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct VmToken {
     pub vm_token: String,
+    /// Where the daemon dials in (`covibe vm-agent daemon --connector URL`).
+    pub connector_url: String,
 }
 
 fn view(vm: pb::Vm) -> VmView {
@@ -136,6 +138,7 @@ pub(crate) async fn create_token(
         StatusCode::CREATED,
         Json(VmToken {
             vm_token: minted.vm_token,
+            connector_url: gw.dial_in_url.clone(),
         }),
     ))
 }

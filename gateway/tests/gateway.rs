@@ -81,6 +81,7 @@ async fn start(limits: HttpLimits, static_dir: Option<&Path>, auth_url: Option<S
         limits,
         static_dir: static_dir.map(Path::to_path_buf),
         embedded_site: None,
+        dial_in_url: "http://127.0.0.1:50054".to_owned(),
         cors_origins: Vec::new(),
         sockets: covibe_gateway::SocketLimits::default(),
     };

@@ -118,8 +118,8 @@ describe('display items of each event kind', () => {
   });
 
   it('system init, other system events, raw lines and stderr', () => {
-    expect(display(out({ kind: 'init', model: 'claude-sonnet-4-5', tools: ['Bash', 'Edit'], sessionId: 's' }))).toEqual([
-      { t: 'init', model: 'claude-sonnet-4-5', tools: 2 },
+    expect(display(out({ kind: 'init', model: 'claude-sonnet-4-5', cwd: '/src/app', tools: ['Bash', 'Edit'], sessionId: 's' }))).toEqual([
+      { t: 'init', model: 'claude-sonnet-4-5', cwd: '/src/app', tools: 2 },
     ]);
     expect(display(out({ kind: 'system', subtype: 'compact_boundary' }))).toEqual([{ t: 'system', subtype: 'compact_boundary' }]);
     expect(display(out({ kind: 'raw' }, 'Compiling covibe v0.1.0'))).toEqual([{ t: 'raw', text: 'Compiling covibe v0.1.0' }]);

@@ -49,6 +49,9 @@ pub struct Config {
     pub vm_agent_bin: Option<PathBuf>,
     /// How the orchestrator is reached by vm-agents; unset means its bound gRPC address.
     pub link_url: Option<String>,
+    /// How members' dial-in daemons reach the vm-connector, as the client shows it in the
+    /// daemon command; unset means the address the gateway uses for it.
+    pub dial_in_url: Option<String>,
     /// `text` or `json`.
     pub log_format: String,
     /// Threads running the process's tasks. With one (the default) every task runs on the
@@ -160,6 +163,7 @@ impl Default for Config {
             project_dir: None,
             vm_agent_bin: None,
             link_url: None,
+            dial_in_url: None,
             log_format: "text".to_owned(),
             workers: 1,
             static_dir: None,

@@ -4,7 +4,7 @@
 //! not JSON, or a message type nobody knows yet, becomes `{"kind": "raw"}`: it never breaks the
 //! stream, and clients show the line itself.
 //!
-//! Shapes: `init {model, tools, sessionId}`; `assistant {blocks}` and `user {blocks}` with blocks
+//! Shapes: `init {model, cwd, tools, sessionId}`; `assistant {blocks}` and `user {blocks}` with blocks
 //! `text {text}`, `thinking {text}`, `tool_use {id, name, input}`,
 //! `tool_result {toolUseId, content, isError}`, `other {type}`; `result {isError, costUsd,
 //! durationMs, turns, result}`; `system {subtype}`; `raw`.
@@ -85,6 +85,7 @@ pub fn parse(line: &[u8]) -> Parsed {
                     event: json!({
                         "kind": "init",
                         "model": data.get("model").cloned().unwrap_or(Value::Null),
+                        "cwd": data.get("cwd").cloned().unwrap_or(Value::Null),
                         "tools": data.get("tools").cloned().unwrap_or_else(|| json!([])),
                         "sessionId": data.get("session_id").cloned().unwrap_or(Value::Null),
                     }),

@@ -71,7 +71,8 @@ function ItemView({ item, open, id }: { item: Item; open: OpenSet; id: string })
     case 'init':
       return (
         <div class="it-meta">
-          Session started · {item.model} · {item.tools} tools
+          Session started · {item.model}
+          {item.cwd ? ` · in ${item.cwd}` : ''} · {item.tools} tools
         </div>
       );
     case 'system':

@@ -25,7 +25,7 @@ export type Item =
   | { t: 'user'; text: string }
   | { t: 'tool'; id: string; name: string; summary: string; input: unknown; edits: FileEdit[] }
   | { t: 'result'; tool: string | null; text: string; isError: boolean }
-  | { t: 'init'; model: string; tools: number }
+  | { t: 'init'; model: string; cwd: string; tools: number }
   | { t: 'system'; subtype: string }
   | {
       t: 'final';
@@ -160,7 +160,7 @@ export function display(line: Line, tools?: Map<string, string>): Item[] {
   if (isObj(e)) {
     switch (e.kind) {
       case 'init':
-        return [{ t: 'init', model: str(e.model) || 'unknown model', tools: Array.isArray(e.tools) ? e.tools.length : 0 }];
+        return [{ t: 'init', model: str(e.model) || 'unknown model', cwd: str(e.cwd), tools: Array.isArray(e.tools) ? e.tools.length : 0 }];
       case 'assistant':
       case 'user': {
         const items = blockItems(e.kind, e.blocks, tools);

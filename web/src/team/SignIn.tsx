@@ -1,6 +1,7 @@
 // Signing in: create a team, join one with an invite code, or use a device code made on a device
 // already signed in.
 
+import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { api, errorMessage } from '../api/client';
 import { signedOutNotice, startSession } from '../api/session';
@@ -117,36 +118,66 @@ interface FormProps {
 
 const value = (e: Event) => (e.currentTarget as HTMLInputElement).value;
 
+interface FieldProps {
+  id: string;
+  label: string;
+  value: string;
+  set: (v: string) => void;
+  type?: 'text' | 'email';
+  autocomplete?: string;
+  /** A code typed as it is shown: no capitals or spelling fixes. */
+  code?: boolean;
+}
+
+function Field({ id, label, value: current, set, type = 'text', autocomplete = 'off', code = false }: FieldProps) {
+  return (
+    <div class="field">
+      <label for={id}>{label}</label>
+      <input
+        id={id}
+        type={type}
+        autocomplete={autocomplete}
+        autocapitalize={code ? 'off' : undefined}
+        spellcheck={code ? false : undefined}
+        value={current}
+        onInput={(e) => set(value(e))}
+      />
+    </div>
+  );
+}
+
+/** A sign-in form: its fields, then one submit button that says when it is working. */
+function Form(props: { onSubmit: () => void; busy: boolean; idle: string; working: string; children: ComponentChildren }) {
+  const submit = (e: Event) => {
+    e.preventDefault();
+    props.onSubmit();
+  };
+  return (
+    <form class="form card" onSubmit={submit} noValidate>
+      {props.children}
+      <button type="submit" class="btn btn-primary btn-block" disabled={props.busy}>
+        {props.busy ? props.working : props.idle}
+      </button>
+    </form>
+  );
+}
+
 function CreateForm({ busy, run }: FormProps) {
   const [name, setName] = useState('');
   const [email, setEmail] = useState('');
   const [displayName, setDisplayName] = useState('');
-  const submit = (e: Event) => {
-    e.preventDefault();
+  const submit = () =>
     void run(() =>
       api.POST('/api/team/create', {
         body: { name: name.trim(), email: email.trim(), displayName: displayName.trim(), deviceName: deviceName() },
       }),
     );
-  };
   return (
-    <form class="form card" onSubmit={submit} noValidate>
-      <div class="field">
-        <label for="team-name">Team name</label>
-        <input id="team-name" type="text" autocomplete="organization" value={name} onInput={(e) => setName(value(e))} />
-      </div>
-      <div class="field">
-        <label for="create-email">Your email</label>
-        <input id="create-email" type="email" autocomplete="email" value={email} onInput={(e) => setEmail(value(e))} />
-      </div>
-      <div class="field">
-        <label for="create-name">Your name</label>
-        <input id="create-name" type="text" autocomplete="name" value={displayName} onInput={(e) => setDisplayName(value(e))} />
-      </div>
-      <button type="submit" class="btn btn-primary btn-block" disabled={busy}>
-        {busy ? 'Creating…' : 'Create team'}
-      </button>
-    </form>
+    <Form onSubmit={submit} busy={busy} idle="Create team" working="Creating…">
+      <Field id="team-name" label="Team name" value={name} set={setName} autocomplete="organization" />
+      <Field id="create-email" label="Your email" value={email} set={setEmail} type="email" autocomplete="email" />
+      <Field id="create-name" label="Your name" value={displayName} set={setDisplayName} autocomplete="name" />
+    </Form>
   );
 }
 
@@ -154,74 +185,33 @@ function JoinForm({ busy, run }: FormProps) {
   const [code, setCode] = useState('');
   const [email, setEmail] = useState('');
   const [displayName, setDisplayName] = useState('');
-  const submit = (e: Event) => {
-    e.preventDefault();
+  const submit = () =>
     void run(() =>
       api.POST('/api/auth/login', {
         body: { inviteCode: code.trim(), email: email.trim(), displayName: displayName.trim(), deviceName: deviceName() },
       }),
     );
-  };
   return (
-    <form class="form card" onSubmit={submit} noValidate>
-      <div class="field">
-        <label for="invite-code">Invite code</label>
-        <input
-          id="invite-code"
-          type="text"
-          autocomplete="off"
-          autocapitalize="off"
-          spellcheck={false}
-          value={code}
-          onInput={(e) => setCode(value(e))}
-        />
-      </div>
-      <div class="field">
-        <label for="join-email">Your email</label>
-        <input id="join-email" type="email" autocomplete="email" value={email} onInput={(e) => setEmail(value(e))} />
-      </div>
-      <div class="field">
-        <label for="join-name">Your name</label>
-        <input id="join-name" type="text" autocomplete="name" value={displayName} onInput={(e) => setDisplayName(value(e))} />
-      </div>
-      <button type="submit" class="btn btn-primary btn-block" disabled={busy}>
-        {busy ? 'Joining…' : 'Join team'}
-      </button>
-    </form>
+    <Form onSubmit={submit} busy={busy} idle="Join team" working="Joining…">
+      <Field id="invite-code" label="Invite code" value={code} set={setCode} code />
+      <Field id="join-email" label="Your email" value={email} set={setEmail} type="email" autocomplete="email" />
+      <Field id="join-name" label="Your name" value={displayName} set={setDisplayName} autocomplete="name" />
+    </Form>
   );
 }
 
 function DeviceForm({ busy, run }: FormProps) {
   const [code, setCode] = useState('');
   const [name, setName] = useState(() => deviceName());
-  const submit = (e: Event) => {
-    e.preventDefault();
+  const submit = () =>
     void run(() =>
       api.POST('/api/auth/device/redeem', { body: { code: code.trim(), deviceName: name.trim() || deviceName() } }),
     );
-  };
   return (
-    <form class="form card" onSubmit={submit} noValidate>
+    <Form onSubmit={submit} busy={busy} idle="Sign in" working="Signing in…">
       <p class="hint">On a device already signed in, open Team and choose “Sign in another device”.</p>
-      <div class="field">
-        <label for="device-code">Device code</label>
-        <input
-          id="device-code"
-          type="text"
-          autocomplete="one-time-code"
-          autocapitalize="off"
-          spellcheck={false}
-          value={code}
-          onInput={(e) => setCode(value(e))}
-        />
-      </div>
-      <div class="field">
-        <label for="device-name">Device name</label>
-        <input id="device-name" type="text" autocomplete="off" value={name} onInput={(e) => setName(value(e))} />
-      </div>
-      <button type="submit" class="btn btn-primary btn-block" disabled={busy}>
-        {busy ? 'Signing in…' : 'Sign in'}
-      </button>
-    </form>
+      <Field id="device-code" label="Device code" value={code} set={setCode} autocomplete="one-time-code" code />
+      <Field id="device-name" label="Device name" value={name} set={setName} />
+    </Form>
   );
 }

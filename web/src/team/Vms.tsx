@@ -32,7 +32,7 @@ export function Vms() {
   const [strategy, setStrategy] = useState<'local' | 'dial_in'>('dial_in');
   const [busy, setBusy] = useState(false);
   const [token, setToken] = useState<{ vmId: string; token: string } | null>(null);
-  const [connector, setConnector] = useState(() => `http://${location.hostname}:50054`);
+  const [connector, setConnector] = useState('');
 
   const load = async () => {
     const { data, error: failure } = await api.GET('/api/vm/list');
@@ -46,7 +46,11 @@ export function Vms() {
   const mint = async (vmId: string) => {
     setError(null);
     const { data, error: failure } = await api.POST('/api/vm/token', { body: { vmId } });
-    if (data) setToken({ vmId, token: data.vmToken });
+    if (data) {
+      setToken({ vmId, token: data.vmToken });
+      // The server's address for dial-ins, still editable: a VM may reach it another way.
+      setConnector(data.connectorUrl);
+    }
     else setError(errorMessage(failure));
   };
 
