@@ -100,8 +100,24 @@ const task = `edit lines=${LINES} delay_ms=30 Add a login page`;
 
 try {
   await check('the sign-in screen loads under the CSP and scans clean', async () => {
-    await sarah.page.goto(base + '/');
+    const response = await sarah.page.goto(base + '/');
+    const csp = response.headers()['content-security-policy'] ?? '';
+    if (!csp.includes("script-src 'self'") || csp.includes('unsafe-inline')) throw new Error(`the page's CSP is not strict: ${csp}`);
     await sarah.page.getByRole('heading', { name: 'CoVibe' }).waitFor();
+    // Installable: a manifest with icons, and a service worker that takes the page.
+    const manifest = await (await fetch(base + '/manifest.webmanifest')).json();
+    if (manifest.display !== 'standalone' || !manifest.icons?.some((i) => i.sizes === '512x512')) {
+      throw new Error('the web manifest does not make the app installable');
+    }
+    const worker = await sarah.page.evaluate(
+      (ms) =>
+        Promise.race([
+          navigator.serviceWorker.ready.then((r) => r.active?.scriptURL ?? ''),
+          new Promise((resolve) => setTimeout(() => resolve('none within the wait'), ms)),
+        ]),
+      WAIT,
+    );
+    if (!worker.endsWith('/sw.js')) throw new Error(`no service worker is active: ${worker}`);
     await scan(sarah.page, 'sign-in');
     await shoot(sarah.page, 'sign-in-390x844');
   });
@@ -144,6 +160,8 @@ try {
     await page.getByRole('button', { name: 'New agent' }).click();
     const sheet = page.getByRole('dialog', { name: 'New agent' });
     await sheet.getByLabel('Task').fill(task);
+    await scan(page, 'spawn sheet');
+    await shoot(page, 'spawn-sheet-390x844');
     await sheet.getByRole('button', { name: 'Start agent' }).click();
     const item = page.getByRole('list', { name: 'Agents' }).locator('li[data-agent-id]').first();
     await item.waitFor();
