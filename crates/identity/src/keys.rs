@@ -22,7 +22,7 @@ pub struct KeyFiles {
     pub verifying: PathBuf,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.display().to_string(),
         source,
@@ -143,7 +143,7 @@ fn private_pem(key: &SigningKey) -> Result<String, Error> {
 }
 
 /// Writes `bytes` to a temporary file beside `path` and renames it into place.
-fn replace(path: &Path, bytes: &[u8], private: bool) -> Result<(), Error> {
+pub(crate) fn replace(path: &Path, bytes: &[u8], private: bool) -> Result<(), Error> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let tmp = tmp_path(path);

@@ -8,6 +8,7 @@ mod keys;
 mod load;
 pub mod revocation;
 mod token;
+pub mod vault;
 
 pub use keys::{KeyFiles, retire, rotate};
 pub use load::{load_or_generate, load_signer, load_verifier};
