@@ -2,9 +2,11 @@
 //! and the hot store (per-agent output ring buffers and team fan-out, in Redis or in-process).
 //! Each service owns its tables and migrations; this crate owns only the plumbing.
 
+pub mod audit;
 mod db;
 pub mod hot;
 
+pub use audit::{AuditEntry, AuditLog, AuditRecord};
 pub use db::{Backend, connect, migrate, parse_stored, text_column};
 pub use hot::{
     FanoutEvent, HotChunk, HotStore, MemoryHotStore, PresenceEntry, PresenceSnapshot,

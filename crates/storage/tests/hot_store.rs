@@ -494,3 +494,59 @@ async fn redis_rings_always_have_a_ttl() {
     );
     assert_eq!(store.range(agent, 100, 100).await.unwrap().len(), 30);
 }
+
+/// The audit log on both databases: records read back newest first, paged by id, and the
+/// database itself refuses to change or delete one.
+async fn audit_log_appends_and_refuses_rewrites(url: &str) {
+    use covibe_storage::{AuditLog, AuditRecord};
+    use sea_orm::ConnectionTrait;
+    let db = covibe_storage::connect(url).await.unwrap();
+    let log = AuditLog::new(db.clone()).await.unwrap();
+    // Opening twice (a second service on the same database) migrates nothing again.
+    AuditLog::new(db.clone()).await.unwrap();
+    for (i, action) in ["vm.register", "ssh.start", "agent.kill"]
+        .iter()
+        .enumerate()
+    {
+        log.record(&AuditRecord {
+            team_id: "t".into(),
+            actor_id: "u".into(),
+            owner_id: "u".into(),
+            vm_id: Some("vm-1".into()),
+            action: (*action).into(),
+            result: if i == 2 { "refused" } else { "ok" }.into(),
+            detail: Some("é".repeat(600)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let all = log.for_vm("vm-1", None, 10).await.unwrap();
+    let actions: Vec<_> = all.iter().map(|e| e.record.action.as_str()).collect();
+    assert_eq!(actions, ["agent.kill", "ssh.start", "vm.register"]);
+    assert_eq!(all[0].record.detail.as_ref().unwrap().chars().count(), 500);
+    let older = log.for_vm("vm-1", Some(all[1].id), 10).await.unwrap();
+    assert_eq!(older.len(), 1);
+    assert_eq!(older[0].record.action, "vm.register");
+    assert!(log.for_vm("vm-2", None, 10).await.unwrap().is_empty());
+    for sql in [
+        "UPDATE audit_log SET result = 'ok'",
+        "DELETE FROM audit_log",
+    ] {
+        let err = db.execute_unprepared(sql).await.unwrap_err().to_string();
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+    assert_eq!(log.for_vm("vm-1", None, 10).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn audit_log_on_sqlite() {
+    let db = covibe_testkit::TestDb::sqlite();
+    audit_log_appends_and_refuses_rewrites(&db.url).await;
+}
+
+#[tokio::test]
+async fn audit_log_on_postgres() {
+    let db = covibe_testkit::TestDb::postgres().await;
+    audit_log_appends_and_refuses_rewrites(&db.url).await;
+}
