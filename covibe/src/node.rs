@@ -59,6 +59,8 @@ fn key_files(config: &Config) -> KeyFiles {
 struct Identity {
     verifier: Verifier,
     ender: Ender,
+    /// Standalone makes the keys it lacks; a service alone requires them.
+    standalone: bool,
 }
 
 impl Identity {
@@ -87,6 +89,7 @@ impl Identity {
                 revocations,
                 hold: Duration::from_secs(config.auth.access_ttl_secs),
             },
+            standalone,
         })
     }
 }
@@ -316,7 +319,7 @@ async fn vm_connector(
     server: GrpcServer,
     identity: &Identity,
 ) -> anyhow::Result<Built> {
-    let store = covibe_vm_connector::SeaVmStore::new(db)
+    let store = covibe_vm_connector::SeaVmStore::new(db.clone())
         .await
         .context("vm-connector storage")?;
     let project_dir = match &config.project_dir {
@@ -337,10 +340,36 @@ async fn vm_connector(
     )
     .await
     .context("vm-connector control channel")?;
-    let grpc = covibe_vm_connector::VmConnectorGrpc::new(
-        Arc::new(store),
-        identity.verifier.clone(),
+    let store: Arc<dyn covibe_vm_connector::VmStore> = Arc::new(store);
+    let key_file = config.master_key_file();
+    let vault = covibe_identity::vault::Vault::open_file(&key_file, identity.standalone)
+        .with_context(|| format!("loading the master key {}", key_file.display()))?;
+    let audit = covibe_storage::AuditLog::new(db)
+        .await
+        .context("audit log storage")?;
+    let ssh = covibe_vm_connector::SshPool::new(
+        covibe_vm_connector::SshSettings {
+            remote_dir: config.ssh.remote_dir.clone(),
+            connect_timeout: Duration::from_secs(config.ssh.connect_timeout_secs),
+            command_timeout: Duration::from_secs(config.ssh.command_timeout_secs),
+            idle: Duration::from_secs(config.ssh.idle_secs),
+        },
+        vm_agent_command(config)?,
+        config.agent_command.clone(),
+    )
+    .context("ssh proxy")?;
+    let domain = covibe_vm_connector::VmDomain::new(
+        store.clone(),
         local,
+        daemons.clone(),
+        ssh,
+        vault,
+        audit,
+    );
+    let grpc = covibe_vm_connector::VmConnectorGrpc::new(
+        domain,
+        store,
+        identity.verifier.clone(),
         daemons,
     );
     Ok(Built {

@@ -41,6 +41,17 @@ pub mod vmagent {
 pub mod vmconnector {
     pub mod v1 {
         tonic::include_proto!("covibe.vmconnector.v1");
+
+        impl std::fmt::Debug for SshCredential {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let kind = |s: &str| if s.is_empty() { "none" } else { "<redacted>" };
+                f.debug_struct("SshCredential")
+                    .field("private_key", &kind(&self.private_key))
+                    .field("passphrase", &kind(&self.passphrase))
+                    .field("password", &kind(&self.password))
+                    .finish()
+            }
+        }
     }
 }
 

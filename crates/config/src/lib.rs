@@ -69,6 +69,36 @@ pub struct Config {
     pub auth: AuthConfig,
     pub limits: Limits,
     pub preview: PreviewConfig,
+    /// The versioned master keys that seal members' VM credentials (a file, or a mounted
+    /// Kubernetes Secret); unset means `data_dir/keys/master.key`. Standalone creates it; a
+    /// vm-connector alone refuses to start without it (`covibe admin rotate-master-key`).
+    pub master_key_file: Option<PathBuf>,
+    pub ssh: SshConfig,
+}
+
+/// The `ssh_proxy` strategy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshConfig {
+    /// Where `covibe` and vm-agent spools and logs go on members' VMs (relative to the login's
+    /// home directory unless absolute).
+    pub remote_dir: String,
+    pub connect_timeout_secs: u64,
+    /// For one command on a VM, copying `covibe` there included.
+    pub command_timeout_secs: u64,
+    /// A VM's master connection unused this long is closed.
+    pub idle_secs: u64,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        Self {
+            remote_dir: ".covibe".to_owned(),
+            connect_timeout_secs: 10,
+            command_timeout_secs: 120,
+            idle_secs: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -172,6 +202,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: Limits::default(),
             preview: PreviewConfig::default(),
+            master_key_file: None,
+            ssh: SshConfig::default(),
         }
     }
 }
@@ -376,6 +408,12 @@ impl Config {
             .signing_key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("keys").join("jwt-signing.pem"))
+    }
+
+    pub fn master_key_file(&self) -> PathBuf {
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys").join("master.key"))
     }
 
     pub fn verifying_key_file(&self) -> PathBuf {

@@ -400,18 +400,18 @@ pub(crate) const ROUTES: &[Route] = &[
         method: "post",
         path: "/api/vm/register",
         id: "registerVm",
-        summary: "register a VM for the caller (strategy `local` or `dial_in`)",
+        summary: "register a VM for the caller (`local`, `dial_in`, or `ssh_proxy` with host, username and exactly one of privateKey or password; the secret is never returned)",
         auth: true,
         query: &[],
         body: Body::Json("RegisterVm"),
         ok: (201, Reply::Json("VmEnvelope")),
-        errors: &[],
+        errors: &[503],
     },
     Route {
         method: "put",
         path: "/api/vm/update",
         id: "updateVm",
-        summary: "rename one of the caller's VMs (another member's VM is 404)",
+        summary: "change one of the caller's VMs: name, SSH host, port, username, project dir, default (another member's VM is 404)",
         auth: true,
         query: &[],
         body: Body::Json("UpdateVm"),
@@ -422,7 +422,7 @@ pub(crate) const ROUTES: &[Route] = &[
         method: "post",
         path: "/api/vm/token",
         id: "createVmToken",
-        summary: "mint the token a `dial_in` VM's `vm-agent daemon` presents (replaces any previous one; shown once)",
+        summary: "mint the token a `dial_in` or `ssh_proxy` VM's `vm-agent daemon` presents (replaces any previous one; shown once)",
         auth: true,
         query: &[],
         body: Body::Json("CreateVmToken"),
@@ -439,6 +439,72 @@ pub(crate) const ROUTES: &[Route] = &[
         body: Body::None,
         ok: (200, Reply::Json("VmList")),
         errors: &[],
+    },
+    Route {
+        method: "get",
+        path: "/api/vm/{id}",
+        id: "getVm",
+        summary: "one of the caller's VMs: strategy, host key fingerprint, health (another member's VM is 404)",
+        auth: true,
+        query: &[],
+        body: Body::None,
+        ok: (200, Reply::Json("VmEnvelope")),
+        errors: &[404],
+    },
+    Route {
+        method: "delete",
+        path: "/api/vm/{id}",
+        id: "deleteVm",
+        summary: "remove one of the caller's VMs with its credential",
+        auth: true,
+        query: &[],
+        body: Body::None,
+        ok: (200, Reply::Json("Accepted")),
+        errors: &[404],
+    },
+    Route {
+        method: "post",
+        path: "/api/vm/{id}/credential",
+        id: "replaceVmCredential",
+        summary: "replace the secret of one of the caller's `ssh_proxy` VMs (never returned)",
+        auth: true,
+        query: &[],
+        body: Body::Json("ReplaceVmCredential"),
+        ok: (200, Reply::Json("VmEnvelope")),
+        errors: &[404, 503],
+    },
+    Route {
+        method: "post",
+        path: "/api/vm/{id}/host-key/accept",
+        id: "acceptVmHostKey",
+        summary: "pin the changed host key the VM presented, given the fingerprint the owner checked",
+        auth: true,
+        query: &[],
+        body: Body::Json("AcceptHostKey"),
+        ok: (200, Reply::Json("VmEnvelope")),
+        errors: &[404, 409],
+    },
+    Route {
+        method: "get",
+        path: "/api/vm/{id}/audit",
+        id: "listVmAudit",
+        summary: "the audit log of one of the caller's VMs, newest first: every access and agent control",
+        auth: true,
+        query: &[
+            Param {
+                name: "before",
+                schema: "integer",
+                description: "only entries older than this entry id",
+            },
+            Param {
+                name: "limit",
+                schema: "integer",
+                description: "at most this many (default 50, at most 200)",
+            },
+        ],
+        body: Body::None,
+        ok: (200, Reply::Json("AuditPage")),
+        errors: &[404],
     },
     Route {
         method: "post",
@@ -644,6 +710,10 @@ fn schemas() -> Value {
         .schema_from::<crate::vms::VmToken>()
         .schema_from::<crate::vms::VmEnvelope>()
         .schema_from::<crate::vms::VmList>()
+        .schema_from::<crate::vms::ReplaceVmCredential>()
+        .schema_from::<crate::vms::AcceptHostKey>()
+        .schema_from::<crate::vms::AuditEntry>()
+        .schema_from::<crate::vms::AuditPage>()
         .schema_from::<crate::preview::GithubPush>()
         .schema_from::<crate::preview::WebhookAck>()
         .build();

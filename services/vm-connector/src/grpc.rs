@@ -12,8 +12,7 @@ use covibe_proto::vmconnector::v1::vm_connector_service_server::{
 use covibe_types::{TeamId, UserId};
 
 use crate::dial_in::{self, Daemons};
-use crate::domain::VmDomain;
-use crate::local::LocalLauncher;
+use crate::domain::{NewVm, VmChanges, VmDomain};
 use crate::store::VmStore;
 
 pub struct VmConnectorGrpc {
@@ -25,13 +24,13 @@ pub struct VmConnectorGrpc {
 
 impl VmConnectorGrpc {
     pub fn new(
+        domain: VmDomain,
         store: Arc<dyn VmStore>,
         verifier: Verifier,
-        local: Arc<LocalLauncher>,
         daemons: Arc<Daemons>,
     ) -> Self {
         Self {
-            domain: VmDomain::new(store.clone(), local, daemons.clone()),
+            domain,
             store,
             verifier,
             daemons,
@@ -58,13 +57,13 @@ impl VmConnectorService for VmConnectorGrpc {
         request: Request<pb::StartAgentRequest>,
     ) -> Result<Response<pb::StartAgentResponse>, Status> {
         let (user, team) = self.member(&request)?;
-        let vm = self
+        let (vm, used) = self
             .domain
             .start_agent(user, team, request.into_inner().into())
             .await?;
         Ok(Response::new(pb::StartAgentResponse {
             vm_id: vm.id.to_string(),
-            strategy: vm.strategy.as_str().to_owned(),
+            strategy: used.as_str().to_owned(),
         }))
     }
 
@@ -73,9 +72,9 @@ impl VmConnectorService for VmConnectorGrpc {
         request: Request<pb::ListVmsRequest>,
     ) -> Result<Response<pb::ListVmsResponse>, Status> {
         let (user, team) = self.member(&request)?;
-        let vms = self.domain.vms(user, team).await?;
+        let views = self.domain.views(user, team).await?;
         Ok(Response::new(pb::ListVmsResponse {
-            vms: vms.iter().map(Into::into).collect(),
+            vms: views.iter().map(Into::into).collect(),
         }))
     }
 
@@ -85,11 +84,18 @@ impl VmConnectorService for VmConnectorGrpc {
     ) -> Result<Response<pb::Vm>, Status> {
         let (user, team) = self.member(&request)?;
         let r = request.into_inner();
-        let vm = self
-            .domain
-            .register(user, team, &r.name, &r.strategy)
-            .await?;
-        Ok(Response::new((&vm).into()))
+        let new = NewVm {
+            name: r.name,
+            strategy: r.strategy,
+            host: r.host,
+            port: r.port,
+            username: r.username,
+            project_dir: r.project_dir,
+            credential: r.credential.map(Into::into),
+        };
+        let vm = self.domain.register(user, team, new).await?;
+        let view = self.domain.view(vm).await?;
+        Ok(Response::new((&view).into()))
     }
 
     async fn update_vm(
@@ -98,8 +104,85 @@ impl VmConnectorService for VmConnectorGrpc {
     ) -> Result<Response<pb::Vm>, Status> {
         let (user, team) = self.member(&request)?;
         let r = request.into_inner();
-        let vm = self.domain.rename(user, team, &r.vm_id, &r.name).await?;
-        Ok(Response::new((&vm).into()))
+        let changes = VmChanges {
+            name: r.name,
+            host: r.host,
+            port: r.port,
+            username: r.username,
+            project_dir: r.project_dir,
+            is_default: r.is_default,
+        };
+        let vm = self.domain.update(user, team, &r.vm_id, changes).await?;
+        let view = self.domain.view(vm).await?;
+        Ok(Response::new((&view).into()))
+    }
+
+    async fn get_vm(&self, request: Request<pb::GetVmRequest>) -> Result<Response<pb::Vm>, Status> {
+        let (user, team) = self.member(&request)?;
+        let vm = self
+            .domain
+            .own_vm(user, team, &request.into_inner().vm_id)
+            .await?;
+        let view = self.domain.view(vm).await?;
+        Ok(Response::new((&view).into()))
+    }
+
+    async fn delete_vm(
+        &self,
+        request: Request<pb::GetVmRequest>,
+    ) -> Result<Response<pb::DeleteVmResponse>, Status> {
+        let (user, team) = self.member(&request)?;
+        self.domain
+            .delete(user, team, &request.into_inner().vm_id)
+            .await?;
+        Ok(Response::new(pb::DeleteVmResponse {}))
+    }
+
+    async fn replace_credential(
+        &self,
+        request: Request<pb::ReplaceCredentialRequest>,
+    ) -> Result<Response<pb::Vm>, Status> {
+        let (user, team) = self.member(&request)?;
+        let r = request.into_inner();
+        let credential = r.credential.unwrap_or_default().into();
+        let vm = self
+            .domain
+            .replace_credential(user, team, &r.vm_id, credential)
+            .await?;
+        let view = self.domain.view(vm).await?;
+        Ok(Response::new((&view).into()))
+    }
+
+    async fn accept_host_key(
+        &self,
+        request: Request<pb::AcceptHostKeyRequest>,
+    ) -> Result<Response<pb::Vm>, Status> {
+        let (user, team) = self.member(&request)?;
+        let r = request.into_inner();
+        let vm = self
+            .domain
+            .accept_host_key(user, team, &r.vm_id, &r.fingerprint)
+            .await?;
+        let view = self.domain.view(vm).await?;
+        Ok(Response::new((&view).into()))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let (user, team) = self.member(&request)?;
+        let r = request.into_inner();
+        let entries = self
+            .domain
+            .audit_page(user, team, &r.vm_id, r.before, r.limit)
+            .await?;
+        Ok(Response::new(pb::ListAuditResponse {
+            entries: entries
+                .into_iter()
+                .map(crate::convert::audit_entry)
+                .collect(),
+        }))
     }
 
     async fn create_vm_token(

@@ -14,6 +14,12 @@ export type InviteInfo = Schemas['InviteInfo'];
 export type NewInvite = Schemas['NewInvite'];
 export type SignInCode = Schemas['SignInCode'];
 export type VmView = Schemas['VmView'];
+export type RegisterVm = Schemas['RegisterVm'];
+export type UpdateVm = Schemas['UpdateVm'];
+export type ReplaceVmCredential = Schemas['ReplaceVmCredential'];
+export type AcceptHostKey = Schemas['AcceptHostKey'];
+export type AuditEntry = Schemas['AuditEntry'];
+export type AuditPage = Schemas['AuditPage'];
 export type PresenceName = Schemas['PresenceName'];
 
 export type ChatMessage = Schemas['ChatMessageView'];

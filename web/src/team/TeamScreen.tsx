@@ -6,6 +6,7 @@ import { session, signOut } from '../api/session';
 import type { InviteInfo, NewInvite, Role, SessionInfo, SignInCode, User } from '../api/types';
 import { ago, countdown, dateTime, initials } from '../app/format';
 import { CopyButton, ErrorText } from '../app/ui';
+import { members as teamMembers } from './members';
 import { Qr } from './Qr';
 import { Vms } from './Vms';
 
@@ -55,6 +56,7 @@ function Members() {
     const { data, error: failure } = await api.GET('/api/team');
     if (data) {
       setMembers(data.members);
+      teamMembers.value = data.members;
       setError(null);
     } else setError(errorMessage(failure));
   };

@@ -3,10 +3,10 @@
 use async_trait::async_trait;
 use covibe_types::{UserId, VmId, now_ms};
 
-use crate::model::{Strategy, Vm};
+use crate::model::{CredentialKind, StoredCredential, Strategy, Vm};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    Set,
+    Set, TransactionTrait,
 };
 
 #[async_trait]
@@ -14,9 +14,30 @@ pub trait VmStore: Send + Sync + 'static {
     async fn list(&self, user: UserId) -> Result<Vec<Vm>, DbErr>;
     async fn insert(&self, vm: &Vm) -> Result<(), DbErr>;
     async fn touch(&self, id: VmId) -> Result<(), DbErr>;
-    /// Writes `vm`'s name and strategy over the stored VM with its id, only if that VM belongs
-    /// to `vm.user_id` in `vm.team_id`; `false` when there is no such VM of theirs.
+    /// Writes `vm`'s settings (name, strategy, SSH target, project dir, default) over the stored
+    /// VM with its id, only if that VM belongs to `vm.user_id` in `vm.team_id`; `false` when
+    /// there is no such VM of theirs. A VM made the default unmarks the owner's others.
     async fn update(&self, vm: &Vm) -> Result<bool, DbErr>;
+    /// Removes a VM of `user`'s with its token and credential; `false` when there is none.
+    async fn delete(&self, user: UserId, id: VmId) -> Result<bool, DbErr>;
+    /// Records the host keys: the pinned one and a changed one waiting for the owner.
+    async fn set_host_keys(&self, id: VmId, pinned: &str, pending: &str) -> Result<(), DbErr>;
+    /// Records the outcome of the last attempt to reach the VM (empty error: it worked).
+    async fn set_health(&self, id: VmId, error: &str, at_ms: i64) -> Result<(), DbErr>;
+    /// The VM's sealed credential.
+    async fn credential(&self, id: VmId) -> Result<Option<StoredCredential>, DbErr>;
+    async fn set_credential(&self, credential: &StoredCredential) -> Result<(), DbErr>;
+    /// Credentials sealed under a master key version older than `version`.
+    async fn credentials_below(&self, version: u32) -> Result<Vec<StoredCredential>, DbErr>;
+    /// Replaces a sealed credential only if it is still `old` (a compare-and-swap, so that a
+    /// re-encryption racing a member's replacement never overwrites the newer secret).
+    async fn reseal(
+        &self,
+        id: VmId,
+        old: &[u8],
+        sealed: &[u8],
+        key_version: u32,
+    ) -> Result<bool, DbErr>;
     /// The VM with this id, whoever owns it.
     async fn get(&self, id: VmId) -> Result<Option<Vm>, DbErr>;
     /// Stores the hash of the VM's dial-in token, replacing any previous one.
@@ -38,6 +59,15 @@ mod entity {
         pub name: String,
         pub strategy: String,
         pub last_seen_ms: i64,
+        pub is_default: bool,
+        pub host: String,
+        pub port: i32,
+        pub username: String,
+        pub project_dir: String,
+        pub host_key: String,
+        pub pending_host_key: String,
+        pub last_error: String,
+        pub last_error_ms: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -64,6 +94,38 @@ mod token_entity {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+mod credential_entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "vm_credentials")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub vm_id: String,
+        pub team_id: String,
+        pub user_id: String,
+        pub kind: String,
+        pub key_version: i32,
+        /// `version || nonce || ciphertext`, see `covibe_identity::vault`.
+        pub sealed: Vec<u8>,
+        pub updated_ms: i64,
+    }
+
+    // Written by hand: the sealed bytes stay out of every log line.
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("VmCredential")
+                .field("vm_id", &self.vm_id)
+                .finish_non_exhaustive()
+        }
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod migration {
     use sea_orm_migration::prelude::*;
 
@@ -72,7 +134,11 @@ pub mod migration {
     #[async_trait::async_trait]
     impl MigratorTrait for Migrator {
         fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-            vec![Box::new(M0001Vms), Box::new(M0002VmTokens)]
+            vec![
+                Box::new(M0001Vms),
+                Box::new(M0002VmTokens),
+                Box::new(M0003SshProxy),
+            ]
         }
 
         fn migration_table_name() -> DynIden {
@@ -82,6 +148,91 @@ pub mod migration {
 
     struct M0001Vms;
     struct M0002VmTokens;
+    struct M0003SshProxy;
+
+    impl MigrationName for M0003SshProxy {
+        fn name(&self) -> &str {
+            "m0003_ssh_proxy"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for M0003SshProxy {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            let vms = || Alias::new("vms");
+            let text = |name: &str, len: u32| {
+                ColumnDef::new(Alias::new(name))
+                    .string_len(len)
+                    .not_null()
+                    .default("")
+                    .to_owned()
+            };
+            // One column per statement: SQLite alters one at a time.
+            let columns = [
+                ColumnDef::new(Alias::new("is_default"))
+                    .boolean()
+                    .not_null()
+                    .default(false)
+                    .to_owned(),
+                text("host", 255),
+                ColumnDef::new(Alias::new("port"))
+                    .integer()
+                    .not_null()
+                    .default(0)
+                    .to_owned(),
+                text("username", 64),
+                text("project_dir", 1024),
+                text("host_key", 2048),
+                text("pending_host_key", 2048),
+                text("last_error", 512),
+                ColumnDef::new(Alias::new("last_error_ms"))
+                    .big_integer()
+                    .not_null()
+                    .default(0)
+                    .to_owned(),
+            ];
+            for mut column in columns {
+                manager
+                    .alter_table(
+                        Table::alter()
+                            .table(vms())
+                            .add_column(&mut column)
+                            .to_owned(),
+                    )
+                    .await?;
+            }
+            let text = covibe_storage::text_column;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("vm_credentials"))
+                        .if_not_exists()
+                        .col(text("vm_id", 40).primary_key())
+                        .col(text("team_id", 40))
+                        .col(text("user_id", 40))
+                        .col(text("kind", 16))
+                        .col(
+                            ColumnDef::new(Alias::new("key_version"))
+                                .integer()
+                                .not_null(),
+                        )
+                        .col(ColumnDef::new(Alias::new("sealed")).binary().not_null())
+                        .col(
+                            ColumnDef::new(Alias::new("updated_ms"))
+                                .big_integer()
+                                .not_null(),
+                        )
+                        .to_owned(),
+                )
+                .await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .drop_table(Table::drop().table(Alias::new("vm_credentials")).to_owned())
+                .await
+        }
+    }
 
     impl MigrationName for M0002VmTokens {
         fn name(&self) -> &str {
@@ -185,10 +336,33 @@ fn vm_of(m: entity::Model) -> Result<Vm, DbErr> {
         id: m.id.parse().map_err(|_| bad())?,
         user_id: m.user_id.parse().map_err(|_| bad())?,
         team_id: m.team_id.parse().map_err(|_| bad())?,
-        name: m.name.clone(),
+        name: m.name,
         strategy: Strategy::parse(&m.strategy)
             .ok_or_else(|| DbErr::Custom(format!("bad strategy in database: {}", m.strategy)))?,
         last_seen_ms: m.last_seen_ms,
+        is_default: m.is_default,
+        host: m.host,
+        port: u16::try_from(m.port).unwrap_or(0),
+        username: m.username,
+        project_dir: m.project_dir,
+        host_key: m.host_key,
+        pending_host_key: m.pending_host_key,
+        last_error: m.last_error,
+        last_error_ms: m.last_error_ms,
+    })
+}
+
+fn credential_of(m: credential_entity::Model) -> Result<StoredCredential, DbErr> {
+    use covibe_storage::parse_stored;
+    Ok(StoredCredential {
+        vm_id: parse_stored(&m.vm_id)?,
+        team_id: parse_stored(&m.team_id)?,
+        user_id: parse_stored(&m.user_id)?,
+        kind: CredentialKind::parse(&m.kind)
+            .ok_or_else(|| DbErr::Custom(format!("bad credential kind: {}", m.kind)))?,
+        key_version: u32::try_from(m.key_version)
+            .map_err(|_| DbErr::Custom("bad key version".to_owned()))?,
+        sealed: m.sealed,
     })
 }
 
@@ -213,6 +387,15 @@ impl VmStore for SeaVmStore {
             name: Set(vm.name.clone()),
             strategy: Set(vm.strategy.as_str().to_owned()),
             last_seen_ms: Set(vm.last_seen_ms),
+            is_default: Set(vm.is_default),
+            host: Set(vm.host.clone()),
+            port: Set(i32::from(vm.port)),
+            username: Set(vm.username.clone()),
+            project_dir: Set(vm.project_dir.clone()),
+            host_key: Set(vm.host_key.clone()),
+            pending_host_key: Set(vm.pending_host_key.clone()),
+            last_error: Set(vm.last_error.clone()),
+            last_error_ms: Set(vm.last_error_ms),
         }
         .insert(&self.db)
         .await
@@ -232,18 +415,153 @@ impl VmStore for SeaVmStore {
     }
 
     async fn update(&self, vm: &Vm) -> Result<bool, DbErr> {
+        use sea_orm::sea_query::Expr;
+        let txn = self.db.begin().await?;
+        if vm.is_default {
+            entity::Entity::update_many()
+                .col_expr(entity::Column::IsDefault, Expr::value(false))
+                .filter(entity::Column::UserId.eq(vm.user_id.to_string()))
+                .filter(entity::Column::Id.ne(vm.id.to_string()))
+                .exec(&txn)
+                .await?;
+        }
         let result = entity::Entity::update_many()
+            .col_expr(entity::Column::Name, Expr::value(vm.name.clone()))
+            .col_expr(entity::Column::Strategy, Expr::value(vm.strategy.as_str()))
+            .col_expr(entity::Column::IsDefault, Expr::value(vm.is_default))
+            .col_expr(entity::Column::Host, Expr::value(vm.host.clone()))
+            .col_expr(entity::Column::Port, Expr::value(i32::from(vm.port)))
+            .col_expr(entity::Column::Username, Expr::value(vm.username.clone()))
             .col_expr(
-                entity::Column::Name,
-                sea_orm::sea_query::Expr::value(vm.name.clone()),
+                entity::Column::ProjectDir,
+                Expr::value(vm.project_dir.clone()),
             )
+            .col_expr(entity::Column::HostKey, Expr::value(vm.host_key.clone()))
             .col_expr(
-                entity::Column::Strategy,
-                sea_orm::sea_query::Expr::value(vm.strategy.as_str()),
+                entity::Column::PendingHostKey,
+                Expr::value(vm.pending_host_key.clone()),
             )
             .filter(entity::Column::Id.eq(vm.id.to_string()))
             .filter(entity::Column::UserId.eq(vm.user_id.to_string()))
             .filter(entity::Column::TeamId.eq(vm.team_id.to_string()))
+            .exec(&txn)
+            .await?;
+        if result.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    async fn delete(&self, user: UserId, id: VmId) -> Result<bool, DbErr> {
+        let txn = self.db.begin().await?;
+        let removed = entity::Entity::delete_many()
+            .filter(entity::Column::Id.eq(id.to_string()))
+            .filter(entity::Column::UserId.eq(user.to_string()))
+            .exec(&txn)
+            .await?;
+        if removed.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        token_entity::Entity::delete_by_id(id.to_string())
+            .exec(&txn)
+            .await?;
+        credential_entity::Entity::delete_by_id(id.to_string())
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    async fn set_host_keys(&self, id: VmId, pinned: &str, pending: &str) -> Result<(), DbErr> {
+        use sea_orm::sea_query::Expr;
+        entity::Entity::update_many()
+            .col_expr(entity::Column::HostKey, Expr::value(pinned))
+            .col_expr(entity::Column::PendingHostKey, Expr::value(pending))
+            .filter(entity::Column::Id.eq(id.to_string()))
+            .exec(&self.db)
+            .await
+            .map(|_| ())
+    }
+
+    async fn set_health(&self, id: VmId, error: &str, at_ms: i64) -> Result<(), DbErr> {
+        use sea_orm::sea_query::Expr;
+        let mut update = entity::Entity::update_many()
+            .col_expr(entity::Column::LastError, Expr::value(error))
+            .col_expr(entity::Column::LastErrorMs, Expr::value(at_ms));
+        if error.is_empty() {
+            update = update.col_expr(entity::Column::LastSeenMs, Expr::value(at_ms));
+        }
+        update
+            .filter(entity::Column::Id.eq(id.to_string()))
+            .exec(&self.db)
+            .await
+            .map(|_| ())
+    }
+
+    async fn credential(&self, id: VmId) -> Result<Option<StoredCredential>, DbErr> {
+        credential_entity::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?
+            .map(credential_of)
+            .transpose()
+    }
+
+    async fn set_credential(&self, c: &StoredCredential) -> Result<(), DbErr> {
+        use credential_entity::Column as C;
+        let row = credential_entity::ActiveModel {
+            vm_id: Set(c.vm_id.to_string()),
+            team_id: Set(c.team_id.to_string()),
+            user_id: Set(c.user_id.to_string()),
+            kind: Set(c.kind.as_str().to_owned()),
+            key_version: Set(i32::try_from(c.key_version).unwrap_or(i32::MAX)),
+            sealed: Set(c.sealed.clone()),
+            updated_ms: Set(now_ms()),
+        };
+        credential_entity::Entity::insert(row)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(C::VmId)
+                    .update_columns([C::Kind, C::KeyVersion, C::Sealed, C::UpdatedMs])
+                    .to_owned(),
+            )
+            .exec(&self.db)
+            .await
+            .map(|_| ())
+    }
+
+    async fn credentials_below(&self, version: u32) -> Result<Vec<StoredCredential>, DbErr> {
+        credential_entity::Entity::find()
+            .filter(credential_entity::Column::KeyVersion.lt(i64::from(version)))
+            .order_by_asc(credential_entity::Column::VmId)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(credential_of)
+            .collect()
+    }
+
+    async fn reseal(
+        &self,
+        id: VmId,
+        old: &[u8],
+        sealed: &[u8],
+        key_version: u32,
+    ) -> Result<bool, DbErr> {
+        use sea_orm::sea_query::Expr;
+        let result = credential_entity::Entity::update_many()
+            .col_expr(
+                credential_entity::Column::Sealed,
+                Expr::value(sealed.to_vec()),
+            )
+            .col_expr(
+                credential_entity::Column::KeyVersion,
+                Expr::value(i64::from(key_version)),
+            )
+            .col_expr(credential_entity::Column::UpdatedMs, Expr::value(now_ms()))
+            .filter(credential_entity::Column::VmId.eq(id.to_string()))
+            .filter(credential_entity::Column::Sealed.eq(old.to_vec()))
             .exec(&self.db)
             .await?;
         Ok(result.rows_affected == 1)
