@@ -1,13 +1,16 @@
 //! Test support, used only from tests: throwaway databases on the machine's PostgreSQL, unique
-//! Redis prefixes, child processes whose output is watched, and the Node Socket.io client.
+//! Redis prefixes, child processes whose output is watched, the Node Socket.io client, and a
+//! real `sshd` on a loopback port.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod db;
 mod node;
 mod process;
+pub mod sshd;
 
 pub use db::{PG_ADMIN_URL, REDIS_URL, TestDb, redis_url, unique_prefix};
 pub use node::{SioClient, Tally, ensure_node_modules, js_dir};
 pub use process::{
     Proc, RedisServer, clean_command, fake_agent_command, free_port, workspace_root,
 };
+pub use sshd::SshServer;

@@ -209,7 +209,7 @@ pub(crate) async fn dial(
         .get(vm)
         .await
         .map_err(internal)?
-        .filter(|v| v.strategy == Strategy::DialIn);
+        .filter(|v| matches!(v.strategy, Strategy::DialIn | Strategy::SshProxy));
     // A member removed from their team: their VMs can no longer be used.
     let owner = record.as_ref().map(|v| v.user_id);
     let known = owner.is_some_and(|owner| !revocations.is_removed(owner));

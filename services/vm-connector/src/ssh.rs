@@ -140,6 +140,30 @@ pub struct SshPool {
     dirs: AtomicU64,
 }
 
+impl Drop for SshPool {
+    /// Master connections end with the pool rather than lingering until their idle timeout.
+    fn drop(&mut self) {
+        let masters = self
+            .masters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for slot in masters.values() {
+            if let Ok(master) = slot.try_lock()
+                && let Some(master) = master.as_ref()
+            {
+                let _ = std::process::Command::new("ssh")
+                    .arg("-S")
+                    .arg(master.session.control_socket())
+                    .args(["-O", "exit", "none"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
 /// `s` as one word for a POSIX shell.
 pub(crate) fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -149,8 +173,10 @@ pub(crate) fn quote(s: &str) -> String {
 pub fn fingerprint(key: &str) -> String {
     let blob = key.split_whitespace().nth(1).unwrap_or_default();
     match B64.decode(blob) {
-        Ok(bytes) => format!("SHA256:{}", B64_NO_PAD.encode(sha2::Sha256::digest(bytes))),
-        Err(_) => String::new(),
+        Ok(bytes) if !bytes.is_empty() => {
+            format!("SHA256:{}", B64_NO_PAD.encode(sha2::Sha256::digest(bytes)))
+        }
+        _ => String::new(),
     }
 }
 
@@ -731,11 +757,14 @@ impl Askpass {
         if !status.success() {
             return Err(SshError::Local("mkfifo failed".to_owned()));
         }
+        // One answer only: asked again (a wrong passphrase or password), it fails at once.
+        let asked = dir.join("asked");
         tokio::fs::write(
             &script,
             format!(
-                "#!/bin/sh\nexec head -n 1 {}\n",
-                quote(&fifo.display().to_string())
+                "#!/bin/sh\n[ -e {asked} ] && exit 1\n: > {asked}\nexec head -n 1 {fifo}\n",
+                asked = quote(&asked.display().to_string()),
+                fifo = quote(&fifo.display().to_string())
             ),
         )
         .await

@@ -1,19 +1,11 @@
 //! The VM store over SeaORM, run against SQLite and PostgreSQL alike.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use covibe_testkit::TestDb;
 use covibe_types::{TeamId, UserId, VmId};
 use covibe_vm_connector::{SeaVmStore, Strategy, Vm, VmStore};
 
 fn vm(user: UserId, team: TeamId, name: &str) -> Vm {
-    Vm {
-        id: VmId::new(),
-        user_id: user,
-        team_id: team,
-        name: name.to_owned(),
-        strategy: Strategy::Local,
-        last_seen_ms: 0,
-    }
+    Vm::new(user, team, name.to_owned(), Strategy::Local)
 }
 
 async fn suite(db: TestDb) {

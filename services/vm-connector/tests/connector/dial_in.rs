@@ -1,124 +1,34 @@
 //! The `dial_in` strategy over real gRPC: VM tokens, `Dial` authentication, and a spawn from
 //! `StartAgent` delivered down the daemon's stream and answered.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use covibe_bootstrap::{GrpcServer, bearer};
-use covibe_identity::{KeyFiles, Signer};
+use covibe_bootstrap::bearer;
 use covibe_proto::tonic::{Code, Status, Streaming};
 use covibe_proto::vmconnector::v1 as pb;
 use covibe_proto::vmconnector::v1::connector_frame::Frame as In;
 use covibe_proto::vmconnector::v1::daemon_frame::Frame as Out;
-use covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServiceClient;
-use covibe_storage::MemoryHotStore;
-use covibe_testkit::TestDb;
-use covibe_types::{SessionId, TeamId, UserId};
-use covibe_vm_connector::{
-    Daemons, LocalLauncher, SeaVmStore, VmAgentCommand, VmConnectorGrpc, VmStore,
-};
+use covibe_types::TeamId;
+use covibe_vm_connector::VmStore;
 use tokio::sync::mpsc;
+
+use crate::support::{Client, Member, fixture, member, mint, register};
 use tokio_stream::wrappers::ReceiverStream;
 
-type Client = VmConnectorServiceClient<covibe_bootstrap::Client>;
-
-struct Fixture {
-    client: Client,
-    signer: Signer,
-    store: Arc<SeaVmStore>,
-    _keys: tempfile::TempDir,
-    _db: TestDb,
-}
-
-async fn fixture() -> Fixture {
-    let db = TestDb::sqlite();
-    let conn = covibe_storage::connect(&db.url).await.unwrap();
-    let store = Arc::new(SeaVmStore::new(conn).await.unwrap());
-    let keys = tempfile::tempdir().unwrap();
-    let (signer, verifier) = covibe_identity::load_or_generate(&KeyFiles {
-        signing: keys.path().join("k.pem"),
-        verifying: keys.path().join("k.pub.pem"),
-    })
-    .unwrap();
-    let local = LocalLauncher::new(
-        VmAgentCommand {
-            program: "/bin/false".into(),
-            prefix_args: Vec::new(),
-        },
-        "true {task}".to_owned(),
-        keys.path().to_owned(),
-        keys.path().to_owned(),
-    );
-    let daemons = Daemons::start(
-        Arc::new(MemoryHotStore::new(16)),
-        Duration::from_millis(500),
-    )
-    .await
-    .unwrap();
-    let grpc = VmConnectorGrpc::new(store.clone(), verifier, local, daemons);
-    let server = GrpcServer::bind(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap()
-        .add_service(grpc.into_server());
-    let client = VmConnectorServiceClient::new(covibe_bootstrap::channel(&server.url()).unwrap());
-    tokio::spawn(server.serve(std::future::pending()));
-    Fixture {
-        client,
-        signer,
-        store,
-        _keys: keys,
-        _db: db,
-    }
-}
-
-struct Member {
-    user: UserId,
-    team: TeamId,
-    token: String,
-}
-
-fn member(signer: &Signer, team: TeamId) -> Member {
-    let user = UserId::new();
-    let (token, _) = signer
-        .access_token(user, team, SessionId::new(), Duration::from_secs(600))
-        .unwrap();
-    Member { user, team, token }
-}
-
-async fn register(client: &mut Client, who: &Member, strategy: &str) -> pb::Vm {
-    let request = pb::RegisterVmRequest {
-        name: "box".to_owned(),
-        strategy: strategy.to_owned(),
-    };
-    client
-        .register_vm(bearer(request, &who.token))
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn mint(client: &mut Client, who: &Member, vm_id: &str) -> Result<String, Status> {
-    let request = pb::CreateVmTokenRequest {
-        vm_id: vm_id.to_owned(),
-    };
-    Ok(client
-        .create_vm_token(bearer(request, &who.token))
-        .await?
-        .into_inner()
-        .vm_token)
-}
-
-struct Daemon {
-    tx: mpsc::Sender<pb::DaemonFrame>,
+pub(crate) struct Daemon {
+    pub(crate) tx: mpsc::Sender<pb::DaemonFrame>,
     inbound: Streaming<pb::ConnectorFrame>,
 }
 
-fn frame(frame: Out) -> pb::DaemonFrame {
+pub(crate) fn frame(frame: Out) -> pb::DaemonFrame {
     pb::DaemonFrame { frame: Some(frame) }
 }
 
-async fn dial(client: &mut Client, vm_id: &str, vm_token: &str) -> Result<Daemon, Status> {
+pub(crate) async fn dial(
+    client: &mut Client,
+    vm_id: &str,
+    vm_token: &str,
+) -> Result<Daemon, Status> {
     let (tx, rx) = mpsc::channel(8);
     let hello = pb::DaemonHello {
         vm_id: vm_id.to_owned(),
@@ -137,7 +47,7 @@ async fn dial(client: &mut Client, vm_id: &str, vm_token: &str) -> Result<Daemon
     Ok(Daemon { tx, inbound })
 }
 
-async fn next(daemon: &mut Daemon) -> In {
+pub(crate) async fn next(daemon: &mut Daemon) -> In {
     tokio::time::timeout(Duration::from_secs(5), daemon.inbound.message())
         .await
         .expect("a frame in time")
