@@ -1,13 +1,14 @@
 //! `covibe admin ...`: what an operator does on the server, with the service's own files and
-//! database (no running mesh needed): rotate and retire token signing keys, and make a
-//! one-time recovery code for a member who has no signed-in device left (the last owner
-//! included).
+//! database (no running mesh needed): rotate and retire token signing keys and the master key
+//! that seals members' VM credentials, and make a one-time recovery code for a member who has
+//! no signed-in device left (the last owner included).
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use covibe_config::Config;
 use covibe_identity::KeyFiles;
+use covibe_vm_connector::VmStore;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Admin {
@@ -29,6 +30,24 @@ pub enum Admin {
         /// The key id (`kid`) to retire.
         #[arg(long)]
         kid: Option<String>,
+    },
+    /// Adds a master key version (creates the first on a new set-up), then re-encrypts every
+    /// VM credential under it. Safe to interrupt and run again: a rerun adds no version while
+    /// credentials remain on older ones, and finishes their re-encryption.
+    RotateMasterKey {
+        #[command(flatten)]
+        common: crate::options::Common,
+        /// Only create the first key: do nothing when the key file exists.
+        #[arg(long)]
+        if_missing: bool,
+    },
+    /// Retires master key versions below `--below`: credentials they sealed no longer open.
+    /// Refused while a credential still uses one (run `rotate-master-key` first).
+    RetireMasterKey {
+        #[command(flatten)]
+        common: crate::options::Common,
+        #[arg(long)]
+        below: u32,
     },
     /// Prints a one-time recovery code for a member (valid for a day): they redeem it at
     /// `POST /api/auth/device/redeem` on a new device.
@@ -85,6 +104,54 @@ pub async fn run(admin: Admin) -> anyhow::Result<()> {
                 println!("retired {kid}: its tokens are refused from now on");
             }
         }
+        Admin::RotateMasterKey { common, if_missing } => {
+            let Some(config) = crate::options::load(&common)? else {
+                return Ok(());
+            };
+            let path = config.master_key_file();
+            if if_missing && path.exists() {
+                println!("a master key exists ({}): nothing to do", path.display());
+                return Ok(());
+            }
+            let store = vm_store(&config).await?;
+            let vault = covibe_identity::vault::Vault::new(&path);
+            // Rerun after an interruption: finish the version already added, add none.
+            let pending = match vault.keys() {
+                Ok(keys) => store.credentials_below(keys.current()).await?.len(),
+                Err(_) => 0,
+            };
+            if pending == 0 || !path.exists() {
+                let version = covibe_identity::vault::rotate(&path)
+                    .with_context(|| format!("adding a master key to {}", path.display()))?;
+                println!("master key version {version} added ({})", path.display());
+            } else {
+                println!("{pending} credentials are still on older versions: finishing them");
+            }
+            let done = covibe_vm_connector::reseal_credentials(&store, &vault)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{done} VM credentials re-encrypted under the newest version");
+        }
+        Admin::RetireMasterKey { common, below } => {
+            let Some(config) = crate::options::load(&common)? else {
+                return Ok(());
+            };
+            let store = vm_store(&config).await?;
+            let left = store.credentials_below(below).await?.len();
+            if left > 0 {
+                anyhow::bail!(
+                    "{left} VM credentials still use a version below {below}: run `covibe admin rotate-master-key` first"
+                );
+            }
+            let retired = covibe_identity::vault::retire(&config.master_key_file(), below)
+                .context("retiring master key versions")?;
+            if retired.is_empty() {
+                println!("no version to retire");
+            }
+            for version in retired {
+                println!("retired master key version {version}");
+            }
+        }
         Admin::RecoveryCode {
             common,
             team,
@@ -130,4 +197,13 @@ pub async fn run(admin: Admin) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn vm_store(config: &Config) -> anyhow::Result<covibe_vm_connector::SeaVmStore> {
+    let db = covibe_storage::connect(&config.database_url())
+        .await
+        .context("connecting to the database")?;
+    covibe_vm_connector::SeaVmStore::new(db)
+        .await
+        .context("vm-connector storage")
 }

@@ -277,9 +277,12 @@ async fn orchestrator(
     vm_connector_url: &str,
     identity: &Identity,
 ) -> anyhow::Result<Built> {
-    let store = covibe_orchestrator::SeaAgentStore::new(db)
+    let store = covibe_orchestrator::SeaAgentStore::new(db.clone())
         .await
         .context("orchestrator storage")?;
+    let audit = covibe_storage::AuditLog::new(db)
+        .await
+        .context("audit log storage")?;
     let connector = VmConnectorServiceClient::new(covibe_bootstrap::channel(vm_connector_url)?);
     let link_url = config.link_url.clone().unwrap_or_else(|| server.url());
     let limits = covibe_orchestrator::Limits {
@@ -297,6 +300,7 @@ async fn orchestrator(
         connector,
         link_url,
         limits,
+        audit,
     ));
     agents.spawn_lost_sweeper();
     agents.spawn_removal_watcher(identity.verifier.revocations().clone());

@@ -535,7 +535,15 @@ fn sample(schema: &Value, doc: &Value) -> Value {
     if let Some(first) = schema["enum"].get(0) {
         return first.clone();
     }
-    match schema["type"].as_str() {
+    // `["integer", "null"]`: an optional field, sampled as its non-null type.
+    let kind = match &schema["type"] {
+        Value::Array(kinds) => kinds
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|k| *k != "null"),
+        other => other.as_str(),
+    };
+    match kind {
         Some("object") => Value::Object(
             schema["properties"]
                 .as_object()

@@ -103,8 +103,12 @@ describe('the SSH VM form', () => {
     expect(sshVmErrors(sshInput({ host: 'dev@box' })).host).toMatch(/Username/);
     expect(sshVmErrors(sshInput({ host: 'box:2222' })).host).toMatch(/Port/);
     expect(sshVmErrors(sshInput({ host: 'ssh://box' })).host).toMatch(/ssh:\/\//);
+    expect(sshVmErrors(sshInput({ host: '-oProxyCommand=x' })).host).toMatch(/letters, digits/);
+    expect(sshVmErrors(sshInput({ username: 'dev;rm' })).username).toMatch(/letters, digits/);
+    expect(sshVmErrors(sshInput({ username: 'de v' })).username).toMatch(/no spaces/);
     // An IPv6 address is a host, colons and all.
     expect(sshVmErrors(sshInput({ host: 'fd00::1' }))).toEqual({});
+    expect(sshVmErrors(sshInput({ host: '10.0.0.7', username: 'ci-runner_2.x' }))).toEqual({});
   });
 
   it('wants exactly one credential, and a private key that is one', () => {
@@ -210,7 +214,7 @@ describe('VM status in words', () => {
         result: 'refused',
         strategy: 'ssh_proxy',
         agentId: '0123456789abcdef',
-        commandDigest: 'sha256:0123456789abcdef0123',
+        commandDigest: '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08',
         detail: 'host key mismatch',
       }),
       (id) => names.get(id),
@@ -224,7 +228,7 @@ describe('VM status in words', () => {
       what: 'Connect over SSH',
       result: 'refused',
       resultState: 'bad',
-      more: ['via SSH', 'agent 01234567…', 'command sha256:0123456789ab…'],
+      more: ['via SSH', 'agent 01234567…', 'command 9f86d081884c…'],
       detail: 'host key mismatch',
     });
     const unknown = auditLine(entry(8, { actorId: 'u9', action: 'vm.teleport', result: 'error' }), (id) => names.get(id), now);

@@ -42,6 +42,10 @@ enum E {
 }
 use E::{A, D, S};
 
+/// A well-formed private key no server accepts: these tests never reach a VM.
+const DUMMY_KEY: &str =
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAAnotarealkey\n-----END OPENSSH PRIVATE KEY-----\n";
+
 /// The callers, in the order of every row.
 const WHO: [&str; 6] = [
     "no token",
@@ -99,6 +103,11 @@ const MATRIX: &[(&str, [E; 6])] = &[
     ("PUT /api/vm/update", [D, D, D, D, D, A]),
     ("POST /api/vm/token", [D, D, D, D, D, A]),
     ("GET /api/vm/list", [D, A, A, A, A, A]),
+    ("GET /api/vm/{id}", [D, D, D, D, D, A]),
+    ("DELETE /api/vm/{id}", [D, D, D, D, D, A]),
+    ("POST /api/vm/{id}/credential", [D, D, D, D, D, A]),
+    ("POST /api/vm/{id}/host-key/accept", [D, D, D, D, D, A]),
+    ("GET /api/vm/{id}/audit", [D, D, D, D, D, A]),
     ("POST /api/webhook/push", [S, S, S, S, S, S]),
     ("GET /api/openapi.json", [A, A, A, A, A, A]),
     ("GET /healthz", [A, A, A, A, A, A]),
@@ -248,6 +257,26 @@ const MATRIX: &[(&str, [E; 6])] = &[
         [D, D, D, D, D, D],
     ),
     (
+        "grpc covibe.vmconnector.v1.VmConnectorService/GetVm",
+        [D, D, D, D, D, A],
+    ),
+    (
+        "grpc covibe.vmconnector.v1.VmConnectorService/DeleteVm",
+        [D, D, D, D, D, A],
+    ),
+    (
+        "grpc covibe.vmconnector.v1.VmConnectorService/ReplaceCredential",
+        [D, D, D, D, D, A],
+    ),
+    (
+        "grpc covibe.vmconnector.v1.VmConnectorService/AcceptHostKey",
+        [D, D, D, D, D, A],
+    ),
+    (
+        "grpc covibe.vmconnector.v1.VmConnectorService/ListAudit",
+        [D, D, D, D, D, A],
+    ),
+    (
         "grpc covibe.preview.v1.PreviewService/GetPreview",
         [D, A, A, A, A, A],
     ),
@@ -275,6 +304,10 @@ struct World<'a> {
     rita_agent: String,
     rita_local_vm: String,
     rita_dial_vm: String,
+    /// Rita's `ssh_proxy` VM (its host is never reached in these tests).
+    rita_ssh_vm: String,
+    /// The stack's database, to give the SSH VM a changed host key to accept.
+    db: sea_orm::DatabaseConnection,
     /// Ids of the team under test that a caller from another team must never see.
     secret_ids: Vec<String>,
     fresh: u32,
@@ -466,6 +499,35 @@ impl World<'_> {
 
     /// The agent a control call targets: a fresh running one when Rita herself may kill it,
     /// else her long-running agent (which must survive every refused call).
+    /// A new VM of Rita's, for a call that removes one.
+    async fn fresh_vm(&self) -> String {
+        let (status, vm) = post(
+            &self.http,
+            &format!("{}/api/vm/register", self.stack.gw),
+            Some(&self.person(OWN).token),
+            json!({"name": "spare", "strategy": "dial_in"}),
+        )
+        .await;
+        assert_eq!(status, 201, "{vm}");
+        vm["vm"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Makes Rita's SSH VM have presented a changed host key (as a refused connection would
+    /// record), and returns its fingerprint.
+    async fn changed_host_key(&self) -> String {
+        use sea_orm::ConnectionTrait;
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+        self.db
+            .execute_unprepared(&format!(
+                "UPDATE vms SET pending_host_key = '{key}' WHERE id = '{}'",
+                self.rita_ssh_vm
+            ))
+            .await
+            .unwrap();
+        covibe_vm_connector::ssh::fingerprint(key)
+    }
+
     async fn control_target(&self, who: usize, allowed: bool) -> String {
         if who != OWN || !allowed {
             return self.rita_agent.clone();
@@ -674,6 +736,29 @@ impl World<'_> {
                 self.checked(row, "/api/vm/token", t, Some(body)).await
             }
             "GET /api/vm/list" => self.checked(row, "/api/vm/list", t, None).await,
+            "GET /api/vm/{id}" => {
+                let path = format!("/api/vm/{}", self.rita_ssh_vm);
+                self.checked(row, &path, t, None).await
+            }
+            "DELETE /api/vm/{id}" => {
+                let path = format!("/api/vm/{}", self.fresh_vm().await);
+                self.checked(row, &path, t, None).await
+            }
+            "POST /api/vm/{id}/credential" => {
+                let path = format!("/api/vm/{}/credential", self.rita_ssh_vm);
+                let body = json!({"privateKey": DUMMY_KEY});
+                self.checked(row, &path, t, Some(body)).await
+            }
+            "POST /api/vm/{id}/host-key/accept" => {
+                let fingerprint = self.changed_host_key().await;
+                let path = format!("/api/vm/{}/host-key/accept", self.rita_ssh_vm);
+                let body = json!({"fingerprint": fingerprint});
+                self.checked(row, &path, t, Some(body)).await
+            }
+            "GET /api/vm/{id}/audit" => {
+                let path = format!("/api/vm/{}/audit", self.rita_ssh_vm);
+                self.checked(row, &path, t, None).await
+            }
             "POST /api/webhook/push" => {
                 let team = &self.owner().team_id;
                 self.checked(
@@ -996,9 +1081,46 @@ impl World<'_> {
             "grpc covibe.vmconnector.v1.VmConnectorService/UpdateVm" => {
                 let r = vmc_pb::UpdateVmRequest {
                     vm_id: self.rita_dial_vm.clone(),
-                    name: "renamed".into(),
+                    name: Some("renamed".into()),
+                    ..Default::default()
                 };
                 grpc_outcome(self.vmc.clone().update_vm(req(r, t)).await)
+            }
+            "grpc covibe.vmconnector.v1.VmConnectorService/GetVm" => {
+                let r = vmc_pb::GetVmRequest {
+                    vm_id: self.rita_ssh_vm.clone(),
+                };
+                grpc_outcome(self.vmc.clone().get_vm(req(r, t)).await)
+            }
+            "grpc covibe.vmconnector.v1.VmConnectorService/DeleteVm" => {
+                let r = vmc_pb::GetVmRequest {
+                    vm_id: self.fresh_vm().await,
+                };
+                grpc_outcome(self.vmc.clone().delete_vm(req(r, t)).await)
+            }
+            "grpc covibe.vmconnector.v1.VmConnectorService/ReplaceCredential" => {
+                let r = vmc_pb::ReplaceCredentialRequest {
+                    vm_id: self.rita_ssh_vm.clone(),
+                    credential: Some(vmc_pb::SshCredential {
+                        password: "hunter2".into(),
+                        ..Default::default()
+                    }),
+                };
+                grpc_outcome(self.vmc.clone().replace_credential(req(r, t)).await)
+            }
+            "grpc covibe.vmconnector.v1.VmConnectorService/AcceptHostKey" => {
+                let r = vmc_pb::AcceptHostKeyRequest {
+                    vm_id: self.rita_ssh_vm.clone(),
+                    fingerprint: self.changed_host_key().await,
+                };
+                grpc_outcome(self.vmc.clone().accept_host_key(req(r, t)).await)
+            }
+            "grpc covibe.vmconnector.v1.VmConnectorService/ListAudit" => {
+                let r = vmc_pb::ListAuditRequest {
+                    vm_id: self.rita_ssh_vm.clone(),
+                    ..Default::default()
+                };
+                grpc_outcome(self.vmc.clone().list_audit(req(r, t)).await)
             }
             "grpc covibe.vmconnector.v1.VmConnectorService/CreateVmToken" => {
                 let r = vmc_pb::CreateVmTokenRequest {
@@ -1218,6 +1340,33 @@ async fn matrix(stack: &Stack) {
     .await;
     assert_eq!(status, 201, "{vm}");
     let rita_dial_vm = vm["vm"]["id"].as_str().unwrap().to_owned();
+    let (status, vm) = post(
+        &http,
+        &format!("{gw}/api/vm/register"),
+        Some(&rita.token),
+        json!({"name": "ssh", "strategy": "ssh_proxy", "host": "127.0.0.1", "port": 1,
+               "username": "rita", "privateKey": DUMMY_KEY}),
+    )
+    .await;
+    assert_eq!(status, 201, "{vm}");
+    assert_eq!(vm["vm"]["credential"], "key");
+    assert!(
+        !vm.to_string().contains("PRIVATE"),
+        "a credential came back: {vm}"
+    );
+    let rita_ssh_vm = vm["vm"]["id"].as_str().unwrap().to_owned();
+    let db_url = stack
+        .admin_env
+        .iter()
+        .find(|(k, _)| k == "COVIBE_DATABASE_URL")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                stack.data_dir.join("covibe.db").display()
+            )
+        });
+    let db = covibe_storage::connect(&db_url).await.unwrap();
 
     let channel = |url: &str| covibe_bootstrap::channel(url).unwrap();
     let mut world = World {
@@ -1229,6 +1378,7 @@ async fn matrix(stack: &Stack) {
             rita_agent.clone(),
             rita_local_vm.clone(),
             rita_dial_vm.clone(),
+            rita_ssh_vm.clone(),
             rita.user_id.clone(),
         ],
         people: [
@@ -1242,6 +1392,8 @@ async fn matrix(stack: &Stack) {
         rita_agent,
         rita_local_vm,
         rita_dial_vm,
+        rita_ssh_vm,
+        db,
         fresh: 0,
         doc: get(&http, &format!("{gw}/api/openapi.json"), "").await.1,
         validated: BTreeSet::new(),

@@ -122,6 +122,14 @@ impl Mesh {
             .await
             .unwrap();
         assert!(status.success(), "covibe admin rotate-signing-key failed");
+        // Nor a master key for members' VM credentials.
+        let status = mesh
+            .command("admin", &[])
+            .arg("rotate-master-key")
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "covibe admin rotate-master-key failed");
         let team = mesh.launch("team", Vec::new()).await;
         let auth = mesh
             .launch("auth", env(&[("COVIBE_ENDPOINTS__TEAM", &team)]))

@@ -40,6 +40,9 @@ pub struct Agent {
     /// The owner's user id.
     pub owner: String,
     pub vm_id: String,
+    /// How the vm-agent was started on the VM: `local`, `dial_in` or `ssh_proxy` (absent until
+    /// it was).
+    pub strategy: Option<String>,
     pub task: String,
     #[schema(value_type = AgentStatusName)]
     pub status: &'static str,
@@ -151,6 +154,7 @@ pub fn agent(a: common::Agent) -> Agent {
         team_id: a.team_id,
         owner: a.owner_id,
         vm_id: a.vm_id,
+        strategy: (!a.strategy.is_empty()).then_some(a.strategy),
         task: a.task,
         exit_code: a.exit_code,
         created_at: a.created_at_ms,

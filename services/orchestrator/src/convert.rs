@@ -13,6 +13,7 @@ pub(crate) fn agent_pb(a: &Agent) -> common::Agent {
         team_id: a.team_id.to_string(),
         owner_id: a.owner_id.to_string(),
         vm_id: a.vm_id.clone(),
+        strategy: a.strategy.clone(),
         task: a.task.clone(),
         status: a.status.to_proto().into(),
         exit_code: a.exit_code,

@@ -10,7 +10,7 @@ use covibe_proto::prost::Message;
 use covibe_proto::vmagent::v1::{Command, command};
 use covibe_proto::vmconnector::v1 as vmc;
 use covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServiceClient;
-use covibe_storage::HotStore;
+use covibe_storage::{AuditLog, AuditRecord, HotStore};
 use covibe_types::{AgentId, AgentStatus, ApiError, Code, TeamId, UserId, now_ms};
 
 use crate::Error;
@@ -25,6 +25,7 @@ pub struct Agents {
     /// Where vm-agents dial back to.
     link_url: String,
     limits: Limits,
+    audit: AuditLog,
 }
 
 pub(crate) use covibe_identity::code::hash_token;
@@ -36,6 +37,7 @@ impl Agents {
         connector: VmConnectorServiceClient<Client>,
         link_url: String,
         limits: Limits,
+        audit: AuditLog,
     ) -> Self {
         Self {
             store,
@@ -43,7 +45,33 @@ impl Agents {
             connector,
             link_url,
             limits,
+            audit,
         }
+    }
+
+    /// An audit record of a control of `agent` by `actor`.
+    fn record(agent: &Agent, actor: &str, action: &str, result: &str) -> AuditRecord {
+        AuditRecord {
+            team_id: agent.team_id.to_string(),
+            actor_id: actor.to_owned(),
+            owner_id: agent.owner_id.to_string(),
+            vm_id: (!agent.vm_id.is_empty()).then(|| agent.vm_id.clone()),
+            agent_id: Some(agent.id.to_string()),
+            action: action.to_owned(),
+            strategy: (!agent.strategy.is_empty()).then(|| agent.strategy.clone()),
+            result: result.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// Writes an audit record before acting; when it cannot be written, nothing is done.
+    async fn audit(&self, record: AuditRecord) -> Result<(), Error> {
+        self.audit.record(&record).await.map_err(|err| {
+            tracing::error!(error = %err, action = %record.action, "the audit log could not be written");
+            Error::Api(ApiError::unavailable(
+                "the audit log could not be written, so nothing was done; try again later",
+            ))
+        })
     }
 
     pub(crate) fn store(&self) -> &dyn AgentStore {
@@ -78,6 +106,15 @@ impl Agents {
         };
         if agent.owner_id != caller {
             tracing::warn!(target: "audit", agent_id = %id, owner_id = %agent.owner_id, caller = %caller, kind, "agent control refused: not the owner");
+            let refused = Self::record(
+                &agent,
+                &caller.to_string(),
+                &format!("agent.{kind}"),
+                "refused",
+            );
+            if let Err(err) = self.audit.record(&refused).await {
+                tracing::error!(error = %err, "the audit log could not be written");
+            }
             return Err(ApiError::forbidden("only the agent's owner can control it").into());
         }
         if agent.status.is_final() {
@@ -87,6 +124,13 @@ impl Agents {
             )
             .into());
         }
+        self.audit(Self::record(
+            &agent,
+            &caller.to_string(),
+            &format!("agent.{kind}"),
+            "ok",
+        ))
+        .await?;
         tracing::info!(target: "audit", agent_id = %id, caller = %caller, kind, "agent control");
         self.send(id, command).await
     }
@@ -217,6 +261,7 @@ impl Agents {
             team_id: team,
             owner_id: owner,
             vm_id: vm_id.to_owned(),
+            strategy: String::new(),
             task: task.to_owned(),
             status: AgentStatus::Pending,
             exit_code: None,
@@ -248,8 +293,9 @@ impl Agents {
         );
         match self.connector.clone().start_agent(request).await {
             Ok(started) => {
+                let started = started.into_inner();
                 self.store
-                    .set_vm(agent.id, &started.into_inner().vm_id)
+                    .set_vm(agent.id, &started.vm_id, &started.strategy)
                     .await?;
                 Ok(self.store.get(agent.id).await?.unwrap_or(agent))
             }

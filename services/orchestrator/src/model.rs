@@ -11,6 +11,8 @@ pub struct Agent {
     pub team_id: TeamId,
     pub owner_id: UserId,
     pub vm_id: String,
+    /// How the vm-agent was started (`local`, `dial_in`, `ssh_proxy`); empty until it was.
+    pub strategy: String,
     pub task: String,
     pub status: AgentStatus,
     pub exit_code: Option<i32>,

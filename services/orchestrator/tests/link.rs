@@ -55,7 +55,8 @@ struct Replica {
 
 async fn replica(db_url: &str, hot: Arc<MemoryHotStore>) -> Replica {
     let conn = covibe_storage::connect(db_url).await.unwrap();
-    let store: Arc<dyn AgentStore> = Arc::new(SeaAgentStore::new(conn).await.unwrap());
+    let store: Arc<dyn AgentStore> = Arc::new(SeaAgentStore::new(conn.clone()).await.unwrap());
+    let audit = covibe_storage::AuditLog::new(conn).await.unwrap();
     let connector =
         VmConnectorServiceClient::new(covibe_bootstrap::channel("http://127.0.0.1:9").unwrap());
     let limits = Limits {
@@ -68,6 +69,7 @@ async fn replica(db_url: &str, hot: Arc<MemoryHotStore>) -> Replica {
         connector,
         "http://127.0.0.1:9".to_owned(),
         limits,
+        audit,
     ));
     let link = LinkService::start(agents.clone()).await.unwrap();
     let server = GrpcServer::bind("127.0.0.1:0".parse().unwrap())

@@ -90,6 +90,19 @@ function hostProblem(text: string): string | null {
   if (host.includes('@')) return 'Only the host: the user name goes under Username.';
   if (/^[^:]+:\d+$/.test(host)) return 'Only the host: the port goes under Port.';
   if (/\s/.test(host)) return 'A host name has no spaces.';
+  if (host.startsWith('-') || !/^[A-Za-z0-9.:_[\]-]+$/.test(host)) {
+    return "A host name or IP address: letters, digits, '.', '-' and ':'.";
+  }
+  return null;
+}
+
+function usernameProblem(text: string): string | null {
+  const user = text.trim();
+  if (!user) return 'Enter the user CoVibe signs in as.';
+  if (/\s/.test(user)) return 'A user name has no spaces.';
+  if (user.length > 64 || user.startsWith('-') || !/^[A-Za-z0-9._-]+$/.test(user)) {
+    return "A user name is up to 64 letters, digits, '.', '-' or '_'.";
+  }
   return null;
 }
 
@@ -100,9 +113,8 @@ export function addressErrors(input: AddressInput): FieldErrors {
   const host = hostProblem(input.host);
   if (host) errors.host = host;
   if (Number.isNaN(portOf(input.port))) errors.port = 'A port from 1 to 65535.';
-  const user = input.username.trim();
-  if (!user) errors.username = 'Enter the user CoVibe signs in as.';
-  else if (/\s/.test(user)) errors.username = 'A user name has no spaces.';
+  const user = usernameProblem(input.username);
+  if (user) errors.username = user;
   return errors;
 }
 

@@ -97,6 +97,7 @@ const RESULTS: Record<string, { text: string; state: HealthState }> = {
   ok: { text: 'ok', state: 'ok' },
   error: { text: 'failed', state: 'bad' },
   refused: { text: 'refused', state: 'bad' },
+  requested: { text: 'requested', state: 'idle' },
 };
 
 export interface AuditLine {
@@ -120,7 +121,7 @@ export function auditLine(entry: AuditEntry, nameOf: (id: string) => string | un
   const more: string[] = [];
   if (entry.strategy) more.push(`via ${strategyName(entry.strategy)}`);
   if (entry.agentId) more.push(`agent ${short(entry.agentId, 8)}`);
-  if (entry.commandDigest) more.push(`command ${short(entry.commandDigest, 19)}`);
+  if (entry.commandDigest) more.push(`command ${short(entry.commandDigest, 12)}`);
   return {
     id: entry.id,
     at: entry.at,

@@ -23,6 +23,7 @@ pub mod agent {
         pub num_turns: Option<i64>,
         pub duration_ms: Option<i64>,
         pub last_seen_ms: Option<i64>,
+        pub strategy: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0004LastSeen),
             Box::new(M0005Positions),
             Box::new(M0006OutputEvents),
+            Box::new(M0007Strategy),
         ]
     }
 
@@ -171,6 +172,39 @@ impl MigrationTrait for M0003Outcome {
                 .await?;
         }
         Ok(())
+    }
+}
+
+struct M0007Strategy;
+
+impl MigrationName for M0007Strategy {
+    fn name(&self) -> &str {
+        "m0007_agents_strategy"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0007Strategy {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("agents"))
+                    .add_column(col("strategy").string_len(32).not_null().default(""))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("agents"))
+                    .drop_column(Alias::new("strategy"))
+                    .to_owned(),
+            )
+            .await
     }
 }
 

@@ -62,7 +62,8 @@ pub trait AgentStore: Send + Sync + 'static {
     /// Keeps the cost, turns and duration of the agent's final result.
     async fn record_outcome(&self, id: AgentId, outcome: Outcome) -> Result<(), DbErr>;
     /// Records which VM the agent was started on.
-    async fn set_vm(&self, id: AgentId, vm_id: &str) -> Result<(), DbErr>;
+    /// Records where and how the agent's vm-agent was started.
+    async fn set_vm(&self, id: AgentId, vm_id: &str, strategy: &str) -> Result<(), DbErr>;
     /// Moves the agent to `status` if that is a step forward; returns the updated agent, or
     /// `None` when the move was not allowed (the agent is unchanged then).
     async fn transition(
@@ -313,6 +314,7 @@ fn agent_of((m, position): (agent::Model, Option<position::Model>)) -> Result<Ag
         team_id: m.team_id.parse().map_err(|_| bad("team_id"))?,
         owner_id: m.owner_id.parse().map_err(|_| bad("owner_id"))?,
         vm_id: m.vm_id.clone(),
+        strategy: m.strategy.clone(),
         task: m.task.clone(),
         status: m.status.parse().map_err(|()| bad("status"))?,
         exit_code: m.exit_code,
@@ -337,6 +339,7 @@ impl AgentStore for SeaAgentStore {
             team_id: Set(a.team_id.to_string()),
             owner_id: Set(a.owner_id.to_string()),
             vm_id: Set(a.vm_id.clone()),
+            strategy: Set(a.strategy.clone()),
             task: Set(a.task.clone()),
             status: Set(a.status.as_str().to_owned()),
             exit_code: Set(a.exit_code),
@@ -484,9 +487,10 @@ impl AgentStore for SeaAgentStore {
             .map(|_| ())
     }
 
-    async fn set_vm(&self, id: AgentId, vm_id: &str) -> Result<(), DbErr> {
+    async fn set_vm(&self, id: AgentId, vm_id: &str, strategy: &str) -> Result<(), DbErr> {
         agent::Entity::update_many()
             .col_expr(agent::Column::VmId, Expr::value(vm_id.to_owned()))
+            .col_expr(agent::Column::Strategy, Expr::value(strategy.to_owned()))
             .filter(agent::Column::Id.eq(id.to_string()))
             .exec(&self.db)
             .await
