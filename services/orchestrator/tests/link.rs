@@ -98,6 +98,7 @@ async fn new_agent(
         team_id: team,
         owner_id: owner,
         vm_id: "local".to_owned(),
+        strategy: "local".to_owned(),
         task: "print some lines".to_owned(),
         status,
         exit_code: None,

@@ -13,6 +13,7 @@ fn agent(team: TeamId, owner: UserId, task: &str, created_at_ms: i64) -> Agent {
         team_id: team,
         owner_id: owner,
         vm_id: "local".to_owned(),
+        strategy: "local".to_owned(),
         task: task.to_owned(),
         status: AgentStatus::Pending,
         exit_code: None,
