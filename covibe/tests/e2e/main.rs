@@ -13,6 +13,7 @@ mod identity;
 mod layering;
 mod permissions;
 mod realtime;
+mod ssh;
 mod support;
 mod web_client;
 mod webhook;

@@ -95,6 +95,15 @@ impl Proc {
         }
     }
 
+    /// Every line printed so far and not yet read.
+    pub fn drain(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.lines.try_recv() {
+            lines.push(line);
+        }
+        lines
+    }
+
     /// The `http://HOST:PORT` at the end of a `... listening on http://HOST:PORT` line.
     pub async fn wait_for_url(&mut self, needle: &str) -> String {
         let line = self.wait_for_line(needle, Duration::from_secs(60)).await;

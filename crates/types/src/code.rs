@@ -175,9 +175,21 @@ impl ApiError {
 /// The gRPC metadata a `rate_limited` status carries its retry delay in.
 const RETRY_AFTER: &str = "retry-after";
 
+/// Marks a status a service made from its own `ApiError`: its message was written for the
+/// caller. A status without it (a transport failure) may carry addresses and OS errors.
+const FOR_CALLER: &str = "covibe-for-caller";
+
+/// Whether `status` came from a service's own answer rather than from the transport.
+pub fn is_for_caller(status: &tonic::Status) -> bool {
+    status.metadata().contains_key(FOR_CALLER)
+}
+
 impl From<ApiError> for tonic::Status {
     fn from(err: ApiError) -> Self {
         let mut status = tonic::Status::new(err.code.grpc(), err.message);
+        status
+            .metadata_mut()
+            .insert(FOR_CALLER, tonic::metadata::MetadataValue::from_static("1"));
         if let Some(secs) = err.retry_after_secs
             && let Ok(value) = secs.to_string().parse()
         {

@@ -4,7 +4,7 @@ mod code;
 mod ids;
 mod status;
 
-pub use code::{ApiError, Code};
+pub use code::{ApiError, Code, is_for_caller};
 pub use ids::{AgentId, IdError, MessageId, SessionId, TeamId, UserId, VmId};
 pub use status::AgentStatus;
 
