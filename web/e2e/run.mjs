@@ -99,10 +99,9 @@ async function waitFor(page, fn, arg, what) {
  * privateKey}`, and optionally `rotateHostKey()`, which gives the sshd a new host key and makes
  * the gateway connect again (an agent spawned on the VM, say).
  *
- * TODO(issue 18): not called yet. Once covibe's e2e starts an sshd, call
- * `await sshVmChecks(sarah, ssh)` in the try block below, after "Sarah creates a team".
+ * Runs when `COVIBE_E2E_SSH` names an sshd (covibe's e2e starts one); the host-key change is
+ * tested against a real sshd in the Rust suites.
  */
-// eslint-disable-next-line no-unused-vars
 async function sshVmChecks({ page }, ssh) {
   const name = `ssh-${Date.now()}`;
   const keyLine = ssh.privateKey.trim().split('\n')[1] ?? ssh.privateKey;
@@ -201,6 +200,8 @@ try {
     await page.getByRole('button', { name: 'Create team' }).click();
     await page.getByRole('navigation', { name: 'Main' }).waitFor();
   });
+
+  if (process.env.COVIBE_E2E_SSH) await sshVmChecks(sarah, JSON.parse(process.env.COVIBE_E2E_SSH));
 
   let code = '';
   await check('Sarah makes an invite on the Team screen', async () => {

@@ -233,21 +233,48 @@ async fn chat_presence_and_vms(gw: &str) {
     assert_eq!(vm["strategy"], "local");
     assert_eq!(vm["userId"], sarah_id.as_str());
     let vm_id = vm["id"].as_str().unwrap().to_owned();
-    let (status, body) = post(
-        &http,
-        &format!("{gw}/api/vm/register"),
-        Some(&sarah_token),
-        json!({"name": "remote", "strategy": "ssh_proxy"}),
-    )
-    .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not available"),
-        "{body}"
-    );
+    // An SSH VM needs where to log in, as whom, and exactly one secret.
+    let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+    for (body, says) in [
+        (
+            json!({"name": "remote", "strategy": "ssh_proxy"}),
+            "host must be",
+        ),
+        (
+            json!({"name": "remote", "strategy": "ssh_proxy", "host": "vm.example.com"}),
+            "username must be",
+        ),
+        (
+            json!({"name": "remote", "strategy": "ssh_proxy", "host": "vm.example.com", "username": "dev"}),
+            "needs a privateKey or a password",
+        ),
+        (
+            json!({"name": "remote", "strategy": "ssh_proxy", "host": "vm.example.com", "username": "dev",
+                   "privateKey": key, "password": "hunter2"}),
+            "exactly one",
+        ),
+        (
+            json!({"name": "remote", "strategy": "ssh_proxy", "host": "-oProxyCommand=x", "username": "dev",
+                   "password": "hunter2"}),
+            "host must be",
+        ),
+        (
+            json!({"name": "remote", "strategy": "local", "host": "vm.example.com"}),
+            "ssh_proxy VMs only",
+        ),
+    ] {
+        let (status, answer) = post(
+            &http,
+            &format!("{gw}/api/vm/register"),
+            Some(&sarah_token),
+            body,
+        )
+        .await;
+        assert_eq!(status, 400, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{answer}");
+        assert!(!message.contains("hunter2"), "{answer}");
+    }
     let (status, body) = post(
         &http,
         &format!("{gw}/api/vm/register"),

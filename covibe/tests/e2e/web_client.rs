@@ -38,7 +38,17 @@ async fn web_client_works_in_a_browser() {
         "the browser suite drives Debian's Chromium: apt-get install chromium (.ci/run does)"
     );
     let dir = tempfile::tempdir().unwrap();
-    let stack = Stack::standalone(dir.path(), &[]).await;
+    let remote = tempfile::tempdir().unwrap();
+    let remote_dir = remote.path().display().to_string();
+    let stack = Stack::standalone(dir.path(), &[("COVIBE_SSH__REMOTE_DIR", &remote_dir)]).await;
+    // An SSH VM the client registers through the Team screen.
+    let sshd = covibe_testkit::SshServer::start().await;
+    let ssh = serde_json::json!({
+        "host": "127.0.0.1",
+        "port": sshd.port,
+        "username": sshd.user,
+        "privateKey": sshd.client_key,
+    });
     let out = web_dir().join("e2e/out");
     let output = tokio::process::Command::new("node")
         .arg("e2e/run.mjs")
@@ -46,6 +56,7 @@ async fn web_client_works_in_a_browser() {
         .arg(&stack.gw)
         .arg("--out")
         .arg(&out)
+        .env("COVIBE_E2E_SSH", ssh.to_string())
         .current_dir(web_dir())
         .output()
         .await

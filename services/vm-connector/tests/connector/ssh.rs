@@ -271,6 +271,29 @@ async fn a_spawn_over_ssh_runs_there_pins_the_key_and_reuses_the_connection() {
         .await
         .unwrap();
     ran(remote.path(), "agent-3").await;
+
+    // Her default VM takes the spawns that name none.
+    let other = crate::support::register(&mut f.client, &sarah, "local").await;
+    for (default, strategy, agent) in [
+        (&other.id, "local", "agent-4"),
+        (&vm.id, "ssh_proxy", "agent-5"),
+    ] {
+        let update = pb::UpdateVmRequest {
+            vm_id: default.clone(),
+            is_default: Some(true),
+            ..Default::default()
+        };
+        let updated = f
+            .client
+            .update_vm(bearer(update, &sarah.token))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(updated.is_default);
+        let used = start(&mut f.client, &sarah, "", agent).await.unwrap();
+        assert_eq!((&used.vm_id, used.strategy.as_str()), (default, strategy));
+    }
+    ran(remote.path(), "agent-5").await;
 }
 
 #[tokio::test]
