@@ -349,7 +349,7 @@ impl VmDomain {
 
     pub async fn view(&self, vm: Vm) -> Result<VmView, Error> {
         let credential = self.store.credential(vm.id).await?.map(|c| c.kind);
-        let connected = self.daemons.is_attached(vm.id) || self.ssh.is_connected(vm.id);
+        let connected = self.daemons.is_attached(vm.id) || self.ssh.is_connected(vm.id).await;
         Ok(VmView {
             vm,
             credential,

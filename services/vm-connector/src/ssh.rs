@@ -239,16 +239,30 @@ impl SshPool {
         masters.entry(vm).or_default().clone()
     }
 
-    /// Whether a master connection to the VM is up.
-    pub fn is_connected(&self, vm: VmId) -> bool {
-        let masters = self
-            .masters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        masters
-            .get(&vm)
-            .and_then(|slot| slot.try_lock().ok().map(|m| m.is_some()))
-            .unwrap_or(false)
+    /// Whether a master connection to the VM is up (asked of the master itself: `ssh` closes
+    /// an idle one on its own). One busy connecting or starting counts as up.
+    pub async fn is_connected(&self, vm: VmId) -> bool {
+        let slot = {
+            let masters = self
+                .masters
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match masters.get(&vm) {
+                Some(slot) => slot.clone(),
+                None => return false,
+            }
+        };
+        let Ok(mut master) = slot.try_lock() else {
+            return true;
+        };
+        let alive = match master.as_ref() {
+            Some(m) => m.session.check().await.is_ok(),
+            None => return false,
+        };
+        if !alive && let Some(gone) = master.take() {
+            close(gone).await;
+        }
+        alive
     }
 
     /// Closes the VM's master connection (its credential, address or key changed, or it went).

@@ -47,6 +47,10 @@ struct Setup {
 }
 
 async fn setup(postgres: bool) -> Setup {
+    setup_idle(postgres, Options::default().idle).await
+}
+
+async fn setup_idle(postgres: bool, idle: Duration) -> Setup {
     let sshd = SshServer::start().await;
     let remote = tempfile::tempdir().unwrap();
     let program = sshd.dir.path().join("recorder.sh");
@@ -62,6 +66,7 @@ async fn setup(postgres: bool) -> Setup {
         },
         remote_dir: remote.path().display().to_string(),
         postgres,
+        idle,
     })
     .await;
     let sarah = member(&f.signer, TeamId::new());
@@ -420,6 +425,44 @@ async fn bad_credentials_unreachable_hosts_and_changed_keys_fail_clearly() {
         .unwrap();
     ran(remote.path(), "after-accept").await;
     assert_eq!(get(&mut f.client, &sarah, &good.id).await.last_error, "");
+}
+
+#[tokio::test]
+async fn an_idle_connection_closes_and_the_next_spawn_opens_another() {
+    let Setup {
+        mut f,
+        sshd,
+        remote,
+        sarah,
+    } = setup_idle(false, Duration::from_secs(1)).await;
+    let vm = register_ssh(
+        &mut f.client,
+        &sarah,
+        sshd.port,
+        &sshd.user,
+        key(&sshd.client_key, ""),
+    )
+    .await
+    .unwrap();
+    start(&mut f.client, &sarah, &vm.id, "before")
+        .await
+        .unwrap();
+    ran(remote.path(), "before").await;
+    assert!(get(&mut f.client, &sarah, &vm.id).await.connected);
+    // `ssh` closes the master once it has been idle for a second.
+    let mut closed = false;
+    for _ in 0..100 {
+        if !get(&mut f.client, &sarah, &vm.id).await.connected {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(closed, "the idle connection stayed open");
+    start(&mut f.client, &sarah, &vm.id, "after").await.unwrap();
+    ran(remote.path(), "after").await;
+    assert_eq!(f.ssh.connects(), 2);
+    assert_eq!(sshd.logins(), 2);
 }
 
 #[tokio::test]

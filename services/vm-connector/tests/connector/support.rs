@@ -36,6 +36,8 @@ pub struct Options {
     pub program: VmAgentCommand,
     pub remote_dir: String,
     pub postgres: bool,
+    /// How long an unused SSH connection stays open.
+    pub idle: Duration,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             },
             remote_dir: ".covibe".to_owned(),
             postgres: false,
+            idle: SshSettings::default().idle,
         }
     }
 }
@@ -88,6 +91,7 @@ pub async fn fixture_with(options: Options) -> Fixture {
         SshSettings {
             remote_dir: options.remote_dir,
             connect_timeout: Duration::from_secs(5),
+            idle: options.idle,
             ..SshSettings::default()
         },
         options.program,
