@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use covibe_config::Config;
 use covibe_identity::KeyFiles;
+use covibe_preview::PreviewStore;
 use covibe_vm_connector::VmStore;
 
 #[derive(Debug, clap::Subcommand)]
@@ -32,7 +33,7 @@ pub enum Admin {
         kid: Option<String>,
     },
     /// Adds a master key version (creates the first on a new set-up), then re-encrypts every
-    /// VM credential under it. Safe to interrupt and run again: a rerun adds no version while
+    /// VM credential and webhook secret under it. Safe to interrupt and run again: a rerun adds no version while
     /// credentials remain on older ones, and finishes their re-encryption.
     RotateMasterKey {
         #[command(flatten)]
@@ -113,11 +114,14 @@ pub async fn run(admin: Admin) -> anyhow::Result<()> {
                 println!("a master key exists ({}): nothing to do", path.display());
                 return Ok(());
             }
-            let store = vm_store(&config).await?;
+            let (store, previews) = sealed_stores(&config).await?;
             let vault = covibe_identity::vault::Vault::new(&path);
             // Rerun after an interruption: finish the version already added, add none.
             let pending = match vault.keys() {
-                Ok(keys) => store.credentials_below(keys.current()).await?.len(),
+                Ok(keys) => {
+                    store.credentials_below(keys.current()).await?.len()
+                        + previews.secrets_below(keys.current()).await?.len()
+                }
                 Err(_) => 0,
             };
             if pending == 0 || !path.exists() {
@@ -131,16 +135,21 @@ pub async fn run(admin: Admin) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{done} VM credentials re-encrypted under the newest version");
+            let done = covibe_preview::reseal_secrets(&previews, &vault)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{done} webhook secrets re-encrypted under the newest version");
         }
         Admin::RetireMasterKey { common, below } => {
             let Some(config) = crate::options::load(&common)? else {
                 return Ok(());
             };
-            let store = vm_store(&config).await?;
-            let left = store.credentials_below(below).await?.len();
+            let (store, previews) = sealed_stores(&config).await?;
+            let left = store.credentials_below(below).await?.len()
+                + previews.secrets_below(below).await?.len();
             if left > 0 {
                 anyhow::bail!(
-                    "{left} VM credentials still use a version below {below}: run `covibe admin rotate-master-key` first"
+                    "{left} sealed secrets still use a version below {below}: run `covibe admin rotate-master-key` first"
                 );
             }
             let retired = covibe_identity::vault::retire(&config.master_key_file(), below)
@@ -199,11 +208,21 @@ pub async fn run(admin: Admin) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn vm_store(config: &Config) -> anyhow::Result<covibe_vm_connector::SeaVmStore> {
+/// The stores holding sealed secrets: members' VM credentials and teams' webhook secrets.
+async fn sealed_stores(
+    config: &Config,
+) -> anyhow::Result<(
+    covibe_vm_connector::SeaVmStore,
+    covibe_preview::SeaPreviewStore,
+)> {
     let db = covibe_storage::connect(&config.database_url())
         .await
         .context("connecting to the database")?;
-    covibe_vm_connector::SeaVmStore::new(db)
+    let vms = covibe_vm_connector::SeaVmStore::new(db.clone())
         .await
-        .context("vm-connector storage")
+        .context("vm-connector storage")?;
+    let previews = covibe_preview::SeaPreviewStore::new(db)
+        .await
+        .context("preview storage")?;
+    Ok((vms, previews))
 }

@@ -387,20 +387,24 @@ async fn preview(
     db: DatabaseConnection,
     hot: Arc<dyn HotStore>,
     server: GrpcServer,
+    team_url: &str,
     identity: &Identity,
 ) -> anyhow::Result<Built> {
     let store = covibe_preview::SeaPreviewStore::new(db)
         .await
         .context("preview storage")?;
-    if config.preview.webhook_secret.is_none() {
-        tracing::info!("preview.webhook_secret is not set: push webhooks will be refused");
-    }
+    let key_file = config.master_key_file();
+    let vault = covibe_identity::vault::Vault::open_file(&key_file, identity.standalone)
+        .with_context(|| format!("loading the master key {}", key_file.display()))?;
+    // Owners and admins configure the preview: the team service knows who they are.
+    let team = TeamServiceClient::new(covibe_bootstrap::channel(team_url)?);
     // The hot store carries `preview_updated` on the team's fan-out.
     let grpc = covibe_preview::PreviewGrpc::new(
         Arc::new(store),
         identity.verifier.clone(),
         hot,
-        config.preview.webhook_secret.clone(),
+        vault,
+        team,
     );
     Ok(Built {
         server: server.add_service(grpc.into_server()),
@@ -527,7 +531,7 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
                 team(&config, db.clone(), hot.clone(), team_srv, id).await?,
                 orchestrator(&config, db.clone(), hot.clone(), orch_srv, &vmc_url, id).await?,
                 vm_connector(&config, db.clone(), hot.clone(), vmc_srv, id).await?,
-                preview(&config, db, hot.clone(), prev_srv, id).await?,
+                preview(&config, db, hot.clone(), prev_srv, &team_url, id).await?,
             ];
             for b in built {
                 tasks.push(serve(b, &shutdown));
@@ -554,7 +558,7 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
                     orchestrator(&config, db, hot, server, vmc, id).await?
                 }
                 Role::VmConnector => vm_connector(&config, db, hot, server, id).await?,
-                _ => preview(&config, db, hot, server, id).await?,
+                _ => preview(&config, db, hot, server, &config.endpoints.team, id).await?,
             };
             tasks.push(serve(built, &shutdown));
         }

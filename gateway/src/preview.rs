@@ -1,9 +1,12 @@
-//! `POST /api/webhook/push?team=TEAM_ID`: GitHub push webhooks for the team's shared preview.
+//! The team's shared preview: `GET /api/preview` for every member; `GET`/`PUT
+//! /api/preview/config` and `POST /api/preview/config/webhook-secret` for owners and admins (the
+//! preview service checks the role); and `POST /api/webhook/push?team=TEAM_ID`, GitHub's push
+//! webhook.
 //!
 //! The gateway holds no webhook secret: it forwards the raw body and GitHub's headers unchanged
-//! to `PreviewService.ReceivePush`, which verifies the signature itself, de-duplicates by
-//! delivery id and records the push. The deploy itself happens later, so the answer is a quick
-//! 202.
+//! to `PreviewService.ReceivePush`, which verifies the signature with the team's own secret,
+//! de-duplicates by delivery id and records the push. The deploy itself happens later, so the
+//! answer is a quick 202.
 
 use std::sync::Arc;
 
@@ -13,12 +16,232 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use covibe_bootstrap::bearer;
 use covibe_proto::preview::v1 as pb;
-use covibe_types::{ApiError, Code};
-use serde::Deserialize;
+use covibe_types::ApiError;
+use serde::{Deserialize, Serialize};
 
 use crate::http::error::HttpError;
+use crate::http::extract::ApiJson;
+use crate::member::Member;
 use crate::state::Gateway;
+
+/// The team's preview.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PreviewView {
+    pub url: String,
+    pub commit: String,
+    /// `none` before the first push, then `pending`, `deploying`, `live` or `failed`.
+    pub status: String,
+    /// Milliseconds since the Unix epoch; 0 when never.
+    pub updated_at: i64,
+}
+
+/// `{preview}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct PreviewEnvelope {
+    pub preview: PreviewView,
+}
+
+/// How the team's preview is built and run (`configured: false` until it was set).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PreviewConfigView {
+    pub configured: bool,
+    pub repository: String,
+    pub branch: String,
+    pub vm_id: Option<String>,
+    pub work_dir: Option<String>,
+    pub build_command: Option<String>,
+    pub start_command: String,
+    pub port: u32,
+    pub health_path: Option<String>,
+    /// The member who set it.
+    pub updated_by: Option<String>,
+    pub updated_at: i64,
+}
+
+/// `{config, webhookUrl}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PreviewConfigEnvelope {
+    pub config: PreviewConfigView,
+    /// Where GitHub sends the team's pushes.
+    pub webhook_url: String,
+}
+
+/// The team's preview configuration.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct PutPreviewConfig {
+    /// A clone URL or path, or GitHub's `owner/name`: pushes count only from this repository.
+    pub repository: String,
+    /// `main` when empty; only pushes to it deploy.
+    #[serde(default)]
+    pub branch: String,
+    /// The VM the preview runs on; the caller's default VM when left out.
+    #[serde(default)]
+    pub vm_id: Option<String>,
+    #[serde(default)]
+    pub work_dir: Option<String>,
+    #[serde(default)]
+    pub build_command: Option<String>,
+    pub start_command: String,
+    /// Where the app listens (1 to 65535).
+    pub port: u32,
+    /// `/` when left out.
+    #[serde(default)]
+    pub health_path: Option<String>,
+}
+
+/// `{config, webhookUrl, webhookSecret?}`: the secret only on the team's first configuration.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PutPreviewConfigAnswer {
+    pub config: PreviewConfigView,
+    pub webhook_url: String,
+    /// Shown this once: paste it into GitHub's webhook settings.
+    pub webhook_secret: Option<String>,
+}
+
+/// A new webhook secret, shown once.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WebhookSecret {
+    pub webhook_url: String,
+    pub webhook_secret: String,
+}
+
+fn some(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn config_view(c: pb::PreviewConfig) -> PreviewConfigView {
+    PreviewConfigView {
+        configured: c.configured,
+        repository: c.repository,
+        branch: c.branch,
+        vm_id: some(c.vm_id),
+        work_dir: some(c.work_dir),
+        build_command: some(c.build_command),
+        start_command: c.start_command,
+        port: c.port,
+        health_path: some(c.health_path),
+        updated_by: some(c.updated_by),
+        updated_at: c.updated_at_ms,
+    }
+}
+
+/// The webhook URL of the caller's team, as the caller reached this gateway.
+fn webhook_url(headers: &HeaderMap, team: &str) -> String {
+    let host = header(headers, "x-forwarded-host");
+    let host = if host.is_empty() {
+        header(headers, "host")
+    } else {
+        host
+    };
+    let proto = header(headers, "x-forwarded-proto");
+    let proto = if proto == "https" { "https" } else { "http" };
+    format!("{proto}://{host}/api/webhook/push?team={team}")
+}
+
+/// `GET /api/preview` → `{preview}`: the caller's team's preview.
+pub(crate) async fn get_preview(
+    State(gw): State<Arc<Gateway>>,
+    member: Member,
+) -> Result<impl IntoResponse, HttpError> {
+    let p = gw
+        .preview
+        .clone()
+        .get_preview(bearer(pb::GetPreviewRequest {}, &member.token))
+        .await?
+        .into_inner();
+    Ok(Json(PreviewEnvelope {
+        preview: PreviewView {
+            url: p.url,
+            commit: p.commit,
+            status: p.status,
+            updated_at: p.updated_at_ms,
+        },
+    }))
+}
+
+/// `GET /api/preview/config` → `{config, webhookUrl}` (owners and admins).
+pub(crate) async fn get_config(
+    State(gw): State<Arc<Gateway>>,
+    member: Member,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, HttpError> {
+    let config = gw
+        .preview
+        .clone()
+        .get_config(bearer(pb::GetPreviewConfigRequest {}, &member.token))
+        .await?
+        .into_inner();
+    Ok(Json(PreviewConfigEnvelope {
+        config: config_view(config),
+        webhook_url: webhook_url(&headers, &member.team_id.to_string()),
+    }))
+}
+
+/// `PUT /api/preview/config {...}` → `{config, webhookUrl, webhookSecret?}` (owners and admins).
+pub(crate) async fn put_config(
+    State(gw): State<Arc<Gateway>>,
+    member: Member,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PutPreviewConfig>,
+) -> Result<impl IntoResponse, HttpError> {
+    let config = pb::PreviewConfig {
+        repository: body.repository,
+        branch: body.branch,
+        vm_id: body.vm_id.unwrap_or_default(),
+        work_dir: body.work_dir.unwrap_or_default(),
+        build_command: body.build_command.unwrap_or_default(),
+        start_command: body.start_command,
+        port: body.port,
+        health_path: body.health_path.unwrap_or_default(),
+        ..Default::default()
+    };
+    let answer = gw
+        .preview
+        .clone()
+        .put_config(bearer(
+            pb::PutPreviewConfigRequest {
+                config: Some(config),
+            },
+            &member.token,
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(PutPreviewConfigAnswer {
+        config: config_view(answer.config.unwrap_or_default()),
+        webhook_url: webhook_url(&headers, &member.team_id.to_string()),
+        webhook_secret: some(answer.webhook_secret),
+    }))
+}
+
+/// `POST /api/preview/config/webhook-secret` → 201 `{webhookUrl, webhookSecret}` (owners and
+/// admins): the old secret is refused from now on.
+pub(crate) async fn rotate_secret(
+    State(gw): State<Arc<Gateway>>,
+    member: Member,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, HttpError> {
+    let answer = gw
+        .preview
+        .clone()
+        .rotate_webhook_secret(bearer(pb::RotateWebhookSecretRequest {}, &member.token))
+        .await?
+        .into_inner();
+    Ok((
+        StatusCode::CREATED,
+        Json(WebhookSecret {
+            webhook_url: webhook_url(&headers, &member.team_id.to_string()),
+            webhook_secret: answer.webhook_secret,
+        }),
+    ))
+}
 
 /// What GitHub sends for a push. The gateway forwards the body unparsed (the preview service
 /// verifies and reads it): this is its description for the document.
@@ -49,6 +272,8 @@ pub(crate) struct WebhookAck {
     pub duplicate: bool,
     /// The pushed commit.
     pub commit: Option<String>,
+    /// Why a signed delivery was not acted on (`ping`, `another branch`, ...).
+    pub ignored: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,26 +307,14 @@ pub(crate) async fn push(
         event: header(&headers, "x-github-event"),
         body: body.to_vec(),
     };
-    let answer = match gw.preview.clone().receive_push(request).await {
-        Ok(answer) => answer.into_inner(),
-        // The preview service's own word that no secret is set: clearer than "unavailable".
-        Err(status)
-            if status.code() == covibe_proto::tonic::Code::Unavailable
-                && status.message().starts_with("webhooks are not configured") =>
-        {
-            return Err(HttpError(ApiError::new(
-                Code::Unavailable,
-                status.message().to_owned(),
-            )));
-        }
-        Err(status) => return Err(status.into()),
-    };
+    let answer = gw.preview.clone().receive_push(request).await?.into_inner();
     Ok((
         StatusCode::ACCEPTED,
         Json(WebhookAck {
             accepted: answer.accepted,
             duplicate: answer.duplicate,
             commit: answer.preview.map(|p| p.commit),
+            ignored: some(answer.ignored),
         }),
     ))
 }

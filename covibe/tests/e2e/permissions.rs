@@ -108,6 +108,13 @@ const MATRIX: &[(&str, [E; 6])] = &[
     ("POST /api/vm/{id}/credential", [D, D, D, D, D, A]),
     ("POST /api/vm/{id}/host-key/accept", [D, D, D, D, D, A]),
     ("GET /api/vm/{id}/audit", [D, D, D, D, D, A]),
+    ("GET /api/preview", [D, A, A, A, A, A]),
+    ("GET /api/preview/config", [D, A, D, A, A, D]),
+    ("PUT /api/preview/config", [D, A, D, A, A, D]),
+    (
+        "POST /api/preview/config/webhook-secret",
+        [D, A, D, A, A, D],
+    ),
     ("POST /api/webhook/push", [S, S, S, S, S, S]),
     ("GET /api/openapi.json", [A, A, A, A, A, A]),
     ("GET /healthz", [A, A, A, A, A, A]),
@@ -279,6 +286,18 @@ const MATRIX: &[(&str, [E; 6])] = &[
     (
         "grpc covibe.preview.v1.PreviewService/GetPreview",
         [D, A, A, A, A, A],
+    ),
+    (
+        "grpc covibe.preview.v1.PreviewService/GetConfig",
+        [D, A, D, A, A, D],
+    ),
+    (
+        "grpc covibe.preview.v1.PreviewService/PutConfig",
+        [D, A, D, A, A, D],
+    ),
+    (
+        "grpc covibe.preview.v1.PreviewService/RotateWebhookSecret",
+        [D, A, D, A, A, D],
     ),
     (
         "grpc covibe.preview.v1.PreviewService/ReceivePush",
@@ -759,6 +778,18 @@ impl World<'_> {
                 let path = format!("/api/vm/{}/audit", self.rita_ssh_vm);
                 self.checked(row, &path, t, None).await
             }
+            "GET /api/preview" => self.checked(row, "/api/preview", t, None).await,
+            "GET /api/preview/config" => self.checked(row, "/api/preview/config", t, None).await,
+            "PUT /api/preview/config" => {
+                let body =
+                    json!({"repository": "rocket/app", "startCommand": "serve", "port": 8000});
+                self.checked(row, "/api/preview/config", t, Some(body))
+                    .await
+            }
+            "POST /api/preview/config/webhook-secret" => {
+                self.checked(row, "/api/preview/config/webhook-secret", t, None)
+                    .await
+            }
             "POST /api/webhook/push" => {
                 let team = &self.owner().team_id;
                 self.checked(
@@ -1148,6 +1179,29 @@ impl World<'_> {
                 self.preview
                     .clone()
                     .get_preview(req(preview_pb::GetPreviewRequest {}, t))
+                    .await,
+            ),
+            "grpc covibe.preview.v1.PreviewService/GetConfig" => grpc_outcome(
+                self.preview
+                    .clone()
+                    .get_config(req(preview_pb::GetPreviewConfigRequest {}, t))
+                    .await,
+            ),
+            "grpc covibe.preview.v1.PreviewService/PutConfig" => {
+                let r = preview_pb::PutPreviewConfigRequest {
+                    config: Some(preview_pb::PreviewConfig {
+                        repository: "rocket/app".into(),
+                        start_command: "serve".into(),
+                        port: 8000,
+                        ..Default::default()
+                    }),
+                };
+                grpc_outcome(self.preview.clone().put_config(req(r, t)).await)
+            }
+            "grpc covibe.preview.v1.PreviewService/RotateWebhookSecret" => grpc_outcome(
+                self.preview
+                    .clone()
+                    .rotate_webhook_secret(req(preview_pb::RotateWebhookSecretRequest {}, t))
                     .await,
             ),
             "grpc covibe.preview.v1.PreviewService/ReceivePush" => {

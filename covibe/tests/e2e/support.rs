@@ -145,7 +145,9 @@ impl Mesh {
                 ]),
             )
             .await;
-        let preview = mesh.launch("preview", Vec::new()).await;
+        let preview = mesh
+            .launch("preview", env(&[("COVIBE_ENDPOINTS__TEAM", &team)]))
+            .await;
         mesh.gateway = mesh
             .launch(
                 "gateway",

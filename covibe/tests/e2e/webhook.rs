@@ -36,20 +36,84 @@ async fn deliver_push(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// GitHub's push webhook, end to end: a signed push reaches the team's sockets as
-/// `preview_updated`; a forged one is refused with nothing sent; a redelivery is acknowledged
-/// as a duplicate and sends nothing twice.
+/// GitHub's push webhook, end to end: the owner configures the team's preview and gets the
+/// team's own secret, once; a signed push reaches the team's sockets as `preview_updated`; a
+/// forged one is refused with nothing sent; a redelivery is acknowledged as a duplicate and
+/// sends nothing twice; a rotated secret replaces the old one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_push_webhook_updates_the_preview() {
-    const SECRET: &str = "e2e-webhook-secret";
     let dir = tempfile::tempdir().unwrap();
-    let (_proc, gw) =
-        start_standalone_with(dir.path(), &[("COVIBE_PREVIEW__WEBHOOK_SECRET", SECRET)]).await;
+    let (_proc, gw) = start_standalone(dir.path()).await;
     let http = reqwest::Client::new();
     let (status, sarah) = create_team(&http, &gw, "Rocket", "sarah@example.com", "Sarah").await;
     assert_eq!(status, 201, "{sarah}");
     let team_id = sarah["team"]["id"].as_str().unwrap().to_owned();
     let token = sarah["accessToken"].as_str().unwrap().to_owned();
+
+    // Before any configuration: no preview, and the config says so.
+    let (status, preview) = get(&http, &format!("{gw}/api/preview"), &token).await;
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(preview["preview"]["status"], "none");
+    let (status, config) = get(&http, &format!("{gw}/api/preview/config"), &token).await;
+    assert_eq!(status, 200, "{config}");
+    assert_eq!(config["config"]["configured"], false);
+    // A member who is not an owner or admin may read the preview, not configure it.
+    let (status, miguel) = post(
+        &http,
+        &format!("{gw}/api/auth/login"),
+        None,
+        json!({"inviteCode": sarah["inviteCode"], "email": "miguel@example.com", "displayName": "Miguel"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{miguel}");
+    let miguel = miguel["accessToken"].as_str().unwrap().to_owned();
+    let settings = json!({
+        "repository": "rocket/app", "branch": "main",
+        "startCommand": "python3 -m http.server 8000", "port": 8000,
+    });
+    let config_url = format!("{gw}/api/preview/config");
+    let (status, refused) = put(&http, &config_url, &miguel, settings.clone()).await;
+    assert_eq!(status, 403, "{refused}");
+    let (status, _) = get(&http, &config_url, &miguel).await;
+    assert_eq!(status, 403);
+    let (status, _) = get(&http, &format!("{gw}/api/preview"), &miguel).await;
+    assert_eq!(status, 200);
+    // Bad settings are refused clearly.
+    let (status, bad) = put(
+        &http,
+        &config_url,
+        &token,
+        json!({"repository": "rocket/app", "startCommand": "", "port": 8000}),
+    )
+    .await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("startCommand"),
+        "{bad}"
+    );
+
+    // The owner configures it: the team's secret comes back this once.
+    let (status, configured) = put(&http, &config_url, &token, settings.clone()).await;
+    assert_eq!(status, 200, "{configured}");
+    let secret = configured["webhookSecret"].as_str().unwrap().to_owned();
+    assert_eq!(secret.len(), 64);
+    assert!(
+        configured["webhookUrl"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/api/webhook/push?team={team_id}")),
+        "{configured}"
+    );
+    assert_eq!(configured["config"]["healthPath"], "/");
+    let (_, again) = put(&http, &config_url, &token, settings).await;
+    assert_eq!(again["webhookSecret"], Value::Null, "shown once: {again}");
+    let (_, read) = get(&http, &config_url, &token).await;
+    assert!(!read.to_string().contains(&secret), "{read}");
+    let secret = secret.as_str();
+
     let mut sio = SioClient::start().await;
     sio.connect("sarah", &gw).await;
     join(
@@ -79,7 +143,7 @@ async fn standalone_push_webhook_updates_the_preview() {
         &http,
         &hook,
         "delivery-1",
-        &github_signature(SECRET, &body),
+        &github_signature(secret, &body),
         &body,
     )
     .await;
@@ -106,7 +170,7 @@ async fn standalone_push_webhook_updates_the_preview() {
         &http,
         &hook,
         "delivery-2",
-        &github_signature(SECRET, &body),
+        &github_signature(secret, &body),
         &forged,
     )
     .await;
@@ -117,7 +181,7 @@ async fn standalone_push_webhook_updates_the_preview() {
         &http,
         &hook,
         "delivery-1",
-        &github_signature(SECRET, &body),
+        &github_signature(secret, &body),
         &body,
     )
     .await;
@@ -130,7 +194,7 @@ async fn standalone_push_webhook_updates_the_preview() {
         &http,
         &hook,
         "delivery-3",
-        &github_signature(SECRET, &forged),
+        &github_signature(secret, &forged),
         &forged,
     )
     .await;
@@ -143,4 +207,38 @@ async fn standalone_push_webhook_updates_the_preview() {
         .filter(|(name, _)| name == "preview_updated")
         .collect();
     assert!(extra.is_empty(), "{extra:?}");
+    let (_, preview) = get(&http, &format!("{gw}/api/preview"), &token).await;
+    assert_eq!(preview["preview"]["commit"], second, "{preview}");
+
+    // A new secret: the old one is refused from now on, the new one works.
+    let (status, rotated) = post(
+        &http,
+        &format!("{gw}/api/preview/config/webhook-secret"),
+        Some(&token),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 201, "{rotated}");
+    let new_secret = rotated["webhookSecret"].as_str().unwrap();
+    let third = push("3333333333333333333333333333333333333333");
+    let old = github_signature(secret, &third);
+    let (status, _) = deliver_push(&http, &hook, "delivery-4", &old, &third).await;
+    assert_eq!(status, 401);
+    let new = github_signature(new_secret, &third);
+    let (status, answer) = deliver_push(&http, &hook, "delivery-4", &new, &third).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["accepted"], true, "{answer}");
+
+    // A push as large as GitHub sends (this route alone takes up to 25 MB).
+    let big = serde_json::to_vec(&json!({
+        "ref": "refs/heads/main",
+        "after": "4444444444444444444444444444444444444444",
+        "repository": {"full_name": "rocket/app"},
+        "commits": [{"message": "x".repeat(20 * 1024 * 1024)}],
+    }))
+    .unwrap();
+    let signed = github_signature(new_secret, &big);
+    let (status, answer) = deliver_push(&http, &hook, "delivery-5", &signed, &big).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["accepted"], true, "{answer}");
 }

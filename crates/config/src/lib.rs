@@ -68,7 +68,6 @@ pub struct Config {
     pub endpoints: Endpoints,
     pub auth: AuthConfig,
     pub limits: Limits,
-    pub preview: PreviewConfig,
     /// The versioned master keys that seal members' VM credentials (a file, or a mounted
     /// Kubernetes Secret); unset means `data_dir/keys/master.key`. Standalone creates it; a
     /// vm-connector alone refuses to start without it (`covibe admin rotate-master-key`).
@@ -99,15 +98,6 @@ impl Default for SshConfig {
             idle_secs: 300,
         }
     }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PreviewConfig {
-    /// The GitHub webhook secret every push delivery must be signed with
-    /// (`COVIBE_PREVIEW__WEBHOOK_SECRET`). One secret serves the whole deployment (per-team
-    /// secrets are future work); unset means webhooks are refused.
-    pub webhook_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,7 +191,6 @@ impl Default for Config {
             endpoints: Endpoints::default(),
             auth: AuthConfig::default(),
             limits: Limits::default(),
-            preview: PreviewConfig::default(),
             master_key_file: None,
             ssh: SshConfig::default(),
         }
@@ -424,14 +413,11 @@ impl Config {
     }
 
     /// The configuration as TOML, for `--print-config`.
-    /// Secrets (the webhook secret, passwords in URLs) are shown as `***`.
+    /// Passwords in URLs are shown as `***`.
     pub fn to_toml(&self) -> Result<String, Error> {
         let mut shown = self.clone();
         shown.database_url = shown.database_url.as_deref().map(redact_url);
         shown.redis_url = shown.redis_url.as_deref().map(redact_url);
-        if shown.preview.webhook_secret.is_some() {
-            shown.preview.webhook_secret = Some("***".to_owned());
-        }
         toml::to_string_pretty(&shown).map_err(|e| Error::Invalid(e.to_string()))
     }
 }
@@ -517,11 +503,10 @@ mod tests {
         assert!(cfg.to_toml().unwrap().contains("agent_command"));
         assert!(cfg.database_url().starts_with("sqlite://"));
 
-        let mut secret = Config {
+        let secret = Config {
             database_url: Some("postgres://app:hunter2@db:5432/covibe".to_owned()),
             ..Config::default()
         };
-        secret.preview.webhook_secret = Some("whsec-hunter2".to_owned());
         let shown = secret.to_toml().unwrap();
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("postgres://app:***@db:5432/covibe"));

@@ -21,6 +21,9 @@ use axum::routing::{delete, get, post, put};
 use crate::state::Gateway;
 use crate::{agents, auth, chat, preview, team, vms};
 
+/// GitHub's largest webhook payload.
+const WEBHOOK_BODY_BYTES: usize = 25 * 1024 * 1024;
+
 /// Every route here has a row in `openapi::ROUTES` (the tests check both ways); layers go
 /// after the routes, since `layer` wraps only the routes added before it.
 pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
@@ -65,7 +68,20 @@ pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/vm/{id}/credential", post(vms::replace_credential))
         .route("/api/vm/{id}/host-key/accept", post(vms::accept_host_key))
         .route("/api/vm/{id}/audit", get(vms::audit))
-        .route("/api/webhook/push", post(preview::push))
+        .route("/api/preview", get(preview::get_preview))
+        .route(
+            "/api/preview/config",
+            get(preview::get_config).put(preview::put_config),
+        )
+        .route(
+            "/api/preview/config/webhook-secret",
+            post(preview::rotate_secret),
+        )
+        // GitHub sends up to 25 MB; this route alone takes that much.
+        .route(
+            "/api/webhook/push",
+            post(preview::push).layer(DefaultBodyLimit::max(WEBHOOK_BODY_BYTES)),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/api/openapi.json", get(openapi::serve))

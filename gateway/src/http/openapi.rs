@@ -507,14 +507,58 @@ pub(crate) const ROUTES: &[Route] = &[
         errors: &[404],
     },
     Route {
+        method: "get",
+        path: "/api/preview",
+        id: "getPreview",
+        summary: "the team's shared preview: URL, commit, status and when",
+        auth: true,
+        query: &[],
+        body: Body::None,
+        ok: (200, Reply::Json("PreviewEnvelope")),
+        errors: &[],
+    },
+    Route {
+        method: "get",
+        path: "/api/preview/config",
+        id: "getPreviewConfig",
+        summary: "the team's preview configuration and webhook URL, never its secret (owners and admins)",
+        auth: true,
+        query: &[],
+        body: Body::None,
+        ok: (200, Reply::Json("PreviewConfigEnvelope")),
+        errors: &[403],
+    },
+    Route {
+        method: "put",
+        path: "/api/preview/config",
+        id: "putPreviewConfig",
+        summary: "set the team's preview configuration (owners and admins); the first one answers the team's webhook secret, once",
+        auth: true,
+        query: &[],
+        body: Body::Json("PutPreviewConfig"),
+        ok: (200, Reply::Json("PutPreviewConfigAnswer")),
+        errors: &[403, 503],
+    },
+    Route {
+        method: "post",
+        path: "/api/preview/config/webhook-secret",
+        id: "rotateWebhookSecret",
+        summary: "a new webhook secret for the team, shown once; the old one is refused from now on (owners and admins)",
+        auth: true,
+        query: &[],
+        body: Body::None,
+        ok: (201, Reply::Json("WebhookSecret")),
+        errors: &[403, 409, 503],
+    },
+    Route {
         method: "post",
         path: "/api/webhook/push",
         id: "receivePushWebhook",
-        summary: "GitHub push webhook for the team's shared preview (content type application/json); \
-            the preview service checks X-Hub-Signature-256 (HMAC-SHA256 of the raw body, sha256= form) \
-            and de-duplicates by X-GitHub-Delivery; events other than X-GitHub-Event: push are \
-            acknowledged and ignored; 401 on a missing or wrong signature, 503 when no webhook secret \
-            is configured",
+        summary: "GitHub push webhook for the team's shared preview (content type application/json, up to 25 MB); \
+            the preview service checks X-Hub-Signature-256 (HMAC-SHA256 of the raw body under the team's \
+            own secret, sha256= form) and de-duplicates by X-GitHub-Delivery; ping, other events and pushes \
+            to another repository or branch are acknowledged and ignored; 401 on a missing or wrong \
+            signature, or a team with no preview configured",
         auth: false,
         query: &[Param {
             name: "team",
@@ -716,6 +760,13 @@ fn schemas() -> Value {
         .schema_from::<crate::vms::AuditPage>()
         .schema_from::<crate::preview::GithubPush>()
         .schema_from::<crate::preview::WebhookAck>()
+        .schema_from::<crate::preview::PreviewView>()
+        .schema_from::<crate::preview::PreviewEnvelope>()
+        .schema_from::<crate::preview::PreviewConfigView>()
+        .schema_from::<crate::preview::PreviewConfigEnvelope>()
+        .schema_from::<crate::preview::PutPreviewConfig>()
+        .schema_from::<crate::preview::PutPreviewConfigAnswer>()
+        .schema_from::<crate::preview::WebhookSecret>()
         .build();
     let mut schemas = serde_json::to_value(&components)
         .map(|c| c["schemas"].clone())

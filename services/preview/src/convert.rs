@@ -2,7 +2,7 @@
 
 use covibe_proto::preview::v1 as pb;
 
-use crate::model::{Preview, Push, PushOutcome};
+use crate::model::{Preview, PreviewConfig, Push, PushOutcome};
 
 impl From<Preview> for pb::Preview {
     fn from(p: Preview) -> Self {
@@ -34,6 +34,44 @@ impl From<PushOutcome> for pb::ReceivePushResponse {
             accepted: o.accepted,
             duplicate: o.duplicate,
             preview: o.preview.map(Into::into),
+            ignored: o.ignored,
         }
     }
+}
+
+/// A team's configuration as the API shows it (`configured: false` before the first one).
+pub(crate) fn config_pb(config: Option<PreviewConfig>) -> pb::PreviewConfig {
+    let Some(c) = config else {
+        return pb::PreviewConfig::default();
+    };
+    pb::PreviewConfig {
+        repository: c.repository,
+        branch: c.branch,
+        vm_id: c.vm_id,
+        work_dir: c.work_dir,
+        build_command: c.build_command,
+        start_command: c.start_command,
+        port: u32::from(c.port),
+        health_path: c.health_path,
+        updated_by: c.updated_by,
+        updated_at_ms: c.updated_at_ms,
+        configured: true,
+    }
+}
+
+/// A configuration a member sent; a port out of range is refused.
+pub(crate) fn config_of(c: pb::PreviewConfig) -> Result<PreviewConfig, covibe_types::ApiError> {
+    Ok(PreviewConfig {
+        repository: c.repository,
+        branch: c.branch,
+        vm_id: c.vm_id,
+        work_dir: c.work_dir,
+        build_command: c.build_command,
+        start_command: c.start_command,
+        port: u16::try_from(c.port)
+            .map_err(|_| covibe_types::ApiError::invalid("port must be 1 to 65535"))?,
+        health_path: c.health_path,
+        updated_by: String::new(),
+        updated_at_ms: 0,
+    })
 }

@@ -1,36 +1,155 @@
-//! The rules: a member reads their own team's preview; a push webhook is verified (HMAC-SHA256
-//! over the raw body, constant-time) before anything of it is looked at, recorded once per
-//! delivery id, and published as `preview_updated` on the team's fan-out.
+//! The rules: a member reads their own team's preview; owners and admins configure it (the
+//! repository and branch that deploy, and how the app is built and run), which gives the team
+//! its own webhook secret, sealed at rest. A push webhook is verified with the team's secret
+//! (HMAC-SHA256 over the raw body, constant-time) before anything of its body is looked at,
+//! acted on only for the configured repository and branch, recorded once per delivery id, and
+//! published as `preview_updated` on the team's fan-out.
 
 use std::sync::Arc;
 
+use covibe_bootstrap::{Client, bearer};
+use covibe_identity::vault::{Binding, Vault, VaultError};
+use covibe_proto::common::v1::Role;
+use covibe_proto::team::v1 as team_pb;
+use covibe_proto::team::v1::team_service_client::TeamServiceClient;
 use covibe_storage::HotStore;
-use covibe_types::{ApiError, TeamId, now_ms};
+use covibe_types::{ApiError, Code, TeamId, UserId, now_ms};
+use zeroize::Zeroizing;
 
 use crate::Error;
-use crate::model::{Preview, Push, PushDelivery, PushOutcome};
+use crate::model::{Preview, PreviewConfig, Push, PushDelivery, PushOutcome, SealedSecret};
 use crate::store::PreviewStore;
 use crate::webhook::{self, PushEvent, verify_signature};
 
 pub struct PreviewDomain {
     store: Arc<dyn PreviewStore>,
     hot: Arc<dyn HotStore>,
-    /// The deployment's webhook secret; `None` refuses every webhook.
-    webhook_secret: Option<Vec<u8>>,
+    vault: Vault,
+    /// Asked for the caller's role (with the caller's own token).
+    team: TeamServiceClient<Client>,
+}
+
+/// What a team's secret is bound to in the vault.
+fn binding(team: &str) -> Binding<'_> {
+    Binding {
+        team,
+        user: "",
+        vm: "",
+        purpose: "webhook_secret",
+    }
+}
+
+fn vault_error(err: &VaultError) -> ApiError {
+    tracing::error!(error = %err, "a webhook secret could not be sealed or opened");
+    ApiError::unavailable(
+        "the server's master key cannot open the team's webhook secret; tell your operator",
+    )
+}
+
+/// A fresh secret for GitHub: 32 random bytes as hex.
+fn new_secret() -> Zeroizing<String> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, bytes.as_mut_slice());
+    Zeroizing::new(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn one_line(what: &str, value: &str, max: usize) -> Result<String, ApiError> {
+    let value = value.trim();
+    if value.len() > max || value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "{what} must be at most {max} printable characters"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+/// Checks a configuration a member sent, filling the defaults.
+fn clean_config(c: &PreviewConfig) -> Result<PreviewConfig, ApiError> {
+    let repository = one_line("repository", &c.repository, 1024)?;
+    if repository.is_empty() || repository.starts_with('-') {
+        return Err(ApiError::invalid(
+            "repository must be a clone URL or path, or GitHub's owner/name",
+        ));
+    }
+    let branch = one_line("branch", &c.branch, 255)?;
+    let branch = if branch.is_empty() {
+        "main".to_owned()
+    } else {
+        branch
+    };
+    let bad_branch = branch.starts_with('-')
+        || branch.contains("..")
+        || branch
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\'));
+    if bad_branch {
+        return Err(ApiError::invalid("branch must be a git branch name"));
+    }
+    let start_command = one_line("startCommand", &c.start_command, 4096)?;
+    if start_command.is_empty() {
+        return Err(ApiError::invalid(
+            "startCommand is required: how the app starts (it must listen on `port`)",
+        ));
+    }
+    if c.port == 0 {
+        return Err(ApiError::invalid("port must be 1 to 65535"));
+    }
+    let health_path = one_line("healthPath", &c.health_path, 1024)?;
+    let health_path = if health_path.is_empty() {
+        "/".to_owned()
+    } else {
+        health_path
+    };
+    if !health_path.starts_with('/') {
+        return Err(ApiError::invalid("healthPath must start with /"));
+    }
+    let vm_id = c.vm_id.trim();
+    if !vm_id.is_empty() && vm_id.parse::<covibe_types::VmId>().is_err() {
+        return Err(ApiError::invalid("vmId is not a VM id"));
+    }
+    Ok(PreviewConfig {
+        repository,
+        branch,
+        vm_id: vm_id.to_owned(),
+        work_dir: one_line("workDir", &c.work_dir, 1024)?,
+        build_command: one_line("buildCommand", &c.build_command, 4096)?,
+        start_command,
+        port: c.port,
+        health_path,
+        updated_by: String::new(),
+        updated_at_ms: 0,
+    })
+}
+
+/// `https://github.com/o/r.git`, `git@github.com:o/r.git`, `o/r`: the same repository.
+fn normalize(repository: &str) -> String {
+    repository
+        .trim()
+        .trim_end_matches('/')
+        .trim_end_matches(".git")
+        .to_ascii_lowercase()
+}
+
+/// Whether a push came from the configured repository.
+fn same_repository(configured: &str, push: &PushEvent) -> bool {
+    let configured = normalize(configured);
+    push.repository_names()
+        .iter()
+        .any(|name| !name.is_empty() && normalize(name) == configured)
 }
 
 impl PreviewDomain {
     pub fn new(
         store: Arc<dyn PreviewStore>,
         hot: Arc<dyn HotStore>,
-        webhook_secret: Option<String>,
+        vault: Vault,
+        team: TeamServiceClient<Client>,
     ) -> Self {
         Self {
             store,
             hot,
-            webhook_secret: webhook_secret
-                .filter(|s| !s.is_empty())
-                .map(String::into_bytes),
+            vault,
+            team,
         }
     }
 
@@ -45,32 +164,139 @@ impl PreviewDomain {
         }))
     }
 
-    /// A webhook delivery: verified, then recorded once and published.
-    pub async fn receive_push(&self, r: Push) -> Result<PushOutcome, Error> {
-        let Some(secret) = &self.webhook_secret else {
-            tracing::warn!(target: "audit", action = "webhook.push", outcome = "refused",
-                reason = "not_configured", team = %r.team_id, delivery_id = %r.delivery_id,
-                "webhook refused: no webhook secret is configured");
+    /// Refuses a caller who is not an owner or admin of their team (the team service says).
+    async fn require_admin(&self, user: UserId, token: &str) -> Result<(), Error> {
+        let team = self
+            .team
+            .clone()
+            .get_team(bearer(team_pb::GetTeamRequest {}, token))
+            .await
+            .map_err(|status| ApiError::from_status(&status))?
+            .into_inner();
+        let role = team
+            .members
+            .iter()
+            .find(|m| m.id == user.to_string())
+            .map(|m| m.role());
+        if matches!(role, Some(Role::Owner | Role::Admin)) {
+            return Ok(());
+        }
+        Err(ApiError::forbidden("only the team's owners and admins configure its preview").into())
+    }
+
+    /// The team's configuration (`None` before it was first set). Owners and admins only.
+    pub async fn config(
+        &self,
+        user: UserId,
+        team: TeamId,
+        token: &str,
+    ) -> Result<Option<PreviewConfig>, Error> {
+        self.require_admin(user, token).await?;
+        Ok(self.store.config(team).await?.map(|(config, _)| config))
+    }
+
+    fn seal(&self, team: TeamId, secret: &str) -> Result<SealedSecret, Error> {
+        let keys = self.vault.keys().map_err(|e| vault_error(&e))?;
+        let id = team.to_string();
+        let sealed = keys
+            .seal(&binding(&id), secret.as_bytes())
+            .map_err(|e| vault_error(&e))?;
+        Ok(SealedSecret {
+            team_id: team,
+            key_version: keys.current(),
+            sealed,
+        })
+    }
+
+    /// Sets the team's configuration. The first one makes the team's webhook secret, returned
+    /// this once.
+    pub async fn put_config(
+        &self,
+        user: UserId,
+        team: TeamId,
+        token: &str,
+        config: &PreviewConfig,
+    ) -> Result<(PreviewConfig, Option<Zeroizing<String>>), Error> {
+        self.require_admin(user, token).await?;
+        let mut config = clean_config(config)?;
+        config.updated_by = user.to_string();
+        config.updated_at_ms = now_ms();
+        let first = self.store.config(team).await?.is_none();
+        let secret = first.then(new_secret);
+        let sealed = match &secret {
+            Some(secret) => Some(self.seal(team, secret)?),
+            None => None,
+        };
+        self.store
+            .put_config(team, &config, sealed.as_ref())
+            .await?;
+        tracing::info!(target: "audit", team_id = %team, user_id = %user,
+            repository = %config.repository, branch = %config.branch, "preview configured");
+        Ok((config, secret))
+    }
+
+    /// A new webhook secret for the team, returned this once; the old one is refused from now on.
+    pub async fn rotate_secret(
+        &self,
+        user: UserId,
+        team: TeamId,
+        token: &str,
+    ) -> Result<Zeroizing<String>, Error> {
+        self.require_admin(user, token).await?;
+        let secret = new_secret();
+        let sealed = self.seal(team, &secret)?;
+        if !self.store.set_secret(&sealed).await? {
             return Err(ApiError::new(
-                covibe_types::Code::Unavailable,
-                "webhooks are not configured (set preview.webhook_secret)",
+                Code::Conflict,
+                "configure the team's preview first (PUT /api/preview/config)",
             )
             .into());
-        };
-        // The signature first: nothing from an unsigned request is looked at further.
-        if let Err(reason) = verify_signature(secret, &r.signature_256, &r.body) {
-            tracing::warn!(target: "audit", action = "webhook.push", outcome = "refused",
-                reason = reason.as_str(), team = %r.team_id, delivery_id = %r.delivery_id,
-                event = %r.event, body_bytes = r.body.len(), "webhook signature refused");
-            return Err(ApiError::unauthenticated(reason.message()).into());
         }
-        let team: TeamId = r.team_id.parse().map_err(|_| {
-            ApiError::invalid("invalid team id (the webhook url needs ?team=TEAM_ID)")
-        })?;
-        if r.event != "push" {
+        tracing::info!(target: "audit", team_id = %team, user_id = %user, "webhook secret rotated");
+        Ok(secret)
+    }
+
+    /// A webhook delivery: checked against the team's own secret, then recorded once and
+    /// published when it is a push to the configured repository and branch.
+    pub async fn receive_push(&self, r: Push) -> Result<PushOutcome, Error> {
+        let refuse = |reason: &str, message: &str| {
+            tracing::warn!(target: "audit", action = "webhook.push", outcome = "refused",
+                reason, team = %r.team_id, delivery_id = %r.delivery_id, event = %r.event,
+                body_bytes = r.body.len(), "webhook refused");
+            Error::from(ApiError::unauthenticated(message))
+        };
+        // Unknown and unconfigured teams are refused like a bad signature: the answer tells a
+        // stranger nothing about which teams exist.
+        let unsigned = "webhook signature does not match the body";
+        let Ok(team) = r.team_id.trim().parse::<TeamId>() else {
+            return Err(refuse("unknown_team", unsigned));
+        };
+        let Some((config, sealed)) = self.store.config(team).await? else {
+            return Err(refuse("not_configured", unsigned));
+        };
+        let keys = self.vault.keys().map_err(|e| vault_error(&e))?;
+        let id = team.to_string();
+        let secret = keys
+            .open(&binding(&id), &sealed.sealed)
+            .map_err(|e| vault_error(&e))?;
+        // The signature first: nothing of an unsigned body is looked at.
+        if let Err(reason) = verify_signature(&secret, &r.signature_256, &r.body) {
+            return Err(refuse(reason.as_str(), reason.message()));
+        }
+        drop(secret);
+        let ignored = |why: &str| {
             tracing::info!(team_id = %team, event = %r.event, delivery_id = %r.delivery_id,
-                "webhook event ignored");
-            return Ok(PushOutcome::default());
+                why, "webhook delivery ignored");
+            Ok(PushOutcome {
+                ignored: why.to_owned(),
+                ..PushOutcome::default()
+            })
+        };
+        if r.event == "ping" {
+            return ignored("ping");
+        }
+        if r.event != "push" {
+            return ignored("not a push");
         }
         if r.delivery_id.is_empty()
             || r.delivery_id.len() > 128
@@ -80,8 +306,13 @@ impl PreviewDomain {
         }
         let push = PushEvent::parse(&r.body).map_err(ApiError::invalid)?;
         if push.deleted {
-            tracing::info!(team_id = %team, git_ref = %push.git_ref, "branch deletion ignored");
-            return Ok(PushOutcome::default());
+            return ignored("a branch deletion");
+        }
+        if !same_repository(&config.repository, &push) {
+            return ignored("another repository");
+        }
+        if push.git_ref != format!("refs/heads/{}", config.branch) {
+            return ignored("another branch");
         }
         let delivery = PushDelivery {
             delivery_id: r.delivery_id,
@@ -96,6 +327,7 @@ impl PreviewDomain {
                 accepted: true,
                 duplicate: true,
                 preview: self.store.get(team).await?,
+                ignored: String::new(),
             });
         };
         tracing::info!(target: "audit", action = "webhook.push", outcome = "accepted",
@@ -111,6 +343,33 @@ impl PreviewDomain {
             accepted: true,
             duplicate: false,
             preview: Some(preview),
+            ignored: String::new(),
         })
     }
+}
+
+/// Re-encrypts every team's webhook secret sealed under an older master key version (a
+/// compare-and-swap per row: safe to stop and run again). Returns how many it re-encrypted.
+pub async fn reseal_secrets(store: &dyn PreviewStore, vault: &Vault) -> Result<usize, Error> {
+    let keys = vault
+        .keys()
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let current = keys.current();
+    let mut done = 0;
+    for stored in store.secrets_below(current).await? {
+        let id = stored.team_id.to_string();
+        let plain = keys
+            .open(&binding(&id), &stored.sealed)
+            .map_err(|e| ApiError::unavailable(format!("team {id}: {e}")))?;
+        let sealed = keys
+            .seal(&binding(&id), &plain)
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        if store
+            .reseal(stored.team_id, &stored.sealed, &sealed, current)
+            .await?
+        {
+            done += 1;
+        }
+    }
+    Ok(done)
 }

@@ -2,11 +2,15 @@
 
 use std::sync::Arc;
 
+use covibe_bootstrap::Client;
 use covibe_identity::Verifier;
+use covibe_identity::vault::Vault;
 use covibe_proto::preview::v1 as pb;
 use covibe_proto::preview::v1::preview_service_server::{PreviewService, PreviewServiceServer};
+use covibe_proto::team::v1::team_service_client::TeamServiceClient;
 use covibe_proto::tonic::{self, Request, Response, Status};
 use covibe_storage::HotStore;
+use covibe_types::{TeamId, UserId};
 
 use crate::domain::PreviewDomain;
 use crate::store::PreviewStore;
@@ -21,18 +25,33 @@ impl PreviewGrpc {
         store: Arc<dyn PreviewStore>,
         verifier: Verifier,
         hot: Arc<dyn HotStore>,
-        webhook_secret: Option<String>,
+        vault: Vault,
+        team: TeamServiceClient<Client>,
     ) -> Self {
         Self {
-            domain: PreviewDomain::new(store, hot, webhook_secret),
+            domain: PreviewDomain::new(store, hot, vault, team),
             verifier,
         }
     }
 
+    /// The server, taking webhook bodies as large as GitHub sends.
     pub fn into_server(self) -> PreviewServiceServer<Self> {
-        PreviewServiceServer::new(self)
+        PreviewServiceServer::new(self).max_decoding_message_size(MAX_WEBHOOK_BYTES + 64 * 1024)
+    }
+
+    /// The member a request's token names, and the token (forwarded to the team service).
+    fn member<T>(&self, request: &Request<T>) -> Result<(UserId, TeamId, String), Status> {
+        let claims = self.verifier.verify_metadata(request.metadata())?;
+        let (user, team) = claims.member()?;
+        let token = covibe_identity::bearer_from_metadata(request.metadata())
+            .unwrap_or_default()
+            .to_owned();
+        Ok((user, team, token))
     }
 }
+
+/// GitHub's largest webhook payload.
+pub const MAX_WEBHOOK_BYTES: usize = 25 * 1024 * 1024;
 
 #[tonic::async_trait]
 impl PreviewService for PreviewGrpc {
@@ -40,11 +59,41 @@ impl PreviewService for PreviewGrpc {
         &self,
         request: Request<pb::GetPreviewRequest>,
     ) -> Result<Response<pb::Preview>, Status> {
-        let (_, team) = self
-            .verifier
-            .verify_metadata(request.metadata())?
-            .member()?;
+        let (_, team, _) = self.member(&request)?;
         Ok(Response::new(self.domain.preview(team).await?.into()))
+    }
+
+    async fn get_config(
+        &self,
+        request: Request<pb::GetPreviewConfigRequest>,
+    ) -> Result<Response<pb::PreviewConfig>, Status> {
+        let (user, team, token) = self.member(&request)?;
+        let config = self.domain.config(user, team, &token).await?;
+        Ok(Response::new(crate::convert::config_pb(config)))
+    }
+
+    async fn put_config(
+        &self,
+        request: Request<pb::PutPreviewConfigRequest>,
+    ) -> Result<Response<pb::PutPreviewConfigResponse>, Status> {
+        let (user, team, token) = self.member(&request)?;
+        let config = crate::convert::config_of(request.into_inner().config.unwrap_or_default())?;
+        let (config, secret) = self.domain.put_config(user, team, &token, &config).await?;
+        Ok(Response::new(pb::PutPreviewConfigResponse {
+            config: Some(crate::convert::config_pb(Some(config))),
+            webhook_secret: secret.map(|s| s.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        request: Request<pb::RotateWebhookSecretRequest>,
+    ) -> Result<Response<pb::RotateWebhookSecretResponse>, Status> {
+        let (user, team, token) = self.member(&request)?;
+        let secret = self.domain.rotate_secret(user, team, &token).await?;
+        Ok(Response::new(pb::RotateWebhookSecretResponse {
+            webhook_secret: secret.to_string(),
+        }))
     }
 
     /// Signed by the team's webhook secret, not by a member: the domain checks it first.

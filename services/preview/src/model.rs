@@ -34,9 +34,47 @@ pub struct Push {
 /// What became of a delivery.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PushOutcome {
-    /// `false`: not a push (or a branch deletion), ignored.
+    /// `false`: not a push (or a branch deletion, or another repository or branch), ignored.
     pub accepted: bool,
+    /// Why a signed delivery was ignored.
+    pub ignored: String,
     /// This delivery was received before; nothing changed.
     pub duplicate: bool,
     pub preview: Option<Preview>,
+}
+
+/// How a team's preview is built and run (owners and admins set it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PreviewConfig {
+    /// A clone URL or path, or GitHub's `owner/name`: pushes count only from this repository.
+    pub repository: String,
+    /// Only pushes to this branch deploy.
+    pub branch: String,
+    /// Empty: the configuring member's default VM.
+    pub vm_id: String,
+    pub work_dir: String,
+    pub build_command: String,
+    pub start_command: String,
+    pub port: u16,
+    /// `/` when empty.
+    pub health_path: String,
+    pub updated_by: String,
+    pub updated_at_ms: i64,
+}
+
+/// A team's webhook secret as stored: sealed (see `covibe_identity::vault`), never plaintext.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    pub team_id: TeamId,
+    pub key_version: u32,
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedSecret")
+            .field("team_id", &self.team_id)
+            .field("key_version", &self.key_version)
+            .finish_non_exhaustive()
+    }
 }

@@ -85,6 +85,9 @@ pub struct PushEvent {
     pub git_ref: String,
     /// `owner/name`.
     pub repository: String,
+    /// The other names of the repository (clone, SSH and web URLs), any of which a team's
+    /// configuration may use.
+    pub urls: Vec<String>,
     /// The push deleted the ref (`after` is all zeros).
     pub deleted: bool,
 }
@@ -102,6 +105,12 @@ struct RawPush {
 #[derive(Deserialize)]
 struct RawRepository {
     full_name: String,
+    #[serde(default)]
+    clone_url: String,
+    #[serde(default)]
+    ssh_url: String,
+    #[serde(default)]
+    html_url: String,
 }
 
 impl PushEvent {
@@ -124,8 +133,20 @@ impl PushEvent {
             deleted: raw.deleted || raw.after.bytes().all(|b| b == b'0'),
             after: raw.after.to_ascii_lowercase(),
             git_ref: raw.git_ref,
+            urls: vec![
+                raw.repository.clone_url,
+                raw.repository.ssh_url,
+                raw.repository.html_url,
+            ],
             repository: raw.repository.full_name,
         })
+    }
+
+    /// Every name the repository goes by.
+    pub fn repository_names(&self) -> Vec<&str> {
+        let mut names = vec![self.repository.as_str()];
+        names.extend(self.urls.iter().map(String::as_str));
+        names
     }
 }
 
@@ -199,6 +220,20 @@ mod tests {
         assert_eq!(
             verify_signature(b"s3cret", &good[..good.len() - 2], body),
             Err(SignatureError::Malformed)
+        );
+    }
+
+    /// GitHub's documented example ("Validating webhook deliveries").
+    #[test]
+    fn githubs_test_vector_verifies() {
+        let secret = b"It's a Secret to Everybody";
+        let body = b"Hello, World!";
+        let signature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert_eq!(verify_signature(secret, signature, body), Ok(()));
+        assert_eq!(sign(secret, body), signature);
+        assert_eq!(
+            verify_signature(secret, signature, b"Hello, World?"),
+            Err(SignatureError::Mismatch)
         );
     }
 

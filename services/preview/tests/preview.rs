@@ -61,7 +61,8 @@ mod webhook {
     use std::time::Duration;
 
     use covibe_identity::KeyFiles;
-    use covibe_preview::{PreviewGrpc, PreviewStore, SeaPreviewStore};
+    use covibe_identity::vault::{self, Binding, Vault};
+    use covibe_preview::{PreviewConfig, PreviewGrpc, PreviewStore, SeaPreviewStore, SealedSecret};
     use covibe_proto::events::v1 as ev;
     use covibe_proto::preview::v1 as pb;
     use covibe_proto::preview::v1::preview_service_server::PreviewService;
@@ -95,10 +96,17 @@ mod webhook {
     }
 
     fn push_body(commit: &str) -> Vec<u8> {
+        push_to(commit, "rocket/app", "main")
+    }
+
+    fn push_to(commit: &str, repository: &str, branch: &str) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
-            "ref": "refs/heads/main",
+            "ref": format!("refs/heads/{branch}"),
             "after": commit,
-            "repository": {"full_name": "rocket/app"},
+            "repository": {
+                "full_name": repository,
+                "clone_url": format!("https://github.com/{repository}.git"),
+            },
             "commits": [],
         }))
         .unwrap()
@@ -124,10 +132,41 @@ mod webhook {
         grpc: PreviewGrpc,
         store: Arc<SeaPreviewStore>,
         fanout: Subscription,
+        vault: Vault,
+        master_key: std::path::PathBuf,
         _keys: tempfile::TempDir,
     }
 
-    async fn fixture(db: &TestDb, secret: Option<&str>) -> Fixture {
+    /// Configures `team`'s preview (as an owner would through the API) with `secret`.
+    async fn configure(f: &Fixture, team: TeamId, repository: &str, secret: &str) {
+        let id = team.to_string();
+        let keys = f.vault.keys().unwrap();
+        let binding = Binding {
+            team: &id,
+            user: "",
+            vm: "",
+            purpose: "webhook_secret",
+        };
+        let sealed = SealedSecret {
+            team_id: team,
+            key_version: keys.current(),
+            sealed: keys.seal(&binding, secret.as_bytes()).unwrap(),
+        };
+        let config = PreviewConfig {
+            repository: repository.to_owned(),
+            branch: "main".to_owned(),
+            start_command: "python3 -m http.server 8000".to_owned(),
+            port: 8000,
+            health_path: "/".to_owned(),
+            ..PreviewConfig::default()
+        };
+        f.store
+            .put_config(team, &config, Some(&sealed))
+            .await
+            .unwrap();
+    }
+
+    async fn fixture(db: &TestDb) -> Fixture {
         let conn = covibe_storage::connect(&db.url).await.unwrap();
         let store = Arc::new(SeaPreviewStore::new(conn).await.unwrap());
         let keys = tempfile::tempdir().unwrap();
@@ -138,11 +177,19 @@ mod webhook {
         .unwrap();
         let hot = Arc::new(MemoryHotStore::new(16));
         let fanout = hot.subscribe().await.unwrap();
-        let grpc = PreviewGrpc::new(store.clone(), verifier, hot, secret.map(str::to_owned));
+        let master_key = keys.path().join("master.key");
+        let vault = Vault::open_file(&master_key, true).unwrap();
+        // Not reached here: these tests configure teams through the store.
+        let team = covibe_proto::team::v1::team_service_client::TeamServiceClient::new(
+            covibe_bootstrap::channel("http://127.0.0.1:9").unwrap(),
+        );
+        let grpc = PreviewGrpc::new(store.clone(), verifier, hot, vault.clone(), team);
         Fixture {
             grpc,
             store,
             fanout,
+            vault,
+            master_key,
             _keys: keys,
         }
     }
@@ -157,9 +204,32 @@ mod webhook {
     }
 
     async fn suite(db: TestDb) {
-        let mut f = fixture(&db, Some(SECRET)).await;
+        let mut f = fixture(&db).await;
         let team = TeamId::new();
         let body = push_body(FIRST);
+        // Before the team configured its preview, even a signed push is refused.
+        let err = f
+            .grpc
+            .receive_push(request(
+                team,
+                "d-early",
+                "push",
+                sign(SECRET, &body),
+                body.clone(),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+        configure(&f, team, "rocket/app", SECRET).await;
+        // Another team, with a secret of its own.
+        let other = TeamId::new();
+        configure(
+            &f,
+            other,
+            "https://github.com/rocket/app.git",
+            "the-other-secret",
+        )
+        .await;
 
         // Refused: missing, wrong, sha1-only, and a body changed after signing. Nothing is
         // recorded, nothing published.
@@ -171,6 +241,11 @@ mod webhook {
             ("sha1 only", sha1_form(&body), body.clone()),
             ("garbage", "sha256=nothex".to_owned(), body.clone()),
             ("changed after signing", sign(SECRET, &body), changed),
+            (
+                "another team's secret",
+                sign("the-other-secret", &body),
+                body.clone(),
+            ),
         ] {
             let err = f
                 .grpc
@@ -227,17 +302,55 @@ mod webhook {
         assert_eq!(f.store.get(team).await.unwrap().unwrap().commit, FIRST);
         assert!(published(&mut f.fanout).await.is_none());
 
-        // Other events are acknowledged and ignored.
+        // A ping, other events, and pushes to another branch or repository are acknowledged
+        // and ignored.
         let ping = br#"{"zen":"Keep it logically awesome."}"#.to_vec();
+        let ignored = [
+            ("ping", "ping", ping.clone(), "ping"),
+            ("issues", "issues", ping, "not a push"),
+            (
+                "branch",
+                "push",
+                push_to(SECOND, "rocket/app", "feature"),
+                "another branch",
+            ),
+            (
+                "repo",
+                "push",
+                push_to(SECOND, "rocket/other", "main"),
+                "another repository",
+            ),
+        ];
+        for (delivery, event, body, why) in ignored {
+            let answer = f
+                .grpc
+                .receive_push(request(team, delivery, event, sign(SECRET, &body), body))
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(!answer.accepted && !answer.duplicate, "{answer:?}");
+            assert_eq!(answer.ignored, why);
+        }
+        assert_eq!(f.store.deliveries(team).await.unwrap(), 1);
+        assert_eq!(f.store.get(team).await.unwrap().unwrap().commit, FIRST);
+        assert!(published(&mut f.fanout).await.is_none());
+        // The other team's repository is named by its clone URL: its pushes match.
+        let theirs = push_body(SECOND);
         let answer = f
             .grpc
-            .receive_push(request(team, "d-ping", "ping", sign(SECRET, &ping), ping))
+            .receive_push(request(
+                other,
+                "d-o",
+                "push",
+                sign("the-other-secret", &theirs),
+                theirs,
+            ))
             .await
             .unwrap()
             .into_inner();
-        assert!(!answer.accepted && !answer.duplicate, "{answer:?}");
-        assert_eq!(f.store.deliveries(team).await.unwrap(), 1);
-        assert!(published(&mut f.fanout).await.is_none());
+        assert!(answer.accepted, "{answer:?}");
+        assert_eq!(f.store.get(other).await.unwrap().unwrap().commit, SECOND);
+        assert!(published(&mut f.fanout).await.is_some());
 
         // Signed but not a push body, or no team: a clear invalid argument.
         let bad = b"{not json".to_vec();
@@ -250,7 +363,7 @@ mod webhook {
         let mut no_team = request(team, "d-x", "push", sign(SECRET, &body), body.clone());
         no_team.get_mut().team_id = String::new();
         let err = f.grpc.receive_push(no_team).await.unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
 
         // A new delivery moves the preview on.
         let body = push_body(SECOND);
@@ -264,20 +377,23 @@ mod webhook {
         assert_eq!(f.store.get(team).await.unwrap().unwrap().commit, SECOND);
         assert_eq!(f.store.deliveries(team).await.unwrap(), 2);
 
-        // No secret configured: every webhook is refused, even a "signed" one.
-        let mut unconfigured = fixture(&db, None).await;
-        let other = TeamId::new();
+        // The master key rotates: the secrets are re-encrypted and still verify.
+        vault::rotate(&f.master_key).unwrap();
+        assert_eq!(
+            covibe_preview::reseal_secrets(f.store.as_ref(), &f.vault)
+                .await
+                .unwrap(),
+            2
+        );
+        vault::retire(&f.master_key, 2).unwrap();
         let body = push_body(FIRST);
-        let err = unconfigured
+        let answer = f
             .grpc
-            .receive_push(request(other, "d-3", "push", sign("", &body), body))
+            .receive_push(request(team, "d-3", "push", sign(SECRET, &body), body))
             .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-        assert!(err.message().contains("not configured"), "{err:?}");
-        assert_eq!(unconfigured.store.get(other).await.unwrap(), None);
-        assert_eq!(unconfigured.store.deliveries(other).await.unwrap(), 0);
-        assert!(published(&mut unconfigured.fanout).await.is_none());
+            .unwrap()
+            .into_inner();
+        assert!(answer.accepted && !answer.duplicate, "{answer:?}");
     }
 
     #[tokio::test]

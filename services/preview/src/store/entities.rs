@@ -18,6 +18,44 @@ pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
 
+pub mod config {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "preview_configs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub team_id: String,
+        pub repository: String,
+        pub branch: String,
+        pub vm_id: String,
+        pub work_dir: String,
+        pub build_command: String,
+        pub start_command: String,
+        pub port: i32,
+        pub health_path: String,
+        pub updated_by: String,
+        pub updated_at_ms: i64,
+        /// The webhook secret, sealed (`covibe_identity::vault`).
+        pub secret_sealed: Vec<u8>,
+        pub secret_version: i32,
+    }
+
+    // Written by hand: the sealed secret stays out of every log line.
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("PreviewConfig")
+                .field("team_id", &self.team_id)
+                .finish_non_exhaustive()
+        }
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod delivery {
     use sea_orm::entity::prelude::*;
 

@@ -7,7 +7,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Previews), Box::new(M0002Deliveries)]
+        vec![
+            Box::new(M0001Previews),
+            Box::new(M0002Deliveries),
+            Box::new(M0003Configs),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -16,6 +20,66 @@ impl MigratorTrait for Migrator {
 }
 
 struct M0001Previews;
+
+struct M0003Configs;
+
+impl MigrationName for M0003Configs {
+    fn name(&self) -> &str {
+        "m0003_preview_configs"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003Configs {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let text = covibe_storage::text_column;
+        let int = |name: &str| {
+            ColumnDef::new(Alias::new(name))
+                .integer()
+                .not_null()
+                .to_owned()
+        };
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("preview_configs"))
+                    .if_not_exists()
+                    .col(text("team_id", 40).primary_key())
+                    .col(text("repository", 1024))
+                    .col(text("branch", 255))
+                    .col(text("vm_id", 40))
+                    .col(text("work_dir", 1024))
+                    .col(text("build_command", 4096))
+                    .col(text("start_command", 4096))
+                    .col(int("port"))
+                    .col(text("health_path", 1024))
+                    .col(text("updated_by", 40))
+                    .col(
+                        ColumnDef::new(Alias::new("updated_at_ms"))
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("secret_sealed"))
+                            .binary()
+                            .not_null(),
+                    )
+                    .col(int("secret_version"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(Alias::new("preview_configs"))
+                    .to_owned(),
+            )
+            .await
+    }
+}
 
 impl MigrationName for M0001Previews {
     fn name(&self) -> &str {
