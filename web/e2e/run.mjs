@@ -4,6 +4,7 @@
 //   node e2e/run.mjs --base http://127.0.0.1:8080 [--out e2e/out]
 // Two members at 390×844 create and join a team, watch an agent, chat, go offline and come back;
 // every screen is scanned with axe-core and photographed at 390×844 and 1280×800.
+import { createHmac, randomBytes } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -161,6 +162,84 @@ async function sshVmChecks({ page }, ssh) {
   });
 }
 
+/**
+ * The team preview's settings through the Team screen (issue 19): the owner sets the repository
+ * and commands, is shown the webhook secret once (gone from the page when dismissed), a push
+ * signed with it is accepted and its commit shows in Showcase (read from `GET /api/preview` on
+ * open), and a new secret, made after a confirmation, replaces it: the old one is refused.
+ *
+ * Only the recorded push is checked: deploying comes with later work.
+ */
+async function previewConfigChecks({ page }) {
+  const card = page.locator('section.card', { has: page.getByRole('heading', { name: 'Preview', exact: true }) });
+  const repository = 'acme/shop';
+  let secret = '';
+  let hook = '';
+
+  /** A GitHub push delivery of `sha` to main, signed with `key`: the webhook's answer status. */
+  const push = async (key, sha) => {
+    const body = JSON.stringify({ ref: 'refs/heads/main', after: sha, repository: { full_name: repository }, deleted: false });
+    const response = await fetch(hook, {
+      method: 'POST',
+      headers: {
+        'Content-Type': 'application/json',
+        'X-GitHub-Event': 'push',
+        'X-GitHub-Delivery': `e2e-${sha}`,
+        'X-Hub-Signature-256': `sha256=${createHmac('sha256', key).update(body).digest('hex')}`,
+      },
+      body,
+    });
+    return response.status;
+  };
+
+  await check('the owner sets up the preview and is shown the webhook secret once', async () => {
+    await tab(page, 'Team');
+    await card.getByText('Not configured yet').waitFor();
+    await card.getByRole('button', { name: 'Save preview settings' }).click();
+    await card.getByText('Enter the repository').waitFor();
+    await card.getByLabel('Repository').fill(repository);
+    await card.getByLabel('Start command').fill('npm start');
+    await card.getByLabel('Port').fill('3000');
+    await scan(page, 'preview settings');
+    await shoot(page, 'preview-settings-390x844');
+    await card.getByRole('button', { name: 'Save preview settings' }).click();
+    const shown = card.getByTestId('webhook-secret');
+    await shown.waitFor();
+    secret = (await shown.innerText()).trim();
+    // The URL as the page shows it, sent to the server under test.
+    const url = new URL((await card.getByTestId('webhook-url').innerText()).trim());
+    hook = base + url.pathname + url.search;
+    await scan(page, 'webhook secret');
+    await shoot(page, 'webhook-secret-390x844');
+    await card.getByRole('button', { name: 'I have copied it: hide the secret' }).click();
+    if ((await page.content()).includes(secret)) throw new Error('the webhook secret is still in the page');
+  });
+
+  await check('a push signed with the secret shows in Showcase', async () => {
+    const sha = randomBytes(20).toString('hex');
+    const status = await push(secret, sha);
+    if (status !== 202) throw new Error(`the signed push was answered ${status}`);
+    await tab(page, 'Showcase');
+    await page.getByTestId('preview-commit').filter({ hasText: sha.slice(0, 7) }).waitFor();
+    await scan(page, 'showcase after a push');
+  });
+
+  await check('a new webhook secret, after a confirmation, refuses the old one', async () => {
+    await tab(page, 'Team');
+    await card.getByRole('button', { name: 'New webhook secret' }).click();
+    await card.getByRole('button', { name: 'Yes, make a new secret' }).click();
+    const shown = card.getByTestId('webhook-secret');
+    await shown.waitFor();
+    const fresh = (await shown.innerText()).trim();
+    if (!fresh || fresh === secret) throw new Error('no new secret shown');
+    await card.getByRole('button', { name: 'I have copied it: hide the secret' }).click();
+    const old = await push(secret, randomBytes(20).toString('hex'));
+    if (old !== 401) throw new Error(`a push signed with the old secret was answered ${old}`);
+    const now = await push(fresh, randomBytes(20).toString('hex'));
+    if (now !== 202) throw new Error(`a push signed with the new secret was answered ${now}`);
+  });
+}
+
 const sarah = await member('sarah');
 const miguel = await member('miguel');
 let agentId = '';
@@ -202,6 +281,7 @@ try {
   });
 
   if (process.env.COVIBE_E2E_SSH) await sshVmChecks(sarah, JSON.parse(process.env.COVIBE_E2E_SSH));
+  await previewConfigChecks(sarah);
 
   let code = '';
   await check('Sarah makes an invite on the Team screen', async () => {

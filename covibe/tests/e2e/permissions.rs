@@ -284,6 +284,14 @@ const MATRIX: &[(&str, [E; 6])] = &[
         [D, D, D, D, D, A],
     ),
     (
+        "grpc covibe.vmconnector.v1.VmConnectorService/CreateJobGrant",
+        [D, A, A, A, A, A],
+    ),
+    (
+        "grpc covibe.vmconnector.v1.VmConnectorService/RunJob",
+        [S, S, S, S, S, S],
+    ),
+    (
         "grpc covibe.preview.v1.PreviewService/GetPreview",
         [D, A, A, A, A, A],
     ),
@@ -1145,6 +1153,22 @@ impl World<'_> {
                     fingerprint: self.changed_host_key().await,
                 };
                 grpc_outcome(self.vmc.clone().accept_host_key(req(r, t)).await)
+            }
+            "grpc covibe.vmconnector.v1.VmConnectorService/CreateJobGrant" => {
+                let r = vmc_pb::CreateJobGrantRequest {
+                    vm_id: String::new(),
+                    purpose: "preview".into(),
+                };
+                grpc_outcome(self.vmc.clone().create_job_grant(req(r, t)).await)
+            }
+            // The grant is the credential: a member's token adds nothing.
+            "grpc covibe.vmconnector.v1.VmConnectorService/RunJob" => {
+                let r = vmc_pb::RunJobRequest {
+                    grant: "not-a-grant".into(),
+                    script: "true".into(),
+                    timeout_secs: 5,
+                };
+                grpc_outcome(self.vmc.clone().run_job(req(r, t)).await)
             }
             "grpc covibe.vmconnector.v1.VmConnectorService/ListAudit" => {
                 let r = vmc_pb::ListAuditRequest {

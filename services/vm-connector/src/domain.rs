@@ -14,7 +14,9 @@ use zeroize::Zeroizing;
 use crate::Error;
 use crate::dial_in::{self, Daemons};
 use crate::local::{Launch, LocalLauncher};
-use crate::model::{CredentialKind, StartAgent, StoredCredential, Strategy, Vm};
+use crate::model::{
+    CredentialKind, JobGrant, JobOutcome, StartAgent, StoredCredential, Strategy, Vm,
+};
 use crate::ssh::{self, Secret, SshError, SshPool, Target};
 use crate::store::VmStore;
 
@@ -721,6 +723,149 @@ impl VmDomain {
                 u64::from(limit),
             )
             .await?)
+    }
+
+    /// A grant to run the team's jobs (`purpose`: `preview`) on one of the caller's VMs (their
+    /// default when `vm_id` is empty). Returns the grant, shown once, and the VM.
+    pub async fn create_job_grant(
+        &self,
+        user: UserId,
+        team: TeamId,
+        vm_id: &str,
+        purpose: &str,
+    ) -> Result<(String, Vm), Error> {
+        if purpose != "preview" {
+            return Err(ApiError::invalid("a job grant's purpose is \"preview\"").into());
+        }
+        let vm = if vm_id.trim().is_empty() {
+            let vms = self.vms(user, team).await?;
+            let default = vms.iter().position(|vm| vm.is_default).unwrap_or(0);
+            vms.into_iter()
+                .nth(default)
+                .ok_or_else(|| ApiError::not_found("no such vm"))?
+        } else {
+            self.own_vm(user, team, vm_id).await?
+        };
+        if vm.strategy == Strategy::DialIn {
+            return Err(ApiError::invalid(
+                "a dial_in VM cannot run the preview yet; choose a local or ssh_proxy VM",
+            )
+            .into());
+        }
+        let mut record = Self::record(&vm, "job.grant", "ok");
+        record.detail = Some(purpose.to_owned());
+        self.audit(record).await?;
+        let grant = dial_in::new_token();
+        self.store
+            .set_job_grant(&JobGrant {
+                grant_hash: dial_in::hash_token(&grant),
+                vm_id: vm.id,
+                team_id: team,
+                user_id: user,
+                purpose: purpose.to_owned(),
+            })
+            .await?;
+        Ok((grant, vm))
+    }
+
+    /// Runs a job on the VM a grant names, after auditing it. The grant's member must still
+    /// own the VM in the grant's team.
+    pub async fn run_job(
+        &self,
+        grant: &str,
+        script: &str,
+        timeout: std::time::Duration,
+        removed: impl Fn(UserId) -> bool,
+    ) -> Result<JobOutcome, Error> {
+        let refused = || ApiError::unauthenticated("unknown or revoked job grant");
+        if grant.trim().is_empty() {
+            return Err(refused().into());
+        }
+        let found = self
+            .store
+            .job_grant(&dial_in::hash_token(grant.trim()))
+            .await?
+            .ok_or_else(refused)?;
+        let vm = self
+            .store
+            .get(found.vm_id)
+            .await?
+            .filter(|vm| vm.user_id == found.user_id && vm.team_id == found.team_id)
+            .filter(|vm| !removed(vm.user_id))
+            .ok_or_else(refused)?;
+        if script.is_empty() || script.len() > 256 * 1024 {
+            return Err(ApiError::invalid("a job's script is 1 byte to 256 KiB").into());
+        }
+        let mut record = Self::record(&vm, "job.run", "requested");
+        record.actor_id = format!("{}-service", found.purpose);
+        record.command_digest = Some(crate::ssh::digest(script));
+        self.audit(record.clone()).await?;
+        let outcome = match vm.strategy {
+            Strategy::Local => self.local.run_job(script, timeout).await?,
+            Strategy::SshProxy => {
+                let stored =
+                    self.store.credential(vm.id).await?.ok_or_else(|| {
+                        ApiError::invalid("the preview's VM has no SSH credential")
+                    })?;
+                let target = Target {
+                    vm_id: vm.id,
+                    host: vm.host.clone(),
+                    port: vm.port,
+                    username: vm.username.clone(),
+                    host_key: vm.host_key.clone(),
+                };
+                let (team, user, id) = (
+                    vm.team_id.to_string(),
+                    vm.user_id.to_string(),
+                    vm.id.to_string(),
+                );
+                let secret = || {
+                    let keys = self.vault.keys().map_err(|e| vault_error(&e))?;
+                    let plain = keys
+                        .open(&binding(&stored, &team, &user, &id), &stored.sealed)
+                        .map_err(|e| vault_error(&e))?;
+                    secret_of(&plain)
+                };
+                match self.ssh.run_job(&target, secret, script, timeout).await {
+                    Ok((outcome, pinned)) => {
+                        if let Some(key) = pinned {
+                            self.store.set_host_keys(vm.id, &key, "").await?;
+                        }
+                        self.store.set_health(vm.id, "", now_ms()).await?;
+                        outcome
+                    }
+                    Err(err) => {
+                        if let SshError::HostKeyChanged { presented, .. } = &err {
+                            self.store
+                                .set_host_keys(vm.id, &vm.host_key, presented)
+                                .await?;
+                        }
+                        self.store
+                            .set_health(vm.id, &err.to_string(), now_ms())
+                            .await?;
+                        record.result = "error".to_owned();
+                        record.detail = Some(err.to_string());
+                        self.note(record).await;
+                        return Err(ssh_api_error(&err).into());
+                    }
+                }
+            }
+            Strategy::DialIn => {
+                return Err(ApiError::invalid(
+                    "a dial_in VM cannot run the preview yet; choose a local or ssh_proxy VM",
+                )
+                .into());
+            }
+        };
+        record.result = if outcome.exit_code == 0 {
+            "ok"
+        } else {
+            "error"
+        }
+        .to_owned();
+        record.detail = Some(format!("exit code {}", outcome.exit_code));
+        self.note(record).await;
+        Ok(outcome)
     }
 
     /// A new dial-in token for one of the caller's `dial_in` or `ssh_proxy` VMs (replacing any

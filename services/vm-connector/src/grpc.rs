@@ -197,6 +197,50 @@ impl VmConnectorService for VmConnectorGrpc {
         Ok(Response::new(pb::CreateVmTokenResponse { vm_token: token }))
     }
 
+    async fn create_job_grant(
+        &self,
+        request: Request<pb::CreateJobGrantRequest>,
+    ) -> Result<Response<pb::CreateJobGrantResponse>, Status> {
+        let (user, team) = self.member(&request)?;
+        let r = request.into_inner();
+        let (grant, vm) = self
+            .domain
+            .create_job_grant(user, team, &r.vm_id, &r.purpose)
+            .await?;
+        Ok(Response::new(pb::CreateJobGrantResponse {
+            grant,
+            vm_id: vm.id.to_string(),
+            host: if vm.strategy == crate::model::Strategy::SshProxy {
+                vm.host
+            } else {
+                "127.0.0.1".to_owned()
+            },
+        }))
+    }
+
+    /// The grant is the credential, not a member's token.
+    async fn run_job(
+        &self,
+        request: Request<pb::RunJobRequest>,
+    ) -> Result<Response<pb::RunJobResponse>, Status> {
+        let r = request.into_inner();
+        let timeout = std::time::Duration::from_secs(match r.timeout_secs {
+            0 => 600,
+            n => u64::from(n.min(3600)),
+        });
+        let revocations = self.verifier.revocations().clone();
+        let outcome = self
+            .domain
+            .run_job(&r.grant, &r.script, timeout, |user| {
+                revocations.is_removed(user)
+            })
+            .await?;
+        Ok(Response::new(pb::RunJobResponse {
+            exit_code: outcome.exit_code,
+            output_tail: outcome.output_tail,
+        }))
+    }
+
     type DialStream = dial_in::DialStream;
 
     /// A VM's daemon, authenticated by its VM token (not a member's).

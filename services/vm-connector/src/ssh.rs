@@ -180,6 +180,11 @@ pub fn fingerprint(key: &str) -> String {
     }
 }
 
+/// Hex SHA-256 of a command, as the audit log records it.
+pub(crate) fn digest(command: &str) -> String {
+    hex(&sha2::Sha256::digest(command.as_bytes()))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -272,6 +277,71 @@ impl SshPool {
         if let Some(master) = master.take() {
             close(master).await;
         }
+    }
+
+    /// Runs a job's `script` with `sh` on the VM over its master connection (opened if needed),
+    /// without holding the connection against spawns meanwhile. Returns the job's outcome and
+    /// the host key pinned by a first contact.
+    pub async fn run_job<F>(
+        &self,
+        target: &Target,
+        secret: F,
+        script: &str,
+        timeout: Duration,
+    ) -> Result<(crate::model::JobOutcome, Option<String>), SshError>
+    where
+        F: FnOnce() -> Result<Secret, SshError>,
+    {
+        let (ctl, pinned) = {
+            let slot = self.slot(target.vm_id);
+            let mut guard = slot.lock().await;
+            let reusable = match guard.as_ref() {
+                Some(m) if m.identity == target.identity() => m.session.check().await.is_ok(),
+                _ => false,
+            };
+            let mut pinned = None;
+            if !reusable {
+                if let Some(old) = guard.take() {
+                    close(old).await;
+                }
+                let (master, learned) = self.connect(target, secret()?).await?;
+                pinned = learned;
+                *guard = Some(master);
+            }
+            let Some(master) = guard.as_ref() else {
+                return Err(SshError::Local("no master connection".to_owned()));
+            };
+            (master.session.control_socket().to_owned(), pinned)
+        };
+        // A second handle on the same master: the job does not hold the slot.
+        let session = openssh::Session::resume(ctl.into_boxed_path(), None);
+        let work = async {
+            let mut child = session
+                .raw_command(format!("sh -c {}", quote(&format!("exec 2>&1\n{script}"))))
+                .stdin(openssh::Stdio::null())
+                .stdout(openssh::Stdio::piped())
+                .stderr(openssh::Stdio::null())
+                .spawn()
+                .await
+                .map_err(|e| SshError::Unreachable(e.to_string()))?;
+            let stdout = child
+                .stdout()
+                .take()
+                .ok_or_else(|| SshError::Local("no stdout".to_owned()))?;
+            let tail = crate::model::read_tail(stdout, crate::model::JOB_TAIL_BYTES).await;
+            let status = child
+                .wait()
+                .await
+                .map_err(|e| SshError::Unreachable(e.to_string()))?;
+            Ok(crate::model::JobOutcome {
+                exit_code: status.code().unwrap_or(-1),
+                output_tail: tail,
+            })
+        };
+        let outcome = tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| SshError::Timeout("running the job"))??;
+        Ok((outcome, pinned))
     }
 
     /// Starts a vm-agent on the VM. `secret` is asked for only when a new master connection is

@@ -24,3 +24,10 @@ export type PresenceName = Schemas['PresenceName'];
 
 export type ChatMessage = Schemas['ChatMessageView'];
 export type PresenceUser = Schemas['PresenceUserView'];
+
+export type PreviewView = Schemas['PreviewView'];
+export type PreviewConfigView = Schemas['PreviewConfigView'];
+export type PreviewConfigEnvelope = Schemas['PreviewConfigEnvelope'];
+export type PutPreviewConfig = Schemas['PutPreviewConfig'];
+export type PutPreviewConfigAnswer = Schemas['PutPreviewConfigAnswer'];
+export type WebhookSecret = Schemas['WebhookSecret'];

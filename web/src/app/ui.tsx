@@ -1,6 +1,6 @@
 // Small pieces the screens share.
 
-import { useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 
 /** Copies `text`; says so for a moment (and to screen readers). */
 export function CopyButton({ text, label = 'Copy' }: { text: string; label?: string }) {
@@ -31,4 +31,21 @@ export function ErrorText({ error }: { error: string | null | undefined }) {
       {error ?? ''}
     </p>
   );
+}
+
+/** Focus for a control that replaces the one just pressed (else focus falls to the page). */
+export function useFocusOnMount<T extends HTMLElement>() {
+  const ref = useRef<T>(null);
+  useEffect(() => ref.current?.focus(), []);
+  return ref;
+}
+
+/**
+ * Focus for an element the next render shows, or keeps, when the one focused goes away: call it
+ * with the element's ref in the handler that hides the focused one.
+ */
+export function useFocusAfterRender() {
+  const [target, setTarget] = useState<{ ref: { current: HTMLElement | null } } | null>(null);
+  useEffect(() => target?.ref.current?.focus(), [target]);
+  return (ref: { current: HTMLElement | null }) => setTarget({ ref });
 }

@@ -1,19 +1,12 @@
-// The team preview. The API has no route to read it yet: the client keeps the last
-// `preview_updated` event (per team, across reloads) and shows that.
+// The team preview: read from the API when the Showcase opens, kept up to date by
+// `preview_updated` events, and remembered per team across reloads (shown offline). Whichever
+// copy changed last wins: an event that overtakes a slower `GET /api/preview` is not undone.
 
 import { effect, signal } from '@preact/signals';
+import { api, errorMessage } from '../api/client';
 import { session } from '../api/session';
 import { realtime } from '../realtime/socket';
-
-export interface Preview {
-  url: string;
-  commit: string;
-  status: string;
-  ref?: string;
-  repository?: string;
-  /** When the preview changed (ms since the epoch). */
-  at?: number;
-}
+import { fromView, newer, parsePreview, type Preview } from './current';
 
 export const preview = signal<Preview | null>(null);
 
@@ -29,29 +22,28 @@ function read(teamId: string): Preview | null {
   }
 }
 
-/** A `preview_updated` payload, checked. */
-export function parsePreview(data: unknown): Preview | null {
-  if (!data || typeof data !== 'object') return null;
-  const d = data as Record<string, unknown>;
-  const text = (v: unknown) => (typeof v === 'string' ? v : '');
-  return {
-    url: text(d.url),
-    commit: text(d.commit),
-    status: text(d.status),
-    ref: text(d.ref) || undefined,
-    repository: text(d.repository) || undefined,
-    at: typeof d.at === 'number' ? d.at : undefined,
-  };
+/** Takes `incoming` unless the preview held is later, and remembers the result. */
+function take(teamId: string, incoming: Preview): void {
+  const next = newer(preview.value, incoming);
+  if (next === preview.value) return;
+  preview.value = next;
+  try {
+    localStorage.setItem(key(teamId), JSON.stringify(next));
+  } catch {
+    // Kept for this page only.
+  }
 }
 
-/** Only http(s) previews are framed (never `javascript:` or `data:`). */
-export function frameable(url: string): boolean {
-  try {
-    const u = new URL(url);
-    return u.protocol === 'https:' || u.protocol === 'http:';
-  } catch {
-    return false;
-  }
+/** Reads the preview from the API; resolves to the error's text, or `null` when it was read. */
+export async function loadPreview(): Promise<string | null> {
+  const teamId = session.value?.team.id;
+  if (!teamId) return null;
+  const { data, error } = await api.GET('/api/preview');
+  // Signed out, or into another team, while the answer was on its way.
+  if (session.value?.team.id !== teamId) return null;
+  if (!data) return errorMessage(error);
+  take(teamId, fromView(data.preview));
+  return null;
 }
 
 let started = false;
@@ -61,13 +53,7 @@ export function startPreview(): void {
   realtime.on('preview_updated', (data) => {
     const next = parsePreview(data);
     const teamId = session.value?.team.id;
-    if (!next || !teamId) return;
-    preview.value = next;
-    try {
-      localStorage.setItem(key(teamId), JSON.stringify(next));
-    } catch {
-      // Kept for this page only.
-    }
+    if (next && teamId) take(teamId, next);
   });
   effect(() => {
     const teamId = session.value?.team.id;

@@ -1,4 +1,5 @@
-// Team: members and roles, invites, signing in other devices, sessions, my VMs, signing out.
+// Team: members and roles, invites, signing in other devices, sessions, my VMs, the team
+// preview's settings (owners and admins), signing out.
 
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, errorMessage, loadMe } from '../api/client';
@@ -7,6 +8,7 @@ import type { InviteInfo, NewInvite, Role, SessionInfo, SignInCode, User } from 
 import { ago, countdown, dateTime, initials } from '../app/format';
 import { CopyButton, ErrorText } from '../app/ui';
 import { members as teamMembers } from './members';
+import { PreviewCard } from './PreviewCard';
 import { Qr } from './Qr';
 import { Vms } from './Vms';
 
@@ -30,6 +32,7 @@ export function TeamScreen() {
         {manager && <Invites />}
         <Devices />
         <Vms />
+        {manager && <PreviewCard />}
         <section class="card wide" aria-labelledby="account-title">
           <h2 id="account-title">This device</h2>
           <p class="muted">

@@ -6,7 +6,7 @@ import { Fragment } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, errorMessage } from '../api/client';
 import type { VmView } from '../api/types';
-import { ErrorText } from '../app/ui';
+import { ErrorText, useFocusOnMount } from '../app/ui';
 import { VmAudit } from './VmAudit';
 import { AddressFields, CredentialFields, focusFirstError } from './VmFields';
 import {
@@ -24,13 +24,6 @@ import { credentialName, healthFacts, sshAddress, strategyName } from './vmStatu
 
 /** How often an open sheet reads the VM again: its health changes by itself. */
 const REFRESH_MS = 20_000;
-
-/** Focus for a control that replaces the one just pressed (else focus falls to the page). */
-function useFocusOnMount<T extends HTMLElement>() {
-  const ref = useRef<T>(null);
-  useEffect(() => ref.current?.focus(), []);
-  return ref;
-}
 
 interface VmSheetProps {
   vmId: string;

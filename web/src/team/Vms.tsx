@@ -6,6 +6,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, errorMessage } from '../api/client';
 import type { VmView } from '../api/types';
 import { CopyButton, ErrorText } from '../app/ui';
+import { myVms } from './myVms';
 import { AddressFields, CredentialFields, focusFirstError } from './VmFields';
 import { emptySshVm, registerSshBody, sshVmErrors, withoutSecrets, type FieldErrors, type SshVmInput } from './vmForm';
 import { VmSheet } from './VmSheet';
@@ -41,8 +42,10 @@ export function Vms() {
 
   const load = async () => {
     const { data, error: failure } = await api.GET('/api/vm/list');
-    if (data) setVms(data.vms);
-    else setError(errorMessage(failure));
+    if (data) {
+      setVms(data.vms);
+      myVms.value = data.vms;
+    } else setError(errorMessage(failure));
   };
   useEffect(() => {
     void load();

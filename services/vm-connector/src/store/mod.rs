@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use covibe_types::{UserId, VmId, now_ms};
 
-use crate::model::{CredentialKind, StoredCredential, Strategy, Vm};
+use crate::model::{CredentialKind, JobGrant, StoredCredential, Strategy, Vm};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
     Set, TransactionTrait,
@@ -29,6 +29,10 @@ pub trait VmStore: Send + Sync + 'static {
     async fn set_credential(&self, credential: &StoredCredential) -> Result<(), DbErr>;
     /// Credentials sealed under a master key version older than `version`.
     async fn credentials_below(&self, version: u32) -> Result<Vec<StoredCredential>, DbErr>;
+    /// Stores a job grant, replacing the VM's previous grant for the same purpose.
+    async fn set_job_grant(&self, grant: &JobGrant) -> Result<(), DbErr>;
+    /// The grant with this hash.
+    async fn job_grant(&self, grant_hash: &str) -> Result<Option<JobGrant>, DbErr>;
     /// Replaces a sealed credential only if it is still `old` (a compare-and-swap, so that a
     /// re-encryption racing a member's replacement never overwrites the newer secret).
     async fn reseal(
@@ -94,6 +98,28 @@ mod token_entity {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+mod grant_entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "vm_job_grants")]
+    pub struct Model {
+        /// Hex SHA-256 of the grant.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub grant_hash: String,
+        pub vm_id: String,
+        pub team_id: String,
+        pub user_id: String,
+        pub purpose: String,
+        pub created_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 mod credential_entity {
     use sea_orm::entity::prelude::*;
 
@@ -138,6 +164,7 @@ pub mod migration {
                 Box::new(M0001Vms),
                 Box::new(M0002VmTokens),
                 Box::new(M0003SshProxy),
+                Box::new(M0004JobGrants),
             ]
         }
 
@@ -149,6 +176,56 @@ pub mod migration {
     struct M0001Vms;
     struct M0002VmTokens;
     struct M0003SshProxy;
+    struct M0004JobGrants;
+
+    impl MigrationName for M0004JobGrants {
+        fn name(&self) -> &str {
+            "m0004_job_grants"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for M0004JobGrants {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            let text = covibe_storage::text_column;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("vm_job_grants"))
+                        .if_not_exists()
+                        .col(text("grant_hash", 64).primary_key())
+                        .col(text("vm_id", 40))
+                        .col(text("team_id", 40))
+                        .col(text("user_id", 40))
+                        .col(text("purpose", 32))
+                        .col(
+                            ColumnDef::new(Alias::new("created_ms"))
+                                .big_integer()
+                                .not_null(),
+                        )
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(
+                    Index::create()
+                        .name("vm_job_grants_vm")
+                        .table(Alias::new("vm_job_grants"))
+                        .col(Alias::new("vm_id"))
+                        .col(Alias::new("purpose"))
+                        .unique()
+                        .if_not_exists()
+                        .to_owned(),
+                )
+                .await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .drop_table(Table::drop().table(Alias::new("vm_job_grants")).to_owned())
+                .await
+        }
+    }
 
     impl MigrationName for M0003SshProxy {
         fn name(&self) -> &str {
@@ -471,6 +548,10 @@ impl VmStore for SeaVmStore {
         credential_entity::Entity::delete_by_id(id.to_string())
             .exec(&txn)
             .await?;
+        grant_entity::Entity::delete_many()
+            .filter(grant_entity::Column::VmId.eq(id.to_string()))
+            .exec(&txn)
+            .await?;
         txn.commit().await?;
         Ok(true)
     }
@@ -529,6 +610,44 @@ impl VmStore for SeaVmStore {
             .exec(&self.db)
             .await
             .map(|_| ())
+    }
+
+    async fn set_job_grant(&self, g: &JobGrant) -> Result<(), DbErr> {
+        use grant_entity::{ActiveModel, Column, Entity};
+        let txn = self.db.begin().await?;
+        Entity::delete_many()
+            .filter(Column::VmId.eq(g.vm_id.to_string()))
+            .filter(Column::Purpose.eq(g.purpose.clone()))
+            .exec(&txn)
+            .await?;
+        ActiveModel {
+            grant_hash: Set(g.grant_hash.clone()),
+            vm_id: Set(g.vm_id.to_string()),
+            team_id: Set(g.team_id.to_string()),
+            user_id: Set(g.user_id.to_string()),
+            purpose: Set(g.purpose.clone()),
+            created_ms: Set(now_ms()),
+        }
+        .insert(&txn)
+        .await?;
+        txn.commit().await
+    }
+
+    async fn job_grant(&self, grant_hash: &str) -> Result<Option<JobGrant>, DbErr> {
+        use covibe_storage::parse_stored;
+        let Some(m) = grant_entity::Entity::find_by_id(grant_hash.to_owned())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(JobGrant {
+            grant_hash: m.grant_hash,
+            vm_id: parse_stored(&m.vm_id)?,
+            team_id: parse_stored(&m.team_id)?,
+            user_id: parse_stored(&m.user_id)?,
+            purpose: m.purpose,
+        }))
     }
 
     async fn credentials_below(&self, version: u32) -> Result<Vec<StoredCredential>, DbErr> {

@@ -815,3 +815,135 @@ async fn rotation_reencrypts_every_credential_and_retiring_refuses_leftovers() {
         .unwrap_err();
     assert!(err.message().contains("no longer has"), "{}", err.message());
 }
+
+async fn grant(
+    client: &mut Client,
+    who: &Member,
+    vm_id: &str,
+) -> Result<pb::CreateJobGrantResponse, covibe_proto::tonic::Status> {
+    let request = pb::CreateJobGrantRequest {
+        vm_id: vm_id.to_owned(),
+        purpose: "preview".to_owned(),
+    };
+    Ok(client
+        .create_job_grant(bearer(request, &who.token))
+        .await?
+        .into_inner())
+}
+
+async fn job(
+    client: &mut Client,
+    grant: &str,
+    script: &str,
+) -> Result<pb::RunJobResponse, covibe_proto::tonic::Status> {
+    let request = pb::RunJobRequest {
+        grant: grant.to_owned(),
+        script: script.to_owned(),
+        timeout_secs: 30,
+    };
+    Ok(client.run_job(request).await?.into_inner())
+}
+
+/// The preview's jobs: a member grants the team's preview the use of their VM; the grant, not
+/// a member's token, runs a script there (over SSH, or on this machine), audited; a new grant
+/// replaces the old, and another member cannot grant someone else's VM.
+#[tokio::test]
+async fn job_grants_run_scripts_on_their_vm_only() {
+    let Setup {
+        mut f,
+        sshd,
+        remote,
+        sarah,
+    } = setup(false).await;
+    let vm = register_ssh(
+        &mut f.client,
+        &sarah,
+        sshd.port,
+        &sshd.user,
+        key(&sshd.client_key, ""),
+    )
+    .await
+    .unwrap();
+    let granted = grant(&mut f.client, &sarah, &vm.id).await.unwrap();
+    assert_eq!(
+        (granted.vm_id.as_str(), granted.host.as_str()),
+        (vm.id.as_str(), "127.0.0.1")
+    );
+    let marker = remote.path().join("job-ran");
+    let script = format!(
+        "echo to stdout; echo to stderr >&2; touch '{}'; exit 3",
+        marker.display()
+    );
+    let done = job(&mut f.client, &granted.grant, &script).await.unwrap();
+    assert_eq!(done.exit_code, 3);
+    assert!(
+        done.output_tail.contains("to stdout") && done.output_tail.contains("to stderr"),
+        "{done:?}"
+    );
+    assert!(marker.exists(), "the script ran on the VM");
+    assert_eq!(sshd.logins(), 1);
+    // Only the end of a long output is kept.
+    let long = job(
+        &mut f.client,
+        &granted.grant,
+        "i=0; while [ $i -lt 20000 ]; do echo line $i; i=$((i+1)); done",
+    )
+    .await
+    .unwrap();
+    assert!(long.output_tail.len() <= 64 * 1024);
+    assert!(long.output_tail.trim_end().ends_with("line 19999"));
+
+    // The run is in the VM's audit log, by the service, with the script's digest.
+    let entries = audit(&mut f.client, &sarah, &vm.id).await;
+    // Each run: a record before it ("requested"), and one of how it ended.
+    let runs: Vec<_> = entries
+        .iter()
+        .filter(|e| e.action == "job.run" && e.result != "requested")
+        .collect();
+    assert_eq!(runs.len(), 2, "{entries:?}");
+    assert_eq!(
+        entries.iter().filter(|e| e.result == "requested").count(),
+        2
+    );
+    assert_eq!(runs[1].actor_id, "preview-service");
+    assert_eq!(runs[1].result, "error");
+    assert_eq!(runs[1].command_digest.len(), 64);
+
+    // A made-up grant, and a grant replaced by a newer one, are refused.
+    let err = job(&mut f.client, "made-up", "true").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let newer = grant(&mut f.client, &sarah, &vm.id).await.unwrap();
+    let err = job(&mut f.client, &granted.grant, "true")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(
+        job(&mut f.client, &newer.grant, "true")
+            .await
+            .unwrap()
+            .exit_code,
+        0
+    );
+
+    // Another member cannot grant her VM; his own default VM (this machine) works for him.
+    let miguel = member(&f.signer, sarah.team);
+    let err = grant(&mut f.client, &miguel, &vm.id).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let his = grant(&mut f.client, &miguel, "").await.unwrap();
+    assert_eq!(his.host, "127.0.0.1");
+    let here = job(&mut f.client, &his.grant, "echo here").await.unwrap();
+    assert_eq!((here.exit_code, here.output_tail.trim()), (0, "here"));
+
+    // Removing the VM revokes its grant.
+    f.client
+        .delete_vm(bearer(
+            pb::GetVmRequest {
+                vm_id: vm.id.clone(),
+            },
+            &sarah.token,
+        ))
+        .await
+        .unwrap();
+    let err = job(&mut f.client, &newer.grant, "true").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+}
