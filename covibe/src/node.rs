@@ -387,7 +387,7 @@ async fn preview(
     db: DatabaseConnection,
     hot: Arc<dyn HotStore>,
     server: GrpcServer,
-    team_url: &str,
+    (team_url, vmc_url): (&str, &str),
     identity: &Identity,
 ) -> anyhow::Result<Built> {
     let store = covibe_preview::SeaPreviewStore::new(db)
@@ -398,6 +398,15 @@ async fn preview(
         .with_context(|| format!("loading the master key {}", key_file.display()))?;
     // Owners and admins configure the preview: the team service knows who they are.
     let team = TeamServiceClient::new(covibe_bootstrap::channel(team_url)?);
+    // Deploys run on the team's preview VM through the vm-connector.
+    let vmc = VmConnectorServiceClient::new(covibe_bootstrap::channel(vmc_url)?);
+    let deploys = covibe_preview::DeploySettings {
+        timeout: Duration::from_secs(config.preview.deploy_timeout_secs),
+        health_timeout: Duration::from_secs(config.preview.health_timeout_secs),
+        attempts: config.preview.deploy_attempts,
+        run_queue: config.preview.run_deploys,
+        ..Default::default()
+    };
     // The hot store carries `preview_updated` on the team's fan-out.
     let grpc = covibe_preview::PreviewGrpc::new(
         Arc::new(store),
@@ -405,6 +414,8 @@ async fn preview(
         hot,
         vault,
         team,
+        vmc,
+        deploys,
     );
     Ok(Built {
         server: server.add_service(grpc.into_server()),
@@ -531,7 +542,15 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
                 team(&config, db.clone(), hot.clone(), team_srv, id).await?,
                 orchestrator(&config, db.clone(), hot.clone(), orch_srv, &vmc_url, id).await?,
                 vm_connector(&config, db.clone(), hot.clone(), vmc_srv, id).await?,
-                preview(&config, db, hot.clone(), prev_srv, &team_url, id).await?,
+                preview(
+                    &config,
+                    db,
+                    hot.clone(),
+                    prev_srv,
+                    (&team_url, &vmc_url),
+                    id,
+                )
+                .await?,
             ];
             for b in built {
                 tasks.push(serve(b, &shutdown));
@@ -558,7 +577,10 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
                     orchestrator(&config, db, hot, server, vmc, id).await?
                 }
                 Role::VmConnector => vm_connector(&config, db, hot, server, id).await?,
-                _ => preview(&config, db, hot, server, &config.endpoints.team, id).await?,
+                _ => {
+                    let e = &config.endpoints;
+                    preview(&config, db, hot, server, (&e.team, &e.vm_connector), id).await?
+                }
             };
             tasks.push(serve(built, &shutdown));
         }

@@ -167,6 +167,103 @@ pub(crate) async fn get_preview(
     }))
 }
 
+/// One deploy of the team's preview.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DeploymentView {
+    pub id: String,
+    pub commit: String,
+    /// `push` or `manual`.
+    pub trigger: String,
+    /// Who pushed, or the member who asked.
+    pub requested_by: String,
+    /// `queued`, `running`, `live`, `failed` or `replaced`.
+    pub status: String,
+    pub attempts: u32,
+    pub created_at: i64,
+    /// 0 until it started.
+    pub started_at: i64,
+    /// 0 until it ended.
+    pub finished_at: i64,
+    /// The end of its log.
+    pub log_tail: String,
+}
+
+/// `{deployments}`, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct DeploymentList {
+    pub deployments: Vec<DeploymentView>,
+}
+
+/// `{deployment}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct DeploymentEnvelope {
+    pub deployment: DeploymentView,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeploymentsQuery {
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+fn deployment_view(d: pb::Deployment) -> DeploymentView {
+    DeploymentView {
+        id: d.id,
+        commit: d.commit,
+        trigger: d.trigger,
+        requested_by: d.requested_by,
+        status: d.status,
+        attempts: d.attempts,
+        created_at: d.created_at_ms,
+        started_at: d.started_at_ms,
+        finished_at: d.finished_at_ms,
+        log_tail: d.log_tail,
+    }
+}
+
+/// `GET /api/preview/deployments?limit` → `{deployments}`: the team's deploys, newest first.
+pub(crate) async fn deployments(
+    State(gw): State<Arc<Gateway>>,
+    member: Member,
+    query: Result<Query<DeploymentsQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, HttpError> {
+    let Query(query) =
+        query.map_err(|e| ApiError::invalid(format!("invalid query: {}", e.body_text())))?;
+    let request = pb::ListDeploymentsRequest {
+        limit: query.limit.unwrap_or(0),
+    };
+    let list = gw
+        .preview
+        .clone()
+        .list_deployments(bearer(request, &member.token))
+        .await?
+        .into_inner();
+    Ok(Json(DeploymentList {
+        deployments: list.deployments.into_iter().map(deployment_view).collect(),
+    }))
+}
+
+/// `POST /api/preview/deploy` → 202 `{deployment}`: deploys the newest known commit again
+/// (owners and admins).
+pub(crate) async fn redeploy(
+    State(gw): State<Arc<Gateway>>,
+    member: Member,
+) -> Result<impl IntoResponse, HttpError> {
+    let deployment = gw
+        .preview
+        .clone()
+        .redeploy(bearer(pb::RedeployRequest {}, &member.token))
+        .await?
+        .into_inner();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(DeploymentEnvelope {
+            deployment: deployment_view(deployment),
+        }),
+    ))
+}
+
 /// `GET /api/preview/config` → `{config, webhookUrl}` (owners and admins).
 pub(crate) async fn get_config(
     State(gw): State<Arc<Gateway>>,

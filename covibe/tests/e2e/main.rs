@@ -12,6 +12,7 @@ mod grpc_web;
 mod identity;
 mod layering;
 mod permissions;
+mod preview_deploy;
 mod realtime;
 mod ssh;
 mod support;

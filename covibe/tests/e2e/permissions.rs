@@ -109,12 +109,14 @@ const MATRIX: &[(&str, [E; 6])] = &[
     ("POST /api/vm/{id}/host-key/accept", [D, D, D, D, D, A]),
     ("GET /api/vm/{id}/audit", [D, D, D, D, D, A]),
     ("GET /api/preview", [D, A, A, A, A, A]),
+    ("GET /api/preview/deployments", [D, A, A, A, A, A]),
     ("GET /api/preview/config", [D, A, D, A, A, D]),
     ("PUT /api/preview/config", [D, A, D, A, A, D]),
     (
         "POST /api/preview/config/webhook-secret",
         [D, A, D, A, A, D],
     ),
+    ("POST /api/preview/deploy", [D, A, D, A, A, D]),
     ("POST /api/webhook/push", [S, S, S, S, S, S]),
     ("GET /api/openapi.json", [A, A, A, A, A, A]),
     ("GET /healthz", [A, A, A, A, A, A]),
@@ -305,6 +307,14 @@ const MATRIX: &[(&str, [E; 6])] = &[
     ),
     (
         "grpc covibe.preview.v1.PreviewService/RotateWebhookSecret",
+        [D, A, D, A, A, D],
+    ),
+    (
+        "grpc covibe.preview.v1.PreviewService/ListDeployments",
+        [D, A, A, A, A, A],
+    ),
+    (
+        "grpc covibe.preview.v1.PreviewService/Redeploy",
         [D, A, D, A, A, D],
     ),
     (
@@ -787,6 +797,10 @@ impl World<'_> {
                 self.checked(row, &path, t, None).await
             }
             "GET /api/preview" => self.checked(row, "/api/preview", t, None).await,
+            "GET /api/preview/deployments" => {
+                self.checked(row, "/api/preview/deployments", t, None).await
+            }
+            "POST /api/preview/deploy" => self.checked(row, "/api/preview/deploy", t, None).await,
             "GET /api/preview/config" => self.checked(row, "/api/preview/config", t, None).await,
             "PUT /api/preview/config" => {
                 let body =
@@ -1226,6 +1240,18 @@ impl World<'_> {
                 self.preview
                     .clone()
                     .rotate_webhook_secret(req(preview_pb::RotateWebhookSecretRequest {}, t))
+                    .await,
+            ),
+            "grpc covibe.preview.v1.PreviewService/ListDeployments" => grpc_outcome(
+                self.preview
+                    .clone()
+                    .list_deployments(req(preview_pb::ListDeploymentsRequest { limit: 0 }, t))
+                    .await,
+            ),
+            "grpc covibe.preview.v1.PreviewService/Redeploy" => grpc_outcome(
+                self.preview
+                    .clone()
+                    .redeploy(req(preview_pb::RedeployRequest {}, t))
                     .await,
             ),
             "grpc covibe.preview.v1.PreviewService/ReceivePush" => {

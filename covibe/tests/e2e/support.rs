@@ -146,7 +146,13 @@ impl Mesh {
             )
             .await;
         let preview = mesh
-            .launch("preview", env(&[("COVIBE_ENDPOINTS__TEAM", &team)]))
+            .launch(
+                "preview",
+                env(&[
+                    ("COVIBE_ENDPOINTS__TEAM", &team),
+                    ("COVIBE_ENDPOINTS__VM_CONNECTOR", &vmc),
+                ]),
+            )
             .await;
         mesh.gateway = mesh
             .launch(

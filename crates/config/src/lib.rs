@@ -73,6 +73,32 @@ pub struct Config {
     /// vm-connector alone refuses to start without it (`covibe admin rotate-master-key`).
     pub master_key_file: Option<PathBuf>,
     pub ssh: SshConfig,
+    pub preview: PreviewSettings,
+}
+
+/// The team previews' deploys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreviewSettings {
+    /// For one deploy's job on the VM: fetch, build and start.
+    pub deploy_timeout_secs: u64,
+    /// How long a started app has to answer its health check.
+    pub health_timeout_secs: u64,
+    /// Attempts for a deploy that failed for a passing reason.
+    pub deploy_attempts: u32,
+    /// Whether this process runs deploys (every replica does by default; the queue is shared).
+    pub run_deploys: bool,
+}
+
+impl Default for PreviewSettings {
+    fn default() -> Self {
+        Self {
+            deploy_timeout_secs: 900,
+            health_timeout_secs: 30,
+            deploy_attempts: 3,
+            run_deploys: true,
+        }
+    }
 }
 
 /// The `ssh_proxy` strategy.
@@ -193,6 +219,7 @@ impl Default for Config {
             limits: Limits::default(),
             master_key_file: None,
             ssh: SshConfig::default(),
+            preview: PreviewSettings::default(),
         }
     }
 }

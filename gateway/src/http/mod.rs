@@ -69,6 +69,8 @@ pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/vm/{id}/host-key/accept", post(vms::accept_host_key))
         .route("/api/vm/{id}/audit", get(vms::audit))
         .route("/api/preview", get(preview::get_preview))
+        .route("/api/preview/deployments", get(preview::deployments))
+        .route("/api/preview/deploy", post(preview::redeploy))
         .route(
             "/api/preview/config",
             get(preview::get_config).put(preview::put_config),

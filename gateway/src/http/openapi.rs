@@ -519,6 +519,32 @@ pub(crate) const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/api/preview/deployments",
+        id: "listPreviewDeployments",
+        summary: "the team's preview deploys, newest first, with their log tails",
+        auth: true,
+        query: &[Param {
+            name: "limit",
+            schema: "integer",
+            description: "at most this many (default 20, at most 100)",
+        }],
+        body: Body::None,
+        ok: (200, Reply::Json("DeploymentList")),
+        errors: &[],
+    },
+    Route {
+        method: "post",
+        path: "/api/preview/deploy",
+        id: "redeployPreview",
+        summary: "deploy the newest known commit again (owners and admins)",
+        auth: true,
+        query: &[],
+        body: Body::None,
+        ok: (202, Reply::Json("DeploymentEnvelope")),
+        errors: &[403, 409],
+    },
+    Route {
+        method: "get",
         path: "/api/preview/config",
         id: "getPreviewConfig",
         summary: "the team's preview configuration and webhook URL, never its secret (owners and admins)",
@@ -686,7 +712,7 @@ fn document() -> Value {
             "title": "CoVibe gateway",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "REST for phones and browsers. Every error is {\"error\": {\"code\", \"message\"}}. \
-                Live events (agent_output, agent_status, chat_message, team_presence, preview_updated) use Socket.io at /socket.io, not described here.",
+                Live events (agent_output, agent_status, chat_message, team_presence, preview_updated, preview_failed) use Socket.io at /socket.io, not described here.",
         },
         "paths": paths,
         "components": {
@@ -767,6 +793,9 @@ fn schemas() -> Value {
         .schema_from::<crate::preview::PutPreviewConfig>()
         .schema_from::<crate::preview::PutPreviewConfigAnswer>()
         .schema_from::<crate::preview::WebhookSecret>()
+        .schema_from::<crate::preview::DeploymentView>()
+        .schema_from::<crate::preview::DeploymentList>()
+        .schema_from::<crate::preview::DeploymentEnvelope>()
         .build();
     let mut schemas = serde_json::to_value(&components)
         .map(|c| c["schemas"].clone())

@@ -110,6 +110,16 @@ impl Prepared {
                     "at": preview.updated_at_ms,
                 }),
             ),
+            ev::team_event::Event::PreviewFailed(failed) => Self::team(
+                "preview_failed",
+                &json!({
+                    "commit": failed.commit,
+                    "deploymentId": failed.deployment_id,
+                    "reason": failed.reason,
+                    "logTail": failed.log_tail,
+                    "at": failed.at_ms,
+                }),
+            ),
         })
     }
 

@@ -2,7 +2,7 @@
 
 use covibe_proto::preview::v1 as pb;
 
-use crate::model::{Preview, PreviewConfig, Push, PushOutcome};
+use crate::model::{Deployment, Preview, PreviewConfig, Push, PushOutcome};
 
 impl From<Preview> for pb::Preview {
     fn from(p: Preview) -> Self {
@@ -74,4 +74,19 @@ pub(crate) fn config_of(c: pb::PreviewConfig) -> Result<PreviewConfig, covibe_ty
         updated_by: String::new(),
         updated_at_ms: 0,
     })
+}
+
+pub(crate) fn deployment_pb(d: Deployment) -> pb::Deployment {
+    pb::Deployment {
+        id: d.id,
+        commit: d.commit,
+        trigger: d.trigger,
+        requested_by: d.requested_by,
+        status: d.status,
+        attempts: d.attempts,
+        created_at_ms: d.created_at_ms,
+        started_at_ms: d.started_at_ms,
+        finished_at_ms: d.finished_at_ms,
+        log_tail: d.log_tail,
+    }
 }

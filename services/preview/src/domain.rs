@@ -12,12 +12,17 @@ use covibe_identity::vault::{Binding, Vault, VaultError};
 use covibe_proto::common::v1::Role;
 use covibe_proto::team::v1 as team_pb;
 use covibe_proto::team::v1::team_service_client::TeamServiceClient;
+use covibe_proto::vmconnector::v1 as vmc;
+use covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServiceClient;
 use covibe_storage::HotStore;
 use covibe_types::{ApiError, Code, TeamId, UserId, now_ms};
 use zeroize::Zeroizing;
 
 use crate::Error;
-use crate::model::{Preview, PreviewConfig, Push, PushDelivery, PushOutcome, SealedSecret};
+use crate::deploy::{Deployer, grant_binding};
+use crate::model::{
+    Deployment, Preview, PreviewConfig, Push, PushDelivery, PushOutcome, SealedSecret, StoredGrant,
+};
 use crate::store::PreviewStore;
 use crate::webhook::{self, PushEvent, verify_signature};
 
@@ -27,6 +32,9 @@ pub struct PreviewDomain {
     vault: Vault,
     /// Asked for the caller's role (with the caller's own token).
     team: TeamServiceClient<Client>,
+    /// Asked for a grant to deploy on the VM the configuring member names.
+    vmc: VmConnectorServiceClient<Client>,
+    deployer: Arc<Deployer>,
 }
 
 /// What a team's secret is bound to in the vault.
@@ -144,13 +152,97 @@ impl PreviewDomain {
         hot: Arc<dyn HotStore>,
         vault: Vault,
         team: TeamServiceClient<Client>,
+        vmc: VmConnectorServiceClient<Client>,
+        deployer: Arc<Deployer>,
     ) -> Self {
         Self {
             store,
             hot,
             vault,
             team,
+            vmc,
+            deployer,
         }
+    }
+
+    /// The team's deploys, newest first.
+    pub async fn deployments(&self, team: TeamId, limit: u32) -> Result<Vec<Deployment>, Error> {
+        let limit = match limit {
+            0 => 20,
+            n => n.min(100),
+        };
+        Ok(self.store.deployments(team, u64::from(limit)).await?)
+    }
+
+    /// Deploys the branch's head again (fetched afresh). Owners and admins only.
+    pub async fn redeploy(
+        &self,
+        user: UserId,
+        team: TeamId,
+        token: &str,
+    ) -> Result<Deployment, Error> {
+        self.require_admin(user, token).await?;
+        if self.store.config(team).await?.is_none() {
+            return Err(ApiError::new(
+                Code::Conflict,
+                "configure the team's preview first (PUT /api/preview/config)",
+            )
+            .into());
+        }
+        // An empty commit is the branch's head, read when the deploy fetches.
+        let deployment = self
+            .store
+            .enqueue(team, "", "manual", &user.to_string(), now_ms())
+            .await?;
+        tracing::info!(target: "audit", team_id = %team, user_id = %user, "redeploy requested");
+        self.deployer.wake();
+        Ok(deployment)
+    }
+
+    /// A grant to deploy on the VM the configuration names (the caller's own; their default
+    /// when none is named), unless the team already has one for that VM.
+    async fn ensure_grant(
+        &self,
+        team: TeamId,
+        token: &str,
+        config: &mut PreviewConfig,
+    ) -> Result<(), Error> {
+        let existing = self.store.grant(team).await?;
+        if let Some(grant) = &existing
+            && (config.vm_id.is_empty() || config.vm_id == grant.vm_id)
+        {
+            config.vm_id.clone_from(&grant.vm_id);
+            return Ok(());
+        }
+        let answer = self
+            .vmc
+            .clone()
+            .create_job_grant(bearer(
+                vmc::CreateJobGrantRequest {
+                    vm_id: config.vm_id.clone(),
+                    purpose: "preview".to_owned(),
+                },
+                token,
+            ))
+            .await
+            .map_err(|status| ApiError::from_status(&status))?
+            .into_inner();
+        let keys = self.vault.keys().map_err(|e| vault_error(&e))?;
+        let id = team.to_string();
+        let sealed = keys
+            .seal(&grant_binding(&id), answer.grant.as_bytes())
+            .map_err(|e| vault_error(&e))?;
+        self.store
+            .put_grant(&StoredGrant {
+                team_id: team,
+                vm_id: answer.vm_id.clone(),
+                host: answer.host,
+                key_version: keys.current(),
+                sealed,
+            })
+            .await?;
+        config.vm_id = answer.vm_id;
+        Ok(())
     }
 
     /// The team's preview (`none` before its first push).
@@ -221,6 +313,7 @@ impl PreviewDomain {
         let mut config = clean_config(config)?;
         config.updated_by = user.to_string();
         config.updated_at_ms = now_ms();
+        self.ensure_grant(team, token, &mut config).await?;
         let first = self.store.config(team).await?.is_none();
         let secret = first.then(new_secret);
         let sealed = match &secret {
@@ -333,6 +426,10 @@ impl PreviewDomain {
         tracing::info!(target: "audit", action = "webhook.push", outcome = "accepted",
             team_id = %team, delivery_id = %delivery.delivery_id, commit = %preview.commit,
             repository = %push.repository, git_ref = %push.git_ref, "push recorded");
+        self.store
+            .enqueue(team, &push.after, "push", &push.pusher, now_ms())
+            .await?;
+        self.deployer.wake();
         let event = webhook::preview_updated(&preview, &push);
         // Recorded is what counts: a fan-out outage only delays what viewers see until they
         // read the preview again.
@@ -351,6 +448,31 @@ impl PreviewDomain {
 /// Re-encrypts every team's webhook secret sealed under an older master key version (a
 /// compare-and-swap per row: safe to stop and run again). Returns how many it re-encrypted.
 pub async fn reseal_secrets(store: &dyn PreviewStore, vault: &Vault) -> Result<usize, Error> {
+    let done = reseal_webhook_secrets(store, vault).await?;
+    let keys = vault
+        .keys()
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let current = keys.current();
+    let mut grants = 0;
+    for stored in store.grants_below(current).await? {
+        let id = stored.team_id.to_string();
+        let plain = keys
+            .open(&grant_binding(&id), &stored.sealed)
+            .map_err(|e| ApiError::unavailable(format!("team {id}: {e}")))?;
+        let sealed = keys
+            .seal(&grant_binding(&id), &plain)
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        if store
+            .reseal_grant(stored.team_id, &stored.sealed, &sealed, current)
+            .await?
+        {
+            grants += 1;
+        }
+    }
+    Ok(done + grants)
+}
+
+async fn reseal_webhook_secrets(store: &dyn PreviewStore, vault: &Vault) -> Result<usize, Error> {
     let keys = vault
         .keys()
         .map_err(|e| ApiError::unavailable(e.to_string()))?;

@@ -9,9 +9,11 @@ use covibe_proto::preview::v1 as pb;
 use covibe_proto::preview::v1::preview_service_server::{PreviewService, PreviewServiceServer};
 use covibe_proto::team::v1::team_service_client::TeamServiceClient;
 use covibe_proto::tonic::{self, Request, Response, Status};
+use covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServiceClient;
 use covibe_storage::HotStore;
 use covibe_types::{TeamId, UserId};
 
+use crate::deploy::{DeploySettings, Deployer};
 use crate::domain::PreviewDomain;
 use crate::store::PreviewStore;
 
@@ -27,9 +29,20 @@ impl PreviewGrpc {
         hot: Arc<dyn HotStore>,
         vault: Vault,
         team: TeamServiceClient<Client>,
+        vmc: VmConnectorServiceClient<Client>,
+        deploys: DeploySettings,
     ) -> Self {
+        // The deploy queue is worked by every preview process.
+        let deployer = Deployer::new(
+            store.clone(),
+            hot.clone(),
+            vault.clone(),
+            vmc.clone(),
+            deploys,
+        );
+        deployer.spawn();
         Self {
-            domain: PreviewDomain::new(store, hot, vault, team),
+            domain: PreviewDomain::new(store, hot, vault, team, vmc, deployer),
             verifier,
         }
     }
@@ -94,6 +107,29 @@ impl PreviewService for PreviewGrpc {
         Ok(Response::new(pb::RotateWebhookSecretResponse {
             webhook_secret: secret.to_string(),
         }))
+    }
+
+    async fn list_deployments(
+        &self,
+        request: Request<pb::ListDeploymentsRequest>,
+    ) -> Result<Response<pb::ListDeploymentsResponse>, Status> {
+        let (_, team, _) = self.member(&request)?;
+        let all = self
+            .domain
+            .deployments(team, request.into_inner().limit)
+            .await?;
+        Ok(Response::new(pb::ListDeploymentsResponse {
+            deployments: all.into_iter().map(crate::convert::deployment_pb).collect(),
+        }))
+    }
+
+    async fn redeploy(
+        &self,
+        request: Request<pb::RedeployRequest>,
+    ) -> Result<Response<pb::Deployment>, Status> {
+        let (user, team, token) = self.member(&request)?;
+        let deployment = self.domain.redeploy(user, team, &token).await?;
+        Ok(Response::new(crate::convert::deployment_pb(deployment)))
     }
 
     /// Signed by the team's webhook secret, not by a member: the domain checks it first.

@@ -4,10 +4,12 @@
 //! gateway, which forwards them unchanged: this service verifies the signature with the team's
 //! secret (HMAC-SHA256 over the raw body, constant-time), acts only on pushes to the configured
 //! repository and branch, drops redeliveries by delivery id, records the push and publishes
-//! `preview_updated` on the team's fan-out. Members read their own team's preview. Deploying to
-//! the preview VM comes with later work.
+//! `preview_updated` on the team's fan-out, and queues a deploy ([`deploy`]) that runs on the
+//! team's preview VM through the vm-connector. Members read their own team's preview and its
+//! deploys.
 
 mod convert;
+pub mod deploy;
 mod domain;
 mod error;
 mod grpc;
@@ -15,9 +17,12 @@ mod model;
 pub mod store;
 mod webhook;
 
+pub use deploy::DeploySettings;
 pub use domain::{PreviewDomain, reseal_secrets};
 pub use error::Error;
 pub use grpc::{MAX_WEBHOOK_BYTES, PreviewGrpc};
-pub use model::{Preview, PreviewConfig, Push, PushDelivery, PushOutcome, SealedSecret};
+pub use model::{
+    Deployment, Preview, PreviewConfig, Push, PushDelivery, PushOutcome, SealedSecret, StoredGrant,
+};
 pub use store::{PreviewStore, SeaPreviewStore};
 pub use webhook::{PushEvent, SignatureError, verify_signature};

@@ -78,3 +78,42 @@ impl std::fmt::Debug for SealedSecret {
             .finish_non_exhaustive()
     }
 }
+
+/// The team's grant to run deploys on its preview VM (sealed, never plaintext at rest).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredGrant {
+    pub team_id: TeamId,
+    pub vm_id: String,
+    /// Where the preview VM's services are reached.
+    pub host: String,
+    pub key_version: u32,
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoredGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredGrant")
+            .field("team_id", &self.team_id)
+            .field("vm_id", &self.vm_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One deploy of the team's preview.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub id: String,
+    pub team_id: TeamId,
+    pub commit: String,
+    /// `push` or `manual`.
+    pub trigger: String,
+    pub requested_by: String,
+    /// `queued`, `running`, `live`, `failed` or `replaced`.
+    pub status: String,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    pub created_at_ms: i64,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+    pub log_tail: String,
+}

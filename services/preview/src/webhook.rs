@@ -90,6 +90,8 @@ pub struct PushEvent {
     pub urls: Vec<String>,
     /// The push deleted the ref (`after` is all zeros).
     pub deleted: bool,
+    /// Who pushed (GitHub's `pusher.name`), empty when not given.
+    pub pusher: String,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +102,14 @@ struct RawPush {
     repository: RawRepository,
     #[serde(default)]
     deleted: bool,
+    #[serde(default)]
+    pusher: Option<RawPusher>,
+}
+
+#[derive(Deserialize)]
+struct RawPusher {
+    #[serde(default)]
+    name: String,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +141,10 @@ impl PushEvent {
         }
         Ok(Self {
             deleted: raw.deleted || raw.after.bytes().all(|b| b == b'0'),
+            pusher: raw
+                .pusher
+                .map(|p| p.name.chars().take(255).collect())
+                .unwrap_or_default(),
             after: raw.after.to_ascii_lowercase(),
             git_ref: raw.git_ref,
             urls: vec![

@@ -44,6 +44,85 @@ async fn suite(db: TestDb) {
     store.put(&theirs).await.unwrap();
     assert_eq!(store.get(other).await.unwrap(), Some(theirs));
     assert_eq!(store.get(team).await.unwrap(), Some(live));
+
+    deploy_queue(&store).await;
+}
+
+/// The deploy queue: one deploy at a time per team, pushes meanwhile coalesce into one more of
+/// the newest commit, a deploy whose runner died runs again, retries wait their turn.
+async fn deploy_queue(store: &SeaPreviewStore) {
+    let (team, other) = (TeamId::new(), TeamId::new());
+    let first = store
+        .enqueue(team, "c1", "push", "sarah", 100)
+        .await
+        .unwrap();
+    assert_eq!(first.status, "queued");
+    let running = store.claim(200, 1_000).await.unwrap().unwrap();
+    assert_eq!(
+        (running.id.as_str(), running.status.as_str()),
+        (first.id.as_str(), "running")
+    );
+    assert_eq!(running.attempts, 1);
+    // Five pushes while it runs: one more deploy, of the newest commit.
+    let mut queued = Vec::new();
+    for (n, commit) in ["c2", "c3", "c4", "c5", "c6"].iter().enumerate() {
+        queued.push(
+            store
+                .enqueue(team, commit, "push", "miguel", 300 + n as i64)
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(
+        queued.iter().all(|d| d.id == queued[0].id),
+        "one waiting deploy"
+    );
+    // Not while the team's first runs; another team's goes meanwhile.
+    assert_eq!(store.claim(400, 1_000).await.unwrap(), None);
+    let theirs = store
+        .enqueue(other, "o1", "manual", "ada", 400)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.claim(401, 1_000).await.unwrap().unwrap().id,
+        theirs.id
+    );
+    store
+        .finish(&theirs.id, "failed", "o1", "", 450)
+        .await
+        .unwrap();
+    store
+        .finish(&running.id, "live", "c1", "log one", 500)
+        .await
+        .unwrap();
+    let next = store.claim(600, 1_000).await.unwrap().unwrap();
+    assert_eq!(
+        (next.id.as_str(), next.commit.as_str()),
+        (queued[0].id.as_str(), "c6")
+    );
+    // Its runner dies: once the lease passes, it is due again.
+    assert_eq!(store.claim(1_000, 1_000).await.unwrap(), None);
+    let again = store.claim(1_601, 1_000).await.unwrap().unwrap();
+    assert_eq!((again.id.as_str(), again.attempts), (next.id.as_str(), 2));
+    // A retry waits for its time.
+    store
+        .retry_at(&again.id, 5_000, "unreachable")
+        .await
+        .unwrap();
+    assert_eq!(store.claim(4_999, 1_000).await.unwrap(), None);
+    let retried = store.claim(5_000, 1_000).await.unwrap().unwrap();
+    assert_eq!(retried.log_tail, "unreachable");
+    store
+        .finish(&retried.id, "live", "c6", "log two", 6_000)
+        .await
+        .unwrap();
+    let history = store.deployments(team, 10).await.unwrap();
+    let statuses: Vec<(&str, &str)> = history
+        .iter()
+        .map(|d| (d.commit.as_str(), d.status.as_str()))
+        .collect();
+    assert_eq!(statuses, [("c6", "live"), ("c1", "replaced")]);
+    assert_eq!(history[1].log_tail, "log one");
 }
 
 #[tokio::test]
@@ -183,7 +262,23 @@ mod webhook {
         let team = covibe_proto::team::v1::team_service_client::TeamServiceClient::new(
             covibe_bootstrap::channel("http://127.0.0.1:9").unwrap(),
         );
-        let grpc = PreviewGrpc::new(store.clone(), verifier, hot, vault.clone(), team);
+        let vmc = covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServiceClient::new(
+            covibe_bootstrap::channel("http://127.0.0.1:9").unwrap(),
+        );
+        // Deploys are tested end to end (covibe's e2e), with a vm-connector to run them.
+        let deploys = covibe_preview::DeploySettings {
+            run_queue: false,
+            ..Default::default()
+        };
+        let grpc = PreviewGrpc::new(
+            store.clone(),
+            verifier,
+            hot,
+            vault.clone(),
+            team,
+            vmc,
+            deploys,
+        );
         Fixture {
             grpc,
             store,

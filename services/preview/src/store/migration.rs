@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0001Previews),
             Box::new(M0002Deliveries),
             Box::new(M0003Configs),
+            Box::new(M0004Deploys),
         ]
     }
 
@@ -22,6 +23,87 @@ impl MigratorTrait for Migrator {
 struct M0001Previews;
 
 struct M0003Configs;
+
+struct M0004Deploys;
+
+impl MigrationName for M0004Deploys {
+    fn name(&self) -> &str {
+        "m0004_preview_deploys"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004Deploys {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let text = covibe_storage::text_column;
+        let big = |name: &str| {
+            ColumnDef::new(Alias::new(name))
+                .big_integer()
+                .not_null()
+                .to_owned()
+        };
+        let int = |name: &str| {
+            ColumnDef::new(Alias::new(name))
+                .integer()
+                .not_null()
+                .to_owned()
+        };
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("preview_grants"))
+                    .if_not_exists()
+                    .col(text("team_id", 40).primary_key())
+                    .col(text("vm_id", 40))
+                    .col(text("host", 255))
+                    .col(ColumnDef::new(Alias::new("sealed")).binary().not_null())
+                    .col(int("key_version"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("preview_deployments"))
+                    .if_not_exists()
+                    .col(text("id", 40).primary_key())
+                    .col(text("team_id", 40))
+                    .col(text("commit", 64))
+                    .col(text("trigger", 16))
+                    .col(text("requested_by", 255))
+                    .col(text("status", 16))
+                    .col(int("attempts"))
+                    .col(big("next_attempt_ms"))
+                    .col(big("lease_until_ms"))
+                    .col(big("created_at_ms"))
+                    .col(big("started_at_ms"))
+                    .col(big("finished_at_ms"))
+                    .col(ColumnDef::new(Alias::new("log_tail")).text().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("preview_deployments_team")
+                    .table(Alias::new("preview_deployments"))
+                    .col(Alias::new("team_id"))
+                    .col(Alias::new("status"))
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["preview_deployments", "preview_grants"] {
+            manager
+                .drop_table(Table::drop().table(Alias::new(table)).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
 
 impl MigrationName for M0003Configs {
     fn name(&self) -> &str {

@@ -5,13 +5,13 @@ mod migration;
 
 use async_trait::async_trait;
 use covibe_types::TeamId;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{ExprTrait, OnConflict};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter, Set,
     TransactionTrait, TryInsertResult,
 };
 
-use crate::model::{Preview, PreviewConfig, PushDelivery, SealedSecret};
+use crate::model::{Deployment, Preview, PreviewConfig, PushDelivery, SealedSecret, StoredGrant};
 use entities as entity;
 
 #[async_trait]
@@ -37,6 +37,46 @@ pub trait PreviewStore: Send + Sync + 'static {
     async fn set_secret(&self, secret: &SealedSecret) -> Result<bool, DbErr>;
     /// Secrets sealed under a master key version older than `version`.
     async fn secrets_below(&self, version: u32) -> Result<Vec<SealedSecret>, DbErr>;
+    /// The team's grant to run deploys on its preview VM.
+    async fn grant(&self, team: TeamId) -> Result<Option<StoredGrant>, DbErr>;
+    async fn put_grant(&self, grant: &StoredGrant) -> Result<(), DbErr>;
+    /// Grants sealed under a master key version older than `version`.
+    async fn grants_below(&self, version: u32) -> Result<Vec<StoredGrant>, DbErr>;
+    /// Replaces a sealed grant only if it is still `old` (for re-encryption).
+    async fn reseal_grant(
+        &self,
+        team: TeamId,
+        old: &[u8],
+        sealed: &[u8],
+        version: u32,
+    ) -> Result<bool, DbErr>;
+    /// Queues a deploy of `commit`. A deploy already waiting for the team takes the newer
+    /// commit instead (pushes during a deploy make one more deploy, of the newest).
+    async fn enqueue(
+        &self,
+        team: TeamId,
+        commit: &str,
+        trigger: &str,
+        requested_by: &str,
+        now_ms: i64,
+    ) -> Result<Deployment, DbErr>;
+    /// Takes the oldest due deploy of a team with none running, leased until `now + lease`.
+    /// A running deploy whose lease passed (its runner died) is due again.
+    async fn claim(&self, now_ms: i64, lease_ms: i64) -> Result<Option<Deployment>, DbErr>;
+    /// Ends a running deploy: `live` (the team's earlier live deploy becomes `replaced`) or
+    /// `failed`.
+    async fn finish(
+        &self,
+        id: &str,
+        status: &str,
+        commit: &str,
+        log_tail: &str,
+        now_ms: i64,
+    ) -> Result<(), DbErr>;
+    /// Puts a running deploy back in the queue, due at `at_ms`.
+    async fn retry_at(&self, id: &str, at_ms: i64, log_tail: &str) -> Result<(), DbErr>;
+    /// The team's deploys, newest first.
+    async fn deployments(&self, team: TeamId, limit: u64) -> Result<Vec<Deployment>, DbErr>;
     /// Replaces a sealed secret only if it is still `old` (for re-encryption).
     async fn reseal(
         &self,
@@ -216,6 +256,224 @@ impl PreviewStore for SeaPreviewStore {
         Ok(result.rows_affected == 1)
     }
 
+    async fn grant(&self, team: TeamId) -> Result<Option<StoredGrant>, DbErr> {
+        entity::grant::Entity::find_by_id(team.to_string())
+            .one(&self.db)
+            .await?
+            .map(grant_of)
+            .transpose()
+    }
+
+    async fn put_grant(&self, g: &StoredGrant) -> Result<(), DbErr> {
+        use entity::grant::{ActiveModel, Column, Entity};
+        let row = ActiveModel {
+            team_id: Set(g.team_id.to_string()),
+            vm_id: Set(g.vm_id.clone()),
+            host: Set(g.host.clone()),
+            sealed: Set(g.sealed.clone()),
+            key_version: Set(i32::try_from(g.key_version).unwrap_or(i32::MAX)),
+        };
+        Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(Column::TeamId)
+                    .update_columns([
+                        Column::VmId,
+                        Column::Host,
+                        Column::Sealed,
+                        Column::KeyVersion,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await
+            .map(|_| ())
+    }
+
+    async fn grants_below(&self, version: u32) -> Result<Vec<StoredGrant>, DbErr> {
+        use entity::grant::{Column, Entity};
+        Entity::find()
+            .filter(Column::KeyVersion.lt(i64::from(version)))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(grant_of)
+            .collect()
+    }
+
+    async fn reseal_grant(
+        &self,
+        team: TeamId,
+        old: &[u8],
+        sealed: &[u8],
+        version: u32,
+    ) -> Result<bool, DbErr> {
+        use entity::grant::{Column, Entity};
+        use sea_orm::sea_query::Expr;
+        let result = Entity::update_many()
+            .col_expr(Column::Sealed, Expr::value(sealed.to_vec()))
+            .col_expr(Column::KeyVersion, Expr::value(i64::from(version)))
+            .filter(Column::TeamId.eq(team.to_string()))
+            .filter(Column::Sealed.eq(old.to_vec()))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    async fn enqueue(
+        &self,
+        team: TeamId,
+        commit: &str,
+        trigger: &str,
+        requested_by: &str,
+        now_ms: i64,
+    ) -> Result<Deployment, DbErr> {
+        use entity::deployment::{ActiveModel, Column, Entity};
+        use sea_orm::{ActiveModelTrait, QueryOrder};
+        let txn = self.db.begin().await?;
+        let waiting = Entity::find()
+            .filter(Column::TeamId.eq(team.to_string()))
+            .filter(Column::Status.eq("queued"))
+            .order_by_asc(Column::CreatedAtMs)
+            .one(&txn)
+            .await?;
+        let row = match waiting {
+            Some(m) => {
+                let mut row: ActiveModel = m.into();
+                row.commit = Set(commit.to_owned());
+                row.trigger = Set(trigger.to_owned());
+                row.requested_by = Set(requested_by.to_owned());
+                row.update(&txn).await?
+            }
+            None => {
+                ActiveModel {
+                    id: Set(uuid::Uuid::now_v7().to_string()),
+                    team_id: Set(team.to_string()),
+                    commit: Set(commit.to_owned()),
+                    trigger: Set(trigger.to_owned()),
+                    requested_by: Set(requested_by.to_owned()),
+                    status: Set("queued".to_owned()),
+                    attempts: Set(0),
+                    next_attempt_ms: Set(now_ms),
+                    lease_until_ms: Set(0),
+                    created_at_ms: Set(now_ms),
+                    started_at_ms: Set(0),
+                    finished_at_ms: Set(0),
+                    log_tail: Set(String::new()),
+                }
+                .insert(&txn)
+                .await?
+            }
+        };
+        txn.commit().await?;
+        deployment_of(row)
+    }
+
+    async fn claim(&self, now_ms: i64, lease_ms: i64) -> Result<Option<Deployment>, DbErr> {
+        use entity::deployment::{Column, Entity};
+        use sea_orm::QueryOrder;
+        use sea_orm::sea_query::Expr;
+        // An abandoned deploy (its runner died with it) goes back in the queue.
+        Entity::update_many()
+            .col_expr(Column::Status, Expr::value("queued"))
+            .filter(Column::Status.eq("running"))
+            .filter(Column::LeaseUntilMs.lt(now_ms))
+            .exec(&self.db)
+            .await?;
+        let due = Entity::find()
+            .filter(Column::Status.eq("queued"))
+            .filter(Column::NextAttemptMs.lte(now_ms))
+            .order_by_asc(Column::CreatedAtMs)
+            .all(&self.db)
+            .await?;
+        for candidate in due {
+            let busy = Entity::find()
+                .filter(Column::TeamId.eq(candidate.team_id.clone()))
+                .filter(Column::Status.eq("running"))
+                .count(&self.db)
+                .await?;
+            if busy > 0 {
+                continue;
+            }
+            let taken = Entity::update_many()
+                .col_expr(Column::Status, Expr::value("running"))
+                .col_expr(Column::StartedAtMs, Expr::value(now_ms))
+                .col_expr(Column::LeaseUntilMs, Expr::value(now_ms + lease_ms))
+                .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
+                .filter(Column::Id.eq(candidate.id.clone()))
+                .filter(Column::Status.eq("queued"))
+                .exec(&self.db)
+                .await?;
+            if taken.rows_affected == 1 {
+                return Entity::find_by_id(candidate.id)
+                    .one(&self.db)
+                    .await?
+                    .map(deployment_of)
+                    .transpose();
+            }
+        }
+        Ok(None)
+    }
+
+    async fn finish(
+        &self,
+        id: &str,
+        status: &str,
+        commit: &str,
+        log_tail: &str,
+        now_ms: i64,
+    ) -> Result<(), DbErr> {
+        use entity::deployment::{Column, Entity};
+        use sea_orm::sea_query::Expr;
+        let txn = self.db.begin().await?;
+        if status == "live"
+            && let Some(this) = Entity::find_by_id(id.to_owned()).one(&txn).await?
+        {
+            Entity::update_many()
+                .col_expr(Column::Status, Expr::value("replaced"))
+                .filter(Column::TeamId.eq(this.team_id))
+                .filter(Column::Status.eq("live"))
+                .exec(&txn)
+                .await?;
+        }
+        Entity::update_many()
+            .col_expr(Column::Status, Expr::value(status))
+            .col_expr(Column::Commit, Expr::value(commit))
+            .col_expr(Column::LogTail, Expr::value(log_tail))
+            .col_expr(Column::FinishedAtMs, Expr::value(now_ms))
+            .filter(Column::Id.eq(id))
+            .exec(&txn)
+            .await?;
+        txn.commit().await
+    }
+
+    async fn retry_at(&self, id: &str, at_ms: i64, log_tail: &str) -> Result<(), DbErr> {
+        use entity::deployment::{Column, Entity};
+        use sea_orm::sea_query::Expr;
+        Entity::update_many()
+            .col_expr(Column::Status, Expr::value("queued"))
+            .col_expr(Column::NextAttemptMs, Expr::value(at_ms))
+            .col_expr(Column::LogTail, Expr::value(log_tail))
+            .filter(Column::Id.eq(id))
+            .exec(&self.db)
+            .await
+            .map(|_| ())
+    }
+
+    async fn deployments(&self, team: TeamId, limit: u64) -> Result<Vec<Deployment>, DbErr> {
+        use entity::deployment::{Column, Entity};
+        use sea_orm::{QueryOrder, QuerySelect};
+        Entity::find()
+            .filter(Column::TeamId.eq(team.to_string()))
+            .order_by_desc(Column::CreatedAtMs)
+            .order_by_desc(Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(deployment_of)
+            .collect()
+    }
+
     async fn secrets_below(&self, version: u32) -> Result<Vec<SealedSecret>, DbErr> {
         use entity::config::{Column, Entity};
         Entity::find()
@@ -245,6 +503,33 @@ impl PreviewStore for SeaPreviewStore {
             .await?;
         Ok(result.rows_affected == 1)
     }
+}
+
+fn deployment_of(m: entity::deployment::Model) -> Result<Deployment, DbErr> {
+    Ok(Deployment {
+        team_id: covibe_storage::parse_stored(&m.team_id)?,
+        id: m.id,
+        commit: m.commit,
+        trigger: m.trigger,
+        requested_by: m.requested_by,
+        status: m.status,
+        attempts: u32::try_from(m.attempts).unwrap_or(0),
+        next_attempt_ms: m.next_attempt_ms,
+        created_at_ms: m.created_at_ms,
+        started_at_ms: m.started_at_ms,
+        finished_at_ms: m.finished_at_ms,
+        log_tail: m.log_tail,
+    })
+}
+
+fn grant_of(m: entity::grant::Model) -> Result<StoredGrant, DbErr> {
+    Ok(StoredGrant {
+        team_id: covibe_storage::parse_stored(&m.team_id)?,
+        vm_id: m.vm_id,
+        host: m.host,
+        key_version: u32::try_from(m.key_version).unwrap_or(0),
+        sealed: m.sealed,
+    })
 }
 
 fn config_of(m: entity::config::Model) -> Result<(PreviewConfig, SealedSecret), DbErr> {

@@ -1,0 +1,281 @@
+//! The team's preview deploys, end to end in `covibe standalone`: a bare git repository on
+//! disk is the remote, a real HTTP app (Python's `http.server`) is the preview, the deploy runs
+//! on the owner's VM (this machine) through the vm-connector. Every push that lands goes live
+//! for the whole team; a failing build leaves the running version serving; the supervisor
+//! brings a killed app back; pushes during a slow deploy make one more deploy, of the newest.
+
+use std::path::Path;
+use std::time::Duration;
+
+use covibe_testkit::{SioClient, free_port};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Sarah")
+        .env("GIT_AUTHOR_EMAIL", "sarah@example.com")
+        .env("GIT_COMMITTER_NAME", "Sarah")
+        .env("GIT_COMMITTER_EMAIL", "sarah@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A repository with a remote: each `commit` writes the files and pushes.
+struct Repo {
+    work: tempfile::TempDir,
+    origin: tempfile::TempDir,
+}
+
+impl Repo {
+    fn new() -> Self {
+        let (work, origin) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        git(
+            origin.path(),
+            &["init", "--quiet", "--bare", "--initial-branch=main"],
+        );
+        git(work.path(), &["init", "--quiet", "--initial-branch=main"]);
+        let url = origin.path().display().to_string();
+        git(work.path(), &["remote", "add", "origin", &url]);
+        Self { work, origin }
+    }
+
+    fn url(&self) -> String {
+        self.origin.path().display().to_string()
+    }
+
+    fn commit(&self, page: &str, build: &str) -> String {
+        std::fs::write(self.work.path().join("index.html"), page).unwrap();
+        std::fs::write(self.work.path().join("build.sh"), build).unwrap();
+        git(self.work.path(), &["add", "-A"]);
+        git(self.work.path(), &["commit", "--quiet", "-m", page]);
+        git(self.work.path(), &["push", "--quiet", "origin", "main"]);
+        git(self.work.path(), &["rev-parse", "HEAD"])
+    }
+}
+
+fn signature(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+struct Hook {
+    http: reqwest::Client,
+    url: String,
+    secret: String,
+    repository: String,
+    n: u32,
+}
+
+impl Hook {
+    /// GitHub's push for `commit`, signed with the team's secret.
+    async fn push(&mut self, commit: &str) {
+        self.n += 1;
+        let body = serde_json::to_vec(&json!({
+            "ref": "refs/heads/main",
+            "after": commit,
+            "repository": {"full_name": "rocket/site", "clone_url": self.repository},
+            "pusher": {"name": "sarah"},
+        }))
+        .unwrap();
+        let response = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("x-github-event", "push")
+            .header("x-github-delivery", format!("delivery-{}", self.n))
+            .header("x-hub-signature-256", signature(&self.secret, &body))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+}
+
+/// Stops the supervised preview app when the test ends, however it ends: it runs in a session
+/// of its own, outliving the server that started it.
+struct StopApp(std::path::PathBuf);
+
+impl Drop for StopApp {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-s", "KILL", "--", &format!("-{}", pid.trim())])
+                .status();
+        }
+    }
+}
+
+/// What the preview app answers at `/`, if it answers.
+async fn page(port: u16) -> Option<String> {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/"))
+        .await
+        .ok()?;
+    response.status().is_success().then_some(())?;
+    response.text().await.ok()
+}
+
+/// Waits for the team's `preview_updated` with `status` (and `commit`, when given).
+async fn updated(sio: &mut SioClient, status: &str, commit: &str) -> Value {
+    let (s, c) = (status.to_owned(), commit.to_owned());
+    let v = sio
+        .recv_where("preview_updated", move |v| {
+            v["op"] == "event"
+                && v["event"] == "preview_updated"
+                && v["data"]["status"] == s.as_str()
+                && (c.is_empty() || v["data"]["commit"] == c.as_str())
+        })
+        .await;
+    v["data"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_deploy_the_preview_and_failures_leave_it_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_proc, gw) =
+        start_standalone_with(dir.path(), &[("COVIBE_PREVIEW__HEALTH_TIMEOUT_SECS", "5")]).await;
+    let http = reqwest::Client::new();
+    let (_, sarah) = create_team(&http, &gw, "Rocket", "sarah@example.com", "Sarah").await;
+    let team = sarah["team"]["id"].as_str().unwrap().to_owned();
+    let token = sarah["accessToken"].as_str().unwrap().to_owned();
+    let mut sio = SioClient::start().await;
+    sio.connect("sarah", &gw).await;
+    join(&mut sio, "sarah", json!({"teamId": team, "token": token})).await;
+
+    let repo = Repo::new();
+    let port = free_port();
+    let _stop = StopApp(dir.path().join(format!(".covibe/preview/{team}/app.pid")));
+    let (status, configured) = put(
+        &http,
+        &format!("{gw}/api/preview/config"),
+        &token,
+        json!({
+            "repository": repo.url(), "branch": "main", "buildCommand": "sh build.sh",
+            "startCommand": "exec python3 -m http.server \"$PORT\" --bind 127.0.0.1",
+            "port": port,
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{configured}");
+    let mut hook = Hook {
+        http: http.clone(),
+        url: format!("{gw}/api/webhook/push?team={team}"),
+        secret: configured["webhookSecret"].as_str().unwrap().to_owned(),
+        repository: repo.url(),
+        n: 0,
+    };
+
+    // A push goes live: the app serves the commit's page, and the team hears of it.
+    let first = repo.commit("<h1>version one</h1>", "echo building one");
+    hook.push(&first).await;
+    let live = updated(&mut sio, "live", &first).await;
+    assert_eq!(live["url"], format!("http://127.0.0.1:{port}/"), "{live}");
+    assert!(page(port).await.unwrap().contains("version one"));
+    let (_, preview) = get(&http, &format!("{gw}/api/preview"), &token).await;
+    assert_eq!(preview["preview"]["status"], "live");
+    assert_eq!(preview["preview"]["commit"], first.as_str());
+
+    // A failing build: the deploy fails with its log, the team is told, version one serves on.
+    let broken = repo.commit("<h1>version two</h1>", "echo compiling; exit 1");
+    hook.push(&broken).await;
+    let failed = sio.next_event("sarah", "preview_failed").await;
+    assert_eq!(failed["commit"], broken.as_str(), "{failed}");
+    assert_eq!(failed["reason"], "the build failed", "{failed}");
+    assert!(
+        failed["logTail"].as_str().unwrap().contains("compiling"),
+        "{failed}"
+    );
+    assert!(page(port).await.unwrap().contains("version one"));
+    let (_, list) = get(&http, &format!("{gw}/api/preview/deployments"), &token).await;
+    let deployments = list["deployments"].as_array().unwrap();
+    assert_eq!(deployments[0]["status"], "failed", "{list}");
+    assert_eq!(deployments[1]["status"], "live", "{list}");
+    assert_eq!(deployments[1]["commit"], first.as_str());
+    let (_, preview) = get(&http, &format!("{gw}/api/preview"), &token).await;
+    assert_eq!(preview["preview"]["commit"], first.as_str(), "{preview}");
+
+    // The app dies: its supervisor starts it again.
+    let pid_file = dir.path().join(format!(".covibe/preview/{team}/app.pid"));
+    let supervisor = std::fs::read_to_string(&pid_file).unwrap();
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-P", supervisor.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "the app was running under its supervisor");
+    let mut back = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if page(port).await.is_some_and(|p| p.contains("version one")) {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "the supervisor did not start the app again");
+
+    // A slow build, and five pushes while it runs: one more deploy, of the newest commit.
+    let slow = repo.commit("<h1>version three</h1>", "sleep 2");
+    hook.push(&slow).await;
+    updated(&mut sio, "deploying", &slow).await;
+    let mut newest = String::new();
+    for n in 4..9 {
+        newest = repo.commit(&format!("<h1>version {n}</h1>"), "true");
+        hook.push(&newest).await;
+    }
+    updated(&mut sio, "live", &slow).await;
+    updated(&mut sio, "live", &newest).await;
+    let served = page(port).await.unwrap_or_default();
+    assert!(served.contains("version 8"), "{served}");
+    let (_, list) = get(&http, &format!("{gw}/api/preview/deployments"), &token).await;
+    let commits: Vec<&str> = list["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["commit"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        commits,
+        [
+            newest.as_str(),
+            slow.as_str(),
+            broken.as_str(),
+            first.as_str()
+        ],
+        "{list}"
+    );
+
+    // An owner redeploys the branch's head by hand.
+    let (status, again) = post(
+        &http,
+        &format!("{gw}/api/preview/deploy"),
+        Some(&token),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["deployment"]["trigger"], "manual");
+    let redeployed = updated(&mut sio, "live", &newest).await;
+    assert_eq!(redeployed["commit"], newest.as_str());
+    let (_, list) = get(&http, &format!("{gw}/api/preview/deployments"), &token).await;
+    assert_eq!(list["deployments"][0]["commit"], newest.as_str(), "{list}");
+    assert_eq!(list["deployments"][0]["status"], "live", "{list}");
+    let served = page(port).await.unwrap_or_default();
+    assert!(served.contains("version 8"), "{served}");
+}
