@@ -13,6 +13,7 @@ mod chat;
 mod http;
 mod member;
 mod preview;
+mod preview_proxy;
 mod realtime;
 mod server;
 mod state;

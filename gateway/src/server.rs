@@ -18,6 +18,7 @@ impl Gateway {
     pub fn app(self: &Arc<Self>) -> axum::Router {
         crate::http::router(self.clone())
             .merge(grpc_web::router(&self.upstreams, &self.cors_origins))
+            .merge(crate::preview_proxy::router(self.clone()))
             // Limits and tracing cover REST and gRPC-web alike (sign-in guessing included).
             .layer(axum::middleware::from_fn_with_state(
                 self.limits.clone(),

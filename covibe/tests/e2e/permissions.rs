@@ -110,6 +110,7 @@ const MATRIX: &[(&str, [E; 6])] = &[
     ("GET /api/vm/{id}/audit", [D, D, D, D, D, A]),
     ("GET /api/preview", [D, A, A, A, A, A]),
     ("GET /api/preview/deployments", [D, A, A, A, A, A]),
+    ("POST /api/preview/access", [D, A, A, A, A, A]),
     ("GET /api/preview/config", [D, A, D, A, A, D]),
     ("PUT /api/preview/config", [D, A, D, A, A, D]),
     (
@@ -800,6 +801,7 @@ impl World<'_> {
             "GET /api/preview/deployments" => {
                 self.checked(row, "/api/preview/deployments", t, None).await
             }
+            "POST /api/preview/access" => self.checked(row, "/api/preview/access", t, None).await,
             "POST /api/preview/deploy" => self.checked(row, "/api/preview/deploy", t, None).await,
             "GET /api/preview/config" => self.checked(row, "/api/preview/config", t, None).await,
             "PUT /api/preview/config" => {

@@ -187,8 +187,77 @@ async fn pushes_deploy_the_preview_and_failures_leave_it_serving() {
     let first = repo.commit("<h1>version one</h1>", "echo building one");
     hook.push(&first).await;
     let live = updated(&mut sio, "live", &first).await;
-    assert_eq!(live["url"], format!("http://127.0.0.1:{port}/"), "{live}");
+    assert_eq!(live["url"], format!("/preview/{team}/"), "{live}");
     assert!(page(port).await.unwrap().contains("version one"));
+
+    // Members open it through the gateway, with the cookie the API gives them; nobody else.
+    let proxied = format!("{gw}/preview/{team}/");
+    let anonymous = http.get(&proxied).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(!anonymous.text().await.unwrap().contains("version one"));
+    let access = http
+        .post(format!("{gw}/api/preview/access"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(access.status(), 200);
+    let cookie = access.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains(&format!("Path=/preview/{team}/")),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let seen = http
+        .get(&proxied)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seen.status(), 200);
+    let csp = seen.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.starts_with("sandbox"),
+        "the app runs in an origin of its own: {csp}"
+    );
+    assert!(seen.text().await.unwrap().contains("version one"));
+    let bare = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{gw}/preview/{team}"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 308);
+    // A member of another team, with a cookie of their own, gets nothing of this preview.
+    let (_, chen) = create_team(&http, &gw, "Other", "chen@example.com", "Chen").await;
+    let chen_token = chen["accessToken"].as_str().unwrap();
+    let theirs = http
+        .post(format!("{gw}/api/preview/access"))
+        .bearer_auth(chen_token)
+        .send()
+        .await
+        .unwrap();
+    let chen_cookie = theirs.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let refused = http
+        .get(&proxied)
+        .header("cookie", &chen_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404);
+    assert!(!refused.text().await.unwrap().contains("version one"));
     let (_, preview) = get(&http, &format!("{gw}/api/preview"), &token).await;
     assert_eq!(preview["preview"]["status"], "live");
     assert_eq!(preview["preview"]["commit"], first.as_str());

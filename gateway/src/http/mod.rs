@@ -70,6 +70,7 @@ pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/vm/{id}/audit", get(vms::audit))
         .route("/api/preview", get(preview::get_preview))
         .route("/api/preview/deployments", get(preview::deployments))
+        .route("/api/preview/access", post(preview::access))
         .route("/api/preview/deploy", post(preview::redeploy))
         .route(
             "/api/preview/config",

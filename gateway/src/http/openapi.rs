@@ -534,6 +534,17 @@ pub(crate) const ROUTES: &[Route] = &[
     },
     Route {
         method: "post",
+        path: "/api/preview/access",
+        id: "previewAccess",
+        summary: "a short-lived HttpOnly cookie, scoped to /preview/TEAM/, that opens the team's preview (proxied, members only) in a frame",
+        auth: true,
+        query: &[],
+        body: Body::None,
+        ok: (200, Reply::Json("PreviewAccess")),
+        errors: &[],
+    },
+    Route {
+        method: "post",
         path: "/api/preview/deploy",
         id: "redeployPreview",
         summary: "deploy the newest known commit again (owners and admins)",
@@ -794,6 +805,7 @@ fn schemas() -> Value {
         .schema_from::<crate::preview::PutPreviewConfigAnswer>()
         .schema_from::<crate::preview::WebhookSecret>()
         .schema_from::<crate::preview::DeploymentView>()
+        .schema_from::<crate::preview::PreviewAccess>()
         .schema_from::<crate::preview::DeploymentList>()
         .schema_from::<crate::preview::DeploymentEnvelope>()
         .build();

@@ -9,6 +9,7 @@ impl From<Preview> for pb::Preview {
         Self {
             team_id: p.team_id.to_string(),
             url: p.url,
+            upstream: p.upstream,
             commit: p.commit,
             status: p.status,
             updated_at_ms: p.updated_at_ms,
@@ -53,6 +54,7 @@ pub(crate) fn config_pb(config: Option<PreviewConfig>) -> pb::PreviewConfig {
         start_command: c.start_command,
         port: u32::from(c.port),
         health_path: c.health_path,
+        public_url: c.public_url,
         updated_by: c.updated_by,
         updated_at_ms: c.updated_at_ms,
         configured: true,
@@ -71,6 +73,7 @@ pub(crate) fn config_of(c: pb::PreviewConfig) -> Result<PreviewConfig, covibe_ty
         port: u16::try_from(c.port)
             .map_err(|_| covibe_types::ApiError::invalid("port must be 1 to 65535"))?,
         health_path: c.health_path,
+        public_url: c.public_url,
         updated_by: String::new(),
         updated_at_ms: 0,
     })

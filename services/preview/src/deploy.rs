@@ -219,9 +219,13 @@ async fn check_once(host: &str, port: u16, path: &str) -> bool {
     )
 }
 
-/// The preview's URL: the VM's host and the app's port.
-pub(crate) fn preview_url(host: &str, port: u16) -> String {
-    format!("http://{host}:{port}/")
+/// Where members open the preview: the operator's public URL, or the gateway's path.
+pub(crate) fn preview_url(config: &PreviewConfig, team: TeamId) -> String {
+    if config.public_url.is_empty() {
+        format!("/preview/{team}/")
+    } else {
+        config.public_url.clone()
+    }
 }
 
 /// Works the deploy queue.
@@ -338,7 +342,7 @@ impl Deployer {
     async fn run(&self, d: Deployment) {
         let team = d.team_id;
         tracing::info!(team_id = %team, deployment = %d.id, commit = %d.commit, attempt = d.attempts, "deploy started");
-        let (ended, url) = self.attempt(&d).await;
+        let (ended, (url, upstream)) = self.attempt(&d).await;
         let now = now_ms();
         // A redeploy of the branch's head learns its commit from the log.
         let mut d = d;
@@ -354,6 +358,7 @@ impl Deployer {
                 self.announce(&Preview {
                     team_id: team,
                     url,
+                    upstream,
                     commit: d.commit.clone(),
                     status: "live".to_owned(),
                     updated_at_ms: now,
@@ -399,7 +404,8 @@ impl Deployer {
             },
             (_, current) => Preview {
                 team_id: d.team_id,
-                url: current.map(|c| c.url).unwrap_or_default(),
+                url: current.as_ref().map(|c| c.url.clone()).unwrap_or_default(),
+                upstream: current.map(|c| c.upstream).unwrap_or_default(),
                 commit: d.commit.clone(),
                 status: "failed".to_owned(),
                 updated_at_ms: now_ms(),
@@ -427,9 +433,9 @@ impl Deployer {
         .await;
     }
 
-    /// One attempt: the job on the VM, then the health check. Returns how it ended and the
-    /// preview's URL.
-    async fn attempt(&self, d: &Deployment) -> (Ended, String) {
+    /// One attempt: the job on the VM, then the health check. Returns how it ended, and the
+    /// preview's URL and upstream.
+    async fn attempt(&self, d: &Deployment) -> (Ended, (String, String)) {
         let team = d.team_id;
         let failed = |reason: &str| {
             (
@@ -437,7 +443,7 @@ impl Deployer {
                     reason: reason.to_owned(),
                     log: String::new(),
                 },
-                String::new(),
+                (String::new(), String::new()),
             )
         };
         let config = match self.store.config(team).await {
@@ -449,7 +455,7 @@ impl Deployer {
                         reason: format!("the database: {err}"),
                         log: String::new(),
                     },
-                    String::new(),
+                    (String::new(), String::new()),
                 );
             }
         };
@@ -470,11 +476,17 @@ impl Deployer {
             }
         };
         let grant_text = String::from_utf8_lossy(&secret).into_owned();
-        let url = preview_url(&grant.host, config.port);
+        let url = preview_url(&config, team);
+        let upstream = format!("{}:{}", grant.host, config.port);
+        let target = (url.clone(), upstream.clone());
         let deploying = self.store.get(team).await.ok().flatten();
         self.announce(&Preview {
             team_id: team,
-            url: deploying.map(|p| p.url).unwrap_or_default(),
+            url: deploying
+                .as_ref()
+                .map(|p| p.url.clone())
+                .unwrap_or_default(),
+            upstream: deploying.map(|p| p.upstream).unwrap_or_default(),
             commit: d.commit.clone(),
             status: "deploying".to_owned(),
             updated_at_ms: now_ms(),
@@ -509,7 +521,7 @@ impl Deployer {
                             reason,
                             log: String::new(),
                         },
-                        url,
+                        target,
                     ),
                 };
             }
@@ -523,7 +535,7 @@ impl Deployer {
                         reason: "the build failed".to_owned(),
                         log,
                     },
-                    url,
+                    target,
                 );
             }
             FETCH_FAILED => {
@@ -532,7 +544,7 @@ impl Deployer {
                         reason: "the commit could not be fetched".to_owned(),
                         log,
                     },
-                    url,
+                    target,
                 );
             }
             code => {
@@ -541,7 +553,7 @@ impl Deployer {
                         reason: format!("the deploy stopped with exit code {code}"),
                         log,
                     },
-                    url,
+                    target,
                 );
             }
         }
@@ -553,7 +565,7 @@ impl Deployer {
         )
         .await
         {
-            return (Ended::Live { log }, url);
+            return (Ended::Live { log }, target);
         }
         let mut log = log;
         log.push_str(&format!(
@@ -582,7 +594,7 @@ impl Deployer {
                 reason: "the app did not answer its health check".to_owned(),
                 log,
             },
-            url,
+            target,
         )
     }
 }

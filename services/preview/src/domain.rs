@@ -111,6 +111,12 @@ fn clean_config(c: &PreviewConfig) -> Result<PreviewConfig, ApiError> {
     if !health_path.starts_with('/') {
         return Err(ApiError::invalid("healthPath must start with /"));
     }
+    let public_url = one_line("publicUrl", &c.public_url, 1024)?;
+    if !public_url.is_empty()
+        && !(public_url.starts_with("https://") || public_url.starts_with("http://"))
+    {
+        return Err(ApiError::invalid("publicUrl must be an http or https URL"));
+    }
     let vm_id = c.vm_id.trim();
     if !vm_id.is_empty() && vm_id.parse::<covibe_types::VmId>().is_err() {
         return Err(ApiError::invalid("vmId is not a VM id"));
@@ -124,6 +130,7 @@ fn clean_config(c: &PreviewConfig) -> Result<PreviewConfig, ApiError> {
         start_command,
         port: c.port,
         health_path,
+        public_url,
         updated_by: String::new(),
         updated_at_ms: 0,
     })
@@ -250,6 +257,7 @@ impl PreviewDomain {
         Ok(self.store.get(team).await?.unwrap_or(Preview {
             team_id: team,
             url: String::new(),
+            upstream: String::new(),
             commit: String::new(),
             status: "none".to_owned(),
             updated_at_ms: 0,

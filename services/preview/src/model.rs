@@ -5,7 +5,10 @@ use covibe_types::TeamId;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Preview {
     pub team_id: TeamId,
+    /// Where members open it: the gateway's `/preview/TEAM/`, or the configured public URL.
     pub url: String,
+    /// Where the running app listens (`host:port`), for the gateway's proxy; empty until live.
+    pub upstream: String,
     pub commit: String,
     pub status: String,
     pub updated_at_ms: i64,
@@ -58,6 +61,8 @@ pub struct PreviewConfig {
     pub port: u16,
     /// `/` when empty.
     pub health_path: String,
+    /// Where an operator's own ingress serves the preview; empty: the gateway's path.
+    pub public_url: String,
     pub updated_by: String,
     pub updated_at_ms: i64,
 }

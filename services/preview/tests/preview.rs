@@ -14,6 +14,7 @@ async fn suite(db: TestDb) {
     let pending = Preview {
         team_id: team,
         url: String::new(),
+        upstream: String::new(),
         commit: "0123abcd".to_owned(),
         status: "pending".to_owned(),
         updated_at_ms: 1_000,
@@ -26,6 +27,7 @@ async fn suite(db: TestDb) {
     let live = Preview {
         team_id: team,
         url: "https://rocket.preview.example.com".to_owned(),
+        upstream: "10.0.0.5:3000".to_owned(),
         commit: "89efcdab".to_owned(),
         status: "live".to_owned(),
         updated_at_ms: 2_000,
@@ -37,6 +39,7 @@ async fn suite(db: TestDb) {
     let theirs = Preview {
         team_id: other,
         url: "https://other.preview.example.com".to_owned(),
+        upstream: String::new(),
         commit: "feed".to_owned(),
         status: "pending".to_owned(),
         updated_at_ms: 3_000,

@@ -8,6 +8,7 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub team_id: String,
     pub url: String,
+    pub upstream: String,
     pub commit: String,
     pub status: String,
     pub updated_at_ms: i64,
@@ -34,6 +35,7 @@ pub mod config {
         pub start_command: String,
         pub port: i32,
         pub health_path: String,
+        pub public_url: String,
         pub updated_by: String,
         pub updated_at_ms: i64,
         /// The webhook secret, sealed (`covibe_identity::vault`).

@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0002Deliveries),
             Box::new(M0003Configs),
             Box::new(M0004Deploys),
+            Box::new(M0005Upstream),
         ]
     }
 
@@ -25,6 +26,55 @@ struct M0001Previews;
 struct M0003Configs;
 
 struct M0004Deploys;
+
+struct M0005Upstream;
+
+impl MigrationName for M0005Upstream {
+    fn name(&self) -> &str {
+        "m0005_preview_upstream"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005Upstream {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let column = |name: &str, len: u32| {
+            ColumnDef::new(Alias::new(name))
+                .string_len(len)
+                .not_null()
+                .default("")
+                .to_owned()
+        };
+        for (table, mut col) in [
+            ("previews", column("upstream", 300)),
+            ("preview_configs", column("public_url", 1024)),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Alias::new(table))
+                        .add_column(&mut col)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for (table, name) in [("previews", "upstream"), ("preview_configs", "public_url")] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Alias::new(table))
+                        .drop_column(Alias::new(name))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
 
 impl MigrationName for M0004Deploys {
     fn name(&self) -> &str {

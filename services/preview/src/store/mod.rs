@@ -110,6 +110,7 @@ impl PreviewStore for SeaPreviewStore {
         Ok(Some(Preview {
             team_id: team,
             url: m.url,
+            upstream: m.upstream,
             commit: m.commit,
             status: m.status,
             updated_at_ms: m.updated_at_ms,
@@ -138,14 +139,15 @@ impl PreviewStore for SeaPreviewStore {
             txn.rollback().await?;
             return Ok(None);
         }
-        let url = entity::Entity::find_by_id(d.team_id.to_string())
+        let (url, upstream) = entity::Entity::find_by_id(d.team_id.to_string())
             .one(&txn)
             .await?
-            .map(|m| m.url)
+            .map(|m| (m.url, m.upstream))
             .unwrap_or_default();
         let preview = Preview {
             team_id: d.team_id,
             url,
+            upstream,
             commit: d.commit.clone(),
             status: "pending".to_owned(),
             updated_at_ms: d.received_at_ms,
@@ -189,6 +191,7 @@ impl PreviewStore for SeaPreviewStore {
                 .col_expr(Column::StartCommand, Expr::value(c.start_command.clone()))
                 .col_expr(Column::Port, Expr::value(i32::from(c.port)))
                 .col_expr(Column::HealthPath, Expr::value(c.health_path.clone()))
+                .col_expr(Column::PublicUrl, Expr::value(c.public_url.clone()))
                 .col_expr(Column::UpdatedBy, Expr::value(c.updated_by.clone()))
                 .col_expr(Column::UpdatedAtMs, Expr::value(c.updated_at_ms))
                 .filter(Column::TeamId.eq(team.to_string()))
@@ -211,6 +214,7 @@ impl PreviewStore for SeaPreviewStore {
             start_command: Set(c.start_command.clone()),
             port: Set(i32::from(c.port)),
             health_path: Set(c.health_path.clone()),
+            public_url: Set(c.public_url.clone()),
             updated_by: Set(c.updated_by.clone()),
             updated_at_ms: Set(c.updated_at_ms),
             secret_sealed: Set(secret.sealed.clone()),
@@ -225,6 +229,7 @@ impl PreviewStore for SeaPreviewStore {
             Column::StartCommand,
             Column::Port,
             Column::HealthPath,
+            Column::PublicUrl,
             Column::UpdatedBy,
             Column::UpdatedAtMs,
             Column::SecretSealed,
@@ -543,6 +548,7 @@ fn config_of(m: entity::config::Model) -> Result<(PreviewConfig, SealedSecret), 
         start_command: m.start_command,
         port: u16::try_from(m.port).unwrap_or(0),
         health_path: m.health_path,
+        public_url: m.public_url,
         updated_by: m.updated_by,
         updated_at_ms: m.updated_at_ms,
     };
@@ -558,6 +564,7 @@ async fn upsert(db: &impl sea_orm::ConnectionTrait, p: &Preview) -> Result<(), D
     let row = entity::ActiveModel {
         team_id: Set(p.team_id.to_string()),
         url: Set(p.url.clone()),
+        upstream: Set(p.upstream.clone()),
         commit: Set(p.commit.clone()),
         status: Set(p.status.clone()),
         updated_at_ms: Set(p.updated_at_ms),
@@ -568,6 +575,7 @@ async fn upsert(db: &impl sea_orm::ConnectionTrait, p: &Preview) -> Result<(), D
             OnConflict::column(entity::Column::TeamId)
                 .update_columns([
                     entity::Column::Url,
+                    entity::Column::Upstream,
                     entity::Column::Commit,
                     entity::Column::Status,
                     entity::Column::UpdatedAtMs,

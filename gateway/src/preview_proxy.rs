@@ -1,0 +1,256 @@
+//! `/preview/TEAM/...`: the team's preview app, proxied (HTTP and WebSocket) for the team's
+//! members only. A page in a frame cannot send a bearer header, so the client first calls
+//! `POST /api/preview/access`, which sets a short-lived, HttpOnly cookie scoped to this path
+//! (the member's own signed access token); the proxy checks it like any token, strips it before
+//! the request reaches the app, and asks the preview service where the app runs.
+//!
+//! The app is served under a `sandbox` Content-Security-Policy: its pages run in an origin of
+//! their own, so code the team's agents wrote can never reach the CoVibe client beside it. An
+//! app that needs its own origin is served by the operator's ingress (a configured public URL).
+//!
+//! These paths proxy whatever the app serves: they are not part of the API document.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::any;
+use covibe_bootstrap::bearer;
+use covibe_proto::preview::v1 as pb;
+use covibe_types::ApiError;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+
+use crate::http::error::HttpError;
+use crate::state::Gateway;
+
+/// The cookie holding the member's token for the preview's path.
+pub(crate) const COOKIE: &str = "covibe_preview";
+
+// Paths as constants: these routes are not in the API document (they proxy the app).
+const BARE: &str = "/preview/{team}";
+const ROOT: &str = "/preview/{team}/";
+const ANY: &str = "/preview/{team}/{*rest}";
+
+/// What the app's pages may do: run scripts, forms, pop-ups, in an origin of their own.
+const SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads";
+
+pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route(BARE, any(redirect))
+        .route(ROOT, any(root))
+        .route(ANY, any(path))
+        .with_state(gateway)
+}
+
+async fn redirect(Path(team): Path<String>) -> Response {
+    Redirect::permanent(&format!("/preview/{team}/")).into_response()
+}
+
+async fn root(
+    State(gw): State<Arc<Gateway>>,
+    Path(team): Path<String>,
+    request: Request,
+) -> Response {
+    proxy(gw, team, String::new(), request).await
+}
+
+async fn path(
+    State(gw): State<Arc<Gateway>>,
+    Path((team, rest)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    proxy(gw, team, rest, request).await
+}
+
+/// The member's token from the preview cookie.
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+/// The request's cookies without ours: the app never sees the member's token.
+fn other_cookies(headers: &HeaderMap) -> Option<HeaderValue> {
+    let kept: Vec<&str> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty() && !pair.starts_with(&format!("{COOKIE}=")))
+        .collect();
+    (!kept.is_empty())
+        .then(|| HeaderValue::from_str(&kept.join("; ")).ok())
+        .flatten()
+}
+
+/// Hop-by-hop headers, never forwarded (an upgrade's are put back where they belong).
+const HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn error(code: ApiError) -> Response {
+    HttpError(code).into_response()
+}
+
+async fn proxy(gw: Arc<Gateway>, team: String, rest: String, mut request: Request) -> Response {
+    let Some(token) = cookie_token(request.headers()) else {
+        return error(ApiError::unauthenticated(
+            "open the preview from CoVibe: it needs a member's sign-in",
+        ));
+    };
+    let member = match gw.verifier.verify(&token).and_then(|p| p.member()) {
+        Ok((_, member_team)) => member_team,
+        Err(err) => return error(err),
+    };
+    // Another team's member learns nothing of this team's preview.
+    if member.to_string() != team {
+        return error(ApiError::not_found("no such preview"));
+    }
+    let preview = match gw
+        .preview
+        .clone()
+        .get_preview(bearer(pb::GetPreviewRequest {}, &token))
+        .await
+    {
+        Ok(p) => p.into_inner(),
+        Err(status) => return HttpError::from(status).into_response(),
+    };
+    if preview.upstream.is_empty() {
+        return error(ApiError::unavailable(
+            "the team's preview is not running yet",
+        ));
+    }
+    let upstream = preview.upstream;
+    let query = request
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let Ok(uri) = format!("/{rest}{query}").parse::<Uri>() else {
+        return error(ApiError::invalid("invalid preview path"));
+    };
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let client_upgrade = upgrade
+        .is_some()
+        .then(|| {
+            request
+                .extensions_mut()
+                .remove::<hyper::upgrade::OnUpgrade>()
+        })
+        .flatten();
+
+    let (mut parts, body) = request.into_parts();
+    let cookies = other_cookies(&parts.headers);
+    let mut headers = std::mem::take(&mut parts.headers);
+    for name in HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::COOKIE);
+    if let Some(cookies) = cookies {
+        headers.insert(header::COOKIE, cookies);
+    }
+    if let Some(upgrade) = &upgrade
+        && let Ok(value) = HeaderValue::from_str(upgrade)
+    {
+        headers.insert(header::UPGRADE, value);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if let Ok(host) = HeaderValue::from_str(&upstream) {
+        headers.insert(header::HOST, host);
+    }
+    if let Ok(prefix) = HeaderValue::from_str(&format!("/preview/{team}")) {
+        headers.insert(HeaderName::from_static("x-forwarded-prefix"), prefix);
+    }
+    let mut forwarded = http::Request::new(body);
+    *forwarded.method_mut() = parts.method;
+    *forwarded.uri_mut() = uri;
+    *forwarded.headers_mut() = headers;
+
+    let stream = match tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(&upstream),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => stream,
+        _ => {
+            tracing::warn!(%team, %upstream, "the preview app does not answer");
+            return error(ApiError::unavailable(
+                "the team's preview app does not answer",
+            ));
+        }
+    };
+    let (mut sender, connection) =
+        match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::warn!(%team, error = %err, "preview handshake failed");
+                return error(ApiError::unavailable(
+                    "the team's preview app does not answer",
+                ));
+            }
+        };
+    tokio::spawn(async move {
+        if let Err(err) = connection.with_upgrades().await {
+            tracing::debug!(error = %err, "preview connection ended");
+        }
+    });
+    let mut answer = match sender.send_request(forwarded).await {
+        Ok(answer) => answer,
+        Err(err) => {
+            tracing::warn!(%team, error = %err, "preview request failed");
+            return error(ApiError::unavailable(
+                "the team's preview app does not answer",
+            ));
+        }
+    };
+
+    if answer.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let app_upgrade = hyper::upgrade::on(&mut answer);
+        if let Some(client_upgrade) = client_upgrade {
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, app_upgrade) {
+                    Ok((client, app)) => {
+                        let (mut client, mut app) = (TokioIo::new(client), TokioIo::new(app));
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut app).await;
+                    }
+                    Err(err) => tracing::debug!(error = %err, "preview upgrade failed"),
+                }
+            });
+        }
+        let (parts, _) = answer.into_parts();
+        return Response::from_parts(parts, Body::empty());
+    }
+
+    let (mut parts, body) = answer.into_parts();
+    for name in HOP {
+        parts.headers.remove(name);
+    }
+    parts.headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(SANDBOX),
+    );
+    Response::from_parts(parts, Body::new(body))
+}
