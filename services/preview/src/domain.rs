@@ -112,9 +112,8 @@ fn clean_config(c: &PreviewConfig) -> Result<PreviewConfig, ApiError> {
         return Err(ApiError::invalid("healthPath must start with /"));
     }
     let public_url = one_line("publicUrl", &c.public_url, 1024)?;
-    if !public_url.is_empty()
-        && !(public_url.starts_with("https://") || public_url.starts_with("http://"))
-    {
+    let web = |u: &str| u.starts_with("https://") || u.starts_with("http://");
+    if !public_url.is_empty() && !web(&public_url) {
         return Err(ApiError::invalid("publicUrl must be an http or https URL"));
     }
     let vm_id = c.vm_id.trim();
