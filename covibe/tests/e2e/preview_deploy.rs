@@ -148,10 +148,27 @@ async fn updated(sio: &mut SioClient, status: &str, commit: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pushes_deploy_the_preview_and_failures_leave_it_serving() {
+async fn pushes_deploy_the_preview_in_standalone() {
     let dir = tempfile::tempdir().unwrap();
-    let (_proc, gw) =
-        start_standalone_with(dir.path(), &[("COVIBE_PREVIEW__HEALTH_TIMEOUT_SECS", "5")]).await;
+    let (_proc, gw) = start_standalone(dir.path()).await;
+    deploy_flow(&gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_deploy_the_preview_in_the_mesh() {
+    let db = covibe_testkit::TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = roomy_mesh(dir.path(), &db.url).await;
+    deploy_flow(&mesh.gateway).await;
+}
+
+/// Every push that lands goes live for the whole team, through the gateway's proxy for its
+/// members only; a failing build leaves the running version serving; the supervisor brings a
+/// killed app back; pushes during a slow deploy make one more deploy, of the newest; an owner
+/// redeploys the branch's head by hand.
+async fn deploy_flow(gw: &str) {
+    let gw = gw.to_owned();
+    let work = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
     let (_, sarah) = create_team(&http, &gw, "Rocket", "sarah@example.com", "Sarah").await;
     let team = sarah["team"]["id"].as_str().unwrap().to_owned();
@@ -162,13 +179,14 @@ async fn pushes_deploy_the_preview_and_failures_leave_it_serving() {
 
     let repo = Repo::new();
     let port = free_port();
-    let _stop = StopApp(dir.path().join(format!(".covibe/preview/{team}/app.pid")));
+    let _stop = StopApp(work.path().join("app.pid"));
     let (status, configured) = put(
         &http,
         &format!("{gw}/api/preview/config"),
         &token,
         json!({
             "repository": repo.url(), "branch": "main", "buildCommand": "sh build.sh",
+            "workDir": work.path(),
             "startCommand": "exec python3 -m http.server \"$PORT\" --bind 127.0.0.1",
             "port": port,
         }),
@@ -282,7 +300,7 @@ async fn pushes_deploy_the_preview_and_failures_leave_it_serving() {
     assert_eq!(preview["preview"]["commit"], first.as_str(), "{preview}");
 
     // The app dies: its supervisor starts it again.
-    let pid_file = dir.path().join(format!(".covibe/preview/{team}/app.pid"));
+    let pid_file = work.path().join("app.pid");
     let supervisor = std::fs::read_to_string(&pid_file).unwrap();
     let killed = std::process::Command::new("pkill")
         .args(["-KILL", "-P", supervisor.trim()])
@@ -347,4 +365,68 @@ async fn pushes_deploy_the_preview_and_failures_leave_it_serving() {
     assert_eq!(list["deployments"][0]["status"], "live", "{list}");
     let served = page(port).await.unwrap_or_default();
     assert!(served.contains("version 8"), "{served}");
+}
+
+/// The server dies with a deploy running and another queued: started again, it runs them (the
+/// running one once its lease passes, its runner being gone), and the newest goes live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_queued_when_the_server_dies_run_after_it_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let _stop = StopApp(work.path().join("app.pid"));
+    let (mut proc, gw) = start_standalone(dir.path()).await;
+    let http = reqwest::Client::new();
+    let (_, sarah) = create_team(&http, &gw, "Rocket", "sarah@example.com", "Sarah").await;
+    let team = sarah["team"]["id"].as_str().unwrap().to_owned();
+    let token = sarah["accessToken"].as_str().unwrap().to_owned();
+    let mut sio = SioClient::start().await;
+    sio.connect("sarah", &gw).await;
+    join(&mut sio, "sarah", json!({"teamId": team, "token": token})).await;
+    let repo = Repo::new();
+    let port = free_port();
+    let (_, configured) = put(
+        &http,
+        &format!("{gw}/api/preview/config"),
+        &token,
+        json!({
+            "repository": repo.url(), "buildCommand": "sh build.sh", "workDir": work.path(),
+            "startCommand": "exec python3 -m http.server \"$PORT\" --bind 127.0.0.1",
+            "port": port,
+        }),
+    )
+    .await;
+    let mut hook = Hook {
+        http: http.clone(),
+        url: format!("{gw}/api/webhook/push?team={team}"),
+        secret: configured["webhookSecret"].as_str().unwrap().to_owned(),
+        repository: repo.url(),
+        n: 0,
+    };
+    let slow = repo.commit("<h1>slow</h1>", "sleep 2");
+    hook.push(&slow).await;
+    updated(&mut sio, "deploying", &slow).await;
+    let newest = repo.commit("<h1>newest</h1>", "true");
+    hook.push(&newest).await;
+    proc.kill().await;
+
+    let (_proc, gw) = start_standalone(dir.path()).await;
+    let mut live = Value::Null;
+    for _ in 0..240 {
+        let (_, preview) = get(&http, &format!("{gw}/api/preview"), &token).await;
+        if preview["preview"]["status"] == "live" && preview["preview"]["commit"] == newest.as_str()
+        {
+            live = preview;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_ne!(
+        live,
+        Value::Null,
+        "the queued deploy never went live after the restart"
+    );
+    assert!(page(port).await.unwrap_or_default().contains("newest"));
+    let (_, list) = get(&http, &format!("{gw}/api/preview/deployments"), &token).await;
+    assert_eq!(list["deployments"][0]["commit"], newest.as_str(), "{list}");
+    assert_eq!(list["deployments"][0]["status"], "live", "{list}");
 }

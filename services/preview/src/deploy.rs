@@ -74,6 +74,10 @@ fn work_dir(config: &PreviewConfig, team: TeamId) -> String {
     }
 }
 
+/// A running deploy's lease, renewed while its runner lives: a deploy whose runner died (its
+/// process was killed) is run again this long after.
+const LEASE: Duration = Duration::from_secs(30);
+
 /// Exit codes of the deploy script, read by [`Deployer::run`].
 const BUILD_FAILED: i32 = 10;
 const FETCH_FAILED: i32 = 21;
@@ -286,8 +290,7 @@ impl Deployer {
         tokio::spawn(async move {
             loop {
                 loop {
-                    let lease = this.settings.timeout + this.settings.health_timeout;
-                    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX) + 60_000;
+                    let lease_ms = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
                     match this.store.claim(now_ms(), lease_ms).await {
                         Ok(Some(deployment)) => this.run(deployment).await,
                         Ok(None) => break,
@@ -342,7 +345,21 @@ impl Deployer {
     async fn run(&self, d: Deployment) {
         let team = d.team_id;
         tracing::info!(team_id = %team, deployment = %d.id, commit = %d.commit, attempt = d.attempts, "deploy started");
+        // The lease is renewed while the deploy runs.
+        let renew = {
+            let (store, id) = (self.store.clone(), d.id.clone());
+            tokio::spawn(async move {
+                let lease_ms = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+                loop {
+                    tokio::time::sleep(LEASE / 3).await;
+                    if let Err(err) = store.extend_lease(&id, now_ms() + lease_ms).await {
+                        tracing::warn!(deployment = %id, error = %err, "could not renew a deploy's lease");
+                    }
+                }
+            })
+        };
         let (ended, (url, upstream)) = self.attempt(&d).await;
+        renew.abort();
         let now = now_ms();
         // A redeploy of the branch's head learns its commit from the log.
         let mut d = d;

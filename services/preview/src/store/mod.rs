@@ -73,6 +73,8 @@ pub trait PreviewStore: Send + Sync + 'static {
         log_tail: &str,
         now_ms: i64,
     ) -> Result<(), DbErr>;
+    /// Keeps a running deploy's lease (its runner is alive).
+    async fn extend_lease(&self, id: &str, until_ms: i64) -> Result<(), DbErr>;
     /// Puts a running deploy back in the queue, due at `at_ms`.
     async fn retry_at(&self, id: &str, at_ms: i64, log_tail: &str) -> Result<(), DbErr>;
     /// The team's deploys, newest first.
@@ -449,6 +451,18 @@ impl PreviewStore for SeaPreviewStore {
             .exec(&txn)
             .await?;
         txn.commit().await
+    }
+
+    async fn extend_lease(&self, id: &str, until_ms: i64) -> Result<(), DbErr> {
+        use entity::deployment::{Column, Entity};
+        use sea_orm::sea_query::Expr;
+        Entity::update_many()
+            .col_expr(Column::LeaseUntilMs, Expr::value(until_ms))
+            .filter(Column::Id.eq(id))
+            .filter(Column::Status.eq("running"))
+            .exec(&self.db)
+            .await
+            .map(|_| ())
     }
 
     async fn retry_at(&self, id: &str, at_ms: i64, log_tail: &str) -> Result<(), DbErr> {
