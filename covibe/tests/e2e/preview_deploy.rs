@@ -430,3 +430,100 @@ async fn deploys_queued_when_the_server_dies_run_after_it_restarts() {
     assert_eq!(list["deployments"][0]["commit"], newest.as_str(), "{list}");
     assert_eq!(list["deployments"][0]["status"], "live", "{list}");
 }
+
+/// The preview's WebSocket traffic goes through the gateway's proxy too (a Node app with the
+/// `ws` package from the test kit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preview_proxy_carries_websockets() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    covibe_testkit::ensure_node_modules();
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let _stop = StopApp(work.path().join("app.pid"));
+    let (_proc, gw) = start_standalone(dir.path()).await;
+    let http = reqwest::Client::new();
+    let (_, sarah) = create_team(&http, &gw, "Rocket", "sarah@example.com", "Sarah").await;
+    let team = sarah["team"]["id"].as_str().unwrap().to_owned();
+    let token = sarah["accessToken"].as_str().unwrap().to_owned();
+    let mut sio = SioClient::start().await;
+    sio.connect("sarah", &gw).await;
+    join(&mut sio, "sarah", json!({"teamId": team, "token": token})).await;
+
+    let repo = Repo::new();
+    std::fs::write(
+        repo.work.path().join("server.js"),
+        r#"const http = require('http');
+const { WebSocketServer } = require('ws');
+const server = http.createServer((req, res) => res.end('<h1>live chat</h1>'));
+new WebSocketServer({ server }).on('connection', (ws) => ws.on('message', (m) => ws.send('echo: ' + m)));
+server.listen(process.env.PORT, '127.0.0.1');
+"#,
+    )
+    .unwrap();
+    let commit = repo.commit("unused", "true");
+    let port = free_port();
+    let modules = covibe_testkit::js_dir().join("node_modules");
+    let (_, configured) = put(
+        &http,
+        &format!("{gw}/api/preview/config"),
+        &token,
+        json!({
+            "repository": repo.url(), "workDir": work.path(), "port": port,
+            "startCommand": format!("NODE_PATH='{}' exec node server.js", modules.display()),
+        }),
+    )
+    .await;
+    let mut hook = Hook {
+        http: http.clone(),
+        url: format!("{gw}/api/webhook/push?team={team}"),
+        secret: configured["webhookSecret"].as_str().unwrap().to_owned(),
+        repository: repo.url(),
+        n: 0,
+    };
+    hook.push(&commit).await;
+    updated(&mut sio, "live", &commit).await;
+
+    let access = http
+        .post(format!("{gw}/api/preview/access"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let cookie = access.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let host = gw.strip_prefix("http://").unwrap().to_owned();
+    let connect = |cookie: Option<String>| {
+        let host = host.clone();
+        let team = team.clone();
+        async move {
+            let mut request = format!("ws://{host}/preview/{team}/live")
+                .into_client_request()
+                .unwrap();
+            if let Some(cookie) = cookie {
+                request
+                    .headers_mut()
+                    .insert("cookie", cookie.parse().unwrap());
+            }
+            let tcp = tokio::net::TcpStream::connect(&host).await.unwrap();
+            tokio_tungstenite::client_async(request, tcp).await
+        }
+    };
+    // Without the member's cookie, no WebSocket either.
+    assert!(connect(None).await.is_err());
+    let (mut ws, _) = connect(Some(cookie)).await.unwrap();
+    ws.send(Message::text("hello")).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.into_text().unwrap().as_str(), "echo: hello");
+}
