@@ -88,6 +88,12 @@ impl Hook {
     /// GitHub's push for `commit`, signed with the team's secret.
     async fn push(&mut self, commit: &str) {
         self.n += 1;
+        let delivery = format!("delivery-{}", self.n);
+        self.deliver(commit, &delivery).await;
+    }
+
+    /// GitHub delivering `commit` under `delivery` (again, when it retries).
+    async fn deliver(&self, commit: &str, delivery: &str) {
         let body = serde_json::to_vec(&json!({
             "ref": "refs/heads/main",
             "after": commit,
@@ -100,7 +106,7 @@ impl Hook {
             .post(&self.url)
             .header("content-type", "application/json")
             .header("x-github-event", "push")
-            .header("x-github-delivery", format!("delivery-{}", self.n))
+            .header("x-github-delivery", delivery)
             .header("x-hub-signature-256", signature(&self.secret, &body))
             .body(body)
             .send()
@@ -279,6 +285,10 @@ async fn deploy_flow(gw: &str) {
     let (_, preview) = get(&http, &format!("{gw}/api/preview"), &token).await;
     assert_eq!(preview["preview"]["status"], "live");
     assert_eq!(preview["preview"]["commit"], first.as_str());
+    // GitHub delivering the same push again deploys nothing more.
+    hook.deliver(&first, "delivery-1").await;
+    let (_, list) = get(&http, &format!("{gw}/api/preview/deployments"), &token).await;
+    assert_eq!(list["deployments"].as_array().unwrap().len(), 1, "{list}");
 
     // A failing build: the deploy fails with its log, the team is told, version one serves on.
     let broken = repo.commit("<h1>version two</h1>", "echo compiling; exit 1");
@@ -526,4 +536,71 @@ server.listen(process.env.PORT, '127.0.0.1');
         .unwrap()
         .unwrap();
     assert_eq!(answer.into_text().unwrap().as_str(), "echo: hello");
+}
+
+/// A release whose app never answers its health check: the deploy fails with why, and the
+/// previous version is started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_health_check_brings_the_previous_version_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let _stop = StopApp(work.path().join("app.pid"));
+    let (_proc, gw) =
+        start_standalone_with(dir.path(), &[("COVIBE_PREVIEW__HEALTH_TIMEOUT_SECS", "3")]).await;
+    let http = reqwest::Client::new();
+    let (_, sarah) = create_team(&http, &gw, "Rocket", "sarah@example.com", "Sarah").await;
+    let team = sarah["team"]["id"].as_str().unwrap().to_owned();
+    let token = sarah["accessToken"].as_str().unwrap().to_owned();
+    let mut sio = SioClient::start().await;
+    sio.connect("sarah", &gw).await;
+    join(&mut sio, "sarah", json!({"teamId": team, "token": token})).await;
+    let repo = Repo::new();
+    let port = free_port();
+    // The build decides what starts: a broken release's app exits at once.
+    let (_, configured) = put(
+        &http,
+        &format!("{gw}/api/preview/config"),
+        &token,
+        json!({
+            "repository": repo.url(), "workDir": work.path(), "port": port,
+            "startCommand": "sh start.sh",
+            "buildCommand": "sh build.sh",
+        }),
+    )
+    .await;
+    let mut hook = Hook {
+        http: http.clone(),
+        url: format!("{gw}/api/webhook/push?team={team}"),
+        secret: configured["webhookSecret"].as_str().unwrap().to_owned(),
+        repository: repo.url(),
+        n: 0,
+    };
+    let serve = "echo 'exec python3 -m http.server \"$PORT\" --bind 127.0.0.1' > start.sh";
+    let good = repo.commit("<h1>good</h1>", serve);
+    hook.push(&good).await;
+    updated(&mut sio, "live", &good).await;
+    let bad = repo.commit("<h1>bad</h1>", "echo 'echo crashing; exit 1' > start.sh");
+    hook.push(&bad).await;
+    let failed = sio.next_event("sarah", "preview_failed").await;
+    assert_eq!(failed["commit"], bad.as_str(), "{failed}");
+    assert_eq!(
+        failed["reason"], "the app did not answer its health check",
+        "{failed}"
+    );
+    assert!(
+        failed["logTail"].as_str().unwrap().contains("starting"),
+        "{failed}"
+    );
+    let mut back = false;
+    for _ in 0..100 {
+        if page(port).await.is_some_and(|p| p.contains("good")) {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "the previous version was not started again");
+    let (_, preview) = get(&http, &format!("{gw}/api/preview"), &token).await;
+    assert_eq!(preview["preview"]["commit"], good.as_str(), "{preview}");
+    assert_eq!(preview["preview"]["status"], "live", "{preview}");
 }
