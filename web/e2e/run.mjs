@@ -240,6 +240,70 @@ async function previewConfigChecks({ page }) {
   });
 }
 
+/**
+ * The preview's deploys in Showcase (issue 19): the history lists each deploy with its status and
+ * opens to the end of its log, as text; a deploy that fails is told in a notice whose "Show its
+ * log" opens that deploy's log; Redeploy asks first, lists the new deploy at once and is off
+ * while a deploy is under way; a member sees the history but no Redeploy.
+ *
+ * Runs after previewConfigChecks (a configured preview, pushes made). Its pushes name commits
+ * that no repository has, so their deploys fail: that failure is what the notice is checked on.
+ *
+ * TODO(issue 19): call it after previewConfigChecks, with Miguel as `viewer` once he has joined,
+ * when covibe's e2e gives the standalone a VM the preview deploys on (without one a deploy may
+ * wait in the queue longer than the suite waits).
+ */
+async function previewDeployChecks({ page }, viewer) {
+  const card = page.locator('section.card', { has: page.getByRole('heading', { name: 'Deploys', exact: true }) });
+  const rows = card.getByRole('list', { name: 'Deploys' }).locator('li[data-deploy-id]');
+  const redeploy = card.getByRole('button', { name: 'Redeploy', exact: true });
+
+  await check('Showcase lists the deploys, each opening to its log as text', async () => {
+    await tab(page, 'Showcase');
+    const row = rows.first();
+    await row.waitFor();
+    await row.getByRole('button', { name: /^Show log/ }).click();
+    const log = row.getByRole('region', { name: /^Log of the deploy of/ });
+    await log.waitFor();
+    if ((await log.evaluate((el) => el.children.length)) !== 0) throw new Error('the log holds markup, not text');
+    await scan(page, 'showcase deploys');
+    await shoot(page, 'showcase-deploys-390x844');
+  });
+
+  await check("a failed deploy is told, and the notice opens that deploy's log", async () => {
+    const notice = page.getByTestId('deploy-failed');
+    await notice.waitFor();
+    const text = (await notice.innerText()).trim();
+    if (!/^The deploy of (\w{7}|the branch head) failed/.test(text)) throw new Error(`the notice says: ${text}`);
+    await card.locator('li[data-status="failed"]').first().waitFor();
+    await scan(page, 'showcase with a failed deploy');
+    await shoot(page, 'deploy-failed-390x844');
+    await page.getByRole('button', { name: 'Show its log' }).click();
+    await waitFor(page, () => document.activeElement?.getAttribute('role') === 'region', null, "the failed deploy's log takes the focus");
+    await page.getByRole('button', { name: 'Dismiss' }).click();
+    await notice.waitFor({ state: 'detached' });
+  });
+
+  await check('Redeploy asks first, lists the new deploy, and waits while it is under way', async () => {
+    await redeploy.and(page.locator(':not([disabled])')).waitFor();
+    await redeploy.click();
+    await card.getByRole('button', { name: 'Cancel' }).click();
+    await waitFor(page, () => document.activeElement?.textContent === 'Redeploy', null, 'Cancel gives the focus back');
+    await redeploy.click();
+    await scan(page, 'redeploy confirmation');
+    await card.getByRole('button', { name: 'Yes, redeploy' }).click();
+    await card.getByText('Redeploy queued').waitFor();
+    await rows.filter({ hasText: 'redeployed by you' }).first().waitFor();
+    if (!(await redeploy.isDisabled())) throw new Error('Redeploy is on while the new deploy is queued');
+  });
+
+  await check('a member sees the deploys, and no Redeploy', async () => {
+    await tab(viewer.page, 'Showcase');
+    await viewer.page.getByRole('list', { name: 'Deploys' }).locator('li[data-deploy-id]').first().waitFor();
+    if (await viewer.page.getByRole('button', { name: 'Redeploy', exact: true }).count()) throw new Error('a member sees Redeploy');
+  });
+}
+
 const sarah = await member('sarah');
 const miguel = await member('miguel');
 let agentId = '';

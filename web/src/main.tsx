@@ -7,6 +7,7 @@ import { loadMe } from './api/client';
 import { restoreSession, session } from './api/session';
 import { App } from './app/App';
 import { startChat } from './chat/store';
+import { startDeploys } from './preview/history';
 import { startPreview } from './preview/store';
 import { startRealtime } from './realtime/socket';
 
@@ -14,6 +15,7 @@ restoreSession();
 startRealtime();
 startChat();
 startPreview();
+startDeploys();
 if (session.value) void loadMe().catch(() => {});
 
 const root = document.getElementById('app');

@@ -66,5 +66,7 @@ describe('the current preview', () => {
     expect(frameable('https://preview.example.com/x')).toBe(true);
     expect(frameable('javascript:alert(1)')).toBe(false);
     expect(frameable('not a url')).toBe(false);
+    // The gateway's path on this origin.
+    expect(frameable('/preview/t1/')).toBe(true);
   });
 });

@@ -30,4 +30,5 @@ export type PreviewConfigView = Schemas['PreviewConfigView'];
 export type PreviewConfigEnvelope = Schemas['PreviewConfigEnvelope'];
 export type PutPreviewConfig = Schemas['PutPreviewConfig'];
 export type PutPreviewConfigAnswer = Schemas['PutPreviewConfigAnswer'];
+export type DeploymentView = Schemas['DeploymentView'];
 export type WebhookSecret = Schemas['WebhookSecret'];

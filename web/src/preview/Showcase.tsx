@@ -1,36 +1,49 @@
 // The Showcase: the team's shared preview in a frame, with its URL, commit, status and when it
-// changed. Read from the API on open; live events keep it current.
+// changed; a notice when a deploy failed; the deploy history with Redeploy. Read from the API on
+// open; live events keep it current.
 
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { api } from '../api/client';
 import { session } from '../api/session';
 import { ago, dateTime } from '../app/format';
 import { followLink } from '../app/route';
-import { ErrorText } from '../app/ui';
+import { ErrorText, useFocusAfterRender } from '../app/ui';
 import { frameable, isEmpty, shortCommit, statusOf, type Preview } from './current';
+import { Deploys, type Reveal } from './Deploys';
+import { failureText, stillServing, type DeployFailure } from './failure';
+import { deploysShown, dismissFailure, failure } from './history';
 import { loadPreview, preview } from './store';
 
 /** A preview on another origin keeps its own origin; one on ours must not get our cookies or storage. */
 function sandboxFor(url: string): string {
   const base = 'allow-scripts allow-forms allow-popups';
-  return new URL(url).origin === location.origin ? base : `${base} allow-same-origin`;
+  return new URL(url, location.href).origin === location.origin ? base : `${base} allow-same-origin`;
 }
 
 export function Showcase() {
   const [loaded, setLoaded] = useState(false);
   const [error, setError] = useState<string | null>(null);
+  const [reveal, setReveal] = useState<Reveal | null>(null);
+  const title = useRef<HTMLHeadingElement>(null);
+  const focusLater = useFocusAfterRender();
   useEffect(() => {
-    void loadPreview().then((failure) => {
-      setError(failure);
+    void loadPreview().then((refused) => {
+      setError(refused);
       setLoaded(true);
     });
+    deploysShown(true);
+    return () => deploysShown(false);
   }, []);
 
   const p = preview.value;
   const status = p && !isEmpty(p) ? statusOf(p.status) : null;
+  const failed = failure.value;
   return (
     <div class="screen">
       <div class="screen-head">
-        <h1>Showcase</h1>
+        <h1 tabIndex={-1} ref={title}>
+          Showcase
+        </h1>
         {status && (
           <span class="badge" data-tone={status.tone}>
             {status.label}
@@ -43,15 +56,83 @@ export function Showcase() {
         </p>
       )}
       {error && !p && <ErrorText error={error} />}
+      {failed && (
+        <FailureNotice
+          key={failed.deploymentId}
+          failure={failed}
+          serving={stillServing(p)}
+          onShowLog={() => setReveal((r) => ({ id: failed.deploymentId, n: (r?.n ?? 0) + 1 }))}
+          onDismiss={() => {
+            dismissFailure();
+            focusLater(title);
+          }}
+        />
+      )}
       {!p && !loaded && <p class="loading">Loading the preview…</p>}
       {p && <Stage preview={p} />}
       {p && !isEmpty(p) && <Details preview={p} />}
+      <Deploys reveal={reveal} />
     </div>
   );
 }
 
+interface FailureNoticeProps {
+  failure: DeployFailure;
+  serving: boolean | null;
+  onShowLog: () => void;
+  onDismiss: () => void;
+}
+
+/** A deploy failed: what, why, and whether the earlier version still serves. */
+function FailureNotice({ failure: f, serving, onShowLog, onDismiss }: FailureNoticeProps) {
+  return (
+    <section class="notice notice-bad" aria-labelledby="deploy-failed-title">
+      <h2 id="deploy-failed-title">A deploy failed</h2>
+      <p role="alert" data-testid="deploy-failed">
+        {failureText(f, serving)}
+      </p>
+      <div class="vm-actions">
+        <button type="button" class="btn btn-small" onClick={onShowLog}>
+          Show its log
+        </button>
+        <button type="button" class="btn btn-small btn-ghost" onClick={onDismiss}>
+          Dismiss
+        </button>
+      </div>
+    </section>
+  );
+}
+
+/**
+ * A preview behind our own gateway (`/preview/TEAM/`) is for members only, and a frame cannot
+ * send a bearer header: ask for the short-lived cookie that opens it, and again before it lapses.
+ */
+function usePreviewAccess(url: string): boolean {
+  const ours = url.startsWith('/') && !url.startsWith('//');
+  const [ready, setReady] = useState(!ours);
+  useEffect(() => {
+    if (!ours) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let stopped = false;
+    const ask = async () => {
+      const { data } = await api.POST('/api/preview/access');
+      if (stopped) return;
+      setReady(Boolean(data));
+      const seconds = data?.expiresIn ?? 60;
+      timer = setTimeout(() => void ask(), Math.max(30, seconds - 60) * 1000);
+    };
+    void ask();
+    return () => {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+    };
+  }, [ours]);
+  return ready;
+}
+
 function Stage({ preview: p }: { preview: Preview }) {
-  if (p.url && frameable(p.url)) {
+  const ready = usePreviewAccess(p.url ?? '');
+  if (p.url && frameable(p.url) && ready) {
     return (
       <iframe
         class="preview-frame"

@@ -78,8 +78,12 @@ export function statusOf(status: string): { label: string; tone: Tone } {
   }
 }
 
-/** Only http(s) previews are framed (never `javascript:` or `data:`). */
+/**
+ * Only http(s) previews are framed (never `javascript:` or `data:`); a path (the gateway's
+ * `/preview/<team>/`) is on this origin.
+ */
 export function frameable(url: string): boolean {
+  if (url.startsWith('/') && !url.startsWith('//')) return true;
   try {
     const u = new URL(url);
     return u.protocol === 'https:' || u.protocol === 'http:';
