@@ -264,42 +264,32 @@ pub(crate) async fn redeploy(
     ))
 }
 
-/// Where a member opens the preview, with the cookie that lets them.
+/// Where a member opens the preview: a path holding a capability the preview service signed.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PreviewAccess {
-    /// The gateway's path for the team's preview.
+    /// `/preview/TEAM/CAPABILITY/`, for a frame.
     pub url: String,
-    /// Seconds the cookie lasts: ask again before then.
-    pub expires_in: u64,
+    /// Seconds it stays good: ask again before then.
+    pub expires_in: i64,
 }
 
-/// How long the preview cookie lasts (an access token's own lifetime bounds it too).
-const ACCESS_SECS: u64 = 600;
-
-/// `POST /api/preview/access` → `{url, expiresIn}` with a cookie, HttpOnly and scoped to
-/// `/preview/TEAM/`, that lets the member's browser open the preview in a frame.
+/// `POST /api/preview/access` → `{url, expiresIn}`: where the member's browser opens the
+/// team's preview (proxied by the gateway) for the next hour.
 pub(crate) async fn access(
+    State(gw): State<Arc<Gateway>>,
     member: Member,
-    headers: HeaderMap,
 ) -> Result<impl IntoResponse, HttpError> {
-    let path = format!("/preview/{}/", member.team_id);
-    let secure = header(&headers, "x-forwarded-proto") == "https";
-    let cookie = format!(
-        "{}={}; Path={path}; Max-Age={ACCESS_SECS}; HttpOnly; SameSite=Strict{}",
-        crate::preview_proxy::COOKIE,
-        member.token,
-        if secure { "; Secure" } else { "" }
-    );
-    let cookie = axum::http::HeaderValue::from_str(&cookie)
-        .map_err(|_| ApiError::internal("the access token cannot be a cookie"))?;
-    Ok((
-        [(axum::http::header::SET_COOKIE, cookie)],
-        Json(PreviewAccess {
-            url: path,
-            expires_in: ACCESS_SECS,
-        }),
-    ))
+    let opened = gw
+        .preview
+        .clone()
+        .open_preview(bearer(pb::OpenPreviewRequest {}, &member.token))
+        .await?
+        .into_inner();
+    Ok(Json(PreviewAccess {
+        url: format!("/preview/{}/{}/", member.team_id, opened.capability),
+        expires_in: (opened.expires_at_ms - covibe_types::now_ms()) / 1000,
+    }))
 }
 
 /// `GET /api/preview/config` → `{config, webhookUrl}` (owners and admins).

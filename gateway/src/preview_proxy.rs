@@ -1,12 +1,14 @@
-//! `/preview/TEAM/...`: the team's preview app, proxied (HTTP and WebSocket) for the team's
-//! members only. A page in a frame cannot send a bearer header, so the client first calls
-//! `POST /api/preview/access`, which sets a short-lived, HttpOnly cookie scoped to this path
-//! (the member's own signed access token); the proxy checks it like any token, strips it before
-//! the request reaches the app, and asks the preview service where the app runs.
+//! `/preview/TEAM/CAPABILITY/...`: the team's preview app, proxied (HTTP and WebSocket) for the
+//! team's members only. A page in a frame cannot send a bearer header, and a sandboxed one no
+//! cookies either, so the client first calls `POST /api/preview/access`: the preview service
+//! signs a capability for the member's team, good for an hour, which goes in the path (every
+//! relative link of the app keeps it). The proxy asks the preview service to check it and where
+//! the app runs. It is no one's credential but this: viewing this team's preview a while.
 //!
 //! The app is served under a `sandbox` Content-Security-Policy: its pages run in an origin of
-//! their own, so code the team's agents wrote can never reach the CoVibe client beside it. An
-//! app that needs its own origin is served by the operator's ingress (a configured public URL).
+//! their own, so code the team's agents wrote can never reach the CoVibe client beside it (nor
+//! read its tokens), and without a referrer, so the capability stays here. An app that needs its
+//! own origin is served by the operator's ingress (a configured public URL).
 //!
 //! These paths proxy whatever the app serves: they are not part of the API document.
 
@@ -18,23 +20,19 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::any;
-use covibe_bootstrap::bearer;
 use covibe_proto::preview::v1 as pb;
 use covibe_types::ApiError;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 
 use crate::http::error::HttpError;
 use crate::state::Gateway;
 
-/// The cookie holding the member's token for the preview's path.
-pub(crate) const COOKIE: &str = "covibe_preview";
-
 // Paths as constants: these routes are not in the API document (they proxy the app).
-const BARE: &str = "/preview/{team}";
-const ROOT: &str = "/preview/{team}/";
-const ANY: &str = "/preview/{team}/{*rest}";
+const BARE: &str = "/preview/{team}/{capability}";
+const ROOT: &str = "/preview/{team}/{capability}/";
+const ANY: &str = "/preview/{team}/{capability}/{*rest}";
 
 /// What the app's pages may do: run scripts, forms, pop-ups, in an origin of their own.
 const SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads";
@@ -47,52 +45,24 @@ pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
-async fn redirect(Path(team): Path<String>) -> Response {
-    Redirect::permanent(&format!("/preview/{team}/")).into_response()
+async fn redirect(Path((team, capability)): Path<(String, String)>) -> Response {
+    Redirect::permanent(&format!("/preview/{team}/{capability}/")).into_response()
 }
 
 async fn root(
     State(gw): State<Arc<Gateway>>,
-    Path(team): Path<String>,
+    Path((team, capability)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    proxy(gw, team, String::new(), request).await
+    proxy(gw, team, capability, String::new(), request).await
 }
 
 async fn path(
     State(gw): State<Arc<Gateway>>,
-    Path((team, rest)): Path<(String, String)>,
+    Path((team, capability, rest)): Path<(String, String, String)>,
     request: Request,
 ) -> Response {
-    proxy(gw, team, rest, request).await
-}
-
-/// The member's token from the preview cookie.
-fn cookie_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.trim().to_owned())
-        .filter(|t| !t.is_empty())
-}
-
-/// The request's cookies without ours: the app never sees the member's token.
-fn other_cookies(headers: &HeaderMap) -> Option<HeaderValue> {
-    let kept: Vec<&str> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty() && !pair.starts_with(&format!("{COOKIE}=")))
-        .collect();
-    (!kept.is_empty())
-        .then(|| HeaderValue::from_str(&kept.join("; ")).ok())
-        .flatten()
+    proxy(gw, team, capability, rest, request).await
 }
 
 /// Hop-by-hop headers, never forwarded (an upgrade's are put back where they belong).
@@ -110,35 +80,21 @@ fn error(code: ApiError) -> Response {
     HttpError(code).into_response()
 }
 
-async fn proxy(gw: Arc<Gateway>, team: String, rest: String, mut request: Request) -> Response {
-    let Some(token) = cookie_token(request.headers()) else {
-        return error(ApiError::unauthenticated(
-            "open the preview from CoVibe: it needs a member's sign-in",
-        ));
+async fn proxy(
+    gw: Arc<Gateway>,
+    team: String,
+    capability: String,
+    rest: String,
+    mut request: Request,
+) -> Response {
+    let resolve = pb::ResolvePreviewRequest {
+        team_id: team.clone(),
+        capability,
     };
-    let member = match gw.verifier.verify(&token).and_then(|p| p.member()) {
-        Ok((_, member_team)) => member_team,
-        Err(err) => return error(err),
-    };
-    // Another team's member learns nothing of this team's preview.
-    if member.to_string() != team {
-        return error(ApiError::not_found("no such preview"));
-    }
-    let preview = match gw
-        .preview
-        .clone()
-        .get_preview(bearer(pb::GetPreviewRequest {}, &token))
-        .await
-    {
-        Ok(p) => p.into_inner(),
+    let upstream = match gw.preview.clone().resolve_preview(resolve).await {
+        Ok(answer) => answer.into_inner().upstream,
         Err(status) => return HttpError::from(status).into_response(),
     };
-    if preview.upstream.is_empty() {
-        return error(ApiError::unavailable(
-            "the team's preview is not running yet",
-        ));
-    }
-    let upstream = preview.upstream;
     let query = request
         .uri()
         .query()
@@ -162,15 +118,13 @@ async fn proxy(gw: Arc<Gateway>, team: String, rest: String, mut request: Reques
         .flatten();
 
     let (mut parts, body) = request.into_parts();
-    let cookies = other_cookies(&parts.headers);
     let mut headers = std::mem::take(&mut parts.headers);
     for name in HOP {
         headers.remove(name);
     }
-    headers.remove(header::COOKIE);
-    if let Some(cookies) = cookies {
-        headers.insert(header::COOKIE, cookies);
-    }
+    // The capability is in the page's address: it goes to the app in no header.
+    headers.remove(header::REFERER);
+    headers.remove(header::AUTHORIZATION);
     if let Some(upgrade) = &upgrade
         && let Ok(value) = HeaderValue::from_str(upgrade)
     {
@@ -251,6 +205,10 @@ async fn proxy(gw: Arc<Gateway>, team: String, rest: String, mut request: Reques
     parts.headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(SANDBOX),
+    );
+    parts.headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
     );
     Response::from_parts(parts, Body::new(body))
 }

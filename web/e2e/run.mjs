@@ -172,13 +172,20 @@ async function sshVmChecks({ page }, ssh) {
  */
 async function previewConfigChecks({ page }) {
   const card = page.locator('section.card', { has: page.getByRole('heading', { name: 'Preview', exact: true }) });
-  const repository = 'acme/shop';
+  // A real repository and app when covibe's e2e provides them: `{repository, commit, port, workDir}`.
+  const real = process.env.COVIBE_E2E_PREVIEW ? JSON.parse(process.env.COVIBE_E2E_PREVIEW) : null;
+  const repository = real ? real.repository : 'acme/shop';
   let secret = '';
   let hook = '';
 
   /** A GitHub push delivery of `sha` to main, signed with `key`: the webhook's answer status. */
   const push = async (key, sha) => {
-    const body = JSON.stringify({ ref: 'refs/heads/main', after: sha, repository: { full_name: repository }, deleted: false });
+    const body = JSON.stringify({
+      ref: 'refs/heads/main',
+      after: sha,
+      repository: { full_name: 'acme/shop', clone_url: repository },
+      deleted: false,
+    });
     const response = await fetch(hook, {
       method: 'POST',
       headers: {
@@ -198,8 +205,14 @@ async function previewConfigChecks({ page }) {
     await card.getByRole('button', { name: 'Save preview settings' }).click();
     await card.getByText('Enter the repository').waitFor();
     await card.getByLabel('Repository').fill(repository);
-    await card.getByLabel('Start command').fill('npm start');
-    await card.getByLabel('Port').fill('3000');
+    if (real) {
+      await card.getByLabel('Work directory (optional)').fill(real.workDir);
+      await card.getByLabel('Start command').fill('exec python3 -m http.server "$PORT" --bind 127.0.0.1');
+      await card.getByLabel('Port').fill(String(real.port));
+    } else {
+      await card.getByLabel('Start command').fill('npm start');
+      await card.getByLabel('Port').fill('3000');
+    }
     await scan(page, 'preview settings');
     await shoot(page, 'preview-settings-390x844');
     await card.getByRole('button', { name: 'Save preview settings' }).click();
@@ -216,11 +229,16 @@ async function previewConfigChecks({ page }) {
   });
 
   await check('a push signed with the secret shows in Showcase', async () => {
-    const sha = randomBytes(20).toString('hex');
+    const sha = real ? real.commit : randomBytes(20).toString('hex');
     const status = await push(secret, sha);
     if (status !== 202) throw new Error(`the signed push was answered ${status}`);
     await tab(page, 'Showcase');
     await page.getByTestId('preview-commit').filter({ hasText: sha.slice(0, 7) }).waitFor();
+    if (real) {
+      // Deployed, then opened through the gateway's proxy in the frame.
+      await page.frameLocator('iframe.preview-frame').getByText('Hello from the preview').waitFor({ timeout: WAIT });
+      await shoot(page, 'showcase-live-390x844');
+    }
     await scan(page, 'showcase after a push');
   });
 

@@ -319,6 +319,14 @@ const MATRIX: &[(&str, [E; 6])] = &[
         [D, A, D, A, A, D],
     ),
     (
+        "grpc covibe.preview.v1.PreviewService/OpenPreview",
+        [D, A, A, A, A, A],
+    ),
+    (
+        "grpc covibe.preview.v1.PreviewService/ResolvePreview",
+        [S, S, S, S, S, S],
+    ),
+    (
         "grpc covibe.preview.v1.PreviewService/ReceivePush",
         [S, S, S, S, S, S],
     ),
@@ -1250,6 +1258,20 @@ impl World<'_> {
                     .list_deployments(req(preview_pb::ListDeploymentsRequest { limit: 0 }, t))
                     .await,
             ),
+            "grpc covibe.preview.v1.PreviewService/OpenPreview" => grpc_outcome(
+                self.preview
+                    .clone()
+                    .open_preview(req(preview_pb::OpenPreviewRequest {}, t))
+                    .await,
+            ),
+            // The capability is the credential: a member's token adds nothing.
+            "grpc covibe.preview.v1.PreviewService/ResolvePreview" => {
+                let r = preview_pb::ResolvePreviewRequest {
+                    team_id: self.owner().team_id.clone(),
+                    capability: "0-00".into(),
+                };
+                grpc_outcome(self.preview.clone().resolve_preview(req(r, t)).await)
+            }
             "grpc covibe.preview.v1.PreviewService/Redeploy" => grpc_outcome(
                 self.preview
                     .clone()

@@ -118,7 +118,7 @@ impl Hook {
 
 /// Stops the supervised preview app when the test ends, however it ends: it runs in a session
 /// of its own, outliving the server that started it.
-struct StopApp(std::path::PathBuf);
+pub(crate) struct StopApp(pub(crate) std::path::PathBuf);
 
 impl Drop for StopApp {
     fn drop(&mut self) {
@@ -214,11 +214,7 @@ async fn deploy_flow(gw: &str) {
     assert_eq!(live["url"], format!("/preview/{team}/"), "{live}");
     assert!(page(port).await.unwrap().contains("version one"));
 
-    // Members open it through the gateway, with the cookie the API gives them; nobody else.
-    let proxied = format!("{gw}/preview/{team}/");
-    let anonymous = http.get(&proxied).send().await.unwrap();
-    assert_eq!(anonymous.status(), 401);
-    assert!(!anonymous.text().await.unwrap().contains("version one"));
+    // Members open it through the gateway, at the address the API gives them; nobody else.
     let access = http
         .post(format!("{gw}/api/preview/access"))
         .bearer_auth(&token)
@@ -226,18 +222,10 @@ async fn deploy_flow(gw: &str) {
         .await
         .unwrap();
     assert_eq!(access.status(), 200);
-    let cookie = access.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(
-        cookie.contains("HttpOnly") && cookie.contains(&format!("Path=/preview/{team}/")),
-        "{cookie}"
-    );
-    let cookie = cookie.split(';').next().unwrap().to_owned();
-    let seen = http
-        .get(&proxied)
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let access: Value = access.json().await.unwrap();
+    let path = access["url"].as_str().unwrap().to_owned();
+    assert!(path.starts_with(&format!("/preview/{team}/")), "{access}");
+    let seen = http.get(format!("{gw}{path}")).send().await.unwrap();
     assert_eq!(seen.status(), 200);
     let csp = seen.headers()["content-security-policy"]
         .to_str()
@@ -247,41 +235,45 @@ async fn deploy_flow(gw: &str) {
         csp.starts_with("sandbox"),
         "the app runs in an origin of its own: {csp}"
     );
+    assert_eq!(seen.headers()["referrer-policy"], "no-referrer");
     assert!(seen.text().await.unwrap().contains("version one"));
-    let bare = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .get(format!("{gw}/preview/{team}"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bare.status(), 308);
-    // A member of another team, with a cookie of their own, gets nothing of this preview.
+    // Without an address of its own, or with a forged or another team's, nothing shows.
     let (_, chen) = create_team(&http, &gw, "Other", "chen@example.com", "Chen").await;
-    let chen_token = chen["accessToken"].as_str().unwrap();
-    let theirs = http
+    let theirs: Value = http
         .post(format!("{gw}/api/preview/access"))
-        .bearer_auth(chen_token)
+        .bearer_auth(chen["accessToken"].as_str().unwrap())
         .send()
         .await
-        .unwrap();
-    let chen_cookie = theirs.headers()["set-cookie"]
-        .to_str()
         .unwrap()
-        .split(';')
-        .next()
+        .json()
+        .await
+        .unwrap();
+    let their_capability = theirs["url"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .nth(3)
         .unwrap()
         .to_owned();
-    let refused = http
-        .get(&proxied)
-        .header("cookie", &chen_cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 404);
-    assert!(!refused.text().await.unwrap().contains("version one"));
+    let capability = path.split('/').nth(3).unwrap();
+    let forged = format!("{}0", &capability[..capability.len() - 1]);
+    let bare = http.get(format!("{gw}/preview/{team}/")).send().await.unwrap();
+    assert!(!bare.text().await.unwrap().contains("version one"));
+    for wrong in [
+        format!("/preview/{team}/{forged}/"),
+        format!("/preview/{team}/{their_capability}/"),
+    ] {
+        let refused = http.get(format!("{gw}{wrong}")).send().await.unwrap();
+        assert!(
+            [401, 404].contains(&refused.status().as_u16()),
+            "{wrong}: {}",
+            refused.status()
+        );
+        assert!(
+            !refused.text().await.unwrap().contains("version one"),
+            "{wrong}"
+        );
+    }
     let (_, preview) = get(&http, &format!("{gw}/api/preview"), &token).await;
     assert_eq!(preview["preview"]["status"], "live");
     assert_eq!(preview["preview"]["commit"], first.as_str());
@@ -496,39 +488,30 @@ server.listen(process.env.PORT, '127.0.0.1');
     hook.push(&commit).await;
     updated(&mut sio, "live", &commit).await;
 
-    let access = http
+    let access: Value = http
         .post(format!("{gw}/api/preview/access"))
         .bearer_auth(&token)
         .send()
         .await
+        .unwrap()
+        .json()
+        .await
         .unwrap();
-    let cookie = access.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let path = access["url"].as_str().unwrap().to_owned();
     let host = gw.strip_prefix("http://").unwrap().to_owned();
-    let connect = |cookie: Option<String>| {
+    let connect = |path: String| {
         let host = host.clone();
-        let team = team.clone();
         async move {
-            let mut request = format!("ws://{host}/preview/{team}/live")
+            let request = format!("ws://{host}{path}live")
                 .into_client_request()
                 .unwrap();
-            if let Some(cookie) = cookie {
-                request
-                    .headers_mut()
-                    .insert("cookie", cookie.parse().unwrap());
-            }
             let tcp = tokio::net::TcpStream::connect(&host).await.unwrap();
             tokio_tungstenite::client_async(request, tcp).await
         }
     };
-    // Without the member's cookie, no WebSocket either.
-    assert!(connect(None).await.is_err());
-    let (mut ws, _) = connect(Some(cookie)).await.unwrap();
+    // Without the capability, no WebSocket either.
+    assert!(connect(format!("/preview/{team}/0-00/")).await.is_err());
+    let (mut ws, _) = connect(path).await.unwrap();
     ws.send(Message::text("hello")).await.unwrap();
     let answer = tokio::time::timeout(Duration::from_secs(10), ws.next())
         .await

@@ -49,6 +49,17 @@ async fn web_client_works_in_a_browser() {
         "username": sshd.user,
         "privateKey": sshd.client_key,
     });
+    // A real repository and app for the preview the suite configures and deploys.
+    let origin = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let commit = preview_repository(origin.path());
+    let preview = serde_json::json!({
+        "repository": origin.path().join("site.git"),
+        "commit": commit,
+        "port": covibe_testkit::free_port(),
+        "workDir": work.path(),
+    });
+    let _stop = crate::preview_deploy::StopApp(work.path().join("app.pid"));
     let out = web_dir().join("e2e/out");
     let output = tokio::process::Command::new("node")
         .arg("e2e/run.mjs")
@@ -57,6 +68,7 @@ async fn web_client_works_in_a_browser() {
         .arg("--out")
         .arg(&out)
         .env("COVIBE_E2E_SSH", ssh.to_string())
+        .env("COVIBE_E2E_PREVIEW", preview.to_string())
         .current_dir(web_dir())
         .output()
         .await
@@ -66,4 +78,40 @@ async fn web_client_works_in_a_browser() {
         "{}",
         report("the browser suite", &output)
     );
+}
+
+/// A bare repository under `dir` (`site.git`) whose `main` holds one page; its commit.
+fn preview_repository(dir: &Path) -> String {
+    let git = |cwd: &Path, args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(cwd)
+            .env("GIT_AUTHOR_NAME", "Sarah")
+            .env("GIT_AUTHOR_EMAIL", "sarah@example.com")
+            .env("GIT_COMMITTER_NAME", "Sarah")
+            .env("GIT_COMMITTER_EMAIL", "sarah@example.com")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(
+        dir,
+        &[
+            "init",
+            "--quiet",
+            "--bare",
+            "--initial-branch=main",
+            "site.git",
+        ],
+    );
+    git(&work, &["init", "--quiet", "--initial-branch=main"]);
+    std::fs::write(work.join("index.html"), "<h1>Hello from the preview</h1>").unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "--quiet", "-m", "the page"]);
+    let origin = dir.join("site.git").display().to_string();
+    git(&work, &["push", "--quiet", &origin, "main"]);
+    git(&work, &["rev-parse", "HEAD"])
 }

@@ -161,6 +161,21 @@ impl MasterKeys {
         self.min_version
     }
 
+    /// A key for `purpose` (signing short-lived capabilities, say), derived from the current
+    /// master key: it changes when the master key rotates.
+    pub fn derive(&self, purpose: &str) -> Result<Zeroizing<[u8; 32]>, VaultError> {
+        let version = self.current();
+        let master = self
+            .keys
+            .get(&version)
+            .ok_or(VaultError::UnknownVersion(version))?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        hkdf::Hkdf::<sha2::Sha256>::new(Some(b"covibe/derived/v1"), master.as_slice())
+            .expand(purpose.as_bytes(), key.as_mut_slice())
+            .map_err(|_| VaultError::KeyFile("key derivation failed".to_owned()))?;
+        Ok(key)
+    }
+
     fn cipher(&self, version: u32, binding: &Binding<'_>) -> Result<XChaCha20Poly1305, VaultError> {
         if version < self.min_version {
             return Err(VaultError::Retired(version));

@@ -16,6 +16,8 @@ use covibe_proto::vmconnector::v1 as vmc;
 use covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServiceClient;
 use covibe_storage::HotStore;
 use covibe_types::{ApiError, Code, TeamId, UserId, now_ms};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::Error;
@@ -46,6 +48,9 @@ fn binding(team: &str) -> Binding<'_> {
         purpose: "webhook_secret",
     }
 }
+
+/// How long a preview capability lasts.
+const CAPABILITY_TTL_MS: i64 = 3_600_000;
 
 fn vault_error(err: &VaultError) -> ApiError {
     tracing::error!(error = %err, "a webhook secret could not be sealed or opened");
@@ -169,6 +174,56 @@ impl PreviewDomain {
             vmc,
             deployer,
         }
+    }
+
+    fn capability_mac(&self, team: TeamId, expires_ms: i64) -> Result<Hmac<Sha256>, Error> {
+        let keys = self.vault.keys().map_err(|e| vault_error(&e))?;
+        let key = keys
+            .derive("preview-capability")
+            .map_err(|e| vault_error(&e))?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(key.as_slice())
+            .map_err(|_| ApiError::internal("capability key"))?;
+        mac.update(format!("{team}|{expires_ms}").as_bytes());
+        Ok(mac)
+    }
+
+    /// A capability to view the team's preview for the next hour: it goes in the path a frame
+    /// loads, because a frame cannot send a token (nor, sandboxed, cookies).
+    pub fn open_preview(&self, team: TeamId) -> Result<(String, i64), Error> {
+        let expires_ms = now_ms() + CAPABILITY_TTL_MS;
+        let tag = self
+            .capability_mac(team, expires_ms)?
+            .finalize()
+            .into_bytes();
+        let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+        Ok((format!("{expires_ms:x}-{hex}"), expires_ms))
+    }
+
+    /// Where the app of the preview a capability opens runs.
+    pub async fn resolve_preview(&self, team: &str, capability: &str) -> Result<String, Error> {
+        let refused = || {
+            Error::from(ApiError::unauthenticated(
+                "this preview link has expired: open the preview again from CoVibe",
+            ))
+        };
+        let team: TeamId = team.parse().map_err(|_| refused())?;
+        let (expires, tag) = capability.split_once('-').ok_or_else(refused)?;
+        let expires_ms = i64::from_str_radix(expires, 16).map_err(|_| refused())?;
+        let tag = crate::webhook::decode_hex(tag).ok_or_else(refused)?;
+        if expires_ms < now_ms() {
+            return Err(refused());
+        }
+        self.capability_mac(team, expires_ms)?
+            .verify_slice(&tag)
+            .map_err(|_| refused())?;
+        let upstream = self
+            .store
+            .get(team)
+            .await?
+            .map(|p| p.upstream)
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| ApiError::unavailable("the team's preview is not running yet"))?;
+        Ok(upstream)
     }
 
     /// The team's deploys, newest first.

@@ -123,6 +123,31 @@ impl PreviewService for PreviewGrpc {
         }))
     }
 
+    async fn open_preview(
+        &self,
+        request: Request<pb::OpenPreviewRequest>,
+    ) -> Result<Response<pb::OpenPreviewResponse>, Status> {
+        let (_, team, _) = self.member(&request)?;
+        let (capability, expires_at_ms) = self.domain.open_preview(team)?;
+        Ok(Response::new(pb::OpenPreviewResponse {
+            capability,
+            expires_at_ms,
+        }))
+    }
+
+    /// The capability is the credential, not a member's token.
+    async fn resolve_preview(
+        &self,
+        request: Request<pb::ResolvePreviewRequest>,
+    ) -> Result<Response<pb::ResolvePreviewResponse>, Status> {
+        let r = request.into_inner();
+        let upstream = self
+            .domain
+            .resolve_preview(&r.team_id, &r.capability)
+            .await?;
+        Ok(Response::new(pb::ResolvePreviewResponse { upstream }))
+    }
+
     async fn redeploy(
         &self,
         request: Request<pb::RedeployRequest>,

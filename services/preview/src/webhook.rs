@@ -58,7 +58,7 @@ pub fn verify_signature(secret: &[u8], header: &str, body: &[u8]) -> Result<(), 
         .map_err(|_| SignatureError::Mismatch)
 }
 
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     fn nibble(c: u8) -> Option<u8> {
         match c {
             b'0'..=b'9' => Some(c - b'0'),

@@ -105,11 +105,12 @@ function FailureNotice({ failure: f, serving, onShowLog, onDismiss }: FailureNot
 
 /**
  * A preview behind our own gateway (`/preview/TEAM/`) is for members only, and a frame cannot
- * send a bearer header: ask for the short-lived cookie that opens it, and again before it lapses.
+ * send a bearer header: ask for the address that opens it (a capability in the path, good for
+ * an hour), and again before it lapses.
  */
-function usePreviewAccess(url: string): boolean {
+function usePreviewAccess(url: string): string | null {
   const ours = url.startsWith('/') && !url.startsWith('//');
-  const [ready, setReady] = useState(!ours);
+  const [address, setAddress] = useState<string | null>(ours ? null : url);
   useEffect(() => {
     if (!ours) return;
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -117,7 +118,7 @@ function usePreviewAccess(url: string): boolean {
     const ask = async () => {
       const { data } = await api.POST('/api/preview/access');
       if (stopped) return;
-      setReady(Boolean(data));
+      setAddress(data?.url ?? null);
       const seconds = data?.expiresIn ?? 60;
       timer = setTimeout(() => void ask(), Math.max(30, seconds - 60) * 1000);
     };
@@ -126,19 +127,19 @@ function usePreviewAccess(url: string): boolean {
       stopped = true;
       if (timer) clearTimeout(timer);
     };
-  }, [ours]);
-  return ready;
+  }, [ours, url]);
+  return ours ? address : url;
 }
 
 function Stage({ preview: p }: { preview: Preview }) {
-  const ready = usePreviewAccess(p.url ?? '');
-  if (p.url && frameable(p.url) && ready) {
+  const address = usePreviewAccess(p.url ?? '');
+  if (p.url && frameable(p.url) && address) {
     return (
       <iframe
         class="preview-frame"
         title="Team preview"
-        src={p.url}
-        sandbox={sandboxFor(p.url)}
+        src={address}
+        sandbox={sandboxFor(address)}
         referrerpolicy="no-referrer"
         loading="lazy"
       />
