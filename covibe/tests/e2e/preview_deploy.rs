@@ -257,7 +257,11 @@ async fn deploy_flow(gw: &str) {
         .to_owned();
     let capability = path.split('/').nth(3).unwrap();
     let forged = format!("{}0", &capability[..capability.len() - 1]);
-    let bare = http.get(format!("{gw}/preview/{team}/")).send().await.unwrap();
+    let bare = http
+        .get(format!("{gw}/preview/{team}/"))
+        .send()
+        .await
+        .unwrap();
     assert!(!bare.text().await.unwrap().contains("version one"));
     for wrong in [
         format!("/preview/{team}/{forged}/"),
