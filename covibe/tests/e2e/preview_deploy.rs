@@ -256,7 +256,8 @@ async fn deploy_flow(gw: &str) {
         .unwrap()
         .to_owned();
     let capability = path.split('/').nth(3).unwrap();
-    let forged = format!("{}0", &capability[..capability.len() - 1]);
+    let flipped = if capability.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{flipped}", &capability[..capability.len() - 1]);
     let bare = http
         .get(format!("{gw}/preview/{team}/"))
         .send()
