@@ -592,3 +592,64 @@ async fn a_failed_health_check_brings_the_previous_version_back() {
     assert_eq!(preview["preview"]["commit"], good.as_str(), "{preview}");
     assert_eq!(preview["preview"]["status"], "live", "{preview}");
 }
+
+/// The same in the mesh, where only the preview service dies: started again in place, it runs
+/// the deploys it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_queued_when_the_preview_service_dies_run_after_it_restarts() {
+    let db = covibe_testkit::TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let _stop = StopApp(work.path().join("app.pid"));
+    let mut mesh = roomy_mesh(dir.path(), &db.url).await;
+    let gw = mesh.gateway.clone();
+    let http = reqwest::Client::new();
+    let (_, sarah) = create_team(&http, &gw, "Rocket", "sarah@example.com", "Sarah").await;
+    let team = sarah["team"]["id"].as_str().unwrap().to_owned();
+    let token = sarah["accessToken"].as_str().unwrap().to_owned();
+    let mut sio = SioClient::start().await;
+    sio.connect("sarah", &gw).await;
+    join(&mut sio, "sarah", json!({"teamId": team, "token": token})).await;
+    let repo = Repo::new();
+    let port = free_port();
+    let (_, configured) = put(
+        &http,
+        &format!("{gw}/api/preview/config"),
+        &token,
+        json!({
+            "repository": repo.url(), "buildCommand": "sh build.sh", "workDir": work.path(),
+            "startCommand": "exec python3 -m http.server \"$PORT\" --bind 127.0.0.1",
+            "port": port,
+        }),
+    )
+    .await;
+    let mut hook = Hook {
+        http: http.clone(),
+        url: format!("{gw}/api/webhook/push?team={team}"),
+        secret: configured["webhookSecret"].as_str().unwrap().to_owned(),
+        repository: repo.url(),
+        n: 0,
+    };
+    let slow = repo.commit("<h1>slow</h1>", "sleep 2");
+    hook.push(&slow).await;
+    updated(&mut sio, "deploying", &slow).await;
+    let newest = repo.commit("<h1>newest</h1>", "true");
+    hook.push(&newest).await;
+
+    let address = mesh.url("preview").trim_start_matches("http://").to_owned();
+    let mut env = mesh.kill("preview").await;
+    env.push(("COVIBE_GRPC_ADDR".to_owned(), address));
+    mesh.launch("preview", env).await;
+    let mut live = false;
+    for _ in 0..240 {
+        let (_, preview) = get(&http, &format!("{gw}/api/preview"), &token).await;
+        if preview["preview"]["status"] == "live" && preview["preview"]["commit"] == newest.as_str()
+        {
+            live = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(live, "the queued deploy never went live after the restart");
+    assert!(page(port).await.unwrap_or_default().contains("newest"));
+}

@@ -615,3 +615,34 @@ impl Deployer {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_open_the_gateways_path_unless_an_operator_fronts_it() {
+        let team = TeamId::new();
+        let mut config = PreviewConfig::default();
+        assert_eq!(preview_url(&config, team), format!("/preview/{team}/"));
+        config.public_url = "https://rocket.preview.example.com/".to_owned();
+        assert_eq!(
+            preview_url(&config, team),
+            "https://rocket.preview.example.com/"
+        );
+    }
+
+    #[test]
+    fn scripts_quote_what_members_typed() {
+        let config = PreviewConfig {
+            repository: "/srv/repo's.git".to_owned(),
+            branch: "main".to_owned(),
+            start_command: "echo 'hi'; serve".to_owned(),
+            port: 8000,
+            ..PreviewConfig::default()
+        };
+        let script = deploy_script(&config, TeamId::new(), "abc");
+        assert!(script.contains(r"REPO='/srv/repo'\''s.git'"), "{script}");
+        assert!(script.contains(r"'echo '\''hi'\''; serve'"), "{script}");
+    }
+}
