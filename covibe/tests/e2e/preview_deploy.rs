@@ -153,6 +153,43 @@ async fn updated(sio: &mut SioClient, status: &str, commit: &str) -> Value {
     v["data"].clone()
 }
 
+/// Sarah's team on a stack: her token, her joined socket, and the team's preview configured
+/// with `settings` (the repository and work directory added), with its webhook.
+struct Site {
+    http: reqwest::Client,
+    team: String,
+    token: String,
+    sio: SioClient,
+    hook: Hook,
+}
+
+async fn site(gw: &str, repo: &Repo, work: &Path, mut settings: Value) -> Site {
+    let http = reqwest::Client::new();
+    let (_, sarah) = create_team(&http, gw, "Rocket", "sarah@example.com", "Sarah").await;
+    let team = sarah["team"]["id"].as_str().unwrap().to_owned();
+    let token = sarah["accessToken"].as_str().unwrap().to_owned();
+    let mut sio = SioClient::start().await;
+    sio.connect("sarah", gw).await;
+    join(&mut sio, "sarah", json!({"teamId": team, "token": token})).await;
+    settings["repository"] = json!(repo.url());
+    settings["workDir"] = json!(work);
+    let (_, configured) = put(&http, &format!("{gw}/api/preview/config"), &token, settings).await;
+    let hook = Hook {
+        http: http.clone(),
+        url: format!("{gw}/api/webhook/push?team={team}"),
+        secret: configured["webhookSecret"].as_str().unwrap().to_owned(),
+        repository: repo.url(),
+        n: 0,
+    };
+    Site {
+        http,
+        team,
+        token,
+        sio,
+        hook,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_deploy_the_preview_in_standalone() {
     let dir = tempfile::tempdir().unwrap();
@@ -382,33 +419,24 @@ async fn deploys_queued_when_the_server_dies_run_after_it_restarts() {
     let work = tempfile::tempdir().unwrap();
     let _stop = StopApp(work.path().join("app.pid"));
     let (mut proc, gw) = start_standalone(dir.path()).await;
-    let http = reqwest::Client::new();
-    let (_, sarah) = create_team(&http, &gw, "Rocket", "sarah@example.com", "Sarah").await;
-    let team = sarah["team"]["id"].as_str().unwrap().to_owned();
-    let token = sarah["accessToken"].as_str().unwrap().to_owned();
-    let mut sio = SioClient::start().await;
-    sio.connect("sarah", &gw).await;
-    join(&mut sio, "sarah", json!({"teamId": team, "token": token})).await;
     let repo = Repo::new();
     let port = free_port();
-    let (_, configured) = put(
-        &http,
-        &format!("{gw}/api/preview/config"),
-        &token,
+    let Site {
+        http,
+        token,
+        mut sio,
+        mut hook,
+        ..
+    } = site(
+        &gw,
+        &repo,
+        work.path(),
         json!({
-            "repository": repo.url(), "buildCommand": "sh build.sh", "workDir": work.path(),
+            "buildCommand": "sh build.sh", "port": port,
             "startCommand": "exec python3 -m http.server \"$PORT\" --bind 127.0.0.1",
-            "port": port,
         }),
     )
     .await;
-    let mut hook = Hook {
-        http: http.clone(),
-        url: format!("{gw}/api/webhook/push?team={team}"),
-        secret: configured["webhookSecret"].as_str().unwrap().to_owned(),
-        repository: repo.url(),
-        n: 0,
-    };
     let slow = repo.commit("<h1>slow</h1>", "sleep 2");
     hook.push(&slow).await;
     updated(&mut sio, "deploying", &slow).await;
@@ -451,13 +479,6 @@ async fn the_preview_proxy_carries_websockets() {
     let work = tempfile::tempdir().unwrap();
     let _stop = StopApp(work.path().join("app.pid"));
     let (_proc, gw) = start_standalone(dir.path()).await;
-    let http = reqwest::Client::new();
-    let (_, sarah) = create_team(&http, &gw, "Rocket", "sarah@example.com", "Sarah").await;
-    let team = sarah["team"]["id"].as_str().unwrap().to_owned();
-    let token = sarah["accessToken"].as_str().unwrap().to_owned();
-    let mut sio = SioClient::start().await;
-    sio.connect("sarah", &gw).await;
-    join(&mut sio, "sarah", json!({"teamId": team, "token": token})).await;
 
     let repo = Repo::new();
     std::fs::write(
@@ -473,23 +494,22 @@ server.listen(process.env.PORT, '127.0.0.1');
     let commit = repo.commit("unused", "true");
     let port = free_port();
     let modules = covibe_testkit::js_dir().join("node_modules");
-    let (_, configured) = put(
-        &http,
-        &format!("{gw}/api/preview/config"),
-        &token,
+    let Site {
+        http,
+        team,
+        token,
+        mut sio,
+        mut hook,
+    } = site(
+        &gw,
+        &repo,
+        work.path(),
         json!({
-            "repository": repo.url(), "workDir": work.path(), "port": port,
+            "port": port,
             "startCommand": format!("NODE_PATH='{}' exec node server.js", modules.display()),
         }),
     )
     .await;
-    let mut hook = Hook {
-        http: http.clone(),
-        url: format!("{gw}/api/webhook/push?team={team}"),
-        secret: configured["webhookSecret"].as_str().unwrap().to_owned(),
-        repository: repo.url(),
-        n: 0,
-    };
     hook.push(&commit).await;
     updated(&mut sio, "live", &commit).await;
 
@@ -535,34 +555,22 @@ async fn a_failed_health_check_brings_the_previous_version_back() {
     let _stop = StopApp(work.path().join("app.pid"));
     let (_proc, gw) =
         start_standalone_with(dir.path(), &[("COVIBE_PREVIEW__HEALTH_TIMEOUT_SECS", "3")]).await;
-    let http = reqwest::Client::new();
-    let (_, sarah) = create_team(&http, &gw, "Rocket", "sarah@example.com", "Sarah").await;
-    let team = sarah["team"]["id"].as_str().unwrap().to_owned();
-    let token = sarah["accessToken"].as_str().unwrap().to_owned();
-    let mut sio = SioClient::start().await;
-    sio.connect("sarah", &gw).await;
-    join(&mut sio, "sarah", json!({"teamId": team, "token": token})).await;
     let repo = Repo::new();
     let port = free_port();
     // The build decides what starts: a broken release's app exits at once.
-    let (_, configured) = put(
-        &http,
-        &format!("{gw}/api/preview/config"),
-        &token,
-        json!({
-            "repository": repo.url(), "workDir": work.path(), "port": port,
-            "startCommand": "sh start.sh",
-            "buildCommand": "sh build.sh",
-        }),
+    let Site {
+        http,
+        token,
+        mut sio,
+        mut hook,
+        ..
+    } = site(
+        &gw,
+        &repo,
+        work.path(),
+        json!({"port": port, "startCommand": "sh start.sh", "buildCommand": "sh build.sh"}),
     )
     .await;
-    let mut hook = Hook {
-        http: http.clone(),
-        url: format!("{gw}/api/webhook/push?team={team}"),
-        secret: configured["webhookSecret"].as_str().unwrap().to_owned(),
-        repository: repo.url(),
-        n: 0,
-    };
     let serve = "echo 'exec python3 -m http.server \"$PORT\" --bind 127.0.0.1' > start.sh";
     let good = repo.commit("<h1>good</h1>", serve);
     hook.push(&good).await;
@@ -603,33 +611,24 @@ async fn deploys_queued_when_the_preview_service_dies_run_after_it_restarts() {
     let _stop = StopApp(work.path().join("app.pid"));
     let mut mesh = roomy_mesh(dir.path(), &db.url).await;
     let gw = mesh.gateway.clone();
-    let http = reqwest::Client::new();
-    let (_, sarah) = create_team(&http, &gw, "Rocket", "sarah@example.com", "Sarah").await;
-    let team = sarah["team"]["id"].as_str().unwrap().to_owned();
-    let token = sarah["accessToken"].as_str().unwrap().to_owned();
-    let mut sio = SioClient::start().await;
-    sio.connect("sarah", &gw).await;
-    join(&mut sio, "sarah", json!({"teamId": team, "token": token})).await;
     let repo = Repo::new();
     let port = free_port();
-    let (_, configured) = put(
-        &http,
-        &format!("{gw}/api/preview/config"),
-        &token,
+    let Site {
+        http,
+        token,
+        mut sio,
+        mut hook,
+        ..
+    } = site(
+        &gw,
+        &repo,
+        work.path(),
         json!({
-            "repository": repo.url(), "buildCommand": "sh build.sh", "workDir": work.path(),
+            "buildCommand": "sh build.sh", "port": port,
             "startCommand": "exec python3 -m http.server \"$PORT\" --bind 127.0.0.1",
-            "port": port,
         }),
     )
     .await;
-    let mut hook = Hook {
-        http: http.clone(),
-        url: format!("{gw}/api/webhook/push?team={team}"),
-        secret: configured["webhookSecret"].as_str().unwrap().to_owned(),
-        repository: repo.url(),
-        n: 0,
-    };
     let slow = repo.commit("<h1>slow</h1>", "sleep 2");
     hook.push(&slow).await;
     updated(&mut sio, "deploying", &slow).await;
