@@ -347,13 +347,20 @@ impl Deployer {
         tracing::info!(team_id = %team, deployment = %d.id, commit = %d.commit, attempt = d.attempts, "deploy started");
         // The lease is renewed while the deploy runs.
         let renew = {
-            let (store, id) = (self.store.clone(), d.id.clone());
+            let (store, id, attempt) = (self.store.clone(), d.id.clone(), d.attempts);
             tokio::spawn(async move {
                 let lease_ms = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
                 loop {
                     tokio::time::sleep(LEASE / 3).await;
-                    if let Err(err) = store.extend_lease(&id, now_ms() + lease_ms).await {
-                        tracing::warn!(deployment = %id, error = %err, "could not renew a deploy's lease");
+                    match store.extend_lease(&id, attempt, now_ms() + lease_ms).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(deployment = %id, attempt, "a deploy's lease was lost: another runner has it");
+                            return;
+                        }
+                        Err(err) => {
+                            tracing::warn!(deployment = %id, error = %err, "could not renew a deploy's lease");
+                        }
                     }
                 }
             })
@@ -372,34 +379,49 @@ impl Deployer {
         }
         let result = match ended {
             Ended::Live { log } => {
-                self.announce(&Preview {
-                    team_id: team,
-                    url,
-                    upstream,
-                    commit: d.commit.clone(),
-                    status: "live".to_owned(),
-                    updated_at_ms: now,
-                })
-                .await;
-                tracing::info!(team_id = %team, commit = %d.commit, "preview live");
-                self.store.finish(&d.id, "live", &d.commit, &log, now).await
+                let finished = self
+                    .store
+                    .finish(&d.id, d.attempts, "live", &d.commit, &log, now)
+                    .await;
+                // A runner that lost its lease leaves the preview to the one that has it.
+                if !matches!(finished, Ok(false)) {
+                    self.announce(&Preview {
+                        team_id: team,
+                        url,
+                        upstream,
+                        commit: d.commit.clone(),
+                        status: "live".to_owned(),
+                        updated_at_ms: now,
+                    })
+                    .await;
+                    tracing::info!(team_id = %team, commit = %d.commit, "preview live");
+                }
+                finished
             }
             Ended::Retry { reason, log } if d.attempts < self.settings.attempts => {
                 let wait = 1000_i64 << d.attempts.min(6);
                 tracing::warn!(team_id = %team, deployment = %d.id, reason, wait_ms = wait, "deploy will be tried again");
                 let log = format!("{log}\n== {reason}; trying again in {} s", wait / 1000);
-                self.store.retry_at(&d.id, now + wait, &log).await
+                self.store
+                    .retry_at(&d.id, d.attempts, now + wait, &log)
+                    .await
             }
             Ended::Retry { reason, log } | Ended::Failed { reason, log } => {
                 tracing::warn!(team_id = %team, deployment = %d.id, reason, "deploy failed");
                 self.failed(&d, &reason, &log).await;
                 self.store
-                    .finish(&d.id, "failed", &d.commit, &log, now)
+                    .finish(&d.id, d.attempts, "failed", &d.commit, &log, now)
                     .await
             }
         };
-        if let Err(err) = result {
-            tracing::error!(deployment = %d.id, error = %err, "could not record how a deploy ended");
+        match result {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(deployment = %d.id, attempt = d.attempts, "a deploy ended after its lease was lost: another runner's result stands");
+            }
+            Err(err) => {
+                tracing::error!(deployment = %d.id, error = %err, "could not record how a deploy ended");
+            }
         }
     }
 

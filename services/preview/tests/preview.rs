@@ -7,6 +7,7 @@ use covibe_types::TeamId;
 
 async fn suite(db: TestDb) {
     let conn = covibe_storage::connect(&db.url).await.unwrap();
+    let conn2 = conn.clone();
     let store = SeaPreviewStore::new(conn).await.unwrap();
     let (team, other) = (TeamId::new(), TeamId::new());
     assert_eq!(store.get(team).await.unwrap(), None);
@@ -49,6 +50,28 @@ async fn suite(db: TestDb) {
     assert_eq!(store.get(team).await.unwrap(), Some(live));
 
     deploy_queue(&store).await;
+    one_running_per_team(&store, &conn2).await;
+}
+
+/// Two replicas may both see a team with nothing running and start one of its deploys each: the
+/// database refuses the second, whoever writes it.
+async fn one_running_per_team(store: &SeaPreviewStore, conn: &sea_orm::DatabaseConnection) {
+    use sea_orm::ConnectionTrait;
+    let team = TeamId::new();
+    store.enqueue(team, "a", "push", "ada", 100).await.unwrap();
+    store.claim(200, 100).await.unwrap().unwrap();
+    store.enqueue(team, "b", "push", "ada", 250).await.unwrap();
+    // The first deploy's runner died: both are due, and a claimer starts the older.
+    let claimed = store.claim(1_000, 10_000).await.unwrap().unwrap();
+    assert_eq!(claimed.commit, "a");
+    let second = conn
+        .execute_unprepared(&format!(
+            "UPDATE preview_deployments SET status = 'running' \
+             WHERE team_id = '{team}' AND status = 'queued'"
+        ))
+        .await;
+    assert!(second.is_err(), "a second running deploy was stored");
+    assert_eq!(store.claim(1_001, 10_000).await.unwrap(), None);
 }
 
 /// The deploy queue: one deploy at a time per team, pushes meanwhile coalesce into one more of
@@ -86,18 +109,19 @@ async fn deploy_queue(store: &SeaPreviewStore) {
         .enqueue(other, "o1", "manual", "ada", 400)
         .await
         .unwrap();
-    assert_eq!(
-        store.claim(401, 1_000).await.unwrap().unwrap().id,
-        theirs.id
+    let theirs = store.claim(401, 1_000).await.unwrap().unwrap();
+    assert!(
+        store
+            .finish(&theirs.id, theirs.attempts, "failed", "o1", "", 450)
+            .await
+            .unwrap()
     );
-    store
-        .finish(&theirs.id, "failed", "o1", "", 450)
-        .await
-        .unwrap();
-    store
-        .finish(&running.id, "live", "c1", "log one", 500)
-        .await
-        .unwrap();
+    assert!(
+        store
+            .finish(&running.id, 1, "live", "c1", "log one", 500)
+            .await
+            .unwrap()
+    );
     let next = store.claim(600, 1_000).await.unwrap().unwrap();
     assert_eq!(
         (next.id.as_str(), next.commit.as_str()),
@@ -107,18 +131,31 @@ async fn deploy_queue(store: &SeaPreviewStore) {
     assert_eq!(store.claim(1_000, 1_000).await.unwrap(), None);
     let again = store.claim(1_601, 1_000).await.unwrap().unwrap();
     assert_eq!((again.id.as_str(), again.attempts), (next.id.as_str(), 2));
+    // The first runner was only slow: it can neither renew nor end what the second now runs.
+    assert!(!store.extend_lease(&next.id, 1, 9_000).await.unwrap());
+    assert!(
+        !store
+            .finish(&next.id, 1, "failed", "c6", "late", 1_700)
+            .await
+            .unwrap()
+    );
+    assert!(store.extend_lease(&again.id, 2, 2_700).await.unwrap());
     // A retry waits for its time.
-    store
-        .retry_at(&again.id, 5_000, "unreachable")
-        .await
-        .unwrap();
+    assert!(
+        store
+            .retry_at(&again.id, 2, 5_000, "unreachable")
+            .await
+            .unwrap()
+    );
     assert_eq!(store.claim(4_999, 1_000).await.unwrap(), None);
     let retried = store.claim(5_000, 1_000).await.unwrap().unwrap();
     assert_eq!(retried.log_tail, "unreachable");
-    store
-        .finish(&retried.id, "live", "c6", "log two", 6_000)
-        .await
-        .unwrap();
+    assert!(
+        store
+            .finish(&retried.id, 3, "live", "c6", "log two", 6_000)
+            .await
+            .unwrap()
+    );
     let history = store.deployments(team, 10).await.unwrap();
     let statuses: Vec<(&str, &str)> = history
         .iter()

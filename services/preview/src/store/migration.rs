@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0003Configs),
             Box::new(M0004Deploys),
             Box::new(M0005Upstream),
+            Box::new(M0006OneRunning),
         ]
     }
 
@@ -28,6 +29,39 @@ struct M0003Configs;
 struct M0004Deploys;
 
 struct M0005Upstream;
+
+/// At most one running deploy per team, whichever replica claims it.
+struct M0006OneRunning;
+
+impl MigrationName for M0006OneRunning {
+    fn name(&self) -> &str {
+        "m0006_preview_one_running"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0006OneRunning {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // A partial unique index: PostgreSQL and SQLite both have them; sea-query's builder does
+        // not cover both, so the statement is written out.
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE UNIQUE INDEX IF NOT EXISTS preview_deployments_one_running \
+                 ON preview_deployments (team_id) WHERE status = 'running'",
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared("DROP INDEX IF EXISTS preview_deployments_one_running")
+            .await
+            .map(|_| ())
+    }
+}
 
 impl MigrationName for M0005Upstream {
     fn name(&self) -> &str {

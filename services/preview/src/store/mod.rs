@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use covibe_types::TeamId;
 use sea_orm::sea_query::{ExprTrait, OnConflict};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter, Set,
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter, Set, SqlErr,
     TransactionTrait, TryInsertResult,
 };
 
@@ -64,19 +64,26 @@ pub trait PreviewStore: Send + Sync + 'static {
     /// A running deploy whose lease passed (its runner died) is due again.
     async fn claim(&self, now_ms: i64, lease_ms: i64) -> Result<Option<Deployment>, DbErr>;
     /// Ends a running deploy: `live` (the team's earlier live deploy becomes `replaced`) or
-    /// `failed`.
+    /// `failed`. Only the runner of `attempt` may: false when its lease was lost.
     async fn finish(
         &self,
         id: &str,
+        attempt: u32,
         status: &str,
         commit: &str,
         log_tail: &str,
         now_ms: i64,
-    ) -> Result<(), DbErr>;
-    /// Keeps a running deploy's lease (its runner is alive).
-    async fn extend_lease(&self, id: &str, until_ms: i64) -> Result<(), DbErr>;
-    /// Puts a running deploy back in the queue, due at `at_ms`.
-    async fn retry_at(&self, id: &str, at_ms: i64, log_tail: &str) -> Result<(), DbErr>;
+    ) -> Result<bool, DbErr>;
+    /// Keeps a running deploy's lease (its runner is alive); false when it was lost.
+    async fn extend_lease(&self, id: &str, attempt: u32, until_ms: i64) -> Result<bool, DbErr>;
+    /// Puts a running deploy back in the queue, due at `at_ms`; false when its lease was lost.
+    async fn retry_at(
+        &self,
+        id: &str,
+        attempt: u32,
+        at_ms: i64,
+        log_tail: &str,
+    ) -> Result<bool, DbErr>;
     /// The team's deploys, newest first.
     async fn deployments(&self, team: TeamId, limit: u64) -> Result<Vec<Deployment>, DbErr>;
     /// Replaces a sealed secret only if it is still `old` (for re-encryption).
@@ -87,6 +94,15 @@ pub trait PreviewStore: Send + Sync + 'static {
         sealed: &[u8],
         version: u32,
     ) -> Result<bool, DbErr>;
+}
+
+/// The deploy is still running under this attempt's lease.
+fn held(id: &str, attempt: u32) -> sea_orm::Condition {
+    use entity::deployment::Column;
+    sea_orm::Condition::all()
+        .add(Column::Id.eq(id))
+        .add(Column::Status.eq("running"))
+        .add(Column::Attempts.eq(i32::try_from(attempt).unwrap_or(i32::MAX)))
 }
 
 pub struct SeaPreviewStore {
@@ -409,7 +425,16 @@ impl PreviewStore for SeaPreviewStore {
                 .filter(Column::Id.eq(candidate.id.clone()))
                 .filter(Column::Status.eq("queued"))
                 .exec(&self.db)
-                .await?;
+                .await;
+            let taken = match taken {
+                Ok(taken) => taken,
+                // Another replica started one of this team's deploys meanwhile: the unique
+                // index on running deploys refused this one.
+                Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
             if taken.rows_affected == 1 {
                 return Entity::find_by_id(candidate.id)
                     .one(&self.db)
@@ -424,14 +449,26 @@ impl PreviewStore for SeaPreviewStore {
     async fn finish(
         &self,
         id: &str,
+        attempt: u32,
         status: &str,
         commit: &str,
         log_tail: &str,
         now_ms: i64,
-    ) -> Result<(), DbErr> {
+    ) -> Result<bool, DbErr> {
         use entity::deployment::{Column, Entity};
         use sea_orm::sea_query::Expr;
         let txn = self.db.begin().await?;
+        let ended = Entity::update_many()
+            .col_expr(Column::Status, Expr::value(status))
+            .col_expr(Column::Commit, Expr::value(commit))
+            .col_expr(Column::LogTail, Expr::value(log_tail))
+            .col_expr(Column::FinishedAtMs, Expr::value(now_ms))
+            .filter(held(id, attempt))
+            .exec(&txn)
+            .await?;
+        if ended.rows_affected == 0 {
+            return Ok(false);
+        }
         if status == "live"
             && let Some(this) = Entity::find_by_id(id.to_owned()).one(&txn).await?
         {
@@ -439,43 +476,41 @@ impl PreviewStore for SeaPreviewStore {
                 .col_expr(Column::Status, Expr::value("replaced"))
                 .filter(Column::TeamId.eq(this.team_id))
                 .filter(Column::Status.eq("live"))
+                .filter(Column::Id.ne(id))
                 .exec(&txn)
                 .await?;
         }
-        Entity::update_many()
-            .col_expr(Column::Status, Expr::value(status))
-            .col_expr(Column::Commit, Expr::value(commit))
-            .col_expr(Column::LogTail, Expr::value(log_tail))
-            .col_expr(Column::FinishedAtMs, Expr::value(now_ms))
-            .filter(Column::Id.eq(id))
-            .exec(&txn)
-            .await?;
-        txn.commit().await
+        txn.commit().await.map(|()| true)
     }
 
-    async fn extend_lease(&self, id: &str, until_ms: i64) -> Result<(), DbErr> {
+    async fn extend_lease(&self, id: &str, attempt: u32, until_ms: i64) -> Result<bool, DbErr> {
         use entity::deployment::{Column, Entity};
         use sea_orm::sea_query::Expr;
         Entity::update_many()
             .col_expr(Column::LeaseUntilMs, Expr::value(until_ms))
-            .filter(Column::Id.eq(id))
-            .filter(Column::Status.eq("running"))
+            .filter(held(id, attempt))
             .exec(&self.db)
             .await
-            .map(|_| ())
+            .map(|r| r.rows_affected == 1)
     }
 
-    async fn retry_at(&self, id: &str, at_ms: i64, log_tail: &str) -> Result<(), DbErr> {
+    async fn retry_at(
+        &self,
+        id: &str,
+        attempt: u32,
+        at_ms: i64,
+        log_tail: &str,
+    ) -> Result<bool, DbErr> {
         use entity::deployment::{Column, Entity};
         use sea_orm::sea_query::Expr;
         Entity::update_many()
             .col_expr(Column::Status, Expr::value("queued"))
             .col_expr(Column::NextAttemptMs, Expr::value(at_ms))
             .col_expr(Column::LogTail, Expr::value(log_tail))
-            .filter(Column::Id.eq(id))
+            .filter(held(id, attempt))
             .exec(&self.db)
             .await
-            .map(|_| ())
+            .map(|r| r.rows_affected == 1)
     }
 
     async fn deployments(&self, team: TeamId, limit: u64) -> Result<Vec<Deployment>, DbErr> {
