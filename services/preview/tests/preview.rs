@@ -105,11 +105,12 @@ async fn deploy_queue(store: &SeaPreviewStore) {
     );
     // Not while the team's first runs; another team's goes meanwhile.
     assert_eq!(store.claim(400, 1_000).await.unwrap(), None);
-    let theirs = store
+    let queued_theirs = store
         .enqueue(other, "o1", "manual", "ada", 400)
         .await
         .unwrap();
     let theirs = store.claim(401, 1_000).await.unwrap().unwrap();
+    assert_eq!(theirs.id, queued_theirs.id);
     assert!(
         store
             .finish(&theirs.id, theirs.attempts, "failed", "o1", "", 450)
