@@ -1,7 +1,8 @@
 //! `vm-agent daemon`: for a VM the vm-connector cannot reach (the `dial_in` strategy). It dials
 //! the vm-connector's `Dial` stream with the VM's token, heartbeats, and runs each `Spawn` it
 //! receives exactly as `vm-agent run` would, in its own task, answering `SpawnResult` once the
-//! agent command started (or failed to). The stream is redialled with jittered backoff whenever
+//! agent command started (or failed to), and each `Job` (a preview deploy), answering its
+//! `JobResult`. The stream is redialled with jittered backoff whenever
 //! it breaks; agents already running carry on over their own `AgentLink` streams.
 
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use covibe_proto::vmconnector::v1::connector_frame::Frame as In;
 use covibe_proto::vmconnector::v1::daemon_frame::Frame as Out;
 use covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServiceClient;
 use covibe_proto::vmconnector::v1::{
-    ConnectorFrame, DaemonFrame, DaemonHeartbeat, DaemonHello, Spawn, SpawnResult,
+    ConnectorFrame, DaemonFrame, DaemonHeartbeat, DaemonHello, Job, JobResult, Spawn, SpawnResult,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -219,6 +220,7 @@ async fn session(
                     Ok(None) => return SessionError::Closed,
                     Ok(Some(ConnectorFrame { frame })) => match frame {
                         Some(In::Spawn(spawn)) => start(spawn, &opts.template, tx.clone(), runs, stop),
+                        Some(In::Job(job)) => run_job(job, &opts.template, tx.clone(), runs),
                         Some(In::Error(e)) => {
                             return SessionError::Remote { code: e.code, message: e.message };
                         }
@@ -228,6 +230,64 @@ async fn session(
             }
         }
     }
+}
+
+/// Runs one job (a preview deploy) in its own task, in the daemon's working directory (else the
+/// home directory), then checks the app's port on this VM when asked, and answers its result.
+fn run_job(
+    job: Job,
+    template: &RunOptions,
+    results: mpsc::Sender<DaemonFrame>,
+    runs: &mut JoinSet<()>,
+) {
+    let dir = template
+        .workdir
+        .clone()
+        .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("."));
+    tracing::info!(job_id = job.job_id, "job received");
+    runs.spawn(async move {
+        let timeout = Duration::from_secs(match job.timeout_secs {
+            0 => 600,
+            secs => u64::from(secs),
+        });
+        let outcome = match crate::job::run_script(&job.script, &dir, timeout).await {
+            Ok(outcome) => outcome,
+            Err(err) => crate::job::JobOutcome {
+                exit_code: -1,
+                output_tail: format!("the job could not start: {err}"),
+            },
+        };
+        let healthy = match (&job.health, outcome.exit_code) {
+            (Some(check), 0) => {
+                let port = u16::try_from(check.port).unwrap_or(0);
+                let within = Duration::from_secs(match check.timeout_secs {
+                    0 => 30,
+                    secs => u64::from(secs),
+                });
+                port != 0 && crate::job::http_healthy("127.0.0.1", port, &check.path, within).await
+            }
+            _ => false,
+        };
+        tracing::info!(
+            job_id = job.job_id,
+            exit_code = outcome.exit_code,
+            healthy,
+            "job ended"
+        );
+        let result = JobResult {
+            job_id: job.job_id.clone(),
+            exit_code: outcome.exit_code,
+            output_tail: outcome.output_tail,
+            healthy,
+        };
+        if results.send(frame(Out::JobResult(result))).await.is_err() {
+            tracing::warn!(
+                job_id = job.job_id,
+                "the dial-in stream broke before the job was answered"
+            );
+        }
+    });
 }
 
 /// Runs one spawned agent in its own task and answers the spawn once it started.

@@ -14,6 +14,7 @@ mod child;
 mod cli;
 mod command;
 mod daemon;
+pub mod job;
 mod link;
 mod queue;
 mod run;

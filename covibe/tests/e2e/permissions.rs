@@ -1191,6 +1191,7 @@ impl World<'_> {
                     grant: "not-a-grant".into(),
                     script: "true".into(),
                     timeout_secs: 5,
+                    health: None,
                 };
                 grpc_outcome(self.vmc.clone().run_job(req(r, t)).await)
             }

@@ -18,7 +18,6 @@ use covibe_proto::vmconnector::v1 as vmc;
 use covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServiceClient;
 use covibe_storage::HotStore;
 use covibe_types::{TeamId, now_ms};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::model::{Deployment, Preview, PreviewConfig};
 use crate::store::PreviewStore;
@@ -188,38 +187,6 @@ else
 fi
 "#,
         prelude = prelude(config, team),
-    )
-}
-
-/// Whether `http://host:port{path}` answers with a status below 400 before `deadline`.
-pub(crate) async fn healthy(host: &str, port: u16, path: &str, within: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if check_once(host, port, path).await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-async fn check_once(host: &str, port: u16, path: &str) -> bool {
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect((host, port)).await.ok()?;
-        let request =
-            format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: covibe-preview\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut head = [0u8; 32];
-        let n = stream.read(&mut head).await.ok()?;
-        let line = std::str::from_utf8(&head[..n]).ok()?;
-        let status: u16 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(status < 400)
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), attempt).await,
-        Ok(Some(true))
     )
 }
 
@@ -516,7 +483,12 @@ impl Deployer {
         };
         let grant_text = String::from_utf8_lossy(&secret).into_owned();
         let url = preview_url(&config, team);
-        let upstream = format!("{}:{}", grant.host, config.port);
+        // A VM that dials in cannot be reached: members open the operator's public URL.
+        let upstream = if grant.host.is_empty() {
+            String::new()
+        } else {
+            format!("{}:{}", grant.host, config.port)
+        };
         let target = (url.clone(), upstream.clone());
         let deploying = self.store.get(team).await.ok().flatten();
         self.announce(&Preview {
@@ -531,19 +503,24 @@ impl Deployer {
             updated_at_ms: now_ms(),
         })
         .await;
+        let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
         let job = |script: String, timeout: Duration| vmc::RunJobRequest {
             grant: grant_text.clone(),
             script,
-            timeout_secs: u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX),
+            timeout_secs: secs(timeout),
+            health: None,
         };
-        let answer = self
-            .vmc
-            .clone()
-            .run_job(job(
-                deploy_script(&config, team, &d.commit),
-                self.settings.timeout,
-            ))
-            .await;
+        // The vm-connector checks the app's port from where the VM is reached.
+        let mut deploy = job(
+            deploy_script(&config, team, &d.commit),
+            self.settings.timeout,
+        );
+        deploy.health = Some(vmc::HealthCheck {
+            port: u32::from(config.port),
+            path: config.health_path.clone(),
+            timeout_secs: secs(self.settings.health_timeout),
+        });
+        let answer = self.vmc.clone().run_job(deploy).await;
         let outcome = match answer {
             Ok(outcome) => outcome.into_inner(),
             Err(status) => {
@@ -596,14 +573,7 @@ impl Deployer {
                 );
             }
         }
-        if healthy(
-            &grant.host,
-            config.port,
-            &config.health_path,
-            self.settings.health_timeout,
-        )
-        .await
-        {
+        if outcome.healthy {
             return (Ended::Live { log }, target);
         }
         let mut log = log;

@@ -272,6 +272,7 @@ impl PreviewDomain {
         if let Some(grant) = &existing
             && (config.vm_id.is_empty() || config.vm_id == grant.vm_id)
         {
+            reachable(&grant.host, config)?;
             config.vm_id.clone_from(&grant.vm_id);
             return Ok(());
         }
@@ -288,6 +289,7 @@ impl PreviewDomain {
             .await
             .map_err(|status| ApiError::from_status(&status))?
             .into_inner();
+        reachable(&answer.host, config)?;
         let keys = self.vault.keys().map_err(|e| vault_error(&e))?;
         let id = team.to_string();
         let sealed = keys
@@ -556,4 +558,16 @@ async fn reseal_webhook_secrets(store: &dyn PreviewStore, vault: &Vault) -> Resu
         }
     }
     Ok(done)
+}
+
+/// CoVibe cannot reach the ports of a VM that dials in (no `host`), so its preview is opened
+/// where the operator exposes it.
+fn reachable(host: &str, config: &PreviewConfig) -> Result<(), Error> {
+    if host.is_empty() && config.public_url.is_empty() {
+        return Err(ApiError::invalid(
+            "this VM dials in, so CoVibe cannot reach its port: expose the app yourself and set publicUrl to its address",
+        )
+        .into());
+    }
+    Ok(())
 }

@@ -6,7 +6,9 @@
 //! `ControlMessage::Vm`; the replica holding the VM's stream sends it down, and when the daemon
 //! answers with its `SpawnResult`, that replica publishes it back as a
 //! `ControlMessage::VmSpawnResult`, which the replica waiting in `StartAgent` picks up (by agent
-//! id). With one replica the message simply comes back to itself.
+//! id). With one replica the message simply comes back to itself. Jobs (preview deploys) travel
+//! the same way as `VmCommand.job` and `ControlMessage::VmJobResult`. Answers are matched by VM
+//! and id, so one VM's daemon can never answer for another's spawn or job.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -14,13 +16,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use covibe_proto::events::v1::control_message::Message as Control;
-use covibe_proto::events::v1::{ControlMessage, VmCommand, VmSpawnResult};
+use covibe_proto::events::v1::{ControlMessage, VmCommand, VmJobResult, VmSpawnResult};
 use covibe_proto::prost::Message;
 use covibe_proto::tonic::{Status, Streaming};
 use covibe_proto::vmconnector::v1::connector_frame::Frame as Out;
 use covibe_proto::vmconnector::v1::daemon_frame::Frame as In;
 use covibe_proto::vmconnector::v1::{
-    ConnectorFrame, DaemonFrame, DaemonHeartbeat, DaemonWelcome, Spawn, SpawnResult,
+    ConnectorFrame, DaemonFrame, DaemonHeartbeat, DaemonWelcome, Job, JobResult, Spawn, SpawnResult,
 };
 use covibe_storage::{FanoutEvent, HotStore, Subscription};
 use covibe_types::{ApiError, VmId, now_ms};
@@ -47,9 +49,13 @@ use covibe_identity::code::same_hash as same;
 pub struct Daemons {
     hot: Arc<dyn HotStore>,
     held: Mutex<HashMap<VmId, FrameTx>>,
-    waiting: Mutex<HashMap<String, oneshot::Sender<SpawnResult>>>,
+    waiting: Mutex<HashMap<(VmId, String), oneshot::Sender<SpawnResult>>>,
+    jobs: Mutex<HashMap<(VmId, String), oneshot::Sender<JobResult>>>,
     spawn_timeout: Duration,
 }
+
+/// How much longer than its own limits a job is waited for (the trip there and back).
+const JOB_MARGIN: Duration = Duration::from_secs(30);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -74,6 +80,7 @@ impl Daemons {
             hot: hot.clone(),
             held: Mutex::default(),
             waiting: Mutex::default(),
+            jobs: Mutex::default(),
             spawn_timeout,
         });
         daemons.listen(hot.subscribe_control().await?);
@@ -114,14 +121,34 @@ impl Daemons {
                 // Agent commands for the orchestrator share the channel: ignore them.
                 match ControlMessage::decode(bytes).ok().and_then(|m| m.message) {
                     Some(Control::Vm(VmCommand {
-                        vm_id,
-                        spawn: Some(spawn),
-                    })) => daemons.deliver(&vm_id, spawn).await,
-                    Some(Control::VmSpawnResult(VmSpawnResult {
-                        result: Some(result),
-                        ..
+                        vm_id, spawn, job, ..
                     })) => {
-                        if let Some(waiter) = lock(&daemons.waiting).remove(&result.agent_id) {
+                        let frame = match (spawn, job) {
+                            (Some(spawn), _) => Out::Spawn(spawn),
+                            (None, Some(job)) => Out::Job(job),
+                            (None, None) => continue,
+                        };
+                        daemons.deliver(&vm_id, frame).await;
+                    }
+                    Some(Control::VmSpawnResult(VmSpawnResult {
+                        vm_id,
+                        result: Some(result),
+                    })) => {
+                        if let Ok(vm) = vm_id.parse::<VmId>()
+                            && let Some(waiter) =
+                                lock(&daemons.waiting).remove(&(vm, result.agent_id.clone()))
+                        {
+                            let _ = waiter.send(result);
+                        }
+                    }
+                    Some(Control::VmJobResult(VmJobResult {
+                        vm_id,
+                        result: Some(result),
+                    })) => {
+                        if let Ok(vm) = vm_id.parse::<VmId>()
+                            && let Some(waiter) =
+                                lock(&daemons.jobs).remove(&(vm, result.job_id.clone()))
+                        {
                             let _ = waiter.send(result);
                         }
                     }
@@ -131,19 +158,24 @@ impl Daemons {
         });
     }
 
-    /// Sends the spawn down the VM's stream if this replica holds it.
-    async fn deliver(&self, vm_id: &str, spawn: Spawn) {
+    /// Sends the frame down the VM's stream if this replica holds it.
+    async fn deliver(&self, vm_id: &str, frame: Out) {
         let Ok(vm) = vm_id.parse::<VmId>() else {
             return;
         };
         let tx = lock(&self.held).get(&vm).cloned();
         if let Some(tx) = tx {
-            let agent_id = spawn.agent_id.clone();
-            let frame = ConnectorFrame {
-                frame: Some(Out::Spawn(spawn)),
+            let what = match &frame {
+                Out::Spawn(spawn) => format!("spawn of {}", spawn.agent_id),
+                Out::Job(job) => format!("job {}", job.job_id),
+                _ => String::new(),
             };
-            if tx.send(Ok(frame)).await.is_ok() {
-                tracing::info!(%vm, agent_id, "spawn passed to the vm-agent daemon");
+            if tx
+                .send(Ok(ConnectorFrame { frame: Some(frame) }))
+                .await
+                .is_ok()
+            {
+                tracing::info!(%vm, what, "passed to the vm-agent daemon");
             }
         }
     }
@@ -151,25 +183,64 @@ impl Daemons {
     /// Asks whichever replica holds the VM's daemon stream to spawn, and waits for the daemon's
     /// answer.
     pub async fn spawn(&self, vm: VmId, spawn: Spawn) -> Result<SpawnResult, ApiError> {
-        let agent_id = spawn.agent_id.clone();
+        let key = (vm, spawn.agent_id.clone());
         let (tx, rx) = oneshot::channel();
-        lock(&self.waiting).insert(agent_id.clone(), tx);
+        lock(&self.waiting).insert(key.clone(), tx);
         let message = control(Control::Vm(VmCommand {
             vm_id: vm.to_string(),
             spawn: Some(spawn),
+            job: None,
         }));
         if let Err(err) = self.hot.publish_control(message).await {
-            lock(&self.waiting).remove(&agent_id);
+            lock(&self.waiting).remove(&key);
             return Err(ApiError::internal(err));
         }
         match tokio::time::timeout(self.spawn_timeout, rx).await {
             Ok(Ok(result)) => Ok(result),
             _ => {
-                lock(&self.waiting).remove(&agent_id);
+                lock(&self.waiting).remove(&key);
                 Err(ApiError::unavailable(
                     "the VM's vm-agent daemon is not connected",
                 ))
             }
+        }
+    }
+
+    /// Asks whichever replica holds the VM's daemon stream to run the job, and waits for its
+    /// result: as long as the job and its health check may take, and a margin.
+    pub async fn run_job(&self, vm: VmId, mut job: Job) -> Result<JobResult, ApiError> {
+        job.job_id = new_token();
+        let key = (vm, job.job_id.clone());
+        let health = job.health.as_ref().map_or(0, |h| u64::from(h.timeout_secs));
+        let within = Duration::from_secs(u64::from(job.timeout_secs) + health) + JOB_MARGIN;
+        let (tx, rx) = oneshot::channel();
+        lock(&self.jobs).insert(key.clone(), tx);
+        let message = control(Control::Vm(VmCommand {
+            vm_id: vm.to_string(),
+            spawn: None,
+            job: Some(job),
+        }));
+        if let Err(err) = self.hot.publish_control(message).await {
+            lock(&self.jobs).remove(&key);
+            return Err(ApiError::internal(err));
+        }
+        let result = tokio::time::timeout(within, rx).await;
+        lock(&self.jobs).remove(&key);
+        match result {
+            Ok(Ok(result)) => Ok(result),
+            _ => Err(ApiError::unavailable(
+                "the VM's vm-agent daemon did not answer the job (did it disconnect?)",
+            )),
+        }
+    }
+
+    async fn report_job(&self, vm: VmId, result: JobResult) {
+        let message = control(Control::VmJobResult(VmJobResult {
+            vm_id: vm.to_string(),
+            result: Some(result),
+        }));
+        if let Err(err) = self.hot.publish_control(message).await {
+            tracing::warn!(%vm, error = %err, "could not pass on a job result");
         }
     }
 
@@ -251,6 +322,10 @@ pub(crate) async fn dial(
                     In::SpawnResult(result) => {
                         tracing::info!(%vm, agent_id = result.agent_id, ok = result.ok, message = result.message, "spawn result");
                         daemons.report(vm, result).await;
+                    }
+                    In::JobResult(result) => {
+                        tracing::info!(%vm, job_id = result.job_id, exit_code = result.exit_code, healthy = result.healthy, "job result");
+                        daemons.report_job(vm, result).await;
                     }
                     In::Hello(_) => {}
                 },

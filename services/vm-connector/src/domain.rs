@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use covibe_identity::vault::{Binding, Vault, VaultError};
 use covibe_proto::vmconnector::v1 as pb;
+use covibe_proto::vmconnector::v1::{HealthCheck, Job};
 use covibe_storage::{AuditEntry, AuditLog, AuditRecord};
 use covibe_types::{ApiError, Code, TeamId, UserId, VmId, now_ms};
 use zeroize::Zeroizing;
@@ -19,6 +20,17 @@ use crate::model::{
 };
 use crate::ssh::{self, Secret, SshError, SshPool, Target};
 use crate::store::VmStore;
+
+/// A daemon not heard from for this long (three heartbeats) is taken as gone.
+const DAEMON_SILENT_MS: i64 = 30_000;
+
+/// After a job that exits 0: the port its app must answer HTTP on.
+#[derive(Debug, Clone)]
+pub struct JobHealth {
+    pub port: u16,
+    pub path: String,
+    pub within: std::time::Duration,
+}
 
 pub struct VmDomain {
     store: Arc<dyn VmStore>,
@@ -746,12 +758,6 @@ impl VmDomain {
         } else {
             self.own_vm(user, team, vm_id).await?
         };
-        if vm.strategy == Strategy::DialIn {
-            return Err(ApiError::invalid(
-                "a dial_in VM cannot run the preview yet; choose a local or ssh_proxy VM",
-            )
-            .into());
-        }
         let mut record = Self::record(&vm, "job.grant", "ok");
         record.detail = Some(purpose.to_owned());
         self.audit(record).await?;
@@ -775,8 +781,9 @@ impl VmDomain {
         grant: &str,
         script: &str,
         timeout: std::time::Duration,
+        health: Option<&JobHealth>,
         removed: impl Fn(UserId) -> bool,
-    ) -> Result<JobOutcome, Error> {
+    ) -> Result<(JobOutcome, bool), Error> {
         let refused = || ApiError::unauthenticated("unknown or revoked job grant");
         if grant.trim().is_empty() {
             return Err(refused().into());
@@ -800,6 +807,7 @@ impl VmDomain {
         record.actor_id = format!("{}-service", found.purpose);
         record.command_digest = Some(crate::ssh::digest(script));
         self.audit(record.clone()).await?;
+        let mut healthy = false;
         let outcome = match vm.strategy {
             Strategy::Local => self.local.run_job(script, timeout).await?,
             Strategy::SshProxy => {
@@ -850,22 +858,64 @@ impl VmDomain {
                     }
                 }
             }
+            // Its ports are reached from the VM only: its daemon checks the app's health too.
             Strategy::DialIn => {
-                return Err(ApiError::invalid(
-                    "a dial_in VM cannot run the preview yet; choose a local or ssh_proxy VM",
-                )
-                .into());
+                let seen = now_ms().saturating_sub(vm.last_seen_ms);
+                if seen > DAEMON_SILENT_MS {
+                    return Err(
+                        ApiError::unavailable("the VM's vm-agent daemon is not connected").into(),
+                    );
+                }
+                let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+                let job = Job {
+                    job_id: String::new(),
+                    script: script.to_owned(),
+                    timeout_secs: secs(timeout),
+                    health: health.map(|h| HealthCheck {
+                        port: u32::from(h.port),
+                        path: h.path.clone(),
+                        timeout_secs: secs(h.within),
+                    }),
+                };
+                let result = match self.daemons.run_job(vm.id, job).await {
+                    Ok(result) => result,
+                    Err(err) => {
+                        record.result = "error".to_owned();
+                        record.detail = Some(err.message.clone());
+                        self.note(record).await;
+                        return Err(err.into());
+                    }
+                };
+                healthy = result.healthy;
+                JobOutcome {
+                    exit_code: result.exit_code,
+                    output_tail: result.output_tail,
+                }
             }
         };
+        if outcome.exit_code == 0
+            && vm.strategy != Strategy::DialIn
+            && let Some(h) = health
+        {
+            let host = if vm.strategy == Strategy::SshProxy {
+                vm.host.as_str()
+            } else {
+                "127.0.0.1"
+            };
+            healthy = covibe_vm_agent::job::http_healthy(host, h.port, &h.path, h.within).await;
+        }
         record.result = if outcome.exit_code == 0 {
             "ok"
         } else {
             "error"
         }
         .to_owned();
-        record.detail = Some(format!("exit code {}", outcome.exit_code));
+        record.detail = Some(match health {
+            Some(_) if outcome.exit_code == 0 => format!("exit code 0, healthy {healthy}"),
+            _ => format!("exit code {}", outcome.exit_code),
+        });
         self.note(record).await;
-        Ok(outcome)
+        Ok((outcome, healthy))
     }
 
     /// A new dial-in token for one of the caller's `dial_in` or `ssh_proxy` VMs (replacing any

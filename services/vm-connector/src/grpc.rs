@@ -210,10 +210,10 @@ impl VmConnectorService for VmConnectorGrpc {
         Ok(Response::new(pb::CreateJobGrantResponse {
             grant,
             vm_id: vm.id.to_string(),
-            host: if vm.strategy == crate::model::Strategy::SshProxy {
-                vm.host
-            } else {
-                "127.0.0.1".to_owned()
+            host: match vm.strategy {
+                crate::model::Strategy::SshProxy => vm.host,
+                crate::model::Strategy::Local => "127.0.0.1".to_owned(),
+                crate::model::Strategy::DialIn => String::new(),
             },
         }))
     }
@@ -228,16 +228,40 @@ impl VmConnectorService for VmConnectorGrpc {
             0 => 600,
             n => u64::from(n.min(3600)),
         });
+        let health = match r.health {
+            Some(h) => Some(crate::domain::JobHealth {
+                port: u16::try_from(h.port)
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| {
+                        covibe_types::ApiError::invalid("the health check's port is 1 to 65535")
+                    })?,
+                path: if h.path.starts_with('/') && !h.path.contains(['\r', '\n', ' ']) {
+                    h.path
+                } else {
+                    return Err(covibe_types::ApiError::invalid(
+                        "the health check's path starts with / and has no spaces",
+                    )
+                    .into());
+                },
+                within: std::time::Duration::from_secs(match h.timeout_secs {
+                    0 => 30,
+                    n => u64::from(n.min(600)),
+                }),
+            }),
+            None => None,
+        };
         let revocations = self.verifier.revocations().clone();
-        let outcome = self
+        let (outcome, healthy) = self
             .domain
-            .run_job(&r.grant, &r.script, timeout, |user| {
+            .run_job(&r.grant, &r.script, timeout, health.as_ref(), |user| {
                 revocations.is_removed(user)
             })
             .await?;
         Ok(Response::new(pb::RunJobResponse {
             exit_code: outcome.exit_code,
             output_tail: outcome.output_tail,
+            healthy,
         }))
     }
 

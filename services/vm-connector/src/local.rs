@@ -60,37 +60,7 @@ impl LocalLauncher {
         script: &str,
         timeout: std::time::Duration,
     ) -> std::io::Result<crate::model::JobOutcome> {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("exec 2>&1\n{script}"))
-            .current_dir(&self.project_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| std::io::Error::other("no stdout"))?;
-        let work = async {
-            let tail = crate::model::read_tail(stdout, crate::model::JOB_TAIL_BYTES).await;
-            let status = child.wait().await?;
-            Ok::<_, std::io::Error>(crate::model::JobOutcome {
-                exit_code: status.code().unwrap_or(-1),
-                output_tail: tail,
-            })
-        };
-        match tokio::time::timeout(timeout, work).await {
-            Ok(outcome) => outcome,
-            Err(_) => Ok(crate::model::JobOutcome {
-                exit_code: -1,
-                output_tail: format!(
-                    "the job ran past its {} s limit and was stopped",
-                    timeout.as_secs()
-                ),
-            }),
-        }
+        covibe_vm_agent::job::run_script(script, &self.project_dir, timeout).await
     }
 
     /// Starts the vm-agent and reaps it in the background. The agent token travels in the

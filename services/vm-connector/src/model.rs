@@ -95,36 +95,7 @@ pub struct JobGrant {
     pub purpose: String,
 }
 
-/// How a job on a VM ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobOutcome {
-    pub exit_code: i32,
-    /// The end of what it printed (stdout and stderr together).
-    pub output_tail: String,
-}
-
-/// The most of a job's output that is kept.
-pub const JOB_TAIL_BYTES: usize = 64 * 1024;
-
-/// Reads `reader` to its end, keeping the last `max` bytes.
-pub async fn read_tail<R: tokio::io::AsyncRead + Unpin>(mut reader: R, max: usize) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut kept: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 8192];
-    while let Ok(n) = reader.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        kept.extend_from_slice(&buf[..n]);
-        if kept.len() > 2 * max {
-            kept.drain(..kept.len() - max);
-        }
-    }
-    if kept.len() > max {
-        kept.drain(..kept.len() - max);
-    }
-    String::from_utf8_lossy(&kept).into_owned()
-}
+pub use covibe_vm_agent::job::{JOB_TAIL_BYTES, JobOutcome, read_tail};
 
 /// What kind of secret an `ssh_proxy` VM logs in with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

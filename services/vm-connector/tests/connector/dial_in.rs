@@ -196,3 +196,135 @@ async fn start_agent_reaches_the_daemon_and_waits_for_its_answer() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
 }
+
+/// A preview deploy on a VM that dials in: the job travels down its daemon's stream with the
+/// health check (its ports are reached from the VM only), and only that VM's daemon can answer
+/// it, or answer a spawn on it.
+#[tokio::test]
+async fn jobs_reach_the_daemon_and_only_its_answer_counts() {
+    let mut f = fixture().await;
+    let team = TeamId::new();
+    let (sarah, miguel) = (member(&f.signer, team), member(&f.signer, team));
+    let vm = register(&mut f.client, &sarah, "dial_in").await;
+    let his = register(&mut f.client, &miguel, "dial_in").await;
+    let granted = crate::ssh::grant(&mut f.client, &sarah, &vm.id)
+        .await
+        .unwrap();
+    assert_eq!(granted.host, "", "CoVibe cannot reach a dial-in VM's ports");
+    let grant_text = granted.grant.clone();
+    let request = move |script: &str| pb::RunJobRequest {
+        grant: grant_text.clone(),
+        script: script.to_owned(),
+        timeout_secs: 60,
+        health: Some(pb::HealthCheck {
+            port: 8080,
+            path: "/health".to_owned(),
+            timeout_secs: 10,
+        }),
+    };
+
+    // No daemon yet: a clear `unavailable`, at once.
+    let err = f.client.run_job(request("echo hi")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("not connected"), "{err:?}");
+
+    let token = mint(&mut f.client, &sarah, &vm.id).await.unwrap();
+    let mut daemon = dial(&mut f.client, &vm.id, &token).await.unwrap();
+    let his_token = mint(&mut f.client, &miguel, &his.id).await.unwrap();
+    let intruder = dial(&mut f.client, &his.id, &his_token).await.unwrap();
+
+    let mut client = f.client.clone();
+    let running = tokio::spawn(async move { client.run_job(request("make deploy")).await });
+    let In::Job(job) = next(&mut daemon).await else {
+        panic!("expected a job");
+    };
+    assert_eq!((job.script.as_str(), job.timeout_secs), ("make deploy", 60));
+    assert_eq!(
+        job.health,
+        Some(pb::HealthCheck {
+            port: 8080,
+            path: "/health".to_owned(),
+            timeout_secs: 10,
+        })
+    );
+    // Another VM's daemon answers it: that answer does not count.
+    let forged = pb::JobResult {
+        job_id: job.job_id.clone(),
+        exit_code: 0,
+        output_tail: "forged".to_owned(),
+        healthy: true,
+    };
+    intruder
+        .tx
+        .send(frame(Out::JobResult(forged)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!running.is_finished(), "another VM answered the job");
+    let result = pb::JobResult {
+        job_id: job.job_id,
+        exit_code: 0,
+        output_tail: "built\nstarted".to_owned(),
+        healthy: true,
+    };
+    daemon.tx.send(frame(Out::JobResult(result))).await.unwrap();
+    let answer = running.await.unwrap().unwrap().into_inner();
+    assert_eq!(
+        (
+            answer.exit_code,
+            answer.output_tail.as_str(),
+            answer.healthy
+        ),
+        (0, "built\nstarted", true)
+    );
+
+    // The same for a spawn: the other VM's daemon cannot answer it.
+    let mut client = f.client.clone();
+    let start = bearer(start_request(&sarah, &vm.id, "a9"), &sarah.token);
+    let started = tokio::spawn(async move { client.start_agent(start).await });
+    let In::Spawn(spawn) = next(&mut daemon).await else {
+        panic!("expected a spawn");
+    };
+    let answer = |ok, message: &str| pb::SpawnResult {
+        agent_id: spawn.agent_id.clone(),
+        ok,
+        message: message.to_owned(),
+    };
+    intruder
+        .tx
+        .send(frame(Out::SpawnResult(answer(false, "forged"))))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!started.is_finished(), "another VM answered the spawn");
+    daemon
+        .tx
+        .send(frame(Out::SpawnResult(answer(true, "started"))))
+        .await
+        .unwrap();
+    assert_eq!(
+        started.await.unwrap().unwrap().into_inner().strategy,
+        "dial_in"
+    );
+
+    // The job is in the VM's audit log, with how its health check went.
+    let entries = f
+        .client
+        .list_audit(bearer(
+            pb::ListAuditRequest {
+                vm_id: vm.id.clone(),
+                ..Default::default()
+            },
+            &sarah.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(
+        entries.iter().any(|e| e.action == "job.run"
+            && e.result == "ok"
+            && e.detail == "exit code 0, healthy true"),
+        "{entries:?}"
+    );
+}

@@ -816,7 +816,7 @@ async fn rotation_reencrypts_every_credential_and_retiring_refuses_leftovers() {
     assert!(err.message().contains("no longer has"), "{}", err.message());
 }
 
-async fn grant(
+pub(crate) async fn grant(
     client: &mut Client,
     who: &Member,
     vm_id: &str,
@@ -840,6 +840,7 @@ async fn job(
         grant: grant.to_owned(),
         script: script.to_owned(),
         timeout_secs: 30,
+        health: None,
     };
     Ok(client.run_job(request).await?.into_inner())
 }
