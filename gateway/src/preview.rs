@@ -57,6 +57,8 @@ pub(crate) struct PreviewConfigView {
     pub start_command: String,
     pub port: u32,
     pub health_path: Option<String>,
+    /// Where members open the preview when an operator exposes it themselves.
+    pub public_url: Option<String>,
     /// The member who set it.
     pub updated_by: Option<String>,
     pub updated_at: i64,
@@ -93,6 +95,11 @@ pub(crate) struct PutPreviewConfig {
     /// `/` when left out.
     #[serde(default)]
     pub health_path: Option<String>,
+    /// An `http(s)` address where the operator exposes the app themselves, opened instead of
+    /// the gateway's preview path; needed for a VM that dials in, whose ports CoVibe cannot
+    /// reach.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 /// `{config, webhookUrl, webhookSecret?}`: the secret only on the team's first configuration.
@@ -128,6 +135,7 @@ fn config_view(c: pb::PreviewConfig) -> PreviewConfigView {
         start_command: c.start_command,
         port: c.port,
         health_path: some(c.health_path),
+        public_url: some(c.public_url),
         updated_by: some(c.updated_by),
         updated_at: c.updated_at_ms,
     }
@@ -326,6 +334,7 @@ pub(crate) async fn put_config(
         start_command: body.start_command,
         port: body.port,
         health_path: body.health_path.unwrap_or_default(),
+        public_url: body.public_url.unwrap_or_default(),
         ..Default::default()
     };
     let answer = gw

@@ -67,6 +67,7 @@ describe('the preview settings form', () => {
       startCommand: 'npm start',
       port: 3000,
       healthPath: null,
+      publicUrl: null,
     });
     expect(putPreviewBody(typed({ vmId: 'vm-2', healthPath: '/health' }))).toMatchObject({ vmId: 'vm-2', healthPath: '/health' });
   });
@@ -90,6 +91,10 @@ describe('the preview settings form', () => {
     expect(previewErrors(typed({ repository: '--upload-pack=x' })).repository).toMatch(/'-'/);
     expect(previewErrors(typed({ repository: 'git@github.com:acme/shop.git' }))).toEqual({});
     expect(previewErrors(typed({ healthPath: '/health check' })).healthPath).toMatch(/no spaces/);
+    // A VM that dials in is opened where the operator exposes it.
+    expect(previewErrors(typed({ publicUrl: 'preview.example.com' })).publicUrl).toMatch(/http/);
+    expect(previewErrors(typed({ publicUrl: 'https://preview.example.com/' }))).toEqual({});
+    expect(putPreviewBody(typed({ publicUrl: ' https://preview.example.com/ ' })).publicUrl).toBe('https://preview.example.com/');
   });
 
   it('fills from the server, with the defaults while nothing is configured', () => {
@@ -102,6 +107,7 @@ describe('the preview settings form', () => {
       startCommand: 'npm start',
       port: '3000',
       healthPath: '/health',
+      publicUrl: '',
     });
     const none = config({ configured: false, repository: '', branch: '', vmId: null, startCommand: '', port: 0, healthPath: null });
     expect(inputOf(none)).toEqual(emptyPreviewInput());

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use covibe_testkit::{SioClient, free_port};
+use covibe_testkit::{Proc, SioClient, clean_command, fake_agent_command, free_port};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -651,4 +651,115 @@ async fn deploys_queued_when_the_preview_service_dies_run_after_it_restarts() {
     }
     assert!(live, "the queued deploy never went live after the restart");
     assert!(page(port).await.unwrap_or_default().contains("newest"));
+}
+
+/// A VM that dials in hosts the preview: the deploy travels down its daemon's stream, the
+/// daemon checks the app on the VM itself, and since CoVibe cannot reach that VM's ports, the
+/// team opens the address the operator exposes (`publicUrl`), which the settings insist on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_that_dials_in_hosts_the_preview() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let _stop = StopApp(work.path().join("app.pid"));
+    let once = [("COVIBE_PREVIEW__DEPLOY_ATTEMPTS", "1")];
+    let mut standalone = Proc::spawn("standalone", standalone_command(dir.path(), &once));
+    let connector = standalone.wait_for_url("vm-connector listening on").await;
+    let gw = standalone.wait_for_url("gateway listening on").await;
+    let http = reqwest::Client::new();
+    let (_, sarah) = create_team(&http, &gw, "Rocket", "sarah@example.com", "Sarah").await;
+    let team = sarah["team"]["id"].as_str().unwrap().to_owned();
+    let token = sarah["accessToken"].as_str().unwrap().to_owned();
+    let mut sio = SioClient::start().await;
+    sio.connect("sarah", &gw).await;
+    join(&mut sio, "sarah", json!({"teamId": team, "token": token})).await;
+
+    let (status, body) = post(
+        &http,
+        &format!("{gw}/api/vm/register"),
+        Some(&token),
+        json!({"name": "behind a NAT", "strategy": "dial_in"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let vm_id = body["vm"]["id"].as_str().unwrap().to_owned();
+    let (_, body) = post(
+        &http,
+        &format!("{gw}/api/vm/token"),
+        Some(&token),
+        json!({"vmId": vm_id}),
+    )
+    .await;
+    let vm_token = body["vmToken"].as_str().unwrap().to_owned();
+    let vm_dir = dir.path().join("vm");
+    std::fs::create_dir_all(&vm_dir).unwrap();
+    let mut cmd = clean_command(Path::new(COVIBE));
+    cmd.args(["vm-agent", "daemon", "--connector-url", &connector])
+        .args(["--vm-id", &vm_id, "--command", &fake_agent_command()])
+        .arg("--workdir")
+        .arg(&vm_dir)
+        .arg("--spool-dir")
+        .arg(&vm_dir)
+        .env("COVIBE_VM_TOKEN", &vm_token);
+    let mut daemon = Proc::spawn("daemon", cmd);
+    daemon
+        .wait_for_line("waiting for spawns", Duration::from_secs(30))
+        .await;
+
+    let repo = Repo::new();
+    let port = free_port();
+    let mut settings = json!({
+        "repository": repo.url(),
+        "workDir": work.path(),
+        "vmId": vm_id,
+        "port": port,
+        "startCommand": "python3 -m http.server \"$PORT\" --bind 127.0.0.1",
+    });
+    let config_url = format!("{gw}/api/preview/config");
+    let (status, refused) = put(&http, &config_url, &token, settings.clone()).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("publicUrl"),
+        "{refused}"
+    );
+    let public = format!("http://127.0.0.1:{port}/");
+    settings["publicUrl"] = json!(public);
+    let (status, configured) = put(&http, &config_url, &token, settings).await;
+    assert_eq!(status, 200, "{configured}");
+    let mut hook = Hook {
+        http: http.clone(),
+        url: format!("{gw}/api/webhook/push?team={team}"),
+        secret: configured["webhookSecret"].as_str().unwrap().to_owned(),
+        repository: repo.url(),
+        n: 0,
+    };
+
+    let first = repo.commit("<h1>from the VM behind a NAT</h1>", "true");
+    hook.push(&first).await;
+    let live = updated(&mut sio, "live", &first).await;
+    assert_eq!(live["url"], public.as_str(), "{live}");
+    assert!(
+        page(port)
+            .await
+            .is_some_and(|p| p.contains("from the VM behind a NAT"))
+    );
+    let (_, deployments) = get(&http, &format!("{gw}/api/preview/deployments"), &token).await;
+    assert_eq!(
+        deployments["deployments"][0]["status"], "live",
+        "{deployments}"
+    );
+
+    // The daemon gone: the next deploy fails clearly, and the app still serves.
+    daemon.kill().await;
+    let second = repo.commit("<h1>second</h1>", "true");
+    hook.push(&second).await;
+    let failed = sio.next_event("sarah", "preview_failed").await;
+    assert_eq!(failed["commit"], second.as_str(), "{failed}");
+    assert!(
+        page(port).await.is_some_and(|p| p.contains("behind a NAT")),
+        "the running version stopped"
+    );
+    standalone.kill().await;
 }

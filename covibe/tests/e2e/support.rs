@@ -24,7 +24,7 @@ pub(crate) async fn start_standalone_with(dir: &Path, extra: &[(&str, &str)]) ->
 }
 
 /// `covibe standalone` in `dir` with the fake agent, the gateway on a free port.
-fn standalone_command(dir: &Path, extra: &[(&str, &str)]) -> tokio::process::Command {
+pub(crate) fn standalone_command(dir: &Path, extra: &[(&str, &str)]) -> tokio::process::Command {
     let mut cmd = clean_command(Path::new(COVIBE));
     for (k, v) in extra {
         cmd.env(k, v);

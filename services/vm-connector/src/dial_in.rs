@@ -50,8 +50,16 @@ pub struct Daemons {
     hot: Arc<dyn HotStore>,
     held: Mutex<HashMap<VmId, FrameTx>>,
     waiting: Mutex<HashMap<(VmId, String), oneshot::Sender<SpawnResult>>>,
-    jobs: Mutex<HashMap<(VmId, String), oneshot::Sender<JobResult>>>,
+    /// Jobs this replica waits on: told when one is accepted, then its result.
+    jobs: Mutex<HashMap<(VmId, String), mpsc::Sender<JobNews>>>,
+    /// Jobs this replica passed down a daemon stream and not yet answered, by VM.
+    in_flight: Mutex<HashMap<VmId, Vec<String>>>,
     spawn_timeout: Duration,
+}
+
+enum JobNews {
+    Accepted,
+    Done(JobResult),
 }
 
 /// How much longer than its own limits a job is waited for (the trip there and back).
@@ -81,6 +89,7 @@ impl Daemons {
             held: Mutex::default(),
             waiting: Mutex::default(),
             jobs: Mutex::default(),
+            in_flight: Mutex::default(),
             spawn_timeout,
         });
         daemons.listen(hot.subscribe_control().await?);
@@ -97,14 +106,17 @@ impl Daemons {
         lock(&self.held).insert(vm, tx);
     }
 
-    fn detach(&self, vm: VmId, tx: &FrameTx) {
+    /// Whether `tx` was still the VM's stream (not replaced by a newer one).
+    fn detach(&self, vm: VmId, tx: &FrameTx) -> bool {
         let mut held = lock(&self.held);
         if held
             .get(&vm)
             .is_some_and(|current| current.same_channel(tx))
         {
             held.remove(&vm);
+            return true;
         }
+        false
     }
 
     fn listen(self: &Arc<Self>, mut messages: Subscription) {
@@ -143,13 +155,21 @@ impl Daemons {
                     }
                     Some(Control::VmJobResult(VmJobResult {
                         vm_id,
-                        result: Some(result),
+                        result,
+                        accepted,
+                        job_id,
                     })) => {
-                        if let Ok(vm) = vm_id.parse::<VmId>()
-                            && let Some(waiter) =
-                                lock(&daemons.jobs).remove(&(vm, result.job_id.clone()))
-                        {
-                            let _ = waiter.send(result);
+                        let Ok(vm) = vm_id.parse::<VmId>() else {
+                            continue;
+                        };
+                        let (id, news) = match result {
+                            Some(result) => (result.job_id.clone(), JobNews::Done(result)),
+                            None if accepted => (job_id, JobNews::Accepted),
+                            None => continue,
+                        };
+                        let waiter = lock(&daemons.jobs).get(&(vm, id)).cloned();
+                        if let Some(waiter) = waiter {
+                            let _ = waiter.try_send(news);
                         }
                     }
                     _ => {}
@@ -170,12 +190,29 @@ impl Daemons {
                 Out::Job(job) => format!("job {}", job.job_id),
                 _ => String::new(),
             };
+            let job = match &frame {
+                Out::Job(job) => Some(job.job_id.clone()),
+                _ => None,
+            };
             if tx
                 .send(Ok(ConnectorFrame { frame: Some(frame) }))
                 .await
                 .is_ok()
             {
                 tracing::info!(%vm, what, "passed to the vm-agent daemon");
+                if let Some(job_id) = job {
+                    lock(&self.in_flight)
+                        .entry(vm)
+                        .or_default()
+                        .push(job_id.clone());
+                    self.publish_job(VmJobResult {
+                        vm_id: vm.to_string(),
+                        result: None,
+                        accepted: true,
+                        job_id,
+                    })
+                    .await;
+                }
             }
         }
     }
@@ -207,40 +244,76 @@ impl Daemons {
     }
 
     /// Asks whichever replica holds the VM's daemon stream to run the job, and waits for its
-    /// result: as long as the job and its health check may take, and a margin.
+    /// result: as long as the job and its health check may take, and a margin. When no replica
+    /// holds the stream, nobody accepts the job and it fails as a spawn would.
     pub async fn run_job(&self, vm: VmId, mut job: Job) -> Result<JobResult, ApiError> {
         job.job_id = new_token();
         let key = (vm, job.job_id.clone());
         let health = job.health.as_ref().map_or(0, |h| u64::from(h.timeout_secs));
         let within = Duration::from_secs(u64::from(job.timeout_secs) + health) + JOB_MARGIN;
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = mpsc::channel(2);
         lock(&self.jobs).insert(key.clone(), tx);
         let message = control(Control::Vm(VmCommand {
             vm_id: vm.to_string(),
             spawn: None,
             job: Some(job),
         }));
-        if let Err(err) = self.hot.publish_control(message).await {
-            lock(&self.jobs).remove(&key);
-            return Err(ApiError::internal(err));
-        }
-        let result = tokio::time::timeout(within, rx).await;
+        let result = match self.hot.publish_control(message).await {
+            Err(err) => Err(ApiError::internal(err)),
+            Ok(()) => match tokio::time::timeout(self.spawn_timeout, rx.recv()).await {
+                Ok(Some(JobNews::Done(result))) => Ok(result),
+                Ok(Some(JobNews::Accepted)) => {
+                    match tokio::time::timeout(within, rx.recv()).await {
+                        Ok(Some(JobNews::Done(result))) => Ok(result),
+                        _ => Err(ApiError::unavailable(
+                            "the VM's vm-agent daemon did not answer the job in time",
+                        )),
+                    }
+                }
+                _ => Err(ApiError::unavailable(
+                    "the VM's vm-agent daemon is not connected",
+                )),
+            },
+        };
         lock(&self.jobs).remove(&key);
-        match result {
-            Ok(Ok(result)) => Ok(result),
-            _ => Err(ApiError::unavailable(
-                "the VM's vm-agent daemon did not answer the job (did it disconnect?)",
-            )),
+        result
+    }
+
+    async fn publish_job(&self, news: VmJobResult) {
+        let vm = news.vm_id.clone();
+        if let Err(err) = self
+            .hot
+            .publish_control(control(Control::VmJobResult(news)))
+            .await
+        {
+            tracing::warn!(vm, error = %err, "could not pass on a job's news");
         }
     }
 
     async fn report_job(&self, vm: VmId, result: JobResult) {
-        let message = control(Control::VmJobResult(VmJobResult {
+        if let Some(ids) = lock(&self.in_flight).get_mut(&vm) {
+            ids.retain(|id| *id != result.job_id);
+        }
+        self.publish_job(VmJobResult {
             vm_id: vm.to_string(),
             result: Some(result),
-        }));
-        if let Err(err) = self.hot.publish_control(message).await {
-            tracing::warn!(%vm, error = %err, "could not pass on a job result");
+            accepted: false,
+            job_id: String::new(),
+        })
+        .await;
+    }
+
+    /// The VM's stream ended: the jobs it was running will not be answered on it.
+    async fn abandon_jobs(&self, vm: VmId) {
+        let ids = lock(&self.in_flight).remove(&vm).unwrap_or_default();
+        for job_id in ids {
+            let result = JobResult {
+                job_id,
+                exit_code: -1,
+                output_tail: "the VM's vm-agent daemon disconnected during the job".to_owned(),
+                healthy: false,
+            };
+            self.report_job(vm, result).await;
         }
     }
 
@@ -337,7 +410,10 @@ pub(crate) async fn dial(
                 }
             }
         }
-        daemons.detach(vm, &tx);
+        // A newer stream from the daemon may still answer the jobs this one carried.
+        if daemons.detach(vm, &tx) {
+            daemons.abandon_jobs(vm).await;
+        }
         tracing::info!(%vm, "vm-agent daemon detached");
     });
     Ok(ReceiverStream::new(rx))

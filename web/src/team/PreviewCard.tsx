@@ -415,6 +415,15 @@ function PreviewForm({ config, onSaved, onCancel }: PreviewFormProps) {
         set={set('healthPath')}
         error={errors.healthPath}
       />
+      <TextField
+        id="preview-publicUrl"
+        label="Public address (optional)"
+        hint="Where you expose the app yourself; needed for a VM that dials in. Empty: CoVibe serves it to the team."
+        exact
+        value={input.publicUrl}
+        set={set('publicUrl')}
+        error={errors.publicUrl}
+      />
       {!config.configured && <p class="hint">Saving makes the team's GitHub webhook secret, shown only once.</p>}
       <ErrorText error={error} />
       <div class="vm-actions vm-actions-end">

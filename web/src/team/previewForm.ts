@@ -14,6 +14,7 @@ export interface PreviewInput {
   startCommand: string;
   port: string;
   healthPath: string;
+  publicUrl: string;
 }
 
 export type PreviewErrors = Partial<Record<keyof PreviewInput, string>>;
@@ -28,6 +29,7 @@ export const PREVIEW_FIELDS: ReadonlyArray<keyof PreviewInput> = [
   'startCommand',
   'port',
   'healthPath',
+  'publicUrl',
 ];
 
 export const emptyPreviewInput = (): PreviewInput => ({
@@ -39,6 +41,7 @@ export const emptyPreviewInput = (): PreviewInput => ({
   startCommand: '',
   port: '',
   healthPath: '/',
+  publicUrl: '',
 });
 
 /** The form filled from what the server has (the defaults while nothing is configured). */
@@ -53,6 +56,7 @@ export function inputOf(config: PreviewConfigView): PreviewInput {
     startCommand: config.startCommand,
     port: config.port ? String(config.port) : '',
     healthPath: config.healthPath || '/',
+    publicUrl: config.publicUrl ?? '',
   };
 }
 
@@ -104,6 +108,8 @@ export function previewErrors(input: PreviewInput): PreviewErrors {
   if (previewPort(input.port) === null) errors.port = 'Enter the port the start command listens on: 1 to 65535.';
   const health = healthProblem(input.healthPath);
   if (health) errors.healthPath = health;
+  const publicUrl = input.publicUrl.trim();
+  if (publicUrl && !/^https?:\/\/[^\s]+$/.test(publicUrl)) errors.publicUrl = 'An http:// or https:// address, or leave it empty.';
   return errors;
 }
 
@@ -126,6 +132,7 @@ export function putPreviewBody(input: PreviewInput): PutPreviewConfig {
     startCommand: input.startCommand.trim(),
     port: previewPort(input.port) ?? 0,
     healthPath: optional(input.healthPath),
+    publicUrl: optional(input.publicUrl),
   };
 }
 

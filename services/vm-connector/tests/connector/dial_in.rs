@@ -234,7 +234,8 @@ async fn jobs_reach_the_daemon_and_only_its_answer_counts() {
     let intruder = dial(&mut f.client, &his.id, &his_token).await.unwrap();
 
     let mut client = f.client.clone();
-    let running = tokio::spawn(async move { client.run_job(request("make deploy")).await });
+    let deploy = request("make deploy");
+    let running = tokio::spawn(async move { client.run_job(deploy).await });
     let In::Job(job) = next(&mut daemon).await else {
         panic!("expected a job");
     };
@@ -306,6 +307,16 @@ async fn jobs_reach_the_daemon_and_only_its_answer_counts() {
         started.await.unwrap().unwrap().into_inner().strategy,
         "dial_in"
     );
+
+    // The daemon goes away in the middle of a job: the job ends at once, saying so.
+    let mut client = f.client.clone();
+    let sleep = request("sleep 100");
+    let running = tokio::spawn(async move { client.run_job(sleep).await });
+    assert!(matches!(next(&mut daemon).await, In::Job(_)));
+    drop(daemon);
+    let answer = running.await.unwrap().unwrap().into_inner();
+    assert_eq!(answer.exit_code, -1);
+    assert!(answer.output_tail.contains("disconnected"), "{answer:?}");
 
     // The job is in the VM's audit log, with how its health check went.
     let entries = f
