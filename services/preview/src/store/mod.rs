@@ -351,22 +351,31 @@ impl PreviewStore for SeaPreviewStore {
         now_ms: i64,
     ) -> Result<Deployment, DbErr> {
         use entity::deployment::{ActiveModel, Column, Entity};
+        use sea_orm::sea_query::Expr;
         use sea_orm::{ActiveModelTrait, QueryOrder};
+        // Written before anything is read: on SQLite a transaction that reads first and then
+        // writes cannot wait for a concurrent writer (its lock upgrade fails at once as busy).
         let txn = self.db.begin().await?;
-        let waiting = Entity::find()
+        let coalesced = Entity::update_many()
+            .col_expr(Column::Commit, Expr::value(commit))
+            .col_expr(Column::Trigger, Expr::value(trigger))
+            .col_expr(Column::RequestedBy, Expr::value(requested_by))
             .filter(Column::TeamId.eq(team.to_string()))
             .filter(Column::Status.eq("queued"))
-            .order_by_asc(Column::CreatedAtMs)
-            .one(&txn)
+            .exec(&txn)
             .await?;
-        let row = match waiting {
-            Some(m) => {
-                let mut row: ActiveModel = m.into();
-                row.commit = Set(commit.to_owned());
-                row.trigger = Set(trigger.to_owned());
-                row.requested_by = Set(requested_by.to_owned());
-                row.update(&txn).await?
-            }
+        let existing = if coalesced.rows_affected > 0 {
+            Entity::find()
+                .filter(Column::TeamId.eq(team.to_string()))
+                .filter(Column::Status.eq("queued"))
+                .order_by_asc(Column::CreatedAtMs)
+                .one(&txn)
+                .await?
+        } else {
+            None
+        };
+        let row = match existing {
+            Some(row) => row,
             None => {
                 ActiveModel {
                     id: Set(uuid::Uuid::now_v7().to_string()),
