@@ -517,19 +517,7 @@ async fn standalone_dial_in_vm_runs_spawned_agents() {
     assert_eq!(body["error"]["code"], "unavailable", "{body}");
 
     let vm_dir = dir.path().join("vm");
-    std::fs::create_dir_all(&vm_dir).unwrap();
-    let mut cmd = clean_command(Path::new(COVIBE));
-    cmd.args(["vm-agent", "daemon", "--connector-url", &connector])
-        .args(["--vm-id", &vm_id, "--command", &fake_agent_command()])
-        .arg("--workdir")
-        .arg(&vm_dir)
-        .arg("--spool-dir")
-        .arg(&vm_dir)
-        .env("COVIBE_VM_TOKEN", &vm_token);
-    let mut daemon = Proc::spawn("daemon", cmd);
-    daemon
-        .wait_for_line("waiting for spawns", std::time::Duration::from_secs(30))
-        .await;
+    let mut daemon = dial_in_daemon(&connector, &vm_id, &vm_token, &vm_dir).await;
 
     let (status, body) = post(
         &w.http,

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use covibe_testkit::{Proc, SioClient, clean_command, fake_agent_command, free_port};
+use covibe_testkit::{Proc, SioClient, free_port};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -691,19 +691,7 @@ async fn a_vm_that_dials_in_hosts_the_preview() {
     .await;
     let vm_token = body["vmToken"].as_str().unwrap().to_owned();
     let vm_dir = dir.path().join("vm");
-    std::fs::create_dir_all(&vm_dir).unwrap();
-    let mut cmd = clean_command(Path::new(COVIBE));
-    cmd.args(["vm-agent", "daemon", "--connector-url", &connector])
-        .args(["--vm-id", &vm_id, "--command", &fake_agent_command()])
-        .arg("--workdir")
-        .arg(&vm_dir)
-        .arg("--spool-dir")
-        .arg(&vm_dir)
-        .env("COVIBE_VM_TOKEN", &vm_token);
-    let mut daemon = Proc::spawn("daemon", cmd);
-    daemon
-        .wait_for_line("waiting for spawns", Duration::from_secs(30))
-        .await;
+    let mut daemon = dial_in_daemon(&connector, &vm_id, &vm_token, &vm_dir).await;
 
     let repo = Repo::new();
     let port = free_port();

@@ -37,6 +37,30 @@ pub(crate) fn standalone_command(dir: &Path, extra: &[(&str, &str)]) -> tokio::p
     cmd
 }
 
+/// `covibe vm-agent daemon` dialled in for the VM with its token (in its environment only),
+/// running in `vm_dir`, once it waits for spawns.
+pub(crate) async fn dial_in_daemon(
+    connector: &str,
+    vm_id: &str,
+    vm_token: &str,
+    vm_dir: &Path,
+) -> Proc {
+    std::fs::create_dir_all(vm_dir).unwrap();
+    let mut cmd = clean_command(Path::new(COVIBE));
+    cmd.args(["vm-agent", "daemon", "--connector-url", connector])
+        .args(["--vm-id", vm_id, "--command", &fake_agent_command()])
+        .arg("--workdir")
+        .arg(vm_dir)
+        .arg("--spool-dir")
+        .arg(vm_dir)
+        .env("COVIBE_VM_TOKEN", vm_token);
+    let mut daemon = Proc::spawn("daemon", cmd);
+    daemon
+        .wait_for_line("waiting for spawns", std::time::Duration::from_secs(30))
+        .await;
+    daemon
+}
+
 /// Extra environment of one service process.
 pub(crate) type Env = Vec<(String, String)>;
 
