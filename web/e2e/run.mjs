@@ -215,6 +215,8 @@ async function previewConfigChecks({ page }) {
     }
     await scan(page, 'preview settings');
     await shoot(page, 'preview-settings-390x844');
+    await card.locator('#preview-publicUrl').scrollIntoViewIfNeeded();
+    await shoot(page, 'preview-public-url-390x844');
     await card.getByRole('button', { name: 'Save preview settings' }).click();
     const shown = card.getByTestId('webhook-secret');
     await shown.waitFor();
