@@ -10,7 +10,7 @@ pub use audit::{AuditEntry, AuditLog, AuditRecord};
 pub use db::{Backend, connect, migrate, parse_stored, text_column};
 pub use hot::{
     FanoutEvent, HotChunk, HotStore, MemoryHotStore, PresenceEntry, PresenceSnapshot,
-    PresenceWrite, RedisHotStore, Subscription,
+    PresenceWrite, RING_MAX_BYTES, RING_TTL, RedisHotStore, Subscription,
 };
 
 #[derive(Debug, thiserror::Error)]

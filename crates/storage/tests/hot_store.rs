@@ -446,14 +446,13 @@ async fn long_ranges_on_both_stores() {
     long_ranges_are_whole_and_bounded(&store).await;
 }
 
-/// A ring's TTL is set at its first write and refreshed when it is trimmed, not on every
-/// append: a ring that starts anywhere (a resumed agent) still never lives forever.
+/// A ring lives its TTL after its last write, whatever that write was (a resumed agent's
+/// ring, starting anywhere, included), and its byte count with it.
 #[tokio::test]
 async fn redis_rings_always_have_a_ttl() {
     use fred::prelude::*;
     let prefix = covibe_testkit::unique_prefix();
     let url = covibe_testkit::redis_url();
-    // 1,024 lines: trimmed in strides of 64.
     let store = RedisHotStore::connect(&url, &prefix, 1024, 60)
         .await
         .unwrap();
@@ -461,38 +460,118 @@ async fn redis_rings_always_have_a_ttl() {
         .build()
         .unwrap();
     admin.init().await.unwrap();
-    let ttl = |agent: AgentId| {
+    let ttl = |key: String| {
         let admin = admin.clone();
-        let key = format!("{prefix}out:{agent}");
         async move { admin.ttl::<i64, _>(key).await.unwrap() }
     };
 
-    // Started mid-stride, as a resumed agent's ring is.
+    // Started mid-way, as a resumed agent's ring is.
     let agent = AgentId::new();
+    let (ring, count) = (
+        format!("{prefix}out:{agent}"),
+        format!("{prefix}out:{agent}:bytes"),
+    );
     store
         .append(agent, &[chunk(100), chunk(101)])
         .await
         .unwrap();
-    let first = ttl(agent).await;
-    assert!(
-        (1..=60).contains(&first),
-        "a new ring has a TTL, got {first}"
+    for key in [&ring, &count] {
+        let first = ttl(key.clone()).await;
+        assert!((1..=60).contains(&first), "{key} has a TTL, got {first}");
+    }
+
+    // Every write sets it again.
+    admin.expire::<(), _>(&ring, 5, None).await.unwrap();
+    store.append(agent, &[chunk(102)]).await.unwrap();
+    assert!(ttl(ring.clone()).await > 5, "a write refreshes the TTL");
+    assert_eq!(store.range(agent, 100, 100).await.unwrap().len(), 3);
+}
+
+/// A chunk as long as the longest output chunk (256 KiB), its bytes telling it apart.
+fn long_chunk(seq: u64) -> HotChunk {
+    let fill = b'a' + u8::try_from(seq % 26).unwrap();
+    HotChunk {
+        seq,
+        stream: 1,
+        data: Bytes::from(vec![fill; 256 * 1024]),
+        event: Bytes::from(format!(r#"{{"kind":"raw","n":{seq}}}"#)),
+    }
+}
+
+/// Long chunks come back whole, and a ring holds at most its bytes (whatever its chunk
+/// count): the newest chunks, always at least the newest one.
+async fn long_chunks_are_whole_and_bytes_bounded(store: &dyn HotStore, max_bytes: usize) {
+    let agent = AgentId::new();
+    let sent: Vec<_> = (0..20).map(long_chunk).collect();
+    store.append(agent, &sent[..8]).await.unwrap();
+    store.append(agent, &sent[8..]).await.unwrap();
+    let held = store.range(agent, 0, 100).await.unwrap();
+    let bytes: usize = held.iter().map(|c| c.data.len() + c.event.len()).sum();
+    assert!(bytes <= max_bytes, "{bytes} bytes held, bound {max_bytes}");
+    assert!(held.len() >= 2, "only {} chunks held", held.len());
+    let first = held[0].seq;
+    assert_eq!(
+        held,
+        sent[usize::try_from(first).unwrap()..],
+        "the newest, whole, in order"
     );
 
-    // Lines within the stride leave it; crossing the stride (128) sets it again.
-    admin
-        .expire::<(), _>(format!("{prefix}out:{agent}"), 5, None)
+    // A chunk larger than the bound alone is still held, and is then all that is.
+    let huge = HotChunk {
+        data: Bytes::from(vec![b'z'; max_bytes + 1]),
+        ..long_chunk(20)
+    };
+    store
+        .append(agent, std::slice::from_ref(&huge))
         .await
         .unwrap();
-    store.append(agent, &[chunk(102)]).await.unwrap();
-    assert!(ttl(agent).await <= 5, "no TTL refresh within a stride");
-    let lines: Vec<_> = (103..130).map(chunk).collect();
-    store.append(agent, &lines).await.unwrap();
-    assert!(
-        ttl(agent).await > 5,
-        "the trim at a stride refreshes the TTL"
+    assert_eq!(store.range(agent, 0, 100).await.unwrap(), vec![huge]);
+}
+
+#[tokio::test]
+async fn long_chunks_on_both_stores() {
+    let max = 1 << 20;
+    long_chunks_are_whole_and_bytes_bounded(&MemoryHotStore::new(1_000).with_ring_bytes(max), max)
+        .await;
+    let prefix = covibe_testkit::unique_prefix();
+    let store = RedisHotStore::connect(&covibe_testkit::redis_url(), &prefix, 1_000, 60)
+        .await
+        .unwrap()
+        .with_ring_bytes(max);
+    long_chunks_are_whole_and_bytes_bounded(&store, max).await;
+    // The default bound holds long lines too.
+    let store = RedisHotStore::connect(&covibe_testkit::redis_url(), &prefix, 10_000, 60)
+        .await
+        .unwrap();
+    long_chunks_are_whole_and_bytes_bounded(&store, covibe_storage::RING_MAX_BYTES).await;
+}
+
+/// The ring of an agent that went silent (it ended) is forgotten after the TTL, as Redis
+/// forgets it; another agent's, still written, stays.
+#[tokio::test]
+async fn the_memory_ring_of_a_silent_agent_is_forgotten() {
+    let store = MemoryHotStore::new(100).with_ring_ttl(Duration::from_millis(300));
+    let (silent, busy) = (AgentId::new(), AgentId::new());
+    store.append(silent, &[chunk(0), chunk(1)]).await.unwrap();
+    assert_eq!(store.range(silent, 0, 10).await.unwrap().len(), 2);
+    let mut seq = 0;
+    // A hang guard, not a speed claim.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !store.range(silent, 0, 10).await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never forgotten");
+        store.append(busy, &[chunk(seq)]).await.unwrap();
+        seq += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let held = store.range(busy, 0, 10_000).await.unwrap();
+    assert_eq!(
+        held.last().map(|c| c.seq),
+        Some(seq - 1),
+        "the written ring stays"
     );
-    assert_eq!(store.range(agent, 100, 100).await.unwrap().len(), 30);
+    // Written again, a forgotten agent starts a new ring.
+    store.append(silent, &[chunk(7)]).await.unwrap();
+    assert_eq!(store.range(silent, 0, 10).await.unwrap(), vec![chunk(7)]);
 }
 
 /// The audit log on both databases: records read back newest first, paged by id, and the

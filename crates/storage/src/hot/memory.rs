@@ -2,28 +2,37 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use covibe_types::{AgentId, TeamId, UserId};
 
 use super::feed::{Feed, feed};
-use super::{HotChunk, HotStore, PresenceEntry, PresenceSnapshot, PresenceWrite, Subscription};
+use super::{
+    HotChunk, HotStore, PresenceEntry, PresenceSnapshot, PresenceWrite, RING_MAX_BYTES, RING_TTL,
+    Subscription,
+};
 use crate::Error;
 
-/// Bytes of output kept per agent, whatever the chunk count: long lines cannot grow memory.
-const RING_MAX_BYTES: usize = 8 * 1024 * 1024;
-
-/// One agent's newest chunks, sorted by seq, with their total size.
-#[derive(Default)]
+/// One agent's newest chunks, sorted by seq, with their total size, and when it was last
+/// written.
 struct Ring {
     chunks: VecDeque<HotChunk>,
     bytes: usize,
+    written: Instant,
+}
+
+/// Every agent's ring, and when the rings were last swept of those past their TTL.
+struct Rings {
+    agents: HashMap<AgentId, Ring>,
+    swept: Instant,
 }
 
 pub struct MemoryHotStore {
     capacity: usize,
-    rings: Mutex<HashMap<AgentId, Ring>>,
+    max_bytes: usize,
+    ttl: Duration,
+    rings: Mutex<Rings>,
     fanout: Subscribers,
     control: Subscribers,
     presence: Mutex<Presence>,
@@ -71,11 +80,17 @@ impl Presence {
 }
 
 impl MemoryHotStore {
-    /// A store keeping at most `capacity` chunks per agent.
+    /// A store keeping at most `capacity` chunks and [`RING_MAX_BYTES`] per agent (always the
+    /// newest chunk), each agent's for [`RING_TTL`] after its last write, as Redis keeps them.
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            rings: Mutex::new(HashMap::new()),
+            max_bytes: RING_MAX_BYTES,
+            ttl: RING_TTL,
+            rings: Mutex::new(Rings {
+                agents: HashMap::new(),
+                swept: Instant::now(),
+            }),
             fanout: Subscribers::default(),
             control: Subscribers::default(),
             presence: Mutex::new(Presence::default()),
@@ -89,7 +104,21 @@ impl MemoryHotStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn rings(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Ring>> {
+    /// Keeps each ring for `ttl` after its last write (an agent that ended is forgotten then).
+    #[must_use]
+    pub fn with_ring_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Keeps at most `max_bytes` of output per agent (and always its newest chunk).
+    #[must_use]
+    pub fn with_ring_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    fn rings(&self) -> std::sync::MutexGuard<'_, Rings> {
         // A panic while holding the lock cannot leave a ring half-updated in a way that matters.
         self.rings
             .lock()
@@ -100,8 +129,25 @@ impl MemoryHotStore {
 #[async_trait::async_trait]
 impl HotStore for MemoryHotStore {
     async fn append(&self, agent: AgentId, chunks: &[HotChunk]) -> Result<(), Error> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let now = Instant::now();
         let mut rings = self.rings();
-        let ring = rings.entry(agent).or_default();
+        // Rings past their TTL go, looked for at most once per TTL (and per minute).
+        if now.duration_since(rings.swept) >= self.ttl.min(Duration::from_secs(60)) {
+            let ttl = self.ttl;
+            rings
+                .agents
+                .retain(|_, ring| now.duration_since(ring.written) < ttl);
+            rings.swept = now;
+        }
+        let ring = rings.agents.entry(agent).or_insert_with(|| Ring {
+            chunks: VecDeque::new(),
+            bytes: 0,
+            written: now,
+        });
+        ring.written = now;
         for chunk in chunks {
             // Keep the ring sorted by seq; chunks almost always arrive in order.
             let kept = match ring.chunks.back() {
@@ -123,7 +169,7 @@ impl HotStore for MemoryHotStore {
                 ring.bytes += chunk.data.len() + chunk.event.len();
             }
             while ring.chunks.len() > self.capacity
-                || (ring.bytes > RING_MAX_BYTES && ring.chunks.len() > 1)
+                || (ring.bytes > self.max_bytes && ring.chunks.len() > 1)
             {
                 if let Some(evicted) = ring.chunks.pop_front() {
                     ring.bytes -= evicted.data.len() + evicted.event.len();
@@ -134,10 +180,14 @@ impl HotStore for MemoryHotStore {
     }
 
     async fn range(&self, agent: AgentId, from: u64, limit: usize) -> Result<Vec<HotChunk>, Error> {
-        let rings = self.rings();
-        let Some(ring) = rings.get(&agent) else {
+        let mut rings = self.rings();
+        let Some(ring) = rings.agents.get(&agent) else {
             return Ok(Vec::new());
         };
+        if ring.written.elapsed() >= self.ttl {
+            rings.agents.remove(&agent);
+            return Ok(Vec::new());
+        }
         let start = ring.chunks.partition_point(|c| c.seq < from);
         let end = super::range_end(from, limit);
         Ok(ring

@@ -17,6 +17,14 @@ use covibe_types::{AgentId, TeamId, UserId};
 
 use crate::Error;
 
+/// Bytes of output kept in one agent's ring, at most, whatever its chunk count (always its
+/// newest chunk): long lines cannot grow memory.
+pub const RING_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// How long an agent's ring is kept after its last write: an agent that ended is forgotten
+/// then (its output stays in the database).
+pub const RING_TTL: Duration = Duration::from_secs(3600);
+
 /// One output chunk of an agent, as kept in its ring buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HotChunk {

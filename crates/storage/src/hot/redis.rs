@@ -1,11 +1,9 @@
-//! The Redis hot store: a sorted set per agent (score = seq) trimmed to a fixed size with a TTL,
+//! The Redis hot store: a sorted set per agent (score = seq) trimmed to a number of chunks and
+//! of bytes (kept beside it) with a TTL,
 //! one pub/sub channel for every team's events (each gateway relays every team, and one channel
 //! lets a batch of events travel as one message: length-prefixed frames), and a hash per
 //! team for presence (field = `{member}/{holder}`, value = `{expiry ms}:{entry}`; scripts stamp
 //! and check expiries with the Redis server's clock, so every process agrees on them).
-
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use covibe_types::{AgentId, TeamId, UserId};
@@ -22,12 +20,8 @@ pub struct RedisHotStore {
     config: Config,
     prefix: String,
     capacity: usize,
+    max_bytes: usize,
     ttl_secs: i64,
-    /// Agents whose ring this process has given a TTL since the connection to Redis was last
-    /// made. A ring's TTL is set at its first write here, then each time it is trimmed, instead
-    /// of on every append (a command per line otherwise: half of them). Forgotten at every
-    /// reconnect (Redis may have lost every key) and when it grows past [`TTL_SET_MAX`].
-    ttl_set: Arc<Mutex<HashSet<AgentId>>>,
 }
 
 /// Chunks `range` asks for in one command, at least; and the most commands one `range` sends.
@@ -39,8 +33,33 @@ fn score(seq: u64) -> ZRange {
     ZRange::from(i64::try_from(seq).unwrap_or(i64::MAX))
 }
 
-/// Agents remembered in [`RedisHotStore::ttl_set`] at most.
-const TTL_SET_MAX: usize = 1 << 16;
+/// Adds chunks to a ring (KEYS[1]) and trims it, oldest first, to ARGV[1] chunks and ARGV[2]
+/// bytes (always keeping one), its byte count kept in KEYS[2]; both live ARGV[3] seconds from
+/// now. ARGV[4..] = score, member pairs. A ring without a count (written by an older version)
+/// is counted first.
+const APPEND_RING: &str = r"
+local capacity, max_bytes, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local bytes = tonumber(redis.call('GET', KEYS[2]) or '0')
+if bytes == 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    bytes = bytes + #member
+  end
+end
+for i = 4, #ARGV, 2 do
+  if redis.call('ZADD', KEYS[1], 'NX', ARGV[i], ARGV[i + 1]) == 1 then
+    bytes = bytes + #ARGV[i + 1]
+  end
+end
+local held = redis.call('ZCARD', KEYS[1])
+while held > 1 and (held > capacity or bytes > max_bytes) do
+  local oldest = redis.call('ZPOPMIN', KEYS[1])
+  bytes = bytes - #oldest[1]
+  held = held - 1
+end
+redis.call('SET', KEYS[2], bytes, 'EX', ttl)
+redis.call('EXPIRE', KEYS[1], ttl)
+return held
+";
 
 fn reconnect_policy() -> ReconnectPolicy {
     // Retry forever, 100 ms doubling up to 2 s.
@@ -49,8 +68,8 @@ fn reconnect_policy() -> ReconnectPolicy {
 
 impl RedisHotStore {
     /// Connects to `url`. Keys and channels start with `prefix` (so test runs never collide);
-    /// each agent's ring keeps `capacity` chunks (and up to a sixteenth more, trimmed in strides)
-    /// for `ttl_secs` after its last trim (a stride of lines, at most, before its last write).
+    /// each agent's ring keeps `capacity` chunks and [`super::RING_MAX_BYTES`] (always its
+    /// newest chunk) for `ttl_secs` after its last write.
     pub async fn connect(
         url: &str,
         prefix: &str,
@@ -70,24 +89,22 @@ impl RedisHotStore {
             })
             .set_policy(reconnect_policy())
             .build()?;
-        let ttl_set: Arc<Mutex<HashSet<AgentId>>> = Arc::default();
-        let forget = ttl_set.clone();
-        // Subscribed before the first connection, whose event clears an empty set.
-        let _listener = client.on_reconnect(move |_| {
-            if let Ok(mut set) = forget.lock() {
-                set.clear();
-            }
-            std::future::ready(Ok(()))
-        });
         client.init().await?;
         Ok(Self {
             client,
             config,
             prefix: prefix.to_owned(),
             capacity: capacity.max(1),
-            ttl_secs,
-            ttl_set,
+            max_bytes: super::RING_MAX_BYTES,
+            ttl_secs: ttl_secs.max(1),
         })
+    }
+
+    /// Keeps at most `max_bytes` of output per agent (and always its newest chunk).
+    #[must_use]
+    pub fn with_ring_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     fn ring_key(&self, agent: AgentId) -> String {
@@ -102,58 +119,30 @@ impl RedisHotStore {
         format!("{}fanout", self.prefix)
     }
 
-    /// Queues the ring update of one agent on a pipeline.
-    async fn queue_append(
-        &self,
-        pipeline: &fred::clients::Pipeline<Client>,
-        agent: AgentId,
-        chunks: &[HotChunk],
-    ) -> Result<(), Error> {
-        let (Some(first), Some(last)) = (chunks.first(), chunks.last()) else {
+    fn ring_bytes_key(&self, agent: AgentId) -> String {
+        format!("{}out:{agent}:bytes", self.prefix)
+    }
+
+    /// Adds chunks to one agent's ring (concurrent calls share round trips: the client
+    /// pipelines them).
+    async fn append_one(&self, agent: AgentId, chunks: &[HotChunk]) -> Result<(), Error> {
+        if chunks.is_empty() {
             return Ok(());
-        };
-        let key = self.ring_key(agent);
-        let members: Vec<(f64, Bytes)> = chunks.iter().map(|c| (c.seq as f64, encode(c))).collect();
-        let _: () = pipeline
-            .zadd(&key, None, None, false, false, members)
-            .await?;
-        // Trimmed when the batch reaches a multiple of the stride, not on every append: lines
-        // mostly arrive one or two per agent per batch, and this is a third of their commands.
-        let stride = (self.capacity as u64 / 16).clamp(1, 64);
-        let trim = first.seq.div_ceil(stride) * stride <= last.seq;
-        if trim {
-            let capacity = i64::try_from(self.capacity).unwrap_or(i64::MAX);
-            let _: () = pipeline.zremrangebyrank(&key, 0, -(capacity + 1)).await?;
         }
-        // So a ring lives `ttl_secs` after it was last trimmed (at most a stride of lines
-        // before its last write), and never without a TTL.
-        if trim || self.first_write(agent) {
-            let _: () = pipeline.expire(&key, self.ttl_secs, None).await?;
+        let number = |n: usize| Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+        let mut args = Vec::with_capacity(3 + 2 * chunks.len());
+        args.extend([
+            number(self.capacity),
+            number(self.max_bytes),
+            Value::Integer(self.ttl_secs),
+        ]);
+        for chunk in chunks {
+            args.push(Value::Integer(i64::try_from(chunk.seq).unwrap_or(i64::MAX)));
+            args.push(Value::Bytes(encode(chunk)));
         }
+        let keys = vec![self.ring_key(agent), self.ring_bytes_key(agent)];
+        let _: Value = self.client.eval(APPEND_RING, keys, args).await?;
         Ok(())
-    }
-
-    /// The result of a pipeline of ring appends. When it failed, the TTLs it carried may not
-    /// have been set: every ring's is set again at its next write.
-    fn sent<T>(&self, result: Result<T, fred::error::Error>) -> Result<T, Error> {
-        if result.is_err()
-            && let Ok(mut set) = self.ttl_set.lock()
-        {
-            set.clear();
-        }
-        Ok(result?)
-    }
-
-    /// Whether this is the first write of `agent`'s ring since the connection was made (and
-    /// so its TTL is due); notes it.
-    fn first_write(&self, agent: AgentId) -> bool {
-        let Ok(mut set) = self.ttl_set.lock() else {
-            return true;
-        };
-        if set.len() >= TTL_SET_MAX {
-            set.clear();
-        }
-        set.insert(agent)
     }
 
     fn presence_key(&self, team: TeamId) -> String {
@@ -350,25 +339,14 @@ fn decode(mut raw: Bytes) -> Option<HotChunk> {
 #[async_trait::async_trait]
 impl HotStore for RedisHotStore {
     async fn append(&self, agent: AgentId, chunks: &[HotChunk]) -> Result<(), Error> {
-        if chunks.is_empty() {
-            return Ok(());
-        }
-        let pipeline = self.client.pipeline();
-        self.queue_append(&pipeline, agent, chunks).await?;
-        self.sent(pipeline.all::<Vec<Value>>().await)?;
-        Ok(())
+        self.append_one(agent, chunks).await
     }
 
     async fn append_many(&self, batches: &[(AgentId, Vec<HotChunk>)]) -> Result<(), Error> {
-        let pipeline = self.client.pipeline();
-        let mut queued = false;
-        for (agent, chunks) in batches.iter().filter(|(_, c)| !c.is_empty()) {
-            self.queue_append(&pipeline, *agent, chunks).await?;
-            queued = true;
-        }
-        if queued {
-            self.sent(pipeline.all::<Vec<Value>>().await)?;
-        }
+        let appends = batches
+            .iter()
+            .map(|(agent, chunks)| self.append_one(*agent, chunks));
+        futures::future::try_join_all(appends).await?;
         Ok(())
     }
 
