@@ -11,6 +11,7 @@ use covibe_bootstrap::{GrpcServer, Shutdown, shutdown_signal};
 use covibe_config::Config;
 use covibe_identity::revocation::Ender;
 use covibe_identity::{KeyFiles, Revocations, Signer, Verifier};
+use covibe_proto::limits::MAX_MESSAGE_BYTES;
 use covibe_proto::team::v1::team_service_client::TeamServiceClient;
 use covibe_proto::vmconnector::v1::vm_connector_service_client::VmConnectorServiceClient;
 use covibe_storage::{HotStore, MemoryHotStore, RedisHotStore};
@@ -261,7 +262,9 @@ async fn auth(
             async move { sessions.reassert_ended().await.map_err(ApiError::from) }
         }
     });
-    let team = TeamServiceClient::new(covibe_bootstrap::channel(team_url)?);
+    let team = TeamServiceClient::new(covibe_bootstrap::channel(team_url)?)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let grpc = covibe_auth::AuthGrpc::new(sessions, identity.verifier.clone(), team);
     Ok(Built {
         server: server.add_service(grpc.into_server()),
@@ -283,7 +286,9 @@ async fn orchestrator(
     let audit = covibe_storage::AuditLog::new(db)
         .await
         .context("audit log storage")?;
-    let connector = VmConnectorServiceClient::new(covibe_bootstrap::channel(vm_connector_url)?);
+    let connector = VmConnectorServiceClient::new(covibe_bootstrap::channel(vm_connector_url)?)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let link_url = config.link_url.clone().unwrap_or_else(|| server.url());
     let limits = covibe_orchestrator::Limits {
         max_task_bytes: config.limits.max_task_bytes,
@@ -397,9 +402,13 @@ async fn preview(
     let vault = covibe_identity::vault::Vault::open_file(&key_file, identity.standalone)
         .with_context(|| format!("loading the master key {}", key_file.display()))?;
     // Owners and admins configure the preview: the team service knows who they are.
-    let team = TeamServiceClient::new(covibe_bootstrap::channel(team_url)?);
+    let team = TeamServiceClient::new(covibe_bootstrap::channel(team_url)?)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     // Deploys run on the team's preview VM through the vm-connector.
-    let vmc = VmConnectorServiceClient::new(covibe_bootstrap::channel(vmc_url)?);
+    let vmc = VmConnectorServiceClient::new(covibe_bootstrap::channel(vmc_url)?)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let deploys = covibe_preview::DeploySettings {
         timeout: Duration::from_secs(config.preview.deploy_timeout_secs),
         health_timeout: Duration::from_secs(config.preview.health_timeout_secs),

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use covibe_bootstrap::Client;
 use covibe_identity::Verifier;
 use covibe_proto::auth::v1::auth_service_client::AuthServiceClient;
+use covibe_proto::limits::MAX_MESSAGE_BYTES;
 use covibe_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
 use covibe_proto::preview::v1::preview_service_client::PreviewServiceClient;
 use covibe_proto::team::v1::team_service_client::TeamServiceClient;
@@ -89,13 +90,23 @@ impl Gateway {
         };
         let limits = Arc::new(Limiters::new(&config.limits, verifier.clone()));
         Ok(Arc::new(Self {
-            auth: AuthServiceClient::new(upstreams.auth.clone()),
-            team: TeamServiceClient::new(upstreams.team.clone()),
-            orchestrator: OrchestratorServiceClient::new(upstreams.orchestrator.clone()),
+            auth: AuthServiceClient::new(upstreams.auth.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            team: TeamServiceClient::new(upstreams.team.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            orchestrator: OrchestratorServiceClient::new(upstreams.orchestrator.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             vm_connector: VmConnectorServiceClient::new(covibe_bootstrap::channel(
                 &config.vm_connector_url,
-            )?),
-            preview: PreviewServiceClient::new(covibe_bootstrap::channel(&config.preview_url)?),
+            )?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            preview: PreviewServiceClient::new(covibe_bootstrap::channel(&config.preview_url)?)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             upstreams,
             cors_origins: config.cors_origins.clone(),
             dial_in_url: config.dial_in_url.clone(),

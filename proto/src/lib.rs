@@ -1,6 +1,8 @@
 //! CoVibe's gRPC contracts. Every crate uses `tonic` and `prost` through this crate so the
 //! workspace shares one version of each.
 
+pub mod limits;
+
 pub use prost;
 pub use tonic;
 

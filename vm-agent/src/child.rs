@@ -23,8 +23,9 @@ use crate::agent_log::AgentLog;
 use crate::queue::Outbox;
 use crate::spool::SpoolWriter;
 
-/// Longest chunk: a longer line is cut into pieces of this size.
-pub(crate) const MAX_CHUNK: usize = 64 * 1024;
+/// Longest chunk: a longer line is cut into pieces of at most this size, each ending at a UTF-8
+/// character boundary (what the orchestrator accepts, so lines up to it arrive whole).
+pub(crate) const MAX_CHUNK: usize = covibe_proto::limits::MAX_OUTPUT_CHUNK_BYTES;
 /// Grace between SIGTERM and SIGKILL when a `Kill` asks for none.
 const DEFAULT_KILL_GRACE: Duration = Duration::from_millis(5000);
 /// How long the agent's pipes may stay open after it exited before its process group is killed.
@@ -245,14 +246,16 @@ pub(crate) fn failed(message: String) -> StatusChange {
     }
 }
 
-/// Reads `reader` line by line (without the newline), cutting lines longer than [`MAX_CHUNK`].
+/// Reads `reader` line by line (without the newline), cutting lines longer than [`MAX_CHUNK`]
+/// before a character that would be split (bytes that are not UTF-8 are cut anywhere).
 pub(crate) async fn read_chunks<R: AsyncBufRead + Unpin>(
     mut reader: R,
     stream: OutputStream,
     lines: mpsc::Sender<Line>,
 ) {
     let mut line = BytesMut::new();
-    // The previous chunk was cut at MAX_CHUNK, so a newline right after it ends no new line.
+    // The previous chunk was cut with nothing left over, so a newline right after it ends no
+    // new line.
     let mut just_cut = false;
     loop {
         let buf = match reader.fill_buf().await {
@@ -278,7 +281,9 @@ pub(crate) async fn read_chunks<R: AsyncBufRead + Unpin>(
             None => {
                 line.extend_from_slice(window);
                 let full = line.len() == MAX_CHUNK;
-                (window.len(), full.then(|| line.split().freeze()), full)
+                // The start of a character cut short stays for the next chunk.
+                let chunk = full.then(|| line.split_to(char_boundary(&line)).freeze());
+                (window.len(), chunk, full && line.is_empty())
             }
         };
         just_cut = cut;
@@ -289,6 +294,30 @@ pub(crate) async fn read_chunks<R: AsyncBufRead + Unpin>(
             return;
         }
     }
+}
+
+/// Where to cut `bytes` so that no UTF-8 character is split: before a character whose bytes
+/// do not all fit, else at the end.
+fn char_boundary(bytes: &[u8]) -> usize {
+    let len = bytes.len();
+    // A character is at most 4 bytes: its start is among the last 3 if it is cut short.
+    for start in (len.saturating_sub(3)..len).rev() {
+        let lead = bytes[start];
+        let width = match lead {
+            0x00..=0x7f => return len,
+            0x80..=0xbf => continue, // a continuation byte: its start is further back
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf7 => 4,
+            _ => return len, // no character starts with it
+        };
+        return if start + width > len && start > 0 {
+            start
+        } else {
+            len
+        };
+    }
+    len
 }
 
 /// Moves output from the pipe readers to the log, the spool and the outbox, in batches of what
@@ -416,5 +445,37 @@ mod tests {
             b"z".to_vec(),
         ];
         assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_cut_between_characters() {
+        // 'é' is two bytes and '€' three: with one ASCII byte first, MAX_CHUNK falls inside a
+        // character, which then starts the next chunk.
+        let mut text = String::from("a");
+        while text.len() < MAX_CHUNK + 10 {
+            text.push_str("é€");
+        }
+        let mut input = text.clone().into_bytes();
+        input.push(b'\n');
+        input.extend("after\n".as_bytes());
+        let got = chunks(&input).await;
+        assert_eq!(got.len(), 3, "two pieces and the next line");
+        assert!(got[0].len() < MAX_CHUNK && got[0].len() > MAX_CHUNK - 4);
+        let pieces: Vec<&str> = got[..2]
+            .iter()
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        assert_eq!(pieces.concat(), text);
+        assert_eq!(got[2], b"after");
+
+        // A line of exactly MAX_CHUNK ASCII bytes is one chunk; the newline after it ends it.
+        let mut exact = vec![b'q'; MAX_CHUNK];
+        exact.extend(b"\nz\n");
+        assert_eq!(chunks(&exact).await, [vec![b'q'; MAX_CHUNK], b"z".to_vec()]);
+
+        // Bytes that are not UTF-8 are cut at MAX_CHUNK.
+        let binary = vec![0xffu8; MAX_CHUNK + 1];
+        let got = chunks(&binary).await;
+        assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), [MAX_CHUNK, 1]);
     }
 }

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use covibe_proto::limits::MAX_MESSAGE_BYTES;
 use covibe_proto::tonic;
 use covibe_proto::vmconnector::v1::connector_frame::Frame as In;
 use covibe_proto::vmconnector::v1::daemon_frame::Frame as Out;
@@ -175,7 +176,9 @@ async fn session(
     if tx.send(frame(Out::Hello(hello))).await.is_err() {
         return SessionError::Closed;
     }
-    let mut client = VmConnectorServiceClient::new(channel);
+    let mut client = VmConnectorServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let mut inbound = match client.dial(ReceiverStream::new(rx)).await {
         Ok(response) => response.into_inner(),
         Err(status) => return status.into(),

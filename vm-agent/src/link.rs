@@ -5,6 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use covibe_proto::limits::MAX_MESSAGE_BYTES;
 use covibe_proto::tonic;
 use covibe_proto::vmagent::v1::agent_link_client::AgentLinkClient;
 use covibe_proto::vmagent::v1::{
@@ -98,7 +99,9 @@ pub(crate) async fn run(
     let mut backoff = Backoff::default();
     let mut spool = config.spool.reader();
     loop {
-        let client = AgentLinkClient::new(channel.clone());
+        let client = AgentLinkClient::new(channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let session = session(
             client,
             &config,

@@ -394,3 +394,136 @@ fn find_vm_agent(agent: &str) -> Option<u32> {
         is_it.then_some(pid)
     })
 }
+
+/// Long lines: 1,000 lines of 200 KiB each (200 MiB of output), under the longest chunk.
+const LONG_LINES: u64 = 1_000;
+const LONG_LINE_BYTES: u64 = 200 * 1024;
+
+/// Each line arrives whole (one `agent_output` per line, every byte) live on a socket, through
+/// REST history pages none of which passes the byte bound, and on a Socket.io resume from the
+/// start; the three agree byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lines_arrive_whole_live_in_history_and_on_resume() {
+    use covibe_proto::limits::MAX_HISTORY_PAGE_BYTES;
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let (_standalone, gw) = start_standalone(dir.path()).await;
+    let http = reqwest::Client::new();
+    let (status, me) = create_team(&http, &gw, "Long", "long@example.com", "Long").await;
+    assert_eq!(status, 201, "{me}");
+    let team = me["team"]["id"].as_str().unwrap().to_owned();
+    let token = me["accessToken"].as_str().unwrap().to_owned();
+    let joining = json!({"teamId": team, "token": token});
+
+    let mut live = Viewer {
+        name: "live",
+        token: token.clone(),
+        sio: SioClient::start().await,
+        resyncs: Vec::new(),
+        completed_live: false,
+    };
+    live.sio.connect("live", &gw).await;
+    live.sio.tally("live").await;
+    join(&mut live.sio, "live", joining.clone()).await;
+
+    let (status, spawned) = post(
+        &http,
+        &format!("{gw}/api/agent/spawn"),
+        Some(&token),
+        json!({"task": format!("lines={LONG_LINES} line_bytes={LONG_LINE_BYTES} long")}),
+    )
+    .await;
+    assert_eq!(status, 201, "{spawned}");
+    let agent = spawned["agent"]["id"].as_str().unwrap().to_owned();
+    let total = expected_lines(LONG_LINES);
+    live.read_to_the_end(&team, &agent, total).await;
+    wait_for_status(&http, &gw, &token, &agent, "completed").await;
+
+    // History, page by page: each page's JSON within the bound, every line whole.
+    let (mut next, mut pages, mut lengths) = (0u64, 0u32, Vec::new());
+    loop {
+        let response = http
+            .get(format!(
+                "{gw}/api/agent/{agent}/output?fromSeq={next}&limit=5000"
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.bytes().await.unwrap();
+        assert!(
+            body.len() <= MAX_HISTORY_PAGE_BYTES,
+            "a page of {} bytes from seq {next}",
+            body.len()
+        );
+        let page: Value = serde_json::from_slice(&body).unwrap();
+        let chunks = page["chunks"].as_array().unwrap();
+        for chunk in chunks {
+            assert_eq!(chunk["seq"], lengths.len() as u64, "gap-free history");
+            lengths.push(chunk["data"].as_str().unwrap().len() as u64);
+        }
+        pages += 1;
+        next = page["nextSeq"].as_u64().unwrap();
+        assert_eq!(next, lengths.len() as u64, "pages follow each other");
+        if !page["more"].as_bool().unwrap() {
+            break;
+        }
+        assert!(
+            !chunks.is_empty(),
+            "a page with more to come is never empty"
+        );
+    }
+    assert_eq!(lengths.len() as u64, total, "every line in history");
+    // Padded to about 200 KiB: one chunk each, not cut into pieces.
+    let long = lengths
+        .iter()
+        .filter(|l| **l >= LONG_LINE_BYTES - 1024)
+        .count() as u64;
+    assert_eq!(long, LONG_LINES, "every long line whole in history");
+    let history_bytes: u64 = lengths.iter().sum();
+    assert!(
+        pages > 40,
+        "{pages} pages: 200 MiB needs at least 50 of 4 MiB"
+    );
+
+    // Live: every line once, in order, the same bytes.
+    let tally = live.sio.tally_of("live", &agent).await;
+    assert_eq!(
+        (
+            tally.count,
+            tally.first_seq,
+            tally.last_seq,
+            tally.anomalies
+        ),
+        (total, Some(0), Some(total - 1), 0),
+        "live: every line once, in order ({:?} resyncs)",
+        live.resyncs
+    );
+    assert_eq!(tally.bytes, history_bytes, "live: every byte");
+
+    // A socket that resumes from the start gets it all again.
+    let mut late = SioClient::start().await;
+    late.connect("late", &gw).await;
+    late.tally("late").await;
+    let mut resume = joining.clone();
+    resume["since"] = json!({ agent.as_str(): -1 });
+    join(&mut late, "late", resume).await;
+    let tally = late.tally_of("late", &agent).await;
+    assert_eq!(
+        (
+            tally.count,
+            tally.first_seq,
+            tally.last_seq,
+            tally.anomalies
+        ),
+        (total, Some(0), Some(total - 1), 0),
+        "resume: every line once, in order"
+    );
+    assert_eq!(tally.bytes, history_bytes, "resume: every byte");
+    eprintln!(
+        "long lines: {history_bytes} bytes in {total} lines, {pages} history pages, {:?} resyncs live; {:.1} s",
+        live.resyncs,
+        started.elapsed().as_secs_f64()
+    );
+}

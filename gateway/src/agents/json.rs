@@ -2,6 +2,7 @@
 //! output and its history look.
 
 use covibe_proto::common::v1 as common;
+use covibe_proto::limits::MAX_HISTORY_PAGE_BYTES;
 use covibe_proto::orchestrator::v1 as orch;
 use covibe_types::AgentStatus;
 use serde::{Deserialize, Serialize};
@@ -89,6 +90,9 @@ pub struct OutputPage {
     pub agent_id: String,
     pub chunks: Vec<OutputChunk>,
     pub next_seq: u64,
+    /// More output is stored from `nextSeq` on: ask again. A page holds at most `limit` chunks
+    /// and 4 MiB of JSON (always at least one chunk), so a short page may still have more.
+    pub more: bool,
 }
 
 /// `{agent}`.
@@ -167,21 +171,56 @@ pub fn agent(a: common::Agent) -> Agent {
     }
 }
 
+/// The REST page of history: the orchestrator's page, cut where its JSON would pass
+/// [`MAX_HISTORY_PAGE_BYTES`] (escaping can make text longer than its bytes; the first chunk
+/// always stays).
 pub fn output_page(agent_id: String, page: orch::GetOutputResponse) -> OutputPage {
+    // `{"agentId":"…","chunks":[],"nextSeq":…,"more":false}`, at most.
+    let mut bytes = 64 + agent_id.len();
+    let mut next_seq = page.next_seq;
+    let mut more = page.more;
+    let mut chunks = Vec::with_capacity(page.chunks.len());
+    for c in page.chunks {
+        let chunk = OutputChunk {
+            seq: c.seq,
+            stream: stream_name(c.stream),
+            data: text(c.data),
+            event: event_value(c.event_json),
+        };
+        // Its JSON and a comma.
+        let size = json_len(&chunk) + 1;
+        if !chunks.is_empty() && bytes + size > MAX_HISTORY_PAGE_BYTES {
+            next_seq = chunk.seq;
+            more = true;
+            break;
+        }
+        bytes += size;
+        chunks.push(chunk);
+    }
     OutputPage {
         agent_id,
-        chunks: page
-            .chunks
-            .into_iter()
-            .map(|c| OutputChunk {
-                seq: c.seq,
-                stream: stream_name(c.stream),
-                data: text(c.data),
-                event: event_value(c.event_json),
-            })
-            .collect(),
-        next_seq: page.next_seq,
+        chunks,
+        next_seq,
+        more,
     }
+}
+
+/// The length of `value` as JSON, without keeping the text.
+fn json_len(value: &impl Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, and these shapes always serialize.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// An agent's output bytes as text: valid UTF-8 as it is (no copy), anything else with U+FFFD
@@ -207,6 +246,49 @@ pub fn event_value(json: String) -> Box<serde_json::value::RawValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_stops_before_its_json_passes_the_byte_bound() {
+        // Quotes escape to two bytes each: 300 KiB of them is 600 KiB of JSON per chunk.
+        let line = vec![b'"'; 300 * 1024];
+        let chunks = (0..20)
+            .map(|seq| orch::OutputChunk {
+                seq,
+                stream: 1,
+                data: line.clone(),
+                event_json: r#"{"kind":"raw"}"#.to_owned(),
+            })
+            .collect();
+        let page = output_page(
+            "a".to_owned(),
+            orch::GetOutputResponse {
+                chunks,
+                next_seq: 20,
+                more: false,
+            },
+        );
+        let json = serde_json::to_vec(&page).unwrap_or_default();
+        assert!(json.len() <= MAX_HISTORY_PAGE_BYTES, "{} bytes", json.len());
+        assert_eq!(page.chunks.len(), 6, "as many as fit");
+        assert_eq!((page.next_seq, page.more), (6, true));
+        assert!(page.chunks.iter().all(|c| c.data.len() == line.len()));
+
+        // One chunk larger than the bound alone is still sent.
+        let one = output_page(
+            "a".to_owned(),
+            orch::GetOutputResponse {
+                chunks: vec![orch::OutputChunk {
+                    seq: 3,
+                    stream: 1,
+                    data: vec![1u8; MAX_HISTORY_PAGE_BYTES],
+                    event_json: "{}".to_owned(),
+                }],
+                next_seq: 4,
+                more: false,
+            },
+        );
+        assert_eq!((one.chunks.len(), one.next_seq, one.more), (1, 4, false));
+    }
 
     #[test]
     fn output_text_keeps_valid_utf8_and_marks_the_rest() {

@@ -7,6 +7,7 @@ use covibe_identity::{Principal, Verifier};
 use covibe_proto::auth::v1 as pb;
 use covibe_proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
 use covibe_proto::common::v1 as common;
+use covibe_proto::limits::MAX_MESSAGE_BYTES;
 use covibe_proto::team::v1 as team_pb;
 use covibe_proto::team::v1::team_service_client::TeamServiceClient;
 use covibe_proto::tonic::{self, Code, Request, Response, Status};
@@ -54,6 +55,8 @@ impl AuthGrpc {
 
     pub fn into_server(self) -> AuthServiceServer<Self> {
         AuthServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     fn as_auth<T>(&self, message: T) -> Result<Request<T>, Status> {

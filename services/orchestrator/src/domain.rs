@@ -16,6 +16,7 @@ use covibe_types::{AgentId, AgentStatus, ApiError, Code, TeamId, UserId, now_ms}
 use crate::Error;
 use crate::events;
 use crate::model::{Agent, Limits, OutputPage, StoredChunk};
+use crate::page::{FIRST_READ, Page};
 use crate::store::AgentStore;
 
 pub struct Agents {
@@ -383,7 +384,9 @@ impl Agents {
         }
     }
 
-    /// Output from `from` on, from the hot buffer when it holds the range, else the database.
+    /// Output from `from` on, from the hot buffer when it holds the range (or a full page of
+    /// it), else the database: at most `limit` chunks and [`Limits::max_page_bytes`] bytes,
+    /// always at least one chunk, saying whether more is stored past the page.
     pub async fn output(
         &self,
         team: TeamId,
@@ -398,9 +401,11 @@ impl Agents {
             return Ok(OutputPage {
                 chunks: Vec::new(),
                 next_seq: from.max(end),
+                more: false,
             });
         }
         let wanted = limit.min(end - from);
+        let mut page = Page::new(from, wanted, self.limits.max_page_bytes);
         let hot = match self
             .hot
             .range(id, from, usize::try_from(wanted).unwrap_or(usize::MAX))
@@ -412,23 +417,38 @@ impl Agents {
                 Vec::new()
             }
         };
-        let complete = hot.first().is_some_and(|c| c.seq == from)
-            && hot.windows(2).all(|w| w[1].seq == w[0].seq + 1)
-            && (hot.len() as u64 == wanted);
-        let chunks: Vec<StoredChunk> = if complete {
-            hot.into_iter()
-                .map(|c| StoredChunk {
-                    seq: c.seq,
-                    stream: c.stream,
-                    data: c.data,
-                    event: c.event,
-                })
-                .collect()
-        } else {
-            tracing::debug!(agent_id = %id, from, wanted, held = hot.len(), "history: the hot buffer does not hold the range; reading the database");
-            self.store.output(id, from, wanted).await?
-        };
-        let next_seq = chunks.last().map_or(from, |c| c.seq + 1);
-        Ok(OutputPage { chunks, next_seq })
+        let held = hot.len();
+        for c in hot {
+            let chunk = StoredChunk {
+                seq: c.seq,
+                stream: c.stream,
+                data: c.data,
+                event: c.event,
+            };
+            if !page.push(chunk) {
+                break;
+            }
+        }
+        if !page.is_done() {
+            tracing::debug!(agent_id = %id, from, wanted, held, "history: the hot buffer does not hold the page; reading the database");
+            page = Page::new(from, wanted, self.limits.max_page_bytes);
+            // Read in steps sized by the room left, so that long lines are not read only to be
+            // left out of the page.
+            let mut step = FIRST_READ.min(wanted);
+            while !page.is_done() {
+                let read = self.store.output(id, page.next_seq(), step).await?;
+                let got = read.len() as u64;
+                for chunk in read {
+                    if !page.push(chunk) {
+                        break;
+                    }
+                }
+                if got < step {
+                    break; // the database holds no more (or has a gap)
+                }
+                step = page.next_step();
+            }
+        }
+        Ok(page.finish(end))
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use covibe_identity::{Verifier, bearer_from_metadata};
 use covibe_proto::common::v1 as common;
+use covibe_proto::limits::MAX_MESSAGE_BYTES;
 use covibe_proto::orchestrator::v1 as pb;
 use covibe_proto::orchestrator::v1::orchestrator_service_server::{
     OrchestratorService, OrchestratorServiceServer,
@@ -25,6 +26,8 @@ impl OrchestratorGrpc {
 
     pub fn into_server(self) -> OrchestratorServiceServer<Self> {
         OrchestratorServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     fn member<T>(&self, request: &Request<T>) -> Result<(UserId, TeamId), Status> {
@@ -117,15 +120,13 @@ impl OrchestratorService for OrchestratorGrpc {
                 .map(|c| pb::OutputChunk {
                     seq: c.seq,
                     stream: c.stream,
-                    // Parsed at ingest; lines stored before that are parsed now.
-                    event_json: match std::str::from_utf8(&c.event) {
-                        Ok(event) if !event.is_empty() => event.to_owned(),
-                        _ => crate::stream_json::parse(&c.data).event.to_string(),
-                    },
+                    // Parsed at ingest, or by the page for lines stored before that.
+                    event_json: String::from_utf8_lossy(&c.event).into_owned(),
                     data: c.data.to_vec(),
                 })
                 .collect(),
             next_seq: page.next_seq,
+            more: page.more,
         }))
     }
 }

@@ -15,6 +15,7 @@ mod ingest;
 mod link;
 mod links;
 mod model;
+mod page;
 pub mod store;
 mod stream_json;
 

@@ -1,14 +1,16 @@
 //! `covibe.vmagent.v1.AgentLink`: one bidirectional stream per running agent. The vm-agent says
 //! hello with its agent token and what it has seen acknowledged; we answer where to resume,
 //! store each batch of output durably, and only then acknowledge it. At most a bounded number of
-//! lines per link are not yet durable: past that no more frames are read, so a slow database
+//! lines and bytes per link are not yet durable: past that no more frames are read, so a slow database
 //! slows the vm-agent down (backpressure through HTTP/2 flow control) instead of growing memory.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use covibe_proto::common::v1::OutputStream;
+use covibe_proto::limits::{FRAME_OVERHEAD_BYTES, MAX_MESSAGE_BYTES, MAX_OUTPUT_CHUNK_BYTES};
 use covibe_proto::tonic::{self, Request, Response, Status, Streaming};
 use covibe_proto::vmagent::v1::agent_frame::Frame;
 use covibe_proto::vmagent::v1::agent_link_server::{AgentLink, AgentLinkServer};
@@ -26,7 +28,7 @@ use crate::links::Links;
 use crate::model::{Agent, Source, StoredChunk};
 
 /// Largest output chunk accepted from a vm-agent.
-pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
+pub const MAX_CHUNK_BYTES: usize = MAX_OUTPUT_CHUNK_BYTES;
 /// Output frames stored in one database write.
 const MAX_BATCH: usize = 256;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,7 +53,19 @@ impl LinkService {
     }
 
     pub fn into_server(self) -> AgentLinkServer<Self> {
-        AgentLinkServer::new(self).max_decoding_message_size(MAX_CHUNK_BYTES + 4096)
+        AgentLinkServer::new(self)
+            .max_decoding_message_size(MAX_CHUNK_BYTES + FRAME_OVERHEAD_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+/// The output bytes a received frame carries.
+fn frame_bytes(item: &Result<AgentFrame, Status>) -> usize {
+    match item {
+        Ok(AgentFrame {
+            frame: Some(Frame::Output(output)),
+        }) => output.data.len(),
+        _ => 0,
     }
 }
 
@@ -142,6 +156,8 @@ impl AgentLink for LinkService {
             agents: self.agents.clone(),
             ingest: self.ingest.clone(),
             submitted: agent.output_seq,
+            handed: VecDeque::new(),
+            not_durable_bytes: 0,
             acked: agent.output_seq,
             progress: Arc::new(Progress::new(agent.output_seq)),
             ack_timer: Box::pin(tokio::time::sleep(ACK_DELAY)),
@@ -169,6 +185,10 @@ struct Session {
     agent: Agent,
     /// The seq after the last chunk handed over to ingest (maybe not yet durable).
     submitted: u64,
+    /// Batches handed over and not known durable, oldest first: the seq after each, and its
+    /// bytes; and their bytes in all.
+    handed: VecDeque<(u64, usize)>,
+    not_durable_bytes: usize,
     /// What of the output handed over is durable, kept up to date by ingest.
     progress: Arc<Progress>,
     tx: mpsc::Sender<Result<ServerFrame, Status>>,
@@ -184,6 +204,9 @@ struct Session {
 /// some are durable (backpressure down to the vm-agent). Above what makes the storing task stop
 /// lingering (`ingest::STORE`), so that one fast agent alone never waits out the linger.
 const MAX_NOT_DURABLE: u64 = 512;
+/// Bytes of output handed over and not yet durable, at most (the same backpressure, for long
+/// lines); frames read in one go stop there too.
+const MAX_NOT_DURABLE_BYTES: usize = 4 << 20;
 /// How long output handed over may wait to be acknowledged, so that one acknowledgement
 /// carries several batches (one write to the vm-agent instead of one per line when lines
 /// trickle in)...
@@ -197,10 +220,11 @@ impl Session {
         let mut batch: Vec<StoredChunk> = Vec::with_capacity(MAX_BATCH);
         loop {
             let not_durable = self.submitted.saturating_sub(self.agent.output_seq);
+            let held_back =
+                not_durable >= MAX_NOT_DURABLE || self.not_durable_bytes >= MAX_NOT_DURABLE_BYTES;
             // Woken by ingest only when the link waits for it: held back, or with enough
             // durable output waiting to be acknowledged at once.
-            let waits =
-                not_durable >= MAX_NOT_DURABLE || self.submitted >= self.acked + ACK_AT_CHUNKS;
+            let waits = held_back || self.submitted >= self.acked + ACK_AT_CHUNKS;
             let first = tokio::select! {
                 biased;
                 () = self.progress.changed(), if waits => {
@@ -216,15 +240,21 @@ impl Session {
                     }
                     continue;
                 }
-                first = inbound.next(), if not_durable < MAX_NOT_DURABLE => first,
+                first = inbound.next(), if !held_back => first,
             };
             let Some(first) = first else { break };
             // Take whatever else has arrived already, up to a batch, and hand it over at once.
+            let mut pending_bytes = frame_bytes(&first);
             let mut pending = vec![first];
             let mut ended = false;
-            while pending.len() < MAX_BATCH {
+            while pending.len() < MAX_BATCH
+                && self.not_durable_bytes + pending_bytes < MAX_NOT_DURABLE_BYTES
+            {
                 match inbound.next().now_or_never() {
-                    Some(Some(next)) => pending.push(next),
+                    Some(Some(next)) => {
+                        pending_bytes += frame_bytes(&next);
+                        pending.push(next);
+                    }
                     Some(None) => {
                         ended = true;
                         break;
@@ -300,6 +330,12 @@ impl Session {
             return false;
         }
         self.agent.output_seq = self.agent.output_seq.max(self.progress.durable());
+        while let Some((end, bytes)) = self.handed.front().copied()
+            && end <= self.agent.output_seq
+        {
+            self.handed.pop_front();
+            self.not_durable_bytes -= bytes;
+        }
         let waiting = self.agent.output_seq.saturating_sub(self.acked);
         if waiting > 0 && (due || waiting >= ACK_AT_CHUNKS) && !self.ack_all(false).await {
             return false;
@@ -379,6 +415,7 @@ impl Session {
         let Some(last) = batch.last().map(|c| c.seq) else {
             return true;
         };
+        let bytes: usize = batch.iter().map(|c| c.data.len()).sum();
         let source = Source {
             id: self.agent.id,
             team_id: self.agent.team_id,
@@ -391,6 +428,8 @@ impl Session {
         {
             Ok(()) => {
                 self.submitted = last + 1;
+                self.handed.push_back((self.submitted, bytes));
+                self.not_durable_bytes += bytes;
                 // Arms the acknowledgement timer; a failure of an earlier batch is noticed here
                 // at the latest.
                 self.look(false).await

@@ -28,7 +28,10 @@ pub struct Agent {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_task_bytes: usize,
+    /// Chunks in one page of history, at most.
     pub max_page: u64,
+    /// Bytes in one page of history, at most (always at least one chunk).
+    pub max_page_bytes: usize,
     /// How long a killed agent gets between SIGTERM and SIGKILL.
     pub kill_grace_ms: u32,
     /// Agents one member may have pending, starting or running at once.
@@ -44,6 +47,7 @@ impl Default for Limits {
         Self {
             max_task_bytes: 16 * 1024,
             max_page: 5_000,
+            max_page_bytes: covibe_proto::limits::MAX_HISTORY_PAGE_BYTES,
             kill_grace_ms: 5_000,
             max_running_agents: 5,
             spawns_per_minute: 10,
@@ -56,6 +60,8 @@ impl Default for Limits {
 pub struct OutputPage {
     pub chunks: Vec<StoredChunk>,
     pub next_seq: u64,
+    /// More output is stored past the page.
+    pub more: bool,
 }
 
 /// One agent's chunks in a multi-agent `append_output`.

@@ -49,7 +49,9 @@ impl PreviewGrpc {
 
     /// The server, taking webhook bodies as large as GitHub sends.
     pub fn into_server(self) -> PreviewServiceServer<Self> {
-        PreviewServiceServer::new(self).max_decoding_message_size(MAX_WEBHOOK_BYTES + 64 * 1024)
+        PreviewServiceServer::new(self)
+            .max_decoding_message_size(MAX_WEBHOOK_BYTES + 64 * 1024)
+            .max_encoding_message_size(covibe_proto::limits::MAX_MESSAGE_BYTES)
     }
 
     /// The member a request's token names, and the token (forwarded to the team service).

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use covibe_identity::Verifier;
 use covibe_proto::common::v1 as common;
+use covibe_proto::limits::MAX_MESSAGE_BYTES;
 use covibe_proto::team::v1 as pb;
 use covibe_proto::team::v1::team_service_server::{TeamService, TeamServiceServer};
 use covibe_proto::tonic::{self, Request, Response, Status};
@@ -40,6 +41,8 @@ impl TeamGrpc {
 
     pub fn into_server(self) -> TeamServiceServer<Self> {
         TeamServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// Internal calls come from the auth service with its own service token.

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use covibe_identity::Verifier;
+use covibe_proto::limits::MAX_MESSAGE_BYTES;
 use covibe_proto::tonic::{self, Request, Response, Status, Streaming};
 use covibe_proto::vmconnector::v1 as pb;
 use covibe_proto::vmconnector::v1::vm_connector_service_server::{
@@ -39,6 +40,8 @@ impl VmConnectorGrpc {
 
     pub fn into_server(self) -> VmConnectorServiceServer<Self> {
         VmConnectorServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// The member a request's token names.

@@ -322,7 +322,8 @@ async function fill(out: AgentOutput): Promise<void> {
         continue;
       }
       idle = 0;
-      if (chunks.length < PAGE && !gap) return;
+      // A page is bounded in bytes too: a short one may still say there is more.
+      if (!data.more && !gap) return;
     }
   } finally {
     out.filling = false;
