@@ -4,6 +4,8 @@
 //! public keys, refuses the sessions that ended (`revocation`), and decides for itself.
 
 pub mod code;
+#[cfg(test)]
+mod fuzz;
 mod keys;
 mod load;
 pub mod revocation;

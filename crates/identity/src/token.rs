@@ -429,8 +429,9 @@ pub fn bearer_from_metadata(metadata: &tonic::metadata::MetadataMap) -> Option<&
     let value = metadata.get("authorization")?.to_str().ok()?;
     let token = value
         .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?;
-    (!token.is_empty()).then_some(token.trim())
+        .or_else(|| value.strip_prefix("bearer "))?
+        .trim();
+    (!token.is_empty()).then_some(token)
 }
 
 #[cfg(test)]
@@ -502,6 +503,16 @@ mod tests {
         let principal = verifier.verify(&service).unwrap();
         assert_eq!(principal.require_service().unwrap(), "auth");
         assert!(principal.member().is_err());
+    }
+
+    /// Found by `fuzz_bearer_header`: `Bearer` and blanks gave an empty token instead of none.
+    #[test]
+    fn a_blank_bearer_token_is_no_token() {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("authorization", "Bearer  ".parse().unwrap());
+        assert_eq!(bearer_from_metadata(&metadata), None);
+        metadata.insert("authorization", "Bearer  t ".parse().unwrap());
+        assert_eq!(bearer_from_metadata(&metadata), Some("t"));
     }
 
     #[test]

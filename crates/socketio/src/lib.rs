@@ -18,6 +18,8 @@
 
 mod config;
 mod engine;
+#[cfg(test)]
+mod fuzz;
 mod handler;
 mod io;
 mod packet;

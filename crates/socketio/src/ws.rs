@@ -143,7 +143,9 @@ fn parse(buf: &mut [u8], max_payload: usize) -> Result<Option<Received>, u16> {
         return Ok(None);
     };
     at += 4;
-    let Some(payload) = buf.get_mut(at..at + len) else {
+    // Without a payload limit a declared length may reach past the end of memory.
+    let end = at.checked_add(len).ok_or(TOO_BIG)?;
+    let Some(payload) = buf.get_mut(at..end) else {
         return Ok(None);
     };
     for (i, byte) in payload.iter_mut().enumerate() {
@@ -152,8 +154,8 @@ fn parse(buf: &mut [u8], max_payload: usize) -> Result<Option<Received>, u16> {
     Ok(Some(Received {
         fin,
         opcode,
-        payload: at..at + len,
-        len: at + len,
+        payload: at..end,
+        len: end,
     }))
 }
 
@@ -394,6 +396,9 @@ async fn on_text<S: Default + Send + 'static, T: tokio::io::AsyncWrite + Unpin>(
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -426,6 +431,16 @@ mod tests {
         assert_eq!(parse(&mut unmasked, 100), Err(PROTOCOL_ERROR));
         let mut fragmented_ping = masked(PING, false, b"");
         assert_eq!(parse(&mut fragmented_ping, 100), Err(PROTOCOL_ERROR));
+    }
+
+    /// Found by `fuzz_websocket_frame_header`: with no payload limit, a header declaring
+    /// 2^64 - 1 bytes overflowed the end of the frame.
+    #[test]
+    fn a_huge_declared_length_without_a_limit_is_refused() {
+        let mut buf = vec![0x81, 0x80 | 127];
+        buf.extend_from_slice(&u64::MAX.to_be_bytes());
+        buf.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(parse(&mut buf, usize::MAX), Err(TOO_BIG));
     }
 
     #[test]

@@ -10,6 +10,8 @@ mod convert;
 mod domain;
 mod error;
 mod events;
+#[cfg(test)]
+mod fuzz;
 mod grpc;
 mod ingest;
 mod link;

@@ -12,6 +12,8 @@ mod convert;
 pub mod deploy;
 mod domain;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod grpc;
 mod model;
 pub mod store;

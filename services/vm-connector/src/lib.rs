@@ -8,6 +8,8 @@ mod convert;
 pub mod dial_in;
 mod domain;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod grpc;
 mod local;
 mod model;
