@@ -489,6 +489,8 @@ async fn gateway(
         cors_origins: config.cors_allowed_origins.clone(),
         sockets: covibe_gateway::SocketLimits {
             max_sockets: config.limits.max_sockets,
+            max_per_address: config.limits.max_sockets_per_address,
+            join_timeout: std::time::Duration::from_millis(config.limits.socket_join_timeout_ms),
             max_message_bytes: config.limits.max_socket_message_bytes,
             presence_heartbeat: config.presence_heartbeat(),
         },

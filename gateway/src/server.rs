@@ -16,10 +16,17 @@ impl Gateway {
     /// The REST app (no Socket.io), for serving with
     /// `into_make_service_with_connect_info::<SocketAddr>()`; `serve` adds Socket.io to it.
     pub fn app(self: &Arc<Self>) -> axum::Router {
+        self.app_with(axum::Router::new())
+    }
+
+    /// The app with `sockets` (the Socket.io routes) under the same limits.
+    fn app_with(self: &Arc<Self>, sockets: axum::Router) -> axum::Router {
         crate::http::router(self.clone())
             .merge(grpc_web::router(&self.upstreams, &self.cors_origins))
             .merge(crate::preview_proxy::router(self.clone()))
-            // Limits and tracing cover REST and gRPC-web alike (sign-in guessing included).
+            .merge(sockets)
+            // Limits and tracing cover REST, gRPC-web and Socket.io alike (sign-in guessing
+            // included).
             .layer(axum::middleware::from_fn_with_state(
                 self.limits.clone(),
                 limits::guard,
@@ -51,7 +58,7 @@ pub async fn serve(
     tokio::spawn(realtime::close_ended_sessions(gateway.clone()));
     tokio::spawn(chat::refresh_presence(io.clone(), gateway.clone()));
     gateway.ready.store(true, Ordering::Relaxed);
-    let app = gateway.app().merge(io.router());
+    let app = gateway.app_with(io.router());
     let local: SocketAddr = listener.local_addr()?;
     tracing::info!(addr = %local, "gateway serving");
     // Every Socket.io frame is small and latency-bound: never hold one back for an ACK.

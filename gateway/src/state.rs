@@ -88,7 +88,11 @@ impl Gateway {
             team: covibe_bootstrap::channel(&config.team_url)?,
             orchestrator: covibe_bootstrap::channel(&config.orchestrator_url)?,
         };
-        let limits = Arc::new(Limiters::new(&config.limits, verifier.clone()));
+        let limits = Arc::new(Limiters::new(
+            &config.limits,
+            config.max_body_bytes,
+            verifier.clone(),
+        ));
         Ok(Arc::new(Self {
             auth: AuthServiceClient::new(upstreams.auth.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -765,3 +765,43 @@ async fn static_files_serve_the_app_and_never_shadow_the_api() {
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(error_code(&body), "invalid_argument");
 }
+
+/// Node's `fetch` posting 5 MiB to a route that takes 4 KiB reads the 413 and its JSON every
+/// time, rather than a connection reset while it was still sending.
+#[tokio::test]
+async fn fetch_reads_the_413_of_a_large_body_every_time() {
+    let server = start(generous(), None, None).await;
+    let script = r#"
+        const [url, token] = process.argv.slice(1);
+        const body = JSON.stringify({ text: 'x'.repeat(5 * 1024 * 1024) });
+        const seen = [];
+        for (let i = 0; i < 20; i++) {
+          try {
+            const res = await fetch(url, {
+              method: 'POST',
+              headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+              body,
+            });
+            const json = await res.json();
+            seen.push(`${res.status} ${json.error && json.error.code}`);
+          } catch (err) {
+            seen.push(`failed: ${err.cause ? err.cause.code : err.message}`);
+          }
+        }
+        console.log(JSON.stringify(seen));
+    "#;
+    let output = tokio::process::Command::new("node")
+        .args(["--input-type=module", "-e", script])
+        .arg(server.at("/api/chat/message"))
+        .arg(server.token(UserId::new()))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Vec<String> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(seen, vec!["413 payload_too_large".to_owned(); 20]);
+}

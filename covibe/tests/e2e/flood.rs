@@ -369,18 +369,6 @@ fn record(peaks: &mut BTreeMap<String, u64>, name: &str, pid: u32) {
     }
 }
 
-/// `VmHWM` (peak resident set size) of a live process, in KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// The `covibe vm-agent run --agent-id AGENT ...` process the vm-connector started, if it runs.
 fn find_vm_agent(agent: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.find_map(|entry| {

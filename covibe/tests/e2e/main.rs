@@ -9,6 +9,7 @@ mod chat;
 mod faults;
 mod flood;
 mod grpc_web;
+mod hostile;
 mod identity;
 mod layering;
 mod permissions;

@@ -171,17 +171,7 @@ async fn a_paused_client_is_told_to_resync_and_recovers() {
     );
 
     // About 24 MB went out while one client was not reading; the gateway did not keep it all.
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", proc.child.id().unwrap())).unwrap();
-    let peak_kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let peak_kib = peak_rss_kib(proc.child.id().unwrap()).unwrap();
     assert!(peak_kib < 200 * 1024, "peak RSS {peak_kib} KiB");
 
     let resumed = std::process::Command::new("kill")

@@ -667,3 +667,15 @@ impl Stack {
 pub(crate) async fn roomy_mesh(dir: &Path, database_url: &str) -> Mesh {
     Mesh::start_with(dir, database_url, &redis_url(), env_of(ROOMY)).await
 }
+
+/// `VmHWM` (peak resident set size) of a live process, in KiB.
+pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}

@@ -182,11 +182,15 @@ pub struct Limits {
     pub team_joins_per_minute: u32,
     /// Milliseconds a gateway request may take before it is answered 503.
     pub request_timeout_ms: u64,
-    /// Gateway requests in flight at once; past that, requests are answered 503 at once.
     /// Socket.io connections one gateway accepts at once.
     pub max_sockets: usize,
+    /// Socket.io connections one address (IPv6: one /64) may hold at once on a gateway.
+    pub max_sockets_per_address: usize,
+    /// Milliseconds a Socket.io connection may stay without joining a team before it is closed.
+    pub socket_join_timeout_ms: u64,
     /// Largest Socket.io message a client may send, in bytes.
     pub max_socket_message_bytes: u64,
+    /// Gateway requests in flight at once; past that, requests are answered 503 at once.
     pub max_concurrent_requests: usize,
     /// Key rate limits by the last `X-Forwarded-For` entry: set only behind a proxy that sets it.
     pub trust_forwarded_for: bool,
@@ -270,6 +274,9 @@ impl Default for Limits {
             request_timeout_ms: 30_000,
             max_concurrent_requests: 1024,
             max_sockets: 50_000,
+            // A team behind one NAT shares an address: a few sockets per member.
+            max_sockets_per_address: 256,
+            socket_join_timeout_ms: 10_000,
             max_socket_message_bytes: 256 * 1024,
             trust_forwarded_for: false,
             presence_ttl_secs: 90,
@@ -384,6 +391,8 @@ impl Config {
             || self.limits.request_timeout_ms == 0
             || self.limits.max_concurrent_requests == 0
             || self.limits.max_sockets == 0
+            || self.limits.max_sockets_per_address == 0
+            || self.limits.socket_join_timeout_ms == 0
             || self.limits.max_socket_message_bytes == 0
             || self.limits.presence_ttl_secs == 0
         {

@@ -17,6 +17,9 @@ pub struct Config {
     pub queue_bytes: usize,
     /// Engine.IO sessions open at once; past it a handshake is refused.
     pub max_sessions: usize,
+    /// Engine.IO sessions one client address holds at once; past it its handshakes are
+    /// refused (`429`). The address is the request's [`ClientAddress`], else its peer's.
+    pub max_sessions_per_address: usize,
     /// A client's events handled at once; past it an event is refused
     /// ([`Handler::overloaded`]).
     pub max_events_in_flight: usize,
@@ -32,7 +35,13 @@ impl Default for Config {
             queue_frames: 1024,
             queue_bytes: 4 << 20,
             max_sessions: 100_000,
+            max_sessions_per_address: usize::MAX,
             max_events_in_flight: 16,
         }
     }
 }
+
+/// The client's address as the application knows it (behind a proxy, the proxy's word for
+/// it): a request extension its middleware may set before Socket.IO sees the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientAddress(pub std::net::IpAddr);

@@ -1,19 +1,21 @@
 //! The HTTP side of Engine.IO: the handshake, long-polling requests, WebSocket requests (fresh or
 //! upgrading a polling session), and what a client's packets do, whichever transport they came by.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use crate::config::ClientAddress;
 use crate::packet;
 use crate::protocol::{Flow, Heartbeat, on_packet, open};
-use crate::registry::Registry;
+use crate::registry::{Refused, Registry};
 use crate::socket::Socket;
 use crate::ws;
 
@@ -75,12 +77,32 @@ pub(crate) enum Transport {
     WebSocket(hyper::upgrade::Upgraded),
 }
 
-fn at_capacity() -> Response {
-    refuse(
-        StatusCode::SERVICE_UNAVAILABLE,
-        4,
-        "the server is at its connection limit, try again shortly",
-    )
+fn refused(why: Refused) -> Response {
+    match why {
+        Refused::Full => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            4,
+            "the server is at its connection limit, try again shortly",
+        ),
+        Refused::TooManyFromAddress => refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            4,
+            "too many connections from your address: close some before opening more",
+        ),
+    }
+}
+
+/// The client's address: the application's word for it, else the peer's.
+fn client_address(request: &Request) -> Option<IpAddr> {
+    let extensions = request.extensions();
+    extensions
+        .get::<ClientAddress>()
+        .map(|address| address.0)
+        .or_else(|| {
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip())
+        })
 }
 
 async fn get<S: Default + Send + 'static>(
@@ -93,8 +115,9 @@ async fn get<S: Default + Send + 'static>(
     }
     match (params.transport.as_deref(), params.sid) {
         (Some("polling"), None) => {
-            let Some(socket) = registry.open() else {
-                return at_capacity();
+            let socket = match registry.open(client_address(&request)) {
+                Ok(socket) => socket,
+                Err(why) => return refused(why),
             };
             let (upgrade, upgraded) = tokio::sync::oneshot::channel();
             *socket
@@ -208,11 +231,13 @@ fn websocket<S: Default + Send + 'static>(
         Ok(accept) => accept,
         Err(why) => return refuse(StatusCode::BAD_REQUEST, 3, why),
     };
+    let address = client_address(&request);
     let on_upgrade = hyper::upgrade::on(&mut request);
     match sid {
         None => {
-            let Some(socket) = registry.open() else {
-                return at_capacity();
+            let socket = match registry.open(address) {
+                Ok(socket) => socket,
+                Err(why) => return refused(why),
             };
             socket.websocket.store(true, Ordering::Release);
             tokio::spawn(async move {

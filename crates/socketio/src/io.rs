@@ -1,7 +1,7 @@
 //! The server the application holds.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::config::Config;
@@ -32,6 +32,7 @@ impl<S: Default + Send + 'static> Io<S> {
                 sessions: RwLock::default(),
                 next_id: AtomicU64::new(1),
                 closing: AtomicBool::new(false),
+                per_address: Mutex::default(),
             }),
         }
     }

@@ -28,7 +28,7 @@ mod registry;
 mod socket;
 mod ws;
 
-pub use config::Config;
+pub use config::{ClientAddress, Config};
 pub use handler::Handler;
 pub use io::Io;
 pub use packet::Frame;

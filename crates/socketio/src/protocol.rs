@@ -43,7 +43,7 @@ pub(crate) fn on_packet<S: Default + Send + 'static>(
     match packet {
         packet::Engine::Close => return Flow::Close,
         packet::Engine::Pong => socket.ponged.store(true, Ordering::Release),
-        packet::Engine::Ping(data) => socket.send_control(Frame::from_text(format!("3{data}"))),
+        packet::Engine::Ping(data) => socket.answer(Frame::from_text(format!("3{data}"))),
         packet::Engine::Upgrade | packet::Engine::Noop => {}
         packet::Engine::Message(message) => return on_message(registry, socket, message),
     }
@@ -86,7 +86,7 @@ fn on_message<S: Default + Send + 'static>(
             }
         }
         packet::Socket::OtherNamespace(namespace) => {
-            socket.send_control(Frame::from_text(format!(
+            socket.answer(Frame::from_text(format!(
                 r#"44{namespace},{{"message":"Invalid namespace"}}"#
             )));
         }
@@ -141,7 +141,8 @@ fn on_message<S: Default + Send + 'static>(
 pub(crate) struct Heartbeat {
     next_ping: tokio::time::Instant,
     pong_due: Option<tokio::time::Instant>,
-    connect_by: tokio::time::Instant,
+    /// Until the client has connected to the namespace: when it must have.
+    connect_by: Option<tokio::time::Instant>,
 }
 
 impl Heartbeat {
@@ -150,27 +151,41 @@ impl Heartbeat {
         Self {
             next_ping: now + config.ping_interval,
             pong_due: None,
-            connect_by: now + config.connect_timeout,
+            connect_by: Some(now + config.connect_timeout),
         }
     }
 
-    pub(crate) fn deadline(&self) -> tokio::time::Instant {
+    fn ping_deadline(&self) -> tokio::time::Instant {
         self.pong_due.unwrap_or(self.next_ping)
     }
 
-    /// At the deadline: a ping goes out, or the client that did not answer is given up.
+    pub(crate) fn deadline(&self) -> tokio::time::Instant {
+        let ping = self.ping_deadline();
+        self.connect_by.map_or(ping, |by| by.min(ping))
+    }
+
+    /// At the deadline: a client that never connected is given up, a ping goes out, or the
+    /// client that did not answer is given up.
     pub(crate) fn tick<S>(&mut self, config: &crate::Config, socket: &Socket<S>) -> Flow {
         let now = tokio::time::Instant::now();
+        if let Some(by) = self.connect_by
+            && now >= by
+        {
+            if !socket.connected.load(Ordering::Acquire) {
+                tracing::debug!(sid = socket.id, "never connected to the namespace");
+                return Flow::Close;
+            }
+            self.connect_by = None;
+        }
+        if now < self.ping_deadline() {
+            return Flow::Continue;
+        }
         if self.pong_due.take().is_some() {
             if !socket.ponged.load(Ordering::Acquire) {
                 tracing::debug!(sid = socket.id, "ping timeout");
                 return Flow::Close;
             }
             return Flow::Continue;
-        }
-        if !socket.connected.load(Ordering::Acquire) && now >= self.connect_by {
-            tracing::debug!(sid = socket.id, "never connected to the namespace");
-            return Flow::Close;
         }
         socket.ponged.store(false, Ordering::Release);
         socket.send_control(packet::PING);

@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 
 use base64::Engine as _;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::config::Config;
 use crate::handler::Handler;
@@ -24,6 +25,17 @@ pub(crate) struct Registry<S> {
     pub(crate) sessions: RwLock<HashMap<Box<str>, Arc<Socket<S>>>>,
     pub(crate) next_id: AtomicU64,
     pub(crate) closing: AtomicBool,
+    /// Sessions open per client address (only addresses holding one).
+    pub(crate) per_address: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Why a session was not opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The server is at its session limit or shutting down.
+    Full,
+    /// The client's address holds as many sessions as it may.
+    TooManyFromAddress,
 }
 
 impl<S> Registry<S> {
@@ -47,20 +59,43 @@ impl<S> Registry<S> {
 }
 
 impl<S: Default + Send + 'static> Registry<S> {
-    /// A new session, or `None` at the session limit or while shutting down.
-    pub(crate) fn open(self: &Arc<Self>) -> Option<Arc<Socket<S>>> {
+    /// A new session for a client at `address`.
+    pub(crate) fn open(
+        self: &Arc<Self>,
+        address: Option<IpAddr>,
+    ) -> Result<Arc<Socket<S>>, Refused> {
         if self.closing.load(Ordering::Acquire) {
-            return None;
+            return Err(Refused::Full);
         }
         let mut sessions = self.sessions_mut();
         if sessions.len() >= self.config.max_sessions {
-            return None;
+            return Err(Refused::Full);
+        }
+        if let Some(address) = address {
+            let mut per_address = self.per_address();
+            let held = per_address.entry(address).or_insert(0);
+            if *held >= self.config.max_sessions_per_address {
+                return Err(Refused::TooManyFromAddress);
+            }
+            *held += 1;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let wire = new_wire_id();
-        let socket = Arc::new(Socket::new(id, wire.clone(), &self.config, S::default()));
+        let socket = Arc::new(Socket::new(
+            id,
+            wire.clone(),
+            address,
+            &self.config,
+            S::default(),
+        ));
         sessions.insert(wire, socket.clone());
-        Some(socket)
+        Ok(socket)
+    }
+
+    fn per_address(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.per_address
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The session ended: forgets it and tells the application.
@@ -74,7 +109,16 @@ impl<S: Default + Send + 'static> Registry<S> {
         }
         socket.drained.notify_waiters();
         socket.wake.notify_waiters();
-        self.sessions_mut().remove(&socket.wire);
+        let removed = self.sessions_mut().remove(&socket.wire).is_some();
+        if removed && let Some(address) = socket.address {
+            let mut per_address = self.per_address();
+            if let Some(held) = per_address.get_mut(&address) {
+                *held = held.saturating_sub(1);
+                if *held == 0 {
+                    per_address.remove(&address);
+                }
+            }
+        }
         if socket.connected.swap(false, Ordering::AcqRel) {
             self.handler.disconnect(socket.clone()).await;
         }

@@ -5,6 +5,7 @@
 //! broadcast to a thousand sockets is held once.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -62,6 +63,8 @@ pub struct Socket<S> {
     pub(crate) events: Arc<tokio::sync::Semaphore>,
     /// Frames and bytes the queue holds at most.
     limits: (usize, usize),
+    /// The client's address, counted against the sessions one address may hold.
+    pub(crate) address: Option<IpAddr>,
     /// What the application keeps per socket.
     pub state: Mutex<S>,
 }
@@ -75,9 +78,16 @@ impl<S> std::fmt::Debug for Socket<S> {
 }
 
 impl<S> Socket<S> {
-    pub(crate) fn new(id: Sid, wire: Box<str>, config: &Config, state: S) -> Self {
+    pub(crate) fn new(
+        id: Sid,
+        wire: Box<str>,
+        address: Option<IpAddr>,
+        config: &Config,
+        state: S,
+    ) -> Self {
         Self {
             limits: (config.queue_frames, config.queue_bytes),
+            address,
             id,
             wire,
             outbox: Mutex::default(),
@@ -148,7 +158,22 @@ impl<S> Socket<S> {
         self.wake.notify_one();
     }
 
-    /// Queues a frame whatever the queue holds (control packets, which are few and small).
+    /// Queues an answer the client's own packet asked for (a pong, an acknowledgement, an
+    /// error). It counts against the queue's limits like any frame: a client that keeps asking
+    /// and never reads fills its own queue and is closed, instead of growing it without end.
+    pub(crate) fn answer(&self, frame: Frame) {
+        if let Err(SendError::Full) = self.send(frame) {
+            tracing::debug!(
+                sid = self.id,
+                "send queue full of answers never read; closing"
+            );
+            self.discard_queued();
+            self.end();
+        }
+    }
+
+    /// Queues a frame whatever the queue holds: the server's own control packets (the open
+    /// packet, its pings, the answer to a connect), few and small, never a client's to multiply.
     pub(crate) fn send_control(&self, frame: Frame) {
         let mut outbox = self.outbox();
         if !outbox.closing && push(&mut outbox, frame) {
@@ -262,8 +287,7 @@ impl<S> Ack<S> {
     /// Sends the answer; an answer to an event that asked none is dropped.
     pub fn send(self, payload: &impl Serialize) {
         if let Some(id) = self.id {
-            // An answer is owed whatever the queue holds: it goes past the limit.
-            self.socket.send_control(Frame::ack(id, payload));
+            self.socket.answer(Frame::ack(id, payload));
         }
     }
 }

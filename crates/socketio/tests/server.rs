@@ -104,7 +104,13 @@ async fn serve(config: Config) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let app: axum::Router = io.router();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
     Server {
         url,
         io,
@@ -356,4 +362,156 @@ async fn events_past_the_limit_in_flight_are_refused_with_an_answer() {
         .await
         .unwrap();
     assert_eq!(next_text(&mut ws).await.unwrap(), r#"4399["after"]"#);
+}
+
+/// A long-polling session's client, raw: what it posts and what the server answers.
+struct Polling {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Polling {
+    /// Opens a session: `Ok(sid)`, or the refusal's status and body.
+    async fn open(server: &Server) -> Result<Polling, (u16, Value)> {
+        let http = reqwest::Client::new();
+        let response = http
+            .get(format!("{}/socket.io/?EIO=4&transport=polling", server.url))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        if status != 200 {
+            return Err((status, serde_json::from_str(&text).unwrap()));
+        }
+        let open: Value = serde_json::from_str(text.strip_prefix('0').unwrap()).unwrap();
+        let url = format!(
+            "{}/socket.io/?EIO=4&transport=polling&sid={}",
+            server.url,
+            open["sid"].as_str().unwrap()
+        );
+        Ok(Polling { http, url })
+    }
+
+    /// Posts packets; the status of the answer.
+    async fn post(&self, packets: &[String]) -> u16 {
+        self.http
+            .post(&self.url)
+            .body(packets.join("\u{1e}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+/// Waits (bounded) until the server holds `n` sessions.
+async fn sessions_become(server: &Server, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.io.sessions() != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} sessions, not {n}",
+            server.io.sessions()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A polling client that posts pings and events asking for answers, and never fetches them:
+/// the answers fill its own queue, which is bounded like any, and the session is closed;
+/// another client is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_a_client_never_reads_are_bounded_and_close_it() {
+    let mut server = serve(Config {
+        queue_bytes: 64 * 1024,
+        ..Config::default()
+    })
+    .await;
+    let mut sio = SioClient::start().await;
+    sio.connect("bystander", &server.url).await;
+    let payload = "p".repeat(1000);
+    for asks in [
+        vec![format!("2{payload}"); 20],
+        (0..20)
+            .map(|id| format!(r#"42{id}["echo","{payload}"]"#))
+            .collect(),
+    ] {
+        let client = Polling::open(&server).await.unwrap();
+        assert_eq!(client.post(&["40".to_owned()]).await, 200);
+        let mut posted = 0;
+        // 20 KiB of answers a post: the 64 KiB queue is full after a few.
+        while client.post(&asks).await == 200 {
+            posted += 1;
+            assert!(posted < 100, "the session was never closed");
+        }
+        assert!(
+            posted >= 3,
+            "closed after {posted} posts: before its queue was full"
+        );
+        let gone = tokio::time::timeout(Duration::from_secs(10), server.gone.recv()).await;
+        assert!(matches!(gone, Ok(Some(_))), "the application heard it left");
+    }
+    sessions_become(&server, 1).await;
+    assert_eq!(
+        sio.emit_ack("bystander", "echo", json!("fine")).await,
+        json!("fine")
+    );
+}
+
+/// One address holds at most its number of sessions, over polling and WebSocket alike; a
+/// place it gives back can be taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_its_sessions() {
+    let server = serve(Config {
+        max_sessions_per_address: 3,
+        ..Config::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(Polling::open(&server).await.unwrap());
+    }
+    let Err((status, body)) = Polling::open(&server).await else {
+        panic!("a fourth session was opened");
+    };
+    assert_eq!(status, 429);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("too many connections"),
+        "{body}"
+    );
+    let host = server.url.strip_prefix("http://").unwrap();
+    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    let ws = tokio_tungstenite::client_async(
+        format!("ws://{host}/socket.io/?EIO=4&transport=websocket"),
+        tcp,
+    )
+    .await;
+    assert!(ws.is_err(), "a WebSocket past the limit was accepted");
+    assert_eq!(
+        held[0].post(&["1".to_owned()]).await,
+        200,
+        "closed by the client"
+    );
+    sessions_become(&server, 2).await;
+    held.push(Polling::open(&server).await.unwrap());
+}
+
+/// A client that opens a session and never connects to the namespace is dropped at the connect
+/// timeout, long before the first ping would have found it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_never_connects_is_dropped_at_the_connect_timeout() {
+    let server = serve(Config {
+        connect_timeout: Duration::from_millis(300),
+        ping_interval: Duration::from_secs(600),
+        ..Config::default()
+    })
+    .await;
+    let _idle = Polling::open(&server).await.unwrap();
+    let _raw = raw_ws(&server.url).await;
+    sessions_become(&server, 0).await;
 }

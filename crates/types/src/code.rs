@@ -152,8 +152,21 @@ impl ApiError {
     }
 
     /// Reads a status that came back from another service.
+    /// A status that did not come from a service's own answer (a transport failure, a
+    /// timeout) may carry addresses and OS errors: it is logged here and the caller gets a
+    /// generic message of its code.
     pub fn from_status(status: &tonic::Status) -> Self {
         let code = Code::from_grpc(status.code());
+        if !is_for_caller(status) {
+            tracing::warn!(grpc_code = ?status.code(), error = %status.message(), "a call to a service failed");
+            return match code {
+                Code::Internal => Self::new(code, "internal error"),
+                Code::RateLimited => Self::rate_limited("too many requests, slow down", 1),
+                Code::Unavailable => Self::new(code, "a service is unavailable, try again"),
+                Code::PayloadTooLarge => Self::new(code, "a message was too large"),
+                _ => Self::new(code, "the request could not be completed"),
+            };
+        }
         match code {
             Code::Internal => Self::new(code, "internal error"),
             Code::Unavailable if status.message().is_empty() => {
@@ -227,6 +240,20 @@ mod tests {
         let back = ApiError::from_status(&status);
         assert_eq!(back.code, Code::RateLimited);
         assert_eq!(back.retry_after_secs, Some(17));
+    }
+
+    #[test]
+    fn a_transport_failure_is_never_echoed() {
+        for status in [
+            tonic::Status::unavailable("tcp connect error: 10.1.2.3:50052 (os error 111)"),
+            tonic::Status::unknown("h2 protocol error: 10.1.2.3"),
+            tonic::Status::cancelled("10.1.2.3 reset"),
+        ] {
+            let err = ApiError::from_status(&status);
+            assert!(!err.message.contains("10.1.2.3"), "{}", err.message);
+        }
+        let ours = tonic::Status::from(ApiError::not_found("no such agent"));
+        assert_eq!(ApiError::from_status(&ours).message, "no such agent");
     }
 
     #[test]

@@ -16,13 +16,9 @@ impl From<ApiError> for HttpError {
 
 impl From<tonic::Status> for HttpError {
     fn from(status: tonic::Status) -> Self {
-        let err = ApiError::from_status(&status);
-        if err.code == Code::Unavailable && !covibe_types::is_for_caller(&status) {
-            // Transport failures carry addresses and OS errors: logged, never sent.
-            tracing::warn!(grpc_code = ?status.code(), error = %status.message(), "a service is unavailable");
-            return Self(ApiError::unavailable("a service is unavailable, try again"));
-        }
-        Self(err)
+        // Transport failures carry addresses and OS errors: `from_status` logs them, never
+        // sends them.
+        Self(ApiError::from_status(&status))
     }
 }
 

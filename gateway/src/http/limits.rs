@@ -58,11 +58,14 @@ pub(crate) struct Limiters {
     in_flight: Arc<Semaphore>,
     timeout: Duration,
     trust_forwarded_for: bool,
+    /// The largest body a REST route takes (the webhook's is larger).
+    max_body: usize,
 }
 
 impl Limiters {
-    pub(crate) fn new(limits: &HttpLimits, verifier: TokenVerifier) -> Self {
+    pub(crate) fn new(limits: &HttpLimits, max_body: usize, verifier: TokenVerifier) -> Self {
         Self {
+            max_body,
             verifier,
             per_ip: KeyedBuckets::new(
                 Rate::new(limits.rate_per_ip_per_sec, limits.burst_per_ip),
@@ -89,15 +92,28 @@ impl Limiters {
 /// The middleware: `axum::middleware::from_fn_with_state(limiters, guard)`.
 pub(crate) async fn guard(
     State(limits): State<Arc<Limiters>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let path = request.uri().path();
+    let path = request.uri().path().to_owned();
+    let path = path.as_str();
     if path == "/healthz" || path == "/readyz" {
         return next.run(request).await;
     }
     let now = Instant::now();
     let ip = client_ip(&request, limits.trust_forwarded_for);
+    let sockets = path == SOCKET_IO_PATH;
+    if sockets {
+        // Socket.IO caps the sessions of this address (as this guard names it).
+        request
+            .extensions_mut()
+            .insert(covibe_socketio::ClientAddress(ip));
+        if is_long_poll(&request) {
+            // A long-poll waits for frames by design, one at a time per session: the session
+            // cap bounds them, not the rate, in-flight or deadline limits.
+            return next.run(request).await;
+        }
+    }
     if let Err(wait) = limits.per_ip.check(ip, now) {
         tracing::debug!(%ip, "rate limited by address");
         return too_many(wait, "too many requests from your address, slow down");
@@ -119,6 +135,12 @@ pub(crate) async fn guard(
         tracing::warn!("too many requests in flight; shedding");
         return busy("the server is busy, try again");
     };
+    if let Some(length) = declared_length(request.headers())
+        && path.starts_with("/api/")
+        && length > limits.body_limit(path)
+    {
+        return too_large(request, length).await;
+    }
     match tokio::time::timeout(limits.timeout, next.run(request)).await {
         Ok(response) => json_errors(response),
         Err(_) => {
@@ -126,6 +148,75 @@ pub(crate) async fn guard(
             busy("the request took too long, try again")
         }
     }
+}
+
+const SOCKET_IO_PATH: &str = "/socket.io/";
+
+/// A long-polling `GET` of an open Socket.IO session (not a handshake, not a WebSocket).
+fn is_long_poll(request: &Request) -> bool {
+    let query = request.uri().query().unwrap_or("");
+    request.method() == Method::GET
+        && query.split('&').any(|pair| pair.starts_with("sid="))
+        && query.split('&').any(|pair| pair == "transport=polling")
+}
+
+/// Bytes of an over-limit body read and dropped before the 413 goes out, and the time spent.
+const DRAIN_BYTES: u64 = 32 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+impl Limiters {
+    fn body_limit(&self, path: &str) -> u64 {
+        let limit = if path == crate::http::WEBHOOK_PATH {
+            crate::http::WEBHOOK_BODY_BYTES.max(self.max_body)
+        } else {
+            self.max_body
+        };
+        u64::try_from(limit).unwrap_or(u64::MAX)
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A body over its route's limit: answered `413`, but only once the client has sent it (up to
+/// a bound). A client still sending when the connection closes sees a reset (Node's `fetch`:
+/// `EPIPE`) instead of the answer that says what was wrong.
+async fn too_large(request: Request, length: u64) -> Response {
+    use futures::StreamExt as _;
+    tracing::debug!(length, "request body over the limit; refused");
+    if length <= DRAIN_BYTES {
+        let mut body = request.into_body().into_data_stream();
+        let mut read: u64 = 0;
+        let drained = tokio::time::timeout(DRAIN_TIME, async {
+            while read < DRAIN_BYTES {
+                match body.next().await {
+                    Some(Ok(data)) => read += data.len() as u64,
+                    Some(Err(_)) | None => break,
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::debug!(read, "a refused body was sent too slowly; closing");
+        }
+    }
+    let mut response = HttpError(ApiError::new(
+        Code::PayloadTooLarge,
+        "request body is too large",
+    ))
+    .into_response();
+    // What is left of the body is not read: the connection cannot carry another request.
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// The peer's address, or the proxy's word for it when configured to trust one. IPv6 clients

@@ -22,7 +22,10 @@ use crate::state::Gateway;
 use crate::{agents, auth, chat, preview, team, vms};
 
 /// GitHub's largest webhook payload.
-const WEBHOOK_BODY_BYTES: usize = 25 * 1024 * 1024;
+pub(crate) const WEBHOOK_BODY_BYTES: usize = 25 * 1024 * 1024;
+/// The one route that takes bodies past the configured limit (routed below as a literal, which
+/// the OpenAPI test reads).
+pub(crate) const WEBHOOK_PATH: &str = "/api/webhook/push";
 
 /// Every route here has a row in `openapi::ROUTES` (the tests check both ways); layers go
 /// after the routes, since `layer` wraps only the routes added before it.

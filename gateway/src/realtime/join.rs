@@ -23,10 +23,22 @@ pub(crate) struct JoinTeam {
     since: HashMap<String, i64>,
 }
 
+/// Agents one `since` may name: each is a history read on join.
+pub(crate) const MAX_SINCE_AGENTS: usize = 256;
+
 pub(crate) async fn join_team(socket: SocketRef, data: Data<JoinTeam>, ack: Ack, gw: Arc<Gateway>) {
     let Ok(request) = data else {
         return refuse(ack, invalid("join_team needs {teamId, token}"));
     };
+    if request.since.len() > MAX_SINCE_AGENTS {
+        return refuse(
+            ack,
+            invalid(&format!(
+                "join_team's since names at most {MAX_SINCE_AGENTS} agents: keep the ones on \
+                 screen, the others' history is read over REST"
+            )),
+        );
+    }
     let verified =
         gw.verifier
             .verify_expiring(&request.token)

@@ -42,6 +42,9 @@ pub fn socket_io(gateway: Arc<Gateway>) -> SocketIo {
         // Sessions that never connect to the namespace are dropped by the connect timeout; a
         // margin over the limit lets the refused ones hear why.
         max_sessions: limits.max_sockets.saturating_mul(2).saturating_add(64),
+        max_sessions_per_address: limits.max_per_address,
+        // Connecting to the namespace is the first step of joining: the same deadline.
+        connect_timeout: limits.join_timeout,
         ..covibe_socketio::Config::default()
     };
     Io::new(config, Arc::new(Events(gateway)))
@@ -51,7 +54,7 @@ pub fn socket_io(gateway: Arc<Gateway>) -> SocketIo {
 struct Events(Arc<Gateway>);
 
 impl Handler<SocketState> for Events {
-    fn connect(&self, _socket: &SocketRef) -> Result<(), String> {
+    fn connect(&self, socket: &SocketRef) -> Result<(), String> {
         let gw = &self.0;
         let open = gw
             .open_sockets
@@ -65,6 +68,7 @@ impl Handler<SocketState> for Events {
             );
             return Err(TOO_MANY_SOCKETS.to_owned());
         }
+        close_unless_joined(socket, gw.socket_limits.join_timeout);
         Ok(())
     }
 
@@ -122,6 +126,29 @@ impl Handler<SocketState> for Events {
             crate::chat::disconnected(&gw, &socket).await;
         })
     }
+}
+
+/// A socket holds a place (and a heartbeat) only to join a team: one that has not joined
+/// within `timeout` is told why and closed. The timer holds the socket weakly.
+fn close_unless_joined(socket: &SocketRef, timeout: std::time::Duration) {
+    let socket = Arc::downgrade(socket);
+    tokio::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        let Some(socket) = socket.upgrade() else {
+            return;
+        };
+        if socket.connected() && SocketState::joined(&socket).is_none() {
+            tracing::debug!(
+                sid = socket.id,
+                "socket closed: it did not join a team in time"
+            );
+            let _ = socket.emit(
+                "error",
+                &json!({"code": "unauthenticated", "message": "join a team (join_team {teamId, token}) within a few seconds of connecting"}),
+            );
+            socket.disconnect();
+        }
+    });
 }
 
 /// Closes the sockets of sessions that end (logout, revocation, a replayed refresh token, a

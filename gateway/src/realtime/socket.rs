@@ -93,6 +93,10 @@ impl Joined {
 pub struct SocketLimits {
     /// Connections one gateway accepts at once; past it a connect is refused.
     pub max_sockets: usize,
+    /// Connections one client address holds at once; past it its handshakes are refused.
+    pub max_per_address: usize,
+    /// A connection that has not joined a team by then is closed.
+    pub join_timeout: std::time::Duration,
     /// Largest message a client may send.
     pub max_message_bytes: u64,
     /// How often the gateway repeats the presence of the members joined on it: a third of the
@@ -104,6 +108,8 @@ impl Default for SocketLimits {
     fn default() -> Self {
         Self {
             max_sockets: 50_000,
+            max_per_address: 256,
+            join_timeout: std::time::Duration::from_secs(10),
             max_message_bytes: 256 * 1024,
             presence_heartbeat: std::time::Duration::from_secs(30),
         }
