@@ -5,10 +5,27 @@
 #
 #   bash k8s/validate.sh                 # against Kubernetes 1.30.0
 #   K8S_VERSION=1.33.0 bash k8s/validate.sh
+#   bash k8s/validate.sh --self-test     # a broken copy of the manifests must fail
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 k8s_version="${K8S_VERSION:-1.30.0}"
+
+# `--self-test`: a copy of these manifests with an unknown field in a Deployment must fail,
+# or this check proves nothing.
+if [[ "${1:-}" == "--self-test" ]]; then
+    scratch="$(mktemp -d)"
+    trap 'rm -rf "$scratch"' EXIT
+    cp -r "$here" "$scratch/k8s"
+    sed -i 's/^kind: Deployment$/kind: Deployment\nreplicaz: 2/' "$scratch/k8s/base/gateway.yaml"
+    grep -q '^replicaz: 2$' "$scratch/k8s/base/gateway.yaml" || { echo "validate: self-test could not break a manifest" >&2; exit 1; }
+    if bash "$scratch/k8s/validate.sh" >/dev/null 2>&1; then
+        echo "validate: self-test FAILED: a broken manifest passed" >&2
+        exit 1
+    fi
+    echo "validate: self-test OK (a broken manifest fails)"
+    exit 0
+fi
 
 command -v kubectl >/dev/null || { echo "validate: kubectl not found" >&2; exit 1; }
 

@@ -34,9 +34,31 @@ pub fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// Ports below the kernel's ephemeral range (32768 and up), where no outgoing connection takes
+/// one between our choosing it and the service binding it.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port free now that no other service of this run was given: asking the kernel for port 0
+/// twice can hand out the same one (a service then fails with "Address already in use").
 pub fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Where this process starts looking: apart from other processes' (tests run in parallel).
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(PORTS.end - PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = PORTS.start + u16::try_from(offset)?;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port in {PORTS:?}")
 }
 
 /// A child process whose stdout and stderr go to a log file; killed on drop.
@@ -502,4 +524,24 @@ pub fn workspace_binaries(exe_dir: &Path, build: bool) -> Result<(PathBuf, PathB
         }
     }
     Ok((covibe, agent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_handed_out_are_distinct_and_bindable() {
+        let ports: Vec<u16> = (0..500).map(|_| free_port().unwrap()).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+        let held: Vec<_> = ports
+            .iter()
+            .map(|port| std::net::TcpListener::bind(("127.0.0.1", *port)))
+            .collect();
+        assert!(
+            held.iter().all(Result::is_ok),
+            "a port handed out was taken"
+        );
+    }
 }
