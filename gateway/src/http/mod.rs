@@ -21,12 +21,6 @@ use axum::routing::{delete, get, post, put};
 use crate::state::Gateway;
 use crate::{agents, auth, chat, preview, team, vms};
 
-/// GitHub's largest webhook payload.
-pub(crate) const WEBHOOK_BODY_BYTES: usize = 25 * 1024 * 1024;
-/// The one route that takes bodies past the configured limit (routed below as a literal, which
-/// the OpenAPI test reads).
-pub(crate) const WEBHOOK_PATH: &str = "/api/webhook/push";
-
 /// Every route here has a row in `openapi::ROUTES` (the tests check both ways); layers go
 /// after the routes, since `layer` wraps only the routes added before it.
 pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
@@ -86,7 +80,7 @@ pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
         // GitHub sends up to 25 MB; this route alone takes that much.
         .route(
             "/api/webhook/push",
-            post(preview::push).layer(DefaultBodyLimit::max(WEBHOOK_BODY_BYTES)),
+            post(preview::push).layer(DefaultBodyLimit::max(limits::WEBHOOK_BODY_BYTES)),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
