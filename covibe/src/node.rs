@@ -44,9 +44,6 @@ impl Role {
     }
 }
 
-/// Hot output chunks expire this long after an agent's last line (the database keeps them all).
-const HOT_TTL_SECS: i64 = 3600;
-
 fn key_files(config: &Config) -> KeyFiles {
     KeyFiles {
         signing: config.signing_key_file(),
@@ -144,7 +141,8 @@ async fn hot_store(config: &Config, required: bool) -> anyhow::Result<Arc<dyn Ho
                 url,
                 &config.redis_key_prefix,
                 config.limits.ring_buffer_chunks,
-                HOT_TTL_SECS,
+                // The same TTL as the in-process store's (the database keeps every line).
+                i64::try_from(covibe_storage::RING_TTL.as_secs()).unwrap_or(i64::MAX),
             )
             .await
             .context("connecting to redis")?,

@@ -31,11 +31,9 @@ const AT_LEAST_BYTES: u64 = 100 << 20;
 /// Holding the output would add over 100 MiB: holding a third of it breaks the growth bounds,
 /// holding half breaks every peak bound.
 ///
-/// The queues on the way (the orchestrator's per-link frame channel and batch, the gateway's
-/// per-socket send queue, the hot ring) count chunks, not bytes, so these figures grow with the
-/// line size: 13,000 lines of 8 KiB (the same 100 MiB) peaked at 100-137 MiB in the
-/// orchestrator, 72-95 MiB in the gateway and 112 MiB in Redis, and at four times that volume
-/// at 149 and 113 MiB: bounded, but not far below the output.
+/// The queues on the way (the link's undurable output, the gateway's per-socket send queue, the
+/// hot rings) are bounded in bytes as well as chunks, so longer lines stay within them too
+/// (`long_lines_arrive_whole_live_in_history_and_on_resume` sends 200 KiB lines).
 const BOUNDS_MIB: &[(&str, u64, Option<u64>)] = &[
     ("gateway", 80, Some(32)),
     ("orchestrator", 88, Some(32)),
