@@ -108,9 +108,10 @@ impl Gateway {
             )?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            // Pushes are as large as GitHub sends them.
             preview: PreviewServiceClient::new(covibe_bootstrap::channel(&config.preview_url)?)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                .max_encoding_message_size(covibe_proto::limits::MAX_WEBHOOK_MESSAGE_BYTES),
             upstreams,
             cors_origins: config.cors_origins.clone(),
             dial_in_url: config.dial_in_url.clone(),

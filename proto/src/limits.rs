@@ -14,6 +14,13 @@ pub const MAX_HISTORY_PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// worst, still fit in one history page.
 pub const MAX_OUTPUT_CHUNK_BYTES: usize = 256 * 1024;
 
+/// GitHub's largest webhook payload: the one body larger than a message, taken by the gateway's
+/// push route and `PreviewService.ReceivePush` alone.
+pub const MAX_WEBHOOK_BYTES: usize = 25 * 1024 * 1024;
+
+/// A push's message: its body and the delivery's headers.
+pub const MAX_WEBHOOK_MESSAGE_BYTES: usize = MAX_WEBHOOK_BYTES + 64 * 1024;
+
 /// Room for a frame's fields besides its output bytes.
 pub const FRAME_OVERHEAD_BYTES: usize = 4096;
 

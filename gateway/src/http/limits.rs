@@ -152,8 +152,7 @@ pub(crate) async fn guard(
 
 const SOCKET_IO_PATH: &str = "/socket.io/";
 
-/// GitHub's largest webhook payload.
-pub(crate) const WEBHOOK_BODY_BYTES: usize = 25 * 1024 * 1024;
+pub(crate) use covibe_proto::limits::MAX_WEBHOOK_BYTES as WEBHOOK_BODY_BYTES;
 /// The one route that takes bodies past the configured limit (routed in `http::router` as a
 /// literal, which the OpenAPI test reads).
 const WEBHOOK_PATH: &str = "/api/webhook/push";

@@ -50,7 +50,7 @@ impl PreviewGrpc {
     /// The server, taking webhook bodies as large as GitHub sends.
     pub fn into_server(self) -> PreviewServiceServer<Self> {
         PreviewServiceServer::new(self)
-            .max_decoding_message_size(MAX_WEBHOOK_BYTES + 64 * 1024)
+            .max_decoding_message_size(covibe_proto::limits::MAX_WEBHOOK_MESSAGE_BYTES)
             .max_encoding_message_size(covibe_proto::limits::MAX_MESSAGE_BYTES)
     }
 
@@ -65,8 +65,7 @@ impl PreviewGrpc {
     }
 }
 
-/// GitHub's largest webhook payload.
-pub const MAX_WEBHOOK_BYTES: usize = 25 * 1024 * 1024;
+pub use covibe_proto::limits::MAX_WEBHOOK_BYTES;
 
 #[tonic::async_trait]
 impl PreviewService for PreviewGrpc {
