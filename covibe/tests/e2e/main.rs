@@ -7,6 +7,7 @@
 mod agents;
 mod chat;
 mod faults;
+mod faults_postgres;
 mod flood;
 mod grpc_web;
 mod hostile;

@@ -679,3 +679,74 @@ pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// The `covibe vm-agent run --agent-id AGENT ...` process started for `agent`, if it runs.
+pub(crate) fn vm_agent_pid(agent: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
+        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_it = args.contains(&b"vm-agent".as_slice())
+            && args
+                .windows(2)
+                .any(|w| w[0] == b"--agent-id" && w[1] == agent.as_bytes());
+        is_it.then_some(pid)
+    })
+}
+
+/// Follows the peak RSS of `agent`'s vm-agent (read every 50 ms while it runs) until stopped.
+pub(crate) struct VmAgentPeak {
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl VmAgentPeak {
+    pub(crate) fn start(agent: &str) -> Self {
+        use std::sync::atomic::Ordering;
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let (seen, agent) = (peak.clone(), agent.to_owned());
+        let task = tokio::spawn(async move {
+            let mut pid = None;
+            loop {
+                pid = pid.or_else(|| vm_agent_pid(&agent));
+                // The last reading before it exits is its peak.
+                if let Some(kib) = pid.and_then(peak_rss_kib) {
+                    seen.fetch_max(kib, Ordering::Relaxed);
+                }
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                }
+            }
+        });
+        Self { peak, stop, task }
+    }
+
+    /// The highest `VmHWM` read, in KiB (0 if the vm-agent was never seen).
+    pub(crate) async fn stop(self) -> u64 {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// What `client` counted (tally mode) of `agent`'s output once it has the last line, or as soon
+/// as it counted a gap or duplicate.
+pub(crate) async fn tally_complete(
+    sio: &mut SioClient,
+    client: &str,
+    agent: &str,
+    total: u64,
+) -> covibe_testkit::Tally {
+    // A hang guard, not a speed claim: 3,000 looks, 100 ms apart.
+    for _ in 0..3000 {
+        let tally = sio.tally_of(client, agent).await;
+        if tally.last_seq == Some(total - 1) || tally.anomalies > 0 {
+            return tally;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{client} never got the last line of {agent}");
+}

@@ -39,9 +39,10 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
     options
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
-        // A ping before every query is a round trip on the hot path; a connection idle this long
-        // is still checked (a restarted database), and a broken one fails its query anyway.
-        .test_before_acquire_if_idle_for(Duration::from_secs(30))
+        // A ping before every query is a round trip on the hot path, so only a connection idle
+        // for a second is checked. Longer let a restarted database's dead connections fail one
+        // request each, by then on a path that retries nothing (a join, a chat message).
+        .test_before_acquire_if_idle_for(Duration::from_secs(1))
         .sqlx_logging(false);
     match backend {
         // A few connections are kept open. Opening one is slow with TLS: sqlx 0.9.0 leaves
