@@ -338,7 +338,7 @@ impl Sampler {
                         record(&mut peaks, name, *pid);
                     }
                     // The vm-agent exits when the agent is done: its peak is the last one read.
-                    vm_agent = vm_agent.or_else(|| find_vm_agent(&agent));
+                    vm_agent = vm_agent.or_else(|| vm_agent_pid(&agent));
                     if let Some(pid) = vm_agent {
                         record(&mut peaks, "vm-agent", pid);
                     }
@@ -365,20 +365,6 @@ fn record(peaks: &mut BTreeMap<String, u64>, name: &str, pid: u32) {
         let peak = peaks.entry(name.to_owned()).or_insert(0);
         *peak = (*peak).max(kib);
     }
-}
-
-/// The `covibe vm-agent run --agent-id AGENT ...` process the vm-connector started, if it runs.
-fn find_vm_agent(agent: &str) -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
-        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let is_it = args.contains(&b"vm-agent".as_slice())
-            && args
-                .windows(2)
-                .any(|w| w[0] == b"--agent-id" && w[1] == agent.as_bytes());
-        is_it.then_some(pid)
-    })
 }
 
 /// Long lines: 1,000 lines of 200 KiB each (200 MiB of output), under the longest chunk.

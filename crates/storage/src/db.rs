@@ -96,3 +96,24 @@ pub fn text_column(name: &str, len: u32) -> sea_orm_migration::prelude::ColumnDe
         .not_null()
         .to_owned()
 }
+
+/// Whether `err` means the database could not be reached (down, restarting, no connection to
+/// be had) rather than a refused statement or a bug: the caller may try again.
+pub fn db_unavailable(err: &sea_orm::DbErr) -> bool {
+    use sea_orm::sqlx::Error as Sqlx;
+    use sea_orm::{DbErr, RuntimeErr};
+    let runtime = match err {
+        DbErr::ConnectionAcquire(_) => return true,
+        DbErr::Conn(runtime) | DbErr::Exec(runtime) | DbErr::Query(runtime) => runtime,
+        _ => return false,
+    };
+    let RuntimeErr::SqlxError(sqlx) = runtime else {
+        return matches!(err, DbErr::Conn(_));
+    };
+    match sqlx.as_ref() {
+        Sqlx::Io(_) | Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::WorkerCrashed => true,
+        // PostgreSQL shutting down or starting up (class 57: operator intervention).
+        Sqlx::Database(db) => db.code().is_some_and(|code| code.starts_with("57P")),
+        _ => matches!(err, DbErr::Conn(_)),
+    }
+}

@@ -7,7 +7,7 @@ mod db;
 pub mod hot;
 
 pub use audit::{AuditEntry, AuditLog, AuditRecord};
-pub use db::{Backend, connect, migrate, parse_stored, text_column};
+pub use db::{Backend, connect, db_unavailable, migrate, parse_stored, text_column};
 pub use hot::{
     FanoutEvent, HotChunk, HotStore, MemoryHotStore, PresenceEntry, PresenceSnapshot,
     PresenceWrite, RING_MAX_BYTES, RING_TTL, RedisHotStore, Subscription,

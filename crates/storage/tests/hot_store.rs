@@ -629,3 +629,26 @@ async fn audit_log_on_postgres() {
     let db = covibe_testkit::TestDb::postgres().await;
     audit_log_appends_and_refuses_rewrites(&db.url).await;
 }
+
+/// A database that cannot be reached is told apart from a statement it refused: the first is
+/// answered "unavailable, try again", the second is a bug.
+#[tokio::test]
+async fn an_unreachable_database_is_unavailable_and_a_bad_statement_is_not() {
+    use sea_orm::ConnectionTrait;
+    let port = covibe_testkit::free_port();
+    let down = covibe_storage::connect(&format!("postgres://postgres@127.0.0.1:{port}/none"))
+        .await
+        .unwrap_err();
+    let covibe_storage::Error::Db(down) = down else {
+        panic!("not a database error: {down}");
+    };
+    assert!(covibe_storage::db_unavailable(&down), "{down}");
+
+    let db = covibe_testkit::TestDb::postgres().await;
+    let conn = covibe_storage::connect(&db.url).await.unwrap();
+    let refused = conn.execute_unprepared("SELEC 1").await.unwrap_err();
+    assert!(!covibe_storage::db_unavailable(&refused), "{refused}");
+    conn.clone().close().await.unwrap();
+    let closed = conn.execute_unprepared("SELECT 1").await.unwrap_err();
+    assert!(covibe_storage::db_unavailable(&closed), "{closed}");
+}

@@ -10,10 +10,14 @@ pub use status::AgentStatus;
 
 #[doc(hidden)]
 pub use covibe_proto::tonic as __tonic;
+#[doc(hidden)]
+pub use tracing as __tracing;
 
-/// Gives a crate's `Error` (an enum whose `Api` variant holds an [`ApiError`] for the caller;
-/// every other variant is internal: logged, and answered `internal error`) its conversions to
-/// `ApiError` and `tonic::Status`. Invoke it where `Error` is in scope.
+/// Gives a service's `Error` (an enum whose `Api` variant holds an [`ApiError`] for the caller,
+/// and whose `Storage` variant holds a `sea_orm::DbErr`) its conversions to `ApiError` and
+/// `tonic::Status`. A database that cannot be reached is answered `unavailable` (the caller may
+/// try again); every other failure is internal: logged, and answered `internal error`. Invoke
+/// it where `Error` is in scope, in a crate that depends on `covibe-storage`.
 #[macro_export]
 macro_rules! api_error {
     ($error:ident) => {
@@ -21,6 +25,12 @@ macro_rules! api_error {
             fn from(err: $error) -> Self {
                 match err {
                     $error::Api(api) => api,
+                    $error::Storage(db) if ::covibe_storage::db_unavailable(&db) => {
+                        $crate::__tracing::warn!(error = %db, "the database is unavailable");
+                        $crate::ApiError::unavailable(
+                            "the database is unavailable, try again shortly",
+                        )
+                    }
                     other => $crate::ApiError::internal(other),
                 }
             }
