@@ -120,6 +120,10 @@ impl Prepared {
                     "at": failed.at_ms,
                 }),
             ),
+            ev::team_event::Event::PolicyUpdated(policy) => Self::team(
+                "policy_updated",
+                &json!({"updatedBy": policy.updated_by, "updatedAt": policy.updated_at_ms}),
+            ),
         })
     }
 

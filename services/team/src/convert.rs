@@ -6,7 +6,9 @@ use covibe_proto::team::v1 as pb;
 use covibe_types::{ApiError, MessageId};
 
 use crate::events;
-use crate::model::{Before, Invite, Member, PresenceUpdate, Role, Team};
+use crate::model::{
+    Before, Invite, Member, PolicyRules, PolicyScope, PolicyView, PresenceUpdate, Role, Team,
+};
 use crate::presence::{clean_holder, clean_watching};
 
 pub(crate) fn team_pb(t: &Team) -> common::Team {
@@ -104,5 +106,39 @@ impl TryFrom<pb::UpdatePresenceRequest> for PresenceUpdate {
             holder: clean_holder(&r.holder)?,
             watching: clean_watching(&r.watching)?,
         })
+    }
+}
+
+fn rules_pb(rules: &PolicyRules) -> pb::PolicyRules {
+    pb::PolicyRules {
+        allow: rules.allow.clone(),
+        deny: rules.deny.clone(),
+    }
+}
+
+pub(crate) fn policy_pb(view: &PolicyView) -> pb::PolicyResponse {
+    pb::PolicyResponse {
+        team: Some(rules_pb(&view.team.rules)),
+        mine: Some(rules_pb(&view.mine)),
+        can_edit_team: view.can_edit_team,
+        team_updated_at_ms: view.team.updated_at_ms,
+        team_updated_by: view
+            .team
+            .updated_by
+            .map(|user| user.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// The scope a `PutPolicyRequest` names; `UNSPECIFIED` (or an unknown number) is refused.
+impl TryFrom<i32> for PolicyScope {
+    type Error = ApiError;
+
+    fn try_from(raw: i32) -> Result<Self, ApiError> {
+        match pb::PolicyScope::try_from(raw) {
+            Ok(pb::PolicyScope::Team) => Ok(Self::Team),
+            Ok(pb::PolicyScope::Mine) => Ok(Self::Mine),
+            _ => Err(ApiError::invalid("scope must be TEAM or MINE")),
+        }
     }
 }

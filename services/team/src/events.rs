@@ -5,6 +5,7 @@ use bytes::Bytes;
 use covibe_proto::events::v1 as ev;
 use covibe_proto::prost::Message;
 use covibe_proto::team::v1 as pb;
+use covibe_types::{TeamId, UserId};
 
 use crate::model::{ChatMessage, MemberPresence, PresenceStatus, TeamPresence};
 
@@ -94,5 +95,15 @@ pub(crate) fn team_presence(p: &TeamPresence) -> Bytes {
     team_event(
         p.team_id.to_string(),
         ev::team_event::Event::TeamPresence(presence_pb(p)),
+    )
+}
+
+pub(crate) fn policy_updated(team: TeamId, by: UserId, at_ms: i64) -> Bytes {
+    team_event(
+        team.to_string(),
+        ev::team_event::Event::PolicyUpdated(pb::PolicyUpdated {
+            updated_by: by.to_string(),
+            updated_at_ms: at_ms,
+        }),
     )
 }

@@ -14,19 +14,23 @@ use crate::chat::Chat;
 use crate::domain::TeamDomain;
 use crate::events;
 use crate::model::Before;
-use crate::model::{PresenceUpdate, Role};
+use crate::model::{PolicyScope, PresenceUpdate, Role};
+use crate::policy::Policies;
 
 pub struct TeamGrpc {
     domain: Arc<TeamDomain>,
     chat: Arc<Chat>,
+    policies: Policies,
     verifier: Verifier,
 }
 
 impl TeamGrpc {
     pub fn new(domain: Arc<TeamDomain>, chat: Arc<Chat>, verifier: Verifier) -> Self {
+        let policies = Policies::new(chat.store.clone(), chat.hot.clone());
         Self {
             domain,
             chat,
+            policies,
             verifier,
         }
     }
@@ -53,6 +57,15 @@ impl TeamGrpc {
             _ => Err(ApiError::forbidden("only the auth service may call this").into()),
         }
     }
+
+    /// Tool-use policies are read for agents by the orchestrator, with its service token.
+    fn require_orchestrator<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let principal = self.verifier.verify_metadata(request.metadata())?;
+        match principal.require_service()? {
+            "orchestrator" => Ok(()),
+            _ => Err(ApiError::forbidden("only the orchestrator may call this").into()),
+        }
+    }
 }
 
 fn user_id(raw: &str) -> Result<UserId, Status> {
@@ -60,7 +73,7 @@ fn user_id(raw: &str) -> Result<UserId, Status> {
         .map_err(|_| ApiError::not_found("no such member in your team").into())
 }
 
-use crate::convert::{Cursor, invite_pb, team_pb, user_pb};
+use crate::convert::{Cursor, invite_pb, policy_pb, team_pb, user_pb};
 
 #[tonic::async_trait]
 impl TeamService for TeamGrpc {
@@ -251,5 +264,42 @@ impl TeamService for TeamGrpc {
         let (user, team) = self.member(&request)?;
         let presence = self.chat.presence(user, team).await?;
         Ok(Response::new(events::presence_pb(&presence)))
+    }
+
+    async fn get_policy(
+        &self,
+        request: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
+        let (user, team) = self.member(&request)?;
+        let view = self.policies.get(user, team).await?;
+        Ok(Response::new(policy_pb(&view)))
+    }
+
+    async fn put_policy(
+        &self,
+        request: Request<pb::PutPolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
+        let (user, team) = self.member(&request)?;
+        let r = request.into_inner();
+        let scope = PolicyScope::try_from(r.scope)?;
+        let rules = r.rules.unwrap_or_default();
+        let view = self
+            .policies
+            .put(user, team, scope, &rules.allow, &rules.deny)
+            .await?;
+        Ok(Response::new(policy_pb(&view)))
+    }
+
+    async fn get_agent_policy(
+        &self,
+        request: Request<pb::GetAgentPolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
+        self.require_orchestrator(&request)?;
+        let r = request.into_inner();
+        let not_found = || Status::from(ApiError::not_found("no such member in this team"));
+        let team: TeamId = r.team_id.parse().map_err(|_| not_found())?;
+        let user: UserId = r.user_id.parse().map_err(|_| not_found())?;
+        let view = self.policies.for_agent(team, user).await?;
+        Ok(Response::new(policy_pb(&view)))
     }
 }

@@ -196,3 +196,39 @@ impl TeamPresence {
             .map(|u| u.status)
     }
 }
+
+/// One scope's tool-use rules as stored: each rule's text as `covibe_policy::Rule` writes it,
+/// which parses back to the same rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyRules {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+/// Whose rules a change is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyScope {
+    /// The team's, for every agent of the team (owners and admins set them).
+    Team,
+    /// The caller's own, for their agents only.
+    Mine,
+}
+
+/// The team's rules and when and by whom they were last set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TeamPolicy {
+    pub rules: PolicyRules,
+    /// 0 when never set.
+    pub updated_at_ms: i64,
+    pub updated_by: Option<UserId>,
+}
+
+/// What a member (or the orchestrator, for a member's agent) reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyView {
+    pub team: TeamPolicy,
+    /// The member's own rules.
+    pub mine: PolicyRules,
+    /// The member is an owner or admin.
+    pub can_edit_team: bool,
+}

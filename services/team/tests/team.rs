@@ -14,6 +14,9 @@ use covibe_testkit::TestDb;
 use covibe_types::AgentId;
 use covibe_types::{ApiError, Code, UserId};
 
+#[path = "team/policy.rs"]
+mod policy;
+
 async fn domain(db: &TestDb, max_uses: u32, revocations: &Revocations) -> TeamDomain {
     let conn = covibe_storage::connect(&db.url).await.unwrap();
     let store = SeaTeamStore::new(conn).await.unwrap();

@@ -85,3 +85,45 @@ pub mod chat_message {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// A team's tool-use rules: each list as its rules joined by newlines (a rule never holds one).
+pub mod team_policy {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "team_policies")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub team_id: String,
+        pub allow_rules: String,
+        pub deny_rules: String,
+        pub updated_at_ms: i64,
+        pub updated_by: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// A member's own, stricter tool-use rules, stored like the team's.
+pub mod member_policy {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "member_policies")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: String,
+        pub team_id: String,
+        pub allow_rules: String,
+        pub deny_rules: String,
+        pub updated_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

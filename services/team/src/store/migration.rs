@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0002ChatMessages),
             Box::new(M0003Roles),
             Box::new(M0004ChatClientIds),
+            Box::new(M0005Policies),
         ]
     }
 
@@ -358,5 +359,73 @@ impl MigrationTrait for M0004ChatClientIds {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// The tool-use policy: the team's rules (one row per team, with who set them last) and each
+/// member's own (one row per member). Each list is its rules joined by newlines.
+struct M0005Policies;
+
+impl MigrationName for M0005Policies {
+    fn name(&self) -> &str {
+        "m0005_policies"
+    }
+}
+
+fn rules(name: &str) -> ColumnDef {
+    ColumnDef::new(Alias::new(name))
+        .text()
+        .not_null()
+        .to_owned()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005Policies {
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let at = || {
+            ColumnDef::new(Alias::new("updated_at_ms"))
+                .big_integer()
+                .not_null()
+                .to_owned()
+        };
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("team_policies"))
+                    .if_not_exists()
+                    .col(id("team_id").primary_key())
+                    .col(rules("allow_rules"))
+                    .col(rules("deny_rules"))
+                    .col(at())
+                    .col(id("updated_by"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("member_policies"))
+                    .if_not_exists()
+                    .col(id("user_id").primary_key())
+                    .col(id("team_id"))
+                    .col(rules("allow_rules"))
+                    .col(rules("deny_rules"))
+                    .col(at())
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["member_policies", "team_policies"] {
+            manager
+                .drop_table(Table::drop().table(Alias::new(table)).to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -5,7 +5,7 @@ mod migration;
 
 use async_trait::async_trait;
 use covibe_types::{TeamId, UserId};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Set, TransactionTrait,
@@ -13,8 +13,8 @@ use sea_orm::{
 
 pub use migration::Migrator;
 
-use crate::model::{Before, ChatMessage, Invite, Member, Role, Team};
-use entities::{chat_message, invite, member, team};
+use crate::model::{Before, ChatMessage, Invite, Member, PolicyRules, Role, Team, TeamPolicy};
+use entities::{chat_message, invite, member, member_policy, team, team_policy};
 
 #[async_trait]
 pub trait TeamStore: Send + Sync + 'static {
@@ -69,6 +69,21 @@ pub trait TeamStore: Send + Sync + 'static {
         before: Option<Before>,
         limit: u64,
     ) -> Result<Vec<ChatMessage>, DbErr>;
+    /// The team's tool-use rules; `None` when never set.
+    async fn team_policy(&self, team: TeamId) -> Result<Option<TeamPolicy>, DbErr>;
+    /// Replaces the team's tool-use rules.
+    async fn set_team_policy(&self, team: TeamId, policy: &TeamPolicy) -> Result<(), DbErr>;
+    /// A member's own rules; `None` when never set.
+    async fn member_policy(&self, team: TeamId, user: UserId)
+    -> Result<Option<PolicyRules>, DbErr>;
+    /// Replaces a member's own rules.
+    async fn set_member_policy(
+        &self,
+        team: TeamId,
+        user: UserId,
+        rules: &PolicyRules,
+        now_ms: i64,
+    ) -> Result<(), DbErr>;
 }
 
 /// `TeamStore` over SeaORM, on PostgreSQL or SQLite.
@@ -130,6 +145,18 @@ fn message_of(m: chat_message::Model) -> Result<ChatMessage, DbErr> {
         created_at_ms: m.created_at_ms,
         client_id: m.client_id,
     })
+}
+
+/// A list of rules as stored: joined by newlines, which no rule holds.
+fn joined(rules: &[String]) -> String {
+    rules.join("\n")
+}
+
+fn split(stored: &str) -> Vec<String> {
+    if stored.is_empty() {
+        return Vec::new();
+    }
+    stored.split('\n').map(str::to_owned).collect()
 }
 
 fn member_row(m: &Member) -> member::ActiveModel {
@@ -422,5 +449,94 @@ impl TeamStore for SeaTeamStore {
             .into_iter()
             .map(message_of)
             .collect()
+    }
+
+    async fn team_policy(&self, team: TeamId) -> Result<Option<TeamPolicy>, DbErr> {
+        let Some(row) = team_policy::Entity::find_by_id(team.to_string())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(TeamPolicy {
+            rules: PolicyRules {
+                allow: split(&row.allow_rules),
+                deny: split(&row.deny_rules),
+            },
+            updated_at_ms: row.updated_at_ms,
+            updated_by: Some(parse(&row.updated_by)?),
+        }))
+    }
+
+    async fn set_team_policy(&self, team: TeamId, policy: &TeamPolicy) -> Result<(), DbErr> {
+        let row = team_policy::ActiveModel {
+            team_id: Set(team.to_string()),
+            allow_rules: Set(joined(&policy.rules.allow)),
+            deny_rules: Set(joined(&policy.rules.deny)),
+            updated_at_ms: Set(policy.updated_at_ms),
+            updated_by: Set(policy
+                .updated_by
+                .map(|user| user.to_string())
+                .unwrap_or_default()),
+        };
+        team_policy::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(team_policy::Column::TeamId)
+                    .update_columns([
+                        team_policy::Column::AllowRules,
+                        team_policy::Column::DenyRules,
+                        team_policy::Column::UpdatedAtMs,
+                        team_policy::Column::UpdatedBy,
+                    ])
+                    .to_owned(),
+            )
+            .exec(&self.db)
+            .await
+            .map(|_| ())
+    }
+
+    async fn member_policy(
+        &self,
+        team: TeamId,
+        user: UserId,
+    ) -> Result<Option<PolicyRules>, DbErr> {
+        Ok(member_policy::Entity::find_by_id(user.to_string())
+            .filter(member_policy::Column::TeamId.eq(team.to_string()))
+            .one(&self.db)
+            .await?
+            .map(|row| PolicyRules {
+                allow: split(&row.allow_rules),
+                deny: split(&row.deny_rules),
+            }))
+    }
+
+    async fn set_member_policy(
+        &self,
+        team: TeamId,
+        user: UserId,
+        rules: &PolicyRules,
+        now_ms: i64,
+    ) -> Result<(), DbErr> {
+        let row = member_policy::ActiveModel {
+            user_id: Set(user.to_string()),
+            team_id: Set(team.to_string()),
+            allow_rules: Set(joined(&rules.allow)),
+            deny_rules: Set(joined(&rules.deny)),
+            updated_at_ms: Set(now_ms),
+        };
+        member_policy::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(member_policy::Column::UserId)
+                    .update_columns([
+                        member_policy::Column::TeamId,
+                        member_policy::Column::AllowRules,
+                        member_policy::Column::DenyRules,
+                        member_policy::Column::UpdatedAtMs,
+                    ])
+                    .to_owned(),
+            )
+            .exec(&self.db)
+            .await
+            .map(|_| ())
     }
 }
