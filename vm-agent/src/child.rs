@@ -1,6 +1,8 @@
 //! The agent process: started in its own process group, its pipes read line by line into the
 //! spool and then the outbox (waiting while the outbox has no room, which stops the pipes being
-//! read), and orchestrator commands turned into signals and stdin writes.
+//! read), and orchestrator commands turned into signals and stdin writes. An agent speaking the
+//! control protocol has a [`Conversation`]: its control lines are not output, and its input,
+//! answers and interrupts are protocol lines.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -20,6 +22,8 @@ use tokio::time::Instant;
 
 use crate::AGENT_TOKEN_ENV;
 use crate::agent_log::AgentLog;
+use crate::conversation::{Conversation, Cut};
+use crate::permissions::Permissions;
 use crate::queue::Outbox;
 use crate::spool::SpoolWriter;
 
@@ -35,13 +39,14 @@ const BATCH_BYTES: usize = 1024 * 1024;
 /// Pause before retrying a failed spool write (the disk may be full until acks free segments).
 const SPOOL_RETRY: Duration = Duration::from_secs(1);
 
-type Line = (OutputStream, Bytes);
+type Line = (OutputStream, Bytes, Cut);
 
 /// A started agent: the process, its process group, and the task collecting its output.
 pub(crate) struct Agent {
     child: Child,
     group: Pid,
     stdin: mpsc::Sender<Vec<u8>>,
+    conversation: Option<Conversation>,
     collector: JoinHandle<()>,
     readers: [JoinHandle<()>; 2],
 }
@@ -53,10 +58,19 @@ pub(crate) struct Exit {
     killed: bool,
 }
 
+/// How the agent is told its task.
+pub(crate) enum Task<'a> {
+    /// On its command line: stdin is only for `Input`.
+    InCommand,
+    /// As the first user message on stdin: it speaks the control protocol.
+    Conversation(&'a str, Permissions),
+}
+
 /// Starts `argv` in `workdir` in a new process group, without the agent token in its environment.
 pub(crate) fn spawn(
     argv: &[String],
     workdir: Option<&Path>,
+    task: Task<'_>,
     outbox: Outbox,
     spool: SpoolWriter,
     log: AgentLog,
@@ -99,11 +113,18 @@ pub(crate) fn spawn(
     ];
     let (stdin_tx, stdin_rx) = mpsc::channel(256);
     tokio::spawn(feed_stdin(stdin, stdin_rx));
-    let collector = tokio::spawn(collect(lines_rx, outbox, spool, log));
+    let conversation = match task {
+        Task::InCommand => None,
+        Task::Conversation(task, permissions) => {
+            Some(Conversation::start(stdin_tx.clone(), permissions, task))
+        }
+    };
+    let collector = tokio::spawn(collect(lines_rx, conversation.clone(), outbox, spool, log));
     Ok(Agent {
         child,
         group: Pid::from_raw(pid),
         stdin: stdin_tx,
+        conversation,
         collector,
         readers,
     })
@@ -136,13 +157,22 @@ impl Agent {
                     }
                     Some(command::Command::Interrupt(_)) => {
                         tracing::info!("interrupting the agent");
-                        self.signal(Signal::SIGINT);
-                    }
-                    Some(command::Command::Input(input)) => {
-                        if let Err(err) = self.stdin.try_send(input.data) {
-                            tracing::warn!(error = %err, "agent input dropped");
+                        if !self.conversation.as_ref().is_some_and(Conversation::interrupt) {
+                            self.signal(Signal::SIGINT);
                         }
                     }
+                    Some(command::Command::Input(input)) => match &self.conversation {
+                        Some(conversation) => conversation.input(&input.data),
+                        None => {
+                            if let Err(err) = self.stdin.try_send(input.data) {
+                                tracing::warn!(error = %err, "agent input dropped");
+                            }
+                        }
+                    },
+                    Some(command::Command::PermissionAnswer(answer)) => match &self.conversation {
+                        Some(conversation) => conversation.answer(&answer),
+                        None => tracing::debug!(request_id = %answer.request_id, "answer for an agent asking nothing ignored"),
+                    },
                     None => commands_open = false,
                 },
                 () = sleep_until(kill_at), if kill_at.is_some() => {
@@ -257,6 +287,8 @@ pub(crate) async fn read_chunks<R: AsyncBufRead + Unpin>(
     // The previous chunk was cut with nothing left over, so a newline right after it ends no
     // new line.
     let mut just_cut = false;
+    // The line being read had a piece cut off already.
+    let mut cut_before = false;
     loop {
         let buf = match reader.fill_buf().await {
             Ok(buf) => buf,
@@ -267,29 +299,43 @@ pub(crate) async fn read_chunks<R: AsyncBufRead + Unpin>(
         };
         if buf.is_empty() {
             if !line.is_empty() {
-                let _ = lines.send((stream, line.split().freeze())).await;
+                let cut = if cut_before { Cut::Tail } else { Cut::Whole };
+                let _ = lines.send((stream, line.split().freeze(), cut)).await;
             }
             return;
         }
         let window = &buf[..buf.len().min(MAX_CHUNK - line.len())];
+        let piece = |cut_before: bool| if cut_before { Cut::Tail } else { Cut::Head };
         let (consumed, chunk, cut) = match window.iter().position(|&b| b == b'\n') {
-            Some(0) if just_cut => (1, None, false),
+            Some(0) if just_cut => {
+                cut_before = false;
+                (1, None, false)
+            }
             Some(end) => {
                 line.extend_from_slice(&window[..end]);
-                (end + 1, Some(line.split().freeze()), false)
+                let whole = if cut_before { Cut::Tail } else { Cut::Whole };
+                cut_before = false;
+                (end + 1, Some((line.split().freeze(), whole)), false)
             }
             None => {
                 line.extend_from_slice(window);
                 let full = line.len() == MAX_CHUNK;
                 // The start of a character cut short stays for the next chunk.
-                let chunk = full.then(|| line.split_to(char_boundary(&line)).freeze());
+                let chunk = full.then(|| {
+                    let chunk = (
+                        line.split_to(char_boundary(&line)).freeze(),
+                        piece(cut_before),
+                    );
+                    cut_before = true;
+                    chunk
+                });
                 (window.len(), chunk, full && line.is_empty())
             }
         };
         just_cut = cut;
         reader.consume(consumed);
-        if let Some(chunk) = chunk
-            && lines.send((stream, chunk)).await.is_err()
+        if let Some((chunk, cut)) = chunk
+            && lines.send((stream, chunk, cut)).await.is_err()
         {
             return;
         }
@@ -324,6 +370,7 @@ fn char_boundary(bytes: &[u8]) -> usize {
 /// is ready: each batch waits for room in the outbox, is written to the spool, then queued.
 async fn collect(
     mut lines: mpsc::Receiver<Line>,
+    conversation: Option<Conversation>,
     outbox: Outbox,
     mut spool: SpoolWriter,
     mut log: AgentLog,
@@ -331,16 +378,30 @@ async fn collect(
     // A batch fits in the memory window (give or take its last chunk).
     let limits = outbox.limits();
     let max_bytes = BATCH_BYTES.min(limits.max_bytes);
+    // Control lines are the conversation's, not output.
+    let output = |(stream, data, cut): Line| match &conversation {
+        Some(conversation)
+            if stream == OutputStream::Stdout && conversation.on_stdout(&data, cut) =>
+        {
+            None
+        }
+        _ => Some((stream, data)),
+    };
     let mut batch = Vec::new();
     while let Some(line) = lines.recv().await {
-        let mut bytes = line.1.len();
-        batch.push(line);
-        while batch.len() < limits.max_chunks
-            && bytes < max_bytes
-            && let Ok(line) = lines.try_recv()
-        {
-            bytes += line.1.len();
-            batch.push(line);
+        let mut bytes = 0;
+        let mut next = Some(line);
+        while let Some(line) = next.take() {
+            if let Some(line) = output(line) {
+                bytes += line.1.len();
+                batch.push(line);
+            }
+            if batch.len() < limits.max_chunks && bytes < max_bytes {
+                next = lines.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
         }
         for (_, data) in &batch {
             log.append(data).await;
@@ -408,7 +469,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(1024);
         read_chunks(input, OutputStream::Stdout, tx).await;
         let mut out = Vec::new();
-        while let Some((_, chunk)) = rx.recv().await {
+        while let Some((_, chunk, _)) = rx.recv().await {
             out.push(chunk.to_vec());
         }
         out
@@ -433,9 +494,11 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(1024);
         read_chunks(reader, OutputStream::Stderr, tx).await;
         let mut got = Vec::new();
-        while let Some((stream, chunk)) = rx.recv().await {
+        let mut cuts = Vec::new();
+        while let Some((stream, chunk, cut)) = rx.recv().await {
             assert_eq!(stream, OutputStream::Stderr);
             got.push(chunk.to_vec());
+            cuts.push(cut);
         }
         let expected = [
             exact,
@@ -445,6 +508,11 @@ mod tests {
             b"z".to_vec(),
         ];
         assert_eq!(got, expected);
+        assert_eq!(
+            cuts,
+            // A line of exactly MAX_CHUNK bytes counts as cut.
+            [Cut::Head, Cut::Head, Cut::Tail, Cut::Tail, Cut::Whole]
+        );
     }
 
     #[tokio::test]

@@ -4,24 +4,50 @@ use crate::Error;
 
 const PLACEHOLDER: &str = "{task}";
 
+/// The agent command to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCommand {
+    pub argv: Vec<String>,
+    /// The command reads Claude Code's stream-json input (`--input-format stream-json`): the
+    /// task goes to it as the first user message on stdin, and it speaks the control protocol.
+    pub control: bool,
+}
+
 /// Splits `template` into words and puts `task` into every word containing `{task}`, as part of
 /// that one argument whatever the task contains.
 ///
 /// Words are separated by whitespace; `"..."` and `'...'` quote parts of a word (`a"b c"` is the
 /// one word `ab c`). There are no escapes and no expansions: the result is run directly, never
-/// through a shell.
-pub fn split_command(template: &str, task: &str) -> Result<Vec<String>, Error> {
+/// through a shell. A template must name `{task}` unless it reads stream-json input, where the
+/// task is sent on stdin instead.
+pub fn parse_command(template: &str, task: &str) -> Result<AgentCommand, Error> {
     let words = split_words(template)?;
     if words.is_empty() {
         return Err(Error::CommandTemplate("empty command"));
     }
-    if !words.iter().any(|word| word.contains(PLACEHOLDER)) {
+    let control = reads_stream_json(&words);
+    if !control && !words.iter().any(|word| word.contains(PLACEHOLDER)) {
         return Err(Error::CommandTemplate("no {task} placeholder"));
     }
-    Ok(words
+    let argv = words
         .into_iter()
         .map(|word| word.replace(PLACEHOLDER, task))
-        .collect())
+        .collect();
+    Ok(AgentCommand { argv, control })
+}
+
+/// [`parse_command`]'s argv.
+pub fn split_command(template: &str, task: &str) -> Result<Vec<String>, Error> {
+    parse_command(template, task).map(|command| command.argv)
+}
+
+/// Whether the words say `--input-format stream-json` (or `--input-format=stream-json`).
+fn reads_stream_json(words: &[String]) -> bool {
+    words.iter().enumerate().any(|(i, word)| {
+        word == "--input-format=stream-json"
+            || (word == "--input-format"
+                && words.get(i + 1).is_some_and(|next| next == "stream-json"))
+    })
 }
 
 fn split_words(template: &str) -> Result<Vec<String>, Error> {
@@ -89,6 +115,37 @@ mod tests {
         );
         assert_eq!(split("run '{task}'", ""), ["run", ""]);
         assert_eq!(split("run \"{task} and {task}\"", "x"), ["run", "x and x"]);
+    }
+
+    #[test]
+    fn stream_json_input_makes_the_task_optional() {
+        let command = |template: &str| parse_command(template, "fix it").ok();
+        let claude = "claude -p --input-format stream-json --output-format stream-json";
+        assert_eq!(
+            command(claude).map(|c| (c.argv.len(), c.control)),
+            Some((6, true))
+        );
+        assert_eq!(
+            command("claude --input-format=stream-json").map(|c| c.control),
+            Some(true)
+        );
+        assert_eq!(
+            command("x --input-format stream-json -p {task}")
+                .map(|c| (c.argv[4].clone(), c.control)),
+            Some(("fix it".to_owned(), true))
+        );
+        assert_eq!(
+            command("claude -p {task} --output-format stream-json").map(|c| c.control),
+            Some(false)
+        );
+        // Another input format, or the flag without its value, still needs the task.
+        for template in [
+            "claude --input-format text",
+            "claude --input-format",
+            "claude stream-json --input-format",
+        ] {
+            assert!(command(template).is_none(), "{template:?}");
+        }
     }
 
     #[test]

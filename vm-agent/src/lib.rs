@@ -8,20 +8,29 @@
 //! segments are deleted once acknowledged. When the window is full of unsent chunks or the spool
 //! reaches its limit, the agent's pipes are no longer read, so memory and disk stay bounded
 //! whatever the agent prints.
+//!
+//! An agent command reading Claude Code's stream-json input (`--input-format stream-json`) gets
+//! its task as the first user message on stdin and speaks the control protocol: its tool
+//! requests go up the link as `PermissionRequest`s (sent again after a reconnect until
+//! answered), the orchestrator's `PermissionAnswer`s come back as `control_response` lines, and
+//! input becomes further user messages.
 
 mod agent_log;
 mod child;
 mod cli;
 mod command;
+mod control;
+mod conversation;
 mod daemon;
 pub mod job;
 mod link;
+mod permissions;
 mod queue;
 mod run;
 mod spool;
 
 pub use cli::{Cli, CliCommand, DaemonArgs, RunArgs, run_cli};
-pub use command::split_command;
+pub use command::{AgentCommand, parse_command, split_command};
 pub use daemon::{DaemonOptions, daemon};
 pub use run::{RunOptions, Started, run, run_reporting, run_until};
 

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::permissions::{Pending, Permissions};
 use crate::queue::{Cursor, Next, Outbox, Queue};
 use crate::spool::{SpoolDir, SpoolReader};
 
@@ -33,6 +34,8 @@ pub(crate) struct LinkConfig {
     pub(crate) agent_token: String,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) spool: SpoolDir,
+    /// Tool requests waiting for an answer, sent on every session.
+    pub(crate) permissions: Permissions,
 }
 
 /// Why the link stopped for good.
@@ -172,7 +175,7 @@ async fn session(
     }
     tokio::select! {
         result = receive_frames(&mut inbound, outbox, commands, &config.spool) => result,
-        err = send_frames(tx, outbox, cursor, config.heartbeat_interval, spool) => {
+        err = send_frames(tx, outbox, cursor, config, spool) => {
             // The orchestrator stopped reading; take in the acks it still sent before redialling.
             let receive = receive_frames(&mut inbound, outbox, commands, &config.spool);
             tokio::time::timeout(LINGER_AFTER_SEND_CLOSED, receive)
@@ -182,21 +185,30 @@ async fn session(
     }
 }
 
-/// Sends until the stream closes or the spool cannot be read, the only ways it ends.
+/// Sends until the stream closes or the spool cannot be read, the only ways it ends: output
+/// and statuses in order, and every tool request still waiting for an answer.
 async fn send_frames(
     tx: mpsc::Sender<AgentFrame>,
     outbox: &Outbox,
     mut cursor: Cursor,
-    heartbeat_interval: Duration,
+    config: &LinkConfig,
     spool: &mut SpoolReader,
 ) -> SessionError {
     let mut queue = outbox.subscribe();
+    let mut requests = config.permissions.subscribe();
+    // Requests numbered below this one were sent on this session.
+    let mut requests_sent = 0;
+    let heartbeat_interval = config.heartbeat_interval;
     let mut heartbeat =
         tokio::time::interval_at(Instant::now() + heartbeat_interval, heartbeat_interval);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let next = tokio::select! {
             _ = heartbeat.tick() => Next::Frame(frame(agent_frame::Frame::Heartbeat(Heartbeat { sent_at_ms: now_ms() }))),
+            request = next_request(&mut requests, &mut requests_sent) => {
+                tracing::debug!(request_id = %request.request_id, "sending a tool request");
+                Next::Frame(frame(agent_frame::Frame::Permission(request)))
+            }
             next = next_item(&mut queue, &mut cursor) => next,
         };
         let frame = match next {
@@ -239,6 +251,22 @@ async fn next_item(queue: &mut watch::Receiver<Queue>, cursor: &mut Cursor) -> N
         }
         if queue.changed().await.is_err() {
             // The outbox is gone: nothing more will ever be sent.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Waits for a tool request this session has not sent. Cancel-safe like [`next_item`].
+async fn next_request(
+    pending: &mut watch::Receiver<Pending>,
+    sent: &mut u64,
+) -> covibe_proto::vmagent::v1::PermissionRequest {
+    loop {
+        let next = pending.borrow_and_update().next(sent);
+        if let Some(next) = next {
+            return next;
+        }
+        if pending.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
     }

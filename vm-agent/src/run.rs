@@ -11,11 +11,12 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::agent_log::AgentLog;
-use crate::child;
+use crate::child::{self, Task};
 use crate::link::{self, LinkConfig, LinkEnd};
+use crate::permissions::Permissions;
 use crate::queue::{Limits, Outbox};
 use crate::spool::SpoolDir;
-use crate::{EXIT_DELIVERED, EXIT_DRAIN_TIMEOUT, EXIT_REFUSED, Error, split_command};
+use crate::{EXIT_DELIVERED, EXIT_DRAIN_TIMEOUT, EXIT_REFUSED, Error, parse_command};
 
 /// Everything one run needs; build with [`RunOptions::new`] and adjust the public fields.
 #[derive(Clone)]
@@ -24,7 +25,7 @@ pub struct RunOptions {
     pub link_url: String,
     pub agent_id: String,
     pub agent_token: String,
-    /// The command template; see [`split_command`].
+    /// The command template; see [`parse_command`].
     pub command: String,
     pub task: String,
     /// Where the agent runs; the current directory when `None`.
@@ -141,15 +142,29 @@ async fn run_inner(
 ) -> Result<i32, Error> {
     validate_agent_id(&opts.agent_id)?;
     let limits = limits(&opts)?;
-    let argv = split_command(&opts.command, &opts.task)?;
+    let command = parse_command(&opts.command, &opts.task)?;
+    let argv = command.argv;
     let channel = covibe_bootstrap::channel(&opts.link_url)?;
     let spool = SpoolDir::new(&opts.spool_dir, &opts.agent_id);
     let writer = spool.create(segment_bytes(opts.spool_max_bytes)).await?;
     let log = AgentLog::open(&opts.spool_dir, &opts.agent_id, opts.log_max_bytes).await?;
     let outbox = Outbox::new(limits);
     let (commands_tx, mut commands_rx) = mpsc::channel(64);
+    let permissions = Permissions::new();
+    let task = if command.control {
+        Task::Conversation(&opts.task, permissions.clone())
+    } else {
+        Task::InCommand
+    };
 
-    let agent = child::spawn(&argv, opts.workdir.as_deref(), outbox.clone(), writer, log);
+    let agent = child::spawn(
+        &argv,
+        opts.workdir.as_deref(),
+        task,
+        outbox.clone(),
+        writer,
+        log,
+    );
     if let Some(tx) = started.take() {
         let _ = tx.send(match &agent {
             Ok(agent) => Ok(agent.pid()),
@@ -164,6 +179,7 @@ async fn run_inner(
         agent_token: opts.agent_token.clone(),
         heartbeat_interval: opts.heartbeat_interval,
         spool: spool.clone(),
+        permissions: permissions.clone(),
     };
     let mut link = tokio::spawn(
         link::run(config, channel, outbox.clone(), commands_tx.clone()).in_current_span(),
@@ -216,6 +232,8 @@ async fn run_inner(
         if let Some(agent) = agent {
             agent.collect_output(&outbox).await;
         }
+        // Nobody is left to act on an answer.
+        permissions.clear();
         outbox.finish(final_status);
         match link_end {
             Some(end) => Ok(end),

@@ -7,9 +7,10 @@ mod support;
 use std::time::Duration;
 
 use covibe_proto::common::v1::{AgentStatus, OutputStream};
-use covibe_proto::vmagent::v1::{Command, Input, command};
+use covibe_proto::vmagent::v1::{Command, Input, PermissionAnswer, PermissionRequest, command};
 use covibe_vm_agent::{AGENT_TOKEN_ENV, RunOptions, run};
-use support::{Behaviour, TestLink, fake_claude};
+use serde_json::Value;
+use support::{Behaviour, Record, TestLink, fake_claude, fake_claude_control};
 
 /// Only a guard against hangs; no test depends on how long anything takes.
 const HANG_GUARD: Duration = Duration::from_secs(60);
@@ -199,6 +200,279 @@ async fn input_reaches_the_agent_stdin_and_empty_input_closes_it() {
         (last.status, last.exit_code),
         (AgentStatus::Completed.into(), Some(0))
     );
+}
+
+fn control_options(link: &TestLink, spool: &tempfile::TempDir, task: &str) -> RunOptions {
+    let mut opts = options(link, spool, task);
+    opts.command = fake_claude_control();
+    opts.workdir = Some(spool.path().to_owned());
+    opts
+}
+
+fn allow(request: &PermissionRequest) -> PermissionAnswer {
+    PermissionAnswer {
+        request_id: request.request_id.clone(),
+        allow: true,
+        ..Default::default()
+    }
+}
+
+fn deny(request: &PermissionRequest, message: &str) -> PermissionAnswer {
+    PermissionAnswer {
+        request_id: request.request_id.clone(),
+        allow: false,
+        message: message.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Allows Bash, denies edits, answers the question with "Hi".
+fn reviewer(request: &PermissionRequest) -> PermissionAnswer {
+    match request.tool.as_str() {
+        "Edit" => deny(request, "edits need a review"),
+        "AskUserQuestion" => {
+            let mut input: Value = serde_json::from_str(&request.input_json).unwrap();
+            let question = input["questions"][0]["question"].clone();
+            input["answers"] = serde_json::json!({ question.as_str().unwrap(): "Hi" });
+            PermissionAnswer {
+                updated_input_json: input.to_string(),
+                ..allow(request)
+            }
+        }
+        _ => allow(request),
+    }
+}
+
+/// The stdout lines of stream-json, parsed.
+fn events(record: &Record) -> Vec<Value> {
+    record
+        .lines()
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// Every tool result in the output: its content and whether it is an error.
+fn tool_results(events: &[Value]) -> Vec<(String, bool)> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "user")
+        .flat_map(|e| {
+            e["message"]["content"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|b| {
+            (
+                b["content"].as_str().unwrap_or_default().to_owned(),
+                b["is_error"] == true,
+            )
+        })
+        .collect()
+}
+
+fn texts(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "assistant")
+        .flat_map(|e| {
+            e["message"]["content"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|b| b["text"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// What the run of a protocol-speaking agent always shows: the task arrived as its first user
+/// message, no protocol line is output, nothing it read on stdin surprised it, and it completed.
+fn assert_clean_conversation(record: &Record, task: &str) {
+    let lines = record.lines();
+    assert!(
+        !lines.iter().any(|l| l.contains(r#""type":"control_"#)),
+        "protocol lines in the output"
+    );
+    assert!(
+        !lines.iter().any(|l| l.starts_with("fake-claude:")),
+        "the agent complained: {lines:?}"
+    );
+    assert_eq!(
+        texts(&events(record)).first(),
+        Some(&format!("Task: {task}"))
+    );
+    let last = record.final_status().expect("final status");
+    assert_eq!(
+        (last.status, last.exit_code),
+        (AgentStatus::Completed.into(), Some(0))
+    );
+}
+
+/// The agent asks before each tool use; the orchestrator's answer decides: an allowed command
+/// runs (its file appears), a denied edit gets the deny message as its error result, a question
+/// gets its answer; with everything denied nothing runs.
+#[tokio::test]
+async fn tool_requests_go_up_the_link_and_the_answer_decides() {
+    let link = TestLink::start(Behaviour {
+        decide: Some(reviewer),
+        ..Behaviour::default()
+    })
+    .await;
+    let spool = tempfile::tempdir().unwrap();
+    let task = "bash_cmd=touch%20ran.txt edit ask lines=1";
+    assert_eq!(run_agent(control_options(&link, &spool, task)).await, 0);
+
+    assert!(
+        spool.path().join("ran.txt").exists(),
+        "the allowed command did not run"
+    );
+    {
+        let record = link.record();
+        assert_clean_conversation(&record, task);
+        let tools: Vec<_> = record
+            .requests
+            .iter()
+            .map(|(_, r)| r.tool.as_str())
+            .collect();
+        assert_eq!(
+            tools,
+            ["Bash", "Edit", "Bash", "Edit", "Bash", "AskUserQuestion"]
+        );
+        let (_, first) = &record.requests[0];
+        let input: Value = serde_json::from_str(&first.input_json).unwrap();
+        assert_eq!(input["command"], "touch ran.txt");
+        assert!(first.tool_use_id.starts_with("toolu_"));
+        let suggestions: Value = serde_json::from_str(&first.suggestions_json).unwrap();
+        assert_eq!(suggestions[0]["rules"][0]["toolName"], "Bash");
+        let output = events(&record);
+        let results = tool_results(&output);
+        let denied: Vec<_> = results
+            .iter()
+            .filter(|(c, _)| c == "edits need a review")
+            .collect();
+        assert_eq!(denied.len(), 2);
+        assert!(denied.iter().all(|(_, is_error)| *is_error));
+        assert!(
+            results
+                .iter()
+                .any(|(c, e)| !e && c.contains(r#""Which greeting should the app use?"="Hi""#)),
+            "{results:?}"
+        );
+        let result = output.iter().rfind(|e| e["type"] == "result").unwrap();
+        assert_eq!(
+            result["permission_denials"].as_array().map(Vec::len),
+            Some(2)
+        );
+    }
+
+    // Everything denied: the command never runs and the agent stops at the first refusal.
+    let link = TestLink::start(Behaviour {
+        decide: Some(|request| deny(request, "not today")),
+        ..Behaviour::default()
+    })
+    .await;
+    let task = "bash_cmd=touch%20denied.txt stop_on_deny";
+    assert_eq!(run_agent(control_options(&link, &spool, task)).await, 0);
+    assert!(!spool.path().join("denied.txt").exists());
+    let record = link.record();
+    assert_clean_conversation(&record, task);
+    let events = events(&record);
+    assert_eq!(tool_results(&events), [("not today".to_owned(), true)]);
+    assert_eq!(
+        events.last().map(|e| e["result"].clone()),
+        Some("Stopped after a denied tool use.".into())
+    );
+}
+
+/// The link drops while a tool request waits: the request is sent again on the new link, the
+/// answer (sent twice) reaches the agent once, and the tool runs once.
+#[tokio::test]
+async fn a_request_pending_across_a_reconnect_is_resent_and_answered_once() {
+    let link = TestLink::start(Behaviour {
+        decide: Some(allow),
+        hang_up_on_first_request: true,
+        answer_twice: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let spool = tempfile::tempdir().unwrap();
+    let task = "bash_cmd=echo%20ran-once lines=1";
+    assert_eq!(run_agent(control_options(&link, &spool, task)).await, 0);
+
+    let record = link.record();
+    assert_clean_conversation(&record, task);
+    assert_eq!(record.connections.len(), 2);
+    let [(0, first), (1, again)] = &record.requests[..] else {
+        panic!("one request on each connection: {:?}", record.requests)
+    };
+    assert_eq!(first, again);
+    let runs = tool_results(&events(&record))
+        .into_iter()
+        .filter(|(content, _)| content == "ran-once\n")
+        .count();
+    assert_eq!(runs, 1);
+    assert!(record.stored.iter().zip(0..).all(|(o, seq)| o.seq == seq));
+    assert!(record.gaps.is_empty() && record.resend_mismatches.is_empty());
+}
+
+/// The owner's input reaches a running agent as a user message, and the agent answers it after
+/// its task; once every message is answered its stdin closes and it ends.
+#[tokio::test]
+async fn input_becomes_a_user_message_the_agent_answers() {
+    let input = Command {
+        command: Some(command::Command::Input(Input {
+            data: "and the docs too\n".into(),
+        })),
+    };
+    let link = TestLink::start(Behaviour {
+        pending: vec![input],
+        decide: Some(allow),
+        ..Behaviour::default()
+    })
+    .await;
+    let spool = tempfile::tempdir().unwrap();
+    assert_eq!(
+        run_agent(control_options(&link, &spool, "lines=1")).await,
+        0
+    );
+
+    let record = link.record();
+    assert_clean_conversation(&record, "lines=1");
+    let events = events(&record);
+    let kinds: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e["type"].as_str() {
+            Some("result") => Some("result".to_owned()),
+            Some("assistant") => texts(std::slice::from_ref(e))
+                .into_iter()
+                .find(|t| t.starts_with("input: ")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, ["result", "input: and the docs too", "result"]);
+}
+
+/// A command that does not speak the protocol gets its task on the command line and its stdout
+/// as output, whatever it prints: no request goes up the link.
+#[tokio::test]
+async fn a_command_not_speaking_the_protocol_is_left_alone() {
+    let link = TestLink::start(Behaviour {
+        decide: Some(allow),
+        ..Behaviour::default()
+    })
+    .await;
+    let spool = tempfile::tempdir().unwrap();
+    let line = r#"{"type":"control_request","request_id":"r1","request":{"subtype":"can_use_tool","tool_name":"Bash","input":{}}}"#;
+    let mut opts = options(&link, &spool, &format!("echo '{line}'; echo done"));
+    opts.command = "sh -c {task}".into();
+    assert_eq!(run_agent(opts).await, 0);
+
+    let record = link.record();
+    assert_eq!(record.lines(), [line, "done"]);
+    assert!(record.requests.is_empty());
+    let last = record.final_status().expect("final status");
+    assert_eq!(last.status, i32::from(AgentStatus::Completed));
 }
 
 #[tokio::test]

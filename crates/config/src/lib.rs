@@ -299,6 +299,16 @@ pub struct Overrides {
     pub redis_url: Option<String>,
 }
 
+/// Whether an agent command reads Claude Code's stream-json input (`--input-format stream-json`,
+/// or `=stream-json`): the vm-agent sends it the task on stdin, so it needs no `{task}`.
+fn reads_stream_json(command: &str) -> bool {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    words.iter().enumerate().any(|(i, word)| {
+        *word == "--input-format=stream-json"
+            || (*word == "--input-format" && words.get(i + 1) == Some(&"stream-json"))
+    })
+}
+
 impl Config {
     /// Loads defaults < `file` < `COVIBE_*` environment < `overrides`, then validates.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, Error> {
@@ -327,8 +337,10 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), Error> {
         let invalid = |msg: String| Err(Error::Invalid(msg));
-        if !self.agent_command.contains("{task}") {
-            return invalid("agent_command must contain {task}".to_owned());
+        if !self.agent_command.contains("{task}") && !reads_stream_json(&self.agent_command) {
+            return invalid(
+                "agent_command must contain {task} (or read --input-format stream-json)".to_owned(),
+            );
         }
         if self.agent_command.split_whitespace().next().is_none() {
             return invalid("agent_command is empty".to_owned());
@@ -523,6 +535,13 @@ mod tests {
             jail.set_env("COVIBE_AGENT_COMMAND", "no-placeholder");
             let err = Config::load(None, &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("{task}"));
+            // The task goes on stdin to a command reading stream-json.
+            let stdin = "claude -p --input-format stream-json --output-format stream-json";
+            jail.set_env("COVIBE_AGENT_COMMAND", stdin);
+            let cfg = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(cfg.agent_command, stdin);
+            jail.set_env("COVIBE_AGENT_COMMAND", "claude --input-format text");
+            assert!(Config::load(None, &Overrides::default()).is_err());
 
             jail.set_env("COVIBE_AGENT_COMMAND", "a {task}");
             jail.set_env("COVIBE_NO_SUCH_KEY", "1");

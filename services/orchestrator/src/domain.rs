@@ -101,7 +101,7 @@ impl Agents {
             Some(command::Command::Kill(_)) => "kill",
             Some(command::Command::Interrupt(_)) => "interrupt",
             Some(command::Command::Input(_)) => "input",
-            None => {
+            Some(command::Command::PermissionAnswer(_)) | None => {
                 return Err(ApiError::invalid("command must be kill, interrupt or input").into());
             }
         };

@@ -110,7 +110,7 @@ fn fuzz_agent_frame_decode() {
                     .ok()
                     .and_then(covibe_types::AgentStatus::from_proto);
             }
-            Some(Frame::Heartbeat(_)) | None => {}
+            Some(Frame::Heartbeat(_) | Frame::Permission(_)) | None => {}
         }
     });
 }

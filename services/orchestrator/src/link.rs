@@ -32,6 +32,8 @@ pub const MAX_CHUNK_BYTES: usize = MAX_OUTPUT_CHUNK_BYTES;
 /// Output frames stored in one database write.
 const MAX_BATCH: usize = 256;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The deny every tool request gets until tool approval exists.
+const TOOL_APPROVAL_DISABLED: &str = "tool approval is not enabled on this server yet";
 
 pub struct LinkService {
     agents: Arc<Agents>,
@@ -302,6 +304,11 @@ impl Session {
                             tracing::warn!(error = %err, "could not record a heartbeat");
                         }
                     }
+                    Frame::Permission(request) => {
+                        if !self.answer_permission(request).await {
+                            return;
+                        }
+                    }
                     Frame::Hello(_) => {
                         let _ = self.flush(&mut batch).await;
                         return self
@@ -508,6 +515,22 @@ impl Session {
             // A change since the look was noted by ingest: this returns at once then.
             self.progress.changed().await;
         }
+    }
+
+    /// Interim, until the team policy decides: every tool request is denied at once, so that no
+    /// agent waits on an answer that never comes. `false` when the link is gone.
+    async fn answer_permission(&self, request: pb::PermissionRequest) -> bool {
+        tracing::info!(request_id = %request.request_id, tool = %request.tool, "tool request denied: approval not enabled");
+        let answer = pb::PermissionAnswer {
+            request_id: request.request_id,
+            allow: false,
+            updated_input_json: String::new(),
+            message: TOOL_APPROVAL_DISABLED.to_owned(),
+        };
+        let command = pb::Command {
+            command: Some(pb::command::Command::PermissionAnswer(answer)),
+        };
+        self.tx.send(frame(Out::Command(command))).await.is_ok()
     }
 
     /// Closes the link with an error, after acknowledging whatever was handed over and is

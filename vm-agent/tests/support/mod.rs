@@ -10,8 +10,8 @@ use covibe_proto::common::v1::AgentStatus;
 use covibe_proto::tonic::{self, Request, Response, Status, Streaming};
 use covibe_proto::vmagent::v1::agent_link_server::{AgentLink, AgentLinkServer};
 use covibe_proto::vmagent::v1::{
-    Ack, AgentFrame, Command, Hello, Kill, LinkError, Output, ServerFrame, StatusChange, Welcome,
-    agent_frame, command, server_frame,
+    Ack, AgentFrame, Command, Hello, Kill, LinkError, Output, PermissionAnswer, PermissionRequest,
+    ServerFrame, StatusChange, Welcome, agent_frame, command, server_frame,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -23,6 +23,18 @@ pub const FAKE_CLAUDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/f
 pub fn fake_claude() -> String {
     format!("{FAKE_CLAUDE} -p {{task}} --output-format stream-json --verbose")
 }
+
+/// The command template running the fake agent as Claude Code runs for tool approval: the task
+/// goes on stdin, so the template does not name it.
+pub fn fake_claude_control() -> String {
+    format!(
+        "{FAKE_CLAUDE} -p --input-format stream-json --output-format stream-json --verbose \
+         --permission-prompt-tool stdio"
+    )
+}
+
+/// How the test orchestrator answers tool requests.
+pub type Decide = fn(&PermissionRequest) -> PermissionAnswer;
 
 #[derive(Debug, Default, Clone)]
 pub struct Behaviour {
@@ -40,6 +52,12 @@ pub struct Behaviour {
     pub digest_only: bool,
     /// Answer every `Hello` with this `LinkError` code.
     pub refuse: Option<&'static str>,
+    /// Answer each tool request so.
+    pub decide: Option<Decide>,
+    /// On the first connection, hang up on the first tool request instead of answering it.
+    pub hang_up_on_first_request: bool,
+    /// Send every answer twice.
+    pub answer_twice: bool,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +84,8 @@ pub struct Record {
     pub statuses: Vec<StatusChange>,
     pub status_stored: bool,
     pub connections: Vec<Connection>,
+    /// Every tool request received, with the index of its connection.
+    pub requests: Vec<(usize, PermissionRequest)>,
 }
 
 impl Record {
@@ -238,6 +258,27 @@ impl Link {
                 }
                 record.statuses.push(status);
                 Some(true)
+            }
+            Some(agent_frame::Frame::Permission(request)) => {
+                let connection = {
+                    let mut record = self.lock();
+                    let connection = record.connections.len() - 1;
+                    record.requests.push((connection, request.clone()));
+                    connection
+                };
+                if connection == 0 && self.behaviour.hang_up_on_first_request {
+                    return None;
+                }
+                if let Some(decide) = self.behaviour.decide {
+                    let answer = Command {
+                        command: Some(command::Command::PermissionAnswer(decide(&request))),
+                    };
+                    let times = if self.behaviour.answer_twice { 2 } else { 1 };
+                    for _ in 0..times {
+                        send(tx, server_frame::Frame::Command(answer.clone())).await;
+                    }
+                }
+                Some(false)
             }
             _ => Some(false),
         }
