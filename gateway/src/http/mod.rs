@@ -41,6 +41,11 @@ pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
             "/api/team/transfer-ownership",
             post(team::transfer_ownership),
         )
+        .route(
+            "/api/team/policy",
+            get(team::get_policy).put(team::put_team_policy),
+        )
+        .route("/api/team/policy/mine", put(team::put_my_policy))
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/refresh", post(auth::refresh))
         .route("/api/auth/me", get(auth::me))

@@ -140,6 +140,41 @@ pub(crate) const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/api/team/policy",
+        id: "getTeamPolicy",
+        summary: "the team's tool-use rules (Claude Code permission syntax) and the caller's own stricter ones",
+        auth: true,
+        query: &[],
+        body: Body::None,
+        ok: (200, Reply::Json("PolicyView")),
+        errors: &[403],
+    },
+    Route {
+        method: "put",
+        path: "/api/team/policy",
+        id: "putTeamPolicy",
+        summary: "replace the team's tool-use rules (owners and admins); a bad rule is refused with its list and \
+                  position (`deny rule 2: ...`) and nothing changes; the team receives `policy_updated`",
+        auth: true,
+        query: &[],
+        body: Body::Json("PolicyRules"),
+        ok: (200, Reply::Json("PolicyView")),
+        errors: &[403],
+    },
+    Route {
+        method: "put",
+        path: "/api/team/policy/mine",
+        id: "putMyPolicy",
+        summary: "replace the caller's own tool-use rules for their agents: more denies, and allows that \
+                  narrow the team's (never looser)",
+        auth: true,
+        query: &[],
+        body: Body::Json("PolicyRules"),
+        ok: (200, Reply::Json("PolicyView")),
+        errors: &[403],
+    },
+    Route {
+        method: "get",
         path: "/api/team",
         id: "getTeam",
         summary: "the caller's team and its members",
@@ -723,7 +758,7 @@ fn document() -> Value {
             "title": "CoVibe gateway",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "REST for phones and browsers. Every error is {\"error\": {\"code\", \"message\"}}. \
-                Live events (agent_output, agent_status, chat_message, team_presence, preview_updated, preview_failed) use Socket.io at /socket.io, not described here.",
+                Live events (agent_output, agent_status, chat_message, team_presence, preview_updated, preview_failed, policy_updated) use Socket.io at /socket.io, not described here.",
         },
         "paths": paths,
         "components": {
@@ -767,6 +802,8 @@ fn schemas() -> Value {
         .schema_from::<team::Done>()
         .schema_from::<team::SetRole>()
         .schema_from::<team::Transfer>()
+        .schema_from::<team::PolicyRules>()
+        .schema_from::<team::PolicyView>()
         .schema_from::<auth::Login>()
         .schema_from::<auth::Refresh>()
         .schema_from::<auth::Session>()

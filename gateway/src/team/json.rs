@@ -179,3 +179,48 @@ pub enum RoleName {
 pub struct Transfer {
     pub user_id: String,
 }
+
+/// One list of allow rules and one of deny rules, in Claude Code's permission syntax
+/// (`Bash(git diff:*)`, `Edit(src/**)`, `Read`, `WebFetch(domain:github.com)`): the body of
+/// `PUT /api/team/policy` and `PUT /api/team/policy/mine`, which replaces both lists.
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRules {
+    /// Tool uses these allow without asking (for a member's own: narrows the team's).
+    pub allow: Vec<String>,
+    /// Tool uses these refuse; deny wins over allow.
+    pub deny: Vec<String>,
+}
+
+/// The team's tool-use rules and the caller's own stricter ones.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyView {
+    pub team: PolicyRules,
+    pub mine: PolicyRules,
+    /// The caller is an owner or admin, who may change the team's rules.
+    pub can_edit_team: bool,
+    /// When the team's rules were last changed (ms since the epoch); null when never.
+    pub updated_at: Option<i64>,
+    /// The member who last changed them (user id); null when never.
+    pub updated_by: Option<String>,
+}
+
+fn rules(rules: Option<team_pb::PolicyRules>) -> PolicyRules {
+    let rules = rules.unwrap_or_default();
+    PolicyRules {
+        allow: rules.allow,
+        deny: rules.deny,
+    }
+}
+
+pub fn policy_view(p: team_pb::PolicyResponse) -> PolicyView {
+    let set = p.team_updated_at_ms > 0;
+    PolicyView {
+        team: rules(p.team),
+        mine: rules(p.mine),
+        can_edit_team: p.can_edit_team,
+        updated_at: set.then_some(p.team_updated_at_ms),
+        updated_by: (set && !p.team_updated_by.is_empty()).then_some(p.team_updated_by),
+    }
+}

@@ -1,6 +1,6 @@
-//! Teams: creating one, its members and their roles, its invites. The team service checks the
-//! caller itself (read all; invites and removal for owners and admins; roles and ownership for
-//! the owner).
+//! Teams: creating one, its members and their roles, its invites, its tool-use policy. The team
+//! service checks the caller itself (read all; invites, removal and the team's policy for owners
+//! and admins; roles and ownership for the owner; each member their own policy).
 
 pub(crate) mod json;
 
@@ -200,4 +200,55 @@ pub(crate) async fn recovery_code(
         .await?
         .into_inner();
     Ok((StatusCode::CREATED, Json(code_json(code))))
+}
+
+/// The team's tool-use rules and the caller's own (any member).
+pub(crate) async fn get_policy(State(gw): Shared, member: Member) -> Result<impl IntoResponse> {
+    let policy = gw
+        .team
+        .clone()
+        .get_policy(bearer(team_pb::GetPolicyRequest {}, &member.token))
+        .await?
+        .into_inner();
+    Ok(Json(json::policy_view(policy)))
+}
+
+/// Replaces the team's rules (owners and admins; each rule checked by the team service).
+pub(crate) async fn put_team_policy(
+    State(gw): Shared,
+    member: Member,
+    ApiJson(body): ApiJson<json::PolicyRules>,
+) -> Result<impl IntoResponse> {
+    put_policy(&gw, &member, team_pb::PolicyScope::Team, body).await
+}
+
+/// Replaces the caller's own rules for their agents (stricter than the team's, never looser).
+pub(crate) async fn put_my_policy(
+    State(gw): Shared,
+    member: Member,
+    ApiJson(body): ApiJson<json::PolicyRules>,
+) -> Result<impl IntoResponse> {
+    put_policy(&gw, &member, team_pb::PolicyScope::Mine, body).await
+}
+
+async fn put_policy(
+    gw: &Gateway,
+    member: &Member,
+    scope: team_pb::PolicyScope,
+    body: json::PolicyRules,
+) -> Result<Json<json::PolicyView>> {
+    let request = team_pb::PutPolicyRequest {
+        scope: scope as i32,
+        rules: Some(team_pb::PolicyRules {
+            allow: body.allow,
+            deny: body.deny,
+        }),
+    };
+    let policy = gw
+        .team
+        .clone()
+        .put_policy(bearer(request, &member.token))
+        .await?
+        .into_inner();
+    Ok(Json(json::policy_view(policy)))
 }
