@@ -32,12 +32,11 @@ impl Answer {
         (200..300).contains(&self.status)
     }
 
-    /// A failure a client can act on: a server-side status with a typed code and a message.
+    /// A failure a client can act on: `503 unavailable` with a message (try again), not an
+    /// internal error.
     fn clear_error(&self) -> bool {
-        self.status >= 500
-            && self.body["error"]["code"]
-                .as_str()
-                .is_some_and(|c| !c.is_empty())
+        self.status == 503
+            && self.body["error"]["code"] == "unavailable"
             && self.body["error"]["message"]
                 .as_str()
                 .is_some_and(|m| !m.is_empty())
