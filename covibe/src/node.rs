@@ -275,7 +275,7 @@ async fn orchestrator(
     db: DatabaseConnection,
     hot: Arc<dyn HotStore>,
     server: GrpcServer,
-    vm_connector_url: &str,
+    (vm_connector_url, team_url): (&str, &str),
     identity: &Identity,
 ) -> anyhow::Result<Built> {
     let store = covibe_orchestrator::SeaAgentStore::new(db.clone())
@@ -295,17 +295,33 @@ async fn orchestrator(
         spawns_per_minute: config.limits.spawns_per_minute,
         lost_after_ms: i64::try_from(config.limits.lost_after_secs.saturating_mul(1000))
             .unwrap_or(i64::MAX),
+        approval_timeout_ms: i64::try_from(
+            config.limits.approval_timeout_secs.saturating_mul(1000),
+        )
+        .unwrap_or(i64::MAX),
         ..Default::default()
     };
-    let agents = Arc::new(covibe_orchestrator::Agents::new(
-        Arc::new(store),
-        hot,
-        connector,
-        link_url,
-        limits,
-        audit,
-    ));
+    // Tool requests are decided by the team's policy, read from the team service with a
+    // service token of the orchestrator's own: it needs the signing key. Without it every
+    // request goes to the agent's owner.
+    let policy: Arc<dyn covibe_orchestrator::PolicySource> = match signer(config) {
+        Ok(signer) => {
+            let team = TeamServiceClient::new(covibe_bootstrap::channel(team_url)?)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            Arc::new(covibe_orchestrator::TeamPolicies::new(team, signer))
+        }
+        Err(err) => {
+            tracing::warn!(error = %format!("{err:#}"), "no token signing key: the team's tool-use policy cannot be read, every tool request goes to the agent's owner");
+            Arc::new(covibe_orchestrator::NoPolicy)
+        }
+    };
+    let agents = Arc::new(
+        covibe_orchestrator::Agents::new(Arc::new(store), hot, connector, link_url, limits, audit)
+            .with_policy(policy),
+    );
     agents.spawn_lost_sweeper();
+    agents.spawn_approval_sweeper();
     agents.spawn_removal_watcher(identity.verifier.revocations().clone());
     let link = covibe_orchestrator::LinkService::start(agents.clone())
         .await
@@ -549,7 +565,15 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             let built = vec![
                 auth(&config, db.clone(), auth_srv, &team_url, id).await?,
                 team(&config, db.clone(), hot.clone(), team_srv, id).await?,
-                orchestrator(&config, db.clone(), hot.clone(), orch_srv, &vmc_url, id).await?,
+                orchestrator(
+                    &config,
+                    db.clone(),
+                    hot.clone(),
+                    orch_srv,
+                    (&vmc_url, &team_url),
+                    id,
+                )
+                .await?,
                 vm_connector(&config, db.clone(), hot.clone(), vmc_srv, id).await?,
                 preview(
                     &config,
@@ -582,8 +606,8 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
                 Role::Auth => auth(&config, db, server, &config.endpoints.team, id).await?,
                 Role::Team => team(&config, db, hot, server, id).await?,
                 Role::Orchestrator => {
-                    let vmc = &config.endpoints.vm_connector;
-                    orchestrator(&config, db, hot, server, vmc, id).await?
+                    let e = &config.endpoints;
+                    orchestrator(&config, db, hot, server, (&e.vm_connector, &e.team), id).await?
                 }
                 Role::VmConnector => vm_connector(&config, db, hot, server, id).await?,
                 _ => {

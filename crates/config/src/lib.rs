@@ -198,6 +198,9 @@ pub struct Limits {
     /// and every gateway's setting must agree). Gateways repeat it every third of that, so the
     /// members of a gateway that died turn offline for the others within about 4/3 of it.
     pub presence_ttl_secs: u64,
+    /// Seconds a tool use an agent asked its owner about may wait for an answer; then it is
+    /// denied and the agent goes on.
+    pub approval_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -280,6 +283,7 @@ impl Default for Limits {
             max_socket_message_bytes: 256 * 1024,
             trust_forwarded_for: false,
             presence_ttl_secs: 90,
+            approval_timeout_secs: 300,
         }
     }
 }
@@ -407,6 +411,7 @@ impl Config {
             || self.limits.socket_join_timeout_ms == 0
             || self.limits.max_socket_message_bytes == 0
             || self.limits.presence_ttl_secs == 0
+            || self.limits.approval_timeout_secs == 0
         {
             return invalid("limits must be positive".to_owned());
         }

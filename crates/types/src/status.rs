@@ -1,4 +1,6 @@
-//! The agent lifecycle: `pending → starting → running → completed | failed | killed`, or `lost`.
+//! The agent lifecycle: `pending → starting → running → completed | failed | killed`, or `lost`;
+//! a running agent may be `waiting_for_approval` (of a tool use) and back, by the orchestrator
+//! alone (never by [`AgentStatus::can_become`], so a vm-agent's report cannot undo it).
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,7 +9,7 @@ use covibe_proto::common::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum AgentStatus {
     Pending,
     Starting,
@@ -16,6 +18,7 @@ pub enum AgentStatus {
     Failed,
     Killed,
     Lost,
+    WaitingForApproval,
 }
 
 impl AgentStatus {
@@ -28,6 +31,7 @@ impl AgentStatus {
             Self::Failed => "failed",
             Self::Killed => "killed",
             Self::Lost => "lost",
+            Self::WaitingForApproval => "waiting_for_approval",
         }
     }
 
@@ -45,7 +49,7 @@ impl AgentStatus {
             match s {
                 AgentStatus::Pending => 0,
                 AgentStatus::Starting => 1,
-                AgentStatus::Running => 2,
+                AgentStatus::Running | AgentStatus::WaitingForApproval => 2,
                 _ => 3,
             }
         }
@@ -67,6 +71,7 @@ impl AgentStatus {
             Self::Failed => pb::AgentStatus::Failed,
             Self::Killed => pb::AgentStatus::Killed,
             Self::Lost => pb::AgentStatus::Lost,
+            Self::WaitingForApproval => pb::AgentStatus::WaitingForApproval,
         }
     }
 
@@ -80,6 +85,7 @@ impl AgentStatus {
             pb::AgentStatus::Failed => Self::Failed,
             pb::AgentStatus::Killed => Self::Killed,
             pb::AgentStatus::Lost => Self::Lost,
+            pb::AgentStatus::WaitingForApproval => Self::WaitingForApproval,
         })
     }
 }
@@ -102,6 +108,7 @@ impl FromStr for AgentStatus {
             "failed" => Self::Failed,
             "killed" => Self::Killed,
             "lost" => Self::Lost,
+            "waiting_for_approval" => Self::WaitingForApproval,
             _ => return Err(()),
         })
     }
@@ -122,5 +129,9 @@ mod tests {
         assert!(Running.can_become(Lost));
         assert!(Lost.can_become(Running) && Lost.can_become(Completed));
         assert!(!Lost.can_become(Starting) && !Lost.can_become(Lost));
+        // Waiting for approval and back is the orchestrator's own move, not a step forward.
+        assert!(!Running.can_become(WaitingForApproval));
+        assert!(!WaitingForApproval.can_become(Running));
+        assert!(WaitingForApproval.can_become(Killed) && WaitingForApproval.can_become(Lost));
     }
 }

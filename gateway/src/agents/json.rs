@@ -125,6 +125,9 @@ pub enum AgentStatusName {
     Failed,
     Killed,
     Lost,
+    /// Running, and waiting for its owner to allow or deny a tool use.
+    #[serde(rename = "waiting_for_approval")]
+    WaitingForApproval,
     Unknown,
 }
 
@@ -241,6 +244,134 @@ pub fn event_value(json: String) -> Box<serde_json::value::RawValue> {
     RawValue::from_string(json)
         .or_else(|_| RawValue::from_string(r#"{"kind":"raw"}"#.to_owned()))
         .unwrap_or_default()
+}
+
+/// A tool use an agent waits on (or that was decided), as `GET /api/agent/permissions` lists
+/// it and `agent_permission` sends it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionRequest {
+    pub agent_id: String,
+    /// The agent's own id for the request.
+    pub request_id: String,
+    /// The agent's owner (the only member who may answer).
+    pub owner: String,
+    /// `Bash`, `Edit`, `Write`, `WebFetch`, `AskUserQuestion`, an MCP tool...
+    pub tool: String,
+    /// The tool's input, a JSON object (`{}` when it was over 64 KiB).
+    #[schema(value_type = Object)]
+    pub input: Box<serde_json::value::RawValue>,
+    /// For people: the command, the file and a short diff summary, the question...
+    pub summary: String,
+    #[schema(value_type = PermissionStateName)]
+    pub state: &'static str,
+    /// The member who answered, `timeout`, or `ended`; absent while pending.
+    pub decided_by: Option<String>,
+    /// Why it was denied, as told to the agent.
+    pub message: Option<String>,
+    pub created_at: i64,
+    /// When it is denied unless answered.
+    pub expires_at: i64,
+    pub decided_at: Option<i64>,
+    /// The `tool_use` block of the agent's output this is about.
+    pub tool_use_id: Option<String>,
+}
+
+/// What became of a tool request.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // names for the document; the values are written as text
+pub enum PermissionStateName {
+    Pending,
+    Allowed,
+    Denied,
+    TimedOut,
+}
+
+/// The owner's answer to a tool request.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PermissionDecisionName {
+    Allow,
+    Deny,
+    /// Allow, and allow this agent's later uses of the same tool without asking.
+    AllowAlwaysForAgent,
+}
+
+/// `POST /api/agent/{id}/permissions/{requestId}`'s body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnswerPermission {
+    pub decision: PermissionDecisionName,
+    /// With a deny: why, shown to the agent (at most 1 KiB).
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// `agent_permission_answer`'s argument.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnswerPermissionEvent {
+    pub agent_id: String,
+    pub request_id: String,
+    pub decision: PermissionDecisionName,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// `{requests}`: the team's waiting tool requests, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PermissionList {
+    pub requests: Vec<PermissionRequest>,
+}
+
+/// `{request}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PermissionEnvelope {
+    pub request: PermissionRequest,
+}
+
+pub fn decision_pb(decision: PermissionDecisionName) -> orch::PermissionDecision {
+    match decision {
+        PermissionDecisionName::Allow => orch::PermissionDecision::Allow,
+        PermissionDecisionName::Deny => orch::PermissionDecision::Deny,
+        PermissionDecisionName::AllowAlwaysForAgent => {
+            orch::PermissionDecision::AllowAlwaysForAgent
+        }
+    }
+}
+
+pub fn permission_state_name(raw: i32) -> &'static str {
+    match orch::PermissionState::try_from(raw) {
+        Ok(orch::PermissionState::Pending) => "pending",
+        Ok(orch::PermissionState::Allowed) => "allowed",
+        Ok(orch::PermissionState::Denied) => "denied",
+        Ok(orch::PermissionState::TimedOut) => "timed_out",
+        _ => "unknown",
+    }
+}
+
+pub fn permission(p: orch::PermissionRequest) -> PermissionRequest {
+    let input = serde_json::value::RawValue::from_string(p.input_json)
+        .ok()
+        .filter(|raw| raw.get().trim_start().starts_with('{'))
+        .or_else(|| serde_json::value::RawValue::from_string("{}".to_owned()).ok())
+        .unwrap_or_default();
+    PermissionRequest {
+        state: permission_state_name(p.state),
+        agent_id: p.agent_id,
+        request_id: p.request_id,
+        owner: p.owner_id,
+        tool: p.tool,
+        input,
+        summary: p.summary,
+        decided_by: (!p.decided_by.is_empty()).then_some(p.decided_by),
+        message: (!p.message.is_empty()).then_some(p.message),
+        created_at: p.created_at_ms,
+        expires_at: p.expires_at_ms,
+        decided_at: p.decided_at_ms,
+        tool_use_id: (!p.tool_use_id.is_empty()).then_some(p.tool_use_id),
+    }
 }
 
 #[cfg(test)]

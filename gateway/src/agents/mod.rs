@@ -3,6 +3,7 @@
 //! caller itself (agents: read all, control your own).
 
 pub(crate) mod json;
+pub(crate) mod permissions;
 
 use std::sync::Arc;
 

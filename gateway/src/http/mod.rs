@@ -59,6 +59,11 @@ pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/agent/list", get(agents::list))
         .route("/api/agent/{id}", get(agents::get).delete(agents::kill))
         .route("/api/agent/{id}/output", get(agents::output))
+        .route("/api/agent/permissions", get(agents::permissions::list))
+        .route(
+            "/api/agent/{id}/permissions/{requestId}",
+            post(agents::permissions::answer_rest),
+        )
         .route("/api/chat/message", post(chat::post_message))
         .route("/api/chat/history", get(chat::history))
         .route("/api/team/presence", get(chat::presence))

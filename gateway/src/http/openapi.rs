@@ -351,6 +351,30 @@ pub(crate) const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/api/agent/permissions",
+        id: "listAgentPermissions",
+        summary: "the tool uses the team's agents wait on (any member reads; only each agent's \
+                  owner answers), oldest first",
+        auth: true,
+        query: &[],
+        body: Body::None,
+        ok: (200, Reply::Json("PermissionList")),
+        errors: &[],
+    },
+    Route {
+        method: "post",
+        path: "/api/agent/{id}/permissions/{requestId}",
+        id: "answerAgentPermission",
+        summary: "allow or deny a tool use one of the caller's agents waits on (its owner only; \
+                  the first answer wins, a later one is answered 409)",
+        auth: true,
+        query: &[],
+        body: Body::Json("AnswerPermission"),
+        ok: (200, Reply::Json("PermissionEnvelope")),
+        errors: &[403, 404, 409],
+    },
+    Route {
+        method: "get",
         path: "/api/openapi.json",
         id: "openapi",
         summary: "this document",
@@ -758,7 +782,7 @@ fn document() -> Value {
             "title": "CoVibe gateway",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "REST for phones and browsers. Every error is {\"error\": {\"code\", \"message\"}}. \
-                Live events (agent_output, agent_status, chat_message, team_presence, preview_updated, preview_failed, policy_updated) use Socket.io at /socket.io, not described here.",
+                Live events (agent_output, agent_status, chat_message, team_presence, preview_updated, preview_failed, policy_updated, agent_permission, agent_permission_resolved) use Socket.io at /socket.io, not described here.",
         },
         "paths": paths,
         "components": {
@@ -818,6 +842,12 @@ fn schemas() -> Value {
         .schema_from::<agents::AgentList>()
         .schema_from::<agents::Accepted>()
         .schema_from::<agents::OutputPage>()
+        .schema_from::<agents::PermissionRequest>()
+        .schema_from::<agents::PermissionStateName>()
+        .schema_from::<agents::PermissionDecisionName>()
+        .schema_from::<agents::AnswerPermission>()
+        .schema_from::<agents::PermissionList>()
+        .schema_from::<agents::PermissionEnvelope>()
         .schema_from::<chat::PostMessage>()
         .schema_from::<chat::MessageEnvelope>()
         .schema_from::<chat::ChatHistory>()

@@ -26,6 +26,13 @@ pub(crate) enum Prepared {
         viewer: Frame,
         for_owner: OnceLock<Frame>,
     },
+    /// An event whose payload differs for one member (`agent_permission`: `canAnswer` for the
+    /// agent's owner alone): `for_owner` to `owner`, `viewer` to everyone else.
+    PerOwner {
+        owner: UserId,
+        viewer: Frame,
+        for_owner: Frame,
+    },
     /// Any other team event, the same for every member.
     Team(Frame),
 }
@@ -67,6 +74,31 @@ impl Prepared {
             seq,
             viewer,
             for_owner: OnceLock::new(),
+        })
+    }
+
+    /// An `agent_permission` event: the request, with `canAnswer` true for its agent's owner
+    /// only. `None` when the owner is not an id of ours.
+    pub(crate) fn permission(
+        request: covibe_proto::orchestrator::v1::PermissionRequest,
+    ) -> Option<Self> {
+        let Ok(owner) = request.owner_id.parse() else {
+            tracing::warn!(
+                owner = request.owner_id,
+                "tool request with a malformed owner dropped"
+            );
+            return None;
+        };
+        let view = agents_json::permission(request);
+        let frame = |can_answer: bool| {
+            let mut payload = serde_json::to_value(&view).unwrap_or_default();
+            payload["canAnswer"] = json!(can_answer);
+            Frame::event("agent_permission", &payload)
+        };
+        Some(Self::PerOwner {
+            owner,
+            viewer: frame(false),
+            for_owner: frame(true),
         })
     }
 
@@ -120,6 +152,18 @@ impl Prepared {
                     "at": failed.at_ms,
                 }),
             ),
+            ev::team_event::Event::AgentPermission(request) => return Self::permission(request),
+            ev::team_event::Event::AgentPermissionResolved(resolved) => Self::team(
+                "agent_permission_resolved",
+                &json!({
+                    "agentId": resolved.agent_id,
+                    "requestId": resolved.request_id,
+                    "owner": resolved.owner_id,
+                    "decision": agents_json::permission_state_name(resolved.state),
+                    "decidedBy": resolved.decided_by,
+                    "at": resolved.at_ms,
+                }),
+            ),
             ev::team_event::Event::PolicyUpdated(policy) => Self::team(
                 "policy_updated",
                 &json!({"updatedBy": policy.updated_by, "updatedAt": policy.updated_at_ms}),
@@ -131,6 +175,9 @@ impl Prepared {
     pub(crate) fn size(&self) -> usize {
         let frame = match self {
             Self::Output { viewer, .. } => viewer.len(),
+            Self::PerOwner {
+                viewer, for_owner, ..
+            } => viewer.len() + for_owner.len(),
             Self::Team(frame) => frame.len(),
         };
         frame + std::mem::size_of::<Self>()
@@ -140,7 +187,7 @@ impl Prepared {
     pub(crate) fn output_seq(&self) -> Option<(&str, u64)> {
         match self {
             Self::Output { agent_id, seq, .. } => Some((agent_id, *seq)),
-            Self::Team(_) => None,
+            Self::PerOwner { .. } | Self::Team(_) => None,
         }
     }
 
@@ -178,6 +225,20 @@ impl Prepared {
                     joined.delivered.undo(*agent, *seq);
                 }
                 queued.map_err(|_| Resync::SlowConsumer)
+            }
+            Self::PerOwner {
+                owner,
+                viewer,
+                for_owner,
+            } => {
+                let frame = if joined.user_id == *owner {
+                    for_owner
+                } else {
+                    viewer
+                };
+                socket
+                    .queue(frame.clone())
+                    .map_err(|_| Resync::SlowConsumer)
             }
             Self::Team(frame) => socket
                 .queue(frame.clone())

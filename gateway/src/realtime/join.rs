@@ -84,4 +84,5 @@ pub(crate) async fn join_team(socket: SocketRef, data: Data<JoinTeam>, ack: Ack,
         "resumed": resumed,
     }));
     crate::chat::joined(&gw, &socket).await;
+    crate::agents::permissions::joined(&gw, &socket).await;
 }

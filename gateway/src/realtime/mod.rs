@@ -81,6 +81,10 @@ impl Handler<SocketState> for Events {
                 "agent_control" => {
                     crate::agents::on_control(socket, event.data(), event.ack, gw).await;
                 }
+                "agent_permission_answer" => {
+                    crate::agents::permissions::on_answer(socket, event.data(), event.ack, gw)
+                        .await;
+                }
                 "chat_message" => {
                     crate::chat::on_chat_message(socket, event.data(), event.ack, gw).await;
                 }
@@ -95,8 +99,9 @@ impl Handler<SocketState> for Events {
                     refuse(
                         event.ack,
                         invalid(
-                            "unknown event: join_team, agent_spawn, agent_control, chat_message, \
-                             presence_update and agent_watch are",
+                            "unknown event: join_team, agent_spawn, agent_control, \
+                             agent_permission_answer, chat_message, presence_update and \
+                             agent_watch are",
                         ),
                     );
                 }

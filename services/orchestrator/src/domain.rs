@@ -17,7 +17,10 @@ use crate::Error;
 use crate::events;
 use crate::model::{Agent, Limits, OutputPage, StoredChunk};
 use crate::page::{FIRST_READ, Page};
+use crate::policy::{NoPolicy, PolicySource};
 use crate::store::AgentStore;
+
+mod approvals;
 
 pub struct Agents {
     store: Arc<dyn AgentStore>,
@@ -27,6 +30,8 @@ pub struct Agents {
     link_url: String,
     limits: Limits,
     audit: AuditLog,
+    /// The team's tool-use rules (none by default: every tool request goes to the owner).
+    policy: Arc<dyn PolicySource>,
 }
 
 pub(crate) use covibe_identity::code::hash_token;
@@ -47,7 +52,15 @@ impl Agents {
             link_url,
             limits,
             audit,
+            policy: Arc::new(NoPolicy),
         }
+    }
+
+    /// Decides agents' tool requests by the rules `policy` reads.
+    #[must_use]
+    pub fn with_policy(mut self, policy: Arc<dyn PolicySource>) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// An audit record of a control of `agent` by `actor`.

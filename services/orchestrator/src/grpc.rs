@@ -43,7 +43,7 @@ fn agent_id(raw: &str) -> Result<AgentId, Status> {
         .map_err(|_| ApiError::invalid("invalid agent id").into())
 }
 
-use crate::convert::{Control, agent_pb};
+use crate::convert::{AnswerRequest, Control, agent_pb, permission_pb};
 
 #[tonic::async_trait]
 impl OrchestratorService for OrchestratorGrpc {
@@ -128,5 +128,29 @@ impl OrchestratorService for OrchestratorGrpc {
             next_seq: page.next_seq,
             more: page.more,
         }))
+    }
+
+    async fn list_permissions(
+        &self,
+        request: Request<pb::ListPermissionsRequest>,
+    ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
+        let (_, team) = self.member(&request)?;
+        let requests = self.agents.pending_permissions(team).await?;
+        Ok(Response::new(pb::ListPermissionsResponse {
+            requests: requests.iter().map(permission_pb).collect(),
+        }))
+    }
+
+    async fn answer_permission(
+        &self,
+        request: Request<pb::AnswerPermissionRequest>,
+    ) -> Result<Response<pb::PermissionRequest>, Status> {
+        let (user, team) = self.member(&request)?;
+        let r = AnswerRequest::try_from(request.into_inner())?;
+        let decided = self
+            .agents
+            .answer_permission(user, team, r.agent, &r.request_id, r.answer, &r.message)
+            .await?;
+        Ok(Response::new(permission_pb(&decided)))
     }
 }

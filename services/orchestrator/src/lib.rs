@@ -18,13 +18,18 @@ mod link;
 mod links;
 mod model;
 mod page;
+mod policy;
 pub mod store;
 mod stream_json;
+mod summary;
 
 pub use domain::Agents;
 pub use error::Error;
 pub use grpc::OrchestratorGrpc;
 pub use link::LinkService;
-pub use model::{Agent, Limits, OutputBatch, OutputPage, StoredChunk};
-pub use store::{AgentStore, SeaAgentStore};
+pub use model::{
+    Agent, Answer, Limits, OutputBatch, OutputPage, Permission, PermissionState, Rules, StoredChunk,
+};
+pub use policy::{NoPolicy, PolicySource, TeamPolicies};
+pub use store::{AgentStore, PermissionStore, SeaAgentStore};
 pub use stream_json::{Outcome, Parsed, parse as parse_stream_json};

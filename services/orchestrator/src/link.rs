@@ -32,8 +32,8 @@ pub const MAX_CHUNK_BYTES: usize = MAX_OUTPUT_CHUNK_BYTES;
 /// Output frames stored in one database write.
 const MAX_BATCH: usize = 256;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// The deny every tool request gets until tool approval exists.
-const TOOL_APPROVAL_DISABLED: &str = "tool approval is not enabled on this server yet";
+/// The deny a tool request gets when it could not be decided (nor stored for its owner).
+const TOOL_REQUEST_FAILED: &str = "the request could not be decided, so it was denied; try again";
 
 pub struct LinkService {
     agents: Arc<Agents>,
@@ -517,20 +517,40 @@ impl Session {
         }
     }
 
-    /// Interim, until the team policy decides: every tool request is denied at once, so that no
-    /// agent waits on an answer that never comes. `false` when the link is gone.
+    /// A tool request: decided by the team's policy and answered at once, or left waiting for
+    /// the agent's owner (whose answer reaches the link through the control channel). Decided
+    /// aside, so that output keeps flowing while the policy is read. `false` when the link is
+    /// gone.
     async fn answer_permission(&self, request: pb::PermissionRequest) -> bool {
-        tracing::info!(request_id = %request.request_id, tool = %request.tool, "tool request denied: approval not enabled");
-        let answer = pb::PermissionAnswer {
-            request_id: request.request_id,
-            allow: false,
-            updated_input_json: String::new(),
-            message: TOOL_APPROVAL_DISABLED.to_owned(),
-        };
-        let command = pb::Command {
-            command: Some(pb::command::Command::PermissionAnswer(answer)),
-        };
-        self.tx.send(frame(Out::Command(command))).await.is_ok()
+        if self.tx.is_closed() {
+            return false;
+        }
+        let (agents, agent, tx) = (self.agents.clone(), self.agent.clone(), self.tx.clone());
+        tokio::spawn(
+            async move {
+                let request_id = request.request_id.clone();
+                let answer = match agents.ask_permission(&agent, request).await {
+                    Ok(Some(answer)) => answer,
+                    Ok(None) => return,
+                    Err(err) => {
+                        // Never allowed unrecorded: denied, and the agent goes on.
+                        tracing::error!(request_id = %request_id, error = %err, "could not decide a tool request; denying it");
+                        pb::PermissionAnswer {
+                            request_id,
+                            allow: false,
+                            updated_input_json: String::new(),
+                            message: TOOL_REQUEST_FAILED.to_owned(),
+                        }
+                    }
+                };
+                let command = pb::Command {
+                    command: Some(pb::command::Command::PermissionAnswer(answer)),
+                };
+                let _ = tx.send(frame(Out::Command(command))).await;
+            }
+            .in_current_span(),
+        );
+        true
     }
 
     /// Closes the link with an error, after acknowledging whatever was handed over and is

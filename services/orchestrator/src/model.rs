@@ -40,6 +40,8 @@ pub struct Limits {
     pub spawns_per_minute: u32,
     /// An agent whose vm-agent is silent this long is marked `lost`.
     pub lost_after_ms: i64,
+    /// How long a tool use asked of the agent's owner waits for an answer before it is denied.
+    pub approval_timeout_ms: i64,
 }
 
 impl Default for Limits {
@@ -52,6 +54,7 @@ impl Default for Limits {
             max_running_agents: 5,
             spawns_per_minute: 10,
             lost_after_ms: 120_000,
+            approval_timeout_ms: 300_000,
         }
     }
 }
@@ -88,4 +91,77 @@ pub(crate) struct Source {
     pub id: AgentId,
     pub team_id: TeamId,
     pub owner_id: UserId,
+}
+
+/// What became of a tool use asked of an agent's owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermissionState {
+    Pending,
+    Allowed,
+    Denied,
+    TimedOut,
+}
+
+impl PermissionState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Allowed => "allowed",
+            Self::Denied => "denied",
+            Self::TimedOut => "timed_out",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "pending" => Self::Pending,
+            "allowed" => Self::Allowed,
+            "denied" => Self::Denied,
+            "timed_out" => Self::TimedOut,
+            _ => return None,
+        })
+    }
+}
+
+/// A tool use an agent asked permission for, stored once the policy left it to the owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permission {
+    pub agent_id: AgentId,
+    pub team_id: TeamId,
+    pub owner_id: UserId,
+    pub request_id: String,
+    pub tool: String,
+    pub tool_use_id: String,
+    /// The tool's input as JSON, at most [`MAX_INPUT_JSON`] bytes (`{}` when it was longer).
+    pub input_json: String,
+    pub summary: String,
+    pub state: PermissionState,
+    /// A member's id, `timeout` or `ended`; `None` while pending.
+    pub decided_by: Option<String>,
+    /// The deny's message as told to the agent.
+    pub message: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub decided_at_ms: Option<i64>,
+}
+
+/// The largest tool input kept with a waiting request.
+pub const MAX_INPUT_JSON: usize = 64 * 1024;
+
+/// The owner's answer to a waiting request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Allow,
+    Deny,
+    /// Allow, and allow the agent's later uses of the same tool without asking.
+    AllowAlways,
+}
+
+/// The team's rules and the agent owner's own, as the team service keeps them (unparsed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    pub team_allow: Vec<String>,
+    pub team_deny: Vec<String>,
+    pub mine_allow: Vec<String>,
+    pub mine_deny: Vec<String>,
 }

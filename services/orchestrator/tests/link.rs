@@ -3,6 +3,9 @@
 //! statuses checked against what was stored, and control commands crossing replicas.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "link/approvals.rs"]
+mod approvals;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -807,60 +810,5 @@ async fn silent_agents_are_marked_lost_and_can_come_back() {
     assert_eq!(
         status_of(replica.store.as_ref(), silent.id).await.status,
         AgentStatus::Completed
-    );
-}
-
-/// Until tool approval exists, a tool request is denied at once with a message the agent shows
-/// as the tool's error; the link goes on (output is still stored), and the same request sent
-/// again after a reconnect is denied again.
-#[tokio::test]
-async fn tool_requests_are_denied_until_approval_exists() {
-    let db = TestDb::sqlite();
-    let r = replica(&db.url, Arc::new(MemoryHotStore::new(1_000))).await;
-    let (team, owner) = (TeamId::new(), UserId::new());
-    let (a, token) = new_agent(r.store.as_ref(), team, owner, AgentStatus::Running).await;
-    let request = |id: &str| AgentFrame {
-        frame: Some(Frame::Permission(PermissionRequest {
-            request_id: id.to_owned(),
-            tool: "Bash".to_owned(),
-            input_json: r#"{"command":"rm -rf target"}"#.to_owned(),
-            tool_use_id: "toolu_1".to_owned(),
-            suggestions_json: String::new(),
-        })),
-    };
-    let denied = |id: &str| PermissionAnswer {
-        request_id: id.to_owned(),
-        allow: false,
-        updated_input_json: String::new(),
-        message: "tool approval is not enabled on this server yet".to_owned(),
-    };
-    let answer = |command: Command| match command.command {
-        Some(command::Command::PermissionAnswer(answer)) => answer,
-        other => panic!("expected a permission answer, got {other:?}"),
-    };
-
-    let (mut link, _) = attach(&r.client, a.id, &token).await;
-    link.send([output(0), request("req-1")]).await;
-    let mut seen = (None, false);
-    while seen.0.is_none() || !seen.1 {
-        match link.next().await {
-            Some(Out::Command(command)) => seen.0 = Some(answer(command)),
-            Some(Out::Ack(Ack { next_seq: 1, .. })) => seen.1 = true,
-            other => panic!("expected the answer and an ack, got {other:?}"),
-        }
-    }
-    assert_eq!(seen.0, Some(denied("req-1")));
-    link.send([output(1)]).await;
-    link.acks_upto(2).await;
-    drop(link);
-
-    let (mut link, welcome) = attach(&r.client, a.id, &token).await;
-    assert_eq!(welcome.resume_from_seq, 2);
-    link.send([request("req-1")]).await;
-    assert_eq!(answer(link.command().await), denied("req-1"));
-    assert_eq!(stored_seqs(r.store.as_ref(), a.id).await, vec![0, 1]);
-    assert_eq!(
-        status_of(r.store.as_ref(), a.id).await.status,
-        AgentStatus::Running
     );
 }

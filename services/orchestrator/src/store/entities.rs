@@ -96,3 +96,56 @@ pub mod position {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// Tool uses waiting for (or decided by) an agent's owner, one row per `(agent, request)`.
+pub mod permission {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "agent_permissions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub agent_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub request_id: String,
+        pub team_id: String,
+        pub owner_id: String,
+        pub tool: String,
+        pub tool_use_id: String,
+        pub input_json: String,
+        pub summary: String,
+        /// `pending`, `allowed`, `denied` or `timed_out`.
+        pub state: String,
+        pub decided_by: Option<String>,
+        pub message: String,
+        pub created_at_ms: i64,
+        pub expires_at_ms: i64,
+        pub decided_at_ms: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Tools an agent's owner allowed for the rest of the agent's run ("always for this agent").
+pub mod grant {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "agent_tool_grants")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub agent_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tool: String,
+        pub granted_by: String,
+        pub granted_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0005Positions),
             Box::new(M0006OutputEvents),
             Box::new(M0007Strategy),
+            Box::new(M0008Permissions),
         ]
     }
 
@@ -346,5 +347,104 @@ impl MigrationTrait for M0006OutputEvents {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// Tool uses asked of an agent's owner, the tools allowed for the rest of an agent's run, and
+/// room in `agents.status` for `waiting_for_approval`.
+struct M0008Permissions;
+
+impl MigrationName for M0008Permissions {
+    fn name(&self) -> &str {
+        "m0008_agent_permissions"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0008Permissions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("agent_permissions"))
+                    .if_not_exists()
+                    .col(col("agent_id").string_len(40).not_null())
+                    .col(col("request_id").string_len(200).not_null())
+                    .col(col("team_id").string_len(40).not_null())
+                    .col(col("owner_id").string_len(40).not_null())
+                    .col(col("tool").string_len(200).not_null())
+                    .col(col("tool_use_id").string_len(200).not_null())
+                    .col(col("input_json").text().not_null())
+                    .col(col("summary").text().not_null())
+                    .col(col("state").string_len(16).not_null())
+                    .col(col("decided_by").text().null())
+                    .col(col("message").text().not_null())
+                    .col(col("created_at_ms").big_integer().not_null())
+                    .col(col("expires_at_ms").big_integer().not_null())
+                    .col(col("decided_at_ms").big_integer().null())
+                    .primary_key(
+                        Index::create()
+                            .col(Alias::new("agent_id"))
+                            .col(Alias::new("request_id")),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        for (name, columns) in [
+            ("agent_permissions_team_state", ["team_id", "state"]),
+            (
+                "agent_permissions_state_expires",
+                ["state", "expires_at_ms"],
+            ),
+        ] {
+            let mut index = Index::create();
+            index
+                .name(name)
+                .table(Alias::new("agent_permissions"))
+                .if_not_exists();
+            for column in columns {
+                index.col(Alias::new(column));
+            }
+            manager.create_index(index.to_owned()).await?;
+        }
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("agent_tool_grants"))
+                    .if_not_exists()
+                    .col(col("agent_id").string_len(40).not_null())
+                    .col(col("tool").string_len(200).not_null())
+                    .col(col("granted_by").string_len(40).not_null())
+                    .col(col("granted_at_ms").big_integer().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(Alias::new("agent_id"))
+                            .col(Alias::new("tool")),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // `waiting_for_approval` is longer than the 16 characters the status had; SQLite does
+        // not enforce a length.
+        if manager.get_database_backend() == sea_orm::DbBackend::Postgres {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Alias::new("agents"))
+                        .modify_column(col("status").string_len(32).not_null())
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["agent_tool_grants", "agent_permissions"] {
+            manager
+                .drop_table(Table::drop().table(Alias::new(table)).to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -2,6 +2,7 @@
 
 mod entities;
 mod migration;
+mod permissions;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,8 +17,9 @@ use sea_orm::{
 };
 
 pub use migration::Migrator;
+pub use permissions::{Decided, PermissionStore};
 
-const ALL_STATUSES: [AgentStatus; 7] = [
+const ALL_STATUSES: [AgentStatus; 8] = [
     AgentStatus::Pending,
     AgentStatus::Starting,
     AgentStatus::Running,
@@ -25,6 +27,7 @@ const ALL_STATUSES: [AgentStatus; 7] = [
     AgentStatus::Failed,
     AgentStatus::Killed,
     AgentStatus::Lost,
+    AgentStatus::WaitingForApproval,
 ];
 
 use crate::model::{Agent, OutputBatch, StoredChunk};
@@ -32,7 +35,7 @@ use crate::stream_json::Outcome;
 use entities::{agent, output, position};
 
 #[async_trait]
-pub trait AgentStore: Send + Sync + 'static {
+pub trait AgentStore: PermissionStore + Send + Sync + 'static {
     async fn insert(&self, agent: &Agent, token_hash: &str) -> Result<(), DbErr>;
     async fn get(&self, id: AgentId) -> Result<Option<Agent>, DbErr>;
     /// The hash of the agent's link token.
@@ -82,12 +85,13 @@ pub trait AgentStore: Send + Sync + 'static {
     async fn output(&self, id: AgentId, from: u64, limit: u64) -> Result<Vec<StoredChunk>, DbErr>;
 }
 
-/// The owner's agents that are pending, starting or running.
+/// The owner's agents that are pending, starting, running or waiting for approval.
 fn active_query(owner: UserId) -> sea_orm::Select<agent::Entity> {
     let active = [
         AgentStatus::Pending,
         AgentStatus::Starting,
         AgentStatus::Running,
+        AgentStatus::WaitingForApproval,
     ]
     .map(AgentStatus::as_str);
     agent::Entity::find()
@@ -455,7 +459,12 @@ impl AgentStore for SeaAgentStore {
 
     async fn silent_since(&self, before_ms: i64) -> Result<Vec<AgentId>, DbErr> {
         use sea_orm::Condition;
-        let active = [AgentStatus::Starting, AgentStatus::Running].map(AgentStatus::as_str);
+        let active = [
+            AgentStatus::Starting,
+            AgentStatus::Running,
+            AgentStatus::WaitingForApproval,
+        ]
+        .map(AgentStatus::as_str);
         let rows: Vec<String> = agent::Entity::find()
             .select_only()
             .column(agent::Column::Id)
