@@ -64,6 +64,20 @@ async fn dead_url() -> String {
 }
 
 async fn start(limits: HttpLimits, static_dir: Option<&Path>, auth_url: Option<String>) -> Server {
+    start_serving(limits, static_dir, auth_url, false).await
+}
+
+/// The gateway as `covibe_gateway::serve` runs it, Socket.io included.
+async fn start_with_sockets(limits: HttpLimits) -> Server {
+    start_serving(limits, None, None, true).await
+}
+
+async fn start_serving(
+    limits: HttpLimits,
+    static_dir: Option<&Path>,
+    auth_url: Option<String>,
+    sockets: bool,
+) -> Server {
     let keys = tempfile::tempdir().unwrap();
     let (signer, verifier) = covibe_identity::load_or_generate(&KeyFiles {
         signing: keys.path().join("k.pem"),
@@ -88,15 +102,25 @@ async fn start(limits: HttpLimits, static_dir: Option<&Path>, auth_url: Option<S
     let gateway: Arc<Gateway> = Gateway::new(&config, verifier).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = gateway.app();
-    tokio::spawn(async move {
-        axum::serve(
+    if sockets {
+        let hot = Arc::new(covibe_storage::MemoryHotStore::new(16));
+        tokio::spawn(covibe_gateway::serve(
+            gateway,
+            hot,
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+            std::future::pending(),
+        ));
+    } else {
+        let app = gateway.app();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap();
+        });
+    }
     Server {
         url: format!("http://{addr}"),
         signer,
@@ -804,4 +828,32 @@ async fn fetch_reads_the_413_of_a_large_body_every_time() {
     );
     let seen: Vec<String> = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(seen, vec!["413 payload_too_large".to_owned(); 20]);
+}
+
+/// Socket.io's handshakes count against the same per-address rate as REST: past the burst an
+/// address is answered 429, another address is not.
+#[tokio::test]
+async fn socket_io_handshakes_are_rate_limited_per_address() {
+    let server = start_with_sockets(HttpLimits {
+        rate_per_ip_per_sec: 0.001,
+        burst_per_ip: 5,
+        ..generous()
+    })
+    .await;
+    let (a, b) = (client_from([127, 0, 0, 2]), client_from([127, 0, 0, 3]));
+    let handshake = server.at("/socket.io/?EIO=4&transport=polling");
+    for _ in 0..5 {
+        let response = a.get(&handshake).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.text().await.unwrap().starts_with("0{"));
+    }
+    let (status, body) = call(a.get(&handshake).send().await.unwrap()).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
+    assert_eq!(
+        b.get(&handshake).send().await.unwrap().status(),
+        StatusCode::OK
+    );
 }
