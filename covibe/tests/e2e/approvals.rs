@@ -1,0 +1,248 @@
+//! Tool approval end to end, with the fake agent speaking Claude Code's control protocol: a
+//! Bash command the team's policy allows runs without asking, one it denies is refused without
+//! asking, an undecided one waits for its owner (a teammate sees it, cannot answer), the
+//! owner's allow lets it run; with the owner's phone away the request times out to a deny and
+//! the agent goes on, and the owner's socket is shown a waiting request when it joins again.
+//! Every decision is in the VM's audit log.
+
+use covibe_testkit::{SioClient, clean_command, workspace_root};
+use serde_json::{Value, json};
+
+use crate::support::{COVIBE, await_event, create_team, get, join, post, put, wait_for_status};
+
+/// Seconds a request waits for its owner here.
+const TIMEOUT_SECS: u64 = 4;
+
+fn control_agent_command() -> String {
+    format!(
+        "{} --input-format stream-json --output-format stream-json --verbose \
+         --permission-prompt-tool stdio",
+        workspace_root().join("scripts/fake-claude").display()
+    )
+}
+
+/// Spawns an agent of `token`'s member: its id and VM.
+async fn spawn(http: &reqwest::Client, gw: &str, token: &str, task: &str) -> (String, String) {
+    let (status, body) = post(
+        http,
+        &format!("{gw}/api/agent/spawn"),
+        Some(token),
+        json!({ "task": task }),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    (
+        body["agent"]["id"].as_str().unwrap().to_owned(),
+        body["agent"]["vmId"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Waits for an `agent_output` of `agent`, seen by `member`, whose line contains `text`.
+async fn output_with(sio: &mut SioClient, member: &str, agent: &str, text: &str) -> Value {
+    let text = text.to_owned();
+    await_event(sio, member, agent, move |event, data| {
+        event == "agent_output" && data["data"].as_str().unwrap_or_default().contains(&text)
+    })
+    .await
+}
+
+async fn event(sio: &mut SioClient, member: &str, agent: &str, name: &'static str) -> Value {
+    await_event(sio, member, agent, move |event, _| event == name).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tool_requests_decided_by_the_policy_or_the_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = clean_command(std::path::Path::new(COVIBE));
+    cmd.arg("standalone")
+        .env("COVIBE_HTTP_ADDR", "127.0.0.1:0")
+        .env("COVIBE_DATA_DIR", dir.path())
+        .env("COVIBE_PROJECT_DIR", dir.path())
+        .env("COVIBE_AGENT_COMMAND", control_agent_command())
+        .env(
+            "COVIBE_LIMITS__APPROVAL_TIMEOUT_SECS",
+            TIMEOUT_SECS.to_string(),
+        );
+    let mut proc = covibe_testkit::Proc::spawn("standalone", cmd);
+    let gw = proc.wait_for_url("gateway listening on").await;
+    let gw = gw.as_str();
+    let http = reqwest::Client::new();
+
+    let (_, sarah) = create_team(&http, gw, "Rocket", "sarah@example.com", "Sarah").await;
+    let team_id = sarah["team"]["id"].as_str().unwrap().to_owned();
+    let sarah_id = sarah["user"]["id"].as_str().unwrap().to_owned();
+    let sarah_token = sarah["accessToken"].as_str().unwrap().to_owned();
+    let (status, miguel) = post(
+        &http,
+        &format!("{gw}/api/auth/login"),
+        None,
+        json!({"inviteCode": sarah["inviteCode"], "email": "miguel@example.com", "displayName": "Miguel"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{miguel}");
+    let miguel_id = miguel["user"]["id"].as_str().unwrap().to_owned();
+    let miguel_token = miguel["accessToken"].as_str().unwrap().to_owned();
+    let (_, chen) = create_team(&http, gw, "Other", "chen@example.com", "Chen").await;
+    let chen_token = chen["accessToken"].as_str().unwrap().to_owned();
+
+    let (status, body) = put(
+        &http,
+        &format!("{gw}/api/team/policy"),
+        &sarah_token,
+        json!({"allow": ["Bash(echo allowed:*)"], "deny": ["Bash(rm:*)"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    let mut sio = SioClient::start().await;
+    for (name, token) in [("sarah", &sarah_token), ("miguel", &miguel_token)] {
+        sio.connect(name, gw).await;
+        join(&mut sio, name, json!({"teamId": team_id, "token": token})).await;
+    }
+
+    // Allowed by the team's policy: runs without asking.
+    let (allowed, vm) = spawn(&http, gw, &sarah_token, "bash_cmd=echo%20allowed%20ok").await;
+    output_with(&mut sio, "sarah", &allowed, "allowed ok").await;
+    wait_for_status(&http, gw, &sarah_token, &allowed, "completed").await;
+
+    // Denied by it: refused without asking, and the agent goes on to its result.
+    let (denied, _) = spawn(&http, gw, &sarah_token, "bash_cmd=rm%20-rf%20nothing").await;
+    output_with(
+        &mut sio,
+        "sarah",
+        &denied,
+        "denied by the team's policy: Bash(rm:*)",
+    )
+    .await;
+    wait_for_status(&http, gw, &sarah_token, &denied, "completed").await;
+
+    // Undecided: the owner is asked; the teammate sees it, without the right to answer.
+    let (asked, _) = spawn(&http, gw, &sarah_token, "bash_cmd=echo%20undecided%20ran").await;
+    let card = event(&mut sio, "sarah", &asked, "agent_permission").await;
+    assert_eq!(card["canAnswer"], true, "{card}");
+    assert_eq!(card["tool"], "Bash");
+    assert_eq!(card["summary"], "echo undecided ran");
+    assert_eq!(card["input"]["command"], "echo undecided ran");
+    assert_eq!(card["owner"], sarah_id.as_str());
+    assert_eq!(card["state"], "pending");
+    let request_id = card["requestId"].as_str().unwrap().to_owned();
+    let seen = event(&mut sio, "miguel", &asked, "agent_permission").await;
+    assert_eq!(seen["canAnswer"], false, "{seen}");
+    assert_eq!(seen["requestId"], request_id.as_str());
+    wait_for_status(&http, gw, &sarah_token, &asked, "waiting_for_approval").await;
+    let (status, list) = get(&http, &format!("{gw}/api/agent/permissions"), &miguel_token).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["requests"][0]["requestId"], request_id.as_str());
+    let (_, other) = get(&http, &format!("{gw}/api/agent/permissions"), &chen_token).await;
+    assert_eq!(other["requests"], json!([]), "another team sees nothing");
+
+    let answer =
+        |decision: &str| json!({"agentId": asked, "requestId": request_id, "decision": decision});
+    let ack = sio
+        .emit_ack("miguel", "agent_permission_answer", answer("allow"))
+        .await;
+    assert_eq!(ack["ok"], false, "{ack}");
+    assert_eq!(ack["error"]["code"], "permission_denied", "{ack}");
+    let ack = sio
+        .emit_ack("sarah", "agent_permission_answer", answer("allow"))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(ack["request"]["state"], "allowed");
+    assert_eq!(ack["request"]["decidedBy"], sarah_id.as_str());
+    for member in ["sarah", "miguel"] {
+        let resolved = event(&mut sio, member, &asked, "agent_permission_resolved").await;
+        assert_eq!(resolved["requestId"], request_id.as_str());
+        assert_eq!(resolved["decision"], "allowed");
+        assert_eq!(resolved["decidedBy"], sarah_id.as_str());
+        output_with(&mut sio, member, &asked, "undecided ran").await;
+    }
+    let (status, late) = post(
+        &http,
+        &format!("{gw}/api/agent/{asked}/permissions/{request_id}"),
+        Some(&sarah_token),
+        json!({"decision": "deny"}),
+    )
+    .await;
+    assert_eq!(status, 409, "{late}");
+    assert_eq!(
+        late["error"]["message"],
+        "this request was already answered: allowed by the agent's owner"
+    );
+    wait_for_status(&http, gw, &sarah_token, &asked, "completed").await;
+
+    // The owner's phone is away: the request waits, is shown when she joins again, and times
+    // out to a deny; the agent goes on.
+    sio.close("sarah").await;
+    let (away, _) = spawn(&http, gw, &sarah_token, "bash_cmd=echo%20too%20late").await;
+    let card = event(&mut sio, "miguel", &away, "agent_permission").await;
+    let away_request = card["requestId"].as_str().unwrap().to_owned();
+    sio.connect("sarah", gw).await;
+    join(
+        &mut sio,
+        "sarah",
+        json!({"teamId": team_id, "token": sarah_token}),
+    )
+    .await;
+    let replayed = event(&mut sio, "sarah", &away, "agent_permission").await;
+    assert_eq!(replayed["requestId"], away_request.as_str());
+    assert_eq!(replayed["canAnswer"], true);
+    let resolved = event(&mut sio, "sarah", &away, "agent_permission_resolved").await;
+    assert_eq!(resolved["decision"], "timed_out");
+    assert_eq!(resolved["decidedBy"], "timeout");
+    output_with(
+        &mut sio,
+        "sarah",
+        &away,
+        &format!("no answer within {TIMEOUT_SECS} seconds"),
+    )
+    .await;
+    wait_for_status(&http, gw, &sarah_token, &away, "completed").await;
+
+    // Every decision in the audit log: which rule, or who, decided.
+    let (status, audit) = get(&http, &format!("{gw}/api/vm/{vm}/audit"), &sarah_token).await;
+    assert_eq!(status, 200, "{audit}");
+    let mut decisions: Vec<(String, String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "agent.permission")
+        .map(|e| {
+            (
+                e["actorId"].as_str().unwrap_or_default().to_owned(),
+                e["result"].as_str().unwrap_or_default().to_owned(),
+                e["detail"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    decisions.reverse();
+    let expected = [
+        (
+            "policy",
+            "allowed",
+            "allowed by the team's policy: Bash(echo allowed:*)",
+        ),
+        (
+            "policy",
+            "denied",
+            "denied by the team's policy: Bash(rm:*)",
+        ),
+        (miguel_id.as_str(), "refused", "not the agent's owner"),
+        (sarah_id.as_str(), "allowed", "allowed by its owner"),
+        ("timeout", "denied", "no answer within 4 seconds"),
+    ];
+    assert_eq!(decisions.len(), expected.len(), "{decisions:?}");
+    for ((actor, result, detail), (want_actor, want_result, want_detail)) in
+        decisions.iter().zip(expected)
+    {
+        assert_eq!((actor.as_str(), result.as_str()), (want_actor, want_result));
+        assert!(
+            detail.contains(want_detail),
+            "{detail:?} lacks {want_detail:?}"
+        );
+        assert!(
+            !detail.contains("undecided"),
+            "no input in the log: {detail}"
+        );
+    }
+    proc.kill().await;
+}
