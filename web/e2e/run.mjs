@@ -2,8 +2,9 @@
 // `covibe standalone` (the fake agent as its agent command) that serves the client built into the
 // binary. Run by covibe's end-to-end tests (`cargo nextest run --workspace`); by hand:
 //   node e2e/run.mjs --base http://127.0.0.1:8080 [--out e2e/out]
-// Two members at 390×844 create and join a team, watch an agent, chat, go offline and come back;
-// every screen is scanned with axe-core and photographed at 390×844 and 1280×800.
+// Two members at 390×844 create and join a team, set and read the tool policy, watch an agent,
+// chat, go offline and come back; every screen is scanned with axe-core and photographed at
+// 390×844 and 1280×800.
 import { createHmac, randomBytes } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -324,6 +325,85 @@ async function previewDeployChecks({ page }, viewer) {
   });
 }
 
+/**
+ * The tool policy on the Team screen (issue 21): the owner's save of a bad rule is refused with
+ * the server's words at the line it names; a good save is read by a member, read-only, who keeps
+ * stricter rules of their own; a later change by the owner reaches the member's open screen live.
+ */
+async function policyChecks(owner, viewer) {
+  const cardOf = (page) => page.locator('section.card', { has: page.getByRole('heading', { name: 'Tool policy', exact: true }) });
+  const teamForm = (page) => page.getByRole('form', { name: 'Team rules' });
+  const myForm = (page) => page.getByRole('form', { name: 'My stricter rules' });
+  // The card's top at the top of the scrolling <main> (scrollIntoView would scroll the shell too).
+  const toTop = (page) =>
+    cardOf(page).evaluate((el) => {
+      const main = el.closest('main');
+      main.scrollTop += el.getBoundingClientRect().top - main.getBoundingClientRect().top - 8;
+    });
+
+  await check('the owner saves a bad rule and is told which line, in the server\'s words', async () => {
+    const { page } = owner;
+    await tab(page, 'Team');
+    const form = teamForm(page);
+    await form.getByLabel('Allow').fill('Bash(git diff:*)\nEdit(src/**)');
+    await form.getByLabel('Deny').fill('Read(.env)\n\nBash(git diff');
+    await form.getByRole('button', { name: 'Save team rules' }).click();
+    const deny = form.getByLabel('Deny');
+    await form.getByText('Line 3, Bash(git diff: missing `)` at the end').waitFor();
+    if ((await deny.getAttribute('aria-invalid')) !== 'true') throw new Error('the deny list is not marked invalid');
+    await waitFor(page, () => document.activeElement?.id === 'policy-team-deny', null, 'the deny list takes the focus');
+    await form.scrollIntoViewIfNeeded();
+    await scan(page, 'tool policy with a refused rule');
+    await shoot(page, 'policy-refused-390x844');
+  });
+
+  await check('the owner saves the rules', async () => {
+    const { page } = owner;
+    const form = teamForm(page);
+    await form.getByLabel('Deny').fill('Read(.env)\nBash(rm:*)');
+    await form.getByRole('button', { name: 'Save team rules' }).click();
+    await form.getByRole('status').filter({ hasText: 'Saved.' }).waitFor();
+    await cardOf(page).getByTestId('policy-changed').filter({ hasText: 'Last changed by you' }).waitFor();
+    await toTop(page);
+    await shoot(page, 'policy-owner-390x844');
+  });
+
+  await check('a member sees the team rules read-only and saves stricter rules of their own', async () => {
+    const { page } = viewer;
+    await tab(page, 'Team');
+    const card = cardOf(page);
+    const rules = card.getByTestId('team-rules');
+    await rules.getByRole('list', { name: 'Allowed without asking' }).getByText('Bash(git diff:*)', { exact: true }).waitFor();
+    await rules.getByRole('list', { name: 'Refused' }).getByText('Bash(rm:*)', { exact: true }).waitFor();
+    await card.getByTestId('policy-changed').filter({ hasText: 'Last changed by Sarah' }).waitFor();
+    if (await teamForm(page).count()) throw new Error('a member has the team rules as a form');
+    if (await page.getByRole('button', { name: 'Save team rules' }).count()) throw new Error('a member can save the team rules');
+    const mine = myForm(page);
+    await mine.getByLabel('Deny').fill('Bash(npm publish:*)');
+    await mine.getByRole('button', { name: 'Save my rules' }).click();
+    await mine.getByRole('status').filter({ hasText: 'Saved.' }).waitFor();
+    await toTop(page);
+    await scan(page, 'tool policy, read-only');
+    await shoot(page, 'policy-member-390x844');
+    await page.setViewportSize(DESKTOP);
+    await toTop(page);
+    await shoot(page, 'policy-member-1280x800');
+    await page.setViewportSize(PHONE);
+  });
+
+  await check("the owner's next change reaches the member's open screen", async () => {
+    const form = teamForm(owner.page);
+    await form.getByLabel('Allow').fill('Bash(git diff:*)\nEdit(src/**)\nRead');
+    await form.getByRole('button', { name: 'Save team rules' }).click();
+    await form.getByRole('status').filter({ hasText: 'Saved.' }).waitFor();
+    const rules = cardOf(viewer.page).getByTestId('team-rules');
+    await rules.getByRole('list', { name: 'Allowed without asking' }).getByText('Read', { exact: true }).waitFor();
+    // The member's own rules, saved before, are still theirs.
+    const deny = await myForm(viewer.page).getByLabel('Deny').inputValue();
+    if (deny !== 'Bash(npm publish:*)') throw new Error(`the member's own deny rules read ${deny}`);
+  });
+}
+
 const sarah = await member('sarah');
 const miguel = await member('miguel');
 let agentId = '';
@@ -388,6 +468,8 @@ try {
     await page.getByRole('button', { name: 'Join team' }).click();
     await page.getByRole('navigation', { name: 'Main' }).waitFor();
   });
+
+  await policyChecks(sarah, miguel);
 
   await check('Sarah spawns an agent from the spawn sheet', async () => {
     const { page } = sarah;

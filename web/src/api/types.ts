@@ -21,6 +21,8 @@ export type AcceptHostKey = Schemas['AcceptHostKey'];
 export type AuditEntry = Schemas['AuditEntry'];
 export type AuditPage = Schemas['AuditPage'];
 export type PresenceName = Schemas['PresenceName'];
+export type PolicyRules = Schemas['PolicyRules'];
+export type PolicyView = Schemas['PolicyView'];
 
 export type ChatMessage = Schemas['ChatMessageView'];
 export type PresenceUser = Schemas['PresenceUserView'];

@@ -1,5 +1,5 @@
-// Team: members and roles, invites, signing in other devices, sessions, my VMs, the team
-// preview's settings (owners and admins), signing out.
+// Team: members and roles, invites, signing in other devices, sessions, my VMs, the tool
+// policy, the team preview's settings (owners and admins), signing out.
 
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, errorMessage, loadMe } from '../api/client';
@@ -8,6 +8,7 @@ import type { InviteInfo, NewInvite, Role, SessionInfo, SignInCode, User } from 
 import { ago, countdown, dateTime, initials } from '../app/format';
 import { CopyButton, ErrorText } from '../app/ui';
 import { members as teamMembers } from './members';
+import { PolicyCard } from './PolicyCard';
 import { PreviewCard } from './PreviewCard';
 import { Qr } from './Qr';
 import { Vms } from './Vms';
@@ -32,6 +33,7 @@ export function TeamScreen() {
         {manager && <Invites />}
         <Devices />
         <Vms />
+        <PolicyCard />
         {manager && <PreviewCard />}
         <section class="card wide" aria-labelledby="account-title">
           <h2 id="account-title">This device</h2>
