@@ -64,6 +64,8 @@ const EMAILS: [&str; 6] = [
     "olivia@example.com",
     "rita@example.com",
 ];
+/// A rule only the team under test has in its tool-use policy.
+const SECRET_RULE: &str = "Bash(alpha-only-deploy:*)";
 const NONE: usize = 0;
 const STRANGER: usize = 1;
 const OWN: usize = 5;
@@ -83,6 +85,11 @@ const MATRIX: &[(&str, [E; 6])] = &[
         [D, D, D, A, A, D],
     ),
     ("POST /api/team/transfer-ownership", [D, D, D, D, A, D]),
+    // The tool-use policy: read by all, the team's written by owners and admins, each
+    // member's own by themselves (another team's owner: on their own team).
+    ("GET /api/team/policy", [D, A, A, A, A, A]),
+    ("PUT /api/team/policy", [D, A, D, A, A, D]),
+    ("PUT /api/team/policy/mine", [D, A, A, A, A, A]),
     ("GET /api/team/presence", [D, A, A, A, A, A]),
     ("POST /api/auth/login", [A, A, A, A, A, A]),
     ("POST /api/auth/refresh", [A, A, A, A, A, A]),
@@ -96,6 +103,12 @@ const MATRIX: &[(&str, [E; 6])] = &[
     ("GET /api/agent/list", [D, A, A, A, A, A]),
     ("GET /api/agent/{id}", [D, D, A, A, A, A]),
     ("DELETE /api/agent/{id}", [D, D, D, D, D, A]),
+    // Tool requests: every member sees that an agent waits; only its owner answers.
+    ("GET /api/agent/permissions", [D, A, A, A, A, A]),
+    (
+        "POST /api/agent/{id}/permissions/{requestId}",
+        [D, D, D, D, D, A],
+    ),
     ("GET /api/agent/{id}/output", [D, D, A, A, A, A]),
     ("POST /api/chat/message", [D, A, A, A, A, A]),
     ("GET /api/chat/history", [D, A, A, A, A, A]),
@@ -126,6 +139,7 @@ const MATRIX: &[(&str, [E; 6])] = &[
     ("socket join_team", [D, D, A, A, A, A]),
     ("socket agent_spawn", [D, A, A, A, A, A]),
     ("socket agent_control", [D, D, D, D, D, A]),
+    ("socket agent_permission_answer", [D, D, D, D, D, A]),
     ("socket chat_message", [D, A, A, A, A, A]),
     ("socket presence_update", [D, A, A, A, A, A]),
     ("socket agent_watch", [D, A, A, A, A, A]),
@@ -219,8 +233,29 @@ const MATRIX: &[(&str, [E; 6])] = &[
         [D, A, A, A, A, A],
     ),
     (
+        "grpc covibe.team.v1.TeamService/GetPolicy",
+        [D, A, A, A, A, A],
+    ),
+    (
+        "grpc covibe.team.v1.TeamService/PutPolicy",
+        [D, A, D, A, A, D],
+    ),
+    // The orchestrator's, with its service token: no member's token will do.
+    (
+        "grpc covibe.team.v1.TeamService/GetAgentPolicy",
+        [D, D, D, D, D, D],
+    ),
+    (
         "grpc covibe.orchestrator.v1.OrchestratorService/SpawnAgent",
         [D, A, A, A, A, A],
+    ),
+    (
+        "grpc covibe.orchestrator.v1.OrchestratorService/ListPermissions",
+        [D, A, A, A, A, A],
+    ),
+    (
+        "grpc covibe.orchestrator.v1.OrchestratorService/AnswerPermission",
+        [D, D, D, D, D, A],
     ),
     (
         "grpc covibe.orchestrator.v1.OrchestratorService/ListAgents",
@@ -483,7 +518,13 @@ impl World<'_> {
     }
 
     async fn socket(&mut self, who: usize, event: &str, data: Value) -> Outcome {
-        let ack = self.sio.emit_ack(&format!("p{who}"), event, data).await;
+        let client = format!("p{who}");
+        if self.people[who].is_none() {
+            // A socket that never joins is closed after the join timeout: a fresh one each time.
+            self.sio.close(&client).await;
+            self.sio.connect(&client, &self.stack.gw).await;
+        }
+        let ack = self.sio.emit_ack(&client, event, data).await;
         if ack["ok"] == true {
             Ok(ack.to_string())
         } else {
@@ -574,6 +615,29 @@ impl World<'_> {
         covibe_vm_connector::ssh::fingerprint(key)
     }
 
+    /// A tool request of Rita's agent waiting for her answer (as the orchestrator stores one
+    /// its vm-agent sent); its id.
+    async fn waiting_request(&self) -> String {
+        use sea_orm::ConnectionTrait;
+        let request = uuid_like();
+        let rita = self.person(OWN);
+        let now = covibe_types::now_ms();
+        self.db
+            .execute_unprepared(&format!(
+                "INSERT INTO agent_permissions (agent_id, request_id, team_id, owner_id, tool, \
+                 tool_use_id, input_json, summary, state, message, created_at_ms, expires_at_ms) \
+                 VALUES ('{}', '{request}', '{}', '{}', 'Bash', 'toolu_1', \
+                 '{{\"command\":\"ls\"}}', 'ls', 'pending', '', {now}, {})",
+                self.rita_agent,
+                rita.team_id,
+                rita.user_id,
+                now + 3_600_000
+            ))
+            .await
+            .unwrap();
+        request
+    }
+
     async fn control_target(&self, who: usize, allowed: bool) -> String {
         if who != OWN || !allowed {
             return self.rita_agent.clone();
@@ -600,6 +664,31 @@ impl World<'_> {
         .await;
         assert_eq!(status, 201, "{body}");
         body["code"].as_str().unwrap().to_owned()
+    }
+
+    /// The owner gives the team under test a rule no other team has.
+    async fn put_secret_policy(&self) {
+        let (status, body) = crate::support::put(
+            &self.http,
+            &format!("{}/api/team/policy", self.stack.gw),
+            &self.owner().token,
+            json!({"allow": [SECRET_RULE], "deny": []}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// The team's policy as the owner reads it: its rules and who changed them when.
+    async fn team_policy(&self) -> Value {
+        let (status, mut body) = get(
+            &self.http,
+            &format!("{}/api/team/policy", self.stack.gw),
+            &self.owner().token,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        body["mine"] = Value::Null;
+        body
     }
 
     /// After a successful transfer of ownership to `to`, hand it back to the owner.
@@ -707,6 +796,36 @@ impl World<'_> {
                 outcome
             }
             "GET /api/team/presence" => self.checked(row, "/api/team/presence", t, None).await,
+            "GET /api/team/policy" => {
+                self.put_secret_policy().await;
+                let outcome = self.checked(row, "/api/team/policy", t, None).await;
+                if who == STRANGER {
+                    let text = outcome.as_deref().unwrap_or_default();
+                    assert!(
+                        !text.contains(SECRET_RULE),
+                        "the team's policy leaked to another team: {text}"
+                    );
+                }
+                outcome
+            }
+            "PUT /api/team/policy" => {
+                let before = self.team_policy().await;
+                let body = json!({"allow": ["Bash(git diff:*)", "Read"], "deny": ["Read(.env)"]});
+                let outcome = self.checked(row, "/api/team/policy", t, Some(body)).await;
+                let after = self.team_policy().await;
+                if outcome.is_ok() && who != STRANGER {
+                    assert_eq!(after["updatedBy"], json!(self.person(who).user_id));
+                    assert_eq!(after["team"]["deny"], json!(["Read(.env)"]));
+                } else {
+                    assert_eq!(after, before, "the team's policy changed: {outcome:?}");
+                }
+                outcome
+            }
+            "PUT /api/team/policy/mine" => {
+                let body = json!({"allow": [], "deny": ["Bash(rm:*)"]});
+                self.checked(row, "/api/team/policy/mine", t, Some(body))
+                    .await
+            }
             "POST /api/auth/login" => {
                 let (_, code) = self.invite().await;
                 let email = self.email();
@@ -746,6 +865,15 @@ impl World<'_> {
                     .await
             }
             "GET /api/agent/list" => self.checked(row, "/api/agent/list", t, None).await,
+            "GET /api/agent/permissions" => {
+                self.checked(row, "/api/agent/permissions", t, None).await
+            }
+            "POST /api/agent/{id}/permissions/{requestId}" => {
+                let request = self.waiting_request().await;
+                let path = format!("/api/agent/{}/permissions/{request}", self.rita_agent);
+                self.checked(row, &path, t, Some(json!({"decision": "deny"})))
+                    .await
+            }
             "GET /api/agent/{id}" => {
                 self.checked(row, &format!("/api/agent/{}", self.rita_agent), t, None)
                     .await
@@ -843,6 +971,12 @@ impl World<'_> {
             "socket agent_spawn" => {
                 self.socket(who, "agent_spawn", json!({"task": "lines=1"}))
                     .await
+            }
+            "socket agent_permission_answer" => {
+                let request = self.waiting_request().await;
+                let data =
+                    json!({"agentId": self.rita_agent, "requestId": request, "decision": "deny"});
+                self.socket(who, "agent_permission_answer", data).await
             }
             "socket agent_control" => {
                 let agent = self.control_target(who, allowed).await;
@@ -1049,12 +1183,50 @@ impl World<'_> {
                     .get_presence(req(team_pb::GetPresenceRequest {}, t))
                     .await,
             ),
+            "grpc covibe.team.v1.TeamService/GetPolicy" => grpc_outcome(
+                self.team
+                    .clone()
+                    .get_policy(req(team_pb::GetPolicyRequest {}, t))
+                    .await,
+            ),
+            "grpc covibe.team.v1.TeamService/PutPolicy" => {
+                let r = team_pb::PutPolicyRequest {
+                    scope: team_pb::PolicyScope::Team as i32,
+                    rules: Some(team_pb::PolicyRules {
+                        allow: vec!["Read".into()],
+                        deny: vec!["Read(.env)".into()],
+                    }),
+                };
+                grpc_outcome(self.team.clone().put_policy(req(r, t)).await)
+            }
+            "grpc covibe.team.v1.TeamService/GetAgentPolicy" => {
+                let r = team_pb::GetAgentPolicyRequest {
+                    team_id: self.owner().team_id.clone(),
+                    user_id: self.person(OWN).user_id.clone(),
+                };
+                grpc_outcome(self.team.clone().get_agent_policy(req(r, t)).await)
+            }
             "grpc covibe.orchestrator.v1.OrchestratorService/SpawnAgent" => {
                 let r = orch_pb::SpawnAgentRequest {
                     task: "lines=1".into(),
                     vm_id: String::new(),
                 };
                 grpc_outcome(self.orch.clone().spawn_agent(req(r, t)).await)
+            }
+            "grpc covibe.orchestrator.v1.OrchestratorService/ListPermissions" => grpc_outcome(
+                self.orch
+                    .clone()
+                    .list_permissions(req(orch_pb::ListPermissionsRequest {}, t))
+                    .await,
+            ),
+            "grpc covibe.orchestrator.v1.OrchestratorService/AnswerPermission" => {
+                let r = orch_pb::AnswerPermissionRequest {
+                    agent_id: self.rita_agent.clone(),
+                    request_id: self.waiting_request().await,
+                    decision: orch_pb::PermissionDecision::Deny.into(),
+                    message: String::new(),
+                };
+                grpc_outcome(self.orch.clone().answer_permission(req(r, t)).await)
             }
             "grpc covibe.orchestrator.v1.OrchestratorService/ListAgents" => grpc_outcome(
                 self.orch
