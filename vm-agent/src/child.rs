@@ -116,7 +116,19 @@ pub(crate) fn spawn(
     let conversation = match task {
         Task::InCommand => None,
         Task::Conversation(task, permissions) => {
-            Some(Conversation::start(stdin_tx.clone(), permissions, task))
+            // Where the agent works: the policy's path rules are read from there.
+            let project_dir = workdir
+                .map(Path::to_path_buf)
+                .or_else(|| std::env::current_dir().ok())
+                .and_then(|dir| std::path::absolute(dir).ok())
+                .map(|dir| dir.display().to_string())
+                .unwrap_or_default();
+            Some(Conversation::start(
+                stdin_tx.clone(),
+                permissions,
+                task,
+                project_dir,
+            ))
         }
     };
     let collector = tokio::spawn(collect(lines_rx, conversation.clone(), outbox, spool, log));

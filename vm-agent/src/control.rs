@@ -101,6 +101,8 @@ fn request_line(request_id: String, request: Request) -> Line {
                 input_json: input.to_string(),
                 tool_use_id: tool_use_id.unwrap_or_default(),
                 suggestions_json,
+                // The conversation knows it, not the line.
+                project_dir: String::new(),
             })
         }
         _ => Line::Unsupported {
@@ -218,6 +220,7 @@ mod tests {
                 input_json: r#"{"command":"ls"}"#.into(),
                 tool_use_id: "toolu_1".into(),
                 suggestions_json: r#"[{"type":"addRules"}]"#.into(),
+                project_dir: String::new(),
             })
         );
         let bare = br#"{"type":"control_request","request_id":"r2","request":{"subtype":"can_use_tool","tool_name":"Edit","input":{}}}"#;

@@ -28,6 +28,8 @@ pub(crate) enum Cut {
 pub(crate) struct Conversation {
     state: Arc<Mutex<State>>,
     permissions: Permissions,
+    /// Where the agent works (absolute), sent with each tool request.
+    project_dir: Arc<str>,
 }
 
 #[derive(Debug)]
@@ -47,6 +49,7 @@ impl Conversation {
         stdin: mpsc::Sender<Vec<u8>>,
         permissions: Permissions,
         task: &str,
+        project_dir: String,
     ) -> Self {
         let conversation = Self {
             state: Arc::new(Mutex::new(State {
@@ -57,6 +60,7 @@ impl Conversation {
                 interrupts: 0,
             })),
             permissions,
+            project_dir: project_dir.into(),
         };
         conversation.lock().user_message(task);
         conversation
@@ -93,7 +97,8 @@ impl Conversation {
                 state.close_when_idle();
                 false
             }
-            Line::Permission(request) => {
+            Line::Permission(mut request) => {
+                request.project_dir = self.project_dir.to_string();
                 let request_id = request.request_id.clone();
                 tracing::info!(request_id, tool = %request.tool, "the agent asks to use a tool");
                 match self.permissions.add(request) {
@@ -231,7 +236,8 @@ mod tests {
     fn turns_requests_and_answers() {
         let (tx, mut rx) = mpsc::channel(16);
         let permissions = Permissions::new();
-        let conversation = Conversation::start(tx, permissions.clone(), "fix it");
+        let conversation =
+            Conversation::start(tx, permissions.clone(), "fix it", "/work/app".into());
         let first = written(&mut rx);
         assert_eq!(first[0]["message"]["content"][0]["text"], "fix it");
 

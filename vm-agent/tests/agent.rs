@@ -343,6 +343,11 @@ async fn tool_requests_go_up_the_link_and_the_answer_decides() {
         let input: Value = serde_json::from_str(&first.input_json).unwrap();
         assert_eq!(input["command"], "touch ran.txt");
         assert!(first.tool_use_id.starts_with("toolu_"));
+        assert_eq!(
+            std::fs::canonicalize(&first.project_dir).unwrap(),
+            std::fs::canonicalize(spool.path()).unwrap(),
+            "the policy's path rules are read from where the agent works"
+        );
         let suggestions: Value = serde_json::from_str(&first.suggestions_json).unwrap();
         assert_eq!(suggestions[0]["rules"][0]["toolName"], "Bash");
         let output = events(&record);

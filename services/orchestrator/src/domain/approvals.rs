@@ -88,7 +88,13 @@ impl Agents {
         }
         let input: Value = serde_json::from_str(&request.input_json).unwrap_or(Value::Null);
         let tool = request.tool.as_str();
-        let (decision, whose) = self.decide(agent, tool, &input).await;
+        let project_dir = match request.project_dir.as_str() {
+            "" => ".",
+            dir => dir,
+        };
+        let (decision, whose) = self
+            .decide(agent, tool, &input, Path::new(project_dir))
+            .await;
         match decision {
             Decision::Deny { rule } => {
                 let message = format!("denied by {whose}: {rule}");
@@ -182,7 +188,13 @@ impl Agents {
 
     /// What the rules say, and whose rules a deny was (the team's, or the owner's own); `Ask`
     /// when they cannot be read or the input is not understood.
-    async fn decide(&self, agent: &Agent, tool: &str, input: &Value) -> (Decision, &'static str) {
+    async fn decide(
+        &self,
+        agent: &Agent,
+        tool: &str,
+        input: &Value,
+        project_dir: &Path,
+    ) -> (Decision, &'static str) {
         const ASK: (Decision, &str) = (Decision::Ask, "");
         let rules = match self.policy.rules(agent.team_id, agent.owner_id).await {
             Ok(rules) => rules,
@@ -203,9 +215,9 @@ impl Agents {
         if !input.is_object() {
             return ASK;
         }
-        // The project directory is the vm-agent's own, not known here: the rules' relative
-        // paths are read from the directory the agent works in.
-        let decision = covibe_policy::decide(&team, &mine, tool, input, Path::new("."));
+        // The rules' relative paths are read from the directory the agent works in, as its
+        // vm-agent says (`.` when it did not: then only relative inputs match them).
+        let decision = covibe_policy::decide(&team, &mine, tool, input, project_dir);
         let whose = match &decision {
             Decision::Deny { rule } if !team.deny.contains(rule) => "the owner's own policy",
             _ => "the team's policy",

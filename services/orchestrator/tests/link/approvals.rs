@@ -85,6 +85,11 @@ async fn approving_replica(
 }
 
 fn ask(id: &str, tool: &str, input: &serde_json::Value) -> AgentFrame {
+    ask_in(id, tool, input, "")
+}
+
+/// A tool request from an agent working in `project_dir`.
+fn ask_in(id: &str, tool: &str, input: &serde_json::Value, project_dir: &str) -> AgentFrame {
     AgentFrame {
         frame: Some(Frame::Permission(PermissionRequest {
             request_id: id.to_owned(),
@@ -92,6 +97,7 @@ fn ask(id: &str, tool: &str, input: &serde_json::Value) -> AgentFrame {
             input_json: input.to_string(),
             tool_use_id: format!("toolu_{id}"),
             suggestions_json: String::new(),
+            project_dir: project_dir.to_owned(),
         })),
     }
 }
@@ -173,6 +179,44 @@ async fn told(events: &mut Subscription, agent: AgentId) -> Told {
             }
             _ => {}
         }
+    }
+}
+
+/// A path rule is read from the directory the agent works in, which its vm-agent sends.
+#[tokio::test]
+async fn path_rules_are_read_from_the_agents_project_dir() {
+    let db = TestDb::sqlite();
+    let policy = FakePolicy::new(&["Edit(src/**)"], &[], &[]);
+    let hot = Arc::new(MemoryHotStore::new(1_000));
+    let (r, _audit) = approving_replica(&db.url, hot, policy.clone(), 60_000).await;
+    let (team, owner) = (TeamId::new(), UserId::new());
+    let (a, token) = new_agent(r.store.as_ref(), team, owner, AgentStatus::Running).await;
+    let (mut link, _) = attach(&r.client, a.id, &token).await;
+    let edit =
+        |path: &str| serde_json::json!({"file_path": path, "old_string": "a", "new_string": "b"});
+
+    // Claude Code names files by their absolute path: inside the project's src/, allowed.
+    link.send([ask_in(
+        "1",
+        "Edit",
+        &edit("/work/app/src/main.rs"),
+        "/work/app",
+    )])
+    .await;
+    assert_eq!(answered(link.command().await), allowed("1"));
+    // Outside it (or climbing out of it), the owner is asked.
+    for (id, path) in [
+        ("2", "/work/other/src/main.rs"),
+        ("3", "/work/app/src/../.env"),
+    ] {
+        link.send([ask_in(id, "Edit", &edit(path), "/work/app")])
+            .await;
+        guard("stored for the owner", async {
+            while r.store.permission(a.id, id).await.unwrap().is_none() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
     }
 }
 
