@@ -66,8 +66,6 @@ const EMAILS: [&str; 6] = [
 ];
 /// A rule only the team under test has in its tool-use policy.
 const SECRET_RULE: &str = "Bash(alpha-only-deploy:*)";
-/// A rule only the team under test has in its tool-use policy.
-const SECRET_RULE: &str = "Bash(alpha-only-deploy:*)";
 const NONE: usize = 0;
 const STRANGER: usize = 1;
 const OWN: usize = 5;
@@ -87,11 +85,6 @@ const MATRIX: &[(&str, [E; 6])] = &[
         [D, D, D, A, A, D],
     ),
     ("POST /api/team/transfer-ownership", [D, D, D, D, A, D]),
-    // The tool-use policy: read by all, the team's written by owners and admins, each
-    // member's own by themselves (another team's owner: on their own team).
-    ("GET /api/team/policy", [D, A, A, A, A, A]),
-    ("PUT /api/team/policy", [D, A, D, A, A, D]),
-    ("PUT /api/team/policy/mine", [D, A, A, A, A, A]),
     // The tool-use policy: read by all, the team's written by owners and admins, each
     // member's own by themselves (another team's owner: on their own team).
     ("GET /api/team/policy", [D, A, A, A, A, A]),
@@ -238,19 +231,6 @@ const MATRIX: &[(&str, [E; 6])] = &[
     (
         "grpc covibe.team.v1.TeamService/GetPresence",
         [D, A, A, A, A, A],
-    ),
-    (
-        "grpc covibe.team.v1.TeamService/GetPolicy",
-        [D, A, A, A, A, A],
-    ),
-    (
-        "grpc covibe.team.v1.TeamService/PutPolicy",
-        [D, A, D, A, A, D],
-    ),
-    // The orchestrator's, with its service token: no member's token will do.
-    (
-        "grpc covibe.team.v1.TeamService/GetAgentPolicy",
-        [D, D, D, D, D, D],
     ),
     (
         "grpc covibe.team.v1.TeamService/GetPolicy",
@@ -711,31 +691,6 @@ impl World<'_> {
         body
     }
 
-    /// The owner gives the team under test a rule no other team has.
-    async fn put_secret_policy(&self) {
-        let (status, body) = crate::support::put(
-            &self.http,
-            &format!("{}/api/team/policy", self.stack.gw),
-            &self.owner().token,
-            json!({"allow": [SECRET_RULE], "deny": []}),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-    }
-
-    /// The team's policy as the owner reads it: its rules and who changed them when.
-    async fn team_policy(&self) -> Value {
-        let (status, mut body) = get(
-            &self.http,
-            &format!("{}/api/team/policy", self.stack.gw),
-            &self.owner().token,
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        body["mine"] = Value::Null;
-        body
-    }
-
     /// After a successful transfer of ownership to `to`, hand it back to the owner.
     async fn transfer_back(&self, to: &Signed) {
         let (status, body) = post(
@@ -841,36 +796,6 @@ impl World<'_> {
                 outcome
             }
             "GET /api/team/presence" => self.checked(row, "/api/team/presence", t, None).await,
-            "GET /api/team/policy" => {
-                self.put_secret_policy().await;
-                let outcome = self.checked(row, "/api/team/policy", t, None).await;
-                if who == STRANGER {
-                    let text = outcome.as_deref().unwrap_or_default();
-                    assert!(
-                        !text.contains(SECRET_RULE),
-                        "the team's policy leaked to another team: {text}"
-                    );
-                }
-                outcome
-            }
-            "PUT /api/team/policy" => {
-                let before = self.team_policy().await;
-                let body = json!({"allow": ["Bash(git diff:*)", "Read"], "deny": ["Read(.env)"]});
-                let outcome = self.checked(row, "/api/team/policy", t, Some(body)).await;
-                let after = self.team_policy().await;
-                if outcome.is_ok() && who != STRANGER {
-                    assert_eq!(after["updatedBy"], json!(self.person(who).user_id));
-                    assert_eq!(after["team"]["deny"], json!(["Read(.env)"]));
-                } else {
-                    assert_eq!(after, before, "the team's policy changed: {outcome:?}");
-                }
-                outcome
-            }
-            "PUT /api/team/policy/mine" => {
-                let body = json!({"allow": [], "deny": ["Bash(rm:*)"]});
-                self.checked(row, "/api/team/policy/mine", t, Some(body))
-                    .await
-            }
             "GET /api/team/policy" => {
                 self.put_secret_policy().await;
                 let outcome = self.checked(row, "/api/team/policy", t, None).await;
@@ -1258,29 +1183,6 @@ impl World<'_> {
                     .get_presence(req(team_pb::GetPresenceRequest {}, t))
                     .await,
             ),
-            "grpc covibe.team.v1.TeamService/GetPolicy" => grpc_outcome(
-                self.team
-                    .clone()
-                    .get_policy(req(team_pb::GetPolicyRequest {}, t))
-                    .await,
-            ),
-            "grpc covibe.team.v1.TeamService/PutPolicy" => {
-                let r = team_pb::PutPolicyRequest {
-                    scope: team_pb::PolicyScope::Team as i32,
-                    rules: Some(team_pb::PolicyRules {
-                        allow: vec!["Read".into()],
-                        deny: vec!["Read(.env)".into()],
-                    }),
-                };
-                grpc_outcome(self.team.clone().put_policy(req(r, t)).await)
-            }
-            "grpc covibe.team.v1.TeamService/GetAgentPolicy" => {
-                let r = team_pb::GetAgentPolicyRequest {
-                    team_id: self.owner().team_id.clone(),
-                    user_id: self.person(OWN).user_id.clone(),
-                };
-                grpc_outcome(self.team.clone().get_agent_policy(req(r, t)).await)
-            }
             "grpc covibe.team.v1.TeamService/GetPolicy" => grpc_outcome(
                 self.team
                     .clone()
