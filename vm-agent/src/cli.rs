@@ -42,8 +42,8 @@ pub struct DaemonArgs {
     /// The VM's id, as registered with the `dial_in` strategy.
     #[arg(long)]
     pub vm_id: String,
-    /// The agent command template, as for `run`, e.g.
-    /// "claude -p {task} --output-format stream-json --verbose".
+    /// The agent command template, as for `run`, e.g. "claude -p --input-format stream-json
+    /// --output-format stream-json --verbose --permission-prompt-tool stdio".
     #[arg(long, env = "COVIBE_AGENT_COMMAND")]
     pub command: String,
     /// Directory the agents run in [default: the current directory].
@@ -80,8 +80,9 @@ pub struct RunArgs {
     /// The agent's id as the orchestrator knows it; also names the log file.
     #[arg(long)]
     pub agent_id: String,
-    /// The agent command; the word containing {task} receives the task as one argument, e.g.
-    /// "claude -p {task} --output-format stream-json --verbose". Never run through a shell.
+    /// The agent command; the word containing {task} receives the task as one argument (e.g.
+    /// "claude -p {task} --output-format stream-json --verbose"), or, with `--input-format
+    /// stream-json`, the task is its first message on stdin. Never run through a shell.
     #[arg(long)]
     pub command: String,
     /// The task, given to the command as one argument.

@@ -24,7 +24,7 @@ describe('daemonCommand', () => {
     expect(cmd).toContain(`COVIBE_VM_TOKEN='tok'\\''en' covibe vm-agent daemon`);
     expect(cmd).toContain(`--connector-url 'http://host:50054'`);
     expect(cmd).toContain(`--vm-id 'vm-1'`);
-    expect(cmd).toContain(`--command 'claude -p {task} --output-format stream-json --verbose'`);
+    expect(cmd).toContain(`--command 'claude -p --input-format stream-json --output-format stream-json --verbose --permission-prompt-tool stdio'`);
   });
 });
 

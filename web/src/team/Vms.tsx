@@ -21,7 +21,7 @@ export function daemonCommand(vmId: string, token: string, connectorUrl: string)
     `COVIBE_VM_TOKEN=${quote(token)} covibe vm-agent daemon \\`,
     `  --connector-url ${quote(connectorUrl)} \\`,
     `  --vm-id ${quote(vmId)} \\`,
-    `  --command 'claude -p {task} --output-format stream-json --verbose'`,
+    `  --command 'claude -p --input-format stream-json --output-format stream-json --verbose --permission-prompt-tool stdio'`,
   ].join('\n');
 }
 
