@@ -19,6 +19,7 @@ import {
   type Agent,
 } from './store';
 import { VirtualList } from './VirtualList';
+import { Approvals } from '../approvals/Approvals';
 import './agents.css';
 
 export function StatusBadge({ status }: { status: string }) {
@@ -220,6 +221,7 @@ export function AgentScreen({ id }: { id: string }) {
         }}
         empty={<p class="muted log-empty">{loading ? 'Loading output…' : 'No output yet.'}</p>}
       />
+      <Approvals agentId={id} />
       {agent && mine && <Controls agent={agent} />}
     </section>
   );

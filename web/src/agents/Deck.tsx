@@ -5,6 +5,7 @@ import { followLink } from '../app/route';
 import { StatusBadge } from './AgentScreen';
 import { formatCost, formatDuration, isLive } from './render';
 import { SpawnSheet } from './SpawnSheet';
+import { DeckApprovals } from '../approvals/Approvals';
 import { agents, agentsLoaded, dismiss, elapsedMs, myUserId, notifications, now, ownerName, type Agent } from './store';
 import './agents.css';
 
@@ -51,6 +52,7 @@ export function Deck() {
             : 'Loading agents…'
           : `${list.length} agent${list.length === 1 ? '' : 's'}, ${running} running`}
       </p>
+      <DeckApprovals />
       <div class="notes" role="status" aria-label="Notifications">
         {notifications.value.map((n) => (
           <div key={n.id} class={`note note-${n.tone}`}>

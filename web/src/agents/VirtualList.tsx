@@ -75,6 +75,28 @@ export function VirtualList(props: Props) {
     v._willUpdate();
   });
 
+  // A viewport that shrinks (a card or the keyboard below the list) keeps a reader who was at
+  // the end there; where the reader was is what their scrolling left, not what the shrink did.
+  useLayoutEffect(() => {
+    const el = scrollRef.current;
+    if (!el || typeof ResizeObserver === 'undefined') return;
+    let atEnd = true;
+    let height = el.clientHeight;
+    const onScroll = () => {
+      atEnd = el.scrollHeight - el.scrollTop - el.clientHeight <= AT_END;
+    };
+    const resized = new ResizeObserver(() => {
+      if (el.clientHeight < height && atEnd) v.scrollToEnd();
+      height = el.clientHeight;
+    });
+    el.addEventListener('scroll', onScroll, { passive: true });
+    resized.observe(el);
+    return () => {
+      resized.disconnect();
+      el.removeEventListener('scroll', onScroll);
+    };
+  }, [v]);
+
   // Another rendering of the rows: forget their heights, keep the reader's place.
   useLayoutEffect(() => {
     if (s.layout === props.layout) return;

@@ -234,6 +234,7 @@ export const STATUS: Record<string, { word: string; live: boolean }> = {
   pending: { word: 'Pending', live: true },
   starting: { word: 'Starting', live: true },
   running: { word: 'Running', live: true },
+  waiting_for_approval: { word: 'Waiting for approval', live: true },
   completed: { word: 'Completed', live: false },
   failed: { word: 'Failed', live: false },
   killed: { word: 'Killed', live: false },

@@ -99,9 +99,12 @@ export function dismiss(id: number) {
   notifications.value = notifications.value.filter((n) => n.id !== id);
 }
 
-/** How far along a status is: an answer read before a newer event never takes an agent back. */
+/**
+ * How far along a status is: an answer read before a newer event never takes an agent back.
+ * Waiting for approval is running too (it goes back and forth between the two).
+ */
 const stage = (status: string): number =>
-  status === 'pending' ? 0 : status === 'starting' ? 1 : status === 'running' ? 2 : 3;
+  status === 'pending' ? 0 : status === 'starting' ? 1 : status === 'running' || status === 'waiting_for_approval' ? 2 : 3;
 
 /** `next` unless it is older news than `prev` (then `prev`'s status and times stand). */
 function newer(prev: Agent | undefined, next: Agent): Agent {

@@ -3,6 +3,7 @@
 
 import type { ComponentChildren, JSX } from 'preact';
 import { session } from '../api/session';
+import { approvalCount } from '../approvals/Approvals';
 import { unread } from '../chat/store';
 import { realtime } from '../realtime/socket';
 import { ChatIcon, DeckIcon, Mark, ShowcaseIcon, TeamIcon } from './icons';
@@ -26,6 +27,7 @@ export function Shell({ screen, fill, children }: { screen: Screen['name']; fill
   const s = session.value;
   const state = realtime.connection.value;
   const unreadCount = unread.value;
+  const waitingOnMe = approvalCount();
   return (
     <div class="shell">
       <a class="skip-link" href="#main">
@@ -54,6 +56,11 @@ export function Shell({ screen, fill, children }: { screen: Screen['name']; fill
                 <a class="tab" href={tab.href} onClick={followLink} aria-current={current ? 'page' : undefined}>
                   <Icon />
                   <span>{tab.label}</span>
+                  {tab.href === '/' && waitingOnMe > 0 && screen !== 'deck' && (
+                    <span class="tab-badge tab-badge-approval" title="Waiting for your approval" aria-hidden="true">
+                      {waitingOnMe > 99 ? '99+' : waitingOnMe}
+                    </span>
+                  )}
                   {tab.href === '/workshop' && unreadCount > 0 && !current && (
                     <span class="tab-badge" aria-hidden="true">
                       {unreadCount > 99 ? '99+' : unreadCount}
