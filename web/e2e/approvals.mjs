@@ -140,7 +140,7 @@ async function spawnAgent(page, task) {
   const sheet = page.getByRole('dialog', { name: 'New agent' });
   await sheet.getByLabel('Task').fill(task);
   await sheet.getByRole('button', { name: 'Start agent' }).click();
-  const item = page.getByRole('list', { name: 'Agents' }).locator('li[data-agent-id]', { hasText: task.split(' ').pop() });
+  const item = page.getByRole('list', { name: 'Agents' }).locator('li[data-agent-id]', { hasText: task });
   await item.first().waitFor();
   return item.first().getAttribute('data-agent-id');
 }
@@ -290,6 +290,28 @@ try {
     await page.getByRole('log', { name: 'Agent output' }).locator('.it-final').waitFor();
     if (await page.getByRole('button', { name: 'Jump to latest ↓' }).count()) throw new Error('the view lost the end of the output');
     await shoot(page, 'approval-denied-390x844');
+  });
+
+  await check('an AskUserQuestion shows its question and options', async () => {
+    const { page } = sarah;
+    const third = await spawnAgent(page, 'ask lines=1 Pick a greeting');
+    await openAgent(page, third);
+    const card = page.getByTestId('approval-card');
+    await card.getByRole('heading', { name: /Bash/ }).waitFor();
+    await card.getByRole('button', { name: 'Allow', exact: true }).click();
+    await card.getByRole('heading', { name: /AskUserQuestion/ }).waitFor();
+    await card.getByText('Which greeting should the app use?').waitFor();
+    const options = card.getByRole('list', { name: 'Options' });
+    for (const label of ['Hello', 'Hi']) await options.getByText(label, { exact: true }).waitFor();
+    // "Always" makes no sense for a question: it is not offered.
+    if (await card.getByRole('button', { name: 'Always for this agent', exact: true }).count()) throw new Error('a question offers Always');
+    // The output follows to the question's tool use, the card below it.
+    await page.getByRole('log', { name: 'Agent output' }).locator('.tool-name', { hasText: 'AskUserQuestion' }).waitFor();
+    await page.getByRole('button', { name: 'Jump to latest ↓' }).waitFor({ state: 'detached' });
+    await scan(page, 'agent with a question');
+    await shoot(page, 'approval-ask-390x844');
+    await card.getByRole('button', { name: 'Allow', exact: true }).click();
+    await page.locator('.agent-meta .status-completed').waitFor();
   });
 } catch (error) {
   problems.push(`step "${step}" failed: ${error.message}`);

@@ -116,15 +116,18 @@ function OwnerCard({ request, now }: { request: Waiting; now: number }) {
         <button type="button" class="btn btn-primary" disabled={!!sending} onClick={() => void reply('allow')}>
           {sending === 'allow' ? 'Allowing…' : 'Allow'}
         </button>
-        <button
-          type="button"
-          class="btn approval-always"
-          disabled={!!sending}
-          title={`Allow, and allow this agent's later ${request.tool} uses without asking`}
-          onClick={() => void reply('allow_always_for_agent')}
-        >
-          {sending === 'allow_always_for_agent' ? 'Allowing…' : 'Always for this agent'}
-        </button>
+        {/* Always answering a question with no answer would be no answer at all. */}
+        {request.tool !== 'AskUserQuestion' && (
+          <button
+            type="button"
+            class="btn approval-always"
+            disabled={!!sending}
+            title={`Allow, and allow this agent's later ${request.tool} uses without asking`}
+            onClick={() => void reply('allow_always_for_agent')}
+          >
+            {sending === 'allow_always_for_agent' ? 'Allowing…' : 'Always for this agent'}
+          </button>
+        )}
       </div>
       {error && (
         <p class="alert" role="alert">
