@@ -1,6 +1,7 @@
-//! The web client: its own unit tests (Vitest), and the browser suite (`web/e2e/run.mjs`: Debian's
-//! Chromium driven by playwright-core) against a real `covibe standalone` serving the client built
-//! into this binary, with the fake agent. Screenshots land in `web/e2e/out/`.
+//! The web client: its own unit tests (Vitest), and the browser suites (`web/e2e/run.mjs` and
+//! `approvals.mjs`: Debian's Chromium driven by playwright-core) against a real `covibe
+//! standalone` serving the client built into this binary, with the fake agent. Screenshots land
+//! in `web/e2e/out/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -77,6 +78,33 @@ async fn web_client_works_in_a_browser() {
         output.status.success(),
         "{}",
         report("the browser suite", &output)
+    );
+}
+
+/// Tool approval in the browser (`web/e2e/approvals.mjs`, which starts its own `covibe
+/// standalone` with the fake agent speaking Claude Code's control protocol): the owner sees the
+/// request as a card on the agent and on the Command Deck, allows, and the output goes on; a
+/// teammate sees that the agent waits, and no buttons.
+#[tokio::test]
+async fn tool_approvals_work_in_a_browser() {
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "the browser suite drives Debian's Chromium: apt-get install chromium (.ci/run does)"
+    );
+    let output = tokio::process::Command::new("node")
+        .arg("e2e/approvals.mjs")
+        .arg("--covibe")
+        .arg(crate::support::COVIBE)
+        .arg("--out")
+        .arg(web_dir().join("e2e/out"))
+        .current_dir(web_dir())
+        .output()
+        .await
+        .expect("node runs the browser suite");
+    assert!(
+        output.status.success(),
+        "{}",
+        report("the approvals browser suite", &output)
     );
 }
 
