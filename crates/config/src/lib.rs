@@ -15,8 +15,7 @@ use serde::{Deserialize, Serialize};
 /// Claude Code reading its task and follow-ups as stream-json on stdin and asking for each tool
 /// use that needs permission over the control protocol (answered by the team's policy or the
 /// agent's owner).
-pub const DEFAULT_AGENT_COMMAND: &str =
-    "claude -p --input-format stream-json --output-format stream-json --verbose --permission-prompt-tool stdio";
+pub const DEFAULT_AGENT_COMMAND: &str = "claude -p --input-format stream-json --output-format stream-json --verbose --permission-prompt-tool stdio";
 
 /// The most threads `workers` may ask for.
 pub const MAX_WORKERS: usize = 256;
