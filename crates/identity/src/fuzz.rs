@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use covibe_proto::tonic::metadata::{MetadataMap, MetadataValue};
+use covibe_testkit::fuzz::{config, edits, mutate};
 use covibe_types::{Code, SessionId, TeamId, UserId};
 use proptest::prelude::*;
 
@@ -15,36 +16,9 @@ use crate::keys::KeyFiles;
 use crate::load::load_or_generate;
 use crate::token::{Principal, bearer_from_metadata};
 
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
-/// Applies byte edits to a valid input: `(kind, at, byte)`, `at` taken modulo the length.
-fn mutate(mut bytes: Vec<u8>, edits: &[(u8, usize, u8)]) -> Vec<u8> {
-    for &(kind, at, byte) in edits {
-        let at = at % (bytes.len() + 1);
-        match kind % 5 {
-            0 if at < bytes.len() => bytes[at] ^= byte | 1,
-            1 => bytes.insert(at, byte),
-            2 if at < bytes.len() => {
-                bytes.remove(at);
-            }
-            // A token's own alphabet and separator, so that mutants still look like tokens.
-            3 if at < bytes.len() => {
-                bytes[at] = b"ABCxyz019-_.="[usize::from(byte) % 13];
-            }
-            _ => bytes.truncate(at),
-        }
-    }
-    bytes
-}
-
-fn edits() -> impl Strategy<Value = Vec<(u8, usize, u8)>> {
-    prop::collection::vec(any::<(u8, usize, u8)>(), 1..5)
+/// A token's own alphabet and separator, so that mutants still look like tokens.
+fn token_char(byte: u8) -> u8 {
+    b"ABCxyz019-_.="[usize::from(byte) % 13]
 }
 
 /// Tokens as a caller may send them: untouched, mutated, or random. Only an untouched token
@@ -81,7 +55,7 @@ fn fuzz_access_tokens() {
         ),
     ];
     let input = prop_oneof![
-        (0..2usize, edits()).prop_map(|(which, e)| (Some(which), e, String::new())),
+        (0..2usize, edits(1..5)).prop_map(|(which, e)| (Some(which), e, String::new())),
         any::<String>().prop_map(|s| (None, Vec::new(), s)),
         "[A-Za-z0-9_=-]{0,60}\\.[A-Za-z0-9_=-]{0,200}\\.[A-Za-z0-9_=-]{0,90}".prop_map(|s| (
             None,
@@ -92,7 +66,7 @@ fn fuzz_access_tokens() {
     proptest!(config(1500), |((which, edits, random) in input)| {
         let token = match which {
             Some(which) => {
-                let bytes = mutate(originals[which].0.clone().into_bytes(), &edits);
+                let bytes = mutate(originals[which].0.clone().into_bytes(), &edits, Some(token_char));
                 let Ok(token) = String::from_utf8(bytes) else {
                     return Ok(());
                 };

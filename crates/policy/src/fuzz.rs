@@ -5,18 +5,11 @@
 
 use std::path::Path;
 
+use covibe_testkit::fuzz::config;
 use proptest::prelude::*;
 use serde_json::json;
 
 use crate::{Decision, Policy, Rule, decide};
-
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 /// Rule-like text: a tool name (known, MCP or odd) and maybe a specifier of the characters
 /// that matter to the parsers.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use covibe_testkit::fuzz::{config, edits, mutate};
 use futures::future::BoxFuture;
 use proptest::prelude::*;
 use serde_json::value::RawValue;
@@ -22,34 +23,6 @@ use crate::handler::Handler;
 use crate::io::Io;
 use crate::packet::{self, Engine, Frame};
 use crate::socket::{Event, Socket};
-
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
-/// Applies byte edits to a valid input: `(kind, at, byte)`, `at` taken modulo the length.
-fn mutate(mut bytes: Vec<u8>, edits: &[(u8, usize, u8)]) -> Vec<u8> {
-    for &(kind, at, byte) in edits {
-        let at = at % (bytes.len() + 1);
-        match kind % 4 {
-            0 if at < bytes.len() => bytes[at] ^= byte | 1,
-            1 => bytes.insert(at, byte),
-            2 if at < bytes.len() => {
-                bytes.remove(at);
-            }
-            _ => bytes.truncate(at),
-        }
-    }
-    bytes
-}
-
-fn edits() -> impl Strategy<Value = Vec<(u8, usize, u8)>> {
-    prop::collection::vec(any::<(u8, usize, u8)>(), 0..6)
-}
 
 /// Panics raised by this crate's own code (not by a test's assertion) while the targets run:
 /// the server's tasks catch a panic, so a test would not see it otherwise.
@@ -128,7 +101,7 @@ fn fuzz_socketio_packets() {
     let text = prop_oneof![
         any::<String>().prop_map(String::into_bytes),
         "[0-6][0-9/,\\[\\]{}\":a-z\\\\-]{0,40}".prop_map(String::into_bytes),
-        (valid_packet(), edits()).prop_map(|(p, e)| mutate(p, &e)),
+        (valid_packet(), edits(0..6)).prop_map(|(p, e)| mutate(p, &e, None)),
     ];
     proptest!(config(4000), |(bytes in text)| {
         let Ok(text) = std::str::from_utf8(&bytes) else {
@@ -194,7 +167,7 @@ fn polling_body() -> impl Strategy<Value = Vec<u8>> {
         .prop_map(|packets| packets.join(&packet::SEPARATOR));
     prop_oneof![
         any::<Vec<u8>>(),
-        (packets, edits()).prop_map(|(body, e)| mutate(body, &e)),
+        (packets, edits(0..6)).prop_map(|(body, e)| mutate(body, &e, None)),
         // Past the payload limit, by a little or a lot.
         (MAX_PAYLOAD + 1..MAX_PAYLOAD * 4).prop_map(|len| vec![b'6'; len]),
     ]
@@ -408,7 +381,7 @@ fn fuzz_websocket_fragments() {
         prop::collection::vec(any::<u8>(), 0..MAX_PAYLOAD * 2),
         prop::collection::vec(any::<usize>(), 0..5),
         any::<[u8; 4]>(),
-        prop_oneof![2 => Just(Vec::new()), 1 => edits()],
+        prop_oneof![2 => Just(Vec::new()), 1 => edits(0..6)],
         prop::collection::vec(1usize..300, 0..8),
         prop::bool::weighted(0.1),
     );
@@ -419,7 +392,7 @@ fn fuzz_websocket_fragments() {
         let bytes = if random {
             data.clone()
         } else {
-            let mut bytes = mutate(valid.clone(), &edits);
+            let mut bytes = mutate(valid.clone(), &edits, None);
             bytes.extend_from_slice(&sentinel);
             bytes
         };

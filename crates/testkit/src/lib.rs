@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod db;
+pub mod fuzz;
 mod node;
 mod pg_server;
 mod process;

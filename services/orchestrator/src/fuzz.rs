@@ -9,40 +9,11 @@ use covibe_proto::common::v1::{AgentStatus, OutputStream};
 use covibe_proto::prost::Message;
 use covibe_proto::vmagent::v1::agent_frame::Frame;
 use covibe_proto::vmagent::v1::{AgentFrame, Heartbeat, Hello, Output, StatusChange};
+use covibe_testkit::fuzz::{config, edits, huge_length, mutate};
 use covibe_types::AgentId;
 use proptest::prelude::*;
 
 use crate::stream_json::parse;
-
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
-/// Applies byte edits to a valid input: `(kind, at, byte)`, `at` taken modulo the length.
-fn mutate(mut bytes: Vec<u8>, edits: &[(u8, usize, u8)]) -> Vec<u8> {
-    for &(kind, at, byte) in edits {
-        let at = at % (bytes.len() + 1);
-        match kind % 5 {
-            0 if at < bytes.len() => bytes[at] ^= byte | 1,
-            1 => bytes.insert(at, byte),
-            2 if at < bytes.len() => {
-                bytes.remove(at);
-            }
-            // A length or varint byte made huge: a declared length past the input.
-            3 if at < bytes.len() => bytes[at] = 0x80 | byte,
-            _ => bytes.truncate(at),
-        }
-    }
-    bytes
-}
-
-fn edits() -> impl Strategy<Value = Vec<(u8, usize, u8)>> {
-    prop::collection::vec(any::<(u8, usize, u8)>(), 0..6)
-}
 
 fn frame() -> impl Strategy<Value = AgentFrame> {
     let text = "[ -~]{0,40}";
@@ -86,7 +57,11 @@ fn frame() -> impl Strategy<Value = AgentFrame> {
 fn fuzz_agent_frame_decode() {
     let input = prop_oneof![
         prop::collection::vec(any::<u8>(), 0..200),
-        (frame(), edits()).prop_map(|(frame, e)| mutate(frame.encode_to_vec(), &e)),
+        (frame(), edits(0..6)).prop_map(|(frame, e)| mutate(
+            frame.encode_to_vec(),
+            &e,
+            Some(huge_length)
+        )),
     ];
     proptest!(config(5000), |(bytes in input)| {
         let Ok(frame) = AgentFrame::decode(bytes.as_slice()) else {
@@ -129,8 +104,11 @@ const LINES: &[&str] = &[
 fn fuzz_stream_json_lines() {
     let input = prop_oneof![
         prop::collection::vec(any::<u8>(), 0..200),
-        (prop::sample::select(LINES), edits())
-            .prop_map(|(line, e)| mutate(line.as_bytes().to_vec(), &e)),
+        (prop::sample::select(LINES), edits(0..6)).prop_map(|(line, e)| mutate(
+            line.as_bytes().to_vec(),
+            &e,
+            Some(huge_length)
+        )),
     ];
     proptest!(config(3000), |(line in input)| {
         let parsed = parse(&line);

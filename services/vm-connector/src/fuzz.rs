@@ -12,38 +12,9 @@ use covibe_proto::vmconnector::v1::daemon_frame::Frame;
 use covibe_proto::vmconnector::v1::{
     DaemonFrame, DaemonHeartbeat, DaemonHello, JobResult, SpawnResult,
 };
+use covibe_testkit::fuzz::{config, edits, huge_length, mutate};
 use covibe_types::VmId;
 use proptest::prelude::*;
-
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
-/// Applies byte edits to a valid input: `(kind, at, byte)`, `at` taken modulo the length.
-fn mutate(mut bytes: Vec<u8>, edits: &[(u8, usize, u8)]) -> Vec<u8> {
-    for &(kind, at, byte) in edits {
-        let at = at % (bytes.len() + 1);
-        match kind % 5 {
-            0 if at < bytes.len() => bytes[at] ^= byte | 1,
-            1 => bytes.insert(at, byte),
-            2 if at < bytes.len() => {
-                bytes.remove(at);
-            }
-            // A length or varint byte made huge: a declared length past the input.
-            3 if at < bytes.len() => bytes[at] = 0x80 | byte,
-            _ => bytes.truncate(at),
-        }
-    }
-    bytes
-}
-
-fn edits() -> impl Strategy<Value = Vec<(u8, usize, u8)>> {
-    prop::collection::vec(any::<(u8, usize, u8)>(), 0..6)
-}
 
 fn spawn_result() -> impl Strategy<Value = SpawnResult> {
     ("[ -~]{0,40}", any::<bool>(), "\\PC{0,40}").prop_map(|(agent_id, ok, message)| SpawnResult {
@@ -108,7 +79,11 @@ fn round_trip<M: Message + Default + PartialEq + std::fmt::Debug>(
 fn fuzz_daemon_frame_decode() {
     let input = prop_oneof![
         prop::collection::vec(any::<u8>(), 0..200),
-        (daemon_frame(), edits()).prop_map(|(frame, e)| mutate(frame.encode_to_vec(), &e)),
+        (daemon_frame(), edits(0..6)).prop_map(|(frame, e)| mutate(
+            frame.encode_to_vec(),
+            &e,
+            Some(huge_length)
+        )),
     ];
     proptest!(config(5000), |(bytes in input)| {
         if let Some(DaemonFrame { frame: Some(Frame::Hello(hello)) }) =
@@ -151,7 +126,11 @@ fn fuzz_control_message_decode() {
     });
     let input = prop_oneof![
         prop::collection::vec(any::<u8>(), 0..200),
-        (message, edits()).prop_map(|(message, e)| mutate(message.encode_to_vec(), &e)),
+        (message, edits(0..6)).prop_map(|(message, e)| mutate(
+            message.encode_to_vec(),
+            &e,
+            Some(huge_length)
+        )),
     ];
     proptest!(config(3000), |(bytes in input)| {
         round_trip::<ControlMessage>(&bytes)?;

@@ -3,17 +3,10 @@
 //! connection is fuzzed in the crate's `fuzz` module.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use covibe_testkit::fuzz::config;
 use proptest::prelude::*;
 
 use super::{BINARY, CLOSE, CONTINUATION, PING, PONG, PROTOCOL_ERROR, TEXT, TOO_BIG, parse};
-
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 /// A masked client frame whose header declares `declared` bytes (the payload may be shorter).
 fn frame(b0: u8, declared: u64, payload: &[u8], mask: [u8; 4], encoding: u8) -> Vec<u8> {
