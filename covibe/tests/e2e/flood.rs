@@ -461,17 +461,7 @@ async fn long_lines_arrive_whole_live_in_history_and_on_resume() {
 
     // Live: every line once, in order, the same bytes.
     let tally = live.sio.tally_of("live", &agent).await;
-    assert_eq!(
-        (
-            tally.count,
-            tally.first_seq,
-            tally.last_seq,
-            tally.anomalies
-        ),
-        (total, Some(0), Some(total - 1), 0),
-        "live: every line once, in order ({:?} resyncs)",
-        live.resyncs
-    );
+    tally.assert_every_line_once(total, "live");
     assert_eq!(tally.bytes, history_bytes, "live: every byte");
 
     // A socket that resumes from the start gets it all again.
@@ -482,16 +472,7 @@ async fn long_lines_arrive_whole_live_in_history_and_on_resume() {
     resume["since"] = json!({ agent.as_str(): -1 });
     join(&mut late, "late", resume).await;
     let tally = late.tally_of("late", &agent).await;
-    assert_eq!(
-        (
-            tally.count,
-            tally.first_seq,
-            tally.last_seq,
-            tally.anomalies
-        ),
-        (total, Some(0), Some(total - 1), 0),
-        "resume: every line once, in order"
-    );
+    tally.assert_every_line_once(total, "resume");
     assert_eq!(tally.bytes, history_bytes, "resume: every byte");
     eprintln!(
         "long lines: {history_bytes} bytes in {total} lines, {pages} history pages, {:?} resyncs live; {:.1} s",

@@ -56,6 +56,17 @@ pub struct Tally {
     pub first_anomaly: Value,
 }
 
+impl Tally {
+    /// Asserts the client got seqs `0..total`, each once, in order (`what` says which client).
+    pub fn assert_every_line_once(&self, total: u64, what: &str) {
+        assert_eq!(
+            (self.count, self.first_seq, self.last_seq, self.anomalies),
+            (total, Some(0), Some(total.saturating_sub(1)), 0),
+            "{what}: every line exactly once, in order: {self:?}"
+        );
+    }
+}
+
 /// Real Socket.io clients in one Node process.
 pub struct SioClient {
     _child: Child,
