@@ -34,31 +34,9 @@ pub fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-/// Ports below the kernel's ephemeral range (32768 and up), where no outgoing connection takes
-/// one between our choosing it and the service binding it.
-const PORTS: std::ops::Range<u16> = 20_000..32_000;
-
-/// A port free now that no other service of this run was given: asking the kernel for port 0
-/// twice can hand out the same one (a service then fails with "Address already in use").
+/// A port free now, never handed out twice in this process (see `covibe_testkit::free_port`).
 pub fn free_port() -> Result<u16> {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    // Where this process starts looking: apart from other processes' (tests run in parallel).
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let span = u32::from(PORTS.end - PORTS.start);
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        std::process::id().wrapping_mul(7919) % span,
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    );
-    for _ in 0..span {
-        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
-        let port = PORTS.start + u16::try_from(offset)?;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("no free port in {PORTS:?}")
+    Ok(covibe_testkit::free_port())
 }
 
 /// A child process whose stdout and stderr go to a log file; killed on drop.

@@ -8,7 +8,9 @@
 use covibe_testkit::{SioClient, clean_command, workspace_root};
 use serde_json::{Value, json};
 
-use crate::support::{COVIBE, await_event, create_team, get, join, post, put, wait_for_status};
+use crate::support::{
+    COVIBE, await_event, create_team, get, join, join_with_invite, post, put, wait_for_status,
+};
 
 /// Seconds a request waits for its owner here.
 const TIMEOUT_SECS: u64 = 4;
@@ -72,14 +74,14 @@ async fn tool_requests_decided_by_the_policy_or_the_owner() {
     let team_id = sarah["team"]["id"].as_str().unwrap().to_owned();
     let sarah_id = sarah["user"]["id"].as_str().unwrap().to_owned();
     let sarah_token = sarah["accessToken"].as_str().unwrap().to_owned();
-    let (status, miguel) = post(
+    let miguel = join_with_invite(
         &http,
-        &format!("{gw}/api/auth/login"),
-        None,
-        json!({"inviteCode": sarah["inviteCode"], "email": "miguel@example.com", "displayName": "Miguel"}),
+        gw,
+        &sarah["inviteCode"],
+        "miguel@example.com",
+        "Miguel",
     )
     .await;
-    assert_eq!(status, 200, "{miguel}");
     let miguel_id = miguel["user"]["id"].as_str().unwrap().to_owned();
     let miguel_token = miguel["accessToken"].as_str().unwrap().to_owned();
     let (_, chen) = create_team(&http, gw, "Other", "chen@example.com", "Chen").await;

@@ -15,14 +15,14 @@ async fn chat_presence_and_vms(gw: &str) {
     let team_id = sarah["team"]["id"].as_str().unwrap().to_owned();
     let sarah_id = sarah["user"]["id"].as_str().unwrap().to_owned();
     let sarah_token = sarah["accessToken"].as_str().unwrap().to_owned();
-    let (status, miguel) = post(
+    let miguel = join_with_invite(
         &http,
-        &format!("{gw}/api/auth/login"),
-        None,
-        json!({"inviteCode": sarah["inviteCode"], "email": "miguel@example.com", "displayName": "Miguel"}),
+        gw,
+        &sarah["inviteCode"],
+        "miguel@example.com",
+        "Miguel",
     )
     .await;
-    assert_eq!(status, 200, "{miguel}");
     let miguel_id = miguel["user"]["id"].as_str().unwrap().to_owned();
     let miguel_token = miguel["accessToken"].as_str().unwrap().to_owned();
     let (_, chen) = create_team(&http, gw, "Other", "chen@example.com", "Chen").await;

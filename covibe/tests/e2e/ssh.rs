@@ -29,14 +29,14 @@ async fn an_ssh_vm_runs_the_real_vm_agent_for_the_whole_team() {
     assert_eq!(status, 201, "{sarah}");
     let team_id = sarah["team"]["id"].as_str().unwrap().to_owned();
     let sarah_token = sarah["accessToken"].as_str().unwrap().to_owned();
-    let (status, miguel) = post(
+    let miguel = join_with_invite(
         &http,
-        &format!("{gw}/api/auth/login"),
-        None,
-        json!({"inviteCode": sarah["inviteCode"], "email": "miguel@example.com", "displayName": "Miguel"}),
+        &gw,
+        &sarah["inviteCode"],
+        "miguel@example.com",
+        "Miguel",
     )
     .await;
-    assert_eq!(status, 200, "{miguel}");
     let miguel_token = miguel["accessToken"].as_str().unwrap().to_owned();
     let mut sio = SioClient::start().await;
     sio.connect("miguel", &gw).await;

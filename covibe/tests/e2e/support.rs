@@ -257,6 +257,25 @@ pub(crate) async fn create_team(
     .await
 }
 
+/// A new member signs in with the team's invite code; their session (tokens, team, user).
+pub(crate) async fn join_with_invite(
+    http: &reqwest::Client,
+    gw: &str,
+    invite_code: &Value,
+    email: &str,
+    display_name: &str,
+) -> Value {
+    let (status, member) = post(
+        http,
+        &format!("{gw}/api/auth/login"),
+        None,
+        json!({"inviteCode": invite_code, "email": email, "displayName": display_name}),
+    )
+    .await;
+    assert_eq!(status, 200, "{member}");
+    member
+}
+
 pub(crate) async fn get(http: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
     let response = http.get(url).bearer_auth(token).send().await.unwrap();
     let status = response.status().as_u16();

@@ -70,14 +70,14 @@ async fn standalone_push_webhook_updates_the_preview() {
     assert_eq!(status, 200, "{config}");
     assert_eq!(config["config"]["configured"], false);
     // A member who is not an owner or admin may read the preview, not configure it.
-    let (status, miguel) = post(
+    let miguel = join_with_invite(
         &http,
-        &format!("{gw}/api/auth/login"),
-        None,
-        json!({"inviteCode": sarah["inviteCode"], "email": "miguel@example.com", "displayName": "Miguel"}),
+        &gw,
+        &sarah["inviteCode"],
+        "miguel@example.com",
+        "Miguel",
     )
     .await;
-    assert_eq!(status, 200, "{miguel}");
     let miguel = miguel["accessToken"].as_str().unwrap().to_owned();
     let settings = json!({
         "repository": "rocket/app", "branch": "main",

@@ -142,10 +142,33 @@ pub fn fake_agent_command() -> String {
     )
 }
 
-/// A port that was free a moment ago, for a server that must come back on the same address.
+/// Ports below the kernel's ephemeral range (32768 and up), where no outgoing connection takes
+/// one between our choosing it and a server binding it.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port free now that this process has not handed out before, for a server told its address
+/// (or one that must come back on the same address). Asking the kernel for port 0 and letting
+/// go can hand out the same port twice, or one an outgoing connection then takes: the server
+/// then fails with "Address already in use".
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Where this process starts looking: apart from other processes' (tests run in parallel).
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(PORTS.end - PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = PORTS.start + u16::try_from(offset).expect("the span fits a port");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORTS:?}")
 }
 
 /// A private `redis-server` (no persistence) the test may kill and start again.
