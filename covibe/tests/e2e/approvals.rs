@@ -246,5 +246,20 @@ async fn tool_requests_decided_by_the_policy_or_the_owner() {
             "no input in the log: {detail}"
         );
     }
+
+    // A follow-up from the owner reaches the running agent as a user message, and its answer
+    // streams to the whole team; the agent then finishes its turn.
+    let (chatty, _) = spawn(&http, gw, &sarah_token, "wait_input idle_ms=2000").await;
+    wait_for_status(&http, gw, &sarah_token, &chatty, "running").await;
+    let ack = sio
+        .emit_ack(
+            "sarah",
+            "agent_control",
+            json!({"agentId": chatty, "command": "input", "data": "and the docs too\n"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    output_with(&mut sio, "miguel", &chatty, "input: and the docs too").await;
+    wait_for_status(&http, gw, &sarah_token, &chatty, "completed").await;
     proc.kill().await;
 }

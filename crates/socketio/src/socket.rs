@@ -28,6 +28,9 @@ pub enum SendError {
     Closed,
 }
 
+/// Frames and bytes an answer to the client's own packet may take past the queue's limits.
+const ANSWER_ROOM: (usize, usize) = (64, 256 * 1024);
+
 #[derive(Default)]
 pub(crate) struct Outbox {
     pub(crate) frames: VecDeque<Frame>,
@@ -159,16 +162,33 @@ impl<S> Socket<S> {
     }
 
     /// Queues an answer the client's own packet asked for (a pong, an acknowledgement, an
-    /// error). It counts against the queue's limits like any frame: a client that keeps asking
-    /// and never reads fills its own queue and is closed, instead of growing it without end.
+    /// error). It counts against the queue's limits like any frame, with a little room past
+    /// them ([`ANSWER_ROOM`]) so that an answer owed after a burst that filled the queue (a
+    /// resume's replay, then the join's acknowledgement) still goes out. A client that keeps
+    /// asking and never reads fills that room too and is closed, instead of growing its queue
+    /// without end.
     pub(crate) fn answer(&self, frame: Frame) {
-        if let Err(SendError::Full) = self.send(frame) {
+        let mut outbox = self.outbox();
+        if outbox.closing || self.gone.load(Ordering::Acquire) {
+            return;
+        }
+        let (max_frames, max_bytes) = self.limits;
+        let (room_frames, room_bytes) = ANSWER_ROOM;
+        let full = outbox.frames.len() + 1 > max_frames + room_frames
+            || (outbox.bytes + frame.len() > max_bytes + room_bytes && !outbox.frames.is_empty());
+        if full {
+            drop(outbox);
             tracing::debug!(
                 sid = self.id,
                 "send queue full of answers never read; closing"
             );
             self.discard_queued();
             self.end();
+            return;
+        }
+        if push(&mut outbox, frame) {
+            drop(outbox);
+            self.flush();
         }
     }
 
