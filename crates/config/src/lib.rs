@@ -316,10 +316,18 @@ fn reads_stream_json(command: &str) -> bool {
     })
 }
 
+/// `COVIBE_*` variables that are not configuration (the build's, the tests'): a process
+/// started with one set is not refused for an unknown key.
+const NOT_CONFIG: &[&str] = &["SKIP_WEB", "WEB_DIST", "UPDATE_OPENAPI"];
+
 impl Config {
     /// Loads defaults < `file` < `COVIBE_*` environment < `overrides`, then validates.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, Error> {
-        Self::load_from_env(file, overrides, Env::prefixed("COVIBE_").split("__"))
+        Self::load_from_env(
+            file,
+            overrides,
+            Env::prefixed("COVIBE_").ignore(NOT_CONFIG).split("__"),
+        )
     }
 
     fn load_from_env(file: Option<&Path>, overrides: &Overrides, env: Env) -> Result<Self, Error> {
@@ -551,7 +559,10 @@ mod tests {
             jail.set_env("COVIBE_AGENT_COMMAND", "claude --input-format text");
             assert!(Config::load(None, &Overrides::default()).is_err());
 
+            // The build's own variables are not configuration.
             jail.set_env("COVIBE_AGENT_COMMAND", "a {task}");
+            jail.set_env("COVIBE_SKIP_WEB", "1");
+            assert!(Config::load(None, &Overrides::default()).is_ok());
             jail.set_env("COVIBE_NO_SUCH_KEY", "1");
             let err = Config::load(None, &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("no_such_key"), "{err}");
