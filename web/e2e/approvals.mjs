@@ -13,13 +13,13 @@
 //   node e2e/approvals.mjs --covibe ../target/debug/covibe  # starts one (its own data dir)
 //                          [--static DIR] [--out e2e/out]   # DIR: a client built elsewhere
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createRequire } from 'node:module';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { PHONE, arg, launch } from './browser.mjs';
+import { PHONE, arg } from './browser.mjs';
+import { suite } from './suite.mjs';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const out = arg('--out', join(here, 'out'));
@@ -78,53 +78,8 @@ const binary = arg('--covibe', '');
 const server = binary ? await startStandalone(binary, arg('--static', '')) : null;
 const base = server ? server.url : arg('--base', 'http://127.0.0.1:8080');
 
-const axeSource = await readFile(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-const browser = await launch();
-const problems = [];
-let step = 'start';
-
-async function member(name) {
-  const context = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 1, hasTouch: true });
-  const page = await context.newPage();
-  page.setDefaultTimeout(WAIT);
-  page.on('console', (message) => {
-    const text = message.text();
-    if (/Content Security Policy|Refused to (execute|load|apply|connect)/i.test(text)) {
-      problems.push(`${name}: CSP violation: ${text}`);
-    }
-  });
-  page.on('pageerror', (error) => problems.push(`${name}: uncaught error: ${error.message}`));
-  return { name, context, page };
-}
-
-async function check(label, fn) {
-  step = label;
-  process.stdout.write(`· ${label}\n`);
-  await fn();
-}
-
-/** axe-core on the current screen: serious and critical violations fail the run. */
-async function scan(page, screen) {
-  await page.evaluate(axeSource);
-  const result = await page.evaluate(async () => {
-    // eslint-disable-next-line no-undef
-    const r = await axe.run(document, { resultTypes: ['violations'] });
-    return r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ')) }));
-  });
-  for (const v of result.filter((v) => v.impact === 'serious' || v.impact === 'critical')) {
-    problems.push(`axe on ${screen}: ${v.impact} ${v.id} (${v.help}) at ${v.nodes.join(', ')}`);
-  }
-}
-
-async function shoot(page, name) {
-  await page.screenshot({ path: join(out, `${name}.png`) });
-}
-
-async function tab(page, name) {
-  const nav = page.getByRole('navigation', { name: 'Main' });
-  await nav.getByRole('link', { name }).click();
-  await nav.getByRole('link', { name }).and(page.locator('[aria-current="page"]')).waitFor();
-}
+const s = await suite({ out, wait: WAIT });
+const { problems, member, check, scan, shoot, tab } = s;
 
 async function noButtons(page, where) {
   for (const name of ['Allow', 'Deny', 'Always for this agent']) {
@@ -314,15 +269,9 @@ try {
     await page.locator('.agent-meta .status-completed').waitFor();
   });
 } catch (error) {
-  problems.push(`step "${step}" failed: ${error.message}`);
+  problems.push(`step "${s.step}" failed: ${error.message}`);
   await shoot(sarah.page, 'approval-failure-sarah').catch(() => {});
   await shoot(miguel.page, 'approval-failure-miguel').catch(() => {});
 }
 
-await browser.close();
-await server?.stop();
-if (problems.length) {
-  console.error(`\n${problems.length} problem(s):\n- ${problems.join('\n- ')}`);
-  process.exit(1);
-}
-console.log(`\nall approval checks passed; screenshots in ${out}`);
+await s.finish(`all approval checks passed; screenshots in ${out}`, async () => server?.stop());

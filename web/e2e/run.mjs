@@ -6,11 +6,11 @@
 // chat, go offline and come back; every screen is scanned with axe-core and photographed at
 // 390×844 and 1280×800.
 import { createHmac, randomBytes } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DESKTOP, PHONE, arg, launch } from './browser.mjs';
+import { DESKTOP, PHONE, arg } from './browser.mjs';
+import { suite } from './suite.mjs';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const base = arg('--base', 'http://127.0.0.1:8080');
@@ -22,64 +22,14 @@ const WAIT = 30_000;
 // What the fake agent prints for `edit lines=N`: N text lines, its five fixed lines and the edit.
 const EDIT_LINES = 11;
 
-const axeSource = await readFile(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
-const browser = await launch();
-const problems = [];
-let step = 'start';
-
-/** A member's browser context: one page, its console watched for CSP violations and errors. */
-async function member(name, viewport = PHONE) {
-  const context = await browser.newContext({ viewport, deviceScaleFactor: 1, hasTouch: viewport === PHONE });
-  const page = await context.newPage();
-  page.setDefaultTimeout(WAIT);
-  page.on('console', (message) => {
-    const text = message.text();
-    if (/Content Security Policy|Refused to (execute|load|apply|connect)/i.test(text)) {
-      problems.push(`${name}: CSP violation: ${text}`);
-    }
-  });
-  page.on('pageerror', (error) => problems.push(`${name}: uncaught error: ${error.message}`));
-  return { name, context, page };
-}
-
-async function check(label, fn) {
-  step = label;
-  process.stdout.write(`· ${label}\n`);
-  await fn();
-}
+const s = await suite({ out, wait: WAIT });
+const { problems, member, check, scan, shoot, tab } = s;
 
 function expectEqual(got, want, what) {
   const a = JSON.stringify(got);
   const b = JSON.stringify(want);
   if (a !== b) throw new Error(`${what}: got ${a.slice(0, 400)}, want ${b.slice(0, 400)}`);
-}
-
-/** axe-core on the current screen: serious and critical violations fail the run. */
-async function scan(page, screen) {
-  // Evaluated through the debugging protocol, which the page's CSP does not govern.
-  await page.evaluate(axeSource);
-  const result = await page.evaluate(async () => {
-    // eslint-disable-next-line no-undef
-    const r = await axe.run(document, { resultTypes: ['violations'] });
-    return r.violations.map((v) => ({
-      id: v.id,
-      impact: v.impact,
-      help: v.help,
-      nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ')),
-    }));
-  });
-  const bad = result.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-  for (const v of bad) problems.push(`axe on ${screen}: ${v.impact} ${v.id} (${v.help}) at ${v.nodes.join(', ')}`);
-}
-
-async function shoot(page, name) {
-  await page.screenshot({ path: join(out, `${name}.png`) });
-}
-
-async function tab(page, name) {
-  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name }).click();
-  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name }).and(page.locator('[aria-current="page"]')).waitFor();
 }
 
 async function agentSeqs(page, agentId) {
@@ -668,14 +618,9 @@ try {
     await page.getByRole('heading', { name: 'CoVibe' }).waitFor();
   });
 } catch (error) {
-  problems.push(`step "${step}" failed: ${error.message}`);
+  problems.push(`step "${s.step}" failed: ${error.message}`);
   await shoot(sarah.page, 'failure-sarah').catch(() => {});
   await shoot(miguel.page, 'failure-miguel').catch(() => {});
 }
 
-await browser.close();
-if (problems.length) {
-  console.error(`\n${problems.length} problem(s):\n- ${problems.join('\n- ')}`);
-  process.exit(1);
-}
-console.log(`\nall browser checks passed; screenshots in ${out}`);
+await s.finish(`all browser checks passed; screenshots in ${out}`);

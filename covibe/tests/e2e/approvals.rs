@@ -8,9 +8,7 @@
 use covibe_testkit::{SioClient, clean_command, workspace_root};
 use serde_json::{Value, json};
 
-use crate::support::{
-    COVIBE, await_event, create_team, get, join, join_with_invite, post, put, wait_for_status,
-};
+use crate::support::{COVIBE, Trio, await_event, get, join, post, put, trio, wait_for_status};
 
 /// Seconds a request waits for its owner here.
 const TIMEOUT_SECS: u64 = 4;
@@ -70,22 +68,15 @@ async fn tool_requests_decided_by_the_policy_or_the_owner() {
     let gw = gw.as_str();
     let http = reqwest::Client::new();
 
-    let (_, sarah) = create_team(&http, gw, "Rocket", "sarah@example.com", "Sarah").await;
-    let team_id = sarah["team"]["id"].as_str().unwrap().to_owned();
-    let sarah_id = sarah["user"]["id"].as_str().unwrap().to_owned();
-    let sarah_token = sarah["accessToken"].as_str().unwrap().to_owned();
-    let miguel = join_with_invite(
-        &http,
-        gw,
-        &sarah["inviteCode"],
-        "miguel@example.com",
-        "Miguel",
-    )
-    .await;
-    let miguel_id = miguel["user"]["id"].as_str().unwrap().to_owned();
-    let miguel_token = miguel["accessToken"].as_str().unwrap().to_owned();
-    let (_, chen) = create_team(&http, gw, "Other", "chen@example.com", "Chen").await;
-    let chen_token = chen["accessToken"].as_str().unwrap().to_owned();
+    let Trio {
+        team_id,
+        sarah_id,
+        sarah_token,
+        miguel_id,
+        miguel_token,
+        chen_token,
+        ..
+    } = trio(&http, gw).await;
 
     let (status, body) = put(
         &http,

@@ -11,24 +11,16 @@ use crate::support::*;
 /// caller's VMs, for two teammates and a member of another team who sees none of it.
 async fn chat_presence_and_vms(gw: &str) {
     let http = reqwest::Client::new();
-    let (_, sarah) = create_team(&http, gw, "Rocket", "sarah@example.com", "Sarah").await;
-    let team_id = sarah["team"]["id"].as_str().unwrap().to_owned();
-    let sarah_id = sarah["user"]["id"].as_str().unwrap().to_owned();
-    let sarah_token = sarah["accessToken"].as_str().unwrap().to_owned();
-    let miguel = join_with_invite(
-        &http,
-        gw,
-        &sarah["inviteCode"],
-        "miguel@example.com",
-        "Miguel",
-    )
-    .await;
-    let miguel_id = miguel["user"]["id"].as_str().unwrap().to_owned();
-    let miguel_token = miguel["accessToken"].as_str().unwrap().to_owned();
-    let (_, chen) = create_team(&http, gw, "Other", "chen@example.com", "Chen").await;
-    let chen_team = chen["team"]["id"].as_str().unwrap().to_owned();
-    let chen_id = chen["user"]["id"].as_str().unwrap().to_owned();
-    let chen_token = chen["accessToken"].as_str().unwrap().to_owned();
+    let Trio {
+        team_id,
+        sarah_id,
+        sarah_token,
+        miguel_id,
+        miguel_token,
+        chen_team,
+        chen_id,
+        chen_token,
+    } = trio(&http, gw).await;
 
     let mut sio = SioClient::start().await;
     for name in ["sarah", "miguel", "chen"] {

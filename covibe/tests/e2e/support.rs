@@ -276,6 +276,44 @@ pub(crate) async fn join_with_invite(
     member
 }
 
+/// Sarah's team "Rocket" with Miguel in it, and Chen alone in a team of his own.
+pub(crate) struct Trio {
+    pub(crate) team_id: String,
+    pub(crate) sarah_id: String,
+    pub(crate) sarah_token: String,
+    pub(crate) miguel_id: String,
+    pub(crate) miguel_token: String,
+    pub(crate) chen_team: String,
+    pub(crate) chen_id: String,
+    pub(crate) chen_token: String,
+}
+
+pub(crate) async fn trio(http: &reqwest::Client, gw: &str) -> Trio {
+    let text = |v: &Value| v.as_str().unwrap().to_owned();
+    let (status, sarah) = create_team(http, gw, "Rocket", "sarah@example.com", "Sarah").await;
+    assert_eq!(status, 201, "{sarah}");
+    let miguel = join_with_invite(
+        http,
+        gw,
+        &sarah["inviteCode"],
+        "miguel@example.com",
+        "Miguel",
+    )
+    .await;
+    let (status, chen) = create_team(http, gw, "Other", "chen@example.com", "Chen").await;
+    assert_eq!(status, 201, "{chen}");
+    Trio {
+        team_id: text(&sarah["team"]["id"]),
+        sarah_id: text(&sarah["user"]["id"]),
+        sarah_token: text(&sarah["accessToken"]),
+        miguel_id: text(&miguel["user"]["id"]),
+        miguel_token: text(&miguel["accessToken"]),
+        chen_team: text(&chen["team"]["id"]),
+        chen_id: text(&chen["user"]["id"]),
+        chen_token: text(&chen["accessToken"]),
+    }
+}
+
 pub(crate) async fn get(http: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
     let response = http.get(url).bearer_auth(token).send().await.unwrap();
     let status = response.status().as_u16();
