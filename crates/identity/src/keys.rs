@@ -2,6 +2,11 @@
 //! auth only); the verifying file holds every public key tokens may be verified with (SPKI PEM
 //! blocks, one after another), so that during a rotation the old and the new key both verify.
 //!
+//! A block may be preceded by the RFC 7468 explanatory line `service: NAME`: that key is a
+//! service's own (`add_service_key`), and verifies nothing but that service's service tokens.
+//! Any other text outside the blocks is refused: a mistyped label must not leave a service's
+//! key unlabelled, able to sign anything.
+//!
 //! `rotate` adds a key: its public half joins the verifying file first, then it replaces the
 //! signing key, so a token it signs always verifies. `retire` takes old public keys out.
 //! Both replace files atomically (write, then rename); running processes pick the change up.
@@ -44,21 +49,91 @@ fn public_pem(key: &VerifyingKey) -> Result<String, Error> {
         .map_err(|e| Error::Key(e.to_string()))
 }
 
-/// Every public key of a verifying file, with its id.
-pub(crate) fn read_public_keys(path: &Path) -> Result<Vec<(String, VerifyingKey)>, Error> {
+/// One public key of a verifying file.
+#[derive(Debug, Clone)]
+pub(crate) struct PublicKey {
+    pub(crate) kid: String,
+    pub(crate) key: VerifyingKey,
+    /// The service whose key this is (its `service:` label); `None` for a token signing key.
+    pub(crate) service: Option<String>,
+}
+
+impl PublicKey {
+    /// The block as written in a verifying file, its label first.
+    fn pem(&self) -> Result<String, Error> {
+        let pem = public_pem(&self.key)?;
+        Ok(match &self.service {
+            Some(name) => format!("{SERVICE_LABEL} {name}\n{pem}"),
+            None => pem,
+        })
+    }
+}
+
+const PUBLIC_BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
+const SERVICE_LABEL: &str = "service:";
+
+/// Whether `name` may name a service in a label: lower-case letters, digits and dashes.
+pub(crate) fn valid_service_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn bad_service_name(name: &str) -> Error {
+    Error::Key(format!(
+        "{name:?} is not a service name (lower-case letters, digits and dashes)"
+    ))
+}
+
+/// Every public key of a verifying file, with its id and label.
+pub(crate) fn read_public_keys(path: &Path) -> Result<Vec<PublicKey>, Error> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    let mut keys = Vec::new();
-    for block in text.split_inclusive(PUBLIC_END) {
-        if !block.contains("-----BEGIN PUBLIC KEY-----") {
-            continue;
+    let bad = |what: String| Error::Key(format!("{}: {what}", path.display()));
+    let mut keys: Vec<PublicKey> = Vec::new();
+    let mut rest = text.as_str();
+    loop {
+        let (before, block) = match rest.find(PUBLIC_BEGIN) {
+            Some(at) => (&rest[..at], Some(&rest[at..])),
+            None => (rest, None),
+        };
+        let mut service = None;
+        for line in before.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let name = line
+                .strip_prefix(SERVICE_LABEL)
+                .map(str::trim)
+                .ok_or_else(|| bad(format!("unexpected text outside a key: {line:?}")))?;
+            if !valid_service_name(name) {
+                return Err(bad(format!("{line:?} does not name a service")));
+            }
+            if service.replace(name.to_owned()).is_some() {
+                return Err(bad(format!("two service labels before one key ({line:?})")));
+            }
         }
-        let key = VerifyingKey::from_public_key_pem(block.trim()).map_err(|e| {
-            Error::Key(format!(
-                "a public key in {} is not valid: {e}",
-                path.display()
-            ))
-        })?;
-        keys.push((key_id(&key)?, key));
+        let Some(block) = block else {
+            if service.is_some() {
+                return Err(bad("a service label with no key after it".to_owned()));
+            }
+            break;
+        };
+        let end = block
+            .find(PUBLIC_END)
+            .ok_or_else(|| bad("a public key has no END line".to_owned()))?
+            + PUBLIC_END.len();
+        let key = VerifyingKey::from_public_key_pem(&block[..end])
+            .map_err(|e| bad(format!("a public key is not valid: {e}")))?;
+        let kid = key_id(&key)?;
+        // One key, two meanings (labelled and not, or two labels) would be ambiguous.
+        if let Some(seen) = keys.iter().find(|k| k.kid == kid)
+            && seen.service != service
+        {
+            return Err(bad(format!(
+                "key {kid} appears twice with different labels"
+            )));
+        }
+        keys.push(PublicKey { kid, key, service });
+        rest = &block[end..];
     }
     if keys.is_empty() {
         return Err(Error::Key(format!(
@@ -67,6 +142,11 @@ pub(crate) fn read_public_keys(path: &Path) -> Result<Vec<(String, VerifyingKey)
         )));
     }
     Ok(keys)
+}
+
+/// The text of a verifying file holding `keys`.
+fn public_file(keys: &[PublicKey]) -> Result<String, Error> {
+    keys.iter().map(PublicKey::pem).collect()
 }
 
 /// The signing key of a signing file, with its id.
@@ -85,6 +165,16 @@ pub(crate) fn missing(path: &Path, what: &str) -> Error {
     Error::Missing {
         path: path.display().to_string(),
         what: what.to_owned(),
+        hint: "create the keys with `covibe admin rotate-signing-key` (standalone creates them itself)"
+            .to_owned(),
+    }
+}
+
+pub(crate) fn missing_service_key(path: &Path, name: &str) -> Error {
+    Error::Missing {
+        path: path.display().to_string(),
+        what: format!("service key of {name}"),
+        hint: format!("create it with `covibe admin add-service-key {name}`"),
     }
 }
 
@@ -108,8 +198,9 @@ pub fn rotate(files: &KeyFiles) -> Result<String, Error> {
     Ok(kid)
 }
 
-/// Takes public keys out of the verifying file: the one named, or every one but the current
-/// signing key's. Tokens they signed are refused from then on. Returns the ids retired.
+/// Takes token signing keys out of the verifying file: the one named, or every one but the
+/// current signing key's. Tokens they signed are refused from then on. Services' own keys stay
+/// (`retire_service_key` takes those out). Returns the ids retired.
 pub fn retire(files: &KeyFiles, kid: Option<&str>) -> Result<Vec<String>, Error> {
     let (current, _) = read_signing_key(&files.signing)?;
     if kid == Some(current.as_str()) {
@@ -118,21 +209,100 @@ pub fn retire(files: &KeyFiles, kid: Option<&str>) -> Result<Vec<String>, Error>
         )));
     }
     let keys = read_public_keys(&files.verifying)?;
-    let (retired, kept): (Vec<_>, Vec<_>) = keys.into_iter().partition(|(id, _)| match kid {
-        Some(kid) => id == kid,
-        None => *id != current,
+    if let Some(kid) = kid
+        && let Some(PublicKey {
+            service: Some(name),
+            ..
+        }) = keys.iter().find(|k| k.kid == kid)
+    {
+        return Err(Error::Key(format!(
+            "{kid} is the service key of {name}: retire it with `covibe admin retire-service-key {name}`"
+        )));
+    }
+    let (retired, kept): (Vec<_>, Vec<_>) = keys.into_iter().partition(|k| {
+        k.service.is_none()
+            && match kid {
+                Some(kid) => k.kid == kid,
+                None => k.kid != current,
+            }
     });
     if let Some(kid) = kid
         && retired.is_empty()
     {
         return Err(Error::Key(format!("no verifying key has the id {kid}")));
     }
-    let mut text = String::new();
-    for (_, key) in &kept {
-        text.push_str(&public_pem(key)?);
+    replace(&files.verifying, public_file(&kept)?.as_bytes(), false)?;
+    Ok(retired.into_iter().map(|k| k.kid).collect())
+}
+
+/// Gives the service `name` a key of its own: its private half is written to `private` (which
+/// must not exist, unless `overwrite`), its public half appended to the verifying file under
+/// the label `service: NAME`. Tokens it signs verify only as that service's service tokens.
+/// Adding a second key for one service keeps the first verifying until it is retired, so a
+/// service key rotates like the signing key. Returns the new key's id.
+pub fn add_service_key(
+    verifying: &Path,
+    private: &Path,
+    name: &str,
+    overwrite: bool,
+) -> Result<String, Error> {
+    if !valid_service_name(name) {
+        return Err(bad_service_name(name));
     }
-    replace(&files.verifying, text.as_bytes(), false)?;
-    Ok(retired.into_iter().map(|(id, _)| id).collect())
+    if private.exists() && !overwrite {
+        return Err(Error::Key(format!(
+            "{} exists: not replacing a service key unless asked to",
+            private.display()
+        )));
+    }
+    // The verifying file is the signing key's: a service key joins an existing set-up.
+    if !verifying.exists() {
+        return Err(missing(verifying, "token verifying keys"));
+    }
+    let mut keys = read_public_keys(verifying)?;
+    let key = SigningKey::generate(&mut rand::rngs::OsRng);
+    let public = PublicKey {
+        kid: key_id(&key.verifying_key())?,
+        key: key.verifying_key(),
+        service: Some(name.to_owned()),
+    };
+    let kid = public.kid.clone();
+    keys.push(public);
+    // The public half first: a token signed with the new key always finds it.
+    replace(verifying, public_file(&keys)?.as_bytes(), false)?;
+    replace(private, private_pem(&key)?.as_bytes(), true)?;
+    tracing::info!(kid = %kid, service = name, "added a service key");
+    Ok(kid)
+}
+
+/// Takes the service `name`'s keys out of the verifying file: the one named by `kid`, or all
+/// of them. Its tokens are refused from then on. Returns the ids retired.
+pub fn retire_service_key(
+    verifying: &Path,
+    name: &str,
+    kid: Option<&str>,
+) -> Result<Vec<String>, Error> {
+    if !valid_service_name(name) {
+        return Err(bad_service_name(name));
+    }
+    let keys = read_public_keys(verifying)?;
+    let (retired, kept): (Vec<_>, Vec<_>) = keys
+        .into_iter()
+        .partition(|k| k.service.as_deref() == Some(name) && kid.is_none_or(|kid| k.kid == kid));
+    if retired.is_empty() {
+        return Err(Error::Key(match kid {
+            Some(kid) => format!("{name} has no key with the id {kid}"),
+            None => format!("{name} has no service key"),
+        }));
+    }
+    if kept.is_empty() {
+        return Err(Error::Key(format!(
+            "{} would hold no key at all",
+            verifying.display()
+        )));
+    }
+    replace(verifying, public_file(&kept)?.as_bytes(), false)?;
+    Ok(retired.into_iter().map(|k| k.kid).collect())
 }
 
 fn private_pem(key: &SigningKey) -> Result<String, Error> {

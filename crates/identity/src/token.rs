@@ -10,7 +10,7 @@ use covibe_types::{ApiError, SessionId, TeamId, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{modified, read_public_keys, read_signing_key};
+use crate::keys::{modified, read_public_keys, read_signing_key, valid_service_name};
 use crate::{Error, Revocations};
 
 const ISSUER: &str = "covibe";
@@ -129,18 +129,22 @@ struct SigningState {
     kid: String,
 }
 
-/// Issues tokens. Only the auth service holds one. It follows its key file: after a
-/// rotation, tokens are signed with the new key.
+/// Issues tokens. The auth service holds the one with the token signing key; a service with a
+/// key of its own holds one that signs only its own service tokens (`load_service`). It
+/// follows its key file: after a rotation, tokens are signed with the new key.
 #[derive(Clone)]
 pub struct Signer {
     state: Arc<RwLock<SigningState>>,
     watched: Option<Arc<Mutex<Watched>>>,
+    /// Set for a service's own key: the only `sub` it signs is `service:NAME`.
+    service: Option<String>,
 }
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Signer")
             .field("kid", &self.kid())
+            .field("service", &self.service)
             .finish_non_exhaustive()
     }
 }
@@ -162,6 +166,19 @@ impl Signer {
         Ok(Self {
             state: Arc::new(RwLock::new(signing_state(path)?)),
             watched: Some(Arc::new(Mutex::new(Watched::new(path)))),
+            service: None,
+        })
+    }
+
+    /// A signer of the service `name`'s own key: it signs `name`'s service tokens, nothing
+    /// else (verifiers hold it to the same, by the key's label in the verifying file).
+    pub(crate) fn load_service(path: &Path, name: &str) -> Result<Self, Error> {
+        if !valid_service_name(name) {
+            return Err(Error::Key(format!("{name:?} is not a service name")));
+        }
+        Ok(Self {
+            service: Some(name.to_owned()),
+            ..Self::load(path)?
         })
     }
 
@@ -251,6 +268,13 @@ impl Signer {
     }
 
     fn sign(&self, claims: Claims) -> Result<(String, u64), Error> {
+        if let Some(own) = &self.service
+            && (claims.kind != TokenKind::Service || claims.sub != format!("service:{own}"))
+        {
+            return Err(Error::Key(format!(
+                "the service key of {own} signs only {own}'s service tokens"
+            )));
+        }
         self.follow_file();
         let state = self
             .state
@@ -265,10 +289,11 @@ impl Signer {
 
 /// Checks tokens. Every service holds one. It knows every key of the verifying file (two at
 /// once during a rotation; a token with an unknown `kid` makes it look at the file again) and
-/// the sessions that ended (`Revocations`), whose tokens it refuses.
+/// the sessions that ended (`Revocations`), whose tokens it refuses. A key labelled with a
+/// service's name verifies that service's service tokens only.
 #[derive(Clone)]
 pub struct Verifier {
-    keys: Arc<RwLock<HashMap<String, DecodingKey>>>,
+    keys: Arc<RwLock<HashMap<String, KnownKey>>>,
     watched: Option<Arc<Mutex<Watched>>>,
     validation: Arc<Validation>,
     revocations: Revocations,
@@ -283,11 +308,21 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
-fn decoding_keys(path: &Path) -> Result<HashMap<String, DecodingKey>, Error> {
+struct KnownKey {
+    key: DecodingKey,
+    /// The service whose own key this is, if it is one.
+    service: Option<String>,
+}
+
+fn decoding_keys(path: &Path) -> Result<HashMap<String, KnownKey>, Error> {
     Ok(read_public_keys(path)?
         .into_iter()
-        // EdDSA verifies with the raw 32-byte public key.
-        .map(|(kid, key)| (kid, DecodingKey::from_ed_der(key.as_bytes())))
+        .map(|k| {
+            // EdDSA verifies with the raw 32-byte public key.
+            let key = DecodingKey::from_ed_der(k.key.as_bytes());
+            let service = k.service;
+            (k.kid, KnownKey { key, service })
+        })
         .collect())
 }
 
@@ -322,7 +357,7 @@ impl Verifier {
         &self.revocations
     }
 
-    fn read_keys(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, DecodingKey>> {
+    fn read_keys(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, KnownKey>> {
         self.keys
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -367,13 +402,21 @@ impl Verifier {
         self.follow_file(!known);
         let claims = {
             let keys = self.read_keys();
-            let key = keys.get(&kid).ok_or_else(denied)?;
-            jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            let known = keys.get(&kid).ok_or_else(denied)?;
+            let claims = jsonwebtoken::decode::<Claims>(token, &known.key, &self.validation)
                 .map_err(|e| {
                     tracing::debug!(error = %e, "token rejected");
                     denied()
                 })?
-                .claims
+                .claims;
+            // A service's own key vouches for that service and nothing else.
+            if let Some(own) = &known.service
+                && (claims.kind != TokenKind::Service || claims.sub != format!("service:{own}"))
+            {
+                tracing::debug!(kid = %kid, "token rejected: beyond its service key");
+                return Err(denied());
+            }
+            claims
         };
         let expires_at_ms = claims.exp.saturating_mul(1000);
         let principal = match claims.kind {
@@ -567,6 +610,210 @@ mod tests {
         assert!(verifier.verify(&old).is_err());
         assert!(verifier.verify(&new).is_ok());
         assert!(load_verifier(&files).unwrap().verify(&old).is_err());
+    }
+
+    /// The orchestrator's own key, beside an auth signing key: (auth signer, orchestrator
+    /// signer, the key's file).
+    fn with_service_key(files: &KeyFiles) -> (Signer, Signer, std::path::PathBuf) {
+        rotate(files).unwrap();
+        let auth = crate::load_signer(files).unwrap();
+        let path = files.signing.with_file_name("orchestrator.pem");
+        crate::add_service_key(&files.verifying, &path, "orchestrator", false).unwrap();
+        let own = crate::load_service_signer(&path, "orchestrator", &files.verifying).unwrap();
+        (auth, own, path)
+    }
+
+    /// `claims` signed with the key in `pem_file` under `kid`, as anyone holding it could.
+    fn sign_by_hand(pem_file: &std::path::Path, kid: &str, claims: &serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.to_owned());
+        let key = EncodingKey::from_ed_pem(&std::fs::read(pem_file).unwrap()).unwrap();
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+
+    fn claims(sub: &str, kind: &str) -> serde_json::Value {
+        let now = now_secs();
+        serde_json::json!({
+            "iss": ISSUER, "aud": AUDIENCE, "sub": sub, "kind": kind,
+            "team": TeamId::new().to_string(), "sid": SessionId::new().to_string(),
+            "iat": now, "nbf": now, "exp": now + 60, "jti": "j",
+        })
+    }
+
+    #[test]
+    fn a_service_key_vouches_for_its_own_service_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        let (auth, own, path) = with_service_key(&files);
+        let verifier = load_verifier(&files).unwrap();
+        let ttl = Duration::from_secs(60);
+
+        let token = own.service_token("orchestrator", ttl).unwrap();
+        assert_eq!(
+            verifier.verify(&token).unwrap(),
+            Principal::Service {
+                name: "orchestrator".to_owned()
+            }
+        );
+        assert_eq!(
+            jsonwebtoken::decode_header(&token).unwrap().kid,
+            Some(own.kid())
+        );
+
+        // The signer will not sign beyond its service.
+        let err = own.service_token("auth", ttl).unwrap_err().to_string();
+        assert!(err.contains("only orchestrator's service tokens"), "{err}");
+        assert!(
+            own.access_token(UserId::new(), TeamId::new(), SessionId::new(), ttl)
+                .is_err()
+        );
+
+        // Nor does the key verify beyond it, signed by hand with the same key.
+        let kid = own.kid();
+        let by_hand = |sub: &str, kind: &str| sign_by_hand(&path, &kid, &claims(sub, kind));
+        assert!(
+            verifier
+                .verify(&by_hand("service:orchestrator", "service"))
+                .is_ok()
+        );
+        for (sub, kind) in [
+            ("service:auth", "service"),
+            ("service:orchestrator-2", "service"),
+            ("orchestrator", "service"),
+            (&UserId::new().to_string(), "access"),
+            ("service:orchestrator", "access"),
+        ] {
+            let err = verifier.verify(&by_hand(sub, kind)).unwrap_err();
+            assert_eq!(err.message, "invalid or expired token", "{sub} {kind}");
+        }
+
+        // Its own token with the name changed after signing.
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut payload: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        payload["sub"] = "service:auth".into();
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).unwrap());
+        assert!(
+            verifier
+                .verify(&format!("{}.{payload}.{}", parts[0], parts[2]))
+                .is_err()
+        );
+
+        // The token signing key still signs service tokens for any service.
+        for name in ["auth", "orchestrator"] {
+            let token = auth.service_token(name, ttl).unwrap();
+            assert_eq!(
+                verifier.verify(&token).unwrap().require_service().unwrap(),
+                name
+            );
+        }
+        let (token, principal) = member(&auth, 60);
+        assert_eq!(verifier.verify(&token).unwrap(), principal);
+
+        // The private file is not replaced unless asked to.
+        let before = std::fs::read(&path).unwrap();
+        let err = crate::add_service_key(&files.verifying, &path, "orchestrator", false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("orchestrator.pem exists"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn a_relabelled_or_mislabelled_service_key_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        let (_, own, _) = with_service_key(&files);
+        let token = own
+            .service_token("orchestrator", Duration::from_secs(60))
+            .unwrap();
+        let text = std::fs::read_to_string(&files.verifying).unwrap();
+        assert_eq!(
+            text.matches("service: orchestrator\n-----BEGIN").count(),
+            1,
+            "{text}"
+        );
+
+        // Labelled for another service: the orchestrator's tokens are refused.
+        std::fs::write(
+            &files.verifying,
+            text.replace("service: orchestrator", "service: team"),
+        )
+        .unwrap();
+        assert!(load_verifier(&files).unwrap().verify(&token).is_err());
+
+        // A label mistyped would leave the key unlabelled, able to sign anything: refused.
+        for typo in [
+            "Service: orchestrator",
+            "service orchestrator",
+            "service: Orch!",
+        ] {
+            std::fs::write(
+                &files.verifying,
+                text.replace("service: orchestrator", typo),
+            )
+            .unwrap();
+            let err = load_verifier(&files).unwrap_err().to_string();
+            assert!(err.contains("v.pem"), "{typo}: {err}");
+        }
+        // So is a label with no key after it.
+        std::fs::write(&files.verifying, format!("{text}service: orchestrator\n")).unwrap();
+        assert!(load_verifier(&files).is_err());
+    }
+
+    #[test]
+    fn rotate_and_retire_keep_service_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        let (first_signer, own, _) = with_service_key(&files);
+        let first = first_signer.kid();
+        let ttl = Duration::from_secs(600);
+        let token = own.service_token("orchestrator", ttl).unwrap();
+        let labelled = |files: &KeyFiles| {
+            std::fs::read_to_string(&files.verifying)
+                .unwrap()
+                .matches("service: orchestrator\n")
+                .count()
+        };
+
+        let second = rotate(&files).unwrap();
+        assert_eq!(labelled(&files), 1);
+        assert!(load_verifier(&files).unwrap().verify(&token).is_ok());
+
+        // Every old signing key goes, the service key stays, labelled.
+        assert!(retire(&files, Some(&own.kid())).is_err(), "not by retire");
+        assert_eq!(retire(&files, None).unwrap(), vec![first]);
+        assert_eq!(labelled(&files), 1);
+        let verifier = load_verifier(&files).unwrap();
+        assert_eq!(
+            verifier.verify(&token).unwrap().require_service().unwrap(),
+            "orchestrator"
+        );
+        let service = own.service_token("auth", ttl);
+        assert!(service.is_err(), "the label still binds it");
+
+        // Retiring the service key takes it out, and its tokens are refused.
+        let err = crate::retire_service_key(&files.verifying, "team", None).unwrap_err();
+        assert!(err.to_string().contains("team has no service key"), "{err}");
+        assert_eq!(
+            crate::retire_service_key(&files.verifying, "orchestrator", None).unwrap(),
+            vec![own.kid()]
+        );
+        assert_eq!(labelled(&files), 0);
+        let verifier = load_verifier(&files).unwrap();
+        assert!(verifier.verify(&token).is_err());
+        let (token, _) = member(&crate::load_signer(&files).unwrap(), 60);
+        assert_eq!(
+            jsonwebtoken::decode_header(&token).unwrap().kid,
+            Some(second)
+        );
+        assert!(verifier.verify(&token).is_ok());
     }
 
     #[test]
