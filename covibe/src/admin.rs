@@ -1,8 +1,9 @@
 //! `covibe admin ...`: what an operator does on the server, with the service's own files and
-//! database (no running mesh needed): rotate and retire token signing keys and the master key
-//! that seals members' VM credentials, and make a one-time recovery code for a member who has
-//! no signed-in device left (the last owner included).
+//! database (no running mesh needed): rotate and retire token signing keys, services' own keys
+//! and the master key that seals members' VM credentials, and make a one-time recovery code for
+//! a member who has no signed-in device left (the last owner included).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -28,6 +29,33 @@ pub enum Admin {
     RetireSigningKey {
         #[command(flatten)]
         common: crate::options::Common,
+        /// The key id (`kid`) to retire.
+        #[arg(long)]
+        kid: Option<String>,
+    },
+    /// Gives a service a key of its own, for where the signing key is not mounted: it signs
+    /// only that service's service tokens (e.g. the orchestrator reading team policies). Writes
+    /// the private key (to `--out`, else `auth.service_key_file`) and adds its public half to
+    /// the verifying keys, labelled `service: NAME`.
+    AddServiceKey {
+        #[command(flatten)]
+        common: crate::options::Common,
+        /// The service it signs for, e.g. `orchestrator`.
+        name: String,
+        /// Where to write the private key (COVIBE_AUTH__SERVICE_KEY_FILE by default).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace an existing private key file (its public half stays until retired).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Removes a service's own keys from the verifying keys: the one named, or all of them.
+    /// Tokens they signed are refused from then on.
+    RetireServiceKey {
+        #[command(flatten)]
+        common: crate::options::Common,
+        /// The service, e.g. `orchestrator`.
+        name: String,
         /// The key id (`kid`) to retire.
         #[arg(long)]
         kid: Option<String>,
@@ -103,6 +131,41 @@ pub async fn run(admin: Admin) -> anyhow::Result<()> {
             }
             for kid in retired {
                 println!("retired {kid}: its tokens are refused from now on");
+            }
+        }
+        Admin::AddServiceKey {
+            common,
+            name,
+            out,
+            force,
+        } => {
+            let Some(config) = crate::options::load(&common)? else {
+                return Ok(());
+            };
+            let path = out.or_else(|| config.auth.service_key_file.clone()).context(
+                "where should the key go? pass --out or set auth.service_key_file (COVIBE_AUTH__SERVICE_KEY_FILE)",
+            )?;
+            let verifying = config.verifying_key_file();
+            let kid = covibe_identity::add_service_key(&verifying, &path, &name, force)
+                .with_context(|| format!("adding a service key for {name}"))?;
+            println!(
+                "new service key {kid} for {name}: private key in {} (give it to {name} alone, as auth.service_key_file); public key added to {} as `service: {name}` (give the file to every component)",
+                path.display(),
+                verifying.display()
+            );
+        }
+        Admin::RetireServiceKey { common, name, kid } => {
+            let Some(config) = crate::options::load(&common)? else {
+                return Ok(());
+            };
+            let retired = covibe_identity::retire_service_key(
+                &config.verifying_key_file(),
+                &name,
+                kid.as_deref(),
+            )
+            .with_context(|| format!("retiring the service keys of {name}"))?;
+            for kid in retired {
+                println!("retired {kid} of {name}: its tokens are refused from now on");
             }
         }
         Admin::RotateMasterKey { common, if_missing } => {

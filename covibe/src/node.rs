@@ -117,6 +117,25 @@ fn signer(config: &Config) -> anyhow::Result<Signer> {
     covibe_identity::load_signer(&key_files(config)).context("loading the token signing key")
 }
 
+/// What signs the orchestrator's service token: the signing key if this process has it, else
+/// the orchestrator's own service key if one is configured.
+fn policy_signer(config: &Config) -> anyhow::Result<Signer> {
+    let no_signing_key = match signer(config) {
+        Ok(signer) => return Ok(signer),
+        Err(err) => err,
+    };
+    let Some(path) = &config.auth.service_key_file else {
+        return Err(no_signing_key.context("no service key either (auth.service_key_file)"));
+    };
+    let signer =
+        covibe_identity::load_service_signer(path, "orchestrator", &config.verifying_key_file())
+            .with_context(|| {
+                format!("loading the orchestrator's service key {}", path.display())
+            })?;
+    tracing::info!(kid = %signer.kid(), "the orchestrator signs its service tokens with its own key");
+    Ok(signer)
+}
+
 async fn database(config: &Config) -> anyhow::Result<DatabaseConnection> {
     let url = config.database_url();
     covibe_storage::connect(&url)
@@ -302,9 +321,10 @@ async fn orchestrator(
         ..Default::default()
     };
     // Tool requests are decided by the team's policy, read from the team service with a
-    // service token of the orchestrator's own: it needs the signing key. Without it every
-    // request goes to the agent's owner.
-    let policy: Arc<dyn covibe_orchestrator::PolicySource> = match signer(config) {
+    // service token of the orchestrator's own: signed with the signing key where it has one
+    // (standalone), else with its own service key (where only auth holds the signing key).
+    // Without either every request goes to the agent's owner.
+    let policy: Arc<dyn covibe_orchestrator::PolicySource> = match policy_signer(config) {
         Ok(signer) => {
             let team = TeamServiceClient::new(covibe_bootstrap::channel(team_url)?)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -312,7 +332,7 @@ async fn orchestrator(
             Arc::new(covibe_orchestrator::TeamPolicies::new(team, signer))
         }
         Err(err) => {
-            tracing::warn!(error = %format!("{err:#}"), "no token signing key: the team's tool-use policy cannot be read, every tool request goes to the agent's owner");
+            tracing::warn!(error = %format!("{err:#}"), "no key to sign the orchestrator's service token: the team's tool-use policy cannot be read, every tool request goes to the agent's owner (give the orchestrator a key of its own with `covibe admin add-service-key orchestrator` and auth.service_key_file)");
             Arc::new(covibe_orchestrator::NoPolicy)
         }
     };

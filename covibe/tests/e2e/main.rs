@@ -17,6 +17,7 @@ mod layering;
 mod permissions;
 mod preview_deploy;
 mod realtime;
+mod service_keys;
 mod ssh;
 mod support;
 mod web_client;

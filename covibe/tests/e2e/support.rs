@@ -121,6 +121,18 @@ impl Mesh {
         redis_url: &str,
         extra: Env,
     ) -> Self {
+        Self::start_with_orchestrator(dir, database_url, redis_url, extra, Env::new()).await
+    }
+
+    /// [`Self::start_with`], the orchestrator's process also given `orchestrator` (e.g. keys
+    /// of its own).
+    pub(crate) async fn start_with_orchestrator(
+        dir: &Path,
+        database_url: &str,
+        redis_url: &str,
+        extra: Env,
+        orchestrator: Env,
+    ) -> Self {
         let mut mesh = Self {
             dir: dir.to_owned(),
             database_url: database_url.to_owned(),
@@ -160,15 +172,14 @@ impl Mesh {
             .await;
         let vmc = mesh.launch("vm-connector", Vec::new()).await;
         let orch_addr = mesh.orchestrator_addr.clone();
-        let orch = mesh
-            .launch(
-                "orchestrator",
-                env(&[
-                    ("COVIBE_ENDPOINTS__VM_CONNECTOR", &vmc),
-                    ("COVIBE_GRPC_ADDR", &orch_addr),
-                ]),
-            )
-            .await;
+        // The team service answers the orchestrator's reads of tool-use policies.
+        let mut orch_env = env(&[
+            ("COVIBE_ENDPOINTS__VM_CONNECTOR", &vmc),
+            ("COVIBE_ENDPOINTS__TEAM", &team),
+            ("COVIBE_GRPC_ADDR", &orch_addr),
+        ]);
+        orch_env.extend(orchestrator);
+        let orch = mesh.launch("orchestrator", orch_env).await;
         let preview = mesh
             .launch(
                 "preview",

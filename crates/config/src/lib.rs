@@ -146,6 +146,10 @@ pub struct AuthConfig {
     pub signing_key_file: Option<PathBuf>,
     /// Ed25519 public key (SPKI PEM); unset means `data_dir/keys/jwt-signing.pub.pem`.
     pub verifying_key_file: Option<PathBuf>,
+    /// This service's own Ed25519 key (PKCS#8 PEM, `covibe admin add-service-key`): it signs
+    /// only this service's service tokens, where the signing key is not mounted (the
+    /// orchestrator reading team policies on Kubernetes). Unset means none.
+    pub service_key_file: Option<PathBuf>,
     pub access_ttl_secs: u64,
     pub refresh_ttl_secs: u64,
     pub invite_ttl_secs: u64,
@@ -251,6 +255,7 @@ impl Default for AuthConfig {
         Self {
             signing_key_file: None,
             verifying_key_file: None,
+            service_key_file: None,
             access_ttl_secs: 15 * 60,
             refresh_ttl_secs: 30 * 24 * 3600,
             invite_ttl_secs: 7 * 24 * 3600,
