@@ -5,25 +5,35 @@
 #
 #   bash k8s/validate.sh                 # against Kubernetes 1.30.0
 #   K8S_VERSION=1.33.0 bash k8s/validate.sh
-#   bash k8s/validate.sh --self-test     # a broken copy of the manifests must fail
+#   bash k8s/validate.sh --self-test     # broken copies of the manifests must fail
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 k8s_version="${K8S_VERSION:-1.30.0}"
 
-# `--self-test`: a copy of these manifests with an unknown field in a Deployment must fail,
-# or this check proves nothing.
+# `--self-test`: copies of these manifests, each broken in one way, must fail, or this check
+# proves nothing.
 if [[ "${1:-}" == "--self-test" ]]; then
     scratch="$(mktemp -d)"
     trap 'rm -rf "$scratch"' EXIT
-    cp -r "$here" "$scratch/k8s"
-    sed -i 's/^kind: Deployment$/kind: Deployment\nreplicaz: 2/' "$scratch/k8s/base/gateway.yaml"
-    grep -q '^replicaz: 2$' "$scratch/k8s/base/gateway.yaml" || { echo "validate: self-test could not break a manifest" >&2; exit 1; }
-    if bash "$scratch/k8s/validate.sh" >/dev/null 2>&1; then
-        echo "validate: self-test FAILED: a broken manifest passed" >&2
-        exit 1
-    fi
-    echo "validate: self-test OK (a broken manifest fails)"
+    must_fail() { # what, file under k8s/, sed script that breaks it
+        rm -rf "$scratch/k8s"
+        cp -r "$here" "$scratch/k8s"
+        sed -i "$3" "$scratch/k8s/$2"
+        if cmp -s "$here/$2" "$scratch/k8s/$2"; then
+            echo "validate: self-test could not break $2 ($1)" >&2
+            exit 1
+        fi
+        if bash "$scratch/k8s/validate.sh" >/dev/null 2>&1; then
+            echo "validate: self-test FAILED: $1 passed" >&2
+            exit 1
+        fi
+    }
+    must_fail "an unknown field" base/gateway.yaml 's/^kind: Deployment$/kind: Deployment\nreplicaz: 2/'
+    must_fail "the gateway mounting signing.pem" base/gateway.yaml 's/key: verifying.pem/key: signing.pem/'
+    must_fail "the gateway mounting the orchestrator's key" base/gateway.yaml \
+        's/secretName: covibe-jwt/secretName: covibe-service-orchestrator/'
+    echo "validate: self-test OK (broken manifests fail)"
     exit 0
 fi
 
@@ -47,6 +57,19 @@ fail=0
 check() { # name, condition message; marks failure without stopping the other checks
     echo "validate: FAIL $1: $2" >&2
     fail=1
+}
+
+# The Deployments (by name, space-separated) of a rendered file whose manifest contains a line
+# matching the regex: who mounts a given key.
+mounters() { # regex, file
+    awk -v pat="$1" '
+        function done() { if (deployment && hit) printf "%s%s", (n++ ? " " : ""), name }
+        /^---$/ { done(); deployment = 0; hit = 0; name = ""; next }
+        /^kind: Deployment$/ { deployment = 1 }
+        /^  name: / && name == "" { name = $2 }
+        $0 ~ pat { hit = 1 }
+        END { done() }
+    ' "$2"
 }
 
 targets=("$here/base")
@@ -77,6 +100,15 @@ for dir in "${targets[@]}"; do
     signing="$(grep -c 'key: signing.pem' "$file" || true)"
     if [[ "$signing" != 1 ]]; then
         check "$name" "exactly one Deployment (auth) may mount signing.pem, found $signing"
+    fi
+    signers="$(mounters 'key: signing.pem' "$file")"
+    if [[ "$signers" != "covibe-auth" ]]; then
+        check "$name" "only covibe-auth may mount signing.pem, found: ${signers:-none}"
+    fi
+    # The orchestrator's own key signs its service tokens: no other component may hold it.
+    holders="$(mounters 'secretName: covibe-service-orchestrator|key: orchestrator.pem' "$file")"
+    if [[ "$holders" != "covibe-orchestrator" ]]; then
+        check "$name" "only covibe-orchestrator may mount its service key, found: ${holders:-none}"
     fi
 done
 
