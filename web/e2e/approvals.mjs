@@ -247,26 +247,48 @@ try {
     await shoot(page, 'approval-denied-390x844');
   });
 
+  let third = '';
   await check('an AskUserQuestion shows its question and options', async () => {
     const { page } = sarah;
-    const third = await spawnAgent(page, 'ask lines=1 Pick a greeting');
+    third = await spawnAgent(page, 'ask lines=1 Pick a greeting');
     await openAgent(page, third);
     const card = page.getByTestId('approval-card');
     await card.getByRole('heading', { name: /Bash/ }).waitFor();
     await card.getByRole('button', { name: 'Allow', exact: true }).click();
     await card.getByRole('heading', { name: /AskUserQuestion/ }).waitFor();
-    await card.getByText('Which greeting should the app use?').waitFor();
-    const options = card.getByRole('list', { name: 'Options' });
-    for (const label of ['Hello', 'Hi']) await options.getByText(label, { exact: true }).waitFor();
-    // "Always" makes no sense for a question: it is not offered.
+    const options = card.getByRole('group', { name: /Which greeting should the app use\?/ });
+    for (const label of ['Hello', 'Hi']) await options.getByRole('button', { name: new RegExp(`^${label}\\b`) }).waitFor();
+    // "Always" makes no sense for a question, nor sending one unanswered.
     if (await card.getByRole('button', { name: 'Always for this agent', exact: true }).count()) throw new Error('a question offers Always');
+    if (await card.getByRole('button', { name: 'Send answer', exact: true }).isEnabled()) throw new Error('an unanswered question can be sent');
     // The output follows to the question's tool use, the card below it.
     await page.getByRole('log', { name: 'Agent output' }).locator('.tool-name', { hasText: 'AskUserQuestion' }).waitFor();
     await page.getByRole('button', { name: 'Jump to latest ↓' }).waitFor({ state: 'detached' });
     await scan(page, 'agent with a question');
     await shoot(page, 'approval-ask-390x844');
-    await card.getByRole('button', { name: 'Allow', exact: true }).click();
+  });
+
+  await check('Miguel sees the agent wait for Sarah’s answer, without the choices', async () => {
+    const { page } = miguel;
+    await openAgent(page, third);
+    const waiting = page.getByTestId('approval-waiting');
+    await waiting.filter({ hasText: 'Waiting for Sarah’s answer' }).waitFor();
+    if (await page.getByRole('button', { name: /^Hi\b/ }).count()) throw new Error('a teammate can pick an answer');
+  });
+
+  await check('Sarah picks an option and sends it: the agent goes on with her answer', async () => {
+    const { page } = sarah;
+    const card = page.getByTestId('approval-card');
+    const hi = card.getByRole('button', { name: /^Hi\b/ });
+    await hi.click();
+    if ((await hi.getAttribute('aria-pressed')) !== 'true') throw new Error('the chosen option is not shown as chosen');
+    await shoot(page, 'approval-ask-chosen-390x844');
+    await card.getByRole('button', { name: 'Send answer', exact: true }).click();
+    await page.getByTestId('approval-outcome').filter({ hasText: 'Answered by you' }).waitFor();
+    const log = page.getByRole('log', { name: 'Agent output' });
+    await log.getByText('"Which greeting should the app use?"="Hi"').first().waitFor();
     await page.locator('.agent-meta .status-completed').waitFor();
+    await miguel.page.getByRole('log', { name: 'Agent output' }).getByText('"Which greeting should the app use?"="Hi"').first().waitFor();
   });
 } catch (error) {
   problems.push(`step "${s.step}" failed: ${error.message}`);

@@ -1,8 +1,8 @@
 // How a tool request reads on its card: the command for Bash, the file and its before/after for
 // Edit and Write, the questions for AskUserQuestion, the server's summary otherwise; outcomes,
-// a late answer, and the time left.
+// a late answer, the time left, and a question's answer as the input it is allowed with.
 import { describe, expect, it } from 'vitest';
-import { alreadyAnswered, outcome, shortSummary, shown, timeLeft } from '../src/approvals/summary';
+import { alreadyAnswered, answeredInput, forTool, outcome, shortSummary, shown, timeLeft } from '../src/approvals/summary';
 
 const names = (id: string) => (id === 'u-sarah' ? 'you' : id === 'u-miguel' ? 'Miguel' : 'a teammate');
 
@@ -111,5 +111,40 @@ describe('what became of a request', () => {
     expect(timeLeft(now + 35_400, now)).toBe('35 s');
     expect(timeLeft(now - 5_000, now)).toBe('moments');
     expect(timeLeft(now + 61 * 60_000, now)).toBe('1 h 1 min');
+  });
+});
+
+describe('answering a question', () => {
+  const input = {
+    questions: [
+      { question: 'Which greeting?', header: 'Greeting', options: [{ label: 'Hello' }, { label: 'Hi' }], multiSelect: false },
+      { question: 'Which pages?', header: 'Pages', options: [{ label: 'Home' }, { label: 'About' }], multiSelect: true },
+    ],
+  };
+
+  it('adds each question’s answer to its input, labels comma-separated, own words last', () => {
+    expect(
+      answeredInput(input, [
+        { labels: ['Hi'], other: '' },
+        { labels: ['Home', 'About'], other: ' Contact ' },
+      ]),
+    ).toEqual({ ...input, answers: { 'Which greeting?': 'Hi', 'Which pages?': 'Home, About, Contact' } });
+    expect(answeredInput(input, [{ labels: [], other: 'Hey there' }, { labels: ['Home'], other: '' }])).toEqual({
+      ...input,
+      answers: { 'Which greeting?': 'Hey there', 'Which pages?': 'Home' },
+    });
+  });
+
+  it('is not ready while a question has no answer, or when there is no question', () => {
+    expect(answeredInput(input, [{ labels: ['Hi'], other: '' }])).toBeNull();
+    expect(answeredInput(input, [{ labels: ['Hi'], other: '' }, { labels: [], other: '  ' }])).toBeNull();
+    expect(answeredInput({ questions: [] }, [])).toBeNull();
+    expect(answeredInput('not an object', [{ labels: ['Hi'], other: '' }])).toBeNull();
+  });
+
+  it('says a question was answered or declined, not allowed or denied', () => {
+    expect(forTool({ text: 'Allowed by you', tone: 'ok' }, 'AskUserQuestion')).toEqual({ text: 'Answered by you', tone: 'ok' });
+    expect(forTool({ text: 'Denied by you', tone: 'bad' }, 'AskUserQuestion')).toEqual({ text: 'Declined by you', tone: 'bad' });
+    expect(forTool({ text: 'Allowed by you', tone: 'ok' }, 'Bash')).toEqual({ text: 'Allowed by you', tone: 'ok' });
   });
 });

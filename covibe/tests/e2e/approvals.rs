@@ -3,7 +3,7 @@
 //! asking, an undecided one waits for its owner (a teammate sees it, cannot answer), the
 //! owner's allow lets it run; with the owner's phone away the request times out to a deny and
 //! the agent goes on, and the owner's socket is shown a waiting request when it joins again.
-//! Every decision is in the VM's audit log.
+//! Every decision is in the VM's audit log. A question is answered with one of its options.
 
 use covibe_testkit::{SioClient, clean_command, workspace_root};
 use serde_json::{Value, json};
@@ -252,5 +252,59 @@ async fn tool_requests_decided_by_the_policy_or_the_owner() {
     assert_eq!(ack["ok"], true, "{ack}");
     output_with(&mut sio, "miguel", &chatty, "input: and the docs too").await;
     wait_for_status(&http, gw, &sarah_token, &chatty, "completed").await;
+
+    // A question: the owner sees it with its options and answers with one; the agent goes on
+    // with that answer, which the team sees.
+    let (curious, _) = spawn(&http, gw, &sarah_token, "bash_cmd=echo%20allowed ask").await;
+    let card = event(&mut sio, "sarah", &curious, "agent_permission").await;
+    assert_eq!(card["tool"], "AskUserQuestion", "{card}");
+    let question = "Which greeting should the app use?";
+    assert_eq!(card["summary"], question);
+    let labels: Vec<&str> = card["input"]["questions"][0]["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["Hello", "Hi"]);
+    let url = format!(
+        "{gw}/api/agent/{curious}/permissions/{}",
+        card["requestId"].as_str().unwrap()
+    );
+    let mut answered = card["input"].clone();
+    answered["answers"] = json!({ question: "Hi" });
+    // A deny runs nothing, so it cannot carry an input; an input must be an object.
+    for (body, why) in [
+        (
+            json!({"decision": "deny", "updatedInput": answered}),
+            "a deny cannot change the tool's input",
+        ),
+        (
+            json!({"decision": "allow", "updatedInput": ["Hi"]}),
+            "updatedInput",
+        ),
+    ] {
+        let (status, refused) = post(&http, &url, Some(&sarah_token), body).await;
+        assert_eq!(status, 400, "{refused}");
+        let message = refused["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(why), "{message:?} lacks {why:?}");
+    }
+    let (status, body) = post(
+        &http,
+        &url,
+        Some(&sarah_token),
+        json!({"decision": "allow", "updatedInput": answered}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["request"]["updatedInput"]["answers"][question], "Hi");
+    output_with(
+        &mut sio,
+        "miguel",
+        &curious,
+        &format!(r#"User has answered your questions: \"{question}\"=\"Hi\""#),
+    )
+    .await;
+    wait_for_status(&http, gw, &sarah_token, &curious, "completed").await;
     proc.kill().await;
 }

@@ -1225,6 +1225,7 @@ impl World<'_> {
                     request_id: self.waiting_request().await,
                     decision: orch_pb::PermissionDecision::Deny.into(),
                     message: String::new(),
+                    updated_input_json: String::new(),
                 };
                 grpc_outcome(self.orch.clone().answer_permission(req(r, t)).await)
             }

@@ -275,6 +275,10 @@ pub struct PermissionRequest {
     pub decided_at: Option<i64>,
     /// The `tool_use` block of the agent's output this is about.
     pub tool_use_id: Option<String>,
+    /// With an allow that changed the input (an answered question): the input the tool ran
+    /// with.
+    #[schema(value_type = Option<Object>)]
+    pub updated_input: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// What became of a tool request.
@@ -306,6 +310,12 @@ pub struct AnswerPermission {
     /// With a deny: why, shown to the agent (at most 1 KiB).
     #[serde(default)]
     pub message: Option<String>,
+    /// With an allow: the input the tool runs with instead (at most 64 KiB, and not one the
+    /// team's policy denies). An `AskUserQuestion` is answered with its input plus
+    /// `"answers": {"<question>": "<chosen label>"}`.
+    #[serde(default)]
+    #[schema(value_type = Option<std::collections::HashMap<String, serde_json::Value>>)]
+    pub updated_input: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// `agent_permission_answer`'s argument.
@@ -317,6 +327,8 @@ pub struct AnswerPermissionEvent {
     pub decision: PermissionDecisionName,
     #[serde(default)]
     pub message: Option<String>,
+    #[serde(default)]
+    pub updated_input: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// `{requests}`: the team's waiting tool requests, oldest first.
@@ -371,6 +383,7 @@ pub fn permission(p: orch::PermissionRequest) -> PermissionRequest {
         expires_at: p.expires_at_ms,
         decided_at: p.decided_at_ms,
         tool_use_id: (!p.tool_use_id.is_empty()).then_some(p.tool_use_id),
+        updated_input: serde_json::value::RawValue::from_string(p.updated_input_json).ok(),
     }
 }
 

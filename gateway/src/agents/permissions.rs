@@ -29,20 +29,30 @@ pub(crate) async fn pending(gw: &Gateway, token: &str) -> Result<Vec<orch::Permi
         .requests)
 }
 
+/// The owner's answer as they sent it.
+struct Reply {
+    decision: PermissionDecisionName,
+    message: Option<String>,
+    updated_input: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
 /// Answers one of the caller's agents' tool requests.
 async fn answer(
     gw: &Gateway,
     token: &str,
     agent_id: String,
     request_id: String,
-    decision: PermissionDecisionName,
-    message: Option<String>,
+    reply: Reply,
 ) -> Result<json::PermissionRequest> {
     let request = orch::AnswerPermissionRequest {
         agent_id,
         request_id,
-        decision: json::decision_pb(decision).into(),
-        message: message.unwrap_or_default(),
+        decision: json::decision_pb(reply.decision).into(),
+        message: reply.message.unwrap_or_default(),
+        updated_input_json: reply
+            .updated_input
+            .map(|input| serde_json::Value::Object(input).to_string())
+            .unwrap_or_default(),
     };
     let decided = gw
         .orchestrator
@@ -66,29 +76,27 @@ pub(crate) async fn list(
     }))
 }
 
-/// `POST /api/agent/{id}/permissions/{requestId} {decision, message?}` → `{request}`.
+/// `POST /api/agent/{id}/permissions/{requestId} {decision, message?, updatedInput?}` →
+/// `{request}`.
 pub(crate) async fn answer_rest(
     State(gw): State<Arc<Gateway>>,
     member: Member,
     Path((id, request_id)): Path<(String, String)>,
     crate::http::extract::ApiJson(body): crate::http::extract::ApiJson<AnswerPermission>,
 ) -> Result<impl IntoResponse> {
-    let request = answer(
-        &gw,
-        &member.token,
-        id,
-        request_id,
-        body.decision,
-        body.message,
-    )
-    .await?;
+    let reply = Reply {
+        decision: body.decision,
+        message: body.message,
+        updated_input: body.updated_input,
+    };
+    let request = answer(&gw, &member.token, id, request_id, reply).await?;
     Ok(Json(json::PermissionEnvelope { request }))
 }
 
 // Socket.io
 
 /// `agent_permission_answer {agentId, requestId, decision: allow | deny |
-/// allow_always_for_agent, message?}` → ack `{ok, request}`.
+/// allow_always_for_agent, message?, updatedInput?}` → ack `{ok, request}`.
 pub(crate) async fn on_answer(
     socket: SocketRef,
     data: Data<AnswerPermissionEvent>,
@@ -96,19 +104,16 @@ pub(crate) async fn on_answer(
     gw: Arc<Gateway>,
 ) {
     let usage = "agent_permission_answer needs {agentId, requestId, decision: allow | deny | \
-                 allow_always_for_agent, message?}";
+                 allow_always_for_agent, message?, updatedInput?: object}";
     let Some((joined, event, ack)) = acting(&socket, data, ack, usage) else {
         return;
     };
-    let result = answer(
-        &gw,
-        &joined.token,
-        event.agent_id,
-        event.request_id,
-        event.decision,
-        event.message,
-    )
-    .await;
+    let reply = Reply {
+        decision: event.decision,
+        message: event.message,
+        updated_input: event.updated_input,
+    };
+    let result = answer(&gw, &joined.token, event.agent_id, event.request_id, reply).await;
     match result {
         Ok(request) => ack.send(&json!({"ok": true, "request": request})),
         Err(err) => refuse(ack, err.0),

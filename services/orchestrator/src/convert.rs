@@ -5,7 +5,7 @@ use covibe_proto::orchestrator::v1 as pb;
 use covibe_proto::vmagent::v1::Command;
 use covibe_types::{AgentId, ApiError};
 
-use crate::model::{Agent, Answer, Permission, PermissionState};
+use crate::model::{Agent, Answer, MAX_INPUT_JSON, Permission, PermissionState, Reply};
 
 pub(crate) fn agent_pb(a: &Agent) -> common::Agent {
     common::Agent {
@@ -74,6 +74,7 @@ pub(crate) fn permission_pb(p: &Permission) -> pb::PermissionRequest {
         expires_at_ms: p.expires_at_ms,
         decided_at_ms: p.decided_at_ms,
         tool_use_id: p.tool_use_id.clone(),
+        updated_input_json: p.updated_input_json.clone(),
     }
 }
 
@@ -84,8 +85,7 @@ const MAX_MESSAGE_BYTES: usize = 1024;
 pub(crate) struct AnswerRequest {
     pub agent: AgentId,
     pub request_id: String,
-    pub answer: Answer,
-    pub message: String,
+    pub reply: Reply,
 }
 
 impl TryFrom<pb::AnswerPermissionRequest> for AnswerRequest {
@@ -110,14 +110,84 @@ impl TryFrom<pb::AnswerPermissionRequest> for AnswerRequest {
                 "message is longer than {MAX_MESSAGE_BYTES} bytes"
             )));
         }
+        let updated_input_json = updated_input(answer, r.updated_input_json)?;
         Ok(Self {
             agent: r
                 .agent_id
                 .parse()
                 .map_err(|_| ApiError::invalid("invalid agent id"))?,
             request_id: r.request_id,
-            answer,
-            message: r.message,
+            reply: Reply {
+                answer,
+                message: r.message,
+                updated_input_json,
+            },
         })
+    }
+}
+
+/// An allow's changed input, checked: a JSON object of at most [`MAX_INPUT_JSON`] bytes, and
+/// only with an allow (a deny runs nothing). Kept as sent: the agent gets exactly this.
+fn updated_input(answer: Answer, json: String) -> Result<String, ApiError> {
+    if json.is_empty() {
+        return Ok(json);
+    }
+    if answer == Answer::Deny {
+        return Err(ApiError::invalid("a deny cannot change the tool's input"));
+    }
+    if json.len() > MAX_INPUT_JSON {
+        return Err(ApiError::invalid(format!(
+            "updated input is longer than {MAX_INPUT_JSON} bytes"
+        )));
+    }
+    match serde_json::from_str::<serde_json::Value>(&json) {
+        Ok(serde_json::Value::Object(_)) => Ok(json),
+        Ok(_) => Err(ApiError::invalid("updated input must be a JSON object")),
+        Err(_) => Err(ApiError::invalid("updated input is not valid JSON")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(decision: pb::PermissionDecision, updated: &str) -> pb::AnswerPermissionRequest {
+        pb::AnswerPermissionRequest {
+            agent_id: AgentId::new().to_string(),
+            request_id: "r".to_owned(),
+            decision: decision.into(),
+            message: String::new(),
+            updated_input_json: updated.to_owned(),
+        }
+    }
+
+    fn refusal(decision: pb::PermissionDecision, updated: &str) -> String {
+        match AnswerRequest::try_from(request(decision, updated)) {
+            Ok(_) => panic!("{updated:?} was taken"),
+            Err(err) => err.message,
+        }
+    }
+
+    #[test]
+    fn a_changed_input_is_an_object_within_bounds_and_only_with_an_allow() {
+        use pb::PermissionDecision::{Allow, AllowAlwaysForAgent, Deny};
+        let answer = r#"{"questions":[],"answers":{"Which?":"Hi"}}"#;
+        for decision in [Allow, AllowAlwaysForAgent] {
+            let taken = AnswerRequest::try_from(request(decision, answer)).unwrap();
+            assert_eq!(taken.reply.updated_input_json, answer);
+        }
+        let unchanged = AnswerRequest::try_from(request(Deny, "")).unwrap();
+        assert_eq!(unchanged.reply.updated_input_json, "");
+        assert_eq!(
+            refusal(Deny, answer),
+            "a deny cannot change the tool's input"
+        );
+        assert_eq!(refusal(Allow, "[1]"), "updated input must be a JSON object");
+        assert_eq!(refusal(Allow, "{"), "updated input is not valid JSON");
+        let huge = format!(r#"{{"command":"{}"}}"#, "a".repeat(MAX_INPUT_JSON));
+        assert_eq!(
+            refusal(Allow, &huge),
+            format!("updated input is longer than {MAX_INPUT_JSON} bytes")
+        );
     }
 }

@@ -149,7 +149,7 @@ impl OrchestratorService for OrchestratorGrpc {
         let r = AnswerRequest::try_from(request.into_inner())?;
         let decided = self
             .agents
-            .answer_permission(user, team, r.agent, &r.request_id, r.answer, &r.message)
+            .answer_permission(user, team, r.agent, &r.request_id, &r.reply)
             .await?;
         Ok(Response::new(permission_pb(&decided)))
     }

@@ -28,7 +28,8 @@ pub use error::Error;
 pub use grpc::OrchestratorGrpc;
 pub use link::LinkService;
 pub use model::{
-    Agent, Answer, Limits, OutputBatch, OutputPage, Permission, PermissionState, Rules, StoredChunk,
+    Agent, Answer, Limits, OutputBatch, OutputPage, Permission, PermissionState, Reply, Rules,
+    StoredChunk,
 };
 pub use policy::{NoPolicy, PolicySource, TeamPolicies};
 pub use store::{AgentStore, PermissionStore, SeaAgentStore};

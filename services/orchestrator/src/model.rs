@@ -135,11 +135,17 @@ pub struct Permission {
     /// The tool's input as JSON, at most [`MAX_INPUT_JSON`] bytes (`{}` when it was longer).
     pub input_json: String,
     pub summary: String,
+    /// The directory the agent works in, which the policy's path rules are read from (`.` when
+    /// its vm-agent did not say).
+    pub project_dir: String,
     pub state: PermissionState,
     /// A member's id, `timeout` or `ended`; `None` while pending.
     pub decided_by: Option<String>,
     /// The deny's message as told to the agent.
     pub message: String,
+    /// With an allow: the input the tool runs with instead, a JSON object (an answered
+    /// question); empty when unchanged.
+    pub updated_input_json: String,
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
     pub decided_at_ms: Option<i64>,
@@ -155,6 +161,28 @@ pub enum Answer {
     Deny,
     /// Allow, and allow the agent's later uses of the same tool without asking.
     AllowAlways,
+}
+
+/// The owner's answer with what it carries: a deny's message, an allow's changed input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub answer: Answer,
+    /// With a deny: why (a default one when blank).
+    pub message: String,
+    /// With an allow: the tool's input to run with instead, a JSON object of at most
+    /// [`MAX_INPUT_JSON`] bytes; empty when unchanged.
+    pub updated_input_json: String,
+}
+
+impl Reply {
+    /// An answer carrying nothing else.
+    pub fn plain(answer: Answer) -> Self {
+        Self {
+            answer,
+            message: String::new(),
+            updated_input_json: String::new(),
+        }
+    }
 }
 
 /// The team's rules and the agent owner's own, as the team service keeps them (unparsed).

@@ -7,8 +7,8 @@ import { agents, errorMessage, ownerName } from '../agents/store';
 import { Diff } from '../agents/Diff';
 import { followLink } from '../app/route';
 import { answer, answering, decidedOn, keyOf, mine, waitingOn, type Waiting } from './store';
-import { action, shortSummary, shown, timeLeft } from './summary';
-import type { Answer } from './summary';
+import { action, answeredInput, shortSummary, shown, timeLeft } from './summary';
+import type { Answer, Choice, Question } from './summary';
 import './approvals.css';
 
 /** The time now, ticking once a second while `on`. */
@@ -50,25 +50,7 @@ function Detail({ request }: { request: Waiting }) {
         <pre class="approval-command">{s.path}</pre>
       );
     case 'ask':
-      return (
-        <div class="approval-ask">
-          {s.questions.map((q, i) => (
-            <div key={i} class="approval-question">
-              {q.header && <p class="approval-q-header">{q.header}</p>}
-              <p class="approval-q-text">{q.question}</p>
-              <ul class="approval-options" aria-label="Options">
-                {q.options.map((o) => (
-                  <li key={o.label}>
-                    <strong>{o.label}</strong>
-                    {o.description && <span class="muted"> · {o.description}</span>}
-                  </li>
-                ))}
-              </ul>
-            </div>
-          ))}
-          <p class="approval-desc">An answer can’t be sent from here yet: Allow lets the agent go on and ask its own way.</p>
-        </div>
-      );
+      return null; // the owner answers with QuestionForm; a teammate sees the one-line summary
     case 'other':
       return (
         <>
@@ -79,24 +61,122 @@ function Detail({ request }: { request: Waiting }) {
   }
 }
 
+/** One question: its options as toggles (one, or several with `multiSelect`), and own words. */
+function QuestionField({
+  q,
+  index,
+  choice,
+  onChange,
+  disabled,
+}: {
+  q: Question;
+  index: number;
+  choice: Choice;
+  onChange: (c: Choice) => void;
+  disabled: boolean;
+}) {
+  const pick = (label: string) => {
+    const on = choice.labels.includes(label);
+    const labels = q.multiSelect ? (on ? choice.labels.filter((l) => l !== label) : [...choice.labels, label]) : on ? [] : [label];
+    // One choice of a single-select question replaces the own words.
+    onChange({ labels, other: q.multiSelect || !labels.length ? choice.other : '' });
+  };
+  const groupId = `q-${index}`;
+  return (
+    <fieldset class="approval-question" disabled={disabled}>
+      <legend class="approval-q-text" id={groupId}>
+        {q.header && <span class="approval-q-header">{q.header}</span>}
+        {q.question}
+      </legend>
+      <div class="approval-choices" role="group" aria-labelledby={groupId}>
+        {q.options.map((o) => (
+          <button
+            key={o.label}
+            type="button"
+            class="approval-choice"
+            aria-pressed={choice.labels.includes(o.label) ? 'true' : 'false'}
+            onClick={() => pick(o.label)}
+          >
+            <strong>{o.label}</strong>
+            {o.description && <span class="approval-choice-desc">{o.description}</span>}
+          </button>
+        ))}
+      </div>
+      <label class="approval-other">
+        <span>{q.options.length ? 'Or in your words' : 'Your answer'}</span>
+        <input
+          type="text"
+          maxLength={2000}
+          value={choice.other}
+          onInput={(e) => {
+            const other = (e.target as HTMLInputElement).value;
+            onChange({ labels: q.multiSelect || !other.trim() ? choice.labels : [], other });
+          }}
+        />
+      </label>
+    </fieldset>
+  );
+}
+
+/** The owner's answer to a question: a choice per question, sent as the allow's input. */
+function QuestionForm({ request, questions, onAnswer, sending }: {
+  request: Waiting;
+  questions: Question[];
+  onAnswer: (decision: Answer, input?: Record<string, unknown>) => void;
+  sending: Answer | undefined;
+}) {
+  const [choices, setChoices] = useState<Choice[]>(() => questions.map(() => ({ labels: [], other: '' })));
+  const input = answeredInput(request.input, choices);
+  const plural = questions.length > 1;
+  return (
+    <form
+      class="approval-ask"
+      onSubmit={(e) => {
+        e.preventDefault();
+        if (input) onAnswer('allow', input);
+      }}
+    >
+      {questions.map((q, i) => (
+        <QuestionField
+          key={i}
+          q={q}
+          index={i}
+          choice={choices[i] ?? { labels: [], other: '' }}
+          disabled={!!sending}
+          onChange={(c) => setChoices(choices.map((old, j) => (j === i ? c : old)))}
+        />
+      ))}
+      <div class="approval-buttons" aria-busy={sending ? 'true' : undefined}>
+        <button type="button" class="btn btn-danger" disabled={!!sending} onClick={() => onAnswer('deny')}>
+          {sending === 'deny' ? 'Declining…' : 'Decline'}
+        </button>
+        <button type="submit" class="btn btn-primary" disabled={!!sending || !input}>
+          {sending === 'allow' ? 'Sending…' : plural ? 'Send answers' : 'Send answer'}
+        </button>
+      </div>
+    </form>
+  );
+}
+
 /** The owner's card: what the agent wants to do, and the three answers. */
 function OwnerCard({ request, now }: { request: Waiting; now: number }) {
   const key = keyOf(request.agentId, request.requestId);
   const sending = answering.value.get(key);
   const [error, setError] = useState<string | null>(null);
   const titleId = `approval-${request.requestId}`;
-  const reply = async (decision: Answer) => {
+  const reply = async (decision: Answer, input?: Record<string, unknown>) => {
     setError(null);
     try {
-      await answer(request, decision);
+      await answer(request, decision, undefined, input);
     } catch (e) {
       setError(errorMessage(e));
     }
   };
+  const s = shown(request);
   return (
     <article class="approval" aria-labelledby={titleId} data-testid="approval-card" data-request-id={request.requestId}>
       <div class="approval-head">
-        <span class="approval-kicker">Needs your approval</span>
+        <span class="approval-kicker">{s.kind === 'ask' ? 'Needs your answer' : 'Needs your approval'}</span>
         {request.expiresAt > 0 && (
           <span class="approval-timer">
             <span class="sr-only">Denied automatically in </span>
@@ -108,27 +188,30 @@ function OwnerCard({ request, now }: { request: Waiting; now: number }) {
       <h2 id={titleId} class="approval-title">
         <span class="approval-tool">{request.tool}</span> {action(request.tool)}
       </h2>
-      <Detail request={request} />
-      <div class="approval-buttons" aria-busy={sending ? 'true' : undefined}>
-        <button type="button" class="btn btn-danger" disabled={!!sending} onClick={() => void reply('deny')}>
-          {sending === 'deny' ? 'Denying…' : 'Deny'}
-        </button>
-        <button type="button" class="btn btn-primary" disabled={!!sending} onClick={() => void reply('allow')}>
-          {sending === 'allow' ? 'Allowing…' : 'Allow'}
-        </button>
-        {/* Always answering a question with no answer would be no answer at all. */}
-        {request.tool !== 'AskUserQuestion' && (
-          <button
-            type="button"
-            class="btn approval-always"
-            disabled={!!sending}
-            title={`Allow, and allow this agent's later ${request.tool} uses without asking`}
-            onClick={() => void reply('allow_always_for_agent')}
-          >
-            {sending === 'allow_always_for_agent' ? 'Allowing…' : 'Always for this agent'}
-          </button>
-        )}
-      </div>
+      {s.kind === 'ask' ? (
+        <QuestionForm request={request} questions={s.questions} onAnswer={(d, input) => void reply(d, input)} sending={sending} />
+      ) : (
+        <>
+          <Detail request={request} />
+          <div class="approval-buttons" aria-busy={sending ? 'true' : undefined}>
+            <button type="button" class="btn btn-danger" disabled={!!sending} onClick={() => void reply('deny')}>
+              {sending === 'deny' ? 'Denying…' : 'Deny'}
+            </button>
+            <button type="button" class="btn btn-primary" disabled={!!sending} onClick={() => void reply('allow')}>
+              {sending === 'allow' ? 'Allowing…' : 'Allow'}
+            </button>
+            <button
+              type="button"
+              class="btn approval-always"
+              disabled={!!sending}
+              title={`Allow, and allow this agent's later ${request.tool} uses without asking`}
+              onClick={() => void reply('allow_always_for_agent')}
+            >
+              {sending === 'allow_always_for_agent' ? 'Allowing…' : 'Always for this agent'}
+            </button>
+          </div>
+        </>
+      )}
       {error && (
         <p class="alert" role="alert">
           {error}
@@ -146,7 +229,7 @@ function WatchCard({ request, now }: { request: Waiting; now: number }) {
       <p class="approval-line">
         <span class="approval-dot" aria-hidden="true" />
         <span>
-          Waiting for {owner}’s approval: <span class="approval-tool">{request.tool}</span>{' '}
+          Waiting for {owner}’s {request.tool === 'AskUserQuestion' ? 'answer' : 'approval'}: <span class="approval-tool">{request.tool}</span>{' '}
           <code class="approval-summary">{shortSummary(request)}</code>
         </span>
       </p>

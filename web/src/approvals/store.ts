@@ -12,7 +12,7 @@ import { api, errorMessage } from '../api/client';
 import { session } from '../api/session';
 import { members } from '../agents/store';
 import { realtime, Refused } from '../realtime/socket';
-import { alreadyAnswered, outcome, type Answer, type Outcome } from './summary';
+import { alreadyAnswered, forTool, outcome, type Answer, type Outcome } from './summary';
 
 export type PermissionRequest = components['schemas']['PermissionRequest'];
 
@@ -110,7 +110,7 @@ function settle(key: string, said: Outcome, known?: Waiting) {
   markFinished(key);
   batch(() => {
     const request = drop(key) ?? known;
-    if (request) show(key, request, said);
+    if (request) show(key, request, forTool(said, request.tool));
   });
 }
 
@@ -177,8 +177,14 @@ export async function refresh(): Promise<void> {
  * The owner's answer. Resolves with what became of the request (also shown on its card a
  * moment); a `conflict` (answered already, by another device or the timeout) resolves as
  * "Already answered"; any other refusal rejects with its message and the request still waits.
+ * `updatedInput`, with an allow: the input the tool runs with instead (an answered question).
  */
-export async function answer(request: Waiting, decision: Answer, message?: string): Promise<Outcome> {
+export async function answer(
+  request: Waiting,
+  decision: Answer,
+  message?: string,
+  updatedInput?: Record<string, unknown>,
+): Promise<Outcome> {
   const key = keyOf(request.agentId, request.requestId);
   answering.value = new Map(answering.value).set(key, decision);
   try {
@@ -190,13 +196,14 @@ export async function answer(request: Waiting, decision: Answer, message?: strin
         requestId: request.requestId,
         decision,
         ...(message ? { message } : {}),
+        ...(updatedInput ? { updatedInput } : {}),
       });
       state = ack.request?.state ?? (decision === 'deny' ? 'denied' : 'allowed');
       decidedBy = ack.request?.decidedBy ?? me();
     } else {
       const { data, error, response } = await api.POST('/api/agent/{id}/permissions/{requestId}', {
         params: { path: { id: request.agentId, requestId: request.requestId } },
-        body: { decision, ...(message ? { message } : {}) },
+        body: { decision, ...(message ? { message } : {}), ...(updatedInput ? { updatedInput } : {}) },
       });
       if (!data) {
         const code = (error as { error?: { code?: string } } | undefined)?.error?.code;

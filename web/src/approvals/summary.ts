@@ -43,6 +43,36 @@ function questions(input: Obj): Question[] {
   }));
 }
 
+/** What the owner picked for one question: option labels, and their own words ("Other"). */
+export interface Choice {
+  labels: string[];
+  other: string;
+}
+
+/** One question's answer as Claude Code reads it: the labels (or own words), comma-separated. */
+export function answerText(choice: Choice | undefined): string {
+  if (!choice) return '';
+  const other = choice.other.trim();
+  return [...choice.labels, ...(other ? [other] : [])].join(', ');
+}
+
+/**
+ * The input an answered `AskUserQuestion` is allowed with: its own input plus `answers`, each
+ * question's text to its answer. `null` while a question has no answer yet.
+ */
+export function answeredInput(input: unknown, choices: (Choice | undefined)[]): Record<string, unknown> | null {
+  const obj = isObj(input) ? input : {};
+  const qs = questions(obj).filter((q) => q.question);
+  if (!qs.length) return null;
+  const answers: Record<string, string> = {};
+  for (const [i, q] of qs.entries()) {
+    const text = answerText(choices[i]);
+    if (!text) return null;
+    answers[q.question] = text;
+  }
+  return { ...obj, answers };
+}
+
 /** How a request is shown on its card. */
 export function shown(request: RequestLike): Shown {
   const input = isObj(request.input) ? request.input : {};
@@ -142,6 +172,12 @@ export function outcome(
       : { text: `Allowed${by}`, tone: 'ok' };
   }
   return { text: `Denied${by}`, tone: 'bad' };
+}
+
+/** An outcome in a question's words: a question is answered or declined, not allowed or denied. */
+export function forTool(said: Outcome, tool: string): Outcome {
+  if (tool !== 'AskUserQuestion') return said;
+  return { ...said, text: said.text.replace(/^Allowed/, 'Answered').replace(/^Denied/, 'Declined') };
 }
 
 /** A `conflict` refusal read as an outcome: "Already answered: allowed by the agent's owner". */

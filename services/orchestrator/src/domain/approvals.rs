@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::Agents;
 use crate::Error;
 use crate::events;
-use crate::model::{Agent, Answer, MAX_INPUT_JSON, Permission, PermissionState};
+use crate::model::{Agent, Answer, MAX_INPUT_JSON, Permission, PermissionState, Reply};
 use crate::store::Decided;
 use crate::summary::{cut, summary};
 
@@ -35,13 +35,17 @@ fn answer(request_id: &str, allow: bool, message: &str) -> link::PermissionAnswe
     }
 }
 
-/// The answer a decided request gets (again, for a vm-agent that asks again).
+/// The answer a decided request gets (again, for a vm-agent that asks again), with the input
+/// its owner's allow changed.
 fn stored_answer(p: &Permission) -> link::PermissionAnswer {
-    answer(
-        &p.request_id,
-        p.state == PermissionState::Allowed,
-        &p.message,
-    )
+    let allow = p.state == PermissionState::Allowed;
+    link::PermissionAnswer {
+        updated_input_json: match allow {
+            true => p.updated_input_json.clone(),
+            false => String::new(),
+        },
+        ..answer(&p.request_id, allow, &p.message)
+    }
 }
 
 impl Agents {
@@ -148,9 +152,11 @@ impl Agents {
             tool_use_id: cut(&request.tool_use_id, MAX_KEY_BYTES),
             input_json,
             summary: summary(tool, &input),
+            project_dir: project_dir.to_owned(),
             state: PermissionState::Pending,
             decided_by: None,
             message: String::new(),
+            updated_input_json: String::new(),
             created_at_ms: now,
             expires_at_ms: now.saturating_add(self.limits.approval_timeout_ms),
             decided_at_ms: None,
@@ -244,16 +250,18 @@ impl Agents {
     }
 
     /// The owner's answer to one of their agent's waiting requests. Anyone else is refused (and
-    /// the attempt audited); a request already decided is answered `conflict` saying how.
+    /// the attempt audited); a request already decided is answered `conflict` saying how. An
+    /// allow may change the tool's input (an answered question), but never past the rules: an
+    /// input they deny is refused and the request still waits.
     pub async fn answer_permission(
         &self,
         caller: UserId,
         team: TeamId,
         agent_id: AgentId,
         request_id: &str,
-        answer: Answer,
-        message: &str,
+        reply: &Reply,
     ) -> Result<Permission, Error> {
+        let (answer, message) = (reply.answer, reply.message.as_str());
         let agent = self.get(team, agent_id).await?;
         if agent.owner_id != caller {
             tracing::warn!(target: "audit", agent_id = %agent_id, owner_id = %agent.owner_id, caller = %caller, "tool request answer refused: not the owner");
@@ -274,6 +282,14 @@ impl Agents {
         let Some(stored) = self.store.permission(agent_id, request_id).await? else {
             return Err(ApiError::not_found("no such tool request").into());
         };
+        let updated_input = match answer {
+            Answer::Deny => "",
+            Answer::Allow | Answer::AllowAlways => reply.updated_input_json.as_str(),
+        };
+        if !updated_input.is_empty() && stored.state == PermissionState::Pending {
+            self.check_updated_input(&agent, &stored, updated_input)
+                .await?;
+        }
         let (state, message) = match answer {
             Answer::Allow | Answer::AllowAlways => (PermissionState::Allowed, String::new()),
             Answer::Deny if message.trim().is_empty() => (
@@ -287,6 +303,7 @@ impl Agents {
             state,
             by: &by,
             message: &message,
+            updated_input_json: updated_input,
             at_ms: now_ms(),
         };
         let Some(decided) = self
@@ -312,16 +329,52 @@ impl Agents {
             (PermissionState::Allowed, false) => "allowed by its owner",
             _ => "denied by its owner",
         };
+        let changed = match updated_input.is_empty() {
+            true => "",
+            false => ", with the input changed",
+        };
         self.audit_decision(Self::permission_record(
             &agent,
             &by,
             state == PermissionState::Allowed,
-            format!("{}: {what} (request {})", decided.tool, decided.request_id),
+            format!(
+                "{}: {what}{changed} (request {})",
+                decided.tool, decided.request_id
+            ),
         ))
         .await;
         tracing::info!(agent_id = %agent_id, request_id, tool = %decided.tool, state = state.as_str(), "tool request answered");
         self.resolved(&decided, true).await?;
         Ok(decided)
+    }
+
+    /// An owner's changed input is held to the same rules as the agent's own: one they deny is
+    /// refused (`forbidden`, naming the rule), so an allow can never smuggle past a deny.
+    async fn check_updated_input(
+        &self,
+        agent: &Agent,
+        stored: &Permission,
+        updated_input: &str,
+    ) -> Result<(), Error> {
+        let input: Value = serde_json::from_str(updated_input)
+            .map_err(|_| ApiError::invalid("updated input is not valid JSON"))?;
+        let project_dir = match stored.project_dir.as_str() {
+            "" => ".",
+            dir => dir,
+        };
+        let (decision, whose) = self
+            .decide(agent, &stored.tool, &input, Path::new(project_dir))
+            .await;
+        match decision {
+            Decision::Deny { rule } => {
+                tracing::info!(agent_id = %agent.id, request_id = %stored.request_id, tool = %stored.tool, %rule, "an owner's changed input refused by the policy");
+                Err(
+                    ApiError::forbidden(format!("the changed input is denied by {whose}: {rule}"))
+                        .into(),
+                )
+            }
+            Decision::Allow { .. } | Decision::Ask => Ok(()),
+        }
     }
 
     /// After a request was decided: the answer to the vm-agent (unless its agent ended), the
@@ -370,6 +423,7 @@ impl Agents {
                 state,
                 by,
                 message: &message,
+                updated_input_json: "",
                 at_ms: now_ms(),
             };
             let Some(decided) = self

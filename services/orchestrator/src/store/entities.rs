@@ -121,6 +121,8 @@ pub mod permission {
         pub created_at_ms: i64,
         pub expires_at_ms: i64,
         pub decided_at_ms: Option<i64>,
+        pub project_dir: String,
+        pub updated_input_json: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0006OutputEvents),
             Box::new(M0007Strategy),
             Box::new(M0008Permissions),
+            Box::new(M0009PermissionInputs),
         ]
     }
 
@@ -443,6 +444,50 @@ impl MigrationTrait for M0008Permissions {
         for table in ["agent_tool_grants", "agent_permissions"] {
             manager
                 .drop_table(Table::drop().table(Alias::new(table)).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A request's project directory (to read the policy's path rules against an owner's changed
+/// input) and the input an allow changed it to (resent to a vm-agent that asks again).
+struct M0009PermissionInputs;
+
+impl MigrationName for M0009PermissionInputs {
+    fn name(&self) -> &str {
+        "m0009_permission_inputs"
+    }
+}
+
+const M0009_COLUMNS: [&str; 2] = ["project_dir", "updated_input_json"];
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0009PermissionInputs {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite alters one thing at a time.
+        for column in M0009_COLUMNS {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Alias::new("agent_permissions"))
+                        .add_column(col(column).text().not_null().default(""))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in M0009_COLUMNS {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Alias::new("agent_permissions"))
+                        .drop_column(Alias::new(column))
+                        .to_owned(),
+                )
                 .await?;
         }
         Ok(())

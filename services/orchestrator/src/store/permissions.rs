@@ -64,6 +64,8 @@ pub struct Decided<'a> {
     pub state: PermissionState,
     pub by: &'a str,
     pub message: &'a str,
+    /// With an allow: the input the tool runs with instead (empty: unchanged).
+    pub updated_input_json: &'a str,
     pub at_ms: i64,
 }
 
@@ -84,8 +86,10 @@ fn permission_of(m: permission::Model) -> Result<Permission, DbErr> {
         tool_use_id: m.tool_use_id,
         input_json: m.input_json,
         summary: m.summary,
+        project_dir: m.project_dir,
         decided_by: m.decided_by,
         message: m.message,
+        updated_input_json: m.updated_input_json,
         created_at_ms: m.created_at_ms,
         expires_at_ms: m.expires_at_ms,
         decided_at_ms: m.decided_at_ms,
@@ -114,6 +118,8 @@ impl PermissionStore for SeaAgentStore {
             created_at_ms: Set(p.created_at_ms),
             expires_at_ms: Set(p.expires_at_ms),
             decided_at_ms: Set(p.decided_at_ms),
+            project_dir: Set(p.project_dir.clone()),
+            updated_input_json: Set(p.updated_input_json.clone()),
         };
         // The primary key decides: of a request and its resend racing each other, one inserts.
         let inserted = permission::Entity::insert(row)
@@ -165,6 +171,10 @@ impl PermissionStore for SeaAgentStore {
             .col_expr(
                 permission::Column::Message,
                 Expr::value(d.message.to_owned()),
+            )
+            .col_expr(
+                permission::Column::UpdatedInputJson,
+                Expr::value(d.updated_input_json.to_owned()),
             )
             .col_expr(permission::Column::DecidedAtMs, Expr::value(d.at_ms))
             .filter(permission::Column::AgentId.eq(agent.to_string()))

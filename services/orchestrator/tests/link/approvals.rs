@@ -5,7 +5,7 @@
 
 use std::sync::Mutex;
 
-use covibe_orchestrator::{Answer, PermissionState, PolicySource, Rules};
+use covibe_orchestrator::{Answer, PermissionState, PolicySource, Reply, Rules};
 use covibe_proto::orchestrator::v1 as orch;
 
 use super::*;
@@ -131,6 +131,22 @@ fn denied(id: &str, message: &str) -> PermissionAnswer {
     }
 }
 
+/// The owner's deny, with their words.
+fn deny(message: &str) -> Reply {
+    Reply {
+        message: message.to_owned(),
+        ..Reply::plain(Answer::Deny)
+    }
+}
+
+/// The owner's allow, running the tool with `input` instead.
+fn allow_with(input: &serde_json::Value) -> Reply {
+    Reply {
+        updated_input_json: input.to_string(),
+        ..Reply::plain(Answer::Allow)
+    }
+}
+
 /// The agent's `agent.permission` audit records, oldest first: `(actor, result, detail)`.
 async fn decisions(audit: &covibe_storage::AuditLog) -> Vec<(String, String, String)> {
     let mut records: Vec<_> = audit
@@ -218,6 +234,108 @@ async fn path_rules_are_read_from_the_agents_project_dir() {
         })
         .await;
     }
+}
+
+/// A question is answered by the owner's allow carrying the chosen option as changed input: the
+/// vm-agent gets exactly that input, and gets it again when it asks again after a reconnect. A
+/// changed input the rules deny is refused and the request still waits, so an allow can never
+/// carry a denied command past the policy.
+#[tokio::test]
+async fn an_answered_question_reaches_the_agent_and_changed_input_obeys_the_policy() {
+    let db = TestDb::sqlite();
+    let policy = FakePolicy::new(&[], &["Bash(rm:*)"], &[]);
+    let hot = Arc::new(MemoryHotStore::new(1_000));
+    let (r, audit) = approving_replica(&db.url, hot, policy, 60_000).await;
+    let (team, owner) = (TeamId::new(), UserId::new());
+    let (a, token) = new_agent(r.store.as_ref(), team, owner, AgentStatus::Running).await;
+    let (mut link, _) = attach(&r.client, a.id, &token).await;
+    let stored = |id: &'static str| {
+        let store = r.store.clone();
+        async move {
+            guard("stored for the owner", async {
+                loop {
+                    if let Some(p) = store.permission(a.id, id).await.unwrap() {
+                        return p;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+        }
+    };
+
+    let question = serde_json::json!({"questions": [{
+        "question": "Which greeting?", "header": "Greeting", "multiSelect": false,
+        "options": [{"label": "Hello", "description": ""}, {"label": "Hi", "description": ""}],
+    }]});
+    link.send([ask("q", "AskUserQuestion", &question)]).await;
+    assert_eq!(stored("q").await.summary, "Which greeting?");
+    let mut answer = question.clone();
+    answer["answers"] = serde_json::json!({"Which greeting?": "Hi"});
+    let decided = r
+        .agents
+        .answer_permission(owner, team, a.id, "q", &allow_with(&answer))
+        .await
+        .unwrap();
+    assert_eq!(decided.state, PermissionState::Allowed);
+    let told = answered(link.command().await);
+    assert!(told.allow);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&told.updated_input_json).unwrap(),
+        answer
+    );
+    // Asked again after a reconnect: the same answer, with the same chosen option.
+    drop(link);
+    let (mut link, _) = attach(&r.client, a.id, &token).await;
+    link.send([ask("q", "AskUserQuestion", &question)]).await;
+    assert_eq!(answered(link.command().await), told);
+
+    // A command the team denies cannot ride on the owner's allow of another one.
+    link.send([bash("b", "ls")]).await;
+    stored("b").await;
+    let err = ApiError::from(
+        r.agents
+            .answer_permission(
+                owner,
+                team,
+                a.id,
+                "b",
+                &allow_with(&serde_json::json!({"command": "rm -rf /"})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, Code::PermissionDenied);
+    assert_eq!(
+        err.message,
+        "the changed input is denied by the team's policy: Bash(rm:*)"
+    );
+    assert_eq!(stored("b").await.state, PermissionState::Pending);
+    // An input the rules leave open is the owner's to give.
+    let changed = serde_json::json!({"command": "ls -la"});
+    r.agents
+        .answer_permission(owner, team, a.id, "b", &allow_with(&changed))
+        .await
+        .unwrap();
+    let told = answered(link.command().await);
+    assert_eq!(
+        (
+            told.request_id.as_str(),
+            told.allow,
+            told.updated_input_json.as_str()
+        ),
+        ("b", true, changed.to_string().as_str())
+    );
+    let records = decisions(&audit).await;
+    assert_eq!(
+        records
+            .last()
+            .map(|(_, result, detail)| (result.as_str(), detail.as_str())),
+        Some((
+            "allowed",
+            "Bash: allowed by its owner, with the input changed (request b)"
+        ))
+    );
 }
 
 /// The policy allows and denies at once, nothing stored, each decision audited naming its
@@ -351,19 +469,25 @@ async fn the_owner_answers(db: TestDb) {
     // A teammate may not answer; another team does not see the agent at all.
     let err = rb
         .agents
-        .answer_permission(teammate, team, a.id, "req-1", Answer::Allow, "")
+        .answer_permission(teammate, team, a.id, "req-1", &Reply::plain(Answer::Allow))
         .await
         .unwrap_err();
     assert_eq!(ApiError::from(err).code, Code::PermissionDenied);
     let err = rb
         .agents
-        .answer_permission(owner, TeamId::new(), a.id, "req-1", Answer::Allow, "")
+        .answer_permission(
+            owner,
+            TeamId::new(),
+            a.id,
+            "req-1",
+            &Reply::plain(Answer::Allow),
+        )
         .await
         .unwrap_err();
     assert_eq!(ApiError::from(err).code, Code::NotFound);
     let err = rb
         .agents
-        .answer_permission(owner, team, a.id, "nope", Answer::Allow, "")
+        .answer_permission(owner, team, a.id, "nope", &Reply::plain(Answer::Allow))
         .await
         .unwrap_err();
     assert_eq!(ApiError::from(err).code, Code::NotFound);
@@ -371,7 +495,7 @@ async fn the_owner_answers(db: TestDb) {
     // The owner allows, on the other replica: the vm-agent hears it on this one.
     let decided = rb
         .agents
-        .answer_permission(owner, team, a.id, "req-1", Answer::Allow, "")
+        .answer_permission(owner, team, a.id, "req-1", &Reply::plain(Answer::Allow))
         .await
         .unwrap();
     assert_eq!(decided.state, PermissionState::Allowed);
@@ -400,7 +524,7 @@ async fn the_owner_answers(db: TestDb) {
     // A second answer came late; the request asked again gets the same answer.
     let err = ApiError::from(
         ra.agents
-            .answer_permission(owner, team, a.id, "req-1", Answer::Deny, "no")
+            .answer_permission(owner, team, a.id, "req-1", &deny("no"))
             .await
             .unwrap_err(),
     );
@@ -416,7 +540,7 @@ async fn the_owner_answers(db: TestDb) {
     link.send([bash("req-2", "make deploy")]).await;
     assert!(matches!(told(&mut events, a.id).await, Told::Asked(_)));
     rb.agents
-        .answer_permission(owner, team, a.id, "req-2", Answer::Deny, "not today")
+        .answer_permission(owner, team, a.id, "req-2", &deny("not today"))
         .await
         .unwrap();
     assert_eq!(answered(link.command().await), denied("req-2", "not today"));
@@ -483,7 +607,7 @@ async fn always_and_the_timeout() {
     assert!(matches!(told(&mut events, a.id).await, Told::Asked(_)));
     let decided = r
         .agents
-        .answer_permission(owner, team, a.id, "1", Answer::AllowAlways, "")
+        .answer_permission(owner, team, a.id, "1", &Reply::plain(Answer::AllowAlways))
         .await
         .unwrap();
     assert_eq!(decided.state, PermissionState::Allowed);
@@ -526,7 +650,7 @@ async fn always_and_the_timeout() {
     );
     let err = ApiError::from(
         r.agents
-            .answer_permission(owner, team, a.id, "4", Answer::Allow, "")
+            .answer_permission(owner, team, a.id, "4", &Reply::plain(Answer::Allow))
             .await
             .unwrap_err(),
     );
