@@ -2,7 +2,8 @@
 // `covibe standalone` (the fake agent as its agent command) that serves the client built into the
 // binary. Run by covibe's end-to-end tests (`cargo nextest run --workspace`); by hand:
 //   node e2e/run.mjs --base http://127.0.0.1:8080 [--out e2e/out]
-// Two members at 390×844 create and join a team, set and read the tool policy, watch an agent,
+// Two members at 390×844 create and join a team, set and read the tool policy (a save never
+// overwriting rules changed since they were read), watch an agent,
 // chat, go offline and come back; every screen is scanned with axe-core and photographed at
 // 390×844 and 1280×800.
 import { createHmac, randomBytes } from 'node:crypto';
@@ -351,6 +352,36 @@ async function policyChecks(owner, viewer) {
     // The member's own rules, saved before, are still theirs.
     const deny = await myForm(viewer.page).getByLabel('Deny').inputValue();
     if (deny !== 'Bash(npm publish:*)') throw new Error(`the member's own deny rules read ${deny}`);
+  });
+
+  await check('a save never silently overwrites rules changed since the editor read them', async () => {
+    const { page } = owner;
+    const form = teamForm(page);
+    await form.getByLabel('Allow').fill('Bash(git diff:*)\nEdit(src/**)\nRead\nBash(npm test:*)');
+    // Meanwhile, in another tab, the same rules are changed and saved.
+    const other = await owner.context.newPage();
+    await other.goto(base + '/');
+    await tab(other, 'Team');
+    const otherForm = teamForm(other);
+    await otherForm.getByLabel('Deny').fill('Read(.env)\nBash(rm:*)\nBash(curl:*)');
+    await otherForm.getByRole('button', { name: 'Save team rules' }).click();
+    await otherForm.getByRole('status').filter({ hasText: 'Saved.' }).waitFor();
+    await other.close();
+    // The first tab's save is refused, its text kept; keeping it, the next save goes through.
+    await form.getByRole('button', { name: 'Save team rules' }).click();
+    await form.getByText('Not saved: look at their rules, or keep yours and save again.').waitFor();
+    const card = cardOf(page);
+    await card.getByText('Someone changed the team’s rules since you began editing them.').waitFor();
+    const allow = await form.getByLabel('Allow').inputValue();
+    if (!allow.includes('Bash(npm test:*)')) throw new Error(`the edit was lost: ${allow}`);
+    await toTop(page);
+    await scan(page, 'tool policy, changed meanwhile');
+    await shoot(page, 'policy-conflict-390x844');
+    await card.getByRole('button', { name: 'Keep mine', exact: true }).click();
+    await form.getByRole('button', { name: 'Save team rules' }).click();
+    await form.getByRole('status').filter({ hasText: 'Saved.' }).waitFor();
+    const rules = cardOf(viewer.page).getByTestId('team-rules');
+    await rules.getByRole('list', { name: 'Allowed without asking' }).getByText('Bash(npm test:*)', { exact: true }).waitFor();
   });
 }
 

@@ -1196,6 +1196,7 @@ impl World<'_> {
                         allow: vec!["Read".into()],
                         deny: vec!["Read(.env)".into()],
                     }),
+                    if_updated_at_ms: None,
                 };
                 grpc_outcome(self.team.clone().put_policy(req(r, t)).await)
             }

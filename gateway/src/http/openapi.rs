@@ -154,12 +154,13 @@ pub(crate) const ROUTES: &[Route] = &[
         path: "/api/team/policy",
         id: "putTeamPolicy",
         summary: "replace the team's tool-use rules (owners and admins); a bad rule is refused with its list and \
-                  position (`deny rule 2: ...`) and nothing changes; the team receives `policy_updated`",
+                  position (`deny rule 2: ...`) and nothing changes; with `ifUpdatedAt`, rules changed since \
+                  are not overwritten (409); the team receives `policy_updated`",
         auth: true,
         query: &[],
-        body: Body::Json("PolicyRules"),
+        body: Body::Json("TeamPolicyPut"),
         ok: (200, Reply::Json("PolicyView")),
-        errors: &[403],
+        errors: &[403, 409],
     },
     Route {
         method: "put",
@@ -827,6 +828,7 @@ fn schemas() -> Value {
         .schema_from::<team::SetRole>()
         .schema_from::<team::Transfer>()
         .schema_from::<team::PolicyRules>()
+        .schema_from::<team::TeamPolicyPut>()
         .schema_from::<team::PolicyView>()
         .schema_from::<auth::Login>()
         .schema_from::<auth::Refresh>()

@@ -192,6 +192,19 @@ pub struct PolicyRules {
     pub deny: Vec<String>,
 }
 
+/// `PUT /api/team/policy`'s body: the team's new rules, and when they were as the editor read
+/// them, so that a save never silently undoes another admin's.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TeamPolicyPut {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    /// The `updatedAt` of the rules as read (0 when none were set): the save is refused with
+    /// `409 conflict` if they changed since. Absent: replace whatever is there.
+    #[serde(default)]
+    pub if_updated_at: Option<i64>,
+}
+
 /// The team's tool-use rules and the caller's own stricter ones.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -217,9 +217,20 @@ pub(crate) async fn get_policy(State(gw): Shared, member: Member) -> Result<impl
 pub(crate) async fn put_team_policy(
     State(gw): Shared,
     member: Member,
-    ApiJson(body): ApiJson<json::PolicyRules>,
+    ApiJson(body): ApiJson<json::TeamPolicyPut>,
 ) -> Result<impl IntoResponse> {
-    put_policy(&gw, &member, team_pb::PolicyScope::Team, body).await
+    let rules = json::PolicyRules {
+        allow: body.allow,
+        deny: body.deny,
+    };
+    put_policy(
+        &gw,
+        &member,
+        team_pb::PolicyScope::Team,
+        rules,
+        body.if_updated_at,
+    )
+    .await
 }
 
 /// Replaces the caller's own rules for their agents (stricter than the team's, never looser).
@@ -228,7 +239,7 @@ pub(crate) async fn put_my_policy(
     member: Member,
     ApiJson(body): ApiJson<json::PolicyRules>,
 ) -> Result<impl IntoResponse> {
-    put_policy(&gw, &member, team_pb::PolicyScope::Mine, body).await
+    put_policy(&gw, &member, team_pb::PolicyScope::Mine, body, None).await
 }
 
 async fn put_policy(
@@ -236,6 +247,7 @@ async fn put_policy(
     member: &Member,
     scope: team_pb::PolicyScope,
     body: json::PolicyRules,
+    if_updated_at_ms: Option<i64>,
 ) -> Result<Json<json::PolicyView>> {
     let request = team_pb::PutPolicyRequest {
         scope: scope as i32,
@@ -243,6 +255,7 @@ async fn put_policy(
             allow: body.allow,
             deny: body.deny,
         }),
+        if_updated_at_ms,
     };
     let policy = gw
         .team

@@ -285,7 +285,14 @@ impl TeamService for TeamGrpc {
         let rules = r.rules.unwrap_or_default();
         let view = self
             .policies
-            .put(user, team, scope, &rules.allow, &rules.deny)
+            .put(
+                user,
+                team,
+                scope,
+                &rules.allow,
+                &rules.deny,
+                r.if_updated_at_ms,
+            )
             .await?;
         Ok(Response::new(policy_pb(&view)))
     }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use covibe_storage::HotStore;
-use covibe_types::{ApiError, TeamId, UserId, now_ms};
+use covibe_types::{ApiError, Code, TeamId, UserId, now_ms};
 
 use crate::Error;
 use crate::events;
@@ -78,7 +78,9 @@ impl Policies {
     }
 
     /// Replaces the team's rules (owners and admins) or the caller's own. The rules are checked
-    /// first: one refused, and nothing changes.
+    /// first: one refused, and nothing changes. With `read_at` (the team's rules' `updated_at_ms`
+    /// as the caller read them, 0 when never set), the team's rules are replaced only if nobody
+    /// changed them since: else `conflict`, so one admin's save never silently undoes another's.
     pub async fn put(
         &self,
         user: UserId,
@@ -86,6 +88,7 @@ impl Policies {
         scope: PolicyScope,
         allow: &[String],
         deny: &[String],
+        read_at: Option<i64>,
     ) -> Result<PolicyView, Error> {
         let member = self.member(user, team, not_a_member).await?;
         if scope == PolicyScope::Team && !member.role.manages() {
@@ -99,16 +102,28 @@ impl Policies {
         match scope {
             PolicyScope::Team => {
                 let before = self.store.team_policy(team).await?.unwrap_or_default();
+                // Strictly later than the rules replaced, so that a read names one version.
                 let policy = TeamPolicy {
                     rules,
-                    updated_at_ms: now,
+                    updated_at_ms: now.max(before.updated_at_ms.saturating_add(1)),
                     updated_by: Some(user),
                 };
-                self.store.set_team_policy(team, &policy).await?;
+                let stale = read_at.is_some_and(|read_at| read_at != before.updated_at_ms);
+                if stale || !self.store.set_team_policy(team, &policy, read_at).await? {
+                    return Err(ApiError::new(
+                        Code::Conflict,
+                        "the team's rules were changed by someone else since you read them: \
+                         read them again, then save",
+                    )
+                    .into());
+                }
                 log_change(team, user, &before.rules, &policy.rules);
                 if let Err(err) = self
                     .hot
-                    .publish(team, events::policy_updated(team, user, now))
+                    .publish(
+                        team,
+                        events::policy_updated(team, user, policy.updated_at_ms),
+                    )
                     .await
                 {
                     // Stored: an editor opened later reads it.

@@ -1,7 +1,8 @@
 // Tool policy: the rules that let the team's agents use tools without asking, or refuse them, in
 // Claude Code's syntax. Owners and admins edit the team's rules; every member sees them and keeps
 // stricter rules of their own. A change by someone else reloads what is shown (`policy_updated`),
-// keeping whatever is being edited, with a note saying so.
+// keeping whatever is being edited, with a note saying so; a save never overwrites rules changed
+// since the editor read them (`ifUpdatedAt`) unless the editor chose to keep theirs.
 
 import type { JSX } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
@@ -40,6 +41,8 @@ export function PolicyCard() {
   const [mine, setMine] = useState<RulesText>(EMPTY);
   // What handlers registered once read: the latest view and texts.
   const latest = useRef({ view: null as PolicyView | null, team: EMPTY, mine: EMPTY });
+  // When the team's rules being edited were read (0: never set): a save says so.
+  const teamBase = useRef(0);
   latest.current.team = team;
   latest.current.mine = mine;
 
@@ -48,7 +51,10 @@ export function PolicyCard() {
     const prev = latest.current.view;
     const editingTeam = prev !== null && isDirty(latest.current.team, prev.team);
     const editingMine = prev !== null && isDirty(latest.current.mine, prev.mine);
-    if (!editingTeam) setTeam(textsOf(next.team));
+    if (!editingTeam) {
+      setTeam(textsOf(next.team));
+      teamBase.current = next.updatedAt ?? 0;
+    }
     if (!editingMine) setMine(textsOf(next.mine));
     latest.current.view = next;
     setView(next);
@@ -84,13 +90,23 @@ export function PolicyCard() {
 
   const save = async (scope: Scope, text: RulesText): Promise<string | null> => {
     const body = bodyOf(text);
-    const { data, error: failure } =
-      scope === 'team' ? await api.PUT('/api/team/policy', { body }) : await api.PUT('/api/team/policy/mine', { body });
-    if (!data) return errorMessage(failure);
+    const { data, error: failure, response } =
+      scope === 'team'
+        ? await api.PUT('/api/team/policy', { body: { ...body, ifUpdatedAt: teamBase.current } })
+        : await api.PUT('/api/team/policy/mine', { body });
+    if (!data) {
+      if (scope === 'team' && response.status === 409) {
+        await load();
+        setNotice('Someone changed the team’s rules since you began editing them.');
+        return 'Not saved: look at their rules, or keep yours and save again.';
+      }
+      return errorMessage(failure);
+    }
     latest.current.view = data;
     setView(data);
     if (scope === 'team') {
       setTeam(textsOf(data.team));
+      teamBase.current = data.updatedAt ?? 0;
       setNotice(null);
     } else setMine(textsOf(data.mine));
     return null;
@@ -127,16 +143,30 @@ export function PolicyCard() {
           {notice && (
             <div class="notice" role="status">
               <p>{notice}</p>
-              <button
-                type="button"
-                class="btn btn-small"
-                onClick={() => {
-                  setTeam(textsOf(view.team));
-                  setNotice(null);
-                }}
-              >
-                Show their rules
-              </button>
+              <div class="notice-actions">
+                <button
+                  type="button"
+                  class="btn btn-small"
+                  onClick={() => {
+                    setTeam(textsOf(view.team));
+                    teamBase.current = view.updatedAt ?? 0;
+                    setNotice(null);
+                  }}
+                >
+                  Show their rules
+                </button>
+                <button
+                  type="button"
+                  class="btn btn-small"
+                  onClick={() => {
+                    // Saving next replaces theirs, knowingly.
+                    teamBase.current = view.updatedAt ?? 0;
+                    setNotice(null);
+                  }}
+                >
+                  Keep mine
+                </button>
+              </div>
             </div>
           )}
           {view.canEditTeam ? (

@@ -8,7 +8,7 @@ use covibe_types::{TeamId, UserId};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    QueryOrder, QuerySelect, Set, TransactionTrait, TryInsertResult,
 };
 
 pub use migration::Migrator;
@@ -71,8 +71,14 @@ pub trait TeamStore: Send + Sync + 'static {
     ) -> Result<Vec<ChatMessage>, DbErr>;
     /// The team's tool-use rules; `None` when never set.
     async fn team_policy(&self, team: TeamId) -> Result<Option<TeamPolicy>, DbErr>;
-    /// Replaces the team's tool-use rules.
-    async fn set_team_policy(&self, team: TeamId, policy: &TeamPolicy) -> Result<(), DbErr>;
+    /// Replaces the team's tool-use rules; with `read_at`, only if they are still those last
+    /// changed at that time (0: never set). `false`: they changed meanwhile, nothing stored.
+    async fn set_team_policy(
+        &self,
+        team: TeamId,
+        policy: &TeamPolicy,
+        read_at: Option<i64>,
+    ) -> Result<bool, DbErr>;
     /// A member's own rules; `None` when never set.
     async fn member_policy(&self, team: TeamId, user: UserId)
     -> Result<Option<PolicyRules>, DbErr>;
@@ -468,31 +474,70 @@ impl TeamStore for SeaTeamStore {
         }))
     }
 
-    async fn set_team_policy(&self, team: TeamId, policy: &TeamPolicy) -> Result<(), DbErr> {
+    async fn set_team_policy(
+        &self,
+        team: TeamId,
+        policy: &TeamPolicy,
+        read_at: Option<i64>,
+    ) -> Result<bool, DbErr> {
+        let updated_by = policy
+            .updated_by
+            .map(|user| user.to_string())
+            .unwrap_or_default();
         let row = team_policy::ActiveModel {
             team_id: Set(team.to_string()),
             allow_rules: Set(joined(&policy.rules.allow)),
             deny_rules: Set(joined(&policy.rules.deny)),
             updated_at_ms: Set(policy.updated_at_ms),
-            updated_by: Set(policy
-                .updated_by
-                .map(|user| user.to_string())
-                .unwrap_or_default()),
+            updated_by: Set(updated_by.clone()),
         };
-        team_policy::Entity::insert(row)
-            .on_conflict(
-                OnConflict::column(team_policy::Column::TeamId)
-                    .update_columns([
+        let insert = team_policy::Entity::insert(row);
+        match read_at {
+            None => insert
+                .on_conflict(
+                    OnConflict::column(team_policy::Column::TeamId)
+                        .update_columns([
+                            team_policy::Column::AllowRules,
+                            team_policy::Column::DenyRules,
+                            team_policy::Column::UpdatedAtMs,
+                            team_policy::Column::UpdatedBy,
+                        ])
+                        .to_owned(),
+                )
+                .exec(&self.db)
+                .await
+                .map(|_| true),
+            // Never set when read: the first save inserts, a later one finds the row.
+            Some(0) => {
+                let inserted = insert
+                    .on_conflict_do_nothing_on([team_policy::Column::TeamId])
+                    .exec_without_returning(&self.db)
+                    .await?;
+                Ok(matches!(inserted, TryInsertResult::Inserted(n) if n > 0))
+            }
+            // One conditional update: of two saves from the same read, one wins.
+            Some(read_at) => {
+                let updated = team_policy::Entity::update_many()
+                    .col_expr(
                         team_policy::Column::AllowRules,
+                        Expr::value(joined(&policy.rules.allow)),
+                    )
+                    .col_expr(
                         team_policy::Column::DenyRules,
+                        Expr::value(joined(&policy.rules.deny)),
+                    )
+                    .col_expr(
                         team_policy::Column::UpdatedAtMs,
-                        team_policy::Column::UpdatedBy,
-                    ])
-                    .to_owned(),
-            )
-            .exec(&self.db)
-            .await
-            .map(|_| ())
+                        Expr::value(policy.updated_at_ms),
+                    )
+                    .col_expr(team_policy::Column::UpdatedBy, Expr::value(updated_by))
+                    .filter(team_policy::Column::TeamId.eq(team.to_string()))
+                    .filter(team_policy::Column::UpdatedAtMs.eq(read_at))
+                    .exec(&self.db)
+                    .await?;
+                Ok(updated.rows_affected == 1)
+            }
+        }
     }
 
     async fn member_policy(

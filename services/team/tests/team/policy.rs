@@ -91,6 +91,7 @@ async fn policy_suite(db: TestDb) {
             PolicyScope::Team,
             &strings(&["Bash(git diff:*)", "  Read  ", "Edit(src/**)"]),
             &strings(&["Read(.env)"]),
+            None,
         )
         .await
         .unwrap();
@@ -121,6 +122,7 @@ async fn policy_suite(db: TestDb) {
             PolicyScope::Team,
             &strings(&["Bash(git diff:*)", "WebFetch(domain:github.com)"]),
             &strings(&["Read(.env)", "Bash(rm:*)"]),
+            None,
         )
         .await
         .unwrap();
@@ -129,6 +131,65 @@ async fn policy_suite(db: TestDb) {
         panic!("expected policy_updated");
     };
     assert_eq!(published.updated_by, ada.id.to_string());
+
+    // Two admins editing at once: the save made from rules read before the other's is refused
+    // and changes nothing; one made from what is there now goes through.
+    let stale = api(policies
+        .put(
+            sarah.id,
+            team.id,
+            PolicyScope::Team,
+            &strings(&["Bash"]),
+            &[],
+            Some(set.team.updated_at_ms),
+        )
+        .await
+        .unwrap_err());
+    assert_eq!(stale.code, Code::Conflict, "{stale:?}");
+    assert!(
+        stale.message.contains("changed by someone else"),
+        "{stale:?}"
+    );
+    assert_eq!(
+        policies.get(sarah.id, team.id).await.unwrap().team,
+        by_ada.team
+    );
+    let fresh = policies
+        .put(
+            ada.id,
+            team.id,
+            PolicyScope::Team,
+            &by_ada.team.rules.allow,
+            &by_ada.team.rules.deny,
+            Some(by_ada.team.updated_at_ms),
+        )
+        .await
+        .unwrap();
+    assert!(fresh.team.updated_at_ms > by_ada.team.updated_at_ms);
+    let ev::team_event::Event::PolicyUpdated(_) = next_event(&mut fanout).await else {
+        panic!("expected policy_updated");
+    };
+    // Rules never set are read as 0: a second "first" save of another team is refused.
+    let first = policies
+        .put(
+            stranger.id,
+            other.id,
+            PolicyScope::Team,
+            &[],
+            &strings(&["Bash(rm:*)"]),
+            Some(0),
+        )
+        .await
+        .unwrap();
+    let second = api(policies
+        .put(stranger.id, other.id, PolicyScope::Team, &[], &[], Some(0))
+        .await
+        .unwrap_err());
+    assert_eq!(second.code, Code::Conflict, "{second:?}");
+    let ev::team_event::Event::PolicyUpdated(_) = next_event(&mut fanout).await else {
+        panic!("expected policy_updated");
+    };
+    let by_ada = fresh;
 
     // A plain member's write of the team's rules is refused and changes nothing; so is a
     // stranger's, and a stranger reads nothing of this team's.
@@ -139,17 +200,18 @@ async fn policy_suite(db: TestDb) {
             PolicyScope::Team,
             &strings(&["Bash"]),
             &[],
+            None,
         )
         .await
         .unwrap_err());
     assert_eq!(refused.code, Code::PermissionDenied, "{refused:?}");
     for err in [
         api(policies
-            .put(stranger.id, team.id, PolicyScope::Team, &[], &[])
+            .put(stranger.id, team.id, PolicyScope::Team, &[], &[], None)
             .await
             .unwrap_err()),
         api(policies
-            .put(stranger.id, team.id, PolicyScope::Mine, &[], &[])
+            .put(stranger.id, team.id, PolicyScope::Mine, &[], &[], None)
             .await
             .unwrap_err()),
         api(policies.get(stranger.id, team.id).await.unwrap_err()),
@@ -161,7 +223,7 @@ async fn policy_suite(db: TestDb) {
         by_ada.team
     );
     let theirs = policies.get(stranger.id, other.id).await.unwrap();
-    assert_eq!(theirs.team.rules, PolicyRules::default());
+    assert_eq!(theirs.team, first.team);
 
     // A member writes their own rules: theirs alone, the team's untouched.
     let mine = policies
@@ -171,6 +233,7 @@ async fn policy_suite(db: TestDb) {
             PolicyScope::Mine,
             &strings(&["Bash(git diff:*)"]),
             &strings(&["Edit(secrets/**)"]),
+            None,
         )
         .await
         .unwrap();
@@ -193,6 +256,7 @@ async fn policy_suite(db: TestDb) {
             PolicyScope::Team,
             &strings(&["Read"]),
             &strings(&["Read(.env)", "Bash(git diff"]),
+            None,
         )
         .await
         .unwrap_err());
@@ -205,6 +269,7 @@ async fn policy_suite(db: TestDb) {
             PolicyScope::Mine,
             &strings(&["Bash(git *)"]),
             &[],
+            None,
         )
         .await
         .unwrap_err());
@@ -289,6 +354,7 @@ async fn policy_suite(db: TestDb) {
             allow: Vec::new(),
             deny: strings(deny),
         }),
+        if_updated_at_ms: None,
     };
     let miguels = member_token(&signer, &miguel);
     let status = grpc
