@@ -5,46 +5,16 @@
 //! the agent goes on, and the owner's socket is shown a waiting request when it joins again.
 //! Every decision is in the VM's audit log. A question is answered with one of its options.
 
-use covibe_testkit::{SioClient, clean_command, workspace_root};
+use covibe_testkit::{SioClient, clean_command};
 use serde_json::{Value, json};
 
-use crate::support::{COVIBE, Trio, await_event, get, join, post, put, trio, wait_for_status};
+use crate::support::{
+    COVIBE, Trio, await_event, control_agent_command, get, join, output_with, post, put,
+    ran_without_asking, spawn_agent as spawn, trio, wait_for_status,
+};
 
 /// Seconds a request waits for its owner here.
 const TIMEOUT_SECS: u64 = 4;
-
-fn control_agent_command() -> String {
-    format!(
-        "{} --input-format stream-json --output-format stream-json --verbose \
-         --permission-prompt-tool stdio",
-        workspace_root().join("scripts/fake-claude").display()
-    )
-}
-
-/// Spawns an agent of `token`'s member: its id and VM.
-async fn spawn(http: &reqwest::Client, gw: &str, token: &str, task: &str) -> (String, String) {
-    let (status, body) = post(
-        http,
-        &format!("{gw}/api/agent/spawn"),
-        Some(token),
-        json!({ "task": task }),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    (
-        body["agent"]["id"].as_str().unwrap().to_owned(),
-        body["agent"]["vmId"].as_str().unwrap().to_owned(),
-    )
-}
-
-/// Waits for an `agent_output` of `agent`, seen by `member`, whose line contains `text`.
-async fn output_with(sio: &mut SioClient, member: &str, agent: &str, text: &str) -> Value {
-    let text = text.to_owned();
-    await_event(sio, member, agent, move |event, data| {
-        event == "agent_output" && data["data"].as_str().unwrap_or_default().contains(&text)
-    })
-    .await
-}
 
 async fn event(sio: &mut SioClient, member: &str, agent: &str, name: &'static str) -> Value {
     await_event(sio, member, agent, move |event, _| event == name).await
@@ -95,7 +65,7 @@ async fn tool_requests_decided_by_the_policy_or_the_owner() {
 
     // Allowed by the team's policy: runs without asking.
     let (allowed, vm) = spawn(&http, gw, &sarah_token, "bash_cmd=echo%20allowed%20ok").await;
-    output_with(&mut sio, "sarah", &allowed, "allowed ok").await;
+    ran_without_asking(&mut sio, "sarah", &allowed, "allowed ok").await;
     wait_for_status(&http, gw, &sarah_token, &allowed, "completed").await;
 
     // Denied by it: refused without asking, and the agent goes on to its result.

@@ -381,11 +381,7 @@ fn kid_of(token: &str) -> String {
 
 /// Signs `claims` with the stack's own signing key (under `kid`): only the claims are wrong.
 fn sign(stack: &Stack, kid: &str, claims: &Value) -> String {
-    let pem = std::fs::read(stack.data_dir.join("keys/jwt-signing.pem")).unwrap();
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-    header.kid = Some(kid.to_owned());
-    let key = jsonwebtoken::EncodingKey::from_ed_pem(&pem).unwrap();
-    jsonwebtoken::encode(&header, claims, &key).unwrap()
+    crate::support::sign_with(&stack.data_dir.join("keys/jwt-signing.pem"), kid, claims)
 }
 
 fn now_secs() -> i64 {

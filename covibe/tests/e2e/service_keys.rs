@@ -11,53 +11,18 @@ use covibe_bootstrap::bearer;
 use covibe_proto::team::v1 as team_pb;
 use covibe_proto::team::v1::team_service_client::TeamServiceClient;
 use covibe_proto::tonic::Code;
-use covibe_testkit::{SioClient, TestDb, clean_command, redis_url, workspace_root};
+use covibe_testkit::{SioClient, TestDb, redis_url};
 use serde_json::{Value, json};
 
 use crate::support::{
-    COVIBE, Env, Mesh, Trio, await_event, get, join, post, put, trio, wait_for_status,
+    Env, Mesh, Trio, admin_with, await_event, control_agent_command, get, join, put,
+    ran_without_asking, sign_with, spawn_agent as spawn, trio, wait_for_status,
 };
-
-/// The fake agent speaking Claude Code's control protocol: it asks before running a tool.
-fn control_agent_command() -> String {
-    format!(
-        "{} --input-format stream-json --output-format stream-json --verbose \
-         --permission-prompt-tool stdio",
-        workspace_root().join("scripts/fake-claude").display()
-    )
-}
 
 /// Runs `covibe admin ARGS...` on the keys under `dir`; its success and what it printed.
 async fn admin(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = clean_command(Path::new(COVIBE))
-        .arg("admin")
-        .args(args)
-        .env("COVIBE_DATA_DIR", dir)
-        .output()
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-/// Spawns an agent of `token`'s member: its id and VM.
-async fn spawn(http: &reqwest::Client, gw: &str, token: &str, task: &str) -> (String, String) {
-    let (status, body) = post(
-        http,
-        &format!("{gw}/api/agent/spawn"),
-        Some(token),
-        json!({ "task": task }),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    (
-        body["agent"]["id"].as_str().unwrap().to_owned(),
-        body["agent"]["vmId"].as_str().unwrap().to_owned(),
-    )
+    let env = [("COVIBE_DATA_DIR".to_owned(), dir.display().to_string())];
+    admin_with(&env, args).await
 }
 
 /// Claims as the mesh's signers write them, for `sub` of `kind`.
@@ -71,16 +36,6 @@ fn claims(sub: &str, kind: &str, team: &str) -> Value {
 
 fn fresh_id() -> String {
     covibe_types::SessionId::new().to_string()
-}
-
-/// `claims` signed with the private key in `pem_file` under `kid`: what anyone holding the
-/// orchestrator's key could make.
-fn sign_with(pem_file: &Path, kid: &str, claims: &Value) -> String {
-    let pem = std::fs::read(pem_file).unwrap();
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-    header.kid = Some(kid.to_owned());
-    let key = jsonwebtoken::EncodingKey::from_ed_pem(&pem).unwrap();
-    jsonwebtoken::encode(&header, claims, &key).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -166,15 +121,7 @@ async fn the_orchestrator_applies_team_policy_with_its_own_service_key() {
     // Allowed by the team's policy: it runs without asking its owner (the command's result,
     // not the line naming the command, which comes before any question).
     let (allowed, vm) = spawn(&http, gw, &sarah_token, "bash_cmd=echo%20allowed%20ok").await;
-    await_event(&mut sio, "sarah", &allowed, |event, data| {
-        assert_ne!(
-            event, "agent_permission",
-            "asked despite the policy: {data}"
-        );
-        let line = data["data"].as_str().unwrap_or_default();
-        event == "agent_output" && line.contains("tool_result") && line.contains("allowed ok")
-    })
-    .await;
+    ran_without_asking(&mut sio, "sarah", &allowed, "allowed ok").await;
     wait_for_status(&http, gw, &sarah_token, &allowed, "completed").await;
     // And not by chance: a command the policy does not allow is asked of the owner.
     let (asked, _) = spawn(&http, gw, &sarah_token, "bash_cmd=echo%20undecided").await;

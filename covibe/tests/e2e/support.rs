@@ -716,19 +716,96 @@ impl Stack {
 
     /// Runs `covibe admin ARGS...`; returns its exit success and what it printed.
     pub(crate) async fn admin(&self, args: &[&str]) -> (bool, String) {
-        let mut cmd = clean_command(Path::new(COVIBE));
-        cmd.arg("admin").args(args);
-        for (k, v) in &self.admin_env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().await.unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        admin_with(&self.admin_env, args).await
     }
+}
+
+/// Runs `covibe admin ARGS...` with `env`; returns its exit success and what it printed.
+pub(crate) async fn admin_with(env: &[(String, String)], args: &[&str]) -> (bool, String) {
+    let mut cmd = clean_command(Path::new(COVIBE));
+    cmd.arg("admin").args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `claims` signed with the private key in `pem_file` under `kid`, as anyone holding that key
+/// could sign them.
+pub(crate) fn sign_with(pem_file: &Path, kid: &str, claims: &Value) -> String {
+    let pem = std::fs::read(pem_file).unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(kid.to_owned());
+    let key = jsonwebtoken::EncodingKey::from_ed_pem(&pem).unwrap();
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+/// The fake agent speaking Claude Code's control protocol: it asks before running a tool.
+pub(crate) fn control_agent_command() -> String {
+    format!(
+        "{} --input-format stream-json --output-format stream-json --verbose \
+         --permission-prompt-tool stdio",
+        covibe_testkit::workspace_root()
+            .join("scripts/fake-claude")
+            .display()
+    )
+}
+
+/// Spawns an agent of `token`'s member over REST: its id and VM.
+pub(crate) async fn spawn_agent(
+    http: &reqwest::Client,
+    gw: &str,
+    token: &str,
+    task: &str,
+) -> (String, String) {
+    let (status, body) = post(
+        http,
+        &format!("{gw}/api/agent/spawn"),
+        Some(token),
+        serde_json::json!({ "task": task }),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    (
+        body["agent"]["id"].as_str().unwrap().to_owned(),
+        body["agent"]["vmId"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Waits for the result of `agent`'s tool use whose output contains `text`, failing if the
+/// agent asks its owner first (the line naming the command comes before any question, so
+/// only its result shows the tool ran).
+pub(crate) async fn ran_without_asking(sio: &mut SioClient, member: &str, agent: &str, text: &str) {
+    let text = text.to_owned();
+    await_event(sio, member, agent, move |event, data| {
+        assert_ne!(
+            event, "agent_permission",
+            "asked despite the policy: {data}"
+        );
+        let line = data["data"].as_str().unwrap_or_default();
+        event == "agent_output" && line.contains("tool_result") && line.contains(&text)
+    })
+    .await;
+}
+
+/// Waits for an `agent_output` of `agent`, seen by `member`, whose line contains `text`.
+pub(crate) async fn output_with(
+    sio: &mut SioClient,
+    member: &str,
+    agent: &str,
+    text: &str,
+) -> Value {
+    let text = text.to_owned();
+    await_event(sio, member, agent, move |event, data| {
+        event == "agent_output" && data["data"].as_str().unwrap_or_default().contains(&text)
+    })
+    .await
 }
 
 /// A roomy mesh: every service in its own process over PostgreSQL and Redis.
