@@ -857,3 +857,49 @@ async fn socket_io_handshakes_are_rate_limited_per_address() {
         StatusCode::OK
     );
 }
+
+/// A policy of as many rules as the policy crate takes is larger than other bodies: it passes
+/// the size check (here to a team service that is down, so 503), and only a body past even its
+/// limit is refused as too large.
+#[tokio::test]
+async fn a_whole_policy_is_not_refused_for_its_size() {
+    let server = start(generous(), None, None).await;
+    let http = Client::new();
+    let token = server.token(UserId::new());
+    let rules = |n: usize, bytes: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| format!("Bash(echo {i} {}:*)", "x".repeat(bytes)))
+            .collect()
+    };
+    let full = json!({"allow": rules(200, 1000), "deny": rules(200, 1000)});
+    assert!(serde_json::to_vec(&full).unwrap().len() > 64 * MAX_BODY);
+    for path in ["/api/team/policy", "/api/team/policy/mine"] {
+        let response = http
+            .put(server.at(path))
+            .bearer_auth(&token)
+            .json(&full)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = call(response).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {body}");
+        let response = http
+            .put(server.at(path))
+            .bearer_auth(&token)
+            .json(&json!({"allow": rules(2000, 1000), "deny": []}))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = call(response).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{path}: {body}");
+    }
+    // Other routes keep the usual limit.
+    let response = http
+        .post(server.at("/api/chat/message"))
+        .bearer_auth(&token)
+        .json(&json!({"text": "x".repeat(2 * MAX_BODY)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(call(response).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+}

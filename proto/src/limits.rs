@@ -21,6 +21,11 @@ pub const MAX_WEBHOOK_BYTES: usize = 25 * 1024 * 1024;
 /// A push's message: its body and the delivery's headers.
 pub const MAX_WEBHOOK_MESSAGE_BYTES: usize = MAX_WEBHOOK_BYTES + 64 * 1024;
 
+/// A whole tool-use policy as a REST body: past the gateway's usual body limit, so that a policy
+/// of as many rules as the policy crate takes is never refused for its size (the team service
+/// checks the two agree).
+pub const MAX_POLICY_BODY_BYTES: usize = 1024 * 1024;
+
 /// Room for a frame's fields besides its output bytes.
 pub const FRAME_OVERHEAD_BYTES: usize = 4096;
 

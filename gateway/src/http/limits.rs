@@ -152,10 +152,12 @@ pub(crate) async fn guard(
 
 const SOCKET_IO_PATH: &str = "/socket.io/";
 
+pub(crate) use covibe_proto::limits::MAX_POLICY_BODY_BYTES as POLICY_BODY_BYTES;
 pub(crate) use covibe_proto::limits::MAX_WEBHOOK_BYTES as WEBHOOK_BODY_BYTES;
-/// The one route that takes bodies past the configured limit (routed in `http::router` as a
-/// literal, which the OpenAPI test reads).
+/// The routes that take bodies past the configured limit (routed in `http::router` as
+/// literals, which the OpenAPI test reads): GitHub's pushes, and whole tool-use policies.
 const WEBHOOK_PATH: &str = "/api/webhook/push";
+const POLICY_PATHS: [&str; 2] = ["/api/team/policy", "/api/team/policy/mine"];
 
 /// A long-polling `GET` of an open Socket.IO session (not a handshake, not a WebSocket).
 fn is_long_poll(request: &Request) -> bool {
@@ -173,6 +175,8 @@ impl Limiters {
     fn body_limit(&self, path: &str) -> u64 {
         let limit = if path == WEBHOOK_PATH {
             WEBHOOK_BODY_BYTES.max(self.max_body)
+        } else if POLICY_PATHS.contains(&path) {
+            POLICY_BODY_BYTES.max(self.max_body)
         } else {
             self.max_body
         };

@@ -41,11 +41,21 @@ pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
             "/api/team/transfer-ownership",
             post(team::transfer_ownership),
         )
+        // A whole policy may be larger than other bodies (`limits::POLICY_BODY_BYTES`).
         .route(
             "/api/team/policy",
-            get(team::get_policy).put(team::put_team_policy),
+            get(team::get_policy)
+                .put(team::put_team_policy)
+                .layer(DefaultBodyLimit::max(
+                    limits::POLICY_BODY_BYTES.max(max_body),
+                )),
         )
-        .route("/api/team/policy/mine", put(team::put_my_policy))
+        .route(
+            "/api/team/policy/mine",
+            put(team::put_my_policy).layer(DefaultBodyLimit::max(
+                limits::POLICY_BODY_BYTES.max(max_body),
+            )),
+        )
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/refresh", post(auth::refresh))
         .route("/api/auth/me", get(auth::me))

@@ -30,6 +30,12 @@ pub fn check_rules<S: AsRef<str>>(allow: &[S], deny: &[S]) -> Result<PolicyRules
     })
 }
 
+// The largest policy the rules allow, each character escaped (`\"`), fits the gateway's body limit.
+const _: () = assert!(
+    2 * covibe_policy::MAX_RULES * (2 * covibe_policy::MAX_RULE_BYTES + 8)
+        <= covibe_proto::limits::MAX_POLICY_BODY_BYTES
+);
+
 pub struct Policies {
     store: Arc<dyn TeamStore>,
     hot: Arc<dyn HotStore>,
