@@ -1018,6 +1018,7 @@ impl World<'_> {
                     email,
                     display_name: "G".into(),
                     device_name: String::new(),
+                    join_key: String::new(),
                 };
                 grpc_outcome(self.auth.clone().login(req(r, t)).await)
             }
@@ -1098,6 +1099,7 @@ impl World<'_> {
                     invite_code: code,
                     email: self.email(),
                     display_name: "I".into(),
+                    join_key: String::new(),
                 };
                 grpc_outcome(self.team.clone().redeem_invite(req(r, t)).await)
             }

@@ -13,6 +13,11 @@ pub struct Login {
     pub display_name: String,
     #[serde(default)]
     pub device_name: Option<String>,
+    /// A random key of the joining client's (16 to 128 letters, digits, `-` or `_`), the same
+    /// on every retry of this join: a retry whose first try made the member after all signs
+    /// that member in (within 15 minutes) instead of refusing the email as taken.
+    #[serde(default)]
+    pub join_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

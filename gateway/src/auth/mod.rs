@@ -68,6 +68,7 @@ pub(crate) async fn login(
         email: body.email,
         display_name: body.display_name,
         device_name: crate::auth::device_name(body.device_name, &headers),
+        join_key: body.join_key.unwrap_or_default(),
     };
     let session = gw.auth.clone().login(request).await?.into_inner();
     Ok(Json(json::session(session)))

@@ -187,6 +187,7 @@ impl AuthService for AuthGrpc {
                 invite_code: r.invite_code,
                 email: r.email,
                 display_name: r.display_name,
+                join_key: r.join_key,
             })?)
             .await
             .map_err(upstream)?

@@ -105,6 +105,17 @@ impl JoinLimiter {
 
 /// The answer to every unusable invite code, and to a code used with a member's email: the
 /// caller learns nothing about which it was.
+/// How long after joining a retry with the same join key still signs the member in.
+pub const JOIN_RETRY_MS: i64 = 15 * 60 * 1000;
+
+/// A join key as clients make them: 16 to 128 letters, digits, `-` or `_`.
+fn well_formed_join_key(key: &str) -> bool {
+    (16..=128).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn refused() -> ApiError {
     ApiError::new(
         covibe_types::Code::Unauthenticated,
@@ -205,17 +216,56 @@ impl TeamDomain {
         email: &str,
         display_name: &str,
     ) -> Result<(Team, Member), Error> {
+        self.redeem_retryable(code, email, display_name, "").await
+    }
+
+    /// [`Self::redeem`], safe to retry with the same `join_key` (a random key of the joining
+    /// client's; empty for none): when a first try made the member but its answer was lost, a
+    /// retry within [`JOIN_RETRY_MS`] gets that member again, even if the invite was used up
+    /// by it. Only the same invite code, email and key do: nobody else learns or gets anything.
+    pub async fn redeem_retryable(
+        &self,
+        code: &str,
+        email: &str,
+        display_name: &str,
+        join_key: &str,
+    ) -> Result<(Team, Member), Error> {
         let email = clean_email(email)?;
         let display_name = clean_name("display name", display_name)?;
         if !covibe_identity::code::well_formed(code) {
             return Err(refused().into());
         }
+        let join_key_hash = match join_key {
+            "" => None,
+            key if well_formed_join_key(key) => Some(covibe_identity::code::hash_token(key)),
+            _ => {
+                return Err(ApiError::invalid(
+                    "joinKey must be 16 to 128 letters, digits, `-` or `_`",
+                )
+                .into());
+            }
+        };
         let now = now_ms();
         let invite = self
             .store
             .find_invite(&hash_code(code))
             .await?
             .ok_or_else(refused)?;
+        if let Some(key_hash) = &join_key_hash
+            && let Some(member) = self
+                .store
+                .joined_with_key(invite.team_id, &email, key_hash)
+                .await?
+            && now.saturating_sub(member.created_at_ms) <= JOIN_RETRY_MS
+        {
+            let team = self
+                .store
+                .find_team(invite.team_id)
+                .await?
+                .ok_or_else(refused)?;
+            tracing::info!(team_id = %team.id, user_id = %member.id, "join retried: the member made by its first try");
+            return Ok((team, member));
+        }
         if !invite.usable(now) {
             return Err(refused().into());
         }
@@ -250,7 +300,11 @@ impl TeamDomain {
             role: Role::Member,
         };
         // Refused too when the email joined meanwhile (the unique index).
-        if !self.store.redeem(&invite.code_hash, now, &member).await? {
+        if !self
+            .store
+            .redeem(&invite.code_hash, now, &member, join_key_hash.as_deref())
+            .await?
+        {
             return Err(refused().into());
         }
         tracing::info!(team_id = %team.id, user_id = %member.id, "member joined");

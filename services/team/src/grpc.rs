@@ -102,7 +102,7 @@ impl TeamService for TeamGrpc {
         let r = request.into_inner();
         let (team, user) = self
             .domain
-            .redeem(&r.invite_code, &r.email, &r.display_name)
+            .redeem_retryable(&r.invite_code, &r.email, &r.display_name, &r.join_key)
             .await?;
         Ok(Response::new(pb::MembershipResponse {
             team: Some(team_pb(&team)),

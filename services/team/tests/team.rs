@@ -291,16 +291,77 @@ async fn migration_suite(db: TestDb) {
     assert!(!invites[0].id.is_empty());
 }
 
+/// A join retried with its join key, after a first try that made the member but whose answer
+/// was lost: the same member again, though that try used the invite up. Only the same email
+/// and key do; a key is never a way in without the code.
+async fn join_retry_suite(db: TestDb) {
+    let teams = domain(&db, 1, &Revocations::default()).await;
+    let (team, sarah, code) = teams
+        .create_team("Rocket", "sarah@example.com", "Sarah")
+        .await
+        .unwrap();
+    let key = "k3y-0f-th1s-j0in_attempt";
+    let (joined, miguel) = teams
+        .redeem_retryable(&code, "miguel@example.com", "Miguel", key)
+        .await
+        .unwrap();
+    assert_eq!(joined.id, team.id);
+    let (again, miguel_again) = teams
+        .redeem_retryable(&code, " Miguel@Example.com", "Miguel", key)
+        .await
+        .unwrap();
+    assert_eq!((again.id, miguel_again.id), (team.id, miguel.id));
+    let refused = api(teams
+        .redeem("AAAA-BBBB-CCCC-DDDD", "dana@example.com", "Dana")
+        .await
+        .unwrap_err());
+    for (email, other_key) in [
+        ("miguel@example.com", "an0ther-key-0f-someone"),
+        ("miguel@example.com", ""),
+        ("dana@example.com", key),
+    ] {
+        let err = api(teams
+            .redeem_retryable(&code, email, "X", other_key)
+            .await
+            .unwrap_err());
+        assert_eq!(err, refused, "{email} {other_key:?}");
+    }
+    let err = api(teams
+        .redeem_retryable("AAAA-BBBB-CCCC-DDDD", "miguel@example.com", "M", key)
+        .await
+        .unwrap_err());
+    assert_eq!(err, refused, "the key without the code");
+    for bad in ["short", "has spaces in it, sixteen+", &"k".repeat(129)] {
+        let err = api(teams
+            .redeem_retryable(&code, "dana@example.com", "Dana", bad)
+            .await
+            .unwrap_err());
+        assert_eq!(err.code, Code::InvalidArgument, "{bad:?}");
+    }
+    // Removed, the member is no retry's to sign in.
+    teams
+        .remove_member(sarah.id, team.id, miguel.id)
+        .await
+        .unwrap();
+    let err = api(teams
+        .redeem_retryable(&code, "miguel@example.com", "Miguel", key)
+        .await
+        .unwrap_err());
+    assert_eq!(err, refused);
+}
+
 #[tokio::test]
 async fn team_domain_on_sqlite() {
     suite(TestDb::sqlite()).await;
     migration_suite(TestDb::sqlite()).await;
+    join_retry_suite(TestDb::sqlite()).await;
 }
 
 #[tokio::test]
 async fn team_domain_on_postgres() {
     suite(TestDb::postgres().await).await;
     migration_suite(TestDb::postgres().await).await;
+    join_retry_suite(TestDb::postgres().await).await;
 }
 
 async fn next_event(fanout: &mut Subscription) -> ev::team_event::Event {

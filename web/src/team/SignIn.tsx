@@ -181,14 +181,29 @@ function CreateForm({ busy, run }: FormProps) {
   );
 }
 
+/** A random key for one join, sent with each try of it (see `joinKey` in the API). */
+function newJoinKey(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
 function JoinForm({ busy, run }: FormProps) {
   const [code, setCode] = useState('');
   const [email, setEmail] = useState('');
   const [displayName, setDisplayName] = useState('');
+  // One key for every try of this form: a try whose answer was lost (the network, a server
+  // restart) made the member, and the next try signs that member in instead of being refused.
+  const [joinKey] = useState(newJoinKey);
   const submit = () =>
     void run(() =>
       api.POST('/api/auth/login', {
-        body: { inviteCode: code.trim(), email: email.trim(), displayName: displayName.trim(), deviceName: deviceName() },
+        body: {
+          inviteCode: code.trim(),
+          email: email.trim(),
+          displayName: displayName.trim(),
+          deviceName: deviceName(),
+          joinKey,
+        },
       }),
     );
   return (

@@ -32,6 +32,8 @@ pub mod member {
         pub created_at_ms: i64,
         pub role: String,
         pub removed_at_ms: Option<i64>,
+        /// The hash of the joining client's retry key (`redeem_retryable`), if it sent one.
+        pub join_key_hash: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

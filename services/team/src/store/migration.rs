@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0003Roles),
             Box::new(M0004ChatClientIds),
             Box::new(M0005Policies),
+            Box::new(M0006JoinKeys),
         ]
     }
 
@@ -427,5 +428,44 @@ impl MigrationTrait for M0005Policies {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// The hash of the retry key a member joined with, so that a join retried after its answer was
+/// lost signs in the member the first try made.
+struct M0006JoinKeys;
+
+impl MigrationName for M0006JoinKeys {
+    fn name(&self) -> &str {
+        "m0006_join_keys"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0006JoinKeys {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("members"))
+                    .add_column(
+                        ColumnDef::new(Alias::new("join_key_hash"))
+                            .string_len(64)
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("members"))
+                    .drop_column(Alias::new("join_key_hash"))
+                    .to_owned(),
+            )
+            .await
     }
 }

@@ -42,7 +42,21 @@ pub trait TeamStore: Send + Sync + 'static {
     /// Uses one use of the invite and adds `member`, atomically. `false` when the invite was
     /// used up, revoked or expired in the meantime, or the email joined meanwhile (nothing is
     /// written then).
-    async fn redeem(&self, code_hash: &str, now_ms: i64, member: &Member) -> Result<bool, DbErr>;
+    async fn redeem(
+        &self,
+        code_hash: &str,
+        now_ms: i64,
+        member: &Member,
+        join_key_hash: Option<&str>,
+    ) -> Result<bool, DbErr>;
+    /// The present member of `team` with `email` who joined with the retry key hashed as
+    /// `join_key_hash`.
+    async fn joined_with_key(
+        &self,
+        team: TeamId,
+        email: &str,
+        join_key_hash: &str,
+    ) -> Result<Option<Member>, DbErr>;
     /// Marks a present member of `team` removed.
     async fn remove_member(&self, team: TeamId, user: UserId, now_ms: i64) -> Result<(), DbErr>;
     /// Every member ever removed, of every team.
@@ -174,6 +188,7 @@ fn member_row(m: &Member) -> member::ActiveModel {
         created_at_ms: Set(m.created_at_ms),
         role: Set(m.role.as_str().to_owned()),
         removed_at_ms: Set(None),
+        join_key_hash: Set(None),
     }
 }
 
@@ -364,7 +379,13 @@ impl TeamStore for SeaTeamStore {
         Ok(true)
     }
 
-    async fn redeem(&self, code_hash: &str, now_ms: i64, m: &Member) -> Result<bool, DbErr> {
+    async fn redeem(
+        &self,
+        code_hash: &str,
+        now_ms: i64,
+        m: &Member,
+        join_key_hash: Option<&str>,
+    ) -> Result<bool, DbErr> {
         let txn = self.db.begin().await?;
         // The guard in the WHERE clause makes concurrent redemptions of the last use safe.
         let used = invite::Entity::update_many()
@@ -379,7 +400,11 @@ impl TeamStore for SeaTeamStore {
             txn.rollback().await?;
             return Ok(false);
         }
-        if let Err(err) = member_row(m).insert(&txn).await {
+        let row = member::ActiveModel {
+            join_key_hash: Set(join_key_hash.map(str::to_owned)),
+            ..member_row(m)
+        };
+        if let Err(err) = row.insert(&txn).await {
             txn.rollback().await?;
             // The email joined meanwhile (the unique index on present members' emails).
             return match err.sql_err() {
@@ -389,6 +414,23 @@ impl TeamStore for SeaTeamStore {
         }
         txn.commit().await?;
         Ok(true)
+    }
+
+    async fn joined_with_key(
+        &self,
+        team: TeamId,
+        email: &str,
+        join_key_hash: &str,
+    ) -> Result<Option<Member>, DbErr> {
+        member::Entity::find()
+            .filter(member::Column::TeamId.eq(team.to_string()))
+            .filter(member::Column::Email.eq(email))
+            .filter(member::Column::RemovedAtMs.is_null())
+            .filter(member::Column::JoinKeyHash.eq(join_key_hash))
+            .one(&self.db)
+            .await?
+            .map(member_of)
+            .transpose()
     }
 
     async fn add_message(&self, m: &ChatMessage) -> Result<Option<ChatMessage>, DbErr> {
