@@ -171,21 +171,11 @@ async fn an_ssh_vm_runs_the_real_vm_agent_for_the_whole_team() {
     // The operator rotates the master key while the server runs: the credential is
     // re-encrypted, a rerun has nothing left to do, the old version is retired, and the VM
     // still works (a fresh connection opens the re-encrypted credential).
-    let admin = |args: &'static [&'static str]| {
-        let mut cmd = covibe_testkit::clean_command(std::path::Path::new(COVIBE));
-        cmd.arg("admin")
-            .args(args)
-            .env("COVIBE_DATA_DIR", dir.path());
-        async move {
-            let out = cmd.output().await.unwrap();
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            (out.status.success(), text)
-        }
-    };
+    let admin_env = [(
+        "COVIBE_DATA_DIR".to_owned(),
+        dir.path().display().to_string(),
+    )];
+    let admin = |args: &'static [&'static str]| crate::support::admin_with(&admin_env, args);
     let (ok, text) = admin(&["retire-master-key", "--below", "2"]).await;
     assert!(!ok, "retiring the only version: {text}");
     let (ok, text) = admin(&["rotate-master-key"]).await;
