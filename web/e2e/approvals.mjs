@@ -234,10 +234,11 @@ try {
     while (!(await page.locator('.agent-meta .status-completed').count())) {
       if (Date.now() > deadline) throw new Error('the agent did not finish after its Edits were denied');
       const next = page.getByTestId('approval-card').first();
-      if (await next.count()) {
-        const heading = await next.getByRole('heading').innerText();
+      // A card may go (answered, timed out) between seeing it and reading it: look again.
+      const heading = (await next.count()) ? await next.getByRole('heading').innerText({ timeout: 1000 }).catch(() => null) : null;
+      if (heading !== null) {
         if (/Bash/.test(heading)) throw new Error('a Bash use was asked again after "Always for this agent"');
-        await next.getByRole('button', { name: 'Deny', exact: true }).click().catch(() => {});
+        await next.getByRole('button', { name: 'Deny', exact: true }).click({ timeout: 1000 }).catch(() => {});
       }
       await page.waitForTimeout(200);
     }

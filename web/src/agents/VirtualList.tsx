@@ -36,6 +36,9 @@ export function VirtualList(props: Props) {
   const [, rerender] = useReducer((n: number) => n + 1, 0);
   const [below, setBelow] = useState(false);
   const state = useRef({ count: props.count, layout: props.layout, atEnd: true });
+  // Whether the reader's own scrolling left them at the end: what a shrinking viewport or new
+  // rows are judged by, never the virtualizer's view of a layout it has not caught up with.
+  const pinned = useRef(true);
   const vRef = useRef<Virtualizer<HTMLDivElement, HTMLDivElement> | null>(null);
 
   const options = {
@@ -64,9 +67,22 @@ export function VirtualList(props: Props) {
   v.setOptions(options);
 
   const s = state.current;
-  // New rows while the reader is up the list: say so.
+  /** To the end, as the DOM has it now, and again once the new rows are measured. */
+  const toEnd = () => {
+    const el = scrollRef.current;
+    if (!el) return;
+    el.scrollTop = el.scrollHeight;
+    requestAnimationFrame(() => {
+      if (pinned.current) el.scrollTop = el.scrollHeight;
+    });
+  };
+
+  // New rows: followed by a reader at the end; one up the list is told.
   useLayoutEffect(() => {
-    if (props.count > s.count && !s.atEnd) setBelow(true);
+    if (props.count > s.count) {
+      if (pinned.current) toEnd();
+      else if (!s.atEnd) setBelow(true);
+    }
     s.count = props.count;
   }, [props.count]);
 
@@ -77,16 +93,17 @@ export function VirtualList(props: Props) {
 
   // A viewport that shrinks (a card or the keyboard below the list) keeps a reader who was at
   // the end there; where the reader was is what their scrolling left, not what the shrink did.
+  // It scrolls the element itself: the virtualizer may not have measured the new viewport yet,
+  // and its end would then be the old one's.
   useLayoutEffect(() => {
     const el = scrollRef.current;
     if (!el || typeof ResizeObserver === 'undefined') return;
-    let atEnd = true;
     let height = el.clientHeight;
     const onScroll = () => {
-      atEnd = el.scrollHeight - el.scrollTop - el.clientHeight <= AT_END;
+      pinned.current = el.scrollHeight - el.scrollTop - el.clientHeight <= AT_END;
     };
     const resized = new ResizeObserver(() => {
-      if (el.clientHeight < height && atEnd) v.scrollToEnd();
+      if (el.clientHeight < height && pinned.current) toEnd();
       height = el.clientHeight;
     });
     el.addEventListener('scroll', onScroll, { passive: true });
@@ -142,6 +159,7 @@ export function VirtualList(props: Props) {
           class="btn btn-primary btn-small jump-latest"
           onClick={() => {
             setBelow(false);
+            pinned.current = true;
             v.scrollToEnd();
           }}
         >
