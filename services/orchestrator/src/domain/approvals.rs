@@ -92,13 +92,7 @@ impl Agents {
         }
         let input: Value = serde_json::from_str(&request.input_json).unwrap_or(Value::Null);
         let tool = request.tool.as_str();
-        let project_dir = match request.project_dir.as_str() {
-            "" => ".",
-            dir => dir,
-        };
-        let (decision, whose) = self
-            .decide(agent, tool, &input, Path::new(project_dir))
-            .await;
+        let (decision, whose) = self.decide(agent, tool, &input, &request.project_dir).await;
         match decision {
             Decision::Deny { rule } => {
                 let message = format!("denied by {whose}: {rule}");
@@ -152,7 +146,7 @@ impl Agents {
             tool_use_id: cut(&request.tool_use_id, MAX_KEY_BYTES),
             input_json,
             summary: summary(tool, &input),
-            project_dir: project_dir.to_owned(),
+            project_dir: request.project_dir.clone(),
             state: PermissionState::Pending,
             decided_by: None,
             message: String::new(),
@@ -199,7 +193,7 @@ impl Agents {
         agent: &Agent,
         tool: &str,
         input: &Value,
-        project_dir: &Path,
+        project_dir: &str,
     ) -> (Decision, &'static str) {
         const ASK: (Decision, &str) = (Decision::Ask, "");
         let rules = match self.policy.rules(agent.team_id, agent.owner_id).await {
@@ -223,6 +217,10 @@ impl Agents {
         }
         // The rules' relative paths are read from the directory the agent works in, as its
         // vm-agent says (`.` when it did not: then only relative inputs match them).
+        let project_dir = Path::new(match project_dir {
+            "" => ".",
+            dir => dir,
+        });
         let decision = covibe_policy::decide(&team, &mine, tool, input, project_dir);
         let whose = match &decision {
             Decision::Deny { rule } if !team.deny.contains(rule) => "the owner's own policy",
@@ -358,12 +356,8 @@ impl Agents {
     ) -> Result<(), Error> {
         let input: Value = serde_json::from_str(updated_input)
             .map_err(|_| ApiError::invalid("updated input is not valid JSON"))?;
-        let project_dir = match stored.project_dir.as_str() {
-            "" => ".",
-            dir => dir,
-        };
         let (decision, whose) = self
-            .decide(agent, &stored.tool, &input, Path::new(project_dir))
+            .decide(agent, &stored.tool, &input, &stored.project_dir)
             .await;
         match decision {
             Decision::Deny { rule } => {

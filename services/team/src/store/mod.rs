@@ -522,20 +522,18 @@ impl TeamStore for SeaTeamStore {
         policy: &TeamPolicy,
         read_at: Option<i64>,
     ) -> Result<bool, DbErr> {
-        let updated_by = policy
-            .updated_by
-            .map(|user| user.to_string())
-            .unwrap_or_default();
         let row = team_policy::ActiveModel {
             team_id: Set(team.to_string()),
             allow_rules: Set(joined(&policy.rules.allow)),
             deny_rules: Set(joined(&policy.rules.deny)),
             updated_at_ms: Set(policy.updated_at_ms),
-            updated_by: Set(updated_by.clone()),
+            updated_by: Set(policy
+                .updated_by
+                .map(|user| user.to_string())
+                .unwrap_or_default()),
         };
-        let insert = team_policy::Entity::insert(row);
         match read_at {
-            None => insert
+            None => team_policy::Entity::insert(row)
                 .on_conflict(
                     OnConflict::column(team_policy::Column::TeamId)
                         .update_columns([
@@ -551,7 +549,7 @@ impl TeamStore for SeaTeamStore {
                 .map(|_| true),
             // Never set when read: the first save inserts, a later one finds the row.
             Some(0) => {
-                let inserted = insert
+                let inserted = team_policy::Entity::insert(row)
                     .on_conflict_do_nothing_on([team_policy::Column::TeamId])
                     .exec_without_returning(&self.db)
                     .await?;
@@ -560,19 +558,7 @@ impl TeamStore for SeaTeamStore {
             // One conditional update: of two saves from the same read, one wins.
             Some(read_at) => {
                 let updated = team_policy::Entity::update_many()
-                    .col_expr(
-                        team_policy::Column::AllowRules,
-                        Expr::value(joined(&policy.rules.allow)),
-                    )
-                    .col_expr(
-                        team_policy::Column::DenyRules,
-                        Expr::value(joined(&policy.rules.deny)),
-                    )
-                    .col_expr(
-                        team_policy::Column::UpdatedAtMs,
-                        Expr::value(policy.updated_at_ms),
-                    )
-                    .col_expr(team_policy::Column::UpdatedBy, Expr::value(updated_by))
+                    .set(row)
                     .filter(team_policy::Column::TeamId.eq(team.to_string()))
                     .filter(team_policy::Column::UpdatedAtMs.eq(read_at))
                     .exec(&self.db)
